@@ -1,0 +1,14 @@
+//! Exit codes, as `spec/cli.md` defines them. The README lists them too.
+
+/// Success (`plan diff --detailed-exitcode`: no changes).
+pub const OK: i32 = 0;
+/// An error: invalid plan, connection failure, a failed step.
+pub const ERROR: i32 = 1;
+/// `plan diff --detailed-exitcode`: success, and there are changes.
+pub const CHANGES: i32 = 2;
+/// `apply` stopped by `limits` with work left.
+pub const LIMITS: i32 = 3;
+/// Another apply holds the lock on this database.
+pub const LOCKED: i32 = 4;
+/// A rollback or cleanup itself failed.
+pub const CLEANUP_FAILED: i32 = 5;

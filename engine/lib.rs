@@ -1,0 +1,30 @@
+//! dbmaint: declarative maintenance plans for PostgreSQL and SQLite.
+//!
+//! The pipeline (see `docs/architecture.md`):
+//!
+//! ```text
+//! plan.yaml ─yaml─▶ Node tree (spans) ─overlay+vars─▶ Node ─template─▶ Node
+//!           ─decode─▶ PlanDoc ─validate─▶ Plan ─graph─▶ StepGraph
+//! ```
+//!
+//! Each stage is a module with one input type and one output type;
+//! diagnostics from every stage collect in one [`diag::Diagnostics`].
+
+pub mod decode;
+pub mod diag;
+pub mod doc;
+pub mod exit;
+pub mod graph;
+pub mod load;
+pub mod node;
+pub mod ops;
+pub mod overlay;
+pub mod plan;
+pub mod schema;
+pub mod source;
+pub mod template;
+pub mod validate;
+pub mod values;
+pub mod yaml;
+
+pub use load::{LoadOptions, Loaded, load, load_str};

@@ -1,0 +1,220 @@
+//! The `dbmaint` command line: parses arguments, calls the library, renders
+//! its results and chooses the exit code. No plan logic lives here.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use dbmaint::diag::{Diagnostics, render_text, summary, to_json};
+use dbmaint::exit;
+use dbmaint::load::{LoadOptions, Loaded, load};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dbmaint",
+    version,
+    about = "Declarative maintenance plans for PostgreSQL and SQLite"
+)]
+struct Cli {
+    /// Output format: text for people, json for programs (one document on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Progress bars: auto (only on a TTY, never when CI is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
+    progress: Progress,
+    /// More detail (repeatable).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less output.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with plan files.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Print the plan format's JSON Schema.
+    Schema,
+    /// Print shell completions.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PlanCommand {
+    /// Load, overlay, render and check a plan; report every problem at once.
+    Validate(PlanArgs),
+    /// Print the effective plan after overlays and templates, or its graph.
+    Show {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// yaml or json: the effective plan; dot or mermaid: the dependency graph with levels.
+        #[arg(long, value_enum, default_value_t = ShowFormat::Yaml)]
+        format: ShowFormat,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// The plan file.
+    plan: PathBuf,
+    /// Environment overlay: `env/NAME.yaml` beside the plan.
+    #[arg(long)]
+    env: Option<String>,
+    /// Override a variable: `--var key=value` (repeatable; wins over DBMAINT_VAR_*).
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    vars: Vec<String>,
+    /// Target database URL, used when the plan names none (before DATABASE_URL).
+    #[arg(long)]
+    target: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ShowFormat {
+    Yaml,
+    Json,
+    Dot,
+    Mermaid,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match &cli.command {
+        Command::Plan(PlanCommand::Validate(args)) => validate(&cli, args),
+        Command::Plan(PlanCommand::Show { plan, format }) => show(&cli, plan, *format),
+        Command::Schema => {
+            print!("{}", dbmaint::schema::plan_schema_json());
+            exit::OK
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "dbmaint", &mut std::io::stdout());
+            exit::OK
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn load_plan(args: &PlanArgs) -> Loaded {
+    let mut opts = LoadOptions::from_process();
+    opts.env = args.env.clone();
+    opts.vars = args.vars.clone();
+    opts.target = args.target.clone();
+    load(&args.plan, &opts)
+}
+
+/// Diagnostics go to stderr in text mode; in JSON mode the report is stdout.
+fn report(cli: &Cli, loaded: &Loaded) {
+    if cli.output == Output::Text {
+        let mut err = std::io::stderr().lock();
+        let shown = if cli.quiet {
+            only_errors(&loaded.diags)
+        } else {
+            loaded.diags.clone()
+        };
+        let _ = write!(err, "{}", render_text(&shown, &loaded.sources));
+        if !loaded.is_valid() || !cli.quiet {
+            let _ = writeln!(err, "{}", summary(&loaded.diags));
+        }
+    }
+}
+
+fn only_errors(d: &Diagnostics) -> Diagnostics {
+    Diagnostics {
+        items: d.items.iter().filter(|d| d.is_error()).cloned().collect(),
+    }
+}
+
+fn validate(cli: &Cli, args: &PlanArgs) -> i32 {
+    let loaded = load_plan(args);
+    match cli.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&loaded.diags, &loaded.sources)).unwrap_or_default()
+        ),
+        Output::Text => {
+            report(cli, &loaded);
+            if let (Some(plan), Some(graph), false) = (&loaded.plan, &loaded.graph, cli.quiet) {
+                let hash = plan.hash();
+                println!(
+                    "{}: plan `{}` is valid: {} steps in {} levels{}, hash {}",
+                    args.plan.display(),
+                    plan.name,
+                    plan.steps.len(),
+                    graph.by_level().len(),
+                    if plan.disabled.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({} disabled)", plan.disabled.len())
+                    },
+                    &hash[..12]
+                );
+            }
+        }
+    }
+    if loaded.is_valid() { exit::OK } else { exit::ERROR }
+}
+
+fn show(cli: &Cli, args: &PlanArgs, format: ShowFormat) -> i32 {
+    let loaded = load_plan(args);
+    let (Some(plan), Some(graph)) = (&loaded.plan, &loaded.graph) else {
+        match cli.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&to_json(&loaded.diags, &loaded.sources)).unwrap_or_default()
+            ),
+            Output::Text => report(cli, &loaded),
+        }
+        return exit::ERROR;
+    };
+    if cli.output == Output::Text && !cli.quiet {
+        // Warnings still deserve a look, on stderr.
+        let _ = write!(std::io::stderr(), "{}", render_text(&loaded.diags, &loaded.sources));
+    }
+    let format = if cli.output == Output::Json && format == ShowFormat::Yaml {
+        ShowFormat::Json
+    } else {
+        format
+    };
+    let out = match format {
+        ShowFormat::Yaml => {
+            let body = serde_saphyr::to_string(plan).unwrap_or_default();
+            format!("# effective plan `{}` (hash {})\n{body}", plan.name, plan.hash())
+        }
+        ShowFormat::Json => {
+            let mut v = serde_json::to_value(plan).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("hash".into(), plan.hash().into());
+                o.insert(
+                    "levels".into(),
+                    serde_json::to_value(graph.by_level()).unwrap_or_default(),
+                );
+            }
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        }
+        ShowFormat::Dot => graph.to_dot(plan),
+        ShowFormat::Mermaid => graph.to_mermaid(plan),
+    };
+    print!("{out}");
+    exit::OK
+}

@@ -1,0 +1,156 @@
+//! `backup`: pg_dump on PostgreSQL, `VACUUM INTO` on SQLite. Parameters and
+//! rules only; running it belongs to the executor.
+
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Serialize;
+
+use super::{BOTH, OpCheck, OpParams};
+use crate::decode::{Cx, Decode, scalar_text};
+use crate::node::{Kind, Node};
+use crate::values::Backend;
+
+crate::keywords! {
+    /// pg_dump's archive format.
+    pub enum Format ("a backup format") {
+        /// `pg_dump -Fc`: one compressed file, restorable selectively.
+        Custom = "custom",
+        /// `pg_dump -Fd`: a directory, dumped in parallel with `jobs`.
+        Directory = "directory",
+        /// `pg_dump -Fp`: a plain SQL script.
+        Plain = "plain",
+    }
+}
+
+/// How the new backup is checked before it replaces older ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Not checked.
+    No,
+    /// Read back entirely (`pg_restore -f /dev/null`; SQLite `integrity_check`).
+    Read,
+    /// Restored into a scratch database and row counts compared.
+    Restore,
+}
+
+impl Decode for Verify {
+    const EXPECTED: &'static str = "`true`, `false` or `restore`";
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        match (&node.kind, scalar_text(node).as_deref()) {
+            (Kind::Bool(true), _) | (Kind::Str(_), Some("true")) => Some(Self::Read),
+            (Kind::Bool(false), _) | (Kind::Str(_), Some("false")) => Some(Self::No),
+            (Kind::Str(_), Some("restore")) => Some(Self::Restore),
+            _ => {
+                cx.invalid(node, format!("`verify` must be {}", Self::EXPECTED), None);
+                None
+            }
+        }
+    }
+}
+
+impl Serialize for Verify {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::No => s.serialize_bool(false),
+            Self::Read => s.serialize_bool(true),
+            Self::Restore => s.serialize_str("restore"),
+        }
+    }
+}
+
+impl JsonSchema for Verify {
+    fn schema_name() -> Cow<'static, str> {
+        "Verify".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "true: read the whole backup back; restore: restore into a scratch database and compare row counts",
+            "anyOf": [{"type": "boolean"}, {"const": "restore"}]
+        })
+    }
+}
+
+crate::params! {
+    /// Parameters of `backup`.
+    pub struct Backup ("backup parameters") {
+        required {}
+        optional {
+            /// Archive format (PostgreSQL): `custom` (default), `directory`, `plain`.
+            format: Format,
+            /// Directory the backup is written to (default `backups`), relative to the working directory.
+            dir: String,
+            /// Parallel pg_dump jobs; only with `format: directory`.
+            jobs: u64,
+            /// Compression level 0..9 passed to pg_dump.
+            compress: u64,
+            /// Check the backup before keeping it (default `true`).
+            verify: Verify,
+            /// Keep this many of this plan's backups; older ones are pruned after the new one verified.
+            keep: u64,
+        }
+    }
+}
+
+impl OpParams for Backup {
+    const BACKENDS: &'static [Backend] = BOTH;
+
+    fn check(&self, c: &mut OpCheck<'_>) {
+        if let Some(jobs) = &self.jobs {
+            let directory = self.format.as_ref().is_some_and(|f| f.value == Format::Directory);
+            if !directory {
+                c.error(
+                    "invalid-combination",
+                    jobs.pos,
+                    "`jobs` needs `format: directory`: pg_dump dumps in parallel only into a directory".to_string(),
+                    "set `format: directory`, or remove `jobs`",
+                );
+            }
+        }
+        c.in_range(&self.jobs, "jobs", 1..=64);
+        c.in_range(&self.compress, "compress", 0..=9);
+        c.in_range(&self.keep, "keep", 1..=10_000);
+        if let Some(dir) = &self.dir {
+            if dir.value.trim().is_empty() {
+                c.error(
+                    "invalid-value",
+                    dir.pos,
+                    "`dir` is empty".to_string(),
+                    "name a directory, e.g. `backups`",
+                );
+            }
+        }
+        c.not_on(&self.format, "format", Backend::Sqlite);
+        c.not_on(&self.jobs, "jobs", Backend::Sqlite);
+        c.not_on(&self.compress, "compress", Backend::Sqlite);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::findings;
+
+    #[test]
+    fn jobs_need_directory_format() {
+        assert_eq!(
+            findings::<Backup>("{format: custom, jobs: 4}", Backend::Postgres),
+            ["invalid-combination"]
+        );
+        assert!(
+            findings::<Backup>(
+                "{format: directory, jobs: 4, verify: restore, keep: 7}",
+                Backend::Postgres
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn unknown_format_suggests_the_closest() {
+        assert_eq!(
+            findings::<Backup>("{format: custon}", Backend::Postgres),
+            ["invalid-value"]
+        );
+    }
+}

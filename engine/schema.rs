@@ -1,0 +1,24 @@
+//! The plan's JSON Schema (draft-07, for yaml-language-server), generated
+//! from the document types in `doc.rs` and `ops/`. `schemas/plan.schema.json`
+//! is this output, committed; a test fails when it is stale.
+
+use crate::decode::Template;
+use crate::doc::PlanDoc;
+
+/// The `$schema` comment every plan starts with (path relative to `plans/`).
+pub const MODELINE: &str = "# yaml-language-server: $schema=../schemas/plan.schema.json";
+
+/// The schema as pretty JSON with a trailing newline.
+pub fn plan_schema_json() -> String {
+    let mut generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    // Referenced by every templatable value's `anyOf`.
+    generator.subschema_for::<Template>();
+    let mut schema = generator.into_root_schema_for::<PlanDoc>();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert("$id".into(), "https://dbmaint.dev/schemas/plan.schema.json".into());
+        obj.insert("title".into(), "dbmaint plan".into());
+    }
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
+}
