@@ -128,6 +128,9 @@ pub trait Decode: Sized {
 impl<T: Decode> Decode for Sp<T> {
     const EXPECTED: &'static str = T::EXPECTED;
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        if matches!(&node.kind, Kind::Str(s) if s.poisoned) {
+            return None;
+        }
         T::decode(node, cx).map(|v| Sp::new(v, node.pos))
     }
 }
@@ -284,7 +287,7 @@ impl<'a> MapReader<'a> {
             Kind::Map(m) => m,
             Kind::Null => &[],
             _ => {
-                cx.wrong_type(node, &format!("a map of {what}"));
+                cx.wrong_type(node, &format!("a map ({what})"));
                 return None;
             }
         };
@@ -401,7 +404,7 @@ macro_rules! params {
         }
 
         impl $crate::decode::Decode for $name {
-            const EXPECTED: &'static str = concat!("a map of ", $what);
+            const EXPECTED: &'static str = concat!("a map (", $what, ")");
             fn decode(node: &$crate::node::Node, cx: &mut $crate::decode::Cx) -> Option<Self> {
                 let mut r = $crate::decode::MapReader::open(node, cx, $what)?;
                 let v = Self::read(&mut r, cx);

@@ -291,35 +291,39 @@ impl RustcHandler {
         let mut name = None;
         if let Some(src) = d.source_code() {
             for (i, label) in labels.iter().enumerate() {
-                let Ok(contents) = src.read_span(label.inner(), 0, 0) else {
+                // With context lines, miette returns whole lines around the
+                // span; find the one holding the span's start.
+                let Ok(contents) = src.read_span(label.inner(), 1, 1) else {
                     continue;
                 };
                 if name.is_none() {
                     name = contents.name().map(str::to_string);
                 }
-                let line_no = contents.line() + 1;
-                let line_text = String::from_utf8_lossy(contents.data()).into_owned();
-                // read_span gives whole lines for multi-line spans: show the first.
-                let first_line = line_text.lines().next().unwrap_or("").to_string();
-                let line_start = label.offset() - prefix_len(src, label.offset());
-                let col_bytes = label.offset() - line_start;
-                let col = first_line
-                    .get(..col_bytes.min(first_line.len()))
-                    .map_or(col_bytes, |s| s.chars().count());
-                let width = if label.len() == 0 {
-                    1
-                } else {
-                    let end = (col_bytes + label.len()).min(first_line.len());
-                    first_line
-                        .get(col_bytes.min(end)..end)
-                        .map_or(1, |s| s.chars().count().max(1))
-                };
+                let region = String::from_utf8_lossy(contents.data()).into_owned();
+                let region_start = contents.span().offset();
+                let mut line_no = contents.line() + 1;
+                let mut line_start = region_start;
+                let mut text = "";
+                for line in region.split_inclusive('\n') {
+                    if label.offset() < line_start + line.len()
+                        || line_start + line.len() >= region_start + region.len()
+                    {
+                        text = line.trim_end_matches(['\n', '\r']);
+                        break;
+                    }
+                    line_start += line.len();
+                    line_no += 1;
+                }
+                let col_bytes = label.offset().saturating_sub(line_start).min(text.len());
+                let col = text.get(..col_bytes).map_or(col_bytes, |s| s.chars().count());
+                let end = (col_bytes + label.len()).min(text.len());
+                let width = text.get(col_bytes..end).map_or(1, |s| s.chars().count().max(1));
                 gutter = gutter.max(line_no.to_string().len());
                 blocks.push((
                     i,
                     line_no,
                     col + 1,
-                    first_line,
+                    text.to_string(),
                     col,
                     width,
                     label.label().map(str::to_string),
@@ -355,14 +359,6 @@ impl RustcHandler {
             }
         }
         Ok(())
-    }
-}
-
-/// Number of bytes between the start of the line holding `offset` and `offset`.
-fn prefix_len(src: &dyn miette::SourceCode, offset: usize) -> usize {
-    match src.read_span(&(offset, 0).into(), 0, 0) {
-        Ok(c) => offset - c.span().offset(),
-        Err(_) => 0,
     }
 }
 

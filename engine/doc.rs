@@ -120,7 +120,7 @@ impl StepDoc {
     /// Decodes a step; `id` and `id_pos` name it in messages.
     pub fn decode(id: &str, id_pos: Pos, node: &Node, cx: &mut Cx) -> Option<Self> {
         let what = format!("step `{id}`");
-        let mut r = MapReader::open(node, cx, "step keys")?;
+        let mut r = MapReader::open(node, cx, &what)?;
         let settings = Settings::read(&mut r, cx);
         let needs = r.opt::<Vec<Sp<String>>>("needs", cx);
         let description = r.opt::<String>("description", cx);
@@ -310,7 +310,7 @@ impl JsonSchema for Steps {
 
 crate::params! {
     /// A dbmaint plan (format version 1).
-    pub struct PlanDoc ("plan keys") {
+    pub struct PlanDoc ("the plan") {
         required {
             /// Plan format version: `1`.
             version: u64,

@@ -133,7 +133,7 @@ fn report(cli: &Cli, loaded: &Loaded) {
             loaded.diags.clone()
         };
         let _ = write!(err, "{}", render_text(&shown, &loaded.sources));
-        if !loaded.is_valid() || !cli.quiet {
+        if !loaded.is_valid() || (!cli.quiet && !loaded.diags.items.is_empty()) {
             let _ = writeln!(err, "{}", summary(&loaded.diags));
         }
     }

@@ -40,6 +40,8 @@ pub struct Str {
     pub value: String,
     pub quote: u8,
     pub rendered: bool,
+    /// Rendering failed and was reported; decoding stays silent about it.
+    pub poisoned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -101,7 +101,10 @@ fn render_node(jinja: &Environment<'_>, node: &mut Node, ctx: &Value, sources: &
                 s.value = out;
                 s.rendered = true;
             }
-            Err(e) => diags.push(template_error(&e, node.pos, &s.value, s.quote, sources)),
+            Err(e) => {
+                diags.push(template_error(&e, node.pos, &s.value, s.quote, sources));
+                s.poisoned = true;
+            }
         },
         _ => {}
     }

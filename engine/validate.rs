@@ -159,11 +159,13 @@ pub fn check_steps(steps: &Steps, backend: Option<Backend>, cx: &mut Cx) {
     }
     for cycle in find_cycles(steps.len(), &edges) {
         // A self-need was reported already and never becomes an edge.
-        let names: Vec<&str> = cycle.path.iter().map(|&n| steps[n].0.value.as_str()).collect();
+        // The path follows "runs before" edges; read backwards it says who
+        // needs whom, which is how the plan is written.
+        let names: Vec<&str> = cycle.path.iter().rev().map(|&n| steps[n].0.value.as_str()).collect();
         let first_edge = cycle.edges[0];
         let mut d = Diag::error(
             "cycle",
-            format!("steps depend on each other in a cycle: {}", names.join(" → ")),
+            format!("steps need each other in a cycle: {}", names.join(" → ")),
         )
         .at(edge_pos[first_edge], "on the cycle".to_string());
         for &e in &cycle.edges[1..] {

@@ -150,6 +150,7 @@ fn convert(raw: Spanned<Raw>, file: FileId, text: &str) -> Node {
                 value,
                 quote,
                 rendered: false,
+                poisoned: false,
             })
         }
         Raw::Int(i) => Kind::Int(i),
