@@ -50,13 +50,11 @@ impl<T: Serialize> Serialize for Sp<T> {
 /// which renders to the value before it is parsed.
 impl<T: JsonSchema> JsonSchema for Sp<T> {
     fn schema_name() -> Cow<'static, str> {
-        T::schema_name()
+        format!("Spanned_{}", T::schema_name()).into()
     }
-    fn schema_id() -> Cow<'static, str> {
-        T::schema_id()
-    }
+    /// Always inline: a named definition would sit beside `T`'s own.
     fn inline_schema() -> bool {
-        T::inline_schema()
+        true
     }
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let inner = generator.subschema_for::<T>();
@@ -197,12 +195,15 @@ macro_rules! decode_int {
                     }
                 };
                 if parsed.is_none() {
-                    cx.invalid(
-                        node,
-                        format!("`{}` is not a whole number between {} and {}",
-                            scalar_text(node).unwrap_or_default(), <$t>::MIN, <$t>::MAX),
-                        None,
-                    );
+                    let text = scalar_text(node).unwrap_or_default();
+                    let is_number = text.trim().parse::<i128>().is_ok();
+                    let message = if is_number {
+                        format!("`{text}` is out of range (at most {})", <$t>::MAX)
+                    } else {
+                        format!("`{text}` is not a whole number")
+                    };
+                    let hint = rendered_text(node).map(|t| format!("the template rendered `{t}`; check the variable it uses"));
+                    cx.invalid(node, message, hint);
                 }
                 parsed
             }
@@ -237,6 +238,9 @@ impl<T: Decode> Decode for Vec<T> {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
         let Kind::Seq(items) = &node.kind else {
             cx.wrong_type(node, Self::EXPECTED);
+            if let (Some(text), Some(d)) = (scalar_text(node), cx.diags.items.last_mut()) {
+                d.hint = Some(format!("write a list: `[{text}]`"));
+            }
             return None;
         };
         let mut out = Vec::with_capacity(items.len());
@@ -327,7 +331,7 @@ impl<'a> MapReader<'a> {
         cx.error(
             Diag::error("missing-key", format!("missing required key `{key}` in {what}"))
                 .at(self.node.pos, format!("`{key}` is required here"))
-                .hint(format!("add `{key}: {}`", placeholder::<T>())),
+                .hint(format!("add `{key}: {}`", placeholder::<T>(key))),
         );
         None
     }
@@ -350,9 +354,13 @@ impl<'a> MapReader<'a> {
     }
 }
 
-fn placeholder<T: Decode>() -> &'static str {
-    match T::EXPECTED {
-        "a string" => "…",
+/// What to suggest writing for a missing required key.
+fn placeholder<T: Decode>(key: &str) -> &'static str {
+    match (key, T::EXPECTED) {
+        ("version", _) => "1",
+        ("steps", _) => "{stats: {stats: {}}}",
+        (_, "a duration") => "90 days",
+        (_, "a name") => "<name>",
         _ => "<value>",
     }
 }

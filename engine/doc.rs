@@ -194,11 +194,10 @@ impl Decode for Steps {
             Kind::Null => &Vec::new(),
             _ => {
                 cx.wrong_type(node, "a map of step id to step");
-                if matches!(node.kind, Kind::Seq(_)) {
-                    if let Some(d) = cx.diags.items.last_mut() {
-                        d.hint =
-                            Some("steps are a map keyed by id: `steps: {dump: {backup: {}}}`, not a list".to_string());
-                    }
+                if matches!(node.kind, Kind::Seq(_))
+                    && let Some(d) = cx.diags.items.last_mut()
+                {
+                    d.hint = Some("steps are a map keyed by id: `steps: {dump: {backup: {}}}`, not a list".to_string());
                 }
                 return None;
             }

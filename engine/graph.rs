@@ -79,11 +79,11 @@ fn shortest_cycle(start: usize, edges: &[Edge], allowed: &[usize]) -> Vec<usize>
                 path.push(start);
                 return path;
             }
-            if let std::collections::hash_map::Entry::Vacant(e) = prev.entry(m) {
-                if m != start {
-                    e.insert(n);
-                    queue.push_back(m);
-                }
+            if let std::collections::hash_map::Entry::Vacant(e) = prev.entry(m)
+                && m != start
+            {
+                e.insert(n);
+                queue.push_back(m);
             }
         }
     }

@@ -253,6 +253,8 @@ fn finish(mut tree: Node, opts: &LoadOptions, sources: &mut Sources, diags: &mut
             // Earlier errors (templates, vars) already doom the plan; still
             // run the plan-wide rules, which report different mistakes.
             let _ = validate(doc, &fallback, opts.env.as_deref(), &mut cx);
+            // "No target" is noise beside the errors that doom the plan.
+            cx.diags.items.retain(|d| d.code != "no-target");
             None
         }
         None => {

@@ -197,10 +197,7 @@ fn show(cli: &Cli, args: &PlanArgs, format: ShowFormat) -> i32 {
         format
     };
     let out = match format {
-        ShowFormat::Yaml => {
-            let body = serde_saphyr::to_string(plan).unwrap_or_default();
-            format!("# effective plan `{}` (hash {})\n{body}", plan.name, plan.hash())
-        }
+        ShowFormat::Yaml => dbmaint::plan::effective_yaml(plan),
         ShowFormat::Json => {
             let mut v = serde_json::to_value(plan).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {

@@ -152,16 +152,38 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// sha256 of the effective plan's canonical JSON (target excluded, so the
-    /// same plan on two databases has one hash): what a run records in its
-    /// journal and a saved plan is checked against.
+    /// sha256 of what will run: the effective plan's canonical JSON without
+    /// the target, the overlay's name and the list of disabled steps — so the
+    /// same work on two databases, or written out by `plan show` and loaded
+    /// back, has one hash. Runs record it; saved plans are checked against it.
     pub fn hash(&self) -> String {
         use sha2::Digest;
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
-            o.remove("target");
+            for meta in ["target", "env", "disabled"] {
+                o.remove(meta);
+            }
         }
         let digest = sha2::Sha256::digest(v.to_string().as_bytes());
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// The effective plan as a plan file: every setting explicit, templates
+/// rendered, the password masked. Loading it back gives the same hash; the
+/// overlay's name and the disabled steps are in the header comment.
+pub fn effective_yaml(plan: &Plan) -> String {
+    let mut v = serde_json::to_value(plan).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("env");
+        o.remove("disabled");
+    }
+    let mut head = format!("# effective plan `{}`, hash {}\n", plan.name, plan.hash());
+    if let Some(env) = &plan.env {
+        head.push_str(&format!("# environment overlay: {env}\n"));
+    }
+    if !plan.disabled.is_empty() {
+        head.push_str(&format!("# disabled steps: {}\n", plan.disabled.join(", ")));
+    }
+    head + &serde_saphyr::to_string(&v).unwrap_or_default()
 }

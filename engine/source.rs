@@ -98,11 +98,11 @@ pub fn redact_passwords(text: &str) -> String {
             .position(|b| matches!(b, b'/' | b'?' | b'#' | b'"' | b'\'' | b'\n' | b' ' | b'\t'))
             .map_or(bytes.len(), |p| authority_start + p);
         let authority = &bytes[authority_start..authority_end];
-        if let Some(at) = authority.iter().rposition(|b| *b == b'@') {
-            if let Some(colon) = authority[..at].iter().position(|b| *b == b':') {
-                for b in &mut out[authority_start + colon + 1..authority_start + at] {
-                    *b = b'*';
-                }
+        if let Some(at) = authority.iter().rposition(|b| *b == b'@')
+            && let Some(colon) = authority[..at].iter().position(|b| *b == b':')
+        {
+            for b in &mut out[authority_start + colon + 1..authority_start + at] {
+                *b = b'*';
             }
         }
         from = authority_end.max(authority_start);

@@ -40,12 +40,6 @@ pub fn validate(doc: PlanDoc, fallback: &Fallback, env: Option<&str>, cx: &mut C
     }
     let target = resolve_target(&doc, fallback, cx);
     let backend = target.as_ref().map(|t| t.backend);
-    if target.is_none() && !cx.diags.has_errors() {
-        cx.error(
-            Diag::warning("no-target", "no target: backend-specific checks were skipped")
-                .hint("set `target:` in the plan or an overlay, or pass `--target` / set `DATABASE_URL`"),
-        );
-    }
     if doc.steps.value.0.is_empty() {
         cx.error(
             Diag::error("no-steps", "plan has no steps")
@@ -56,6 +50,12 @@ pub fn validate(doc: PlanDoc, fallback: &Fallback, env: Option<&str>, cx: &mut C
 
     check_settings(doc.defaults.as_ref().map(|d| &d.value), "defaults", cx);
     check_steps(&doc.steps.value, backend, cx);
+    if target.is_none() && !cx.diags.has_errors() {
+        cx.error(
+            Diag::warning("no-target", "no target: backend-specific checks were skipped")
+                .hint("set `target:` in the plan or an overlay, or pass `--target` / set `DATABASE_URL`"),
+        );
+    }
     if cx.diags.has_errors() || doc.steps.value.0.iter().any(|(_, s)| !s.complete) {
         return None;
     }
@@ -272,31 +272,30 @@ fn check_settings(s: Option<&Settings>, what: &str, cx: &mut Cx) {
             );
         }
     }
-    if let Some(st) = &s.statement_timeout {
-        if st.value.0.is_zero() {
-            cx.error(
-                Diag::warning(
-                    "unbounded-statement",
-                    format!("`statement_timeout: 0s` in {what} lets a statement run for ever"),
-                )
-                .at(st.pos, None)
-                .hint("set a bound; `limits.max_runtime` also caps statements"),
-            );
-        }
+    if let Some(st) = &s.statement_timeout
+        && st.value.0.is_zero()
+    {
+        cx.error(
+            Diag::warning(
+                "unbounded-statement",
+                format!("`statement_timeout: 0s` in {what} lets a statement run for ever"),
+            )
+            .at(st.pos, None)
+            .hint("set a bound; `limits.max_runtime` also caps statements"),
+        );
     }
-    if let Some(r) = &s.retries {
-        if r.value > 100 {
-            cx.error(
-                Diag::error("out-of-range", format!("`retries: {}` in {what} is over 100", r.value)).at(r.pos, None),
-            );
-        }
+    if let Some(r) = &s.retries
+        && r.value > 100
+    {
+        cx.error(Diag::error("out-of-range", format!("`retries: {}` in {what} is over 100", r.value)).at(r.pos, None));
     }
 }
 
 fn check_op(id: &str, op: &Sp<Operation>, backend: Option<Backend>, cx: &mut Cx) {
-    if let Some(b) = backend {
-        if !op.value.backends().contains(&b) {
-            cx.error(
+    if let Some(b) = backend
+        && !op.value.backends().contains(&b)
+    {
+        cx.error(
                 Diag::error("unsupported-backend", format!("step `{id}` uses `{}`, which {b} cannot run", op.value.key()))
                     .at(op.pos, format!("not available on {b}"))
                     .hint(format!(
@@ -305,8 +304,7 @@ fn check_op(id: &str, op: &Sp<Operation>, backend: Option<Backend>, cx: &mut Cx)
                         op.value.backends().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
                     )),
             );
-            return;
-        }
+        return;
     }
     op.value.check(&mut OpCheck {
         backend,

@@ -142,10 +142,10 @@ impl fmt::Display for Duration {
         if ms == 0 {
             return f.write_str("0s");
         }
-        if ms % (7 * DAY) == 0 {
+        if ms.is_multiple_of(7 * DAY) {
             return write!(f, "{}w", ms / (7 * DAY));
         }
-        if ms % DAY == 0 {
+        if ms.is_multiple_of(DAY) {
             return write!(f, "{}d", ms / DAY);
         }
         for (unit, size) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
@@ -181,24 +181,29 @@ pub struct Ratio(pub f64);
 impl Decode for Ratio {
     const EXPECTED: &'static str = "a ratio between 0 and 1";
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
-        if let Kind::Str(s) = &node.kind {
-            if !s.rendered {
-                let hint = s
-                    .value
-                    .trim()
-                    .strip_suffix('%')
-                    .and_then(|p| p.trim().parse::<f64>().ok())
-                    .map(|p| format!("write `{}` for {}%", p / 100.0, p));
-                cx.invalid(node, format!("`{}` is not a ratio between 0 and 1", s.value), hint);
-                return None;
-            }
+        if let Kind::Str(s) = &node.kind
+            && !s.rendered
+        {
+            let hint = s
+                .value
+                .trim()
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<f64>().ok())
+                .map(|p| format!("write `{}` for {}%", p / 100.0, p));
+            cx.invalid(node, format!("`{}` is not a ratio between 0 and 1", s.value), hint);
+            return None;
         }
         let v = f64::decode(node, cx)?;
         if (0.0..=1.0).contains(&v) {
             Some(Self(v))
         } else {
-            let hint =
-                (v > 1.0 && v <= 100.0).then(|| format!("a ratio is a fraction: write `{}` for {v}%", v / 100.0));
+            // `20` was almost certainly meant as 20%.
+            let percent_like = v.fract() == 0.0 && (2.0..=100.0).contains(&v);
+            let hint = Some(if percent_like {
+                format!("a ratio is a fraction: write `{}` for {v}%", v / 100.0)
+            } else {
+                "a ratio is a fraction between 0 and 1, e.g. `0.2` for 20%".to_string()
+            });
             cx.invalid(node, format!("`{v}` is outside 0..1"), hint);
             None
         }

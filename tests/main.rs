@@ -1,1 +1,10 @@
+//! All integration tests, in one binary to keep link time down.
 
+mod cli;
+mod fixtures;
+mod overlays;
+mod plans;
+mod props;
+mod schema;
+mod support;
+mod templates;

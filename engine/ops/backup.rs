@@ -110,15 +110,15 @@ impl OpParams for Backup {
         c.in_range(&self.jobs, "jobs", 1..=64);
         c.in_range(&self.compress, "compress", 0..=9);
         c.in_range(&self.keep, "keep", 1..=10_000);
-        if let Some(dir) = &self.dir {
-            if dir.value.trim().is_empty() {
-                c.error(
-                    "invalid-value",
-                    dir.pos,
-                    "`dir` is empty".to_string(),
-                    "name a directory, e.g. `backups`",
-                );
-            }
+        if let Some(dir) = &self.dir
+            && dir.value.trim().is_empty()
+        {
+            c.error(
+                "invalid-value",
+                dir.pos,
+                "`dir` is empty".to_string(),
+                "name a directory, e.g. `backups`",
+            );
         }
         c.not_on(&self.format, "format", Backend::Sqlite);
         c.not_on(&self.jobs, "jobs", Backend::Sqlite);

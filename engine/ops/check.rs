@@ -4,6 +4,7 @@
 //! when `cancel`/`terminate` say so.
 
 use super::{OpCheck, OpParams};
+use crate::decode::Sp;
 use crate::values::{Backend, Duration, Ratio};
 
 crate::keywords! {
@@ -65,7 +66,7 @@ crate::params! {
         required {}
         optional {
             /// Which checks to run; default all the backend offers.
-            checks: Vec<CheckName>,
+            checks: Vec<Sp<CheckName>>,
             /// Fail the step on findings of this severity or worse.
             fail_on: FailOn,
             /// `long_queries`: report queries running longer than this (default 10m).
@@ -92,14 +93,12 @@ impl OpParams for Check {
     fn check(&self, c: &mut OpCheck<'_>) {
         let step = c.step;
         if let (Some(checks), Some(backend)) = (&self.checks, c.backend) {
-            // Positions of list items are not kept in `Vec<CheckName>`, so
-            // report at the list: it names the offending check.
             for name in checks.value.iter().filter(|n| n.backend() != backend) {
                 let offered: Vec<&str> = CheckName::for_backend(backend).iter().map(|c| c.as_str()).collect();
                 c.error(
                     "unsupported-check",
-                    checks.pos,
-                    format!("check `{name}` in step `{step}` does not exist for {backend}"),
+                    name.pos,
+                    format!("check `{}` in step `{step}` does not exist for {backend}", name.value),
                     &format!("{backend} offers: {}", offered.join(", ")),
                 );
             }
@@ -107,7 +106,7 @@ impl OpParams for Check {
         let runs_long_queries = self
             .checks
             .as_ref()
-            .is_none_or(|cs| cs.value.contains(&CheckName::LongQueries));
+            .is_none_or(|cs| cs.value.iter().any(|c| c.value == CheckName::LongQueries));
         for (field, key) in [(&self.cancel, "cancel"), (&self.terminate, "terminate")] {
             if let Some(f) = field.as_ref().filter(|f| f.value) {
                 if !runs_long_queries {

@@ -46,30 +46,30 @@ impl OpCheck<'_> {
 
     /// Warns that a parameter means nothing on this backend (it is ignored).
     pub fn not_on<T>(&mut self, field: &Option<Sp<T>>, key: &str, backend: Backend) {
-        if let (Some(f), Some(b)) = (field, self.backend) {
-            if b == backend {
-                let step = self.step;
-                self.warn(
-                    "ignored-param",
-                    f.pos,
-                    format!("`{key}` has no effect on {b} (step `{step}`)"),
-                    "remove it, or keep it for a plan that also targets the other backend",
-                );
-            }
+        if let (Some(f), Some(b)) = (field, self.backend)
+            && b == backend
+        {
+            let step = self.step;
+            self.warn(
+                "ignored-param",
+                f.pos,
+                format!("`{key}` has no effect on {b} (step `{step}`)"),
+                "remove it, or keep it for a plan that also targets the other backend",
+            );
         }
     }
 
     /// Reports a `batch_size`-like integer outside `range`.
     pub fn in_range(&mut self, field: &Option<Sp<u64>>, key: &str, range: std::ops::RangeInclusive<u64>) {
-        if let Some(f) = field {
-            if !range.contains(&f.value) {
-                self.error(
-                    "out-of-range",
-                    f.pos,
-                    format!("`{key}` is {}, outside {}..={}", f.value, range.start(), range.end()),
-                    "",
-                );
-            }
+        if let Some(f) = field
+            && !range.contains(&f.value)
+        {
+            self.error(
+                "out-of-range",
+                f.pos,
+                format!("`{key}` is {}, outside {}..={}", f.value, range.start(), range.end()),
+                "",
+            );
         }
     }
 }

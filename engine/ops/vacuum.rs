@@ -36,16 +36,16 @@ impl OpParams for Vacuum {
 
     fn check(&self, c: &mut OpCheck<'_>) {
         let allowed = self.allow_exclusive_lock.as_ref().is_some_and(|a| a.value);
-        if let Some(full) = self.full.as_ref().filter(|f| f.value) {
-            if !allowed {
-                let step = c.step;
-                c.error(
+        if let Some(full) = self.full.as_ref().filter(|f| f.value)
+            && !allowed
+        {
+            let step = c.step;
+            c.error(
                     "exclusive-lock",
                     full.pos,
                     format!("`full: true` in step `{step}` takes an ACCESS EXCLUSIVE lock: every reader and writer of each table waits until it is rewritten"),
                     "add `allow_exclusive_lock: true` to accept that, or drop `full` (plain VACUUM takes no such lock)",
                 );
-            }
         }
         c.in_range(&self.min_xid_age, "min_xid_age", 0..=2_000_000_000);
         c.not_on(&self.freeze, "freeze", Backend::Sqlite);

@@ -1,0 +1,146 @@
+//! The real binary: exit codes, stdout/stderr discipline, JSON output.
+
+use assert_cmd::Command;
+
+fn dbmaint() -> Command {
+    let mut c = Command::cargo_bin("dbmaint").expect("binary");
+    c.env_remove("DATABASE_URL").env("NO_COLOR", "1");
+    c
+}
+
+#[test]
+fn validate_exits_0_for_a_valid_plan_and_1_for_an_invalid_one() {
+    dbmaint()
+        .args(["plan", "validate", "plans/django-nightly.yaml"])
+        .assert()
+        .code(0);
+    let out = dbmaint()
+        .args(["plan", "validate", "tests/fixtures/invalid/cycle.yaml"])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("error[cycle]"), "{stderr}");
+    assert!(
+        stderr.contains("--> tests/fixtures/invalid/cycle.yaml:5:13"),
+        "{stderr}"
+    );
+    assert!(out.get_output().stdout.is_empty(), "diagnostics go to stderr");
+}
+
+#[test]
+fn validate_json_is_one_document_on_stdout() {
+    let out = dbmaint()
+        .args([
+            "plan",
+            "validate",
+            "tests/fixtures/invalid/unknown-need.yaml",
+            "--output",
+            "json",
+        ])
+        .assert()
+        .code(1);
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("one JSON document");
+    assert_eq!(v["valid"], false);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "unknown-need");
+    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(7), Some(13)));
+    assert_eq!(d["hint"], "did you mean `dump`?");
+    assert_eq!(d["severity"], "error");
+}
+
+#[test]
+fn show_prints_the_effective_plan_and_graphs() {
+    let out = dbmaint()
+        .args(["plan", "show", "plans/django-nightly.yaml", "--env", "prod"])
+        .assert()
+        .code(0);
+    let yaml = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(yaml.contains("older_than: 180d"), "{yaml}");
+    assert!(
+        yaml.contains("target: postgres://maint@db-prod.internal:5432/app"),
+        "{yaml}"
+    );
+
+    let out = dbmaint()
+        .args(["plan", "show", "plans/django-nightly.yaml", "--format", "json"])
+        .assert()
+        .code(0);
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("json");
+    assert_eq!(v["levels"][0], serde_json::json!(["dump"]));
+    assert_eq!(v["hash"].as_str().map(str::len), Some(64));
+
+    let out = dbmaint()
+        .args(["plan", "show", "plans/django-nightly.yaml", "--format", "dot"])
+        .assert()
+        .code(0);
+    let dot = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        dot.starts_with("digraph") && dot.contains("\"vacuum\" -> \"reindex\";"),
+        "{dot}"
+    );
+
+    let out = dbmaint()
+        .args(["plan", "show", "plans/django-nightly.yaml", "--format", "mermaid"])
+        .assert()
+        .code(0);
+    let mm = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        mm.starts_with("flowchart LR") && mm.contains("vacuum --> reindex"),
+        "{mm}"
+    );
+}
+
+#[test]
+fn var_and_target_flags_reach_the_plan() {
+    let out = dbmaint()
+        .args([
+            "plan",
+            "show",
+            "plans/django-nightly.yaml",
+            "--var",
+            "audit_log_days=14",
+            "--format",
+            "json",
+        ])
+        .env("DBMAINT_VAR_AUDIT_LOG_DAYS", "21")
+        .assert()
+        .code(0);
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("json");
+    assert_eq!(v["steps"]["audit-logs"]["retention"]["older_than"], "2w");
+}
+
+#[test]
+fn a_password_given_on_the_command_line_is_never_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.yaml");
+    std::fs::write(&plan, "version: 1\nname: p\nsteps:\n  s:\n    stats: {}\n").expect("plan");
+    let out = dbmaint()
+        .args([
+            "plan",
+            "show",
+            "--format",
+            "json",
+            "--target",
+            "postgres://u:s3cr3t@h/db",
+        ])
+        .arg(&plan)
+        .assert()
+        .code(0);
+    let all = [out.get_output().stdout.clone(), out.get_output().stderr.clone()].concat();
+    let text = String::from_utf8_lossy(&all);
+    assert!(!text.contains("s3cr3t"), "{text}");
+    assert!(text.contains("postgres://u:****@h/db"), "{text}");
+}
+
+#[test]
+fn schema_command_prints_the_committed_schema() {
+    let out = dbmaint().arg("schema").assert().code(0);
+    let committed = std::fs::read("schemas/plan.schema.json").expect("committed schema");
+    assert_eq!(out.get_output().stdout, committed);
+}
+
+#[test]
+fn completions_are_generated() {
+    let out = dbmaint().args(["completions", "bash"]).assert().code(0);
+    assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("dbmaint"));
+}
