@@ -161,7 +161,7 @@ impl Plan {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             for meta in ["target", "env", "disabled"] {
-                o.remove(meta);
+                o.shift_remove(meta);
             }
         }
         let digest = sha2::Sha256::digest(v.to_string().as_bytes());
@@ -175,8 +175,8 @@ impl Plan {
 pub fn effective_yaml(plan: &Plan) -> String {
     let mut v = serde_json::to_value(plan).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
-        o.remove("env");
-        o.remove("disabled");
+        o.shift_remove("env");
+        o.shift_remove("disabled");
     }
     let mut head = format!("# effective plan `{}`, hash {}\n", plan.name, plan.hash());
     if let Some(env) = &plan.env {
