@@ -53,12 +53,20 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("big.yaml");
     std::fs::write(&path, generated_plan(1_000, 3_000)).expect("write plan");
-    let opts = dbmaint::LoadOptions { now: "2026-01-01T00:00:00Z".into(), ..Default::default() };
+    let opts = dbmaint::LoadOptions {
+        now: "2026-01-01T00:00:00Z".into(),
+        ..Default::default()
+    };
 
     let loaded = dbmaint::load(&path, &opts);
     let graph = loaded.graph.as_ref().expect("generated plan is valid");
     assert_eq!((graph.ids.len(), graph.edges.len()), (1_000, 3_000));
-    println!("generated plan: {} steps, {} needs edges, {} levels", graph.ids.len(), graph.edges.len(), graph.by_level().len());
+    println!(
+        "generated plan: {} steps, {} needs edges, {} levels",
+        graph.ids.len(),
+        graph.edges.len(),
+        graph.by_level().len()
+    );
 
     c.bench_function("plan validate: 1000 steps, 3000 needs", |b| {
         b.iter(|| {
