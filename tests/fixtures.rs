@@ -9,13 +9,7 @@ use dbmaint::load;
 use crate::support::{codes, options_for, rendered};
 
 fn fixtures() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir("tests/fixtures/invalid")
-        .expect("fixture directory")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    v.sort();
-    v
+    crate::support::yaml_files("tests/fixtures/invalid")
 }
 
 #[test]

@@ -3,19 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::support::yaml_files;
+
 use dbmaint::load;
 
 use crate::support::options;
-
-pub fn yaml_files(dir: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    v.sort();
-    v
-}
 
 #[test]
 fn every_sample_plan_and_example_is_valid_without_warnings() {

@@ -102,7 +102,7 @@ impl Rng {
 
 #[test]
 fn ten_thousand_mutated_sample_plans_never_panic_the_loader() {
-    let samples: Vec<Vec<u8>> = crate::plans::yaml_files("plans")
+    let samples: Vec<Vec<u8>> = crate::support::yaml_files("plans")
         .iter()
         .map(|p| std::fs::read(p).expect("read"))
         .collect();

@@ -41,9 +41,9 @@ fn as_json(path: &std::path::Path) -> serde_json::Value {
 #[test]
 fn every_plan_and_example_passes_the_schema() {
     let v = validator();
-    let files = crate::plans::yaml_files("plans")
+    let files = crate::support::yaml_files("plans")
         .into_iter()
-        .chain(crate::plans::yaml_files("examples"));
+        .chain(crate::support::yaml_files("examples"));
     for path in files {
         let doc = as_json(&path);
         let errors: Vec<String> = v

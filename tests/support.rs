@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use dbmaint::LoadOptions;
 use dbmaint::diag::render_text;
@@ -54,4 +54,15 @@ pub fn place(loaded: &Loaded, code: &str) -> (String, usize, usize) {
     let file = loaded.sources.get(label.file);
     let (line, col) = file.line_col(label.span.start);
     (file.name.clone(), line, col)
+}
+
+/// The `.yaml` files directly in `dir`, sorted.
+pub fn yaml_files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    v.sort();
+    v
 }
