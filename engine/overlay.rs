@@ -79,7 +79,6 @@ pub fn apply_vars(plan: &mut Node, overrides: &[VarOverride], sources: &mut Sour
     for o in overrides {
         let file = sources.add(format!("{} {}", o.origin, o.key), &o.value);
         let value = match crate::yaml::parse(sources, file) {
-            Ok(v) if matches!(v.kind, Kind::Null) && o.value.trim().is_empty() => v,
             Ok(v) => v,
             Err(d) => {
                 diags.push(d);
