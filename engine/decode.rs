@@ -303,10 +303,6 @@ impl<'a> MapReader<'a> {
         })
     }
 
-    pub fn pos(&self) -> Pos {
-        self.node.pos
-    }
-
     /// The raw node under `key`, marked as used.
     pub fn raw(&mut self, key: &str) -> Option<&'a Node> {
         let i = self.entries.iter().position(|(k, _)| k.name == key)?;

@@ -120,6 +120,11 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Loaded {
     let mut sources = Sources::new();
     let mut diags = Diagnostics::default();
     let plan = load_inner(path, opts, &mut sources, &mut diags);
+    loaded(sources, diags, plan)
+}
+
+/// Wraps up a load: diagnostics in reading order, and the graph of a valid plan.
+fn loaded(sources: Sources, mut diags: Diagnostics, plan: Option<Plan>) -> Loaded {
     let graph = plan.as_ref().map(StepGraph::new);
     diags.sort();
     Loaded {
@@ -152,14 +157,7 @@ pub fn load_str(name: &str, text: &str, opts: &LoadOptions) -> Loaded {
             None
         }
     };
-    let graph = plan.as_ref().map(StepGraph::new);
-    diags.sort();
-    Loaded {
-        sources,
-        diags,
-        plan,
-        graph,
-    }
+    loaded(sources, diags, plan)
 }
 
 fn load_inner(path: &Path, opts: &LoadOptions, sources: &mut Sources, diags: &mut Diagnostics) -> Option<Plan> {

@@ -306,10 +306,5 @@ fn check_op(id: &str, op: &Sp<Operation>, backend: Option<Backend>, cx: &mut Cx)
             );
         return;
     }
-    op.value.check(&mut OpCheck {
-        backend,
-        step: id,
-        op_pos: op.pos,
-        cx,
-    });
+    op.value.check(&mut OpCheck { backend, step: id, cx });
 }

@@ -126,10 +126,6 @@ impl Duration {
         let ms = u64::try_from(total).map_err(|_| err(format!("`{text}` is too large a duration"), HINT))?;
         Ok(Self(std::time::Duration::from_millis(ms)))
     }
-
-    pub fn as_std(self) -> std::time::Duration {
-        self.0
-    }
 }
 
 impl fmt::Display for Duration {

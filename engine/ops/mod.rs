@@ -28,8 +28,6 @@ use crate::values::Backend;
 pub struct OpCheck<'a> {
     pub backend: Option<Backend>,
     pub step: &'a str,
-    /// The operation key (`vacuum:`) — where step-wide findings point.
-    pub op_pos: Pos,
     pub cx: &'a mut Cx,
 }
 
@@ -148,7 +146,6 @@ pub fn findings<T: OpParams>(yaml: &str, backend: Backend) -> Vec<&'static str> 
         p.check(&mut OpCheck {
             backend: Some(backend),
             step: "s",
-            op_pos: node.pos,
             cx: &mut cx,
         });
     }
