@@ -10,16 +10,28 @@
 //! Each stage is a module with one input type and one output type;
 //! diagnostics from every stage collect in one [`diag::Diagnostics`].
 
+pub mod archive;
+pub mod backup;
+pub mod db;
 pub mod decode;
+pub mod demo;
 pub mod diag;
+pub mod diff;
 pub mod doc;
+pub mod events;
+pub mod execplan;
+pub mod executor;
 pub mod exit;
 pub mod graph;
+pub mod inspect;
 pub mod load;
 pub mod node;
 pub mod ops;
 pub mod overlay;
 pub mod plan;
+pub mod planner;
+pub mod reporter;
+pub mod run;
 pub mod schema;
 pub mod source;
 pub mod template;

@@ -11,37 +11,40 @@ use dbmaint::diag::{Diagnostics, render_text, summary, to_json};
 use dbmaint::exit;
 use dbmaint::load::{LoadOptions, Loaded, load};
 
+mod commands;
+use commands::{apply, demo, diff, history, runtime};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dbmaint",
     version,
     about = "Declarative maintenance plans for PostgreSQL and SQLite"
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// Output format: text for people, json for programs (one document on stdout).
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    pub(crate) output: Output,
     /// Progress bars: auto (only on a TTY, never when CI is set), always, never.
     #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
-    progress: Progress,
+    pub(crate) progress: Progress,
     /// More detail (repeatable).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    pub(crate) verbose: u8,
     /// Less output.
     #[arg(short, long, global = true)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     Text,
     Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Progress {
+pub(crate) enum Progress {
     Auto,
     Always,
     Never,
@@ -52,6 +55,29 @@ enum Command {
     /// Work with plan files.
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Past runs and their steps, from the target's journal.
+    History {
+        /// Target database URL (default: DATABASE_URL).
+        #[arg(long)]
+        target: Option<String>,
+        /// How many runs to list.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// One run's id.
+        run_id: Option<i64>,
+    },
+    /// Create a SQLite database with realistic data, diff and apply `plans/demo.yaml` on it.
+    Demo {
+        /// The database file to create (replaced if it exists).
+        #[arg(long, default_value = "dbmaint-demo.db")]
+        db: PathBuf,
+        /// Seed of the data generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Data size: 1.0 is about 58,000 rows.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
     /// Print the plan format's JSON Schema.
     Schema,
     /// Print shell completions.
@@ -73,21 +99,55 @@ enum PlanCommand {
         #[arg(long, value_enum, default_value_t = ShowFormat::Yaml)]
         format: ShowFormat,
     },
+    /// Dry run: inspect the live database read-only and print what each step would do.
+    Diff {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Exit 0 when nothing would change, 2 when something would.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Save the computed plan, for `plan apply FILE`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Execute the plan (or a saved plan) against the database.
+    Apply(ApplyArgs),
 }
 
 #[derive(Debug, Args)]
-struct PlanArgs {
+pub(crate) struct ApplyArgs {
+    #[command(flatten)]
+    pub(crate) plan: PlanArgs,
+    /// Run only this step (repeatable).
+    #[arg(long = "step", value_name = "ID")]
+    pub(crate) steps: Vec<String>,
+    /// Steps run at the same time, each on its own connection.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) parallelism: usize,
+    /// Do not ask for approval.
+    #[arg(long)]
+    pub(crate) auto_approve: bool,
+    /// Only show the diff (the same as `plan diff`).
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Where the JSON Lines event log and the report go.
+    #[arg(long, default_value = "dbmaint-logs")]
+    pub(crate) log_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
     /// The plan file.
-    plan: PathBuf,
+    pub(crate) plan: PathBuf,
     /// Environment overlay: `env/NAME.yaml` beside the plan.
     #[arg(long)]
-    env: Option<String>,
+    pub(crate) env: Option<String>,
     /// Override a variable: `--var key=value` (repeatable; wins over DBMAINT_VAR_*).
     #[arg(long = "var", value_name = "KEY=VALUE")]
-    vars: Vec<String>,
+    pub(crate) vars: Vec<String>,
     /// Target database URL, used when the plan names none (before DATABASE_URL).
     #[arg(long)]
-    target: Option<String>,
+    pub(crate) target: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,6 +163,16 @@ fn main() -> ExitCode {
     let code = match &cli.command {
         Command::Plan(PlanCommand::Validate(args)) => validate(&cli, args),
         Command::Plan(PlanCommand::Show { plan, format }) => show(&cli, plan, *format),
+        Command::Plan(PlanCommand::Diff {
+            plan,
+            detailed_exitcode,
+            out,
+        }) => runtime().block_on(diff(&cli, plan, *detailed_exitcode, out.as_deref())),
+        Command::Plan(PlanCommand::Apply(args)) => runtime().block_on(apply(&cli, args)),
+        Command::History { target, limit, run_id } => {
+            runtime().block_on(history(&cli, target.clone(), *limit, *run_id))
+        }
+        Command::Demo { db, seed, scale } => runtime().block_on(demo(&cli, db, *seed, *scale)),
         Command::Schema => {
             print!("{}", dbmaint::schema::plan_schema_json());
             exit::OK
@@ -115,7 +185,7 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-fn load_plan(args: &PlanArgs) -> Loaded {
+pub(crate) fn load_plan(args: &PlanArgs) -> Loaded {
     let mut opts = LoadOptions::from_process();
     opts.env = args.env.clone();
     opts.vars = args.vars.clone();
@@ -124,7 +194,7 @@ fn load_plan(args: &PlanArgs) -> Loaded {
 }
 
 /// Diagnostics go to stderr in text mode; in JSON mode the report is stdout.
-fn report(cli: &Cli, loaded: &Loaded) {
+pub(crate) fn report(cli: &Cli, loaded: &Loaded) {
     if cli.output == Output::Text {
         let mut err = std::io::stderr().lock();
         let shown = if cli.quiet {

@@ -527,7 +527,7 @@ string_value!(
 // ---------------------------------------------------------------- Target
 
 /// Which database engine a target names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Postgres,

@@ -1,7 +1,9 @@
 //! `analyze`: `ANALYZE` of tables modified enough since their last analyze
 //! (PostgreSQL), `ANALYZE` or `PRAGMA optimize` (SQLite).
 
-use super::{BOTH, OpCheck, OpParams};
+use super::{BOTH, OpCheck, OpParams, get, globs};
+use crate::execplan::{Action, Estimate, Fidelity, Marker, human_count};
+use crate::planner::{Draft, PlanCx, percent};
 use crate::values::{Backend, NameGlob, Ratio};
 
 crate::params! {
@@ -27,6 +29,80 @@ impl OpParams for Analyze {
     fn check(&self, c: &mut OpCheck<'_>) {
         c.not_on(&self.optimize, "optimize", Backend::Postgres);
         c.not_on(&self.min_mod_ratio, "min_mod_ratio", Backend::Sqlite);
+    }
+}
+
+/// Default `min_mod_ratio`, as autovacuum's `autovacuum_analyze_scale_factor` (0.1).
+pub const DEFAULT_MIN_MOD_RATIO: f64 = 0.1;
+
+impl Analyze {
+    pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        let mut d = Draft {
+            marker: Some(Marker::Change),
+            lock: "SHARE UPDATE EXCLUSIVE".into(),
+            compensation: "nothing to undo: statistics are replaced whole".into(),
+            ..Draft::default()
+        };
+        if cx.backend == Backend::Sqlite {
+            let sql = if get(&self.optimize).unwrap_or(false) {
+                "PRAGMA optimize"
+            } else {
+                "ANALYZE"
+            };
+            d.lock = "write lock on sqlite_stat1 while it runs".into();
+            d.summary = format!("`{sql}` over {} tables", cx.insp.tables.len());
+            d.statements.push(sql.into());
+            d.actions.push(Action::Statement {
+                object: "database".into(),
+                sql: sql.into(),
+            });
+            d.estimate = Some(Estimate {
+                rows: 0,
+                bytes: 0,
+                fidelity: Fidelity::Exact,
+            });
+            return d;
+        }
+        let min_ratio = get(&self.min_mod_ratio).map_or(DEFAULT_MIN_MOD_RATIO, |r| r.0);
+        let mut considered = 0;
+        for t in cx.select_tables(&globs(&self.tables), &globs(&self.exclude)) {
+            considered += 1;
+            let ratio = t.mod_since_analyze as f64 / t.live_tuples.max(1) as f64;
+            let never = t.last_analyze.is_none() && t.last_autoanalyze.is_none() && t.live_tuples > 0;
+            if ratio < min_ratio && !never {
+                continue;
+            }
+            let sql = format!("ANALYZE {}", cx.quoted(t));
+            d.object(
+                Marker::Change,
+                "table",
+                cx.display(t),
+                format!(
+                    "{} rows modified since the last analyze ({} of {} live){}",
+                    human_count(t.mod_since_analyze),
+                    percent(ratio),
+                    human_count(t.live_tuples),
+                    if never { ", never analyzed" } else { "" }
+                ),
+                serde_json::json!({"mod_since_analyze": t.mod_since_analyze, "live_tuples": t.live_tuples, "mod_ratio": ratio}),
+            );
+            d.statements.push(sql.clone());
+            d.actions.push(Action::Statement {
+                object: cx.display(t),
+                sql,
+            });
+        }
+        d.no_op = d.actions.is_empty();
+        d.summary = if d.no_op {
+            format!(
+                "no table modified over {} since its last analyze ({considered} considered)",
+                percent(min_ratio)
+            )
+        } else {
+            format!("analyze {} of {considered} tables", d.actions.len())
+        };
+        d.estimate = Some(Estimate::NONE);
+        d
     }
 }
 

@@ -6,9 +6,11 @@ use std::borrow::Cow;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Serialize;
 
-use super::{BOTH, OpCheck, OpParams};
+use super::{BOTH, OpCheck, OpParams, get};
 use crate::decode::{Cx, Decode, scalar_text};
+use crate::execplan::{Action, BackupWork, Estimate, Fidelity, Marker, human_bytes};
 use crate::node::{Kind, Node};
+use crate::planner::{Draft, PlanCx};
 use crate::values::Backend;
 
 crate::keywords! {
@@ -123,6 +125,126 @@ impl OpParams for Backup {
         c.not_on(&self.format, "format", Backend::Sqlite);
         c.not_on(&self.jobs, "jobs", Backend::Sqlite);
         c.not_on(&self.compress, "compress", Backend::Sqlite);
+    }
+}
+
+impl Backup {
+    pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        let dir = get(&self.dir).unwrap_or_else(|| "backups".into());
+        let format = match cx.backend {
+            Backend::Postgres => get(&self.format).unwrap_or(Format::Custom).as_str().to_string(),
+            Backend::Sqlite => "sqlite".to_string(),
+        };
+        let ext = match format.as_str() {
+            "custom" => "dump",
+            "directory" => "dir",
+            "plain" => "sql",
+            _ => "db",
+        };
+        let prefix = format!("{}-{}-", cx.plan.name, cx.step.id);
+        let name = format!("{prefix}{}.{ext}", cx.now.format("%Y%m%dT%H%M%SZ"));
+        let path = std::path::Path::new(&dir).join(&name);
+        let temp = std::path::Path::new(&dir).join(format!(".{name}.partial"));
+        let verify = match get(&self.verify).unwrap_or(Verify::Read) {
+            Verify::No => "no",
+            Verify::Read => "read",
+            Verify::Restore => "restore",
+        };
+        let keep = get(&self.keep);
+        // Older backups of this plan and step, oldest first (names sort by time).
+        let mut older: Vec<(String, u64)> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let n = e.file_name().to_string_lossy().to_string();
+                        (n.starts_with(&prefix) && n.ends_with(&format!(".{ext}")))
+                            .then(|| (n, e.metadata().map(|m| m.len()).unwrap_or(0)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        older.sort();
+        let (bytes, fidelity, basis) = match (cx.backend, &cx.insp.sqlite, older.last()) {
+            (Backend::Sqlite, Some(f), _) => (
+                (f.page_count - f.freelist_count) * f.page_size,
+                Fidelity::Estimate,
+                "used pages",
+            ),
+            (_, _, Some((_, size))) if ext != "dir" => (*size, Fidelity::Estimate, "the last backup"),
+            _ => (
+                cx.insp.database_bytes,
+                Fidelity::Estimate,
+                "the database size, an upper bound",
+            ),
+        };
+        let mut d = Draft {
+            marker: Some(Marker::Create),
+            lock: match cx.backend {
+                Backend::Postgres => "ACCESS SHARE on every dumped table (pg_dump)".into(),
+                Backend::Sqlite => "a read transaction (VACUUM INTO)".into(),
+            },
+            compensation: format!(
+                "a failed or killed backup removes its partial file `{}`",
+                temp.display()
+            ),
+            ..Draft::default()
+        };
+        d.object(
+            Marker::Create,
+            "file",
+            path.display().to_string(),
+            format!(
+                "~{} ({format}, estimated from {basis}), verify: {verify}",
+                human_bytes(bytes)
+            ),
+            serde_json::json!({"bytes": bytes, "format": format, "verify": verify}),
+        );
+        if let Some(keep) = keep {
+            let prune = (older.len() + 1).saturating_sub(keep as usize);
+            for (old, size) in older.iter().take(prune) {
+                d.object(
+                    Marker::Remove,
+                    "file",
+                    std::path::Path::new(&dir).join(old).display().to_string(),
+                    format!(
+                        "{}, pruned after the new backup verified (keep: {keep})",
+                        human_bytes(*size)
+                    ),
+                    serde_json::json!({"bytes": size}),
+                );
+            }
+        }
+        d.statements.push(match cx.backend {
+            Backend::Postgres => {
+                let mut cmd = format!("pg_dump --format={format} --file={} --no-password", temp.display());
+                if let Some(j) = get(&self.jobs) {
+                    cmd.push_str(&format!(" --jobs={j}"));
+                }
+                if let Some(z) = get(&self.compress) {
+                    cmd.push_str(&format!(" --compress={z}"));
+                }
+                cmd + " <target without password; password via PGPASSWORD>"
+            }
+            Backend::Sqlite => format!("VACUUM INTO '{}'", temp.display()),
+        });
+        d.summary = format!("write `{}` (~{})", path.display(), human_bytes(bytes));
+        d.estimate = Some(Estimate {
+            rows: 0,
+            bytes,
+            fidelity,
+        });
+        d.actions.push(Action::Backup(BackupWork {
+            path: path.display().to_string(),
+            temp_path: temp.display().to_string(),
+            format,
+            jobs: get(&self.jobs),
+            compress: get(&self.compress),
+            verify: verify.into(),
+            keep,
+            prune_prefix: prefix,
+            dir,
+        }));
+        d
     }
 }
 

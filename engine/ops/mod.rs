@@ -151,3 +151,13 @@ pub fn findings<T: OpParams>(yaml: &str, backend: Backend) -> Vec<&'static str> 
     }
     cx.diags.items.iter().map(|d| d.code).collect()
 }
+
+/// The value of an optional parameter, without its position.
+pub fn get<T: Clone>(field: &Option<Sp<T>>) -> Option<T> {
+    field.as_ref().map(|f| f.value.clone())
+}
+
+/// The globs of an optional list parameter (empty when absent).
+pub fn globs(field: &Option<Sp<Vec<crate::values::NameGlob>>>) -> Vec<crate::values::NameGlob> {
+    get(field).unwrap_or_default()
+}

@@ -1,7 +1,12 @@
 //! `retention`: batched delete of rows older than a cutoff, optionally moving
 //! them to an archive table or a JSON Lines file first.
 
-use super::{BOTH, OpCheck, OpParams};
+use super::{BOTH, OpCheck, OpParams, get};
+use crate::db::{ArchiveSpec, RetentionSpec, quote_ident, quote_name, retention_sql};
+use crate::decode::did_you_mean;
+use crate::execplan::{Action, ArchiveTo, BatchSql, Estimate, Fidelity, Marker, RetentionWork, human_count};
+use crate::inspect::RetentionProbe;
+use crate::planner::{Draft, PlanCx};
 use crate::values::{Backend, Duration, Ident};
 
 crate::params! {
@@ -113,6 +118,285 @@ impl OpParams for Retention {
             ),
             _ => {}
         }
+    }
+}
+
+/// Default rows per batch.
+pub const DEFAULT_BATCH_SIZE: u64 = 10_000;
+
+impl Retention {
+    /// The rows older than this are eligible.
+    pub fn cutoff(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        let age = chrono::Duration::from_std(self.older_than.value.0).unwrap_or(chrono::Duration::MAX);
+        now.checked_sub_signed(age)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+    }
+
+    /// What the inspection must count for this step; `None` when the table
+    /// or column is missing (planning then reports it).
+    pub fn probe(&self, cx: &PlanCx<'_>) -> Option<RetentionProbe> {
+        let t = cx.table(&self.table.value)?;
+        let col = t.column(&self.column.value.0)?;
+        Some(RetentionProbe {
+            step: cx.step.id.clone(),
+            table: cx.quoted(t),
+            column: quote_ident(&col.name),
+            column_type: col.data_type.clone(),
+            where_sql: get(&self.r#where),
+            cutoff: self.cutoff(cx.now),
+        })
+    }
+
+    pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        let step = &cx.step.id;
+        let name = &self.table.value.0;
+        let Some(t) = cx.table(&self.table.value) else {
+            let known: Vec<&str> = cx.insp.tables.iter().map(|t| t.name.as_str()).collect();
+            let hint = did_you_mean(self.table.value.parts().1, known.iter().copied())
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            return Draft::error(format!(
+                "table `{name}` of step `{step}` does not exist in the target{hint}: fix `table`, or disable the step for this environment"
+            ));
+        };
+        let column = &self.column.value.0;
+        let Some(col) = t.column(column) else {
+            let hint = did_you_mean(column, t.columns.iter().map(|c| c.name.as_str()))
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            return Draft::error(format!("table `{name}` has no column `{column}` (step `{step}`){hint}"));
+        };
+        let key = match (get(&self.key), t.primary_key.as_slice(), cx.backend) {
+            (Some(k), _, _) => match t.column(&k.0) {
+                Some(c) => (c.name.clone(), c.data_type.clone()),
+                None => {
+                    return Draft::error(format!(
+                        "table `{name}` has no column `{}` for `key` (step `{step}`)",
+                        k.0
+                    ));
+                }
+            },
+            (None, [pk], _) => match t.column(pk) {
+                Some(c) => (c.name.clone(), c.data_type.clone()),
+                None => return Draft::error(format!("primary key column `{pk}` of `{name}` not found")),
+            },
+            (None, _, Backend::Sqlite) => ("rowid".to_string(), "INTEGER".to_string()),
+            (None, pk, Backend::Postgres) => {
+                return Draft::error(format!(
+                    "table `{name}` has {} (step `{step}`): batches need one ordered key column; set `key:` to a unique, indexed column",
+                    if pk.is_empty() {
+                        "no primary key".to_string()
+                    } else {
+                        format!("a {}-column primary key", pk.len())
+                    }
+                ));
+            }
+        };
+        let Some(facts) = cx.insp.retention.get(step) else {
+            return Draft::error(format!("no row count for step `{step}` in the inspection"));
+        };
+        let mut d = Draft {
+            marker: Some(Marker::Remove),
+            lock: "ROW EXCLUSIVE (rows of one batch at a time)".into(),
+            transactional: true,
+            compensation: "a failed batch rolls back whole (rows stay in the source, none reach the archive); \
+                           committed batches are in the journal"
+                .into(),
+            ..Draft::default()
+        };
+        let key_quoted = if key.0 == "rowid" {
+            "rowid".to_string()
+        } else {
+            quote_ident(&key.0)
+        };
+        let mut archive = None;
+        let mut archive_to = None;
+        let mut archive_note = None;
+        match get(&self.archive) {
+            Some(Archive { table: Some(a), .. }) => {
+                let a = a.value;
+                let found = cx.table(&a);
+                if let Some(at) = found {
+                    let missing: Vec<&str> = t
+                        .columns
+                        .iter()
+                        .filter(|c| at.column(&c.name).is_none())
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    if !missing.is_empty() {
+                        return Draft::error(format!(
+                            "archive table `{}` lacks columns of `{name}`: {} (step `{step}`); add them or archive elsewhere",
+                            a.0,
+                            missing.join(", ")
+                        ));
+                    }
+                }
+                let quoted = match found {
+                    Some(at) => cx.quoted(at),
+                    None => {
+                        let (schema, n) = a.parts();
+                        match cx.backend {
+                            Backend::Postgres => quote_name(Some(schema.unwrap_or(&t.schema)), n),
+                            Backend::Sqlite => quote_name(None, n),
+                        }
+                    }
+                };
+                archive_note = Some((a.0.clone(), found.is_none()));
+                archive_to = Some(ArchiveTo::Table { name: quoted.clone() });
+                archive = Some(ArchiveSpec::Table {
+                    name: quoted,
+                    exists: found.is_some(),
+                });
+            }
+            Some(Archive { file: Some(f), .. }) => {
+                let f = f.value;
+                archive_to = Some(ArchiveTo::File { path: f.clone() });
+                archive = Some(ArchiveSpec::File { path: f });
+            }
+            _ => {}
+        }
+        let max_rows = get(&self.max_rows);
+        // No batch starts that could pass `max_rows`, so a batch never exceeds it.
+        let batch_size = get(&self.batch_size)
+            .unwrap_or(DEFAULT_BATCH_SIZE)
+            .min(max_rows.unwrap_or(u64::MAX));
+        let spec = RetentionSpec {
+            table: cx.quoted(t),
+            column: quote_ident(&col.name),
+            column_type: col.data_type.clone(),
+            key: key_quoted,
+            key_type: key.1,
+            where_sql: get(&self.r#where),
+            batch_size,
+            columns: t
+                .columns
+                .iter()
+                .map(|c| (quote_ident(&c.name), c.data_type.clone()))
+                .collect(),
+            primary_key: t.primary_key.iter().map(|c| quote_ident(c)).collect(),
+            archive,
+        };
+        let sql = retention_sql(cx.backend, &spec);
+        let rows = max_rows.map_or(facts.rows, |m| facts.rows.min(m - m % batch_size));
+        let batches = rows.div_ceil(batch_size);
+        let per_row = t.total_bytes.checked_div(t.live_tuples).unwrap_or(0);
+        let approx = if facts.exact { "" } else { "~" };
+        let cutoff_shown = &facts.cutoff;
+        let range = match (&facts.oldest, &facts.newest) {
+            (Some(o), Some(n)) => format!(", oldest {o}, newest {n}"),
+            _ => String::new(),
+        };
+        let where_note = get(&self.r#where).map(|w| format!(" AND ({w})")).unwrap_or_default();
+        d.object(
+            Marker::Remove,
+            "table",
+            cx.display(t),
+            format!(
+                "{approx}{} rows where {column} < {cutoff_shown}{where_note}{range}{}",
+                human_count(rows),
+                if max_rows.is_some_and(|m| facts.rows > m) {
+                    format!(" (capped by max_rows; {} eligible)", human_count(facts.rows))
+                } else {
+                    String::new()
+                }
+            ),
+            serde_json::json!({
+                "rows": rows, "eligible_rows": facts.rows, "exact": facts.exact, "cutoff": facts.cutoff,
+                "oldest": facts.oldest, "newest": facts.newest, "batches": batches, "batch_size": batch_size,
+            }),
+        );
+        if !t.has_index_on(&col.name) {
+            d.warnings.push(format!(
+                "no index on `{name}.{column}`: counting and each batch scan the table; consider an index on `{column}`"
+            ));
+        }
+        match (&archive_to, &archive_note) {
+            (Some(ArchiveTo::Table { .. }), Some((a, created))) => {
+                if *created && rows > 0 {
+                    d.object(
+                        Marker::Create,
+                        "table",
+                        a.clone(),
+                        format!("created with the columns and primary key of `{name}`"),
+                        serde_json::json!({"created": true}),
+                    );
+                }
+                d.object(
+                    Marker::Change,
+                    "table",
+                    a.clone(),
+                    format!("+{approx}{} archived rows", human_count(rows)),
+                    serde_json::json!({"rows": rows}),
+                );
+            }
+            (Some(ArchiveTo::File { path }), _) => d.object(
+                Marker::Create,
+                "file",
+                path.clone(),
+                format!(
+                    "+{approx}{} rows as JSON Lines, fsynced before each batch's delete",
+                    human_count(rows)
+                ),
+                serde_json::json!({"rows": rows}),
+            ),
+            _ => {}
+        }
+        if rows > 0 {
+            d.statements.extend(sql.create_archive.iter().cloned());
+        }
+        match &sql.batch {
+            BatchSql::Single { next, .. } => d.statements.push(next.clone()),
+            BatchSql::Ranged {
+                bound_next,
+                rows_json,
+                copy,
+                delete,
+                ..
+            } => {
+                d.statements.push(bound_next.clone());
+                d.statements.extend(rows_json.iter().cloned());
+                d.statements.extend(copy.iter().cloned());
+                d.statements.push(delete.clone());
+            }
+        }
+        d.no_op = rows == 0;
+        let verb = match &archive_to {
+            Some(ArchiveTo::Table { .. }) => "archive and delete",
+            Some(ArchiveTo::File { .. }) => "archive to file and delete",
+            None => "delete",
+        };
+        d.summary = if d.no_op {
+            format!("no rows older than {} in `{name}`", self.older_than.value)
+        } else {
+            format!(
+                "{verb} {approx}{} rows older than {} from `{name}` in {} batches of {}",
+                human_count(rows),
+                self.older_than.value,
+                human_count(batches),
+                human_count(batch_size)
+            )
+        };
+        d.estimate = Some(Estimate {
+            rows,
+            bytes: rows * per_row,
+            fidelity: if facts.exact {
+                Fidelity::Exact
+            } else {
+                Fidelity::Estimate
+            },
+        });
+        d.actions.push(Action::Retention(RetentionWork {
+            table: spec.table.clone(),
+            cutoff: facts.cutoff.clone(),
+            batch_size,
+            max_rows,
+            pause_ms: get(&self.pause).map_or(0, |p| p.0.as_millis() as u64),
+            create_archive: sql.create_archive,
+            archive: archive_to,
+            count: sql.count,
+            batch: sql.batch,
+        }));
+        d
     }
 }
 

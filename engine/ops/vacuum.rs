@@ -1,7 +1,9 @@
 //! `vacuum`: `VACUUM (ANALYZE, FREEZE)` per selected table on PostgreSQL,
 //! `VACUUM` of the file on SQLite when its free-page ratio is high enough.
 
-use super::{BOTH, OpCheck, OpParams};
+use super::{BOTH, OpCheck, OpParams, get, globs};
+use crate::execplan::{Action, Estimate, Fidelity, Marker, human_bytes, human_count};
+use crate::planner::{Draft, PlanCx, percent};
 use crate::values::{Backend, NameGlob, Ratio};
 
 crate::params! {
@@ -53,6 +55,164 @@ impl OpParams for Vacuum {
         c.not_on(&self.min_xid_age, "min_xid_age", Backend::Sqlite);
         c.not_on(&self.tables, "tables", Backend::Sqlite);
         c.not_on(&self.exclude, "exclude", Backend::Sqlite);
+    }
+}
+
+/// Default `min_dead_ratio` when the plan sets no threshold, as autovacuum's
+/// `autovacuum_vacuum_scale_factor`.
+pub const DEFAULT_MIN_DEAD_RATIO: f64 = 0.2;
+/// Fewer dead tuples than this are not worth a VACUUM (autovacuum's base threshold).
+pub const DEFAULT_MIN_DEAD_TUPLES: u64 = 50;
+
+impl Vacuum {
+    pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        match cx.backend {
+            Backend::Postgres => self.plan_pg(cx),
+            Backend::Sqlite => self.plan_sqlite(cx),
+        }
+    }
+
+    fn plan_pg(&self, cx: &PlanCx<'_>) -> Draft {
+        let min_ratio = get(&self.min_dead_ratio).map_or(DEFAULT_MIN_DEAD_RATIO, |r| r.0);
+        let min_dead = get(&self.min_dead_tuples).unwrap_or(DEFAULT_MIN_DEAD_TUPLES);
+        let min_xid = get(&self.min_xid_age);
+        let full = get(&self.full).unwrap_or(false);
+        let mut options = vec![];
+        if full {
+            options.push("FULL");
+        }
+        if get(&self.freeze).unwrap_or(false) {
+            options.push("FREEZE");
+        }
+        if get(&self.analyze).unwrap_or(true) {
+            options.push("ANALYZE");
+        }
+        let mut d = Draft {
+            marker: Some(Marker::Change),
+            lock: if full {
+                "ACCESS EXCLUSIVE"
+            } else {
+                "SHARE UPDATE EXCLUSIVE"
+            }
+            .into(),
+            compensation: "nothing to undo: an interrupted VACUUM only loses its own progress".into(),
+            ..Draft::default()
+        };
+        let (mut dead, mut bytes, mut considered) = (0u64, 0u64, 0usize);
+        for t in cx.select_tables(&globs(&self.tables), &globs(&self.exclude)) {
+            considered += 1;
+            let by_dead = t.dead_ratio() >= min_ratio && t.dead_tuples >= min_dead;
+            let by_xid = min_xid.is_some_and(|x| t.xid_age >= x);
+            if !(by_dead || by_xid) {
+                continue;
+            }
+            let reclaim = (t.total_bytes as f64 * t.dead_ratio()) as u64;
+            dead += t.dead_tuples;
+            bytes += reclaim;
+            let sql = if options.is_empty() {
+                format!("VACUUM {}", cx.quoted(t))
+            } else {
+                format!("VACUUM ({}) {}", options.join(", "), cx.quoted(t))
+            };
+            d.object(
+                Marker::Change,
+                "table",
+                cx.display(t),
+                format!(
+                    "dead {} ({} of {} tuples), {}, xid age {}{}",
+                    percent(t.dead_ratio()),
+                    human_count(t.dead_tuples),
+                    human_count(t.live_tuples + t.dead_tuples),
+                    human_bytes(t.total_bytes),
+                    human_count(t.xid_age),
+                    if by_xid && !by_dead { " (wraparound)" } else { "" }
+                ),
+                serde_json::json!({
+                    "dead_ratio": t.dead_ratio(), "dead_tuples": t.dead_tuples, "live_tuples": t.live_tuples,
+                    "bytes": t.total_bytes, "xid_age": t.xid_age, "reclaimable_bytes": reclaim,
+                }),
+            );
+            d.statements.push(sql.clone());
+            d.actions.push(Action::Statement {
+                object: cx.display(t),
+                sql,
+            });
+        }
+        d.no_op = d.actions.is_empty();
+        d.summary = if d.no_op {
+            format!("no table over the thresholds ({considered} considered)")
+        } else {
+            format!(
+                "vacuum {} of {considered} tables: {} dead tuples, ~{} reclaimable",
+                d.actions.len(),
+                human_count(dead),
+                human_bytes(bytes)
+            )
+        };
+        d.estimate = Some(Estimate {
+            rows: dead,
+            bytes,
+            fidelity: Fidelity::Estimate,
+        });
+        d
+    }
+
+    fn plan_sqlite(&self, cx: &PlanCx<'_>) -> Draft {
+        let Some(f) = &cx.insp.sqlite else {
+            return Draft::error("no SQLite file figures in the inspection".into());
+        };
+        let min_ratio = get(&self.min_dead_ratio).map_or(DEFAULT_MIN_DEAD_RATIO, |r| r.0);
+        let reclaim = f.freelist_count * f.page_size;
+        let mut d = Draft {
+            marker: Some(Marker::Change),
+            lock: "EXCLUSIVE (the whole file, while VACUUM rewrites it)".into(),
+            compensation: "nothing to undo: SQLite's VACUUM is atomic".into(),
+            ..Draft::default()
+        };
+        let detail = format!(
+            "free pages {} ({} of {} pages), {}",
+            percent(f.free_ratio()),
+            human_count(f.freelist_count),
+            human_count(f.page_count),
+            human_bytes(f.file_bytes)
+        );
+        let figures = serde_json::json!({
+            "free_ratio": f.free_ratio(), "freelist_count": f.freelist_count, "page_count": f.page_count,
+            "bytes": f.file_bytes, "reclaimable_bytes": reclaim,
+        });
+        let analyze = get(&self.analyze).unwrap_or(true);
+        if f.free_ratio() < min_ratio {
+            d.no_op = true;
+            d.summary = format!(
+                "free pages {} below {}: nothing to do",
+                percent(f.free_ratio()),
+                percent(min_ratio)
+            );
+            d.object(Marker::Read, "database", f.path.clone(), detail, figures);
+            return d;
+        }
+        d.object(Marker::Change, "database", f.path.clone(), detail, figures);
+        let db_dir = std::path::Path::new(&f.path)
+            .parent()
+            .map(|p| p.display().to_string())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| ".".into());
+        d.statements.push("VACUUM".into());
+        if analyze {
+            d.statements.push("ANALYZE".into());
+        }
+        d.actions.push(Action::SqliteVacuum {
+            need_free_bytes: 2 * f.file_bytes,
+            dirs: vec![db_dir, std::env::temp_dir().display().to_string()],
+            analyze,
+        });
+        d.summary = format!("vacuum the file: {} reclaimable", human_bytes(reclaim));
+        d.estimate = Some(Estimate {
+            rows: 0,
+            bytes: reclaim,
+            fidelity: Fidelity::Exact,
+        });
+        d
     }
 }
 

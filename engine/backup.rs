@@ -1,0 +1,274 @@
+//! Running a planned backup: the child process (`pg_dump`) or `VACUUM
+//! INTO`, verification, fsync, the rename into place, and pruning. The
+//! backup is written under a temporary name and renamed only after the
+//! child succeeded and verification passed; any failure removes the
+//! temporary file (safety.md rule 8). The password reaches `pg_dump` through
+//! `PGPASSWORD` in its environment, never its argv (rule 11), and the child
+//! is started under `setpriv --pdeathsig KILL` when available, so it dies
+//! with a killed engine instead of writing on.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::execplan::BackupWork;
+use crate::values::{Backend, Target};
+
+/// A failed backup: what went wrong, and whether its cleanup worked.
+#[derive(Debug)]
+pub struct BackupError {
+    pub message: String,
+    /// What was removed.
+    pub rolled_back: Option<String>,
+    /// What could not be removed.
+    pub cleanup_failed: Option<String>,
+}
+
+/// Runs the backup; returns the final file's size in bytes.
+pub async fn run(work: &BackupWork, target: &Target, lock_timeout_ms: u64) -> Result<u64, BackupError> {
+    let result = write_and_verify(work, target, lock_timeout_ms).await;
+    match result {
+        Ok(()) => {}
+        Err(message) => return Err(cleanup(work, message)),
+    }
+    if let Err(message) = fsync_and_rename(work) {
+        return Err(cleanup(work, message));
+    }
+    let bytes = size_of(Path::new(&work.path));
+    if let Some(keep) = work.keep {
+        prune(work, keep);
+    }
+    Ok(bytes)
+}
+
+fn cleanup(work: &BackupWork, message: String) -> BackupError {
+    let temp = Path::new(&work.temp_path);
+    if !temp.exists() {
+        return BackupError {
+            message,
+            rolled_back: Some("no partial file was left".into()),
+            cleanup_failed: None,
+        };
+    }
+    let removed = if temp.is_dir() {
+        std::fs::remove_dir_all(temp)
+    } else {
+        std::fs::remove_file(temp)
+    };
+    match removed {
+        Ok(()) => BackupError {
+            message,
+            rolled_back: Some(format!("removed the partial backup `{}`", work.temp_path)),
+            cleanup_failed: None,
+        },
+        Err(e) => BackupError {
+            message,
+            rolled_back: None,
+            cleanup_failed: Some(format!(
+                "could not remove the partial backup `{}`: {e}; delete it by hand",
+                work.temp_path
+            )),
+        },
+    }
+}
+
+async fn write_and_verify(work: &BackupWork, target: &Target, lock_timeout_ms: u64) -> Result<(), String> {
+    std::fs::create_dir_all(&work.dir).map_err(|e| format!("cannot create backup directory `{}`: {e}", work.dir))?;
+    match target.backend {
+        Backend::Sqlite => {
+            let mut conn = crate::db::sqlite::connect(target, crate::db::SessionLimits::READ_ONLY)
+                .await
+                .map_err(|e| e.message)?;
+            crate::db::sqlite::vacuum_into(&mut conn, &work.temp_path)
+                .await
+                .map_err(|e| format!("VACUUM INTO `{}` failed: {e}", work.temp_path))?;
+            if work.verify != "no" {
+                crate::db::sqlite::integrity_check(&work.temp_path)
+                    .await
+                    .map_err(|e| e.message)?;
+            }
+            Ok(())
+        }
+        Backend::Postgres => {
+            let conn = PgChildEnv::from_target(target)?;
+            let mut args = vec![
+                format!("--format={}", work.format),
+                format!("--file={}", work.temp_path),
+                "--no-password".to_string(),
+                format!("--lock-wait-timeout={lock_timeout_ms}"),
+            ];
+            if let Some(j) = work.jobs {
+                args.push(format!("--jobs={j}"));
+            }
+            if let Some(z) = work.compress {
+                args.push(format!("--compress={z}"));
+            }
+            args.push(format!("--dbname={}", conn.url_without_password));
+            run_child("pg_dump", &args, &conn).await?;
+            match (work.verify.as_str(), work.format.as_str()) {
+                ("no", _) => Ok(()),
+                (_, "plain") => verify_plain(&work.temp_path),
+                _ => {
+                    let args = vec!["--file=/dev/null".to_string(), work.temp_path.clone()];
+                    run_child("pg_restore", &args, &conn)
+                        .await
+                        .map_err(|e| format!("verification failed, the backup is unreadable: {e}"))
+                }
+            }
+        }
+    }
+}
+
+/// A plain dump is complete when pg_dump wrote its closing comment.
+fn verify_plain(path: &str) -> Result<(), String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read `{path}` back: {e}"))?;
+    let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(512)..]).to_string();
+    if tail.contains("PostgreSQL database dump complete") {
+        Ok(())
+    } else {
+        Err(format!(
+            "verification failed: `{path}` does not end with pg_dump's completion line"
+        ))
+    }
+}
+
+/// The connection for a child process: the URL without its password, and
+/// the password for `PGPASSWORD`.
+struct PgChildEnv {
+    url_without_password: String,
+    password: Option<String>,
+}
+
+impl PgChildEnv {
+    fn from_target(target: &Target) -> Result<Self, String> {
+        let mut url = url::Url::parse(target.expose_url()).map_err(|e| format!("bad target URL: {e}"))?;
+        let password = url.password().map(|p| {
+            url::form_urlencoded::parse(format!("p={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        });
+        let _ = url.set_password(None);
+        Ok(Self {
+            url_without_password: url.to_string(),
+            password,
+        })
+    }
+}
+
+/// Runs a PostgreSQL client binary; kills it if this future is dropped.
+async fn run_child(program: &str, args: &[String], env: &PgChildEnv) -> Result<(), String> {
+    let bin = pg_bin(program);
+    let mut cmd = if setpriv_available() {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.arg("--pdeathsig").arg("KILL").arg(&bin);
+        c
+    } else {
+        tokio::process::Command::new(&bin)
+    };
+    cmd.args(args)
+        .env("PGAPPNAME", "dbmaint")
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(p) = &env.password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("cannot start `{bin}`: {e}; install the PostgreSQL client tools"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let stderr = crate::source::redact_passwords(String::from_utf8_lossy(&out.stderr).trim());
+        Err(format!(
+            "`{program}` failed ({}): {}",
+            out.status,
+            crate::db::one_line(&stderr)
+        ))
+    }
+}
+
+/// `pg_dump` from `pg_config --bindir` when present (the server's own
+/// version), else from `PATH`.
+pub fn pg_bin(program: &str) -> String {
+    let from_config = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match from_config {
+        Some(dir) if Path::new(&dir).join(program).exists() => Path::new(&dir).join(program).display().to_string(),
+        _ => program.to_string(),
+    }
+}
+
+fn setpriv_available() -> bool {
+    std::process::Command::new("setpriv")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn fsync_tree(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            fsync_tree(&entry?.path())?;
+        }
+    }
+    std::fs::File::open(path)?.sync_all()
+}
+
+fn fsync_and_rename(work: &BackupWork) -> Result<(), String> {
+    let temp = Path::new(&work.temp_path);
+    fsync_tree(temp).map_err(|e| format!("cannot fsync `{}`: {e}", work.temp_path))?;
+    std::fs::rename(temp, &work.path).map_err(|e| format!("cannot rename to `{}`: {e}", work.path))?;
+    if let Ok(dir) = std::fs::File::open(&work.dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+fn size_of(path: &Path) -> u64 {
+    if path.is_dir() {
+        std::fs::read_dir(path)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| size_of(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Removes this plan's and step's oldest backups beyond `keep`; runs only
+/// after the new one verified.
+fn prune(work: &BackupWork, keep: u64) {
+    let ext = Path::new(&work.path)
+        .extension()
+        .map(|e| e.to_string_lossy().to_string());
+    let mut ours: Vec<String> = std::fs::read_dir(&work.dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| {
+                    n.starts_with(&work.prune_prefix)
+                        && Path::new(n).extension().map(|e| e.to_string_lossy().to_string()) == ext
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ours.sort();
+    let excess = ours.len().saturating_sub(keep as usize);
+    for old in ours.into_iter().take(excess) {
+        let p = Path::new(&work.dir).join(old);
+        let _ = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
+}

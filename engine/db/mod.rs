@@ -1,0 +1,380 @@
+//! The backend interface: connecting with self-limiting sessions, and the
+//! maintenance verbs the planner and the executor use (inspect, run one
+//! statement, take one retention batch, journal, lock). `pg.rs` and
+//! `sqlite.rs` implement it; only they name sqlx driver types.
+//!
+//! This file also owns the only two ways SQL text is built from names:
+//! [`quote_ident`] for identifiers and [`sql`] to hand audited text to sqlx.
+
+pub mod pg;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use crate::execplan::RetentionWork;
+use crate::inspect::{Inspection, RetentionProbe};
+use crate::values::{Backend, Target};
+
+/// Quotes one identifier: `"name"`, with inner quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a possibly schema-qualified name.
+pub fn quote_name(schema: Option<&str>, name: &str) -> String {
+    match schema {
+        Some(s) => format!("{}.{}", quote_ident(s), quote_ident(name)),
+        None => quote_ident(name),
+    }
+}
+
+/// Quotes a string literal (used only for values the engine made itself,
+/// such as a cutoff inlined into EXPLAIN; plan values are bound).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Hands SQL built from quoted identifiers and engine-made literals to sqlx.
+/// Every dynamic statement passes here, so this is the one place to audit.
+pub(crate) fn sql(text: impl Into<String>) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(text.into())
+}
+
+/// What went wrong, sorted by what the executor does about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A lock was not granted within `lock_timeout`: retried with backoff.
+    LockTimeout,
+    /// `statement_timeout` (or a cancel) stopped the statement.
+    StatementTimeout,
+    /// A unique or primary key conflict (e.g. a key already in the archive).
+    Conflict,
+    /// The server could not be reached or the session was lost.
+    Connection,
+    Other,
+}
+
+/// A database error with its password-free message.
+#[derive(Debug, Clone)]
+pub struct DbError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl DbError {
+    pub fn other(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Other,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        let kind = match &e {
+            sqlx::Error::Database(d) => match d.code().as_deref() {
+                // PostgreSQL lock_not_available; SQLite BUSY and LOCKED.
+                Some("55P03") | Some("5") | Some("6") | Some("517") | Some("261") => ErrorKind::LockTimeout,
+                Some("57014") => ErrorKind::StatementTimeout,
+                Some("23505") | Some("1555") | Some("2067") => ErrorKind::Conflict,
+                Some(c) if c.starts_with("08") || c == "57P01" => ErrorKind::Connection,
+                _ => ErrorKind::Other,
+            },
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => {
+                ErrorKind::Connection
+            }
+            _ => ErrorKind::Other,
+        };
+        let message = match &e {
+            sqlx::Error::Database(d) => d.message().to_string(),
+            other => other.to_string(),
+        };
+        Self {
+            kind,
+            message: crate::source::redact_passwords(&message),
+        }
+    }
+}
+
+/// How a session limits itself (safety.md rules 1 and 4).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// Read-only sessions for `plan diff` and inspection.
+    pub read_only: bool,
+}
+
+impl SessionLimits {
+    pub const READ_ONLY: Self = Self {
+        lock_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(300),
+        read_only: true,
+    };
+}
+
+/// One open session.
+pub enum Conn {
+    Pg(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conn({})", self.backend())
+    }
+}
+
+/// Opens a session to `target` with `limits` applied.
+pub async fn connect(target: &Target, limits: SessionLimits) -> Result<Conn, DbError> {
+    match target.backend {
+        Backend::Postgres => pg::connect(target, limits).await.map(Conn::Pg),
+        Backend::Sqlite => sqlite::connect(target, limits).await.map(Conn::Sqlite),
+    }
+}
+
+/// Builds the retention probes from the catalog half of an inspection.
+pub type ProbeFn<'a> = dyn Fn(&Inspection) -> Vec<RetentionProbe> + Send + Sync + 'a;
+
+/// What the backend needs to write a retention step's statements.
+#[derive(Debug, Clone)]
+pub struct RetentionSpec {
+    /// Quoted source table.
+    pub table: String,
+    /// Quoted timestamp column and its type.
+    pub column: String,
+    pub column_type: String,
+    /// Quoted batch key (primary key, `rowid`, or `key:`) and its type.
+    pub key: String,
+    pub key_type: String,
+    pub where_sql: Option<String>,
+    pub batch_size: u64,
+    /// Quoted source columns with their types, in table order.
+    pub columns: Vec<(String, String)>,
+    /// Quoted primary key columns of the source.
+    pub primary_key: Vec<String>,
+    pub archive: Option<ArchiveSpec>,
+}
+
+/// Where a retention step archives.
+#[derive(Debug, Clone)]
+pub enum ArchiveSpec {
+    /// Quoted archive table; `exists: false` adds its CREATE statements.
+    Table {
+        name: String,
+        exists: bool,
+    },
+    File {
+        path: String,
+    },
+}
+
+/// The statements of a retention step, as the backend writes them.
+#[derive(Debug, Clone)]
+pub struct RetentionSql {
+    pub create_archive: Vec<String>,
+    pub count: String,
+    pub batch: crate::execplan::BatchSql,
+}
+
+/// Writes a retention step's statements in the backend's dialect.
+pub fn retention_sql(backend: Backend, spec: &RetentionSpec) -> RetentionSql {
+    match backend {
+        Backend::Postgres => pg::retention_sql(spec),
+        Backend::Sqlite => sqlite::retention_sql(spec),
+    }
+}
+
+/// The predicate shared by every retention statement; binds the cutoff as
+/// parameter 1 in the form `cutoff_param` gives.
+pub fn retention_predicate(spec: &RetentionSpec, cutoff_param: &str) -> String {
+    let mut p = format!("{} < {cutoff_param}", spec.column);
+    if let Some(w) = &spec.where_sql {
+        p.push_str(&format!(" AND ({w})"));
+    }
+    p
+}
+
+/// Rows moved by one batch and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchDone {
+    pub rows: u64,
+    pub last_key: Option<String>,
+}
+
+/// Identifies the journal rows a batch writes in its own transaction.
+#[derive(Debug, Clone)]
+pub struct BatchJournal {
+    pub run_id: i64,
+    pub step: String,
+    pub batch_no: u64,
+}
+
+/// A run's journal row.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub plan: String,
+    pub plan_hash: String,
+    pub env: Option<String>,
+    pub engine_version: String,
+    pub host: String,
+}
+
+/// A step's journal row at its end.
+#[derive(Debug, Clone, Default)]
+pub struct StepRecord {
+    pub step: String,
+    pub op: String,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub statements: u64,
+    pub error: Option<String>,
+    pub rolled_back: Option<String>,
+}
+
+impl Conn {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Conn::Pg(_) => Backend::Postgres,
+            Conn::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// The read-only snapshot planning needs: the catalog first, then the
+    /// retention probes `probes` derives from it, in the same transaction.
+    pub async fn inspect(&mut self, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
+        match self {
+            Conn::Pg(c) => pg::inspect(c, probes).await,
+            Conn::Sqlite(c) => sqlite::inspect(c, probes).await,
+        }
+    }
+
+    /// Runs one statement on its own (outside a transaction).
+    pub async fn execute(&mut self, statement: &str) -> Result<u64, DbError> {
+        match self {
+            Conn::Pg(c) => pg::execute(c, statement).await,
+            Conn::Sqlite(c) => sqlite::execute(c, statement).await,
+        }
+    }
+
+    /// Caps this session's statement timeout (PostgreSQL; SQLite has none).
+    pub async fn set_statement_timeout(&mut self, d: Duration) -> Result<(), DbError> {
+        match self {
+            Conn::Pg(c) => pg::set_statement_timeout(c, d).await,
+            Conn::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Runs statements together in one writing transaction.
+    pub async fn execute_in_transaction(&mut self, statements: &[String]) -> Result<(), DbError> {
+        match self {
+            Conn::Pg(c) => pg::execute_in_transaction(c, statements).await,
+            Conn::Sqlite(c) => sqlite::execute_in_transaction(c, statements).await,
+        }
+    }
+
+    /// Takes one retention batch in one transaction, with its journal row.
+    /// `archive_file` receives the rows of a file archive before the delete.
+    pub async fn retention_batch(
+        &mut self,
+        work: &RetentionWork,
+        after: Option<&str>,
+        journal: &BatchJournal,
+        archive_file: Option<&mut crate::archive::ArchiveFile>,
+    ) -> Result<BatchDone, DbError> {
+        match self {
+            Conn::Pg(c) => pg::retention_batch(c, work, after, journal, archive_file).await,
+            Conn::Sqlite(c) => sqlite::retention_batch(c, work, after, journal, archive_file).await,
+        }
+    }
+
+    /// Rows a retention step would still remove.
+    pub async fn count(&mut self, count_sql: &str, cutoff: &str) -> Result<u64, DbError> {
+        match self {
+            Conn::Pg(c) => pg::count(c, count_sql, cutoff).await,
+            Conn::Sqlite(c) => sqlite::count(c, count_sql, cutoff).await,
+        }
+    }
+
+    /// Creates the journal tables when missing.
+    pub async fn journal_setup(&mut self) -> Result<(), DbError> {
+        match self {
+            Conn::Pg(c) => pg::journal_setup(c).await,
+            Conn::Sqlite(c) => sqlite::journal_setup(c).await,
+        }
+    }
+
+    pub async fn journal_run_started(&mut self, run: &RunRecord) -> Result<i64, DbError> {
+        match self {
+            Conn::Pg(c) => pg::journal_run_started(c, run).await,
+            Conn::Sqlite(c) => sqlite::journal_run_started(c, run).await,
+        }
+    }
+
+    pub async fn journal_step(&mut self, run_id: i64, s: &StepRecord) -> Result<(), DbError> {
+        match self {
+            Conn::Pg(c) => pg::journal_step(c, run_id, s).await,
+            Conn::Sqlite(c) => sqlite::journal_step(c, run_id, s).await,
+        }
+    }
+
+    pub async fn journal_run_finished(&mut self, run_id: i64, status: &str, exit_code: i32) -> Result<(), DbError> {
+        match self {
+            Conn::Pg(c) => pg::journal_run_finished(c, run_id, status, exit_code).await,
+            Conn::Sqlite(c) => sqlite::journal_run_finished(c, run_id, status, exit_code).await,
+        }
+    }
+
+    /// Past runs (newest first) or one run's steps, as JSON values.
+    pub async fn history(&mut self, run: Option<i64>, limit: u64) -> Result<serde_json::Value, DbError> {
+        match self {
+            Conn::Pg(c) => pg::history(c, run, limit).await,
+            Conn::Sqlite(c) => sqlite::history(c, run, limit).await,
+        }
+    }
+
+    /// `pg_backend_pid()`, to cancel this session's statement from another.
+    pub async fn backend_pid(&mut self) -> Result<Option<i32>, DbError> {
+        match self {
+            Conn::Pg(c) => pg::backend_pid(c).await.map(Some),
+            Conn::Sqlite(_) => Ok(None),
+        }
+    }
+}
+
+/// Truncates an error message for a journal row or a one-line report.
+pub fn one_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or("").trim();
+    if line.len() > 500 {
+        let mut end = 500;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &line[..end])
+    } else {
+        line.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_with_inner_quotes_doubled() {
+        assert_eq!(quote_ident("core_audit_log"), "\"core_audit_log\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(quote_name(Some("audit"), "Events"), "\"audit\".\"Events\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,670 @@
+//! PostgreSQL: sessions, inspection, batches, journal and the advisory lock.
+//! Every session sets `application_name`, `lock_timeout`,
+//! `statement_timeout`, `idle_in_transaction_session_timeout` and
+//! `client_connection_check_interval` in its startup packet (safety.md rule
+//! 4), plus `TimeZone=UTC` so cutoffs mean one thing, and
+//! `plan_cache_mode=force_custom_plan` so a prepared batch never runs on a
+//! generic plan that scans the whole table.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Row};
+
+use super::{
+    ArchiveSpec, BatchDone, BatchJournal, DbError, ProbeFn, RetentionSpec, RetentionSql, RunRecord, SessionLimits,
+    StepRecord, quote_literal, retention_predicate, sql,
+};
+use crate::archive::ArchiveFile;
+use crate::execplan::{BatchSql, RetentionWork};
+use crate::inspect::{Column, EXACT_COUNT_LIMIT, IndexFacts, Inspection, RetentionFacts, RetentionProbe, TableFacts};
+use crate::values::Target;
+
+/// The advisory lock key: `dbmt` in ASCII, and 0. Advisory locks are per
+/// database, so one key serves every database of a server.
+pub const LOCK_CLASS: i32 = 0x6462_6d74;
+
+/// How long connecting may take before it is an error.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connect options from the URL, the `PG*` variables and the passfile.
+pub fn options(target: &Target) -> Result<PgConnectOptions, DbError> {
+    PgConnectOptions::from_str(target.expose_url())
+        .map_err(|e| DbError::other(format!("`{}` is not a usable PostgreSQL URL: {e}", target.redacted())))
+}
+
+pub async fn connect(target: &Target, limits: SessionLimits) -> Result<PgConnection, DbError> {
+    connect_named(target, limits, "dbmaint").await
+}
+
+pub async fn connect_named(target: &Target, limits: SessionLimits, app: &str) -> Result<PgConnection, DbError> {
+    let ms = |d: Duration| d.as_millis().max(1).to_string();
+    let mut settings = vec![
+        ("lock_timeout", ms(limits.lock_timeout)),
+        ("statement_timeout", ms(limits.statement_timeout)),
+        ("idle_in_transaction_session_timeout", "60000".to_string()),
+        ("client_connection_check_interval", "2000".to_string()),
+        ("TimeZone", "UTC".to_string()),
+        ("plan_cache_mode", "force_custom_plan".to_string()),
+    ];
+    if limits.read_only {
+        settings.push(("default_transaction_read_only", "on".to_string()));
+    }
+    let opts = options(target)?.application_name(app).options(settings);
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::ConnectOptions::connect(&opts))
+        .await
+        .map_err(|_| DbError {
+            kind: super::ErrorKind::Connection,
+            message: format!(
+                "could not connect to {}: no answer within {}s",
+                target.redacted(),
+                CONNECT_TIMEOUT.as_secs()
+            ),
+        })?;
+    conn.map_err(|e| {
+        let e = DbError::from(e);
+        DbError {
+            kind: super::ErrorKind::Connection,
+            message: format!("could not connect to {}: {}", target.redacted(), e.message),
+        }
+    })
+}
+
+pub async fn execute(c: &mut PgConnection, statement: &str) -> Result<u64, DbError> {
+    Ok(sqlx::raw_sql(sql(statement.to_string()))
+        .execute(c)
+        .await?
+        .rows_affected())
+}
+
+pub async fn set_statement_timeout(c: &mut PgConnection, d: Duration) -> Result<(), DbError> {
+    execute(c, &format!("SET statement_timeout = {}", d.as_millis().max(1)))
+        .await
+        .map(|_| ())
+}
+
+pub async fn execute_in_transaction(c: &mut PgConnection, statements: &[String]) -> Result<(), DbError> {
+    let mut tx = c.begin().await?;
+    for s in statements {
+        if let Err(e) = sqlx::raw_sql(sql(s.clone())).execute(&mut *tx).await {
+            let _ = tx.rollback().await;
+            return Err(e.into());
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn backend_pid(c: &mut PgConnection) -> Result<i32, DbError> {
+    Ok(sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(c).await?)
+}
+
+// ---------------------------------------------------------------- inspection
+
+const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbmaint') \
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+
+/// Four catalog queries in one read-only repeatable-read transaction,
+/// whatever the number of tables, then one probe per retention step.
+pub async fn inspect(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
+    execute(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let result = inspect_in(c, probes).await;
+    let _ = execute(c, "COMMIT").await;
+    result
+}
+
+async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
+    let head = sqlx::query(
+        "SELECT current_setting('server_version'), pg_database_size(current_database())::int8, \
+         coalesce(current_schema(), 'public')",
+    )
+    .fetch_one(&mut *c)
+    .await?;
+    let server_version: String = head.get(0);
+    let database_bytes: i64 = head.get(1);
+    let default_schema: String = head.get(2);
+
+    let table_rows = sqlx::query(sql(format!(
+        "SELECT n.nspname, c.relname, pg_total_relation_size(c.oid)::int8, \
+           coalesce(s.n_live_tup, 0)::int8, coalesce(s.n_dead_tup, 0)::int8, \
+           coalesce(s.n_mod_since_analyze, 0)::int8, \
+           s.last_vacuum::text, s.last_autovacuum::text, s.last_analyze::text, s.last_autoanalyze::text, \
+           age(c.relfrozenxid)::int8 \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+         WHERE c.relkind = 'r' AND {USER_RELATIONS} ORDER BY 1, 2"
+    )))
+    .fetch_all(&mut *c)
+    .await?;
+    let mut tables: Vec<TableFacts> = table_rows
+        .iter()
+        .map(|r| TableFacts {
+            schema: r.get(0),
+            name: r.get(1),
+            total_bytes: r.get::<i64, _>(2).max(0) as u64,
+            live_tuples: r.get::<i64, _>(3).max(0) as u64,
+            dead_tuples: r.get::<i64, _>(4).max(0) as u64,
+            mod_since_analyze: r.get::<i64, _>(5).max(0) as u64,
+            last_vacuum: r.get(6),
+            last_autovacuum: r.get(7),
+            last_analyze: r.get(8),
+            last_autoanalyze: r.get(9),
+            xid_age: r.get::<i64, _>(10).max(0) as u64,
+            columns: vec![],
+            primary_key: vec![],
+            indexes: vec![],
+        })
+        .collect();
+    let find = |tables: &mut Vec<TableFacts>, schema: &str, name: &str| -> Option<usize> {
+        tables.iter().position(|t| t.schema == schema && t.name == name)
+    };
+
+    let column_rows = sqlx::query(sql(format!(
+        "SELECT n.nspname, c.relname, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND {USER_RELATIONS} \
+         ORDER BY 1, 2, a.attnum"
+    )))
+    .fetch_all(&mut *c)
+    .await?;
+    for r in &column_rows {
+        let (schema, name): (String, String) = (r.get(0), r.get(1));
+        if let Some(i) = find(&mut tables, &schema, &name) {
+            tables[i].columns.push(Column {
+                name: r.get(2),
+                data_type: r.get(3),
+                not_null: r.get(4),
+            });
+        }
+    }
+
+    let index_rows = sqlx::query(sql(format!(
+        "SELECT n.nspname, t.relname, i.relname, pg_relation_size(i.oid)::int8, \
+           x.indisunique, x.indisprimary, x.indisvalid AND x.indisready, x.indpred IS NOT NULL, \
+           ARRAY(SELECT coalesce(a.attname::text, 'expr') \
+                 FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
+                 LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
+                 WHERE k.ord <= x.indnkeyatts ORDER BY k.ord) \
+         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+         JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE t.relkind = 'r' AND {USER_RELATIONS} ORDER BY 1, 2, 3"
+    )))
+    .fetch_all(&mut *c)
+    .await?;
+    for r in &index_rows {
+        let (schema, name): (String, String) = (r.get(0), r.get(1));
+        if let Some(i) = find(&mut tables, &schema, &name) {
+            let idx = IndexFacts {
+                name: r.get(2),
+                bytes: r.get::<i64, _>(3).max(0) as u64,
+                unique: r.get(4),
+                primary: r.get(5),
+                valid: r.get(6),
+                partial: r.get(7),
+                columns: r.get(8),
+            };
+            if idx.primary {
+                tables[i].primary_key = idx.columns.clone();
+            }
+            tables[i].indexes.push(idx);
+        }
+    }
+
+    let mut inspection = Inspection {
+        server_version,
+        default_schema,
+        database_bytes: database_bytes.max(0) as u64,
+        tables,
+        sqlite: None,
+        retention: indexmap::IndexMap::new(),
+        catalog_queries: 4,
+    };
+    for p in probes(&inspection) {
+        let facts = probe(c, &p).await?;
+        inspection.retention.insert(p.step.clone(), facts);
+    }
+    Ok(inspection)
+}
+
+/// True for the integer types, whose time columns hold epoch seconds.
+fn is_integer_type(t: &str) -> bool {
+    matches!(t, "smallint" | "integer" | "bigint" | "int2" | "int4" | "int8")
+}
+
+/// The cutoff in the form the column parses: epoch seconds for integers,
+/// an ISO timestamp in UTC otherwise (the session's TimeZone is UTC).
+pub fn cutoff_text(column_type: &str, cutoff: chrono::DateTime<chrono::Utc>) -> String {
+    if is_integer_type(column_type) {
+        cutoff.timestamp().to_string()
+    } else {
+        cutoff.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+    }
+}
+
+fn cast(param: &str, ty: &str) -> String {
+    format!("CAST({param}::text AS {ty})")
+}
+
+/// PostgreSQL's retention statements. The batch size is inlined (it is an
+/// engine-checked integer) so no plan depends on a `LIMIT $n` parameter.
+pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
+    let pred = retention_predicate(spec, &cast("$1", &spec.column_type));
+    let (t, k, n) = (&spec.table, &spec.key, spec.batch_size);
+    let cols = spec
+        .columns
+        .iter()
+        .map(|(c, _)| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let after = format!(" AND {k} > {}", cast("$2", &spec.key_type));
+    let range = format!(
+        " AND {k} >= {} AND {k} <= {}",
+        cast("$2", &spec.key_type),
+        cast("$3", &spec.key_type)
+    );
+    let count = format!(
+        "SELECT count(*)::int8, min({c})::text, max({c})::text FROM {t} WHERE {pred}",
+        c = spec.column
+    );
+    let mut create_archive = vec![];
+    let batch = match &spec.archive {
+        Some(ArchiveSpec::File { .. }) => {
+            let bound = |extra: &str| {
+                format!(
+                    "SELECT count(*)::int8, (array_agg(b.k ORDER BY b.k))[1]::text, \
+                     (array_agg(b.k ORDER BY b.k DESC))[1]::text \
+                     FROM (SELECT {k} AS k FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {n} FOR UPDATE) b"
+                )
+            };
+            BatchSql::Ranged {
+                bound_first: bound(""),
+                bound_next: bound(&after),
+                rows_json: Some(format!(
+                    "SELECT {k}::text, row_to_json(s)::text FROM {t} AS s WHERE {pred}{range} ORDER BY {k}"
+                )),
+                copy: None,
+                delete: format!("DELETE FROM {t} WHERE {pred}{range}"),
+            }
+        }
+        archive => {
+            let archived = match archive {
+                Some(ArchiveSpec::Table { name, exists }) => {
+                    if !exists {
+                        create_archive.push(format!("CREATE TABLE {name} (LIKE {t})"));
+                        let pk = if spec.primary_key.is_empty() {
+                            k.clone()
+                        } else {
+                            spec.primary_key.join(", ")
+                        };
+                        create_archive.push(format!("ALTER TABLE {name} ADD PRIMARY KEY ({pk})"));
+                    }
+                    format!(", archived AS (INSERT INTO {name} ({cols}) SELECT {cols} FROM moved)")
+                }
+                _ => String::new(),
+            };
+            let one = |extra: &str| {
+                format!(
+                    "WITH batch AS (SELECT {k} FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {n}), \
+                     moved AS (DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM batch) AND {pred} RETURNING *){archived} \
+                     SELECT count(*)::int8, (array_agg({k} ORDER BY {k} DESC))[1]::text FROM moved"
+                )
+            };
+            BatchSql::Single {
+                first: one(""),
+                next: one(&after),
+            }
+        }
+    };
+    RetentionSql {
+        create_archive,
+        count,
+        batch,
+    }
+}
+
+/// Counts a retention predicate, unless the planner expects more than
+/// [`EXACT_COUNT_LIMIT`] rows: then its estimate, flagged as such.
+async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
+    let cutoff = cutoff_text(&p.column_type, p.cutoff);
+    let mut pred = format!("{} < CAST({} AS {})", p.column, quote_literal(&cutoff), p.column_type);
+    if let Some(w) = &p.where_sql {
+        pred.push_str(&format!(" AND ({w})"));
+    }
+    let plan: serde_json::Value = sqlx::query_scalar(sql(format!(
+        "EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {pred}",
+        p.table
+    )))
+    .fetch_one(&mut *c)
+    .await?;
+    let estimate = plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0).max(0.0) as u64;
+    if estimate > EXACT_COUNT_LIMIT {
+        return Ok(RetentionFacts {
+            rows: estimate,
+            exact: false,
+            oldest: None,
+            newest: None,
+            cutoff,
+        });
+    }
+    let r = sqlx::query(sql(format!(
+        "SELECT count(*)::int8, min({c})::text, max({c})::text FROM {} WHERE {pred}",
+        p.table,
+        c = p.column
+    )))
+    .fetch_one(&mut *c)
+    .await?;
+    Ok(RetentionFacts {
+        rows: r.get::<i64, _>(0).max(0) as u64,
+        exact: true,
+        oldest: r.get(1),
+        newest: r.get(2),
+        cutoff,
+    })
+}
+
+pub async fn count(c: &mut PgConnection, count_sql: &str, cutoff: &str) -> Result<u64, DbError> {
+    let r = sqlx::query(sql(count_sql.to_string()))
+        .bind(cutoff)
+        .fetch_one(c)
+        .await?;
+    Ok(r.get::<i64, _>(0).max(0) as u64)
+}
+
+// ---------------------------------------------------------------- retention
+
+/// One batch, one transaction: the batch statement(s) and the batch's
+/// journal row commit together or not at all (safety.md rules 5 and 6).
+pub async fn retention_batch(
+    c: &mut PgConnection,
+    work: &RetentionWork,
+    after: Option<&str>,
+    journal: &BatchJournal,
+    archive_file: Option<&mut ArchiveFile>,
+) -> Result<BatchDone, DbError> {
+    let mut tx = c.begin().await?;
+    let result = batch_in(&mut tx, work, after, journal, archive_file).await;
+    match result {
+        Ok(done) => {
+            tx.commit().await?;
+            Ok(done)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn batch_in(
+    c: &mut PgConnection,
+    work: &RetentionWork,
+    after: Option<&str>,
+    journal: &BatchJournal,
+    archive_file: Option<&mut ArchiveFile>,
+) -> Result<BatchDone, DbError> {
+    let done = match &work.batch {
+        BatchSql::Single { first, next } => {
+            let row = match after {
+                None => {
+                    sqlx::query(sql(first.clone()))
+                        .bind(&work.cutoff)
+                        .fetch_one(&mut *c)
+                        .await?
+                }
+                Some(k) => {
+                    sqlx::query(sql(next.clone()))
+                        .bind(&work.cutoff)
+                        .bind(k)
+                        .fetch_one(&mut *c)
+                        .await?
+                }
+            };
+            BatchDone {
+                rows: row.get::<i64, _>(0).max(0) as u64,
+                last_key: row.get(1),
+            }
+        }
+        BatchSql::Ranged {
+            bound_first,
+            bound_next,
+            rows_json,
+            copy,
+            delete,
+        } => {
+            let row = match after {
+                None => {
+                    sqlx::query(sql(bound_first.clone()))
+                        .bind(&work.cutoff)
+                        .fetch_one(&mut *c)
+                        .await?
+                }
+                Some(k) => {
+                    sqlx::query(sql(bound_next.clone()))
+                        .bind(&work.cutoff)
+                        .bind(k)
+                        .fetch_one(&mut *c)
+                        .await?
+                }
+            };
+            let rows = row.get::<i64, _>(0).max(0) as u64;
+            let (lo, hi): (Option<String>, Option<String>) = (row.get(1), row.get(2));
+            let (Some(lo), Some(hi)) = (lo, hi) else {
+                return Ok(BatchDone {
+                    rows: 0,
+                    last_key: None,
+                });
+            };
+            if let (Some(q), Some(file)) = (rows_json, archive_file) {
+                let lines: Vec<(String, String)> = sqlx::query_as(sql(q.clone()))
+                    .bind(&work.cutoff)
+                    .bind(&lo)
+                    .bind(&hi)
+                    .fetch_all(&mut *c)
+                    .await?;
+                file.append(&lines).map_err(DbError::other)?;
+            }
+            if let Some(q) = copy {
+                sqlx::query(sql(q.clone()))
+                    .bind(&work.cutoff)
+                    .bind(&lo)
+                    .bind(&hi)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            let deleted = sqlx::query(sql(delete.clone()))
+                .bind(&work.cutoff)
+                .bind(&lo)
+                .bind(&hi)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+            if deleted != rows {
+                return Err(DbError::other(format!(
+                    "the batch changed under it: {rows} rows selected, {deleted} deleted; rolled back"
+                )));
+            }
+            BatchDone {
+                rows,
+                last_key: Some(hi),
+            }
+        }
+    };
+    if done.rows > 0 {
+        sqlx::query("INSERT INTO dbmaint.batches (run_id, step, batch_no, last_key, rows) VALUES ($1, $2, $3, $4, $5)")
+            .bind(journal.run_id)
+            .bind(&journal.step)
+            .bind(journal.batch_no as i64)
+            .bind(&done.last_key)
+            .bind(done.rows as i64)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(done)
+}
+
+// ---------------------------------------------------------------- journal
+
+const JOURNAL_DDL: &str = "\
+CREATE SCHEMA IF NOT EXISTS dbmaint;
+CREATE TABLE IF NOT EXISTS dbmaint.runs (
+  id bigserial PRIMARY KEY,
+  plan text NOT NULL,
+  plan_hash text NOT NULL,
+  env text,
+  engine_version text NOT NULL,
+  host text,
+  started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  finished_at timestamptz,
+  status text NOT NULL DEFAULT 'running',
+  exit_code int
+);
+CREATE TABLE IF NOT EXISTS dbmaint.steps (
+  run_id bigint NOT NULL REFERENCES dbmaint.runs (id),
+  step text NOT NULL,
+  op text NOT NULL,
+  status text NOT NULL,
+  started_at timestamptz,
+  finished_at timestamptz,
+  rows bigint NOT NULL DEFAULT 0,
+  bytes bigint NOT NULL DEFAULT 0,
+  statements bigint NOT NULL DEFAULT 0,
+  error text,
+  rolled_back text,
+  PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS dbmaint.batches (
+  run_id bigint NOT NULL,
+  step text NOT NULL,
+  batch_no bigint NOT NULL,
+  last_key text,
+  rows bigint NOT NULL,
+  committed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (run_id, step, batch_no)
+);";
+
+pub async fn journal_setup(c: &mut PgConnection) -> Result<(), DbError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('dbmaint.batches') IS NOT NULL")
+        .fetch_one(&mut *c)
+        .await?;
+    if !exists {
+        execute(c, JOURNAL_DDL).await?;
+    }
+    Ok(())
+}
+
+pub async fn journal_run_started(c: &mut PgConnection, run: &RunRecord) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO dbmaint.runs (plan, plan_hash, env, engine_version, host) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(&run.plan)
+    .bind(&run.plan_hash)
+    .bind(&run.env)
+    .bind(&run.engine_version)
+    .bind(&run.host)
+    .fetch_one(c)
+    .await?)
+}
+
+pub async fn journal_step(c: &mut PgConnection, run_id: i64, s: &StepRecord) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO dbmaint.steps (run_id, step, op, status, started_at, finished_at, rows, bytes, statements, error, rolled_back) \
+         VALUES ($1, $2, $3, $4, $5::timestamptz, $6::timestamptz, $7, $8, $9, $10, $11) \
+         ON CONFLICT (run_id, step) DO UPDATE SET status = EXCLUDED.status, started_at = EXCLUDED.started_at, \
+         finished_at = EXCLUDED.finished_at, rows = EXCLUDED.rows, bytes = EXCLUDED.bytes, \
+         statements = EXCLUDED.statements, error = EXCLUDED.error, rolled_back = EXCLUDED.rolled_back",
+    )
+    .bind(run_id)
+    .bind(&s.step)
+    .bind(&s.op)
+    .bind(&s.status)
+    .bind(none_if_empty(&s.started_at))
+    .bind(none_if_empty(&s.finished_at))
+    .bind(s.rows as i64)
+    .bind(s.bytes as i64)
+    .bind(s.statements as i64)
+    .bind(&s.error)
+    .bind(&s.rolled_back)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+fn none_if_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+pub async fn journal_run_finished(
+    c: &mut PgConnection,
+    run_id: i64,
+    status: &str,
+    exit_code: i32,
+) -> Result<(), DbError> {
+    sqlx::query("UPDATE dbmaint.runs SET finished_at = clock_timestamp(), status = $2, exit_code = $3 WHERE id = $1")
+        .bind(run_id)
+        .bind(status)
+        .bind(exit_code)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn history(c: &mut PgConnection, run: Option<i64>, limit: u64) -> Result<serde_json::Value, DbError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('dbmaint.runs') IS NOT NULL")
+        .fetch_one(&mut *c)
+        .await?;
+    if !exists {
+        return Ok(serde_json::json!({"runs": []}));
+    }
+    let runs: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT json_build_object('id', id, 'plan', plan, 'plan_hash', plan_hash, 'env', env, \
+           'engine_version', engine_version, 'host', host, \
+           'started_at', to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+           'finished_at', to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+           'status', status, 'exit_code', exit_code, \
+           'steps', (SELECT coalesce(json_agg(json_build_object('step', s.step, 'op', s.op, 'status', s.status, \
+                'started_at', to_char(s.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                'finished_at', to_char(s.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                'rows', s.rows, 'bytes', s.bytes, 'statements', s.statements, 'error', s.error, \
+                'rolled_back', s.rolled_back, \
+                'batches', (SELECT count(*) FROM dbmaint.batches b WHERE b.run_id = s.run_id AND b.step = s.step)) \
+                ORDER BY s.started_at NULLS LAST, s.step), '[]'::json) FROM dbmaint.steps s WHERE s.run_id = r.id)) \
+         FROM dbmaint.runs r WHERE ($1::int8 IS NULL OR id = $1) ORDER BY id DESC LIMIT $2",
+    )
+    .bind(run)
+    .bind(limit as i64)
+    .fetch_all(c)
+    .await?;
+    Ok(serde_json::json!({ "runs": runs }))
+}
+
+// ---------------------------------------------------------------- lock
+
+/// Tries the advisory lock once; never waits (safety.md rule 3). On
+/// refusal, names the session that holds it.
+pub async fn try_lock(c: &mut PgConnection) -> Result<Result<(), String>, DbError> {
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, 0)")
+        .bind(LOCK_CLASS)
+        .fetch_one(&mut *c)
+        .await?;
+    if got {
+        return Ok(Ok(()));
+    }
+    let holder: Option<(i32, String, String, String)> = sqlx::query_as(
+        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local socket'), \
+           to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.classid = $1::oid AND l.objid = 0 AND l.granted \
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(LOCK_CLASS as i64)
+    .fetch_optional(&mut *c)
+    .await?;
+    Ok(Err(match holder {
+        Some((pid, app, addr, since)) => {
+            format!("backend pid {pid} (`{app}`, from {addr}, connected since {since})")
+        }
+        None => "another session (it released the lock just now; try again)".to_string(),
+    }))
+}

@@ -1,0 +1,572 @@
+//! SQLite: sessions, inspection, batches and the journal. Every session has
+//! a `busy_timeout` equal to the step's `lock_timeout`; every writing
+//! transaction starts with `BEGIN IMMEDIATE`, so it takes the write lock up
+//! front (or fails within the timeout) instead of failing at its first
+//! write after a reader upgraded (safety.md rule 12).
+
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{Connection, Row};
+
+use super::{
+    ArchiveSpec, BatchDone, BatchJournal, DbError, ErrorKind, ProbeFn, RetentionSpec, RetentionSql, RunRecord,
+    SessionLimits, StepRecord, retention_predicate, sql,
+};
+use crate::archive::ArchiveFile;
+use crate::execplan::{BatchSql, RetentionWork};
+use crate::inspect::{Column, IndexFacts, Inspection, RetentionFacts, RetentionProbe, SqliteFile, TableFacts};
+use crate::values::Target;
+
+pub fn options(target: &Target) -> Result<SqliteConnectOptions, DbError> {
+    SqliteConnectOptions::from_str(target.expose_url())
+        .map_err(|e| DbError::other(format!("`{}` is not a usable SQLite target: {e}", target.redacted())))
+}
+
+pub async fn connect(target: &Target, limits: SessionLimits) -> Result<SqliteConnection, DbError> {
+    let path = std::path::Path::new(&target.database);
+    if !path.exists() {
+        return Err(DbError {
+            kind: ErrorKind::Connection,
+            message: format!(
+                "SQLite database `{}` does not exist (dbmaint never creates the database it maintains)",
+                target.database
+            ),
+        });
+    }
+    let opts = options(target)?
+        .busy_timeout(limits.lock_timeout)
+        .read_only(limits.read_only)
+        .create_if_missing(false);
+    sqlx::ConnectOptions::connect(&opts).await.map_err(|e| {
+        let e = DbError::from(e);
+        DbError {
+            kind: ErrorKind::Connection,
+            message: format!("could not open {}: {}", target.redacted(), e.message),
+        }
+    })
+}
+
+pub async fn execute(c: &mut SqliteConnection, statement: &str) -> Result<u64, DbError> {
+    Ok(sqlx::raw_sql(sql(statement.to_string()))
+        .execute(c)
+        .await?
+        .rows_affected())
+}
+
+pub async fn execute_in_transaction(c: &mut SqliteConnection, statements: &[String]) -> Result<(), DbError> {
+    let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
+    for s in statements {
+        if let Err(e) = sqlx::raw_sql(sql(s.clone())).execute(&mut *tx).await {
+            let _ = tx.rollback().await;
+            return Err(e.into());
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- inspection
+
+const USER_TABLES: &str = "m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+     AND m.name NOT LIKE 'dbmaint\\_%' ESCAPE '\\'";
+
+/// Three catalog queries in one read transaction, whatever the number of
+/// tables (`pragma_*` table-valued functions joined to `sqlite_schema`).
+pub async fn inspect(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
+    execute(c, "BEGIN").await?;
+    let result = inspect_in(c, probes).await;
+    let _ = execute(c, "COMMIT").await;
+    result
+}
+
+async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
+    let head = sqlx::query(
+        "SELECT sqlite_version(), (SELECT page_size FROM pragma_page_size()), \
+         (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count()), \
+         (SELECT file FROM pragma_database_list() WHERE name = 'main')",
+    )
+    .fetch_one(&mut *c)
+    .await?;
+    let page_size = head.get::<i64, _>(1).max(0) as u64;
+    let page_count = head.get::<i64, _>(2).max(0) as u64;
+    let freelist_count = head.get::<i64, _>(3).max(0) as u64;
+    let path: String = head.get(4);
+    let file_bytes = std::fs::metadata(&path)
+        .map(|m| m.len())
+        .unwrap_or(page_size * page_count);
+
+    let column_rows = sqlx::query(sql(format!(
+        "SELECT m.name, p.name, p.type, p.\"notnull\", p.pk \
+         FROM sqlite_schema m JOIN pragma_table_info(m.name) p WHERE {USER_TABLES} ORDER BY m.name, p.cid"
+    )))
+    .fetch_all(&mut *c)
+    .await?;
+    let mut tables: Vec<TableFacts> = vec![];
+    let mut pk_order: Vec<Vec<(i64, String)>> = vec![];
+    for r in &column_rows {
+        let table: String = r.get(0);
+        if tables.last().is_none_or(|t| t.name != table) {
+            tables.push(TableFacts {
+                schema: "main".into(),
+                name: table,
+                total_bytes: 0,
+                live_tuples: 0,
+                dead_tuples: 0,
+                mod_since_analyze: 0,
+                last_vacuum: None,
+                last_autovacuum: None,
+                last_analyze: None,
+                last_autoanalyze: None,
+                xid_age: 0,
+                columns: vec![],
+                primary_key: vec![],
+                indexes: vec![],
+            });
+            pk_order.push(vec![]);
+        }
+        let name: String = r.get(1);
+        let pk: i64 = r.get(4);
+        if pk > 0
+            && let Some(p) = pk_order.last_mut()
+        {
+            p.push((pk, name.clone()));
+        }
+        if let Some(t) = tables.last_mut() {
+            t.columns.push(Column {
+                name,
+                data_type: r.get(2),
+                not_null: r.get::<i64, _>(3) != 0,
+            });
+        }
+    }
+    for (t, mut pk) in tables.iter_mut().zip(pk_order) {
+        pk.sort();
+        t.primary_key = pk.into_iter().map(|(_, n)| n).collect();
+    }
+
+    let index_rows = sqlx::query(sql(format!(
+        "SELECT m.name, il.name, il.\"unique\", il.origin, il.partial, \
+           (SELECT json_group_array(coalesce(name, 'expr')) FROM \
+              (SELECT name FROM pragma_index_info(il.name) ORDER BY seqno)) \
+         FROM sqlite_schema m JOIN pragma_index_list(m.name) il WHERE {USER_TABLES} ORDER BY m.name, il.name"
+    )))
+    .fetch_all(&mut *c)
+    .await?;
+    for r in &index_rows {
+        let table: String = r.get(0);
+        let columns: String = r.get(5);
+        if let Some(t) = tables.iter_mut().find(|t| t.name == table) {
+            t.indexes.push(IndexFacts {
+                name: r.get(1),
+                columns: serde_json::from_str(&columns).unwrap_or_default(),
+                bytes: 0,
+                unique: r.get::<i64, _>(2) != 0,
+                primary: r.get::<String, _>(3) == "pk",
+                valid: true,
+                partial: r.get::<i64, _>(4) != 0,
+            });
+        }
+    }
+
+    let mut inspection = Inspection {
+        server_version: head.get(0),
+        default_schema: "main".into(),
+        database_bytes: file_bytes,
+        tables,
+        sqlite: Some(SqliteFile {
+            path,
+            page_size,
+            page_count,
+            freelist_count,
+            file_bytes,
+        }),
+        retention: indexmap::IndexMap::new(),
+        catalog_queries: 3,
+    };
+    for p in probes(&inspection) {
+        let facts = probe(c, &p).await?;
+        inspection.retention.insert(p.step.clone(), facts);
+    }
+    Ok(inspection)
+}
+
+/// The cutoff in the form the column stores time, read off one stored
+/// value: epoch seconds for numbers, otherwise text with the separator the
+/// data uses (`2024-01-31 12:00:00` or `2024-01-31T12:00:00`), so that text
+/// comparison and the column's index both work.
+async fn cutoff_for(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<String, DbError> {
+    let sample: Option<(String, String)> = sqlx::query_as(sql(format!(
+        "SELECT typeof({col}), CAST({col} AS TEXT) FROM {t} WHERE {col} IS NOT NULL LIMIT 1",
+        col = p.column,
+        t = p.table
+    )))
+    .fetch_optional(&mut *c)
+    .await?;
+    Ok(match sample {
+        Some((ty, _)) if ty == "integer" || ty == "real" => p.cutoff.timestamp().to_string(),
+        Some((_, text)) if text.as_bytes().get(10) == Some(&b'T') => p.cutoff.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        _ => p.cutoff.format("%Y-%m-%d %H:%M:%S").to_string(),
+    })
+}
+
+/// SQLite has no row estimates, so retention is always counted exactly.
+async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
+    let cutoff = cutoff_for(c, p).await?;
+    let mut pred = format!("{} < ?1", p.column);
+    if let Some(w) = &p.where_sql {
+        pred.push_str(&format!(" AND ({w})"));
+    }
+    let r = sqlx::query(sql(format!(
+        "SELECT count(*), CAST(min({c}) AS TEXT), CAST(max({c}) AS TEXT) FROM {} WHERE {pred}",
+        p.table,
+        c = p.column
+    )))
+    .bind(&cutoff)
+    .fetch_one(&mut *c)
+    .await?;
+    Ok(RetentionFacts {
+        rows: r.get::<i64, _>(0).max(0) as u64,
+        exact: true,
+        oldest: r.get(1),
+        newest: r.get(2),
+        cutoff,
+    })
+}
+
+pub async fn count(c: &mut SqliteConnection, count_sql: &str, cutoff: &str) -> Result<u64, DbError> {
+    let r = sqlx::query(sql(count_sql.to_string()))
+        .bind(cutoff)
+        .fetch_one(c)
+        .await?;
+    Ok(r.get::<i64, _>(0).max(0) as u64)
+}
+
+fn key_param(n: u8, key_type: &str) -> String {
+    if key_type.to_ascii_uppercase().contains("INT") {
+        format!("CAST(?{n} AS INTEGER)")
+    } else {
+        format!("?{n}")
+    }
+}
+
+/// SQLite's retention statements: SQLite has no DELETE inside a CTE, so a
+/// batch is its key range, then copy and delete over that range, in one
+/// `BEGIN IMMEDIATE` transaction.
+pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
+    let pred = retention_predicate(spec, "?1");
+    let (t, k, n) = (&spec.table, &spec.key, spec.batch_size);
+    let cols = spec
+        .columns
+        .iter()
+        .map(|(c, _)| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let range = format!(
+        " AND {k} >= {} AND {k} <= {}",
+        key_param(2, &spec.key_type),
+        key_param(3, &spec.key_type)
+    );
+    let bound = |extra: &str| {
+        format!(
+            "SELECT count(*), CAST(min(b.k) AS TEXT), CAST(max(b.k) AS TEXT) \
+             FROM (SELECT {k} AS k FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {n}) b"
+        )
+    };
+    let mut create_archive = vec![];
+    let mut copy = None;
+    let mut rows_json = None;
+    match &spec.archive {
+        Some(ArchiveSpec::Table { name, exists }) => {
+            if !exists {
+                let mut defs: Vec<String> = spec.columns.iter().map(|(c, ty)| format!("{c} {ty}")).collect();
+                let pk = if spec.primary_key.is_empty() && spec.key != "rowid" {
+                    vec![k.clone()]
+                } else {
+                    spec.primary_key.clone()
+                };
+                if !pk.is_empty() {
+                    defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+                }
+                create_archive.push(format!("CREATE TABLE {name} ({})", defs.join(", ")));
+            }
+            copy = Some(format!(
+                "INSERT INTO {name} ({cols}) SELECT {cols} FROM {t} WHERE {pred}{range}"
+            ));
+        }
+        Some(ArchiveSpec::File { .. }) => {
+            let fields = spec
+                .columns
+                .iter()
+                .map(|(c, _)| format!("'{}', {c}", c.trim_matches('"').replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            rows_json = Some(format!(
+                "SELECT CAST({k} AS TEXT), json_object({fields}) FROM {t} WHERE {pred}{range} ORDER BY {k}"
+            ));
+        }
+        None => {}
+    }
+    RetentionSql {
+        create_archive,
+        count: format!(
+            "SELECT count(*), CAST(min({c}) AS TEXT), CAST(max({c}) AS TEXT) FROM {t} WHERE {pred}",
+            c = spec.column
+        ),
+        batch: BatchSql::Ranged {
+            bound_first: bound(""),
+            bound_next: bound(&format!(" AND {k} > {}", key_param(2, &spec.key_type))),
+            rows_json,
+            copy,
+            delete: format!("DELETE FROM {t} WHERE {pred}{range}"),
+        },
+    }
+}
+
+/// One batch in one `BEGIN IMMEDIATE` transaction with its journal row.
+pub async fn retention_batch(
+    c: &mut SqliteConnection,
+    work: &RetentionWork,
+    after: Option<&str>,
+    journal: &BatchJournal,
+    archive_file: Option<&mut ArchiveFile>,
+) -> Result<BatchDone, DbError> {
+    let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
+    match batch_in(&mut tx, work, after, journal, archive_file).await {
+        Ok(done) => {
+            tx.commit().await?;
+            Ok(done)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn batch_in(
+    c: &mut SqliteConnection,
+    work: &RetentionWork,
+    after: Option<&str>,
+    journal: &BatchJournal,
+    archive_file: Option<&mut ArchiveFile>,
+) -> Result<BatchDone, DbError> {
+    let BatchSql::Ranged {
+        bound_first,
+        bound_next,
+        rows_json,
+        copy,
+        delete,
+    } = &work.batch
+    else {
+        return Err(DbError::other("a SQLite retention step needs ranged batches"));
+    };
+    let row = match after {
+        None => {
+            sqlx::query(sql(bound_first.clone()))
+                .bind(&work.cutoff)
+                .fetch_one(&mut *c)
+                .await?
+        }
+        Some(k) => {
+            sqlx::query(sql(bound_next.clone()))
+                .bind(&work.cutoff)
+                .bind(k)
+                .fetch_one(&mut *c)
+                .await?
+        }
+    };
+    let rows = row.get::<i64, _>(0).max(0) as u64;
+    let (lo, hi): (Option<String>, Option<String>) = (row.get(1), row.get(2));
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(BatchDone {
+            rows: 0,
+            last_key: None,
+        });
+    };
+    if let (Some(q), Some(file)) = (rows_json, archive_file) {
+        let lines: Vec<(String, String)> = sqlx::query_as(sql(q.clone()))
+            .bind(&work.cutoff)
+            .bind(&lo)
+            .bind(&hi)
+            .fetch_all(&mut *c)
+            .await?;
+        file.append(&lines).map_err(DbError::other)?;
+    }
+    if let Some(q) = copy {
+        sqlx::query(sql(q.clone()))
+            .bind(&work.cutoff)
+            .bind(&lo)
+            .bind(&hi)
+            .execute(&mut *c)
+            .await?;
+    }
+    let deleted = sqlx::query(sql(delete.clone()))
+        .bind(&work.cutoff)
+        .bind(&lo)
+        .bind(&hi)
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+    if deleted != rows {
+        return Err(DbError::other(format!(
+            "the batch changed under it: {rows} rows selected, {deleted} deleted; rolled back"
+        )));
+    }
+    sqlx::query("INSERT INTO dbmaint_batches (run_id, step, batch_no, last_key, rows) VALUES (?, ?, ?, ?, ?)")
+        .bind(journal.run_id)
+        .bind(&journal.step)
+        .bind(journal.batch_no as i64)
+        .bind(&hi)
+        .bind(rows as i64)
+        .execute(&mut *c)
+        .await?;
+    Ok(BatchDone {
+        rows,
+        last_key: Some(hi),
+    })
+}
+
+// ---------------------------------------------------------------- journal
+
+const JOURNAL_DDL: &str = "\
+CREATE TABLE IF NOT EXISTS dbmaint_runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  plan TEXT NOT NULL,
+  plan_hash TEXT NOT NULL,
+  env TEXT,
+  engine_version TEXT NOT NULL,
+  host TEXT,
+  started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+  finished_at TEXT,
+  status TEXT NOT NULL DEFAULT 'running',
+  exit_code INTEGER
+);
+CREATE TABLE IF NOT EXISTS dbmaint_steps (
+  run_id INTEGER NOT NULL REFERENCES dbmaint_runs (id),
+  step TEXT NOT NULL,
+  op TEXT NOT NULL,
+  status TEXT NOT NULL,
+  started_at TEXT,
+  finished_at TEXT,
+  rows INTEGER NOT NULL DEFAULT 0,
+  bytes INTEGER NOT NULL DEFAULT 0,
+  statements INTEGER NOT NULL DEFAULT 0,
+  error TEXT,
+  rolled_back TEXT,
+  PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS dbmaint_batches (
+  run_id INTEGER NOT NULL,
+  step TEXT NOT NULL,
+  batch_no INTEGER NOT NULL,
+  last_key TEXT,
+  rows INTEGER NOT NULL,
+  committed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (run_id, step, batch_no)
+);";
+
+pub async fn journal_setup(c: &mut SqliteConnection) -> Result<(), DbError> {
+    execute_in_transaction(c, &[JOURNAL_DDL.to_string()]).await
+}
+
+pub async fn journal_run_started(c: &mut SqliteConnection, run: &RunRecord) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO dbmaint_runs (plan, plan_hash, env, engine_version, host) VALUES (?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&run.plan)
+    .bind(&run.plan_hash)
+    .bind(&run.env)
+    .bind(&run.engine_version)
+    .bind(&run.host)
+    .fetch_one(c)
+    .await?)
+}
+
+pub async fn journal_step(c: &mut SqliteConnection, run_id: i64, s: &StepRecord) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO dbmaint_steps \
+         (run_id, step, op, status, started_at, finished_at, rows, bytes, statements, error, rolled_back) \
+         VALUES (?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''), ?, ?, ?, ?, ?)",
+    )
+    .bind(run_id)
+    .bind(&s.step)
+    .bind(&s.op)
+    .bind(&s.status)
+    .bind(&s.started_at)
+    .bind(&s.finished_at)
+    .bind(s.rows as i64)
+    .bind(s.bytes as i64)
+    .bind(s.statements as i64)
+    .bind(&s.error)
+    .bind(&s.rolled_back)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn journal_run_finished(
+    c: &mut SqliteConnection,
+    run_id: i64,
+    status: &str,
+    exit_code: i32,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE dbmaint_runs SET finished_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), status = ?, exit_code = ? WHERE id = ?",
+    )
+    .bind(status)
+    .bind(exit_code)
+    .bind(run_id)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn history(c: &mut SqliteConnection, run: Option<i64>, limit: u64) -> Result<serde_json::Value, DbError> {
+    let exists: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'dbmaint_runs'")
+            .fetch_one(&mut *c)
+            .await?;
+    if exists == 0 {
+        return Ok(serde_json::json!({"runs": []}));
+    }
+    let runs: Vec<String> = sqlx::query_scalar(
+        "SELECT json_object('id', id, 'plan', plan, 'plan_hash', plan_hash, 'env', env, \
+           'engine_version', engine_version, 'host', host, 'started_at', started_at, \
+           'finished_at', finished_at, 'status', status, 'exit_code', exit_code, \
+           'steps', (SELECT json_group_array(json_object('step', s.step, 'op', s.op, 'status', s.status, \
+                'started_at', s.started_at, 'finished_at', s.finished_at, 'rows', s.rows, 'bytes', s.bytes, \
+                'statements', s.statements, 'error', s.error, 'rolled_back', s.rolled_back, \
+                'batches', (SELECT count(*) FROM dbmaint_batches b WHERE b.run_id = s.run_id AND b.step = s.step))) \
+              FROM (SELECT * FROM dbmaint_steps WHERE run_id = r.id ORDER BY started_at IS NULL, started_at, step) s)) \
+         FROM dbmaint_runs r WHERE (?1 IS NULL OR id = ?1) ORDER BY id DESC LIMIT ?2",
+    )
+    .bind(run)
+    .bind(limit as i64)
+    .fetch_all(c)
+    .await?;
+    let runs: Vec<serde_json::Value> = runs.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
+    Ok(serde_json::json!({ "runs": runs }))
+}
+
+/// `VACUUM INTO` a new file (the SQLite backup), as one statement.
+pub async fn vacuum_into(c: &mut SqliteConnection, path: &str) -> Result<(), DbError> {
+    sqlx::query("VACUUM INTO ?").bind(path).execute(c).await?;
+    Ok(())
+}
+
+/// `PRAGMA integrity_check` on a file: `Ok(())` when it says `ok`.
+pub async fn integrity_check(path: &str) -> Result<(), DbError> {
+    let opts = SqliteConnectOptions::new().filename(path).read_only(true);
+    let mut c = sqlx::ConnectOptions::connect(&opts).await?;
+    let lines: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check").fetch_all(&mut c).await?;
+    let _ = c.close().await;
+    if lines.len() == 1 && lines[0] == "ok" {
+        Ok(())
+    } else {
+        Err(DbError::other(format!(
+            "integrity_check of `{path}` failed: {}",
+            lines.join("; ")
+        )))
+    }
+}

@@ -1,0 +1,639 @@
+//! The executor: walks an `ExecutionPlan` on tokio, independent steps
+//! concurrently up to `parallelism`, each on its own connection, and speaks
+//! only through [`Event`]s. It knows steps and their actions, not
+//! operations: what to run was decided by the planner.
+//!
+//! Rules it keeps: a lock timeout is retried with backoff up to the step's
+//! `retries`, then the step fails (never a last unbounded wait); once
+//! `max_runtime` is spent no new step or batch starts, and each statement's
+//! timeout is capped at the time left plus [`GRACE`]; a failed step marks
+//! its dependents skipped, and with `on_failure: abort` no new step starts.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinSet;
+
+use crate::db::{BatchJournal, Conn, DbError, ErrorKind, SessionLimits, connect};
+use crate::events::{Event, Status, StepResult};
+use crate::execplan::{Action, ExecutionPlan, PlannedStep, RetentionWork};
+use crate::values::Target;
+
+/// How far past `max_runtime` a running statement may go before its own
+/// statement_timeout stops it.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+/// First wait after a lock timeout; doubles per attempt, capped at 5 s.
+const BACKOFF: Duration = Duration::from_millis(250);
+
+/// What a run needs besides the plan.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub parallelism: usize,
+    /// When set, only these steps run (cli `--step`).
+    pub only: Option<Vec<String>>,
+    /// No new step or batch starts after this.
+    pub deadline: Option<Instant>,
+    pub run_id: i64,
+}
+
+/// How the run ended, for the exit code.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutcome {
+    pub failed: Vec<String>,
+    pub deferred: Vec<String>,
+    pub skipped: Vec<String>,
+    pub cleanup_failed: Vec<String>,
+}
+
+impl RunOutcome {
+    /// cli.md's exit codes: 5 cleanup failed, 1 a step failed, 3 limits.
+    pub fn exit_code(&self) -> i32 {
+        if !self.cleanup_failed.is_empty() {
+            crate::exit::CLEANUP_FAILED
+        } else if !self.failed.is_empty() {
+            crate::exit::ERROR
+        } else if !self.deferred.is_empty() {
+            crate::exit::LIMITS
+        } else {
+            crate::exit::OK
+        }
+    }
+
+    pub fn status(&self) -> &'static str {
+        match self.exit_code() {
+            crate::exit::OK => "succeeded",
+            crate::exit::LIMITS => "deferred",
+            _ => "failed",
+        }
+    }
+}
+
+/// Shared by every step task.
+#[derive(Debug)]
+struct Ctx {
+    target: Target,
+    events: UnboundedSender<Event>,
+    deadline: Option<Instant>,
+    run_id: i64,
+}
+
+impl Ctx {
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    fn time_left(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    fn expired(&self) -> bool {
+        self.time_left().is_some_and(|t| t.is_zero())
+    }
+
+    /// The step's statement timeout, capped by the time left plus grace.
+    fn statement_timeout(&self, step: &PlannedStep) -> Duration {
+        let own = Duration::from_millis(step.statement_timeout_ms);
+        match self.time_left() {
+            Some(left) => own.min(left + GRACE),
+            None => own,
+        }
+    }
+}
+
+/// Runs the plan; returns when every step finished, failed, was skipped or
+/// deferred.
+pub async fn execute(
+    plan: &ExecutionPlan,
+    target: &Target,
+    opts: &RunOptions,
+    events: UnboundedSender<Event>,
+) -> RunOutcome {
+    let ctx = Arc::new(Ctx {
+        target: target.clone(),
+        events,
+        deadline: opts.deadline,
+        run_id: opts.run_id,
+    });
+    let selected: Vec<&PlannedStep> = plan
+        .steps
+        .iter()
+        .filter(|s| opts.only.as_ref().is_none_or(|only| only.contains(&s.id)))
+        .collect();
+    let in_run: HashSet<&str> = selected.iter().map(|s| s.id.as_str()).collect();
+    let mut status: HashMap<String, Status> = HashMap::new();
+    let mut pending: Vec<&PlannedStep> = selected.clone();
+    let mut running: JoinSet<StepResult> = JoinSet::new();
+    let mut tasks: HashMap<tokio::task::Id, &PlannedStep> = HashMap::new();
+    let mut outcome = RunOutcome::default();
+    let mut aborted: Option<String> = None;
+    let parallelism = opts.parallelism.max(1);
+
+    loop {
+        // Settle what can be settled without running: skips and deferrals.
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            let mut i = 0;
+            while i < pending.len() {
+                let s = pending[i];
+                let blocked =
+                    s.needs
+                        .iter()
+                        .filter(|n| in_run.contains(n.as_str()))
+                        .find_map(|n| match status.get(n) {
+                            Some(Status::Succeeded) | None => None,
+                            Some(other) => Some((n.clone(), *other)),
+                        });
+                let reason = if let Some((n, st)) = &blocked {
+                    Some(format!("`{n}` {}", st.as_str()))
+                } else {
+                    aborted
+                        .as_ref()
+                        .map(|a| format!("run aborted after `{a}` failed (on_failure: abort)"))
+                };
+                if let Some(reason) = reason {
+                    let deferred_upstream = blocked.as_ref().is_some_and(|(_, st)| *st == Status::Deferred);
+                    let st = if deferred_upstream {
+                        Status::Deferred
+                    } else {
+                        Status::Skipped
+                    };
+                    status.insert(s.id.clone(), st);
+                    if st == Status::Deferred {
+                        outcome.deferred.push(s.id.clone());
+                        ctx.emit(Event::StepDeferred {
+                            result: empty_result(s, Status::Deferred, Some(format!("not started: {reason}"))),
+                        });
+                    } else {
+                        outcome.skipped.push(s.id.clone());
+                        ctx.emit(Event::StepSkipped {
+                            step: s.id.clone(),
+                            op: s.op.clone(),
+                            reason,
+                        });
+                    }
+                    pending.remove(i);
+                    progressed = true;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        // Start ready steps while there is room.
+        let mut i = 0;
+        while running.len() < parallelism && i < pending.len() {
+            let s = pending[i];
+            let ready = s
+                .needs
+                .iter()
+                .filter(|n| in_run.contains(n.as_str()))
+                .all(|n| status.get(n) == Some(&Status::Succeeded));
+            if !ready {
+                i += 1;
+                continue;
+            }
+            pending.remove(i);
+            if ctx.expired() {
+                status.insert(s.id.clone(), Status::Deferred);
+                outcome.deferred.push(s.id.clone());
+                ctx.emit(Event::StepDeferred {
+                    result: empty_result(s, Status::Deferred, Some("not started: max_runtime spent".into())),
+                });
+                continue;
+            }
+            let step = s.clone();
+            let ctx = ctx.clone();
+            let handle = running.spawn(async move { run_step(&step, &ctx).await });
+            tasks.insert(handle.id(), s);
+        }
+        let Some(joined) = running.join_next_with_id().await else {
+            break;
+        };
+        let result = match joined {
+            Ok((_, r)) => r,
+            Err(e) => {
+                // A panic inside a step task is that step's failure, not the run's end.
+                let Some(s) = tasks.get(&e.id()) else { continue };
+                let mut r = empty_result(s, Status::Failed, None);
+                r.error = Some(format!(
+                    "internal error: the step's task ended abnormally ({e}); please report it"
+                ));
+                r
+            }
+        };
+        status.insert(result.step.clone(), result.status);
+        if result.cleanup_failed.is_some() {
+            outcome.cleanup_failed.push(result.step.clone());
+        }
+        match result.status {
+            Status::Failed => {
+                outcome.failed.push(result.step.clone());
+                let continue_on = selected
+                    .iter()
+                    .find(|s| s.id == result.step)
+                    .is_some_and(|s| s.on_failure_continue);
+                if !continue_on && aborted.is_none() {
+                    aborted = Some(result.step.clone());
+                }
+                ctx.emit(Event::StepFailed { result });
+            }
+            Status::Deferred => {
+                outcome.deferred.push(result.step.clone());
+                ctx.emit(Event::StepDeferred { result });
+            }
+            _ => ctx.emit(Event::StepFinished { result }),
+        }
+    }
+    outcome
+}
+
+fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn empty_result(s: &PlannedStep, status: Status, deferred: Option<String>) -> StepResult {
+    StepResult {
+        step: s.id.clone(),
+        op: s.op.clone(),
+        status,
+        started_at: String::new(),
+        finished_at: String::new(),
+        duration_ms: 0,
+        rows: 0,
+        bytes: 0,
+        statements: 0,
+        batches: 0,
+        retries: 0,
+        error: None,
+        rolled_back: None,
+        cleanup_failed: None,
+        deferred,
+    }
+}
+
+/// What a step's actions accumulate.
+struct Acc {
+    r: StepResult,
+    started: Instant,
+}
+
+async fn run_step(step: &PlannedStep, ctx: &Ctx) -> StepResult {
+    let units = step
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Retention(w) => step.estimate.rows.div_ceil(w.batch_size.max(1)),
+            _ => 1,
+        })
+        .sum();
+    ctx.emit(Event::StepStarted {
+        step: step.id.clone(),
+        op: step.op.clone(),
+        units,
+        rows: step.estimate.rows,
+    });
+    let mut acc = Acc {
+        r: empty_result(step, Status::Succeeded, None),
+        started: Instant::now(),
+    };
+    acc.r.started_at = now_text();
+    if !step.errors.is_empty() {
+        acc.r.status = Status::Failed;
+        acc.r.error = Some(step.errors.join("; "));
+    } else if !step.no_op
+        && let Err(e) = run_actions(step, ctx, &mut acc).await
+    {
+        {
+            acc.r.status = if e.kind == StepErrKind::Deferred {
+                Status::Deferred
+            } else {
+                Status::Failed
+            };
+            match e.kind {
+                StepErrKind::Deferred => acc.r.deferred = Some(e.message),
+                _ => acc.r.error = Some(e.message),
+            }
+        }
+    }
+    if let Some(what) = &acc.r.rolled_back {
+        ctx.emit(Event::RolledBack {
+            step: step.id.clone(),
+            what: what.clone(),
+        });
+    }
+    acc.r.finished_at = now_text();
+    acc.r.duration_ms = acc.started.elapsed().as_millis() as u64;
+    acc.r
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum StepErrKind {
+    Failed,
+    Deferred,
+}
+
+#[derive(Debug)]
+struct StepErr {
+    kind: StepErrKind,
+    message: String,
+}
+
+impl StepErr {
+    fn failed(message: impl Into<String>) -> Self {
+        Self {
+            kind: StepErrKind::Failed,
+            message: message.into(),
+        }
+    }
+    fn deferred(message: impl Into<String>) -> Self {
+        Self {
+            kind: StepErrKind::Deferred,
+            message: message.into(),
+        }
+    }
+}
+
+async fn open(step: &PlannedStep, ctx: &Ctx) -> Result<Conn, StepErr> {
+    let limits = SessionLimits {
+        lock_timeout: Duration::from_millis(step.lock_timeout_ms),
+        statement_timeout: ctx.statement_timeout(step),
+        read_only: false,
+    };
+    connect(&ctx.target, limits)
+        .await
+        .map_err(|e| StepErr::failed(e.message))
+}
+
+async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(), StepErr> {
+    let mut conn: Option<Conn> = None;
+    let total = step.actions.len() as u64;
+    for (i, action) in step.actions.iter().enumerate() {
+        if ctx.expired() {
+            return Err(StepErr::deferred(format!(
+                "max_runtime spent: {} of {total} actions not started",
+                total - i as u64
+            )));
+        }
+        let t0 = Instant::now();
+        match action {
+            Action::Statement { object, sql } => {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => conn.insert(open(step, ctx).await?),
+                };
+                with_retries(step, ctx, acc, c, DbOp::Exec(sql, ctx.statement_timeout(step)))
+                    .await
+                    .map_err(|e| StepErr::failed(format!("`{object}`: {}", e.message)))?;
+                acc.r.statements += 1;
+                ctx.emit(Event::ObjectDone {
+                    step: step.id.clone(),
+                    object: object.clone(),
+                    done: i as u64 + 1,
+                    duration_ms: t0.elapsed().as_millis() as u64,
+                });
+            }
+            Action::SqliteVacuum {
+                need_free_bytes,
+                dirs,
+                analyze,
+            } => {
+                for d in dirs {
+                    let free = free_bytes(d).map_err(StepErr::failed)?;
+                    if free < *need_free_bytes {
+                        return Err(StepErr::failed(format!(
+                            "VACUUM needs up to {} free in `{d}`, which has {}: free space, or point TMPDIR elsewhere",
+                            crate::execplan::human_bytes(*need_free_bytes),
+                            crate::execplan::human_bytes(free)
+                        )));
+                    }
+                }
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => conn.insert(open(step, ctx).await?),
+                };
+                let mut statements = vec!["VACUUM"];
+                if *analyze {
+                    statements.push("ANALYZE");
+                }
+                for s in statements {
+                    with_retries(step, ctx, acc, c, DbOp::Exec(s, ctx.statement_timeout(step)))
+                        .await
+                        .map_err(|e| StepErr::failed(format!("`{s}`: {}", e.message)))?;
+                    acc.r.statements += 1;
+                }
+                ctx.emit(Event::ObjectDone {
+                    step: step.id.clone(),
+                    object: "database".into(),
+                    done: i as u64 + 1,
+                    duration_ms: t0.elapsed().as_millis() as u64,
+                });
+                acc.r.bytes += step.estimate.bytes;
+            }
+            Action::Backup(work) => match crate::backup::run(work, &ctx.target, step.lock_timeout_ms).await {
+                Ok(bytes) => {
+                    acc.r.bytes += bytes;
+                    acc.r.statements += 1;
+                    ctx.emit(Event::ObjectDone {
+                        step: step.id.clone(),
+                        object: work.path.clone(),
+                        done: 1,
+                        duration_ms: t0.elapsed().as_millis() as u64,
+                    });
+                }
+                Err(e) => {
+                    acc.r.rolled_back = e.rolled_back;
+                    acc.r.cleanup_failed = e.cleanup_failed;
+                    return Err(StepErr::failed(e.message));
+                }
+            },
+            Action::Retention(work) => {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => conn.insert(open(step, ctx).await?),
+                };
+                retention(step, work, c, ctx, acc).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A database call the executor may retry.
+#[derive(Debug, Clone, Copy)]
+enum DbOp<'a> {
+    /// One statement, after capping the session's statement timeout.
+    Exec(&'a str, Duration),
+    /// Statements in one writing transaction.
+    Transaction(&'a [String]),
+}
+
+/// Runs `op`, retrying a lock timeout with backoff up to the step's
+/// `retries`; every other error, and the last lock timeout, fails.
+async fn with_retries(
+    step: &PlannedStep,
+    ctx: &Ctx,
+    acc: &mut Acc,
+    c: &mut Conn,
+    op: DbOp<'_>,
+) -> Result<u64, DbError> {
+    let mut attempt = 0;
+    loop {
+        let result = match op {
+            DbOp::Exec(sql, timeout) => match c.set_statement_timeout(timeout).await {
+                Ok(()) => c.execute(sql).await,
+                Err(e) => Err(e),
+            },
+            DbOp::Transaction(stmts) => c.execute_in_transaction(stmts).await.map(|()| 0),
+        };
+        match result {
+            Err(e) if e.kind == ErrorKind::LockTimeout && attempt < step.retries => {
+                attempt += 1;
+                acc.r.retries += 1;
+                let wait = backoff(attempt);
+                ctx.emit(Event::Retrying {
+                    step: step.id.clone(),
+                    attempt,
+                    wait_ms: wait.as_millis() as u64,
+                    error: e.message.clone(),
+                });
+                if ctx.time_left().is_some_and(|t| t < wait) {
+                    return Err(e);
+                }
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) if e.kind == ErrorKind::LockTimeout => {
+                return Err(DbError {
+                    kind: e.kind,
+                    message: format!(
+                        "{} (lock not granted within {} ms, {} attempts)",
+                        e.message,
+                        step.lock_timeout_ms,
+                        attempt + 1
+                    ),
+                });
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The wait before retry `attempt` (1-based): 250 ms, doubling, at most 5 s.
+fn backoff(attempt: u64) -> Duration {
+    (BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1) as u32)).min(Duration::from_secs(5))
+}
+
+async fn retention(
+    step: &PlannedStep,
+    work: &RetentionWork,
+    c: &mut Conn,
+    ctx: &Ctx,
+    acc: &mut Acc,
+) -> Result<(), StepErr> {
+    if !work.create_archive.is_empty() {
+        with_retries(step, ctx, acc, c, DbOp::Transaction(&work.create_archive))
+            .await
+            .map_err(|e| StepErr::failed(format!("creating the archive table: {}", e.message)))?;
+        acc.r.statements += work.create_archive.len() as u64;
+    }
+    let mut file = match &work.archive {
+        Some(crate::execplan::ArchiveTo::File { path }) => {
+            Some(crate::archive::ArchiveFile::open(std::path::Path::new(path)).map_err(StepErr::failed)?)
+        }
+        _ => None,
+    };
+    let mut last_key: Option<String> = None;
+    let mut batch_no = 0u64;
+    loop {
+        if let Some(max) = work.max_rows
+            && acc.r.rows + work.batch_size > max
+        {
+            break;
+        }
+        if ctx.expired() {
+            return Err(StepErr::deferred(format!(
+                "max_runtime spent after {} batches ({} rows); a rerun continues",
+                batch_no, acc.r.rows
+            )));
+        }
+        batch_no += 1;
+        let journal = BatchJournal {
+            run_id: ctx.run_id,
+            step: step.id.clone(),
+            batch_no,
+        };
+        let t0 = Instant::now();
+        let timeout = ctx.statement_timeout(step);
+        let result = {
+            let mut attempt = 0;
+            loop {
+                let _ = c.set_statement_timeout(timeout).await;
+                let r = c
+                    .retention_batch(work, last_key.as_deref(), &journal, file.as_mut())
+                    .await;
+                match r {
+                    Err(e) if e.kind == ErrorKind::LockTimeout && attempt < step.retries => {
+                        attempt += 1;
+                        acc.r.retries += 1;
+                        let wait = backoff(attempt);
+                        ctx.emit(Event::Retrying {
+                            step: step.id.clone(),
+                            attempt,
+                            wait_ms: wait.as_millis() as u64,
+                            error: e.message.clone(),
+                        });
+                        tokio::time::sleep(wait).await;
+                    }
+                    other => break other,
+                }
+            }
+        };
+        match result {
+            Ok(done) => {
+                acc.r.statements += 1;
+                if done.rows == 0 {
+                    break;
+                }
+                acc.r.rows += done.rows;
+                acc.r.batches += 1;
+                last_key = done.last_key;
+                ctx.emit(Event::BatchDone {
+                    step: step.id.clone(),
+                    batch: batch_no,
+                    rows: done.rows,
+                    rows_total: acc.r.rows,
+                    duration_ms: t0.elapsed().as_millis() as u64,
+                });
+                if done.rows < work.batch_size {
+                    break;
+                }
+            }
+            Err(e) => {
+                acc.r.rolled_back = Some(format!(
+                    "batch {batch_no} rolled back: its rows stay in {}{}; {} earlier batches ({} rows) committed and are in the journal",
+                    work.table,
+                    if work.archive.is_some() {
+                        " and none reached the archive"
+                    } else {
+                        ""
+                    },
+                    acc.r.batches,
+                    acc.r.rows
+                ));
+                return Err(StepErr::failed(format!("batch {batch_no}: {}", e.message)));
+            }
+        }
+        if work.pause_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(work.pause_ms)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Free bytes for unprivileged users in the filesystem holding `dir`.
+fn free_bytes(dir: &str) -> Result<u64, String> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| format!("cannot read free space of `{dir}`: {e}"))?;
+    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+}

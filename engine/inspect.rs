@@ -1,0 +1,158 @@
+//! The facts planning needs, read from the live database in one read-only
+//! transaction. These types are backend-neutral; `db::pg` and `db::sqlite`
+//! fill them with a fixed number of set-based catalog queries (never one
+//! query per table), plus one count per retention step over live data.
+
+use serde::Serialize;
+
+/// A column of a table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Column {
+    pub name: String,
+    /// The type as the database spells it (`bigint`, `timestamp with time zone`, `TEXT`).
+    pub data_type: String,
+    pub not_null: bool,
+}
+
+/// An index of a table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndexFacts {
+    pub name: String,
+    /// Key columns in order (expressions appear as `expr`).
+    pub columns: Vec<String>,
+    pub bytes: u64,
+    pub unique: bool,
+    pub primary: bool,
+    pub valid: bool,
+    pub partial: bool,
+}
+
+/// A table and its maintenance figures. PostgreSQL fills every field;
+/// SQLite has no per-table statistics, so the counters stay zero there.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TableFacts {
+    pub schema: String,
+    pub name: String,
+    /// Heap, indexes and TOAST.
+    pub total_bytes: u64,
+    pub live_tuples: u64,
+    pub dead_tuples: u64,
+    pub mod_since_analyze: u64,
+    pub last_vacuum: Option<String>,
+    pub last_autovacuum: Option<String>,
+    pub last_analyze: Option<String>,
+    pub last_autoanalyze: Option<String>,
+    /// Age of relfrozenxid in transactions (PostgreSQL).
+    pub xid_age: u64,
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<String>,
+    pub indexes: Vec<IndexFacts>,
+}
+
+impl TableFacts {
+    /// `schema.name`, or just `name` in the default schema.
+    pub fn display_name(&self, default_schema: &str) -> String {
+        if self.schema == default_schema {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.schema, self.name)
+        }
+    }
+
+    /// dead / (live + dead), 0 when empty.
+    pub fn dead_ratio(&self) -> f64 {
+        let all = self.live_tuples + self.dead_tuples;
+        if all == 0 {
+            0.0
+        } else {
+            self.dead_tuples as f64 / all as f64
+        }
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// True when some valid index starts with `column` (a range on it can use it).
+    pub fn has_index_on(&self, column: &str) -> bool {
+        self.indexes
+            .iter()
+            .any(|i| i.valid && !i.partial && i.columns.first().is_some_and(|c| c == column))
+    }
+}
+
+/// SQLite file figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SqliteFile {
+    pub path: String,
+    pub page_size: u64,
+    pub page_count: u64,
+    pub freelist_count: u64,
+    pub file_bytes: u64,
+}
+
+impl SqliteFile {
+    pub fn free_ratio(&self) -> f64 {
+        if self.page_count == 0 {
+            0.0
+        } else {
+            self.freelist_count as f64 / self.page_count as f64
+        }
+    }
+}
+
+/// What a retention step asks of the data: how many rows the predicate
+/// selects now, and their time range. The backend turns it into SQL.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetentionProbe {
+    pub step: String,
+    /// The source table, quoted.
+    pub table: String,
+    /// The timestamp column, quoted, and its declared type.
+    pub column: String,
+    pub column_type: String,
+    /// The author's extra condition, verbatim.
+    pub where_sql: Option<String>,
+    /// Rows with `column < cutoff` are eligible.
+    pub cutoff: chrono::DateTime<chrono::Utc>,
+}
+
+/// The answer to a probe.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetentionFacts {
+    pub rows: u64,
+    /// True when `rows` was counted; false when it is the planner's estimate.
+    pub exact: bool,
+    pub oldest: Option<String>,
+    pub newest: Option<String>,
+    /// The cutoff as the column stores time (text form, or epoch seconds).
+    pub cutoff: String,
+}
+
+/// Planner estimates above this many rows are not counted exactly: a
+/// `count(*)` over more rows than this takes seconds on a busy server, so
+/// the diff shows the estimate marked `~` instead (docs/operations.md).
+pub const EXACT_COUNT_LIMIT: u64 = 5_000_000;
+
+/// The snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Inspection {
+    pub server_version: String,
+    /// Schema unqualified names resolve to (`public`, `main`).
+    pub default_schema: String,
+    pub database_bytes: u64,
+    pub tables: Vec<TableFacts>,
+    pub sqlite: Option<SqliteFile>,
+    /// Retention facts by step id.
+    pub retention: indexmap::IndexMap<String, RetentionFacts>,
+    /// Catalog queries issued (fixed whatever the number of tables).
+    pub catalog_queries: u32,
+}
+
+impl Inspection {
+    /// Finds a table by a plan identifier (`name` or `schema.name`).
+    pub fn table(&self, schema: Option<&str>, name: &str) -> Option<&TableFacts> {
+        let schema = schema.unwrap_or(&self.default_schema);
+        self.tables.iter().find(|t| t.schema == schema && t.name == name)
+    }
+}

@@ -1,0 +1,217 @@
+//! Planning: `Plan` + `StepGraph` + `Inspection` → `ExecutionPlan`, a pure
+//! function (no I/O but reading the backup directory's listing). Each
+//! operation's own planning lives in its file under `ops/`; this module
+//! orders the steps, fills in what every step shares, and derives the
+//! retention probes the inspection must answer.
+
+use chrono::{DateTime, Utc};
+
+use crate::db::quote_name;
+use crate::execplan::{Action, Estimate, ExecutionPlan, Marker, Object, PlannedStep};
+use crate::graph::StepGraph;
+use crate::inspect::{Inspection, RetentionProbe, TableFacts};
+use crate::ops::Operation;
+use crate::plan::{Plan, Step};
+use crate::values::{Backend, Ident, NameGlob, Target};
+
+/// What an operation's planning sees.
+#[derive(Debug)]
+pub struct PlanCx<'a> {
+    pub plan: &'a Plan,
+    pub step: &'a Step,
+    pub insp: &'a Inspection,
+    pub backend: Backend,
+    pub now: DateTime<Utc>,
+}
+
+impl PlanCx<'_> {
+    /// Looks a plan identifier up in the inspection.
+    pub fn table(&self, ident: &Ident) -> Option<&TableFacts> {
+        let (schema, name) = ident.parts();
+        self.insp.table(schema, name)
+    }
+
+    /// The quoted name of a table as found in the catalog.
+    pub fn quoted(&self, t: &TableFacts) -> String {
+        match self.backend {
+            Backend::Postgres => quote_name(Some(&t.schema), &t.name),
+            Backend::Sqlite => quote_name(None, &t.name),
+        }
+    }
+
+    /// Tables selected by `include` globs (all when empty) minus `exclude`.
+    pub fn select_tables(&self, include: &[NameGlob], exclude: &[NameGlob]) -> Vec<&TableFacts> {
+        let matches = |globs: &[NameGlob], t: &TableFacts| {
+            globs.iter().any(|g| {
+                globset::Glob::new(&g.0).is_ok_and(|g| {
+                    let m = g.compile_matcher();
+                    m.is_match(&t.name) || m.is_match(format!("{}.{}", t.schema, t.name))
+                })
+            })
+        };
+        self.insp
+            .tables
+            .iter()
+            .filter(|t| include.is_empty() || matches(include, t))
+            .filter(|t| !matches(exclude, t))
+            .collect()
+    }
+
+    pub fn display(&self, t: &TableFacts) -> String {
+        t.display_name(&self.insp.default_schema)
+    }
+}
+
+/// An operation's part of a planned step.
+#[derive(Debug, Default)]
+pub struct Draft {
+    pub marker: Option<Marker>,
+    pub summary: String,
+    pub no_op: bool,
+    pub objects: Vec<Object>,
+    pub actions: Vec<Action>,
+    pub statements: Vec<String>,
+    pub lock: String,
+    pub transactional: bool,
+    pub compensation: String,
+    pub estimate: Option<Estimate>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Draft {
+    /// A step that cannot be planned as written.
+    pub fn error(message: String) -> Self {
+        Self {
+            summary: "cannot plan this step".into(),
+            errors: vec![message],
+            ..Self::default()
+        }
+    }
+
+    pub fn object(&mut self, marker: Marker, kind: &str, name: String, detail: String, figures: serde_json::Value) {
+        self.objects.push(Object {
+            marker,
+            kind: kind.into(),
+            name,
+            detail,
+            figures: figures.as_object().cloned().unwrap_or_default(),
+        });
+    }
+}
+
+/// The probes the inspection answers for the plan's retention steps.
+pub fn retention_probes(plan: &Plan, insp: &Inspection, backend: Backend, now: DateTime<Utc>) -> Vec<RetentionProbe> {
+    plan.steps
+        .values()
+        .filter_map(|step| match &step.op {
+            Operation::Retention(r) => {
+                let cx = PlanCx {
+                    plan,
+                    step,
+                    insp,
+                    backend,
+                    now,
+                };
+                r.probe(&cx)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Steps in execution order: by level, then in file order.
+pub fn execution_order<'a>(plan: &'a Plan, graph: &StepGraph) -> Vec<&'a Step> {
+    let mut order: Vec<(usize, usize, &Step)> = plan
+        .steps
+        .values()
+        .enumerate()
+        .map(|(i, s)| {
+            let level = graph
+                .ids
+                .iter()
+                .position(|id| id == &s.id)
+                .map_or(0, |p| graph.level[p]);
+            (level, i, s)
+        })
+        .collect();
+    order.sort_by_key(|(level, i, _)| (*level, *i));
+    order.into_iter().map(|(_, _, s)| s).collect()
+}
+
+/// Computes the execution plan. Pure: the same inputs give the same value.
+pub fn execution_plan(
+    plan: &Plan,
+    graph: &StepGraph,
+    insp: &Inspection,
+    target: &Target,
+    now: DateTime<Utc>,
+) -> ExecutionPlan {
+    let backend = target.backend;
+    let steps = execution_order(plan, graph)
+        .into_iter()
+        .map(|step| {
+            let cx = PlanCx {
+                plan,
+                step,
+                insp,
+                backend,
+                now,
+            };
+            let draft = match &step.op {
+                Operation::Backup(p) => p.plan(&cx),
+                Operation::Vacuum(p) => p.plan(&cx),
+                Operation::Analyze(p) => p.plan(&cx),
+                Operation::Retention(p) => p.plan(&cx),
+                other => Draft::error(format!(
+                    "operation `{}` of step `{}` is not supported by this version of dbmaint yet: \
+                     `plan validate` accepts it, but only backup, vacuum, analyze and retention run",
+                    other.key(),
+                    step.id
+                )),
+            };
+            finish(step, draft)
+        })
+        .collect();
+    ExecutionPlan {
+        plan: plan.name.clone(),
+        hash: plan.hash(),
+        env: plan.env.clone(),
+        backend,
+        target: target.redacted(),
+        now: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        steps,
+        catalog_queries: insp.catalog_queries,
+        max_runtime_ms: plan.limits.max_runtime.as_ref().map(|d| d.0.as_millis() as u64),
+    }
+}
+
+fn finish(step: &Step, d: Draft) -> PlannedStep {
+    let s = &step.settings;
+    PlannedStep {
+        id: step.id.clone(),
+        op: step.op.key().to_string(),
+        marker: d.marker.unwrap_or(Marker::Read),
+        summary: d.summary,
+        needs: step.needs.clone(),
+        no_op: d.no_op,
+        objects: d.objects,
+        actions: d.actions,
+        statements: d.statements,
+        lock: d.lock,
+        transactional: d.transactional,
+        compensation: d.compensation,
+        estimate: d.estimate.unwrap_or(Estimate::NONE),
+        lock_timeout_ms: s.lock_timeout.0.as_millis() as u64,
+        statement_timeout_ms: s.statement_timeout.0.as_millis() as u64,
+        retries: s.retries,
+        on_failure_continue: s.on_failure == crate::doc::OnFailure::Continue,
+        errors: d.errors,
+        warnings: d.warnings,
+    }
+}
+
+/// `0.241` → `24.1%`.
+pub fn percent(ratio: f64) -> String {
+    format!("{:.1}%", ratio * 100.0)
+}

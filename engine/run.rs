@@ -1,0 +1,435 @@
+//! The commands' orchestration, between the command line and the stages:
+//! `compute` (connect read-only, inspect, plan) for `plan diff` and
+//! `plan apply`, and `apply` (lock, journal, execute, report). The command
+//! line renders; this module decides nothing about what a step does.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::db::{Conn, DbError, RunRecord, SessionLimits, StepRecord, connect};
+use crate::events::{Event, Status};
+use crate::execplan::ExecutionPlan;
+use crate::executor::{RunOptions, execute};
+use crate::graph::StepGraph;
+use crate::inspect::Inspection;
+use crate::plan::Plan;
+use crate::reporter::{Collector, JsonLog, Lines, Report, Reporter};
+use crate::values::{Backend, Target};
+
+/// An error that ends a command, with its exit code.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            code: crate::exit::ERROR,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Self {
+        Self::error(e.message)
+    }
+}
+
+/// The plan's target (after `--target` and `DATABASE_URL`), or an error
+/// saying how to name one.
+pub fn target_of(plan: &Plan) -> Result<Target, Failure> {
+    plan.target.clone().ok_or_else(|| {
+        Failure::error(format!(
+            "plan `{}` names no target: set `target:` in the plan, pass `--target URL`, or set DATABASE_URL",
+            plan.name
+        ))
+    })
+}
+
+/// `limits.window`: apply refuses to start outside it.
+pub fn check_window(plan: &Plan, now: DateTime<Utc>) -> Result<(), Failure> {
+    let Some(window) = &plan.limits.window else {
+        return Ok(());
+    };
+    let local = now.with_timezone(&plan.limits.tz.0);
+    let minute = chrono::Timelike::hour(&local) as u16 * 60 + chrono::Timelike::minute(&local) as u16;
+    if window.contains(minute) {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: crate::exit::LIMITS,
+            message: format!(
+                "outside the maintenance window {window} ({}; it is {} there): nothing was done; run again inside the window",
+                plan.limits.tz.0,
+                local.format("%H:%M")
+            ),
+        })
+    }
+}
+
+/// Inspects the target read-only and computes the execution plan.
+pub async fn compute(
+    plan: &Plan,
+    graph: &StepGraph,
+    target: &Target,
+    now: DateTime<Utc>,
+) -> Result<ExecutionPlan, Failure> {
+    let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
+    let backend = target.backend;
+    let probes = move |insp: &Inspection| crate::planner::retention_probes(plan, insp, backend, now);
+    let insp = conn.inspect(&probes).await?;
+    close(conn).await;
+    Ok(crate::planner::execution_plan(plan, graph, &insp, target, now))
+}
+
+async fn close(conn: Conn) {
+    use sqlx::Connection;
+    match conn {
+        Conn::Pg(c) => {
+            let _ = c.close().await;
+        }
+        Conn::Sqlite(c) => {
+            let _ = c.close().await;
+        }
+    }
+}
+
+/// How `apply` reports.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub parallelism: usize,
+    pub only: Option<Vec<String>>,
+    pub log_dir: Option<PathBuf>,
+    /// Draw progress bars (a TTY); otherwise log lines.
+    pub bars: bool,
+    /// Neither bars nor lines.
+    pub quiet: bool,
+}
+
+/// Holds "one apply at a time" until dropped.
+#[derive(Debug)]
+enum LockGuard {
+    Pg(Conn),
+    Sqlite(std::fs::File),
+}
+
+impl LockGuard {
+    /// Releases the lock: closing the session ends the advisory lock; the
+    /// lock file stays (removing it would race a second apply) but unlocked.
+    async fn release(self) {
+        match self {
+            LockGuard::Pg(conn) => close(conn).await,
+            LockGuard::Sqlite(file) => {
+                let _ = file.unlock();
+            }
+        }
+    }
+}
+
+async fn lock(target: &Target) -> Result<LockGuard, Failure> {
+    match target.backend {
+        Backend::Postgres => {
+            let limits = SessionLimits {
+                lock_timeout: Duration::from_secs(2),
+                statement_timeout: Duration::from_secs(30),
+                read_only: false,
+            };
+            let app = format!("dbmaint lock (pid {})", std::process::id());
+            let mut c = crate::db::pg::connect_named(target, limits, &app).await?;
+            match crate::db::pg::try_lock(&mut c).await? {
+                Ok(()) => Ok(LockGuard::Pg(Conn::Pg(c))),
+                Err(holder) => Err(Failure {
+                    code: crate::exit::LOCKED,
+                    message: format!(
+                        "another apply holds the lock on {}: {holder}; nothing was done",
+                        target.redacted()
+                    ),
+                }),
+            }
+        }
+        Backend::Sqlite => {
+            let path = PathBuf::from(format!("{}.dbmaint-lock", target.database));
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Failure::error(format!("cannot open the lock file `{}`: {e}", path.display())))?;
+            match file.try_lock() {
+                Ok(()) => {
+                    use std::io::{Seek, Write};
+                    let _ = file.set_len(0);
+                    let _ = file.seek(std::io::SeekFrom::Start(0));
+                    let _ = write!(
+                        file,
+                        "pid {} on {} since {}",
+                        std::process::id(),
+                        hostname(),
+                        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                    Ok(LockGuard::Sqlite(file))
+                }
+                Err(_) => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    Err(Failure {
+                        code: crate::exit::LOCKED,
+                        message: format!(
+                            "another apply holds the lock on {} ({}: {}); nothing was done",
+                            target.redacted(),
+                            path.display(),
+                            if holder.is_empty() {
+                                "holder unknown"
+                            } else {
+                                holder.trim()
+                            }
+                        ),
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// Applies a computed plan: lock, journal, execute, report. The report is
+/// also written under `log_dir` with the JSON Lines event log.
+pub async fn apply(ep: &ExecutionPlan, target: &Target, opts: &ApplyOptions) -> Result<Report, Failure> {
+    let started = Instant::now();
+    let deadline = ep.max_runtime_ms.map(|ms| started + Duration::from_millis(ms));
+    let guard = lock(target).await?;
+    let journal_limits = SessionLimits {
+        lock_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(60),
+        read_only: false,
+    };
+    let mut journal = connect(target, journal_limits).await?;
+    journal
+        .journal_setup()
+        .await
+        .map_err(|e| Failure::error(format!("cannot create the journal: {}", e.message)))?;
+    let run_id = journal
+        .journal_run_started(&RunRecord {
+            plan: ep.plan.clone(),
+            plan_hash: ep.hash.clone(),
+            env: ep.env.clone(),
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            host: hostname(),
+        })
+        .await?;
+
+    let mut reporters: Vec<Box<dyn Reporter>> = vec![];
+    let mut log_path = None;
+    if let Some(dir) = &opts.log_dir {
+        let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+        let path = dir.join(format!("{}-run{run_id}-{stamp}.jsonl", ep.plan));
+        match JsonLog::create(&path) {
+            Ok(log) => {
+                reporters.push(Box::new(log));
+                log_path = Some(path);
+            }
+            Err(e) => eprintln!("warning: cannot write the event log `{}`: {e}", path.display()),
+        }
+    }
+    if !opts.quiet {
+        if opts.bars {
+            let selected = ep
+                .steps
+                .iter()
+                .filter(|s| opts.only.as_ref().is_none_or(|o| o.contains(&s.id)))
+                .count();
+            reporters.push(Box::new(crate::reporter::progress::Bars::new(selected as u64)));
+        } else {
+            reporters.push(Box::new(Lines));
+        }
+    }
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let collector = Collector::new(ep);
+    let consumer = tokio::spawn(async move {
+        let mut collector = collector;
+        let mut journal_errors = vec![];
+        while let Some(e) = rx.recv().await {
+            collector.event(&e);
+            for r in reporters.iter_mut() {
+                r.event(&e);
+            }
+            if let Some(rec) = step_record(&e)
+                && let Err(err) = journal.journal_step(run_id, &rec).await
+            {
+                journal_errors.push(err.message);
+            }
+        }
+        (collector, journal, journal_errors)
+    });
+
+    let _ = tx.send(Event::RunStarted {
+        run_id,
+        plan: ep.plan.clone(),
+        hash: ep.hash.clone(),
+        steps: ep.steps.len(),
+    });
+    let run_opts = RunOptions {
+        parallelism: opts.parallelism,
+        only: opts.only.clone(),
+        deadline,
+        run_id,
+    };
+    let outcome = execute(ep, target, &run_opts, tx.clone()).await;
+    let exit_code = outcome.exit_code();
+    let _ = tx.send(Event::RunFinished {
+        run_id,
+        status: outcome.status().to_string(),
+        exit_code,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    drop(tx);
+    let (collector, mut journal, journal_errors) = consumer
+        .await
+        .map_err(|e| Failure::error(format!("internal error in the reporters: {e}")))?;
+    if let Err(e) = journal.journal_run_finished(run_id, outcome.status(), exit_code).await {
+        eprintln!("warning: could not close run {run_id} in the journal: {}", e.message);
+    }
+    for e in journal_errors {
+        eprintln!("warning: journal write failed: {e}");
+    }
+    close(journal).await;
+    guard.release().await;
+    let report = collector.finish();
+    if let Some(path) = log_path {
+        let report_path = path.with_extension("report.json");
+        let _ = std::fs::write(
+            &report_path,
+            serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+        );
+    }
+    Ok(report)
+}
+
+/// The journal row an event implies, if any.
+fn step_record(e: &Event) -> Option<StepRecord> {
+    match e {
+        Event::StepFinished { result } | Event::StepFailed { result } | Event::StepDeferred { result } => {
+            Some(StepRecord {
+                step: result.step.clone(),
+                op: result.op.clone(),
+                status: result.status.as_str().into(),
+                started_at: result.started_at.clone(),
+                finished_at: result.finished_at.clone(),
+                rows: result.rows,
+                bytes: result.bytes,
+                statements: result.statements,
+                error: result
+                    .error
+                    .clone()
+                    .or(result.deferred.clone())
+                    .map(|m| crate::db::one_line(&m)),
+                rolled_back: result.rolled_back.clone().or(result.cleanup_failed.clone()),
+            })
+        }
+        Event::StepSkipped { step, op, reason } => Some(StepRecord {
+            step: step.clone(),
+            op: op.clone(),
+            status: Status::Skipped.as_str().into(),
+            error: Some(reason.clone()),
+            ..StepRecord::default()
+        }),
+        _ => None,
+    }
+}
+
+/// Re-inspects for a saved plan and refuses it when the database drifted
+/// beyond what was reviewed: a retention step would now touch more rows, or
+/// an object a step names is gone or changed.
+pub fn drift(saved: &ExecutionPlan, fresh: &ExecutionPlan) -> Vec<String> {
+    let mut problems = vec![];
+    if saved.hash != fresh.hash {
+        problems.push("the plan file changed since the plan was saved".to_string());
+    }
+    for s in &saved.steps {
+        let Some(f) = fresh.step(&s.id) else {
+            problems.push(format!("step `{}` is no longer in the plan", s.id));
+            continue;
+        };
+        if !f.errors.is_empty() && s.errors.is_empty() {
+            problems.push(format!("step `{}` can no longer run: {}", s.id, f.errors.join("; ")));
+        }
+        if s.op == "retention" && f.estimate.rows > s.estimate.rows {
+            problems.push(format!(
+                "step `{}` would now remove {} rows, {} more than the {} reviewed",
+                s.id,
+                f.estimate.rows,
+                f.estimate.rows - s.estimate.rows,
+                s.estimate.rows
+            ));
+        }
+        if s.statements != f.statements && s.op != "backup" {
+            problems.push(format!(
+                "step `{}` would now run different statements (an object it names changed)",
+                s.id
+            ));
+        }
+    }
+    problems
+}
+
+/// Reads the journal.
+pub async fn history(target: &Target, run: Option<i64>, limit: u64) -> Result<serde_json::Value, Failure> {
+    let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
+    let v = conn.history(run, limit).await?;
+    close(conn).await;
+    Ok(v)
+}
+
+/// `dbmaint history` as text.
+pub fn render_history(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let runs = v["runs"].as_array().cloned().unwrap_or_default();
+    if runs.is_empty() {
+        return "no runs in the journal yet\n".into();
+    }
+    for r in &runs {
+        let _ = writeln!(
+            out,
+            "run {} `{}` {} (exit {}) {} → {}, hash {}, engine {}{}",
+            r["id"],
+            r["plan"].as_str().unwrap_or(""),
+            r["status"].as_str().unwrap_or(""),
+            r["exit_code"],
+            r["started_at"].as_str().unwrap_or(""),
+            r["finished_at"].as_str().unwrap_or("-"),
+            &r["plan_hash"].as_str().unwrap_or("")[..12.min(r["plan_hash"].as_str().unwrap_or("").len())],
+            r["engine_version"].as_str().unwrap_or(""),
+            r["env"].as_str().map(|e| format!(", env {e}")).unwrap_or_default()
+        );
+        for s in r["steps"].as_array().cloned().unwrap_or_default() {
+            let _ = writeln!(
+                out,
+                "    {:<24} {:<10} {:<9} rows {:>10} bytes {:>12} batches {:>5}{}{}",
+                s["step"].as_str().unwrap_or(""),
+                s["op"].as_str().unwrap_or(""),
+                s["status"].as_str().unwrap_or(""),
+                s["rows"],
+                s["bytes"],
+                s["batches"],
+                s["error"].as_str().map(|e| format!("  error: {e}")).unwrap_or_default(),
+                s["rolled_back"]
+                    .as_str()
+                    .map(|e| format!("  rolled back: {e}"))
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    out
+}
