@@ -175,6 +175,10 @@ pub enum Action {
         need_free_bytes: u64,
         dirs: Vec<String>,
         analyze: bool,
+        /// When set, the step first checks the free-page ratio and does
+        /// nothing below it (the pages upstream deletes free are known only then).
+        #[serde(default)]
+        min_free_ratio: Option<f64>,
     },
     Retention(RetentionWork),
     Backup(BackupWork),

@@ -399,7 +399,28 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                 need_free_bytes,
                 dirs,
                 analyze,
+                min_free_ratio,
             } => {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => conn.insert(open(step, ctx).await?),
+                };
+                if let Some(min) = min_free_ratio {
+                    let now = c.free_ratio().await.map_err(|e| StepErr::failed(e.message))?;
+                    if now < *min {
+                        ctx.emit(Event::ObjectDone {
+                            step: step.id.clone(),
+                            object: format!(
+                                "database: free pages {:.1}% below {:.1}%, nothing to do",
+                                now * 100.0,
+                                min * 100.0
+                            ),
+                            done: i as u64 + 1,
+                            duration_ms: t0.elapsed().as_millis() as u64,
+                        });
+                        continue;
+                    }
+                }
                 for d in dirs {
                     let free = free_bytes(d).map_err(StepErr::failed)?;
                     if free < *need_free_bytes {
@@ -410,10 +431,8 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                         )));
                     }
                 }
-                let c = match &mut conn {
-                    Some(c) => c,
-                    None => conn.insert(open(step, ctx).await?),
-                };
+                let Some(c) = conn.as_mut() else { continue };
+                let before = c.file_bytes().await.unwrap_or(0);
                 let mut statements = vec!["VACUUM"];
                 if *analyze {
                     statements.push("ANALYZE");
@@ -424,13 +443,14 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                         .map_err(|e| StepErr::failed(format!("`{s}`: {}", e.message)))?;
                     acc.r.statements += 1;
                 }
+                let after = c.file_bytes().await.unwrap_or(before);
                 ctx.emit(Event::ObjectDone {
                     step: step.id.clone(),
                     object: "database".into(),
                     done: i as u64 + 1,
                     duration_ms: t0.elapsed().as_millis() as u64,
                 });
-                acc.r.bytes += step.estimate.bytes;
+                acc.r.bytes += before.saturating_sub(after);
             }
             Action::Backup(work) => match crate::backup::run(work, &ctx.target, step.lock_timeout_ms).await {
                 Ok(bytes) => {

@@ -22,9 +22,32 @@ pub struct PlanCx<'a> {
     pub insp: &'a Inspection,
     pub backend: Backend,
     pub now: DateTime<Utc>,
+    /// What the steps this one needs (directly or not) will have done.
+    pub upstream: Vec<Upstream>,
+}
+
+/// A retention step upstream of the one being planned: later steps plan
+/// with its effect (dead tuples to vacuum, an archive table it creates).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub step: String,
+    /// Quoted source table and the rows it removes.
+    pub table: String,
+    pub rows: u64,
+    /// Quoted archive table it creates, when it does not exist yet.
+    pub creates: Option<String>,
 }
 
 impl PlanCx<'_> {
+    /// Rows that upstream steps remove from `quoted`.
+    pub fn removed_upstream(&self, quoted: &str) -> (u64, Vec<&str>) {
+        let ups: Vec<&Upstream> = self.upstream.iter().filter(|u| u.table == quoted).collect();
+        (
+            ups.iter().map(|u| u.rows).sum(),
+            ups.iter().map(|u| u.step.as_str()).collect(),
+        )
+    }
+
     /// Looks a plan identifier up in the inspection.
     pub fn table(&self, ident: &Ident) -> Option<&TableFacts> {
         let (schema, name) = ident.parts();
@@ -112,6 +135,7 @@ pub fn retention_probes(plan: &Plan, insp: &Inspection, backend: Backend, now: D
                     insp,
                     backend,
                     now,
+                    upstream: vec![],
                 };
                 r.probe(&cx)
             }
@@ -148,15 +172,18 @@ pub fn execution_plan(
     now: DateTime<Utc>,
 ) -> ExecutionPlan {
     let backend = target.backend;
+    let mut done: Vec<Upstream> = vec![];
     let steps = execution_order(plan, graph)
         .into_iter()
         .map(|step| {
+            let ancestors = ancestors(plan, &step.id);
             let cx = PlanCx {
                 plan,
                 step,
                 insp,
                 backend,
                 now,
+                upstream: done.iter().filter(|u| ancestors.contains(&u.step)).cloned().collect(),
             };
             let draft = match &step.op {
                 Operation::Backup(p) => p.plan(&cx),
@@ -170,7 +197,21 @@ pub fn execution_plan(
                     step.id
                 )),
             };
-            finish(step, draft)
+            let planned = finish(step, draft);
+            for a in &planned.actions {
+                if let Action::Retention(w) = a {
+                    done.push(Upstream {
+                        step: planned.id.clone(),
+                        table: w.table.clone(),
+                        rows: planned.estimate.rows,
+                        creates: match (&w.archive, w.create_archive.is_empty()) {
+                            (Some(crate::execplan::ArchiveTo::Table { name }), false) => Some(name.clone()),
+                            _ => None,
+                        },
+                    });
+                }
+            }
+            planned
         })
         .collect();
     ExecutionPlan {
@@ -184,6 +225,23 @@ pub fn execution_plan(
         catalog_queries: insp.catalog_queries,
         max_runtime_ms: plan.limits.max_runtime.as_ref().map(|d| d.0.as_millis() as u64),
     }
+}
+
+/// Every step `id` needs, directly or through others.
+pub fn ancestors(plan: &Plan, id: &str) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    let mut stack: Vec<&str> = vec![id];
+    while let Some(s) = stack.pop() {
+        if let Some(step) = plan.steps.get(s) {
+            for n in &step.needs {
+                if !out.contains(n) {
+                    out.push(n.clone());
+                    stack.push(n);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn finish(step: &Step, d: Draft) -> PlannedStep {

@@ -343,6 +343,22 @@ impl Conn {
         }
     }
 
+    /// SQLite: freelist pages over all pages, now.
+    pub async fn free_ratio(&mut self) -> Result<f64, DbError> {
+        match self {
+            Conn::Pg(_) => Ok(0.0),
+            Conn::Sqlite(c) => sqlite::free_ratio(c).await,
+        }
+    }
+
+    /// SQLite: the file's size in bytes (page_count × page_size), now.
+    pub async fn file_bytes(&mut self) -> Result<u64, DbError> {
+        match self {
+            Conn::Pg(_) => Ok(0),
+            Conn::Sqlite(c) => sqlite::file_bytes(c).await,
+        }
+    }
+
     /// `pg_backend_pid()`, to cancel this session's statement from another.
     pub async fn backend_pid(&mut self) -> Result<Option<i32>, DbError> {
         match self {

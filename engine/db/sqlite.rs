@@ -549,6 +549,24 @@ pub async fn history(c: &mut SqliteConnection, run: Option<i64>, limit: u64) -> 
     Ok(serde_json::json!({ "runs": runs }))
 }
 
+pub async fn free_ratio(c: &mut SqliteConnection) -> Result<f64, DbError> {
+    let (free, pages): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT freelist_count FROM pragma_freelist_count()), (SELECT page_count FROM pragma_page_count())",
+    )
+    .fetch_one(c)
+    .await?;
+    Ok(if pages > 0 { free as f64 / pages as f64 } else { 0.0 })
+}
+
+pub async fn file_bytes(c: &mut SqliteConnection) -> Result<u64, DbError> {
+    let (pages, size): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT page_size FROM pragma_page_size())",
+    )
+    .fetch_one(c)
+    .await?;
+    Ok((pages.max(0) * size.max(0)) as u64)
+}
+
 /// `VACUUM INTO` a new file (the SQLite backup), as one statement.
 pub async fn vacuum_into(c: &mut SqliteConnection, path: &str) -> Result<(), DbError> {
     sqlx::query("VACUUM INTO ?").bind(path).execute(c).await?;

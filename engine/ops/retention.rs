@@ -135,7 +135,9 @@ impl Retention {
     /// What the inspection must count for this step; `None` when the table
     /// or column is missing (planning then reports it).
     pub fn probe(&self, cx: &PlanCx<'_>) -> Option<RetentionProbe> {
-        let t = cx.table(&self.table.value)?;
+        // A table another step creates as its archive is probed through
+        // that step's source, which has the same columns.
+        let t = cx.table(&self.table.value).or_else(|| self.creator_source(cx))?;
         let col = t.column(&self.column.value.0)?;
         Some(RetentionProbe {
             step: cx.step.id.clone(),
@@ -147,10 +149,48 @@ impl Retention {
         })
     }
 
+    /// The source table of a retention step in the plan that archives into
+    /// this step's table (and so creates it when missing).
+    fn creator_source<'a>(&self, cx: &'a PlanCx<'_>) -> Option<&'a crate::inspect::TableFacts> {
+        cx.plan.steps.values().find_map(|s| match &s.op {
+            crate::ops::Operation::Retention(r)
+                if r.archive
+                    .as_ref()
+                    .and_then(|a| a.value.table.as_ref())
+                    .is_some_and(|a| same_table(&a.value, &self.table.value)) =>
+            {
+                cx.table(&r.table.value)
+            }
+            _ => None,
+        })
+    }
+
+    /// The quoted name an archive table has (or will have).
+    fn archive_name(cx: &PlanCx<'_>, a: &Ident, source_schema: &str) -> String {
+        let (schema, n) = a.parts();
+        match cx.backend {
+            Backend::Postgres => quote_name(Some(schema.unwrap_or(source_schema)), n),
+            Backend::Sqlite => quote_name(None, n),
+        }
+    }
+
     pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
         let step = &cx.step.id;
         let name = &self.table.value.0;
-        let Some(t) = cx.table(&self.table.value) else {
+        // The table may be an archive that an upstream step of this run creates.
+        let created_by = self.creator_source(cx).and_then(|src| {
+            let quoted = Self::archive_name(cx, &self.table.value, &src.schema);
+            cx.upstream
+                .iter()
+                .find(|u| u.creates.as_deref() == Some(quoted.as_str()))
+                .map(|u| {
+                    let mut t = src.clone();
+                    t.name = self.table.value.parts().1.to_string();
+                    t.indexes.retain(|i| i.primary);
+                    (t, u.step.clone())
+                })
+        });
+        let Some(t) = cx.table(&self.table.value).or(created_by.as_ref().map(|(t, _)| t)) else {
             let known: Vec<&str> = cx.insp.tables.iter().map(|t| t.name.as_str()).collect();
             let hint = did_you_mean(self.table.value.parts().1, known.iter().copied())
                 .map(|n| format!(" (did you mean `{n}`?)"))
@@ -195,6 +235,15 @@ impl Retention {
         let Some(facts) = cx.insp.retention.get(step) else {
             return Draft::error(format!("no row count for step `{step}` in the inspection"));
         };
+        let mut facts = facts.clone();
+        if let Some((_, creator)) = &created_by {
+            // Counted in the source: rows the creator moves that are also old
+            // enough here. An estimate until the table exists.
+            facts.exact = false;
+            facts.rows = facts
+                .rows
+                .min(cx.upstream.iter().filter(|u| &u.step == creator).map(|u| u.rows).sum());
+        }
         let mut d = Draft {
             marker: Some(Marker::Remove),
             lock: "ROW EXCLUSIVE (rows of one batch at a time)".into(),
@@ -233,13 +282,7 @@ impl Retention {
                 }
                 let quoted = match found {
                     Some(at) => cx.quoted(at),
-                    None => {
-                        let (schema, n) = a.parts();
-                        match cx.backend {
-                            Backend::Postgres => quote_name(Some(schema.unwrap_or(&t.schema)), n),
-                            Backend::Sqlite => quote_name(None, n),
-                        }
-                    }
+                    None => Self::archive_name(cx, &a, &t.schema),
                 };
                 archive_note = Some((a.0.clone(), found.is_none()));
                 archive_to = Some(ArchiveTo::Table { name: quoted.clone() });
@@ -305,7 +348,11 @@ impl Retention {
                 "oldest": facts.oldest, "newest": facts.newest, "batches": batches, "batch_size": batch_size,
             }),
         );
-        if !t.has_index_on(&col.name) {
+        if let Some((_, creator)) = &created_by {
+            d.warnings.push(format!(
+                "`{name}` is created by step `{creator}` in this run: rows estimated from its source; counted exactly when it exists"
+            ));
+        } else if !t.has_index_on(&col.name) {
             d.warnings.push(format!(
                 "no index on `{name}.{column}`: counting and each batch scan the table; consider an index on `{column}`"
             ));

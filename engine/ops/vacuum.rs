@@ -101,13 +101,22 @@ impl Vacuum {
         let (mut dead, mut bytes, mut considered) = (0u64, 0u64, 0usize);
         for t in cx.select_tables(&globs(&self.tables), &globs(&self.exclude)) {
             considered += 1;
-            let by_dead = t.dead_ratio() >= min_ratio && t.dead_tuples >= min_dead;
+            // Rows that steps before this one delete are dead tuples by the time it runs.
+            let (removed, by) = cx.removed_upstream(&cx.quoted(t));
+            let projected_dead = t.dead_tuples + removed;
+            let all = t.live_tuples + t.dead_tuples;
+            let ratio = if all == 0 {
+                0.0
+            } else {
+                projected_dead as f64 / all as f64
+            };
+            let by_dead = ratio >= min_ratio && projected_dead >= min_dead;
             let by_xid = min_xid.is_some_and(|x| t.xid_age >= x);
             if !(by_dead || by_xid) {
                 continue;
             }
-            let reclaim = (t.total_bytes as f64 * t.dead_ratio()) as u64;
-            dead += t.dead_tuples;
+            let reclaim = (t.total_bytes as f64 * ratio.min(1.0)) as u64;
+            dead += projected_dead;
             bytes += reclaim;
             let sql = if options.is_empty() {
                 format!("VACUUM {}", cx.quoted(t))
@@ -119,10 +128,15 @@ impl Vacuum {
                 "table",
                 cx.display(t),
                 format!(
-                    "dead {} ({} of {} tuples), {}, xid age {}{}",
-                    percent(t.dead_ratio()),
-                    human_count(t.dead_tuples),
-                    human_count(t.live_tuples + t.dead_tuples),
+                    "dead {} ({} of {} tuples{}), {}, xid age {}{}",
+                    percent(ratio),
+                    human_count(projected_dead),
+                    human_count(all),
+                    if removed > 0 {
+                        format!(", {} of them deleted first by {}", human_count(removed), by.join(", "))
+                    } else {
+                        String::new()
+                    },
                     human_bytes(t.total_bytes),
                     human_count(t.xid_age),
                     if by_xid && !by_dead { " (wraparound)" } else { "" }
@@ -181,7 +195,8 @@ impl Vacuum {
             "bytes": f.file_bytes, "reclaimable_bytes": reclaim,
         });
         let analyze = get(&self.analyze).unwrap_or(true);
-        if f.free_ratio() < min_ratio {
+        let removed: u64 = cx.upstream.iter().map(|u| u.rows).sum();
+        if f.free_ratio() < min_ratio && removed == 0 {
             d.no_op = true;
             d.summary = format!(
                 "free pages {} below {}: nothing to do",
@@ -201,12 +216,25 @@ impl Vacuum {
         if analyze {
             d.statements.push("ANALYZE".into());
         }
+        let decided_later = f.free_ratio() < min_ratio;
         d.actions.push(Action::SqliteVacuum {
             need_free_bytes: 2 * f.file_bytes,
             dirs: vec![db_dir, std::env::temp_dir().display().to_string()],
             analyze,
+            min_free_ratio: decided_later.then_some(min_ratio),
         });
-        d.summary = format!("vacuum the file: {} reclaimable", human_bytes(reclaim));
+        d.summary = if decided_later {
+            // SQLite keeps no per-table sizes, so the pages the deletes free
+            // are known only after them: the step checks when it starts.
+            format!(
+                "vacuum the file if free pages reach {} when the step starts (now {}; steps before it remove {} rows)",
+                percent(min_ratio),
+                percent(f.free_ratio()),
+                human_count(removed)
+            )
+        } else {
+            format!("vacuum the file: {} reclaimable", human_bytes(reclaim))
+        };
         d.estimate = Some(Estimate {
             rows: 0,
             bytes: reclaim,
