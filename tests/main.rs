@@ -1,8 +1,10 @@
 //! All integration tests, in one binary to keep link time down.
 
 mod cli;
+mod engine;
 mod fixtures;
 mod overlays;
+mod pg;
 mod plans;
 mod props;
 mod schema;

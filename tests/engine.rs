@@ -1,0 +1,417 @@
+//! The engine end to end on real databases: the diff changes nothing, apply
+//! does what the diff said, failures lose nothing, one apply at a time.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use sqlx::Row;
+
+use crate::pg::{Cluster, connect};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// A plan against `url` with the demo's retention policy (no backup, so
+/// tests need no pg_dump unless they ask).
+fn retention_plan(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"version: 1
+name: test
+target: "{url}"
+defaults: {{ lock_timeout: 1s, retries: 1 }}
+steps:
+  audit-logs:
+    retention: {{ table: core_audit_log, column: created_at, older_than: 90 days, batch_size: 1000 }}
+  failed-tasks-archive:
+    retention:
+      table: failed_task
+      column: deleted_at
+      older_than: 365 days
+      batch_size: 10
+      archive: {{ table: failed_task_archive }}
+  after-archive:
+    needs: [failed-tasks-archive]
+    analyze: {{}}
+{extra}"#
+    );
+    let path = dir.join("plan.yaml");
+    std::fs::write(&path, text).expect("write plan");
+    path
+}
+
+fn dbmaint(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("dbmaint").expect("binary");
+    c.current_dir(dir).env_remove("DATABASE_URL").env("NO_COLOR", "1");
+    c
+}
+
+fn diff_json(dir: &Path, plan: &Path) -> serde_json::Value {
+    let out = dbmaint(dir)
+        .args(["--output", "json", "plan", "diff"])
+        .arg(plan)
+        .output()
+        .expect("run diff");
+    assert!(
+        out.status.success(),
+        "diff failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("diff JSON")
+}
+
+fn step_rows(diff: &serde_json::Value, id: &str) -> u64 {
+    diff["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == id))
+        .and_then(|s| s["estimate"]["rows"].as_u64())
+        .unwrap_or_else(|| panic!("no step {id} in the diff"))
+}
+
+async fn seed_pg(url: &str) {
+    let mut c = connect(url).await;
+    let tables = dbmaint::demo::generate(7, dbmaint::demo::Size::scaled(0.1), now());
+    dbmaint::demo::seed_postgres(&mut c, &tables)
+        .await
+        .expect("seed PostgreSQL");
+}
+
+async fn pg_counters(url: &str) -> Vec<(String, i64, i64, i64, i64)> {
+    let mut c = connect(url).await;
+    sqlx::query(
+        "SELECT c.relname::text, s.n_tup_ins, s.n_tup_upd, s.n_tup_del, c.relfilenode::int8 \
+         FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .expect("counters")
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+    .collect()
+}
+
+async fn pg_count(url: &str, sql: &str) -> i64 {
+    let mut c = connect(url).await;
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(&mut c)
+        .await
+        .expect("count")
+}
+
+#[test]
+fn postgres_diff_changes_nothing() {
+    let rt = rt();
+    let cluster = Cluster::get();
+    let url = rt.block_on(cluster.fresh_db());
+    rt.block_on(seed_pg(&url));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = retention_plan(dir.path(), &url, "");
+    // Counters are flushed when a session ends; read them from a new one.
+    let before = rt.block_on(pg_counters(&url));
+    let diff = diff_json(dir.path(), &plan);
+    assert!(step_rows(&diff, "audit-logs") > 0);
+    let after = rt.block_on(pg_counters(&url));
+    assert_eq!(
+        before, after,
+        "insert/update/delete counters and relfilenodes must not move"
+    );
+    let journal = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM pg_namespace WHERE nspname = 'dbmaint'",
+    ));
+    assert_eq!(journal, 0, "a diff creates no journal");
+}
+
+#[test]
+fn postgres_apply_removes_exactly_what_the_diff_counted() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(seed_pg(&url));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = retention_plan(dir.path(), &url, "");
+    let diff = diff_json(dir.path(), &plan);
+    let (audit, archived) = (step_rows(&diff, "audit-logs"), step_rows(&diff, "failed-tasks-archive"));
+    let audit_before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
+    let young_before = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM core_audit_log WHERE created_at >= now() - interval '89 days'",
+    ));
+    let hash_before = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM failed_task WHERE deleted_at < now() - interval '365 days'",
+    ));
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(
+        out.status.success(),
+        "apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit_after = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
+    assert_eq!(
+        (audit_before - audit_after) as u64,
+        audit,
+        "rows deleted equal the diff's count"
+    );
+    let young_after = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM core_audit_log WHERE created_at >= now() - interval '89 days'",
+    ));
+    assert_eq!(young_before, young_after, "rows outside the predicate are untouched");
+    let in_archive = rt.block_on(pg_count(&url, "SELECT count(*) FROM failed_task_archive"));
+    assert_eq!(in_archive as u64, archived);
+    assert_eq!(hash_before as u64, archived);
+    let left = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM failed_task WHERE deleted_at < now() - interval '365 days'",
+    ));
+    assert_eq!(left, 0);
+    let overlap = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM failed_task f JOIN failed_task_archive a USING (id)",
+    ));
+    assert_eq!(overlap, 0, "no row is in both source and archive");
+    let journal_rows = rt.block_on(pg_count(
+        &url,
+        "SELECT coalesce(sum(rows), 0)::int8 FROM dbmaint.batches WHERE step = 'audit-logs'",
+    ));
+    assert_eq!(
+        journal_rows as u64, audit,
+        "the journal's batch rows add up to the rows removed"
+    );
+}
+
+#[test]
+fn postgres_failed_batch_keeps_rows_and_skips_dependents() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(seed_pg(&url));
+    // The archive already holds a key the second batch will try to move.
+    let conflict: i64 = rt.block_on(async {
+        let mut c = connect(&url).await;
+        sqlx::raw_sql(
+            "CREATE TABLE failed_task_archive (LIKE failed_task); ALTER TABLE failed_task_archive ADD PRIMARY KEY (id)",
+        )
+        .execute(&mut c)
+        .await
+        .expect("archive");
+        let id: i64 = sqlx::query_scalar(
+            "SELECT id FROM failed_task WHERE deleted_at < now() - interval '365 days' ORDER BY id OFFSET 12 LIMIT 1",
+        )
+        .fetch_one(&mut c)
+        .await
+        .expect("an eligible id");
+        sqlx::query("INSERT INTO failed_task_archive SELECT * FROM failed_task WHERE id = $1")
+            .bind(id)
+            .execute(&mut c)
+            .await
+            .expect("conflict row");
+        id
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = retention_plan(dir.path(), &url, "");
+    let eligible = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM failed_task WHERE deleted_at < now() - interval '365 days'",
+    ));
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve", "--parallelism", "1"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(1), "a failed step exits 1");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("batch 2 rolled back"),
+        "report says what rolled back:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("after-archive (analyze) skipped"),
+        "dependent skipped:\n{stdout}"
+    );
+    // First batch (10 rows) committed; the failing batch left everything in place.
+    let left = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM failed_task WHERE deleted_at < now() - interval '365 days'",
+    ));
+    assert_eq!(left, eligible - 10);
+    let archived = rt.block_on(pg_count(&url, "SELECT count(*) FROM failed_task_archive"));
+    assert_eq!(
+        archived, 11,
+        "the 10 committed rows plus the planted conflict, nothing of batch 2"
+    );
+    let still_there = rt.block_on(pg_count(
+        &url,
+        &format!("SELECT count(*) FROM failed_task WHERE id = {conflict}"),
+    ));
+    assert_eq!(still_there, 1, "the conflicting row stays in the source");
+    // The independent step ran (on_failure abort lets running steps finish; here it ran first).
+    let status = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM dbmaint.steps WHERE step = 'failed-tasks-archive' AND status = 'failed'",
+    ));
+    assert_eq!(status, 1, "the journal records the failure");
+}
+
+#[test]
+fn postgres_second_apply_exits_4_naming_the_holder() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(seed_pg(&url));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = retention_plan(dir.path(), &url, "");
+    let mut holder = rt.block_on(connect(&url));
+    let got: bool = rt
+        .block_on(
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, 0)")
+                .bind(dbmaint::db::pg::LOCK_CLASS)
+                .fetch_one(&mut holder),
+        )
+        .expect("lock");
+    assert!(got);
+    let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
+    let t0 = std::time::Instant::now();
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(4));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10), "refused at once");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("backend pid"), "names the holder: {stderr}");
+    assert_eq!(
+        before,
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"))
+    );
+}
+
+#[test]
+fn wrong_password_is_one_clear_line_and_never_printed() {
+    let rt = rt();
+    let cluster = Cluster::get();
+    let url = rt.block_on(cluster.fresh_db());
+    let secret = "s3cr3t-Pa55word";
+    // An unreachable TCP port with a password in the URL.
+    let bad = format!("postgres://app:{secret}@127.0.0.1:1/app");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = retention_plan(dir.path(), &bad, "");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(secret), "password leaked: {all}");
+    assert!(all.contains("could not connect"), "{all}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1, "{all}");
+    let _ = url;
+}
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).expect("read file");
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn sqlite_diff_leaves_the_file_byte_identical() {
+    let rt = rt();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let tables = dbmaint::demo::generate(3, dbmaint::demo::Size::scaled(0.05), now());
+    rt.block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
+    let plan = retention_plan(dir.path(), &format!("sqlite:{}", db.display()), "");
+    let before = sha256(&db);
+    let diff = diff_json(dir.path(), &plan);
+    assert!(step_rows(&diff, "audit-logs") > 0);
+    assert_eq!(before, sha256(&db));
+}
+
+#[test]
+fn sqlite_apply_archives_exactly_the_deleted_rows() {
+    let rt = rt();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let tables = dbmaint::demo::generate(5, dbmaint::demo::Size::scaled(0.05), now());
+    rt.block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
+    let url = format!("sqlite:{}", db.display());
+    let plan = retention_plan(dir.path(), &url, "");
+    let diff = diff_json(dir.path(), &plan);
+    let archived = step_rows(&diff, "failed-tasks-archive");
+    let query = |sql: &str| -> Vec<String> {
+        let out = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg(sql)
+            .output()
+            .expect("sqlite3");
+        String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    };
+    let cutoff = (now() - chrono::Duration::days(365))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let expected = query(&format!(
+        "SELECT id || '|' || task_name || '|' || created_at || '|' || deleted_at FROM failed_task WHERE deleted_at < '{cutoff}' ORDER BY id"
+    ));
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = query(
+        "SELECT id || '|' || task_name || '|' || created_at || '|' || deleted_at FROM failed_task_archive ORDER BY id",
+    );
+    assert_eq!(got.len() as u64, archived);
+    assert!(expected.len() as u64 >= archived);
+    assert_eq!(
+        got,
+        expected[..got.len()].to_vec(),
+        "the archive holds exactly the deleted rows"
+    );
+    let left = query(&format!(
+        "SELECT count(*) FROM failed_task WHERE deleted_at < '{cutoff}'"
+    ));
+    assert_eq!(left, ["0"]);
+    let history = dbmaint(dir.path())
+        .args(["--output", "json", "history", "--target", &url])
+        .output()
+        .expect("history");
+    let v: serde_json::Value = serde_json::from_slice(&history.stdout).expect("history JSON");
+    assert_eq!(v["runs"][0]["status"], "succeeded");
+}
+
+#[test]
+fn demo_command_runs_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dbmaint(dir.path())
+        .args(["demo", "--scale", "0.1"])
+        .output()
+        .expect("demo");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    assert!(
+        dir.path()
+            .join("dbmaint-demo-backups")
+            .read_dir()
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 1
+    );
+}

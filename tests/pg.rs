@@ -1,0 +1,165 @@
+//! A throwaway PostgreSQL for the tests: one cluster per test process,
+//! started from the machine's server binaries (`pg_config --bindir`, or
+//! Debian's /usr/lib/postgresql/*/bin), as the `postgres` user through
+//! `runuser` when the tests run as root (initdb refuses root), listening
+//! only on a unix socket in a temp dir, `autovacuum=off` so counters stay
+//! put. Each test gets a fresh database. A watchdog process stops the
+//! cluster and removes its directory when the test process exits. If no
+//! cluster can be started the test fails loudly; it never skips.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub struct Cluster {
+    pub socket_dir: PathBuf,
+    pub port: u16,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+fn bindir() -> PathBuf {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+        .pop()
+        .filter(|d| d.join("initdb").exists())
+        .expect("PostgreSQL server binaries not found: install `postgresql` (.ci/run does)")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a server binary, as `postgres` when we are root.
+fn pg(bin: &Path, args: &[&str]) {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let out = cmd.args(args).output().expect("start a PostgreSQL binary");
+    assert!(
+        out.status.success(),
+        "{} {:?} failed: {}{}",
+        bin.display(),
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start() -> Cluster {
+    let bin = bindir();
+    let base = std::env::temp_dir().join(format!("dbmaint-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).expect("create the cluster directory");
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&base)
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "chown the cluster directory to postgres");
+    }
+    let data = base.join("data");
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    pg(
+        &bin.join("initdb"),
+        &[
+            "-D",
+            data.to_str().unwrap_or_default(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
+    );
+    let opts = format!(
+        "-k {} -c listen_addresses='' -c autovacuum=off -c fsync=off -c max_connections=200 -p {port}",
+        base.display()
+    );
+    pg(
+        &bin.join("pg_ctl"),
+        &[
+            "-D",
+            data.to_str().unwrap_or_default(),
+            "-o",
+            &opts,
+            "-l",
+            base.join("log").to_str().unwrap_or_default(),
+            "-w",
+            "start",
+        ],
+    );
+    // The watchdog: stops the cluster when this process is gone.
+    let stop = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {runas}{pg_ctl} -D {data} stop -m immediate >/dev/null 2>&1; rm -rf {base}",
+        pid = std::process::id(),
+        runas = if is_root() { "runuser -u postgres -- " } else { "" },
+        pg_ctl = bin.join("pg_ctl").display(),
+        data = data.display(),
+        base = base.display()
+    );
+    // Deliberately not waited for: it must outlive this process.
+    #[allow(clippy::zombie_processes)]
+    let _watchdog = Command::new("sh")
+        .args(["-c", &stop])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the cluster watchdog");
+    Cluster { socket_dir: base, port }
+}
+
+impl Cluster {
+    pub fn get() -> &'static Cluster {
+        CLUSTER.get_or_init(start)
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@localhost:{}/{db}?host={}",
+            self.port,
+            self.socket_dir.display()
+        )
+    }
+
+    /// A fresh, empty database for one test.
+    pub async fn fresh_db(&self) -> String {
+        let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        let mut admin = connect(&self.url("postgres")).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create a test database");
+        self.url(&name)
+    }
+}
+
+pub async fn connect(url: &str) -> sqlx::PgConnection {
+    use sqlx::ConnectOptions;
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().expect("test URL parses");
+    opts.connect().await.expect("connect to the test cluster")
+}
