@@ -194,12 +194,15 @@ async fn run_child(program: &str, args: &[String], env: &PgChildEnv) -> Result<(
 /// `pg_dump` from `pg_config --bindir` when present (the server's own
 /// version), else from `PATH`.
 pub fn pg_bin(program: &str) -> String {
-    let from_config = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    static BINDIR: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let from_config = BINDIR.get_or_init(|| {
+        std::process::Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
     match from_config {
         Some(dir) if Path::new(&dir).join(program).exists() => Path::new(&dir).join(program).display().to_string(),
         _ => program.to_string(),
@@ -207,12 +210,15 @@ pub fn pg_bin(program: &str) -> String {
 }
 
 fn setpriv_available() -> bool {
-    std::process::Command::new("setpriv")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        std::process::Command::new("setpriv")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 fn fsync_tree(path: &Path) -> std::io::Result<()> {

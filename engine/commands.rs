@@ -9,7 +9,7 @@ use dbmaint::execplan::{ExecutionPlan, SAVED_FORMAT, SavedPlan};
 use dbmaint::run::{self, ApplyOptions, Failure};
 use dbmaint::{diff as render, exit};
 
-use crate::{ApplyArgs, Cli, Output, PlanArgs, Progress, load_plan, report};
+use crate::{ApplyArgs, Cli, Output, PlanArgs, Progress, report};
 
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -56,7 +56,6 @@ fn prepare(cli: &Cli, args: &PlanArgs, now: Option<&str>) -> Result<Ready, i32> 
         }
         return Err(exit::ERROR);
     }
-    let _ = load_plan;
     let plan = loaded.plan.as_ref().expect("a valid load has a plan");
     let target = run::target_of(plan).map_err(|f| fail(cli, &f))?;
     let now = chrono::DateTime::parse_from_rfc3339(&opts.now)

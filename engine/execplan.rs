@@ -111,8 +111,6 @@ pub struct RetentionWork {
     /// Statements creating the archive table when it does not exist yet.
     pub create_archive: Vec<String>,
     pub archive: Option<ArchiveTo>,
-    /// Counts the rows still eligible: binds (cutoff); used to check drift.
-    pub count: String,
     pub batch: BatchSql,
 }
 

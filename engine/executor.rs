@@ -44,7 +44,6 @@ pub struct RunOptions {
 pub struct RunOutcome {
     pub failed: Vec<String>,
     pub deferred: Vec<String>,
-    pub skipped: Vec<String>,
     pub cleanup_failed: Vec<String>,
 }
 
@@ -168,7 +167,6 @@ pub async fn execute(
                             result: empty_result(s, Status::Deferred, Some(format!("not started: {reason}"))),
                         });
                     } else {
-                        outcome.skipped.push(s.id.clone());
                         ctx.emit(Event::StepSkipped {
                             step: s.id.clone(),
                             op: s.op.clone(),
@@ -482,12 +480,28 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
 }
 
 /// A database call the executor may retry.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum DbOp<'a> {
     /// One statement, after capping the session's statement timeout.
     Exec(&'a str, Duration),
     /// Statements in one writing transaction.
     Transaction(&'a [String]),
+    /// One retention batch after `after`, after capping the statement timeout.
+    Batch {
+        work: &'a RetentionWork,
+        after: Option<&'a str>,
+        journal: &'a BatchJournal,
+        file: Option<&'a mut crate::archive::ArchiveFile>,
+        timeout: Duration,
+    },
+}
+
+/// What a retried call returned.
+#[derive(Debug)]
+enum Done {
+    /// A statement or transaction went through.
+    Ran,
+    Batch(crate::db::BatchDone),
 }
 
 /// Runs `op`, retrying a lock timeout with backoff up to the step's
@@ -497,16 +511,29 @@ async fn with_retries(
     ctx: &Ctx,
     acc: &mut Acc,
     c: &mut Conn,
-    op: DbOp<'_>,
-) -> Result<u64, DbError> {
+    mut op: DbOp<'_>,
+) -> Result<Done, DbError> {
     let mut attempt = 0;
     loop {
-        let result = match op {
-            DbOp::Exec(sql, timeout) => match c.set_statement_timeout(timeout).await {
-                Ok(()) => c.execute(sql).await,
+        let result = match &mut op {
+            DbOp::Exec(sql, timeout) => match c.set_statement_timeout(*timeout).await {
+                Ok(()) => c.execute(sql).await.map(|_| Done::Ran),
                 Err(e) => Err(e),
             },
-            DbOp::Transaction(stmts) => c.execute_in_transaction(stmts).await.map(|()| 0),
+            DbOp::Transaction(stmts) => c.execute_in_transaction(stmts).await.map(|()| Done::Ran),
+            DbOp::Batch {
+                work,
+                after,
+                journal,
+                file,
+                timeout,
+            } => match c.set_statement_timeout(*timeout).await {
+                Ok(()) => c
+                    .retention_batch(work, *after, journal, file.as_deref_mut())
+                    .await
+                    .map(Done::Batch),
+                Err(e) => Err(e),
+            },
         };
         match result {
             Err(e) if e.kind == ErrorKind::LockTimeout && attempt < step.retries => {
@@ -585,31 +612,20 @@ async fn retention(
             batch_no,
         };
         let t0 = Instant::now();
-        let timeout = ctx.statement_timeout(step);
-        let result = {
-            let mut attempt = 0;
-            loop {
-                let _ = c.set_statement_timeout(timeout).await;
-                let r = c
-                    .retention_batch(work, last_key.as_deref(), &journal, file.as_mut())
-                    .await;
-                match r {
-                    Err(e) if e.kind == ErrorKind::LockTimeout && attempt < step.retries => {
-                        attempt += 1;
-                        acc.r.retries += 1;
-                        let wait = backoff(attempt);
-                        ctx.emit(Event::Retrying {
-                            step: step.id.clone(),
-                            attempt,
-                            wait_ms: wait.as_millis() as u64,
-                            error: e.message.clone(),
-                        });
-                        tokio::time::sleep(wait).await;
-                    }
-                    other => break other,
-                }
-            }
+        let op = DbOp::Batch {
+            work,
+            after: last_key.as_deref(),
+            journal: &journal,
+            file: file.as_mut(),
+            timeout: ctx.statement_timeout(step),
         };
+        let result = with_retries(step, ctx, acc, c, op).await.map(|d| match d {
+            Done::Batch(b) => b,
+            Done::Ran => crate::db::BatchDone {
+                rows: 0,
+                last_key: None,
+            },
+        });
         match result {
             Ok(done) => {
                 acc.r.statements += 1;

@@ -185,7 +185,7 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-pub(crate) fn load_plan(args: &PlanArgs) -> Loaded {
+fn load_plan(args: &PlanArgs) -> Loaded {
     let mut opts = LoadOptions::from_process();
     opts.env = args.env.clone();
     opts.vars = args.vars.clone();

@@ -38,7 +38,18 @@ pub struct Upstream {
     pub creates: Option<String>,
 }
 
-impl PlanCx<'_> {
+impl<'a> PlanCx<'a> {
+    pub fn new(plan: &'a Plan, step: &'a Step, insp: &'a Inspection, backend: Backend, now: DateTime<Utc>) -> Self {
+        Self {
+            plan,
+            step,
+            insp,
+            backend,
+            now,
+            upstream: vec![],
+        }
+    }
+
     /// Rows that upstream steps remove from `quoted`.
     pub fn removed_upstream(&self, quoted: &str) -> (u64, Vec<&str>) {
         let ups: Vec<&Upstream> = self.upstream.iter().filter(|u| u.table == quoted).collect();
@@ -128,17 +139,7 @@ pub fn retention_probes(plan: &Plan, insp: &Inspection, backend: Backend, now: D
     plan.steps
         .values()
         .filter_map(|step| match &step.op {
-            Operation::Retention(r) => {
-                let cx = PlanCx {
-                    plan,
-                    step,
-                    insp,
-                    backend,
-                    now,
-                    upstream: vec![],
-                };
-                r.probe(&cx)
-            }
+            Operation::Retention(r) => r.probe(&PlanCx::new(plan, step, insp, backend, now)),
             _ => None,
         })
         .collect()
@@ -177,14 +178,8 @@ pub fn execution_plan(
         .into_iter()
         .map(|step| {
             let ancestors = ancestors(plan, &step.id);
-            let cx = PlanCx {
-                plan,
-                step,
-                insp,
-                backend,
-                now,
-                upstream: done.iter().filter(|u| ancestors.contains(&u.step)).cloned().collect(),
-            };
+            let mut cx = PlanCx::new(plan, step, insp, backend, now);
+            cx.upstream = done.iter().filter(|u| ancestors.contains(&u.step)).cloned().collect();
             let draft = match &step.op {
                 Operation::Backup(p) => p.plan(&cx),
                 Operation::Vacuum(p) => p.plan(&cx),

@@ -6,6 +6,85 @@
 //! This file also owns the only two ways SQL text is built from names:
 //! [`quote_ident`] for identifiers and [`sql`] to hand audited text to sqlx.
 
+/// Fetches the row of a batch's first statement: `$first` binds (cutoff),
+/// `$next` binds (cutoff, last key). One text for both drivers, whose
+/// connection types share no trait sqlx makes easy to name here.
+macro_rules! fetch_first_or_next {
+    ($c:expr, $work:expr, $after:expr, $first:expr, $next:expr) => {
+        match $after {
+            None => {
+                sqlx::query(sql($first.clone()))
+                    .bind(&$work.cutoff)
+                    .fetch_one(&mut *$c)
+                    .await?
+            }
+            Some(k) => {
+                sqlx::query(sql($next.clone()))
+                    .bind(&$work.cutoff)
+                    .bind(k)
+                    .fetch_one(&mut *$c)
+                    .await?
+            }
+        }
+    };
+}
+
+/// A ranged batch, inside the caller's transaction: the key range, the
+/// rows of a file archive (appended and fsynced), the copy into an archive
+/// table, the delete, and the check that it deleted what it selected.
+/// Evaluates to `Result<BatchDone, DbError>`; the caller writes the journal
+/// row and commits.
+macro_rules! ranged_batch {
+    ($c:expr, $work:expr, $after:expr, $archive_file:expr,
+     $bound_first:expr, $bound_next:expr, $rows_json:expr, $copy:expr, $delete:expr) => {
+        async {
+            let row = fetch_first_or_next!($c, $work, $after, $bound_first, $bound_next);
+            let rows = row.get::<i64, _>(0).max(0) as u64;
+            let (lo, hi): (Option<String>, Option<String>) = (row.get(1), row.get(2));
+            let (Some(lo), Some(hi)) = (lo, hi) else {
+                return Ok(BatchDone {
+                    rows: 0,
+                    last_key: None,
+                });
+            };
+            if let (Some(q), Some(file)) = ($rows_json, $archive_file) {
+                let lines: Vec<(String, String)> = sqlx::query_as(sql(q.clone()))
+                    .bind(&$work.cutoff)
+                    .bind(&lo)
+                    .bind(&hi)
+                    .fetch_all(&mut *$c)
+                    .await?;
+                file.append(&lines).map_err(DbError::other)?;
+            }
+            if let Some(q) = $copy {
+                sqlx::query(sql(q.clone()))
+                    .bind(&$work.cutoff)
+                    .bind(&lo)
+                    .bind(&hi)
+                    .execute(&mut *$c)
+                    .await?;
+            }
+            let deleted = sqlx::query(sql($delete.clone()))
+                .bind(&$work.cutoff)
+                .bind(&lo)
+                .bind(&hi)
+                .execute(&mut *$c)
+                .await?
+                .rows_affected();
+            if deleted != rows {
+                return Err(DbError::other(format!(
+                    "the batch changed under it: {rows} rows selected, {deleted} deleted; rolled back"
+                )));
+            }
+            Ok::<BatchDone, DbError>(BatchDone {
+                rows,
+                last_key: Some(hi),
+            })
+        }
+        .await
+    };
+}
+
 pub mod pg;
 pub mod sqlite;
 
@@ -180,7 +259,6 @@ pub enum ArchiveSpec {
 #[derive(Debug, Clone)]
 pub struct RetentionSql {
     pub create_archive: Vec<String>,
-    pub count: String,
     pub batch: crate::execplan::BatchSql,
 }
 
@@ -298,14 +376,6 @@ impl Conn {
         }
     }
 
-    /// Rows a retention step would still remove.
-    pub async fn count(&mut self, count_sql: &str, cutoff: &str) -> Result<u64, DbError> {
-        match self {
-            Conn::Pg(c) => pg::count(c, count_sql, cutoff).await,
-            Conn::Sqlite(c) => sqlite::count(c, count_sql, cutoff).await,
-        }
-    }
-
     /// Creates the journal tables when missing.
     pub async fn journal_setup(&mut self) -> Result<(), DbError> {
         match self {
@@ -356,14 +426,6 @@ impl Conn {
         match self {
             Conn::Pg(_) => Ok(0),
             Conn::Sqlite(c) => sqlite::file_bytes(c).await,
-        }
-    }
-
-    /// `pg_backend_pid()`, to cancel this session's statement from another.
-    pub async fn backend_pid(&mut self) -> Result<Option<i32>, DbError> {
-        match self {
-            Conn::Pg(c) => pg::backend_pid(c).await.map(Some),
-            Conn::Sqlite(_) => Ok(None),
         }
     }
 }

@@ -96,10 +96,6 @@ pub async fn execute_in_transaction(c: &mut PgConnection, statements: &[String])
     Ok(())
 }
 
-pub async fn backend_pid(c: &mut PgConnection) -> Result<i32, DbError> {
-    Ok(sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(c).await?)
-}
-
 // ---------------------------------------------------------------- inspection
 
 const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbmaint') \
@@ -264,10 +260,6 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
         cast("$2", &spec.key_type),
         cast("$3", &spec.key_type)
     );
-    let count = format!(
-        "SELECT count(*)::int8, min({c})::text, max({c})::text FROM {t} WHERE {pred}",
-        c = spec.column
-    );
     let mut create_archive = vec![];
     let batch = match &spec.archive {
         Some(ArchiveSpec::File { .. }) => {
@@ -317,11 +309,7 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
             }
         }
     };
-    RetentionSql {
-        create_archive,
-        count,
-        batch,
-    }
+    RetentionSql { create_archive, batch }
 }
 
 /// Counts a retention predicate, unless the planner expects more than
@@ -364,14 +352,6 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
     })
 }
 
-pub async fn count(c: &mut PgConnection, count_sql: &str, cutoff: &str) -> Result<u64, DbError> {
-    let r = sqlx::query(sql(count_sql.to_string()))
-        .bind(cutoff)
-        .fetch_one(c)
-        .await?;
-    Ok(r.get::<i64, _>(0).max(0) as u64)
-}
-
 // ---------------------------------------------------------------- retention
 
 /// One batch, one transaction: the batch statement(s) and the batch's
@@ -406,21 +386,7 @@ async fn batch_in(
 ) -> Result<BatchDone, DbError> {
     let done = match &work.batch {
         BatchSql::Single { first, next } => {
-            let row = match after {
-                None => {
-                    sqlx::query(sql(first.clone()))
-                        .bind(&work.cutoff)
-                        .fetch_one(&mut *c)
-                        .await?
-                }
-                Some(k) => {
-                    sqlx::query(sql(next.clone()))
-                        .bind(&work.cutoff)
-                        .bind(k)
-                        .fetch_one(&mut *c)
-                        .await?
-                }
-            };
+            let row = fetch_first_or_next!(c, work, after, first, next);
             BatchDone {
                 rows: row.get::<i64, _>(0).max(0) as u64,
                 last_key: row.get(1),
@@ -432,64 +398,17 @@ async fn batch_in(
             rows_json,
             copy,
             delete,
-        } => {
-            let row = match after {
-                None => {
-                    sqlx::query(sql(bound_first.clone()))
-                        .bind(&work.cutoff)
-                        .fetch_one(&mut *c)
-                        .await?
-                }
-                Some(k) => {
-                    sqlx::query(sql(bound_next.clone()))
-                        .bind(&work.cutoff)
-                        .bind(k)
-                        .fetch_one(&mut *c)
-                        .await?
-                }
-            };
-            let rows = row.get::<i64, _>(0).max(0) as u64;
-            let (lo, hi): (Option<String>, Option<String>) = (row.get(1), row.get(2));
-            let (Some(lo), Some(hi)) = (lo, hi) else {
-                return Ok(BatchDone {
-                    rows: 0,
-                    last_key: None,
-                });
-            };
-            if let (Some(q), Some(file)) = (rows_json, archive_file) {
-                let lines: Vec<(String, String)> = sqlx::query_as(sql(q.clone()))
-                    .bind(&work.cutoff)
-                    .bind(&lo)
-                    .bind(&hi)
-                    .fetch_all(&mut *c)
-                    .await?;
-                file.append(&lines).map_err(DbError::other)?;
-            }
-            if let Some(q) = copy {
-                sqlx::query(sql(q.clone()))
-                    .bind(&work.cutoff)
-                    .bind(&lo)
-                    .bind(&hi)
-                    .execute(&mut *c)
-                    .await?;
-            }
-            let deleted = sqlx::query(sql(delete.clone()))
-                .bind(&work.cutoff)
-                .bind(&lo)
-                .bind(&hi)
-                .execute(&mut *c)
-                .await?
-                .rows_affected();
-            if deleted != rows {
-                return Err(DbError::other(format!(
-                    "the batch changed under it: {rows} rows selected, {deleted} deleted; rolled back"
-                )));
-            }
-            BatchDone {
-                rows,
-                last_key: Some(hi),
-            }
-        }
+        } => ranged_batch!(
+            c,
+            work,
+            after,
+            archive_file,
+            bound_first,
+            bound_next,
+            rows_json,
+            copy,
+            delete
+        )?,
     };
     if done.rows > 0 {
         sqlx::query("INSERT INTO dbmaint.batches (run_id, step, batch_no, last_key, rows) VALUES ($1, $2, $3, $4, $5)")

@@ -234,14 +234,6 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
     })
 }
 
-pub async fn count(c: &mut SqliteConnection, count_sql: &str, cutoff: &str) -> Result<u64, DbError> {
-    let r = sqlx::query(sql(count_sql.to_string()))
-        .bind(cutoff)
-        .fetch_one(c)
-        .await?;
-    Ok(r.get::<i64, _>(0).max(0) as u64)
-}
-
 fn key_param(n: u8, key_type: &str) -> String {
     if key_type.to_ascii_uppercase().contains("INT") {
         format!("CAST(?{n} AS INTEGER)")
@@ -309,10 +301,6 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
     }
     RetentionSql {
         create_archive,
-        count: format!(
-            "SELECT count(*), CAST(min({c}) AS TEXT), CAST(max({c}) AS TEXT) FROM {t} WHERE {pred}",
-            c = spec.column
-        ),
         batch: BatchSql::Ranged {
             bound_first: bound(""),
             bound_next: bound(&format!(" AND {k} > {}", key_param(2, &spec.key_type))),
@@ -361,70 +349,29 @@ async fn batch_in(
     else {
         return Err(DbError::other("a SQLite retention step needs ranged batches"));
     };
-    let row = match after {
-        None => {
-            sqlx::query(sql(bound_first.clone()))
-                .bind(&work.cutoff)
-                .fetch_one(&mut *c)
-                .await?
-        }
-        Some(k) => {
-            sqlx::query(sql(bound_next.clone()))
-                .bind(&work.cutoff)
-                .bind(k)
-                .fetch_one(&mut *c)
-                .await?
-        }
-    };
-    let rows = row.get::<i64, _>(0).max(0) as u64;
-    let (lo, hi): (Option<String>, Option<String>) = (row.get(1), row.get(2));
-    let (Some(lo), Some(hi)) = (lo, hi) else {
-        return Ok(BatchDone {
-            rows: 0,
-            last_key: None,
-        });
-    };
-    if let (Some(q), Some(file)) = (rows_json, archive_file) {
-        let lines: Vec<(String, String)> = sqlx::query_as(sql(q.clone()))
-            .bind(&work.cutoff)
-            .bind(&lo)
-            .bind(&hi)
-            .fetch_all(&mut *c)
-            .await?;
-        file.append(&lines).map_err(DbError::other)?;
-    }
-    if let Some(q) = copy {
-        sqlx::query(sql(q.clone()))
-            .bind(&work.cutoff)
-            .bind(&lo)
-            .bind(&hi)
-            .execute(&mut *c)
-            .await?;
-    }
-    let deleted = sqlx::query(sql(delete.clone()))
-        .bind(&work.cutoff)
-        .bind(&lo)
-        .bind(&hi)
-        .execute(&mut *c)
-        .await?
-        .rows_affected();
-    if deleted != rows {
-        return Err(DbError::other(format!(
-            "the batch changed under it: {rows} rows selected, {deleted} deleted; rolled back"
-        )));
+    let done = ranged_batch!(
+        c,
+        work,
+        after,
+        archive_file,
+        bound_first,
+        bound_next,
+        rows_json,
+        copy,
+        delete
+    )?;
+    if done.rows == 0 {
+        return Ok(done);
     }
     sqlx::query("INSERT INTO dbmaint_batches (run_id, step, batch_no, last_key, rows) VALUES (?, ?, ?, ?, ?)")
         .bind(journal.run_id)
         .bind(&journal.step)
         .bind(journal.batch_no as i64)
-        .bind(&hi)
-        .bind(rows as i64)
+        .bind(&done.last_key)
+        .bind(done.rows as i64)
         .execute(&mut *c)
         .await?;
-    Ok(BatchDone {
-        rows,
-        last_key: Some(hi),
-    })
+    Ok(done)
 }
 
 // ---------------------------------------------------------------- journal

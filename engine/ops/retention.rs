@@ -440,7 +440,6 @@ impl Retention {
             pause_ms: get(&self.pause).map_or(0, |p| p.0.as_millis() as u64),
             create_archive: sql.create_archive,
             archive: archive_to,
-            count: sql.count,
             batch: sql.batch,
         }));
         d
