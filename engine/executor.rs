@@ -587,7 +587,18 @@ async fn retention(
     }
     let mut file = match &work.archive {
         Some(crate::execplan::ArchiveTo::File { path }) => {
-            Some(crate::archive::ArchiveFile::open(std::path::Path::new(path)).map_err(StepErr::failed)?)
+            let f = crate::archive::ArchiveFile::open(std::path::Path::new(path), work.batch_size as usize)
+                .map_err(StepErr::failed)?;
+            if f.repaired_bytes > 0 {
+                ctx.emit(Event::RolledBack {
+                    step: step.id.clone(),
+                    what: format!(
+                        "cut a torn last line ({} bytes) an interrupted run left in `{path}`",
+                        f.repaired_bytes
+                    ),
+                });
+            }
+            Some(f)
         }
         _ => None,
     };

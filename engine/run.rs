@@ -218,6 +218,14 @@ pub async fn apply(ep: &ExecutionPlan, target: &Target, opts: &ApplyOptions) -> 
         .journal_setup()
         .await
         .map_err(|e| Failure::error(format!("cannot create the journal: {}", e.message)))?;
+    // We hold the lock, so a run still `running` in the journal is one whose
+    // process died (kill -9, lost host): close it so history tells the truth.
+    for (id, rows) in journal.journal_close_interrupted().await? {
+        eprintln!(
+            "note: run {id} did not finish (its process was killed or lost its connection); \
+             marked `interrupted` in the journal; its {rows} committed rows stay done and this run continues the work"
+        );
+    }
     let run_id = journal
         .journal_run_started(&RunRecord {
             plan: ep.plan.clone(),
@@ -337,6 +345,15 @@ fn step_record(e: &Event) -> Option<StepRecord> {
                 rolled_back: result.rolled_back.clone().or(result.cleanup_failed.clone()),
             })
         }
+        // Written at the start so a killed run leaves a `running` row that
+        // the next apply marks `interrupted` (with its committed batches).
+        Event::StepStarted { step, op, .. } => Some(StepRecord {
+            step: step.clone(),
+            op: op.clone(),
+            status: "running".into(),
+            started_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ..StepRecord::default()
+        }),
         Event::StepSkipped { step, op, reason } => Some(StepRecord {
             step: step.clone(),
             op: op.clone(),

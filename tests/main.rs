@@ -3,6 +3,7 @@
 mod cli;
 mod engine;
 mod fixtures;
+mod kill;
 mod overlays;
 mod pg;
 mod plans;

@@ -398,6 +398,16 @@ impl Conn {
         }
     }
 
+    /// Marks runs (and their steps) still `running` as `interrupted`; call
+    /// only while holding the apply lock. Returns each run's id and the rows
+    /// its committed batches removed.
+    pub async fn journal_close_interrupted(&mut self) -> Result<Vec<(i64, i64)>, DbError> {
+        match self {
+            Conn::Pg(c) => pg::journal_close_interrupted(c).await,
+            Conn::Sqlite(c) => sqlite::journal_close_interrupted(c).await,
+        }
+    }
+
     pub async fn journal_run_finished(&mut self, run_id: i64, status: &str, exit_code: i32) -> Result<(), DbError> {
         match self {
             Conn::Pg(c) => pg::journal_run_finished(c, run_id, status, exit_code).await,

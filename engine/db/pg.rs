@@ -529,6 +529,27 @@ pub async fn journal_run_finished(
     Ok(())
 }
 
+pub async fn journal_close_interrupted(c: &mut PgConnection) -> Result<Vec<(i64, i64)>, DbError> {
+    let mut tx = sqlx::Connection::begin(&mut *c).await?;
+    sqlx::query(
+        "UPDATE dbmaint.steps s SET status = 'interrupted', finished_at = clock_timestamp(), \
+           rows = (SELECT coalesce(sum(b.rows), 0) FROM dbmaint.batches b WHERE b.run_id = s.run_id AND b.step = s.step), \
+           error = 'the process ended before the step finished' \
+         WHERE s.status = 'running'",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let runs: Vec<(i64, i64)> = sqlx::query_as(
+        "UPDATE dbmaint.runs r SET status = 'interrupted', finished_at = clock_timestamp() \
+         WHERE r.status = 'running' \
+         RETURNING r.id, (SELECT coalesce(sum(b.rows), 0)::int8 FROM dbmaint.batches b WHERE b.run_id = r.id)",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(runs)
+}
+
 pub async fn history(c: &mut PgConnection, run: Option<i64>, limit: u64) -> Result<serde_json::Value, DbError> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('dbmaint.runs') IS NOT NULL")
         .fetch_one(&mut *c)

@@ -469,6 +469,28 @@ pub async fn journal_run_finished(
     Ok(())
 }
 
+pub async fn journal_close_interrupted(c: &mut SqliteConnection) -> Result<Vec<(i64, i64)>, DbError> {
+    let now = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
+    let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::raw_sql(sql(format!(
+        "UPDATE dbmaint_steps SET status = 'interrupted', finished_at = {now}, \
+           rows = (SELECT coalesce(sum(b.rows), 0) FROM dbmaint_batches b \
+                   WHERE b.run_id = dbmaint_steps.run_id AND b.step = dbmaint_steps.step), \
+           error = 'the process ended before the step finished' \
+         WHERE status = 'running'"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    let runs: Vec<(i64, i64)> = sqlx::query_as(sql(format!(
+        "UPDATE dbmaint_runs SET status = 'interrupted', finished_at = {now} WHERE status = 'running' \
+         RETURNING id, (SELECT coalesce(sum(b.rows), 0) FROM dbmaint_batches b WHERE b.run_id = dbmaint_runs.id)"
+    )))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(runs)
+}
+
 pub async fn history(c: &mut SqliteConnection, run: Option<i64>, limit: u64) -> Result<serde_json::Value, DbError> {
     let exists: i64 =
         sqlx::query_scalar("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'dbmaint_runs'")
