@@ -10,8 +10,11 @@
 use std::path::Path;
 use std::process::Stdio;
 
+use std::time::Duration;
+
 use crate::execplan::BackupWork;
 use crate::values::{Backend, Target};
+use crate::verify;
 
 /// A failed backup: what went wrong, and whether its cleanup worked.
 #[derive(Debug)]
@@ -23,79 +26,161 @@ pub struct BackupError {
     pub cleanup_failed: Option<String>,
 }
 
-/// Runs the backup; returns the final file's size in bytes.
-pub async fn run(work: &BackupWork, target: &Target, lock_timeout_ms: u64) -> Result<u64, BackupError> {
-    let result = write_and_verify(work, target, lock_timeout_ms).await;
-    match result {
-        Ok(()) => {}
-        Err(message) => return Err(cleanup(work, message)),
-    }
+/// A backup written, verified and renamed into place.
+#[derive(Debug)]
+pub struct BackupDone {
+    pub bytes: u64,
+    /// How it was verified, for the report.
+    pub verified: String,
+    /// A leftover of verification a person must remove (a scratch database
+    /// that could not be dropped): the backup is good, the run exits 5.
+    pub cleanup_failed: Option<String>,
+}
+
+/// Runs the backup.
+pub async fn run(work: &BackupWork, target: &Target, timeouts: (u64, u64)) -> Result<BackupDone, BackupError> {
+    let mut leftover = None;
+    let verified = match write_and_verify(work, target, timeouts, &mut leftover).await {
+        Ok(v) => v,
+        Err(message) => return Err(cleanup(work, message, leftover)),
+    };
     if let Err(message) = fsync_and_rename(work) {
-        return Err(cleanup(work, message));
+        return Err(cleanup(work, message, leftover));
     }
     let bytes = size_of(Path::new(&work.path));
     if let Some(keep) = work.keep {
         prune(work, keep);
     }
-    Ok(bytes)
+    Ok(BackupDone {
+        bytes,
+        verified,
+        cleanup_failed: leftover,
+    })
 }
 
-fn cleanup(work: &BackupWork, message: String) -> BackupError {
+/// Removes `.{plan}-{step}-*.partial` files a killed run left behind; the
+/// caller holds the apply lock, so none of them is being written. Returns
+/// what it removed.
+pub fn remove_stale_partials(work: &BackupWork) -> Vec<String> {
+    let prefix = format!(".{}", work.prune_prefix);
+    let mut removed = vec![];
+    for entry in std::fs::read_dir(&work.dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !(name.starts_with(&prefix) && name.ends_with(".partial")) {
+            continue;
+        }
+        let path = entry.path();
+        let ok = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if ok.is_ok() {
+            removed.push(path.display().to_string());
+        }
+    }
+    removed
+}
+
+fn cleanup(work: &BackupWork, message: String, leftover: Option<String>) -> BackupError {
     let temp = Path::new(&work.temp_path);
-    if !temp.exists() {
-        return BackupError {
+    let mut e = if !temp.exists() {
+        BackupError {
             message,
             rolled_back: Some("no partial file was left".into()),
             cleanup_failed: None,
-        };
-    }
-    let removed = if temp.is_dir() {
-        std::fs::remove_dir_all(temp)
+        }
     } else {
-        std::fs::remove_file(temp)
+        let removed = if temp.is_dir() {
+            std::fs::remove_dir_all(temp)
+        } else {
+            std::fs::remove_file(temp)
+        };
+        match removed {
+            Ok(()) => BackupError {
+                message,
+                rolled_back: Some(format!("removed the partial backup `{}`", work.temp_path)),
+                cleanup_failed: None,
+            },
+            Err(e) => BackupError {
+                message,
+                rolled_back: None,
+                cleanup_failed: Some(format!(
+                    "could not remove the partial backup `{}`: {e}; delete it by hand",
+                    work.temp_path
+                )),
+            },
+        }
     };
-    match removed {
-        Ok(()) => BackupError {
-            message,
-            rolled_back: Some(format!("removed the partial backup `{}`", work.temp_path)),
-            cleanup_failed: None,
-        },
-        Err(e) => BackupError {
-            message,
-            rolled_back: None,
-            cleanup_failed: Some(format!(
-                "could not remove the partial backup `{}`: {e}; delete it by hand",
-                work.temp_path
-            )),
-        },
+    if let Some(l) = leftover {
+        e.cleanup_failed = Some(match e.cleanup_failed {
+            Some(c) => format!("{c}; {l}"),
+            None => l,
+        });
     }
+    e
 }
 
-async fn write_and_verify(work: &BackupWork, target: &Target, lock_timeout_ms: u64) -> Result<(), String> {
+/// Writes the backup under its temp name and verifies it; returns how it
+/// was verified. `leftover` receives what verification could not clean up.
+async fn write_and_verify(
+    work: &BackupWork,
+    target: &Target,
+    (lock_timeout_ms, statement_timeout_ms): (u64, u64),
+    leftover: &mut Option<String>,
+) -> Result<String, String> {
     std::fs::create_dir_all(&work.dir).map_err(|e| format!("cannot create backup directory `{}`: {e}", work.dir))?;
+    let restore = work.verify == "restore";
     match target.backend {
         Backend::Sqlite => {
             let mut conn = crate::db::sqlite::connect(target, crate::db::SessionLimits::READ_ONLY)
                 .await
                 .map_err(|e| e.message)?;
-            crate::db::sqlite::vacuum_into(&mut conn, &work.temp_path)
-                .await
-                .map_err(|e| format!("VACUUM INTO `{}` failed: {e}", work.temp_path))?;
-            if work.verify != "no" {
-                crate::db::sqlite::integrity_check(&work.temp_path)
+            let copy_failed = |e: crate::db::DbError| format!("VACUUM INTO `{}` failed: {e}", work.temp_path);
+            let source = if restore {
+                Some(
+                    verify::sqlite_copy_and_count(&mut conn, &work.temp_path)
+                        .await
+                        .map_err(copy_failed)?,
+                )
+            } else {
+                crate::db::sqlite::vacuum_into(&mut conn, &work.temp_path)
                     .await
-                    .map_err(|e| e.message)?;
+                    .map_err(copy_failed)?;
+                None
+            };
+            if work.verify == "no" {
+                return Ok("not verified (verify: no)".into());
             }
-            Ok(())
+            crate::db::sqlite::integrity_check(&work.temp_path)
+                .await
+                .map_err(|e| e.message)?;
+            match source {
+                None => Ok("integrity_check ok".into()),
+                Some((source, exact)) => {
+                    let copy = verify::sqlite_file_counts(&work.temp_path)
+                        .await
+                        .map_err(|e| format!("cannot open the copy `{}`: {e}", work.temp_path))?;
+                    verify::compare(&source, &copy, exact)
+                }
+            }
         }
         Backend::Postgres => {
             let conn = PgChildEnv::from_target(target)?;
+            let snapshot = if restore {
+                Some(verify::pg_snapshot(target, Duration::from_millis(statement_timeout_ms)).await?)
+            } else {
+                None
+            };
             let mut args = vec![
                 format!("--format={}", work.format),
                 format!("--file={}", work.temp_path),
                 "--no-password".to_string(),
                 format!("--lock-wait-timeout={lock_timeout_ms}"),
             ];
+            if let Some(s) = &snapshot {
+                args.push(format!("--snapshot={}", s.id));
+            }
             if let Some(j) = work.jobs {
                 args.push(format!("--jobs={j}"));
             }
@@ -104,18 +189,61 @@ async fn write_and_verify(work: &BackupWork, target: &Target, lock_timeout_ms: u
             }
             args.push(format!("--dbname={}", conn.url_without_password));
             run_child("pg_dump", &args, &conn).await?;
-            match (work.verify.as_str(), work.format.as_str()) {
-                ("no", _) => Ok(()),
-                (_, "plain") => verify_plain(&work.temp_path),
-                _ => {
+            match (snapshot, work.verify.as_str(), work.format.as_str()) {
+                (Some(snapshot), _, _) => {
+                    let source = snapshot.counts().await?;
+                    restore_and_compare(work, target, &conn, &source, leftover).await
+                }
+                (None, "no", _) => Ok("not verified (verify: no)".into()),
+                (None, _, "plain") => verify_plain(&work.temp_path).map(|()| "completion line present".into()),
+                (None, _, _) => {
                     let args = vec!["--file=/dev/null".to_string(), work.temp_path.clone()];
                     run_child("pg_restore", &args, &conn)
                         .await
+                        .map(|()| "pg_restore read every block".into())
                         .map_err(|e| format!("verification failed, the backup is unreadable: {e}"))
                 }
             }
         }
     }
+}
+
+/// Restores the dump into a scratch database, compares its counts with the
+/// snapshot's, and drops the scratch database whatever happened.
+async fn restore_and_compare(
+    work: &BackupWork,
+    target: &Target,
+    env: &PgChildEnv,
+    source: &verify::Counts,
+    leftover: &mut Option<String>,
+) -> Result<String, String> {
+    let scratch = verify::create_scratch(target).await?;
+    let result = async {
+        let scratch_env = PgChildEnv::from_target(&scratch.target)?;
+        let dbname = format!("--dbname={}", scratch_env.url_without_password);
+        let (program, args) = if work.format == "plain" {
+            let args = ["-X", "-q", "-v", "ON_ERROR_STOP=1"].map(String::from).to_vec();
+            (
+                "psql",
+                [args, vec![format!("--file={}", work.temp_path), dbname]].concat(),
+            )
+        } else {
+            let args = ["--no-owner", "--no-privileges", "--exit-on-error"]
+                .map(String::from)
+                .to_vec();
+            ("pg_restore", [args, vec![dbname, work.temp_path.clone()]].concat())
+        };
+        run_child(program, &args, env)
+            .await
+            .map_err(|e| format!("verification failed, the backup does not restore: {e}"))?;
+        let restored = scratch.counts().await?;
+        verify::compare(source, &restored, true)
+    }
+    .await;
+    if let Err(e) = scratch.drop_db().await {
+        *leftover = Some(e);
+    }
+    result
 }
 
 /// A plain dump is complete when pg_dump wrote its closing comment.

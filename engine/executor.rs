@@ -450,23 +450,32 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                 });
                 acc.r.bytes += before.saturating_sub(after);
             }
-            Action::Backup(work) => match crate::backup::run(work, &ctx.target, step.lock_timeout_ms).await {
-                Ok(bytes) => {
-                    acc.r.bytes += bytes;
-                    acc.r.statements += 1;
-                    ctx.emit(Event::ObjectDone {
+            Action::Backup(work) => {
+                for stale in crate::backup::remove_stale_partials(work) {
+                    ctx.emit(Event::RolledBack {
                         step: step.id.clone(),
-                        object: work.path.clone(),
-                        done: 1,
-                        duration_ms: t0.elapsed().as_millis() as u64,
+                        what: format!("removed `{stale}`, left by an interrupted run"),
                     });
                 }
-                Err(e) => {
-                    acc.r.rolled_back = e.rolled_back;
-                    acc.r.cleanup_failed = e.cleanup_failed;
-                    return Err(StepErr::failed(e.message));
+                match crate::backup::run(work, &ctx.target, (step.lock_timeout_ms, step.statement_timeout_ms)).await {
+                    Ok(done) => {
+                        acc.r.bytes += done.bytes;
+                        acc.r.statements += 1;
+                        acc.r.cleanup_failed = done.cleanup_failed;
+                        ctx.emit(Event::ObjectDone {
+                            step: step.id.clone(),
+                            object: format!("{} ({})", work.path, done.verified),
+                            done: 1,
+                            duration_ms: t0.elapsed().as_millis() as u64,
+                        });
+                    }
+                    Err(e) => {
+                        acc.r.rolled_back = e.rolled_back;
+                        acc.r.cleanup_failed = e.cleanup_failed;
+                        return Err(StepErr::failed(e.message));
+                    }
                 }
-            },
+            }
             Action::Retention(work) => {
                 let c = match &mut conn {
                     Some(c) => c,

@@ -37,6 +37,7 @@ pub mod source;
 pub mod template;
 pub mod validate;
 pub mod values;
+pub mod verify;
 pub mod yaml;
 
 pub use load::{LoadOptions, Loaded, load, load_str};

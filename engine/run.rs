@@ -82,7 +82,14 @@ pub async fn compute(
     let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
     let backend = target.backend;
     let probes = move |insp: &Inspection| crate::planner::retention_probes(plan, insp, backend, now);
-    let insp = conn.inspect(&probes).await?;
+    let insp = conn.inspect(&probes).await.map_err(|e| match e.kind {
+        crate::db::ErrorKind::LockTimeout => Failure::error(format!(
+            "inspecting {} waited for a lock another session holds ({}); nothing was done: run again when that session is done",
+            target.redacted(),
+            e.message
+        )),
+        _ => Failure::from(e),
+    })?;
     close(conn).await;
     Ok(crate::planner::execution_plan(plan, graph, &insp, target, now))
 }

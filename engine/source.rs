@@ -20,6 +20,10 @@ pub struct SourceFile {
     pub text: Arc<String>,
     /// The same text, named, for miette.
     pub named: miette::NamedSource<Arc<String>>,
+    /// The text as written, password included: only the YAML parser reads
+    /// it (a target's password must reach the connection). Offsets equal
+    /// `text`'s, so spans found in one point into the other.
+    pub(crate) original: Arc<String>,
     line_starts: Vec<usize>,
 }
 
@@ -66,6 +70,7 @@ impl Sources {
 
     /// Adds a text; its passwords are masked before anything else sees it.
     pub fn add(&mut self, name: impl Into<String>, text: &str) -> FileId {
+        let original = Arc::new(text.to_string());
         let text = redact_passwords(text);
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
@@ -75,6 +80,7 @@ impl Sources {
             named: miette::NamedSource::new(name.clone(), Arc::clone(&text)),
             name,
             text,
+            original,
             line_starts,
         });
         FileId(u32::try_from(self.files.len() - 1).unwrap_or(u32::MAX))

@@ -23,7 +23,7 @@ pub const MAX_NODES: usize = 200_000;
 
 /// Parses `file` (already added to `sources`). An empty document is `Null`.
 pub fn parse(sources: &Sources, file: FileId) -> Result<Node, Diag> {
-    let text = sources.get(file).text.as_str();
+    let text = sources.get(file).original.as_str();
     if text.len() > MAX_FILE_BYTES {
         return Err(Diag::error(
             "file-too-large",

@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use crate::pg::{Cluster, connect};
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -21,7 +21,7 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 
 /// A plan against `url` with the demo's retention policy (no backup, so
 /// tests need no pg_dump unless they ask).
-fn retention_plan(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
+pub(crate) fn retention_plan(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
     let text = format!(
         r#"version: 1
 name: test
@@ -47,13 +47,13 @@ steps:
     path
 }
 
-fn dbmaint(dir: &Path) -> Command {
+pub(crate) fn dbmaint(dir: &Path) -> Command {
     let mut c = Command::cargo_bin("dbmaint").expect("binary");
     c.current_dir(dir).env_remove("DATABASE_URL").env("NO_COLOR", "1");
     c
 }
 
-fn diff_json(dir: &Path, plan: &Path) -> serde_json::Value {
+pub(crate) fn diff_json(dir: &Path, plan: &Path) -> serde_json::Value {
     let out = dbmaint(dir)
         .args(["--output", "json", "plan", "diff"])
         .arg(plan)
@@ -67,7 +67,7 @@ fn diff_json(dir: &Path, plan: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("diff JSON")
 }
 
-fn step_rows(diff: &serde_json::Value, id: &str) -> u64 {
+pub(crate) fn step_rows(diff: &serde_json::Value, id: &str) -> u64 {
     diff["steps"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["id"] == id))
@@ -75,7 +75,7 @@ fn step_rows(diff: &serde_json::Value, id: &str) -> u64 {
         .unwrap_or_else(|| panic!("no step {id} in the diff"))
 }
 
-async fn seed_pg(url: &str) {
+pub(crate) async fn seed_pg(url: &str) {
     let mut c = connect(url).await;
     let tables = dbmaint::demo::generate(7, dbmaint::demo::Size::scaled(0.1), now());
     dbmaint::demo::seed_postgres(&mut c, &tables)
@@ -97,7 +97,7 @@ async fn pg_counters(url: &str) -> Vec<(String, i64, i64, i64, i64)> {
     .collect()
 }
 
-async fn pg_count(url: &str, sql: &str) -> i64 {
+pub(crate) async fn pg_count(url: &str, sql: &str) -> i64 {
     let mut c = connect(url).await;
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
         .fetch_one(&mut c)

@@ -1,9 +1,11 @@
 //! All integration tests, in one binary to keep link time down.
 
+mod backup;
 mod cli;
 mod engine;
 mod fixtures;
 mod kill;
+mod limits;
 mod overlays;
 mod pg;
 mod plans;

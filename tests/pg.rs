@@ -20,6 +20,10 @@ pub struct Cluster {
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
+/// The role that logs in with a password (scram-sha-256), and its password.
+pub const PW_USER: &str = "pw_user";
+pub const PW_SECRET: &str = "Sup3r-s3cret_pw";
+
 fn bindir() -> PathBuf {
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
         && out.status.success()
@@ -95,6 +99,11 @@ fn start() -> Cluster {
             "UTF8",
         ],
     );
+    // One role authenticates by password (the rest is trust), so tests can
+    // prove a wrong password fails cleanly and a right one is never printed.
+    let hba = data.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    std::fs::write(&hba, format!("local all {PW_USER} scram-sha-256\n{rules}")).expect("write pg_hba.conf");
     let opts = format!(
         "-k {} -c listen_addresses='' -c autovacuum=off -c fsync=off -c max_connections=200 -p {port}",
         base.display()
@@ -130,7 +139,27 @@ fn start() -> Cluster {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start the cluster watchdog");
-    Cluster { socket_dir: base, port }
+    let cluster = Cluster { socket_dir: base, port };
+    let admin_url = cluster.url("postgres");
+    // Its own thread and runtime: the caller may be inside another runtime.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut admin = connect(&admin_url).await;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE ROLE {PW_USER} LOGIN SUPERUSER PASSWORD '{PW_SECRET}'"
+            )))
+            .execute(&mut admin)
+            .await
+            .expect("create the password role");
+        });
+    })
+    .join()
+    .expect("create the password role");
+    cluster
 }
 
 impl Cluster {
@@ -141,6 +170,15 @@ impl Cluster {
     pub fn url(&self, db: &str) -> String {
         format!(
             "postgres://postgres@localhost:{}/{db}?host={}",
+            self.port,
+            self.socket_dir.display()
+        )
+    }
+
+    /// `url` for the password role, with `password` in it.
+    pub fn url_with_password(&self, db: &str, password: &str) -> String {
+        format!(
+            "postgres://{PW_USER}:{password}@localhost:{}/{db}?host={}",
             self.port,
             self.socket_dir.display()
         )

@@ -98,6 +98,16 @@ pub async fn execute_in_transaction(c: &mut PgConnection, statements: &[String])
 
 // ---------------------------------------------------------------- inspection
 
+/// Relations another session holds or awaits an ACCESS EXCLUSIVE lock on.
+/// `pg_total_relation_size` / `pg_relation_size` open the relation with an
+/// ACCESS SHARE lock, so on these they would queue behind a running
+/// `VACUUM FULL`, `ALTER TABLE` or `LOCK TABLE` until lock_timeout failed
+/// the whole diff; their size comes from `pg_class.relpages` (as of their
+/// last VACUUM/ANALYZE) instead. Reading pg_locks and pg_class takes no lock.
+const BUSY: &str = "(SELECT l.relation FROM pg_locks l WHERE l.locktype = 'relation' \
+     AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid() \
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
+
 const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbmaint') \
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
 
@@ -122,7 +132,13 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
     let default_schema: String = head.get(2);
 
     let table_rows = sqlx::query(sql(format!(
-        "SELECT n.nspname, c.relname, pg_total_relation_size(c.oid)::int8, \
+        "SELECT n.nspname, c.relname, \
+           CASE WHEN c.oid IN {BUSY} OR c.reltoastrelid IN {BUSY} \
+                  OR EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = c.oid AND x.indexrelid IN {BUSY}) \
+                THEN (c.relpages::int8 + coalesce((SELECT t.relpages FROM pg_class t WHERE t.oid = c.reltoastrelid), 0) \
+                      + coalesce((SELECT sum(i.relpages) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+                                  WHERE x.indrelid = c.oid), 0))::int8 * current_setting('block_size')::int8 \
+                ELSE pg_total_relation_size(c.oid)::int8 END, \
            coalesce(s.n_live_tup, 0)::int8, coalesce(s.n_dead_tup, 0)::int8, \
            coalesce(s.n_mod_since_analyze, 0)::int8, \
            s.last_vacuum::text, s.last_autovacuum::text, s.last_analyze::text, s.last_autoanalyze::text, \
@@ -177,7 +193,9 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
     }
 
     let index_rows = sqlx::query(sql(format!(
-        "SELECT n.nspname, t.relname, i.relname, pg_relation_size(i.oid)::int8, \
+        "SELECT n.nspname, t.relname, i.relname, \
+           CASE WHEN i.oid IN {BUSY} THEN i.relpages::int8 * current_setting('block_size')::int8 \
+                ELSE pg_relation_size(i.oid)::int8 END, \
            x.indisunique, x.indisprimary, x.indisvalid AND x.indisready, x.indpred IS NOT NULL, \
            ARRAY(SELECT coalesce(a.attname::text, 'expr') \
                  FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \

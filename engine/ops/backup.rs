@@ -227,6 +227,30 @@ impl Backup {
             }
             Backend::Sqlite => format!("VACUUM INTO '{}'", temp.display()),
         });
+        if verify == "restore" && cx.backend == Backend::Postgres {
+            // The scratch database lives only while verification runs.
+            let scratch = "dbmaint_verify_<pid>";
+            d.object(
+                Marker::Read,
+                "database",
+                scratch.to_string(),
+                "scratch database for `verify: restore`: created from template0, restored, counted against the dump's snapshot, dropped".to_string(),
+                serde_json::json!({}),
+            );
+            d.statements.extend([
+                format!("CREATE DATABASE {scratch} TEMPLATE template0"),
+                format!(
+                    "{} <scratch database> {}",
+                    if format == "plain" {
+                        "psql -X -v ON_ERROR_STOP=1 --file"
+                    } else {
+                        "pg_restore --no-owner --no-privileges --exit-on-error"
+                    },
+                    temp.display()
+                ),
+                format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"),
+            ]);
+        }
         d.summary = format!("write `{}` (~{})", path.display(), human_bytes(bytes));
         d.estimate = Some(Estimate {
             rows: 0,

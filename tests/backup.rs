@@ -1,0 +1,322 @@
+//! Backups that fail (a bad directory, a killed `pg_dump`, a killed engine)
+//! leave no file and skip their dependents; `verify: restore` restores and
+//! compares; a wrong password is one clear line and no password is ever
+//! printed, logged, journaled or put in a child's argv.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::engine::{dbmaint, pg_count, rt, seed_pg};
+use crate::pg::{Cluster, PW_SECRET, connect};
+
+/// A backup step and a retention step that needs it.
+fn backup_plan(dir: &Path, url: &str, backup: &str) -> PathBuf {
+    let text = format!(
+        r#"version: 1
+name: bk
+target: "{url}"
+steps:
+  dump:
+    lock_timeout: 30s
+    backup: {backup}
+  audit-logs:
+    needs: [dump]
+    retention: {{ table: core_audit_log, column: created_at, older_than: 90 days }}
+"#
+    );
+    let path = dir.join("plan.yaml");
+    std::fs::write(&path, text).expect("write plan");
+    path
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn spawn(dir: &Path, plan: &Path) -> Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
+        .current_dir(dir)
+        .args([
+            "--output",
+            "json",
+            "plan",
+            "apply",
+            "--auto-approve",
+            "--log-dir",
+            "logs",
+        ])
+        .arg(plan)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dbmaint")
+}
+
+/// The `pg_dump` child of `child`, once it is running.
+fn pg_dump_of(child: &mut Child) -> u32 {
+    let parent = child.id();
+    let t0 = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
+            let mut out = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out);
+            panic!("dbmaint ended before pg_dump was seen: {err}{out}");
+        }
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid …
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let ppid: u32 = rest.split(' ').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            if ppid == parent && head.ends_with("(pg_dump") {
+                return entry.file_name().to_string_lossy().parse().expect("pid");
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no pg_dump child appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+/// Holds ACCESS EXCLUSIVE on `core_task_log` so `pg_dump` waits for it.
+async fn block_dump(url: &str) -> sqlx::PgConnection {
+    let mut c = connect(url).await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE core_task_log IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut c)
+        .await
+        .expect("lock");
+    c
+}
+
+/// Everything under `dir/logs`: the JSON Lines event logs and reports.
+fn logs_text(dir: &Path) -> String {
+    std::fs::read_dir(dir.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn backup_into_a_bad_dir_fails_leaves_no_file_and_skips_dependents() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(seed_pg(&url));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("not-a-dir"), "x").expect("file");
+    let bad = dir.path().join("not-a-dir/backups");
+    let plan = backup_plan(dir.path(), &url, &format!("{{ dir: \"{}\" }}", bad.display()));
+    let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
+    let out = spawn(dir.path(), &plan).wait_with_output().expect("apply");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let steps = &v["report"]["steps"];
+    assert_eq!(steps[0]["status"], "failed");
+    assert!(
+        steps[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot create backup directory"),
+        "{}",
+        steps[0]
+    );
+    assert_eq!(steps[1]["status"], "skipped");
+    assert_eq!(
+        before,
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"))
+    );
+    let mut left = files_in(dir.path());
+    left.sort();
+    assert_eq!(left, ["logs", "not-a-dir", "plan.yaml"], "no backup file anywhere");
+    assert!(!bad.exists());
+}
+
+#[test]
+fn killed_pg_dump_leaves_no_file_skips_dependents_and_never_saw_the_password() {
+    let rt = rt();
+    let cluster = Cluster::get();
+    let url = rt.block_on(cluster.fresh_db());
+    rt.block_on(seed_pg(&url));
+    let db = url::Url::parse(&url)
+        .expect("url")
+        .path()
+        .trim_start_matches('/')
+        .to_string();
+    let pw_url = cluster.url_with_password(&db, PW_SECRET);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backups = dir.path().join("backups");
+    let plan = backup_plan(dir.path(), &pw_url, &format!("{{ dir: \"{}\" }}", backups.display()));
+    let mut blocker = rt.block_on(block_dump(&url));
+    let mut child = spawn(dir.path(), &plan);
+    let dump = pg_dump_of(&mut child);
+    let argv = std::fs::read(format!("/proc/{dump}/cmdline")).expect("cmdline");
+    assert!(
+        !String::from_utf8_lossy(&argv).contains(PW_SECRET),
+        "the password is in pg_dump's argv"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dump as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill pg_dump");
+    let out = child.wait_with_output().expect("apply");
+    rt.block_on(sqlx::raw_sql("ROLLBACK").execute(&mut blocker))
+        .expect("release");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let steps = &v["report"]["steps"];
+    assert_eq!(steps[0]["status"], "failed", "{}", steps[0]);
+    assert!(
+        steps[0]["error"].as_str().unwrap_or("").contains("pg_dump"),
+        "{}",
+        steps[0]
+    );
+    assert_eq!(steps[1]["status"], "skipped");
+    assert_eq!(files_in(&backups), Vec::<String>::new(), "no file, partial or final");
+    // Nowhere in what dbmaint wrote: stdout, stderr, logs, journal.
+    let mut everything = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    everything.push_str(&logs_text(dir.path()));
+    everything.push_str(&rt.block_on(async {
+        let mut c = connect(&url).await;
+        let runs: Vec<String> =
+            sqlx::query_scalar("SELECT r::text FROM dbmaint.runs r UNION ALL SELECT s::text FROM dbmaint.steps s")
+                .fetch_all(&mut c)
+                .await
+                .expect("journal");
+        runs.join("\n")
+    }));
+    assert!(everything.contains("pg_dump"), "the collected output is the real one");
+    assert!(!everything.contains(PW_SECRET), "password leaked: {everything}");
+}
+
+#[test]
+fn killed_engine_takes_pg_dump_with_it_and_the_rerun_clears_the_partial() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(seed_pg(&url));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backups = dir.path().join("backups");
+    let plan = backup_plan(
+        dir.path(),
+        &url,
+        &format!("{{ dir: \"{}\", format: directory }}", backups.display()),
+    );
+    let mut blocker = rt.block_on(block_dump(&url));
+    let mut child = spawn(dir.path(), &plan);
+    let dump = pg_dump_of(&mut child);
+    child.kill().expect("kill -9 dbmaint");
+    let _ = child.wait();
+    let t0 = Instant::now();
+    while alive(dump) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "pg_dump outlived the engine");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    rt.block_on(sqlx::raw_sql("ROLLBACK").execute(&mut blocker))
+        .expect("release");
+    let left = files_in(&backups);
+    assert!(
+        left.iter().all(|f| f.ends_with(".partial")),
+        "only a partial can be left: {left:?}"
+    );
+    let out = spawn(dir.path(), &plan).wait_with_output().expect("rerun");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let now = files_in(&backups);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(now[0].ends_with(".dir") && !now[0].starts_with('.'), "{now:?}");
+}
+
+#[test]
+fn wrong_password_is_one_clear_line_and_never_printed() {
+    let cluster = Cluster::get();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrong = "Wr0ng-but-s3cret";
+    let plan = backup_plan(dir.path(), &cluster.url_with_password("postgres", wrong), "{ dir: b }");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve", "--log-dir", "logs"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("password authentication failed"), "{all}");
+    assert_eq!(stderr.lines().count(), 1, "{all}");
+    assert!(!all.contains(wrong), "password leaked: {all}");
+    assert!(!logs_text(dir.path()).contains(wrong));
+}
+
+#[test]
+fn postgres_verify_restore_restores_and_compares_counts_from_the_dump_snapshot() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(seed_pg(&url));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backups = dir.path().join("backups");
+    let plan = backup_plan(
+        dir.path(),
+        &url,
+        &format!("{{ dir: \"{}\", verify: restore }}", backups.display()),
+    );
+    let out = spawn(dir.path(), &plan).wait_with_output().expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = logs_text(dir.path());
+    // 4 demo tables; the journal tables exist once apply started.
+    assert!(log.contains("restored and compared:"), "{log}");
+    assert!(log.contains("rows match"), "{log}");
+    let scratch = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'dbmaint_verify_%'",
+    ));
+    assert_eq!(scratch, 0, "the scratch database was dropped");
+    assert_eq!(files_in(&backups).len(), 1);
+}
+
+#[test]
+fn sqlite_verify_restore_compares_the_copy_with_the_source() {
+    let rt = rt();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let tables = dbmaint::demo::generate(11, dbmaint::demo::Size::scaled(0.05), chrono::Utc::now());
+    rt.block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
+    let plan = backup_plan(
+        dir.path(),
+        &format!("sqlite:{}", db.display()),
+        "{ dir: backups, verify: restore }",
+    );
+    let out = spawn(dir.path(), &plan).wait_with_output().expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = logs_text(dir.path());
+    let rows: usize = tables.iter().map(|t| t.rows.len()).sum();
+    assert!(log.contains("restored and compared: "), "{log}");
+    let copy = dir
+        .path()
+        .join("backups")
+        .join(&files_in(&dir.path().join("backups"))[0]);
+    let out = std::process::Command::new("sqlite3")
+        .arg(&copy)
+        .arg("SELECT (SELECT count(*) FROM core_audit_log) + (SELECT count(*) FROM core_task_log) + (SELECT count(*) FROM django_session) + (SELECT count(*) FROM failed_task)")
+        .output()
+        .expect("sqlite3");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), rows.to_string());
+}

@@ -1,0 +1,356 @@
+//! Lock timeouts and retries under a competing session, `max_runtime`
+//! deferral and its rerun, and saved plans (applied unchanged; refused when
+//! the data grew beyond what was reviewed). PostgreSQL, real sessions.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::engine::{dbmaint, diff_json, pg_count, retention_plan, rt, seed_pg, step_rows};
+use crate::pg::{Cluster, connect};
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write plan");
+    path
+}
+
+async fn exec(url: &str, sql: &str) {
+    let mut c = connect(url).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A plan whose only step is `VACUUM FULL hot` (ACCESS EXCLUSIVE), with a
+/// 300 ms lock_timeout and two retries.
+fn vacuum_full_plan(dir: &Path, url: &str) -> std::path::PathBuf {
+    write(
+        dir,
+        "vacuum.yaml",
+        &format!(
+            r#"version: 1
+name: lock-test
+target: "{url}"
+steps:
+  rewrite-hot:
+    lock_timeout: 300ms
+    retries: 2
+    vacuum: {{ tables: [hot], full: true, allow_exclusive_lock: true, min_dead_ratio: 0, min_dead_tuples: 0 }}
+"#
+        ),
+    )
+}
+
+async fn relfilenode(url: &str) -> i64 {
+    pg_count(url, "SELECT relfilenode::int8 FROM pg_class WHERE relname = 'hot'").await
+}
+
+/// Times `SELECT count(*) FROM hot` back to back on its own session (no
+/// lock_timeout: it waits as long as it is made to) until `stop`.
+fn reader(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Duration> {
+    std::thread::spawn(move || {
+        rt().block_on(async {
+            let mut c = connect(&url).await;
+            let mut worst = Duration::ZERO;
+            while !stop.load(Ordering::SeqCst) {
+                let t0 = Instant::now();
+                let _: i64 = sqlx::query_scalar("SELECT count(*) FROM hot")
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("reader query");
+                worst = worst.max(t0.elapsed());
+            }
+            worst
+        })
+    })
+}
+
+/// A table `hot`, a plan to `VACUUM FULL` it, and another session reading
+/// it in an open transaction: its ACCESS SHARE lock conflicts with VACUUM
+/// FULL's ACCESS EXCLUSIVE.
+struct Hot {
+    rt: tokio::runtime::Runtime,
+    url: String,
+    before: i64,
+    dir: tempfile::TempDir,
+    plan: std::path::PathBuf,
+    holder: sqlx::PgConnection,
+}
+
+fn hot() -> Hot {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(exec(
+        &url,
+        "CREATE TABLE hot (id int PRIMARY KEY, v text); INSERT INTO hot SELECT i, md5(i::text) FROM generate_series(1, 2000) i",
+    ));
+    let before = rt.block_on(relfilenode(&url));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = vacuum_full_plan(dir.path(), &url);
+    let mut holder = rt.block_on(connect(&url));
+    rt.block_on(sqlx::raw_sql("BEGIN; SELECT count(*) FROM hot").execute(&mut holder))
+        .expect("holder");
+    Hot {
+        rt,
+        url,
+        before,
+        dir,
+        plan,
+        holder,
+    }
+}
+
+#[test]
+fn postgres_lock_held_elsewhere_retries_then_fails_and_readers_wait_at_most_lock_timeout() {
+    let Hot {
+        rt,
+        url,
+        before,
+        dir,
+        plan,
+        mut holder,
+    } = hot();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reading = reader(url.clone(), stop.clone());
+    let t0 = Instant::now();
+    let out = dbmaint(dir.path())
+        .args(["--output", "json", "plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    let took = t0.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let worst = reading.join().expect("reader thread");
+
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diff and report JSON");
+    let report = &v["report"];
+    let step = &report["steps"][0];
+    assert_eq!(step["status"], "failed");
+    assert_eq!(step["retries"], 2, "retried `retries` times, then failed: {step}");
+    assert!(
+        step["error"].as_str().unwrap_or("").contains("lock"),
+        "the error names the lock: {step}"
+    );
+    // Three attempts of 300 ms and two backoffs, never an unbounded wait.
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert!(
+        worst < Duration::from_millis(700),
+        "a reader waited {worst:?} behind dbmaint's queued lock request (lock_timeout 300 ms)"
+    );
+    assert!(
+        worst >= Duration::from_millis(150),
+        "the reader never queued behind dbmaint ({worst:?}): the test did not exercise the lock queue"
+    );
+    rt.block_on(sqlx::raw_sql("COMMIT").execute(&mut holder))
+        .expect("commit");
+    assert_eq!(before, rt.block_on(relfilenode(&url)), "the table was not rewritten");
+}
+
+#[test]
+fn postgres_lock_released_during_backoff_lets_the_retry_succeed() {
+    let Hot {
+        rt,
+        url,
+        before,
+        dir,
+        plan,
+        mut holder,
+    } = hot();
+    let logs = dir.path().join("logs");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
+        .current_dir(dir.path())
+        .args(["--output", "json", "plan", "apply", "--auto-approve", "--log-dir"])
+        .arg(&logs)
+        .arg(&plan)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("apply");
+    // Wait for the first `retrying` event in the JSON Lines log, then let go.
+    let t0 = Instant::now();
+    let retrying = || {
+        std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"event\":\"retrying\"")))
+    };
+    while !retrying() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no retry event");
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "apply ended before retrying"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rt.block_on(sqlx::raw_sql("COMMIT").execute(&mut holder))
+        .expect("commit");
+    let out = child.wait_with_output().expect("apply output");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diff and report JSON");
+    let report = &v["report"];
+    assert_eq!(report["steps"][0]["status"], "succeeded");
+    assert!(report["steps"][0]["retries"].as_u64() >= Some(1));
+    assert_ne!(before, rt.block_on(relfilenode(&url)), "VACUUM FULL rewrote the table");
+}
+
+#[test]
+fn postgres_max_runtime_defers_the_rest_and_a_rerun_continues() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(exec(
+        &url,
+        "CREATE TABLE events (id bigint PRIMARY KEY, created_at timestamptz NOT NULL);
+         INSERT INTO events SELECT i, now() - (i % 1000) * interval '1 day' - interval '12 hours' FROM generate_series(1, 20000) i;
+         CREATE INDEX ON events (created_at);",
+    ));
+    let eligible = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM events WHERE created_at < now() - interval '500 days'",
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = write(
+        dir.path(),
+        "plan.yaml",
+        &format!(
+            r#"version: 1
+name: limits-test
+target: "{url}"
+limits: {{ max_runtime: 1s }}
+steps:
+  old-events:
+    retention: {{ table: events, column: created_at, older_than: 500 days, batch_size: 100, pause: 20ms }}
+  after:
+    needs: [old-events]
+    analyze: {{ tables: [events] }}
+"#
+        ),
+    );
+    let mut runs = vec![];
+    loop {
+        let out = dbmaint(dir.path())
+            .args(["--output", "json", "plan", "apply", "--auto-approve"])
+            .arg(&plan)
+            .output()
+            .expect("apply");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("report JSON: {}", String::from_utf8_lossy(&out.stderr)));
+        let report = &v["report"];
+        let code = out.status.code();
+        let left = rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM events WHERE created_at < now() - interval '500 days'",
+        ));
+        runs.push((code, left));
+        if code == Some(0) {
+            assert_eq!(report["steps"][0]["status"], "succeeded");
+            break;
+        }
+        assert_eq!(code, Some(3), "deferred work exits 3: {report}");
+        assert_eq!(report["steps"][0]["status"], "deferred", "{report}");
+        assert!(
+            report["steps"][0]["deferred"]
+                .as_str()
+                .is_some_and(|d| d.contains("max_runtime")),
+            "{report}"
+        );
+        assert_eq!(
+            report["steps"][1]["status"], "deferred",
+            "the dependent waits for a rerun: {report}"
+        );
+        let duration = report["duration_ms"].as_u64().expect("duration_ms");
+        assert!(
+            duration <= 1000 + 3000,
+            "overran max_runtime by more than a few seconds: {duration} ms"
+        );
+        assert!(runs.len() < 30, "reruns make no progress: {runs:?}");
+    }
+    assert!(runs.len() >= 2, "the work did not outlast one max_runtime: {runs:?}");
+    assert!(
+        runs.windows(2).all(|w| w[1].1 < w[0].1),
+        "each rerun continued where the last stopped: {runs:?}"
+    );
+    assert_eq!(runs.last().map(|r| r.1), Some(0));
+    let journal = rt.block_on(pg_count(&url, "SELECT sum(rows)::int8 FROM dbmaint.batches"));
+    assert_eq!(
+        journal, eligible,
+        "every deleted row is in a committed batch of the journal"
+    );
+}
+
+#[test]
+fn postgres_saved_plan_applies_when_nothing_changed() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(seed_pg(&url));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = retention_plan(dir.path(), &url, "");
+    let saved = dir.path().join("reviewed.json");
+    let diff = diff_json(dir.path(), &plan);
+    let out = dbmaint(dir.path())
+        .args(["plan", "diff", "--out"])
+        .arg(&saved)
+        .arg(&plan)
+        .output()
+        .expect("diff --out");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&saved)
+        .output()
+        .expect("apply saved");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
+    assert_eq!((before - after) as u64, step_rows(&diff, "audit-logs"));
+}
+
+#[test]
+fn postgres_saved_plan_is_refused_when_the_data_grew_beyond_the_review() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(seed_pg(&url));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = retention_plan(dir.path(), &url, "");
+    let saved = dir.path().join("reviewed.json");
+    let out = dbmaint(dir.path())
+        .args(["plan", "diff", "--out"])
+        .arg(&saved)
+        .arg(&plan)
+        .output()
+        .expect("diff --out");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // 25 more rows past the cutoff arrive after the review.
+    rt.block_on(exec(
+        &url,
+        "INSERT INTO core_audit_log (id, created_at, actor_id, action, object_type, object_id, payload) \
+         SELECT 10000000 + i, now() - interval '400 days', 1, 'login', 'user', 1, '{}' FROM generate_series(1, 25) i",
+    ));
+    let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&saved)
+        .output()
+        .expect("apply saved");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("25 more than the"), "says by how much: {stderr}");
+    assert!(stderr.contains("nothing was done"), "{stderr}");
+    assert_eq!(
+        before,
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"))
+    );
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'dbmaint'"
+        )),
+        0,
+        "no run was started"
+    );
+}
