@@ -10,8 +10,11 @@
 //! - SQLite: the copy is itself a database. `PRAGMA data_version` before
 //!   `VACUUM INTO` and after counting the source on the same connection
 //!   tells whether another connection committed meanwhile: if not, the
-//!   counts are compared exactly; if so, only the table list is compared
-//!   and the result says so.
+//!   counts are compared exactly. If so (another step of the run, or the
+//!   application), the source is counted again and compared exactly; only
+//!   if that differs too is the comparison reduced to the table list, and
+//!   the result says so. The journal's own `dbmaint_*` tables, written by
+//!   this very run, are left out of the comparison.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -232,9 +235,11 @@ pub async fn sqlite_copy_and_count(c: &mut SqliteConnection, path: &str) -> Resu
     Ok((counts, v1 == v2))
 }
 
+/// Row counts of every table but SQLite's own and the journal's.
 pub async fn sqlite_counts(c: &mut SqliteConnection) -> Result<Counts, DbError> {
     let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         AND name NOT LIKE 'dbmaint\\_%' ESCAPE '\\' ORDER BY name",
     )
     .fetch_all(&mut *c)
     .await?;
