@@ -111,6 +111,9 @@ pub struct RetentionWork {
     /// Statements creating the archive table when it does not exist yet.
     pub create_archive: Vec<String>,
     pub archive: Option<ArchiveTo>,
+    /// Binds (cutoff); returns the first and last eligible key, which bound
+    /// the batches (see `db::Keys`).
+    pub span: String,
     pub batch: BatchSql,
 }
 

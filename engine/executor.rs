@@ -495,10 +495,12 @@ enum DbOp<'a> {
     Exec(&'a str, Duration),
     /// Statements in one writing transaction.
     Transaction(&'a [String]),
+    /// A retention step's eligible key range.
+    Span(&'a RetentionWork),
     /// One retention batch after `after`, after capping the statement timeout.
     Batch {
         work: &'a RetentionWork,
-        after: Option<&'a str>,
+        keys: crate::db::Keys<'a>,
         journal: &'a BatchJournal,
         file: Option<&'a mut crate::archive::ArchiveFile>,
         timeout: Duration,
@@ -511,6 +513,7 @@ enum Done {
     /// A statement or transaction went through.
     Ran,
     Batch(crate::db::BatchDone),
+    Span(Option<(String, String)>),
 }
 
 /// Runs `op`, retrying a lock timeout with backoff up to the step's
@@ -530,15 +533,16 @@ async fn with_retries(
                 Err(e) => Err(e),
             },
             DbOp::Transaction(stmts) => c.execute_in_transaction(stmts).await.map(|()| Done::Ran),
+            DbOp::Span(work) => c.retention_span(work).await.map(Done::Span),
             DbOp::Batch {
                 work,
-                after,
+                keys,
                 journal,
                 file,
                 timeout,
             } => match c.set_statement_timeout(*timeout).await {
                 Ok(()) => c
-                    .retention_batch(work, *after, journal, file.as_deref_mut())
+                    .retention_batch(work, *keys, journal, file.as_deref_mut())
                     .await
                     .map(Done::Batch),
                 Err(e) => Err(e),
@@ -611,6 +615,13 @@ async fn retention(
         }
         _ => None,
     };
+    let span = with_retries(step, ctx, acc, c, DbOp::Span(work))
+        .await
+        .map_err(|e| StepErr::failed(format!("finding the eligible key range: {}", e.message)))?;
+    let Done::Span(Some((first_key, last_of_span))) = span else {
+        return Ok(()); // nothing eligible any more
+    };
+    acc.r.statements += 1;
     let mut last_key: Option<String> = None;
     let mut batch_no = 0u64;
     loop {
@@ -634,14 +645,18 @@ async fn retention(
         let t0 = Instant::now();
         let op = DbOp::Batch {
             work,
-            after: last_key.as_deref(),
+            keys: crate::db::Keys {
+                after: last_key.as_deref(),
+                first: &first_key,
+                last: &last_of_span,
+            },
             journal: &journal,
             file: file.as_mut(),
             timeout: ctx.statement_timeout(step),
         };
         let result = with_retries(step, ctx, acc, c, op).await.map(|d| match d {
             Done::Batch(b) => b,
-            Done::Ran => crate::db::BatchDone {
+            Done::Ran | Done::Span(_) => crate::db::BatchDone {
                 rows: 0,
                 last_key: None,
             },

@@ -72,6 +72,12 @@ fn pg(bin: &Path, args: &[&str]) {
 }
 
 fn start() -> Cluster {
+    start_with("-c fsync=off")
+}
+
+/// Starts a cluster with extra server options (the benchmark turns fsync
+/// on); stopped by the watchdog when this process exits.
+pub fn start_with(settings: &str) -> Cluster {
     let bin = bindir();
     let base = std::env::temp_dir().join(format!("dbmaint-pg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
@@ -105,7 +111,7 @@ fn start() -> Cluster {
     let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
     std::fs::write(&hba, format!("local all {PW_USER} scram-sha-256\n{rules}")).expect("write pg_hba.conf");
     let opts = format!(
-        "-k {} -c listen_addresses='' -c autovacuum=off -c fsync=off -c max_connections=200 -p {port}",
+        "-k {} -c listen_addresses='' -c autovacuum=off -c max_connections=200 -p {port} {settings}",
         base.display()
     );
     pg(

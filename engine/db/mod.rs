@@ -10,11 +10,13 @@
 /// `$next` binds (cutoff, last key). One text for both drivers, whose
 /// connection types share no trait sqlx makes easy to name here.
 macro_rules! fetch_first_or_next {
-    ($c:expr, $work:expr, $after:expr, $first:expr, $next:expr) => {
-        match $after {
+    ($c:expr, $work:expr, $keys:expr, $first:expr, $next:expr) => {
+        match $keys.after {
             None => {
                 sqlx::query(sql($first.clone()))
                     .bind(&$work.cutoff)
+                    .bind($keys.first)
+                    .bind($keys.last)
                     .fetch_one(&mut *$c)
                     .await?
             }
@@ -22,6 +24,7 @@ macro_rules! fetch_first_or_next {
                 sqlx::query(sql($next.clone()))
                     .bind(&$work.cutoff)
                     .bind(k)
+                    .bind($keys.last)
                     .fetch_one(&mut *$c)
                     .await?
             }
@@ -35,10 +38,10 @@ macro_rules! fetch_first_or_next {
 /// Evaluates to `Result<BatchDone, DbError>`; the caller writes the journal
 /// row and commits.
 macro_rules! ranged_batch {
-    ($c:expr, $work:expr, $after:expr, $archive_file:expr,
+    ($c:expr, $work:expr, $keys:expr, $archive_file:expr,
      $bound_first:expr, $bound_next:expr, $rows_json:expr, $copy:expr, $delete:expr) => {
         async {
-            let row = fetch_first_or_next!($c, $work, $after, $bound_first, $bound_next);
+            let row = fetch_first_or_next!($c, $work, $keys, $bound_first, $bound_next);
             let rows = row.get::<i64, _>(0).max(0) as u64;
             let (lo, hi): (Option<String>, Option<String>) = (row.get(1), row.get(2));
             let (Some(lo), Some(hi)) = (lo, hi) else {
@@ -259,7 +262,21 @@ pub enum ArchiveSpec {
 #[derive(Debug, Clone)]
 pub struct RetentionSql {
     pub create_archive: Vec<String>,
+    /// Binds (cutoff); returns the first and last eligible key as text.
+    pub span: String,
     pub batch: crate::execplan::BatchSql,
+}
+
+/// Where the next retention batch starts: after the last key done (or at
+/// the first eligible key), never past the last key eligible when the step
+/// began. The upper bound keeps the final batch from walking the rest of
+/// the key index to fill its LIMIT; rows that become eligible meanwhile are
+/// the next run's.
+#[derive(Debug, Clone, Copy)]
+pub struct Keys<'a> {
+    pub after: Option<&'a str>,
+    pub first: &'a str,
+    pub last: &'a str,
 }
 
 /// Writes a retention step's statements in the backend's dialect.
@@ -366,17 +383,37 @@ impl Conn {
     pub async fn retention_batch(
         &mut self,
         work: &RetentionWork,
-        after: Option<&str>,
+        keys: Keys<'_>,
         journal: &BatchJournal,
         archive_file: Option<&mut crate::archive::ArchiveFile>,
     ) -> Result<BatchDone, DbError> {
         match self {
-            Conn::Pg(c) => pg::retention_batch(c, work, after, journal, archive_file).await,
-            Conn::Sqlite(c) => sqlite::retention_batch(c, work, after, journal, archive_file).await,
+            Conn::Pg(c) => pg::retention_batch(c, work, keys, journal, archive_file).await,
+            Conn::Sqlite(c) => sqlite::retention_batch(c, work, keys, journal, archive_file).await,
         }
     }
 
     /// Creates the journal tables when missing.
+    /// The first and last key a retention step may touch, or `None` when
+    /// no row is eligible.
+    pub async fn retention_span(&mut self, work: &RetentionWork) -> Result<Option<(String, String)>, DbError> {
+        let (first, last): (Option<String>, Option<String>) = match self {
+            Conn::Pg(c) => {
+                sqlx::query_as(sql(work.span.clone()))
+                    .bind(&work.cutoff)
+                    .fetch_one(c)
+                    .await?
+            }
+            Conn::Sqlite(c) => {
+                sqlx::query_as(sql(work.span.clone()))
+                    .bind(&work.cutoff)
+                    .fetch_one(c)
+                    .await?
+            }
+        };
+        Ok(first.zip(last))
+    }
+
     pub async fn journal_setup(&mut self) -> Result<(), DbError> {
         match self {
             Conn::Pg(c) => pg::journal_setup(c).await,

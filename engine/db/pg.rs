@@ -13,8 +13,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
 use super::{
-    ArchiveSpec, BatchDone, BatchJournal, DbError, ProbeFn, RetentionSpec, RetentionSql, RunRecord, SessionLimits,
-    StepRecord, quote_literal, retention_predicate, sql,
+    ArchiveSpec, BatchDone, BatchJournal, DbError, Keys, ProbeFn, RetentionSpec, RetentionSql, RunRecord,
+    SessionLimits, StepRecord, quote_literal, retention_predicate, sql,
 };
 use crate::archive::ArchiveFile;
 use crate::execplan::{BatchSql, RetentionWork};
@@ -111,28 +111,17 @@ const BUSY: &str = "(SELECT l.relation FROM pg_locks l WHERE l.locktype = 'relat
 const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbmaint') \
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
 
-/// Four catalog queries in one read-only repeatable-read transaction,
-/// whatever the number of tables, then one probe per retention step.
-pub async fn inspect(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
-    execute(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-    let result = inspect_in(c, probes).await;
-    let _ = execute(c, "COMMIT").await;
-    result
-}
-
-async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
-    let head = sqlx::query(
+/// The inspection's catalog queries, in order: server facts, tables (with
+/// sizes and pg_stat counters), columns, indexes. Set-based: their number
+/// does not grow with the number of tables. Public so the benchmark can time
+/// the same SQL raw.
+pub fn catalog_sql() -> [String; 4] {
+    [
         "SELECT current_setting('server_version'), pg_database_size(current_database())::int8, \
-         coalesce(current_schema(), 'public')",
-    )
-    .fetch_one(&mut *c)
-    .await?;
-    let server_version: String = head.get(0);
-    let database_bytes: i64 = head.get(1);
-    let default_schema: String = head.get(2);
-
-    let table_rows = sqlx::query(sql(format!(
-        "SELECT n.nspname, c.relname, \
+         coalesce(current_schema(), 'public')"
+            .to_string(),
+        format!(
+            "SELECT n.nspname, c.relname, \
            CASE WHEN c.oid IN {BUSY} OR c.reltoastrelid IN {BUSY} \
                   OR EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = c.oid AND x.indexrelid IN {BUSY}) \
                 THEN (c.relpages::int8 + coalesce((SELECT t.relpages FROM pg_class t WHERE t.oid = c.reltoastrelid), 0) \
@@ -146,9 +135,47 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
          WHERE c.relkind = 'r' AND {USER_RELATIONS} ORDER BY 1, 2"
-    )))
-    .fetch_all(&mut *c)
-    .await?;
+        ),
+        format!(
+            "SELECT n.nspname, c.relname, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND {USER_RELATIONS} \
+         ORDER BY 1, 2, a.attnum"
+        ),
+        format!(
+            "SELECT n.nspname, t.relname, i.relname, \
+           CASE WHEN i.oid IN {BUSY} THEN i.relpages::int8 * current_setting('block_size')::int8 \
+                ELSE pg_relation_size(i.oid)::int8 END, \
+           x.indisunique, x.indisprimary, x.indisvalid AND x.indisready, x.indpred IS NOT NULL, \
+           ARRAY(SELECT coalesce(a.attname::text, 'expr') \
+                 FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
+                 LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
+                 WHERE k.ord <= x.indnkeyatts ORDER BY k.ord) \
+         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+         JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE t.relkind = 'r' AND {USER_RELATIONS} ORDER BY 1, 2, 3"
+        ),
+    ]
+}
+
+/// Four catalog queries in one read-only repeatable-read transaction,
+/// whatever the number of tables, then one probe per retention step.
+pub async fn inspect(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
+    execute(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let result = inspect_in(c, probes).await;
+    let _ = execute(c, "COMMIT").await;
+    result
+}
+
+async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
+    let [facts, tables, columns, indexes] = catalog_sql();
+    let head = sqlx::query(sql(facts)).fetch_one(&mut *c).await?;
+    let server_version: String = head.get(0);
+    let database_bytes: i64 = head.get(1);
+    let default_schema: String = head.get(2);
+
+    let table_rows = sqlx::query(sql(tables)).fetch_all(&mut *c).await?;
     let mut tables: Vec<TableFacts> = table_rows
         .iter()
         .map(|r| TableFacts {
@@ -172,15 +199,7 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         tables.iter().position(|t| t.schema == schema && t.name == name)
     };
 
-    let column_rows = sqlx::query(sql(format!(
-        "SELECT n.nspname, c.relname, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
-         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND {USER_RELATIONS} \
-         ORDER BY 1, 2, a.attnum"
-    )))
-    .fetch_all(&mut *c)
-    .await?;
+    let column_rows = sqlx::query(sql(columns)).fetch_all(&mut *c).await?;
     for r in &column_rows {
         let (schema, name): (String, String) = (r.get(0), r.get(1));
         if let Some(i) = find(&mut tables, &schema, &name) {
@@ -192,21 +211,7 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         }
     }
 
-    let index_rows = sqlx::query(sql(format!(
-        "SELECT n.nspname, t.relname, i.relname, \
-           CASE WHEN i.oid IN {BUSY} THEN i.relpages::int8 * current_setting('block_size')::int8 \
-                ELSE pg_relation_size(i.oid)::int8 END, \
-           x.indisunique, x.indisprimary, x.indisvalid AND x.indisready, x.indpred IS NOT NULL, \
-           ARRAY(SELECT coalesce(a.attname::text, 'expr') \
-                 FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
-                 LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
-                 WHERE k.ord <= x.indnkeyatts ORDER BY k.ord) \
-         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
-         JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
-         WHERE t.relkind = 'r' AND {USER_RELATIONS} ORDER BY 1, 2, 3"
-    )))
-    .fetch_all(&mut *c)
-    .await?;
+    let index_rows = sqlx::query(sql(indexes)).fetch_all(&mut *c).await?;
     for r in &index_rows {
         let (schema, name): (String, String) = (r.get(0), r.get(1));
         if let Some(i) = find(&mut tables, &schema, &name) {
@@ -233,7 +238,7 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         tables,
         sqlite: None,
         retention: indexmap::IndexMap::new(),
-        catalog_queries: 4,
+        catalog_queries: catalog_sql().len() as u32,
     };
     for p in probes(&inspection) {
         let facts = probe(c, &p).await?;
@@ -272,7 +277,20 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
         .map(|(c, _)| c.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    let after = format!(" AND {k} > {}", cast("$2", &spec.key_type));
+    // First batch: [$2, $3]; next ones: ($2, $3]. $3 is the step's last key.
+    let first_keys = format!(
+        " AND {k} >= {} AND {k} <= {}",
+        cast("$2", &spec.key_type),
+        cast("$3", &spec.key_type)
+    );
+    let after = format!(
+        " AND {k} > {} AND {k} <= {}",
+        cast("$2", &spec.key_type),
+        cast("$3", &spec.key_type)
+    );
+    // OFFSET 0 keeps min/max from walking the key index backwards past every
+    // young row; the cutoff's index finds the eligible rows instead.
+    let span = format!("SELECT min(s.k)::text, max(s.k)::text FROM (SELECT {k} AS k FROM {t} WHERE {pred} OFFSET 0) s");
     let range = format!(
         " AND {k} >= {} AND {k} <= {}",
         cast("$2", &spec.key_type),
@@ -289,7 +307,7 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
                 )
             };
             BatchSql::Ranged {
-                bound_first: bound(""),
+                bound_first: bound(&first_keys),
                 bound_next: bound(&after),
                 rows_json: Some(format!(
                     "SELECT {k}::text, row_to_json(s)::text FROM {t} AS s WHERE {pred}{range} ORDER BY {k}"
@@ -314,20 +332,26 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
                 }
                 _ => String::new(),
             };
+            // The batch's last key bounds a key-range DELETE: `IN (SELECT …)`
+            // let the planner hash-join every eligible row on every batch.
             let one = |extra: &str| {
                 format!(
-                    "WITH batch AS (SELECT {k} FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {n}), \
-                     moved AS (DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM batch) AND {pred} RETURNING *){archived} \
-                     SELECT count(*)::int8, (array_agg({k} ORDER BY {k} DESC))[1]::text FROM moved"
+                    "WITH bound AS (SELECT max(b.k) AS hi FROM (SELECT {k} AS k FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {n}) b), \
+                     moved AS (DELETE FROM {t} WHERE {pred}{extra} AND {k} <= (SELECT hi FROM bound) RETURNING *){archived} \
+                     SELECT count(*)::int8, max({k})::text FROM moved"
                 )
             };
             BatchSql::Single {
-                first: one(""),
+                first: one(&first_keys),
                 next: one(&after),
             }
         }
     };
-    RetentionSql { create_archive, batch }
+    RetentionSql {
+        create_archive,
+        span,
+        batch,
+    }
 }
 
 /// Counts a retention predicate, unless the planner expects more than
@@ -377,12 +401,12 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
 pub async fn retention_batch(
     c: &mut PgConnection,
     work: &RetentionWork,
-    after: Option<&str>,
+    keys: Keys<'_>,
     journal: &BatchJournal,
     archive_file: Option<&mut ArchiveFile>,
 ) -> Result<BatchDone, DbError> {
     let mut tx = c.begin().await?;
-    let result = batch_in(&mut tx, work, after, journal, archive_file).await;
+    let result = batch_in(&mut tx, work, keys, journal, archive_file).await;
     match result {
         Ok(done) => {
             tx.commit().await?;
@@ -398,13 +422,13 @@ pub async fn retention_batch(
 async fn batch_in(
     c: &mut PgConnection,
     work: &RetentionWork,
-    after: Option<&str>,
+    keys: Keys<'_>,
     journal: &BatchJournal,
     archive_file: Option<&mut ArchiveFile>,
 ) -> Result<BatchDone, DbError> {
     let done = match &work.batch {
         BatchSql::Single { first, next } => {
-            let row = fetch_first_or_next!(c, work, after, first, next);
+            let row = fetch_first_or_next!(c, work, keys, first, next);
             BatchDone {
                 rows: row.get::<i64, _>(0).max(0) as u64,
                 last_key: row.get(1),
@@ -419,7 +443,7 @@ async fn batch_in(
         } => ranged_batch!(
             c,
             work,
-            after,
+            keys,
             archive_file,
             bound_first,
             bound_next,

@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
 
 use super::{
-    ArchiveSpec, BatchDone, BatchJournal, DbError, ErrorKind, ProbeFn, RetentionSpec, RetentionSql, RunRecord,
+    ArchiveSpec, BatchDone, BatchJournal, DbError, ErrorKind, Keys, ProbeFn, RetentionSpec, RetentionSql, RunRecord,
     SessionLimits, StepRecord, retention_predicate, sql,
 };
 use crate::archive::ArchiveFile;
@@ -301,9 +301,20 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
     }
     RetentionSql {
         create_archive,
+        span: format!(
+            "SELECT CAST(min(s.k) AS TEXT), CAST(max(s.k) AS TEXT) FROM (SELECT {k} AS k FROM {t} WHERE {pred}) s"
+        ),
         batch: BatchSql::Ranged {
-            bound_first: bound(""),
-            bound_next: bound(&format!(" AND {k} > {}", key_param(2, &spec.key_type))),
+            bound_first: bound(&format!(
+                " AND {k} >= {} AND {k} <= {}",
+                key_param(2, &spec.key_type),
+                key_param(3, &spec.key_type)
+            )),
+            bound_next: bound(&format!(
+                " AND {k} > {} AND {k} <= {}",
+                key_param(2, &spec.key_type),
+                key_param(3, &spec.key_type)
+            )),
             rows_json,
             copy,
             delete: format!("DELETE FROM {t} WHERE {pred}{range}"),
@@ -315,12 +326,12 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
 pub async fn retention_batch(
     c: &mut SqliteConnection,
     work: &RetentionWork,
-    after: Option<&str>,
+    keys: Keys<'_>,
     journal: &BatchJournal,
     archive_file: Option<&mut ArchiveFile>,
 ) -> Result<BatchDone, DbError> {
     let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
-    match batch_in(&mut tx, work, after, journal, archive_file).await {
+    match batch_in(&mut tx, work, keys, journal, archive_file).await {
         Ok(done) => {
             tx.commit().await?;
             Ok(done)
@@ -335,7 +346,7 @@ pub async fn retention_batch(
 async fn batch_in(
     c: &mut SqliteConnection,
     work: &RetentionWork,
-    after: Option<&str>,
+    keys: Keys<'_>,
     journal: &BatchJournal,
     archive_file: Option<&mut ArchiveFile>,
 ) -> Result<BatchDone, DbError> {
@@ -352,7 +363,7 @@ async fn batch_in(
     let done = ranged_batch!(
         c,
         work,
-        after,
+        keys,
         archive_file,
         bound_first,
         bound_next,
