@@ -111,9 +111,9 @@ pub struct RetentionWork {
     /// Statements creating the archive table when it does not exist yet.
     pub create_archive: Vec<String>,
     pub archive: Option<ArchiveTo>,
-    /// Binds (cutoff); returns the first and last eligible key, which bound
-    /// the batches (see `db::Keys`).
-    pub span: String,
+    /// Binds (cutoff); counts the eligible rows when the step starts (the
+    /// batches stop after them, see `db::Keys`).
+    pub count: String,
     pub batch: BatchSql,
 }
 

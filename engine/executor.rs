@@ -495,8 +495,8 @@ enum DbOp<'a> {
     Exec(&'a str, Duration),
     /// Statements in one writing transaction.
     Transaction(&'a [String]),
-    /// A retention step's eligible key range.
-    Span(&'a RetentionWork),
+    /// A retention step's eligible rows, counted.
+    Count(&'a RetentionWork),
     /// One retention batch after `after`, after capping the statement timeout.
     Batch {
         work: &'a RetentionWork,
@@ -513,7 +513,7 @@ enum Done {
     /// A statement or transaction went through.
     Ran,
     Batch(crate::db::BatchDone),
-    Span(Option<(String, String)>),
+    Count(u64),
 }
 
 /// Runs `op`, retrying a lock timeout with backoff up to the step's
@@ -533,7 +533,7 @@ async fn with_retries(
                 Err(e) => Err(e),
             },
             DbOp::Transaction(stmts) => c.execute_in_transaction(stmts).await.map(|()| Done::Ran),
-            DbOp::Span(work) => c.retention_span(work).await.map(Done::Span),
+            DbOp::Count(work) => c.retention_count(work).await.map(Done::Count),
             DbOp::Batch {
                 work,
                 keys,
@@ -615,19 +615,20 @@ async fn retention(
         }
         _ => None,
     };
-    let span = with_retries(step, ctx, acc, c, DbOp::Span(work))
-        .await
-        .map_err(|e| StepErr::failed(format!("finding the eligible key range: {}", e.message)))?;
-    let Done::Span(Some((first_key, last_of_span))) = span else {
-        return Ok(()); // nothing eligible any more
+    // Counted when the step starts: the batches take these rows and stop
+    // (see `db::Keys`); `max_rows` caps them further.
+    let eligible = match with_retries(step, ctx, acc, c, DbOp::Count(work)).await {
+        Ok(Done::Count(n)) => n,
+        Ok(_) => 0,
+        Err(e) => return Err(StepErr::failed(format!("counting the eligible rows: {}", e.message))),
     };
     acc.r.statements += 1;
+    let cap = work.max_rows.map_or(eligible, |m| m.min(eligible));
     let mut last_key: Option<String> = None;
     let mut batch_no = 0u64;
     loop {
-        if let Some(max) = work.max_rows
-            && acc.r.rows + work.batch_size > max
-        {
+        let limit = work.batch_size.min(cap.saturating_sub(acc.r.rows));
+        if limit == 0 {
             break;
         }
         if ctx.expired() {
@@ -647,8 +648,7 @@ async fn retention(
             work,
             keys: crate::db::Keys {
                 after: last_key.as_deref(),
-                first: &first_key,
-                last: &last_of_span,
+                limit,
             },
             journal: &journal,
             file: file.as_mut(),
@@ -656,7 +656,7 @@ async fn retention(
         };
         let result = with_retries(step, ctx, acc, c, op).await.map(|d| match d {
             Done::Batch(b) => b,
-            Done::Ran | Done::Span(_) => crate::db::BatchDone {
+            Done::Ran | Done::Count(_) => crate::db::BatchDone {
                 rows: 0,
                 last_key: None,
             },
@@ -677,7 +677,7 @@ async fn retention(
                     rows_total: acc.r.rows,
                     duration_ms: t0.elapsed().as_millis() as u64,
                 });
-                if done.rows < work.batch_size {
+                if done.rows < limit {
                     break;
                 }
             }

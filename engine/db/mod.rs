@@ -15,8 +15,7 @@ macro_rules! fetch_first_or_next {
             None => {
                 sqlx::query(sql($first.clone()))
                     .bind(&$work.cutoff)
-                    .bind($keys.first)
-                    .bind($keys.last)
+                    .bind($keys.limit as i64)
                     .fetch_one(&mut *$c)
                     .await?
             }
@@ -24,7 +23,7 @@ macro_rules! fetch_first_or_next {
                 sqlx::query(sql($next.clone()))
                     .bind(&$work.cutoff)
                     .bind(k)
-                    .bind($keys.last)
+                    .bind($keys.limit as i64)
                     .fetch_one(&mut *$c)
                     .await?
             }
@@ -74,13 +73,17 @@ macro_rules! ranged_batch {
                 .execute(&mut *$c)
                 .await?
                 .rows_affected();
-            if deleted != rows {
+            // Rows copied to an archive must be exactly the rows deleted. A
+            // plain delete has nothing to keep in step: a row changed by the
+            // application since the bound (no longer eligible) just stays.
+            let copied = $rows_json.is_some() || $copy.is_some();
+            if copied && deleted != rows {
                 return Err(DbError::other(format!(
                     "the batch changed under it: {rows} rows selected, {deleted} deleted; rolled back"
                 )));
             }
             Ok::<BatchDone, DbError>(BatchDone {
-                rows,
+                rows: if copied { rows } else { deleted },
                 last_key: Some(hi),
             })
         }
@@ -262,21 +265,22 @@ pub enum ArchiveSpec {
 #[derive(Debug, Clone)]
 pub struct RetentionSql {
     pub create_archive: Vec<String>,
-    /// Binds (cutoff); returns the first and last eligible key as text.
-    pub span: String,
+    /// Binds (cutoff); counts the eligible rows when the step starts.
+    pub count: String,
     pub batch: crate::execplan::BatchSql,
 }
 
-/// Where the next retention batch starts: after the last key done (or at
-/// the first eligible key), never past the last key eligible when the step
-/// began. The upper bound keeps the final batch from walking the rest of
-/// the key index to fill its LIMIT; rows that become eligible meanwhile are
-/// the next run's.
+/// The next retention batch: after the last key done (or from the first),
+/// at most `limit` rows. The executor sets `limit` to what is left of the
+/// rows counted when the step began, so the final batch stops at the last
+/// of them instead of walking the rest of the key index to fill a LIMIT
+/// (rows that become eligible meanwhile are the next run's). The LIMIT is a
+/// parameter: every dbmaint session plans with `plan_cache_mode =
+/// force_custom_plan`, so no generic plan ever sees it as unknown.
 #[derive(Debug, Clone, Copy)]
 pub struct Keys<'a> {
     pub after: Option<&'a str>,
-    pub first: &'a str,
-    pub last: &'a str,
+    pub limit: u64,
 }
 
 /// Writes a retention step's statements in the backend's dialect.
@@ -394,24 +398,23 @@ impl Conn {
     }
 
     /// Creates the journal tables when missing.
-    /// The first and last key a retention step may touch, or `None` when
-    /// no row is eligible.
-    pub async fn retention_span(&mut self, work: &RetentionWork) -> Result<Option<(String, String)>, DbError> {
-        let (first, last): (Option<String>, Option<String>) = match self {
+    /// The rows a retention step may remove, counted when it starts.
+    pub async fn retention_count(&mut self, work: &RetentionWork) -> Result<u64, DbError> {
+        let n: i64 = match self {
             Conn::Pg(c) => {
-                sqlx::query_as(sql(work.span.clone()))
+                sqlx::query_scalar(sql(work.count.clone()))
                     .bind(&work.cutoff)
                     .fetch_one(c)
                     .await?
             }
             Conn::Sqlite(c) => {
-                sqlx::query_as(sql(work.span.clone()))
+                sqlx::query_scalar(sql(work.count.clone()))
                     .bind(&work.cutoff)
                     .fetch_one(c)
                     .await?
             }
         };
-        Ok(first.zip(last))
+        Ok(n.max(0) as u64)
     }
 
     pub async fn journal_setup(&mut self) -> Result<(), DbError> {

@@ -195,8 +195,15 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
             indexes: vec![],
         })
         .collect();
-    let find = |tables: &mut Vec<TableFacts>, schema: &str, name: &str| -> Option<usize> {
-        tables.iter().position(|t| t.schema == schema && t.name == name)
+    // Rows of the column and index queries find their table by name: a map,
+    // not a scan per row (5,000 tables have ~20,000 such rows).
+    let by_name: std::collections::HashMap<(String, String), usize> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ((t.schema.clone(), t.name.clone()), i))
+        .collect();
+    let find = |_: &mut Vec<TableFacts>, schema: &str, name: &str| -> Option<usize> {
+        by_name.get(&(schema.to_string(), name.to_string())).copied()
     };
 
     let column_rows = sqlx::query(sql(columns)).fetch_all(&mut *c).await?;
@@ -270,44 +277,34 @@ fn cast(param: &str, ty: &str) -> String {
 /// engine-checked integer) so no plan depends on a `LIMIT $n` parameter.
 pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
     let pred = retention_predicate(spec, &cast("$1", &spec.column_type));
-    let (t, k, n) = (&spec.table, &spec.key, spec.batch_size);
+    let (t, k) = (&spec.table, &spec.key);
     let cols = spec
         .columns
         .iter()
         .map(|(c, _)| c.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    // First batch: [$2, $3]; next ones: ($2, $3]. $3 is the step's last key.
-    let first_keys = format!(
-        " AND {k} >= {} AND {k} <= {}",
-        cast("$2", &spec.key_type),
-        cast("$3", &spec.key_type)
-    );
-    let after = format!(
-        " AND {k} > {} AND {k} <= {}",
-        cast("$2", &spec.key_type),
-        cast("$3", &spec.key_type)
-    );
-    // OFFSET 0 keeps min/max from walking the key index backwards past every
-    // young row; the cutoff's index finds the eligible rows instead.
-    let span = format!("SELECT min(s.k)::text, max(s.k)::text FROM (SELECT {k} AS k FROM {t} WHERE {pred} OFFSET 0) s");
+    // First batch binds (cutoff, limit); the next ones (cutoff, last key, limit).
+    let after = format!(" AND {k} > {}", cast("$2", &spec.key_type));
+    let limit = |extra: &str| if extra.is_empty() { "$2" } else { "$3" };
+    let count = format!("SELECT count(*)::int8 FROM {t} WHERE {pred}");
     let range = format!(
         " AND {k} >= {} AND {k} <= {}",
         cast("$2", &spec.key_type),
         cast("$3", &spec.key_type)
     );
+    // (rows, first key, last key) of a batch; `tail` orders, limits, locks.
+    let ranged_bound = |tail: &str| {
+        format!(
+            "SELECT count(*)::int8, min(b.k)::text, max(b.k)::text FROM (SELECT {k} AS k FROM {t} WHERE {pred}{tail}) b"
+        )
+    };
     let mut create_archive = vec![];
     let batch = match &spec.archive {
         Some(ArchiveSpec::File { .. }) => {
-            let bound = |extra: &str| {
-                format!(
-                    "SELECT count(*)::int8, (array_agg(b.k ORDER BY b.k))[1]::text, \
-                     (array_agg(b.k ORDER BY b.k DESC))[1]::text \
-                     FROM (SELECT {k} AS k FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {n} FOR UPDATE) b"
-                )
-            };
+            let bound = |extra: &str| ranged_bound(&format!("{extra} ORDER BY {k} LIMIT {} FOR UPDATE", limit(extra)));
             BatchSql::Ranged {
-                bound_first: bound(&first_keys),
+                bound_first: bound(""),
                 bound_next: bound(&after),
                 rows_json: Some(format!(
                     "SELECT {k}::text, row_to_json(s)::text FROM {t} AS s WHERE {pred}{range} ORDER BY {k}"
@@ -316,40 +313,49 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
                 delete: format!("DELETE FROM {t} WHERE {pred}{range}"),
             }
         }
-        archive => {
-            let archived = match archive {
-                Some(ArchiveSpec::Table { name, exists }) => {
-                    if !exists {
-                        create_archive.push(format!("CREATE TABLE {name} (LIKE {t})"));
-                        let pk = if spec.primary_key.is_empty() {
-                            k.clone()
-                        } else {
-                            spec.primary_key.join(", ")
-                        };
-                        create_archive.push(format!("ALTER TABLE {name} ADD PRIMARY KEY ({pk})"));
-                    }
-                    format!(", archived AS (INSERT INTO {name} ({cols}) SELECT {cols} FROM moved)")
-                }
-                _ => String::new(),
-            };
-            // The batch's last key bounds a key-range DELETE: `IN (SELECT …)`
-            // let the planner hash-join every eligible row on every batch.
+        None => {
+            // Plain retention: the batch's key range, then one key-range
+            // DELETE; no RETURNING to materialise, no row locks taken twice.
+            let bound = |extra: &str| ranged_bound(&format!("{extra} ORDER BY {k} LIMIT {}", limit(extra)));
+            BatchSql::Ranged {
+                bound_first: bound(""),
+                bound_next: bound(&after),
+                rows_json: None,
+                copy: None,
+                delete: format!("DELETE FROM {t} WHERE {pred}{range}"),
+            }
+        }
+        Some(ArchiveSpec::Table { name, exists }) => {
+            if !exists {
+                create_archive.push(format!("CREATE TABLE {name} (LIKE {t})"));
+                let pk = if spec.primary_key.is_empty() {
+                    k.clone()
+                } else {
+                    spec.primary_key.join(", ")
+                };
+                create_archive.push(format!("ALTER TABLE {name} ADD PRIMARY KEY ({pk})"));
+            }
+            // One statement archives and deletes. The batch's last key bounds
+            // a key-range DELETE (`IN (SELECT …)` let the planner hash-join
+            // every eligible row on every batch).
             let one = |extra: &str| {
                 format!(
-                    "WITH bound AS (SELECT max(b.k) AS hi FROM (SELECT {k} AS k FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {n}) b), \
-                     moved AS (DELETE FROM {t} WHERE {pred}{extra} AND {k} <= (SELECT hi FROM bound) RETURNING *){archived} \
-                     SELECT count(*)::int8, max({k})::text FROM moved"
+                    "WITH bound AS (SELECT max(b.k) AS hi FROM (SELECT {k} AS k FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {}) b), \
+                     moved AS (DELETE FROM {t} WHERE {pred}{extra} AND {k} <= (SELECT hi FROM bound) RETURNING *), \
+                     archived AS (INSERT INTO {name} ({cols}) SELECT {cols} FROM moved) \
+                     SELECT count(*)::int8, max({k})::text FROM moved",
+                    limit(extra)
                 )
             };
             BatchSql::Single {
-                first: one(&first_keys),
+                first: one(""),
                 next: one(&after),
             }
         }
     };
     RetentionSql {
         create_archive,
-        span,
+        count,
         batch,
     }
 }

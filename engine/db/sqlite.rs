@@ -247,7 +247,7 @@ fn key_param(n: u8, key_type: &str) -> String {
 /// `BEGIN IMMEDIATE` transaction.
 pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
     let pred = retention_predicate(spec, "?1");
-    let (t, k, n) = (&spec.table, &spec.key, spec.batch_size);
+    let (t, k) = (&spec.table, &spec.key);
     let cols = spec
         .columns
         .iter()
@@ -259,10 +259,11 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
         key_param(2, &spec.key_type),
         key_param(3, &spec.key_type)
     );
-    let bound = |extra: &str| {
+    // First batch binds (cutoff, limit); the next ones (cutoff, last key, limit).
+    let bound = |extra: &str, limit: &str| {
         format!(
             "SELECT count(*), CAST(min(b.k) AS TEXT), CAST(max(b.k) AS TEXT) \
-             FROM (SELECT {k} AS k FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {n}) b"
+             FROM (SELECT {k} AS k FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {limit}) b"
         )
     };
     let mut create_archive = vec![];
@@ -301,20 +302,10 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
     }
     RetentionSql {
         create_archive,
-        span: format!(
-            "SELECT CAST(min(s.k) AS TEXT), CAST(max(s.k) AS TEXT) FROM (SELECT {k} AS k FROM {t} WHERE {pred}) s"
-        ),
+        count: format!("SELECT count(*) FROM {t} WHERE {pred}"),
         batch: BatchSql::Ranged {
-            bound_first: bound(&format!(
-                " AND {k} >= {} AND {k} <= {}",
-                key_param(2, &spec.key_type),
-                key_param(3, &spec.key_type)
-            )),
-            bound_next: bound(&format!(
-                " AND {k} > {} AND {k} <= {}",
-                key_param(2, &spec.key_type),
-                key_param(3, &spec.key_type)
-            )),
+            bound_first: bound("", "?2"),
+            bound_next: bound(&format!(" AND {k} > {}", key_param(2, &spec.key_type)), "?3"),
             rows_json,
             copy,
             delete: format!("DELETE FROM {t} WHERE {pred}{range}"),

@@ -67,7 +67,10 @@ impl Analyze {
         let mut considered = 0;
         for t in cx.select_tables(&globs(&self.tables), &globs(&self.exclude)) {
             considered += 1;
-            let ratio = t.mod_since_analyze as f64 / t.live_tuples.max(1) as f64;
+            // Rows that steps before this one delete count as modifications.
+            let (removed, by) = cx.removed_upstream(&cx.quoted(t));
+            let modified = t.mod_since_analyze + removed;
+            let ratio = modified as f64 / t.live_tuples.max(1) as f64;
             let never = t.last_analyze.is_none() && t.last_autoanalyze.is_none() && t.live_tuples > 0;
             if ratio < min_ratio && !never {
                 continue;
@@ -78,13 +81,18 @@ impl Analyze {
                 "table",
                 cx.display(t),
                 format!(
-                    "{} rows modified since the last analyze ({} of {} live){}",
-                    human_count(t.mod_since_analyze),
+                    "{} rows modified since the last analyze ({} of {} live{}){}",
+                    human_count(modified),
                     percent(ratio),
                     human_count(t.live_tuples),
+                    if removed > 0 {
+                        format!(", {} of them deleted first by {}", human_count(removed), by.join(", "))
+                    } else {
+                        String::new()
+                    },
                     if never { ", never analyzed" } else { "" }
                 ),
-                serde_json::json!({"mod_since_analyze": t.mod_since_analyze, "live_tuples": t.live_tuples, "mod_ratio": ratio}),
+                serde_json::json!({"mod_since_analyze": modified, "live_tuples": t.live_tuples, "mod_ratio": ratio}),
             );
             d.statements.push(sql.clone());
             d.actions.push(Action::Statement {

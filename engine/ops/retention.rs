@@ -439,7 +439,7 @@ impl Retention {
             max_rows,
             pause_ms: get(&self.pause).map_or(0, |p| p.0.as_millis() as u64),
             create_archive: sql.create_archive,
-            span: sql.span,
+            count: sql.count,
             archive: archive_to,
             batch: sql.batch,
         }));
