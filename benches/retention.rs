@@ -17,7 +17,9 @@
 //!   catalog queries run raw, and the number of catalog queries it issued.
 //!
 //! Each variant starts from the same freshly built, vacuumed and
-//! checkpointed table, so no variant inherits another's dead tuples.
+//! checkpointed table, so no variant inherits another's dead tuples, and
+//! runs `DBMAINT_BENCH_REPS` times (default 2): the best wall time counts,
+//! the longest batch and peak RSS are the worst seen.
 
 #[allow(dead_code)]
 #[path = "../tests/pg.rs"]
@@ -189,13 +191,19 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3_000_000);
+    let reps: usize = std::env::var("DBMAINT_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let cluster = pg::start_with(
         "-c fsync=on -c synchronous_commit=on -c shared_buffers=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min",
     );
     let rt = rt();
     let url = rt.block_on(cluster.fresh_db());
     let mut c = rt.block_on(pg::connect(&url));
-    println!("PostgreSQL with fsync=on; {rows} rows, cutoff {CUTOFF_DAYS} days; batches of 10,000\n");
+    println!(
+        "PostgreSQL with fsync=on; {rows} rows, cutoff {CUTOFF_DAYS} days; batches of 10,000; best of {reps} runs each\n"
+    );
     let t0 = Instant::now();
     rt.block_on(build_source(&mut c, rows));
     rt.block_on(exec(&mut c, LOOP));
@@ -211,36 +219,50 @@ fn main() {
                 "plain retention"
             }
         );
-        // (i) one statement
-        rt.block_on(reset(&mut c));
-        let eligible = rt.block_on(count(&mut c, &eligible_sql));
-        let single = if archive {
-            format!(
-                "WITH moved AS (DELETE FROM events WHERE created_at < now() - interval '{CUTOFF_DAYS} days' RETURNING *) \
-                 INSERT INTO events_archive SELECT * FROM moved"
-            )
-        } else {
-            format!("DELETE FROM events WHERE created_at < now() - interval '{CUTOFF_DAYS} days'")
-        };
-        let t_single = rt.block_on(exec(&mut c, &single));
-        assert_eq!(rt.block_on(count(&mut c, &eligible_sql)), 0);
-        // (ii) PL/pgSQL loop over primary-key ranges
-        rt.block_on(reset(&mut c));
-        let t_loop = rt.block_on(exec(
-            &mut c,
-            &format!("CALL purge_loop(now() - interval '{CUTOFF_DAYS} days', {archive})"),
-        ));
-        assert_eq!(rt.block_on(count(&mut c, &eligible_sql)), 0);
-        // (iii) dbmaint
-        rt.block_on(reset(&mut c));
-        let run = dbmaint_apply(&url, archive);
-        assert_eq!(rt.block_on(count(&mut c, &eligible_sql)), 0);
-        if archive {
-            assert_eq!(
-                rt.block_on(count(&mut c, "SELECT count(*) FROM events_archive")) as u64,
-                run.rows
-            );
+        // Each variant `reps` times from a fresh table; the best wall time
+        // counts (this machine's noise is larger than the differences).
+        let mut eligible = 0;
+        let (mut t_single, mut t_loop) = (Duration::MAX, Duration::MAX);
+        let mut run: Option<Run> = None;
+        let (mut worst_batch, mut peak_rss) = (0, 0);
+        for _ in 0..reps {
+            // (i) one statement
+            rt.block_on(reset(&mut c));
+            eligible = rt.block_on(count(&mut c, &eligible_sql));
+            let single = if archive {
+                format!(
+                    "WITH moved AS (DELETE FROM events WHERE created_at < now() - interval '{CUTOFF_DAYS} days' RETURNING *) \
+                     INSERT INTO events_archive SELECT * FROM moved"
+                )
+            } else {
+                format!("DELETE FROM events WHERE created_at < now() - interval '{CUTOFF_DAYS} days'")
+            };
+            t_single = t_single.min(rt.block_on(exec(&mut c, &single)));
+            assert_eq!(rt.block_on(count(&mut c, &eligible_sql)), 0);
+            // (ii) PL/pgSQL loop over primary-key ranges
+            rt.block_on(reset(&mut c));
+            t_loop = t_loop.min(rt.block_on(exec(
+                &mut c,
+                &format!("CALL purge_loop(now() - interval '{CUTOFF_DAYS} days', {archive})"),
+            )));
+            assert_eq!(rt.block_on(count(&mut c, &eligible_sql)), 0);
+            // (iii) dbmaint
+            rt.block_on(reset(&mut c));
+            let r = dbmaint_apply(&url, archive);
+            assert_eq!(rt.block_on(count(&mut c, &eligible_sql)), 0);
+            if archive {
+                assert_eq!(
+                    rt.block_on(count(&mut c, "SELECT count(*) FROM events_archive")) as u64,
+                    r.rows
+                );
+            }
+            worst_batch = worst_batch.max(r.longest_batch_ms);
+            peak_rss = peak_rss.max(r.rss_kb);
+            if run.as_ref().is_none_or(|b| r.wall < b.wall) {
+                run = Some(r);
+            }
         }
+        let run = run.expect("at least one repetition");
         println!("  eligible rows                {eligible}");
         println!("  (i)   single statement       {}", secs(t_single));
         println!("  (ii)  PL/pgSQL pk-range loop {}", secs(t_loop));
@@ -251,8 +273,8 @@ fn main() {
             run.wall.as_secs_f64() / t_single.as_secs_f64(),
             run.batches,
             run.rows,
-            run.longest_batch_ms,
-            run.rss_kb as f64 / 1024.0
+            worst_batch,
+            peak_rss as f64 / 1024.0
         );
     }
 

@@ -139,6 +139,13 @@ pub enum BatchSql {
         copy: Option<String>,
         delete: String,
     },
+    /// Windows of `batch_size` keys (PostgreSQL, one integer key), as a DBA's
+    /// loop over primary-key ranges: `span` binds (cutoff) and returns the
+    /// first and last eligible key (int8); `statement` binds (cutoff, lo,
+    /// hi) and deletes — and archives, in the same statement — the eligible
+    /// rows with `lo <= key < hi`. A window holds at most `batch_size` rows,
+    /// and costs one key-range scan, however sparse the eligible rows are.
+    Window { span: String, statement: String },
 }
 
 /// A backup's work.

@@ -497,6 +497,8 @@ enum DbOp<'a> {
     Transaction(&'a [String]),
     /// A retention step's eligible rows, counted.
     Count(&'a RetentionWork),
+    /// A windowed retention step's first and last eligible key: (sql, cutoff).
+    Span(&'a str, &'a str),
     /// One retention batch after `after`, after capping the statement timeout.
     Batch {
         work: &'a RetentionWork,
@@ -514,6 +516,7 @@ enum Done {
     Ran,
     Batch(crate::db::BatchDone),
     Count(u64),
+    Span(Option<(i64, i64)>),
 }
 
 /// Runs `op`, retrying a lock timeout with backoff up to the step's
@@ -534,6 +537,7 @@ async fn with_retries(
             },
             DbOp::Transaction(stmts) => c.execute_in_transaction(stmts).await.map(|()| Done::Ran),
             DbOp::Count(work) => c.retention_count(work).await.map(Done::Count),
+            DbOp::Span(sql, cutoff) => c.retention_span(sql, cutoff).await.map(Done::Span),
             DbOp::Batch {
                 work,
                 keys,
@@ -615,19 +619,34 @@ async fn retention(
         }
         _ => None,
     };
-    // Counted when the step starts: the batches take these rows and stop
-    // (see `db::Keys`); `max_rows` caps them further.
-    let eligible = match with_retries(step, ctx, acc, c, DbOp::Count(work)).await {
-        Ok(Done::Count(n)) => n,
-        Ok(_) => 0,
-        Err(e) => return Err(StepErr::failed(format!("counting the eligible rows: {}", e.message))),
+    let mut walk = match &work.batch {
+        // Key windows from the first to the last eligible key.
+        crate::execplan::BatchSql::Window { span, .. } => {
+            match with_retries(step, ctx, acc, c, DbOp::Span(span, &work.cutoff)).await {
+                Ok(Done::Span(Some((first, last)))) => Walk::Window { next: first, last },
+                Ok(_) => return Ok(()), // nothing eligible any more
+                Err(e) => return Err(StepErr::failed(format!("finding the eligible keys: {}", e.message))),
+            }
+        }
+        // Counted when the step starts: the batches take these rows and
+        // stop (see `db::Keys`).
+        _ => match with_retries(step, ctx, acc, c, DbOp::Count(work)).await {
+            Ok(Done::Count(n)) => Walk::Counted { eligible: n },
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(StepErr::failed(format!("counting the eligible rows: {}", e.message))),
+        },
     };
     acc.r.statements += 1;
-    let cap = work.max_rows.map_or(eligible, |m| m.min(eligible));
+    let max_rows = work.max_rows.unwrap_or(u64::MAX);
     let mut last_key: Option<String> = None;
     let mut batch_no = 0u64;
     loop {
-        let limit = work.batch_size.min(cap.saturating_sub(acc.r.rows));
+        let room = work.batch_size.min(max_rows.saturating_sub(acc.r.rows));
+        let (limit, window) = match walk {
+            Walk::Counted { eligible } => (room.min(eligible.saturating_sub(acc.r.rows)), None),
+            Walk::Window { next, last } if next <= last => (room, Some((next, next.saturating_add(room as i64)))),
+            Walk::Window { .. } => (0, None),
+        };
         if limit == 0 {
             break;
         }
@@ -649,6 +668,7 @@ async fn retention(
             keys: crate::db::Keys {
                 after: last_key.as_deref(),
                 limit,
+                window,
             },
             journal: &journal,
             file: file.as_mut(),
@@ -656,7 +676,7 @@ async fn retention(
         };
         let result = with_retries(step, ctx, acc, c, op).await.map(|d| match d {
             Done::Batch(b) => b,
-            Done::Ran | Done::Count(_) => crate::db::BatchDone {
+            Done::Ran | Done::Count(_) | Done::Span(_) => crate::db::BatchDone {
                 rows: 0,
                 last_key: None,
             },
@@ -664,6 +684,12 @@ async fn retention(
         match result {
             Ok(done) => {
                 acc.r.statements += 1;
+                if let (Walk::Window { next, .. }, Some((_, hi))) = (&mut walk, window) {
+                    *next = hi;
+                    if done.rows == 0 {
+                        continue; // an empty window: on to the next, no pause
+                    }
+                }
                 if done.rows == 0 {
                     break;
                 }
@@ -677,7 +703,7 @@ async fn retention(
                     rows_total: acc.r.rows,
                     duration_ms: t0.elapsed().as_millis() as u64,
                 });
-                if done.rows < limit {
+                if window.is_none() && done.rows < limit {
                     break;
                 }
             }
@@ -701,6 +727,15 @@ async fn retention(
         }
     }
     Ok(())
+}
+
+/// How a retention step walks its rows.
+#[derive(Debug, Clone, Copy)]
+enum Walk {
+    /// LIMIT batches over the rows counted at the start.
+    Counted { eligible: u64 },
+    /// Key windows; `next` is the next window's first key.
+    Window { next: i64, last: i64 },
 }
 
 /// Free bytes for unprivileged users in the filesystem holding `dir`.

@@ -232,23 +232,33 @@ fn postgres_failed_batch_keeps_rows_and_skips_dependents() {
     assert_eq!(out.status.code(), Some(1), "a failed step exits 1");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("batch 2 rolled back"),
+        stdout.contains("rolled back: its rows stay in"),
         "report says what rolled back:\n{stdout}"
     );
     assert!(
         stdout.contains("after-archive (analyze) skipped"),
         "dependent skipped:\n{stdout}"
     );
-    // First batch (10 rows) committed; the failing batch left everything in place.
+    // The batches before the conflict committed (and are in the journal);
+    // the failing batch left everything in place.
+    let committed = rt.block_on(pg_count(
+        &url,
+        "SELECT coalesce(sum(rows), 0)::int8 FROM dbmaint.batches WHERE step = 'failed-tasks-archive'",
+    ));
+    assert!(
+        committed > 0 && committed < 13,
+        "batches before the 13th row committed: {committed}"
+    );
     let left = rt.block_on(pg_count(
         &url,
         "SELECT count(*) FROM failed_task WHERE deleted_at < now() - interval '365 days'",
     ));
-    assert_eq!(left, eligible - 10);
+    assert_eq!(left, eligible - committed);
     let archived = rt.block_on(pg_count(&url, "SELECT count(*) FROM failed_task_archive"));
     assert_eq!(
-        archived, 11,
-        "the 10 committed rows plus the planted conflict, nothing of batch 2"
+        archived,
+        committed + 1,
+        "the committed rows plus the planted conflict, nothing of the failed batch"
     );
     let still_there = rt.block_on(pg_count(
         &url,
@@ -408,5 +418,54 @@ fn demo_command_runs_end_to_end() {
             .map(|d| d.count())
             .unwrap_or(0)
             == 1
+    );
+}
+
+#[test]
+fn postgres_text_keys_and_file_archives_take_counted_batches() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(seed_pg(&url));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = r#"  sessions:
+    retention: { table: django_session, column: expire_date, older_than: 0s, batch_size: 7 }
+  task-log-file:
+    retention:
+      table: core_task_log
+      column: created_at
+      older_than: 30 days
+      batch_size: 500
+      archive: { file: archive/task_log.jsonl }
+"#;
+    let plan = retention_plan(dir.path(), &url, extra);
+    let diff = diff_json(dir.path(), &plan);
+    let (sessions, tasks) = (step_rows(&diff, "sessions"), step_rows(&diff, "task-log-file"));
+    assert!(sessions > 7 && tasks > 500, "several batches each: {sessions} {tasks}");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM django_session WHERE expire_date < now()"
+        )),
+        0
+    );
+    let lines = std::fs::read_to_string(dir.path().join("archive/task_log.jsonl")).expect("archive file");
+    let keys: std::collections::HashSet<String> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line")["key"].to_string())
+        .collect();
+    assert_eq!(lines.lines().count() as u64, tasks, "one line per row removed");
+    assert_eq!(keys.len() as u64, tasks, "no key twice");
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM core_task_log WHERE created_at < now() - interval '30 days'"
+        )),
+        0
     );
 }

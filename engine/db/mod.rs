@@ -281,6 +281,8 @@ pub struct RetentionSql {
 pub struct Keys<'a> {
     pub after: Option<&'a str>,
     pub limit: u64,
+    /// `[lo, hi)` for [`crate::execplan::BatchSql::Window`] batches.
+    pub window: Option<(i64, i64)>,
 }
 
 /// Writes a retention step's statements in the backend's dialect.
@@ -398,6 +400,16 @@ impl Conn {
     }
 
     /// Creates the journal tables when missing.
+    /// The first and last eligible key of a windowed retention step.
+    pub async fn retention_span(&mut self, span: &str, cutoff: &str) -> Result<Option<(i64, i64)>, DbError> {
+        let Conn::Pg(c) = self else {
+            return Err(DbError::other("key windows are a PostgreSQL batch style"));
+        };
+        let (lo, hi): (Option<i64>, Option<i64>) =
+            sqlx::query_as(sql(span.to_string())).bind(cutoff).fetch_one(c).await?;
+        Ok(lo.zip(hi))
+    }
+
     /// The rows a retention step may remove, counted when it starts.
     pub async fn retention_count(&mut self, work: &RetentionWork) -> Result<u64, DbError> {
         let n: i64 = match self {

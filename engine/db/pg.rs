@@ -273,6 +273,22 @@ fn cast(param: &str, ty: &str) -> String {
     format!("CAST({param}::text AS {ty})")
 }
 
+/// The archive table, when missing: the source's columns and primary key.
+fn create_archive_table(spec: &RetentionSpec, name: &str, exists: bool) -> Vec<String> {
+    if exists {
+        return vec![];
+    }
+    let pk = if spec.primary_key.is_empty() {
+        spec.key.clone()
+    } else {
+        spec.primary_key.join(", ")
+    };
+    vec![
+        format!("CREATE TABLE {name} (LIKE {})", spec.table),
+        format!("ALTER TABLE {name} ADD PRIMARY KEY ({pk})"),
+    ]
+}
+
 /// PostgreSQL's retention statements. The batch size is inlined (it is an
 /// engine-checked integer) so no plan depends on a `LIMIT $n` parameter.
 pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
@@ -300,7 +316,25 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
         )
     };
     let mut create_archive = vec![];
+    let integer_key = matches!(spec.key_type.as_str(), "bigint" | "integer" | "smallint");
+    let window = format!(" AND {k} >= $2::int8 AND {k} < $3::int8");
+    let span = format!("SELECT min(s.k)::int8, max(s.k)::int8 FROM (SELECT {k} AS k FROM {t} WHERE {pred} OFFSET 0) s");
     let batch = match &spec.archive {
+        // The DBA's loop: key windows, one plain statement each.
+        None if integer_key => BatchSql::Window {
+            span,
+            statement: format!("DELETE FROM {t} WHERE {pred}{window}"),
+        },
+        Some(ArchiveSpec::Table { name, exists }) if integer_key => {
+            create_archive.extend(create_archive_table(spec, name, *exists));
+            BatchSql::Window {
+                span,
+                statement: format!(
+                    "WITH moved AS (DELETE FROM {t} WHERE {pred}{window} RETURNING *) \
+                     INSERT INTO {name} ({cols}) SELECT {cols} FROM moved"
+                ),
+            }
+        }
         Some(ArchiveSpec::File { .. }) => {
             let bound = |extra: &str| ranged_bound(&format!("{extra} ORDER BY {k} LIMIT {} FOR UPDATE", limit(extra)));
             BatchSql::Ranged {
@@ -326,15 +360,7 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
             }
         }
         Some(ArchiveSpec::Table { name, exists }) => {
-            if !exists {
-                create_archive.push(format!("CREATE TABLE {name} (LIKE {t})"));
-                let pk = if spec.primary_key.is_empty() {
-                    k.clone()
-                } else {
-                    spec.primary_key.join(", ")
-                };
-                create_archive.push(format!("ALTER TABLE {name} ADD PRIMARY KEY ({pk})"));
-            }
+            create_archive.extend(create_archive_table(spec, name, *exists));
             // One statement archives and deletes. The batch's last key bounds
             // a key-range DELETE (`IN (SELECT …)` let the planner hash-join
             // every eligible row on every batch).
@@ -457,6 +483,22 @@ async fn batch_in(
             copy,
             delete
         )?,
+        BatchSql::Window { statement, .. } => {
+            let (lo, hi) = keys
+                .window
+                .ok_or_else(|| DbError::other("a windowed batch needs its key window"))?;
+            let rows = sqlx::query(sql(statement.clone()))
+                .bind(&work.cutoff)
+                .bind(lo)
+                .bind(hi)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+            BatchDone {
+                rows,
+                last_key: Some((hi - 1).to_string()),
+            }
+        }
     };
     if done.rows > 0 {
         sqlx::query("INSERT INTO dbmaint.batches (run_id, step, batch_no, last_key, rows) VALUES ($1, $2, $3, $4, $5)")

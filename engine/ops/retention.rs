@@ -393,6 +393,10 @@ impl Retention {
         }
         match &sql.batch {
             BatchSql::Single { next, .. } => d.statements.push(next.clone()),
+            BatchSql::Window { span, statement } => {
+                d.statements.push(span.clone());
+                d.statements.push(statement.clone());
+            }
             BatchSql::Ranged {
                 bound_next,
                 rows_json,
