@@ -89,6 +89,17 @@ async fn reset(c: &mut PgConnection) {
     exec(c, "CHECKPOINT").await;
 }
 
+/// `now() - 730 days` as a timestamptz literal.
+async fn cutoff_now(c: &mut PgConnection) -> String {
+    let t: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT (now() - interval '{CUTOFF_DAYS} days')::text"
+    )))
+    .fetch_one(&mut *c)
+    .await
+    .expect("cutoff");
+    format!("'{t}'::timestamptz")
+}
+
 const LOOP: &str = "CREATE OR REPLACE PROCEDURE purge_loop(cutoff timestamptz, archive bool) LANGUAGE plpgsql AS $$
 DECLARE lo int8; hi int8;
 BEGIN
@@ -226,30 +237,47 @@ fn main() {
         let mut run: Option<Run> = None;
         let (mut worst_batch, mut peak_rss) = (0, 0);
         for _ in 0..reps {
-            // (i) one statement
+            // (i) one statement; the raw variants take a fixed cutoff, so the
+            // check after them does not see rows that aged past it since.
             rt.block_on(reset(&mut c));
             eligible = rt.block_on(count(&mut c, &eligible_sql));
+            let cutoff = rt.block_on(cutoff_now(&mut c));
             let single = if archive {
                 format!(
-                    "WITH moved AS (DELETE FROM events WHERE created_at < now() - interval '{CUTOFF_DAYS} days' RETURNING *) \
+                    "WITH moved AS (DELETE FROM events WHERE created_at < {cutoff} RETURNING *) \
                      INSERT INTO events_archive SELECT * FROM moved"
                 )
             } else {
-                format!("DELETE FROM events WHERE created_at < now() - interval '{CUTOFF_DAYS} days'")
+                format!("DELETE FROM events WHERE created_at < {cutoff}")
             };
             t_single = t_single.min(rt.block_on(exec(&mut c, &single)));
-            assert_eq!(rt.block_on(count(&mut c, &eligible_sql)), 0);
+            let left = format!("SELECT count(*) FROM events WHERE created_at < {cutoff}");
+            assert_eq!(rt.block_on(count(&mut c, &left)), 0);
             // (ii) PL/pgSQL loop over primary-key ranges
             rt.block_on(reset(&mut c));
-            t_loop = t_loop.min(rt.block_on(exec(
-                &mut c,
-                &format!("CALL purge_loop(now() - interval '{CUTOFF_DAYS} days', {archive})"),
-            )));
-            assert_eq!(rt.block_on(count(&mut c, &eligible_sql)), 0);
+            let cutoff = rt.block_on(cutoff_now(&mut c));
+            t_loop = t_loop.min(rt.block_on(exec(&mut c, &format!("CALL purge_loop({cutoff}, {archive})"))));
+            let left = format!("SELECT count(*) FROM events WHERE created_at < {cutoff}");
+            assert_eq!(rt.block_on(count(&mut c, &left)), 0);
             // (iii) dbmaint
             rt.block_on(reset(&mut c));
+            // dbmaint's cutoff is its start time minus 730 days: rows that
+            // age past the cutoff while it runs are the next run's.
+            let start: String = rt.block_on(async {
+                sqlx::query_scalar("SELECT now()::text")
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("now")
+            });
             let r = dbmaint_apply(&url, archive);
-            assert_eq!(rt.block_on(count(&mut c, &eligible_sql)), 0);
+            assert_eq!(
+                rt.block_on(count(
+                    &mut c,
+                    &format!("SELECT count(*) FROM events WHERE created_at < '{start}'::timestamptz - interval '{CUTOFF_DAYS} days'")
+                )),
+                0,
+                "dbmaint left eligible rows"
+            );
             if archive {
                 assert_eq!(
                     rt.block_on(count(&mut c, "SELECT count(*) FROM events_archive")) as u64,
@@ -283,6 +311,11 @@ fn main() {
     rt.block_on(build_source(&mut c, rows * 3));
     rt.block_on(reset(&mut c));
     let run = dbmaint_apply(&url, false);
+    assert!(
+        run.rows >= rows as u64 * 3 / 3 - 1000,
+        "removed a third of the rows: {}",
+        run.rows
+    );
     println!(
         "  dbmaint apply {}; {} batches, {} rows, longest batch {} ms, peak RSS {:.1} MB",
         secs(run.wall),

@@ -140,11 +140,12 @@ pub enum BatchSql {
         delete: String,
     },
     /// Windows of `batch_size` keys (PostgreSQL, one integer key), as a DBA's
-    /// loop over primary-key ranges: `span` binds (cutoff) and returns the
-    /// first and last eligible key (int8); `statement` binds (cutoff, lo,
-    /// hi) and deletes — and archives, in the same statement — the eligible
-    /// rows with `lo <= key < hi`. A window holds at most `batch_size` rows,
-    /// and costs one key-range scan, however sparse the eligible rows are.
+    /// loop over primary-key ranges: `span` returns the table's first and
+    /// last key (int8); `statement` binds (cutoff, lo, hi) and deletes — and
+    /// archives, in the same statement — the eligible rows with `lo <= key <
+    /// hi`. The walk stops at the last key or once the rows counted at the
+    /// start are gone. A window holds at most `batch_size` rows and costs one
+    /// key-range scan, however sparse the eligible rows are.
     Window { span: String, statement: String },
 }
 

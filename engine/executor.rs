@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -36,6 +37,8 @@ pub struct RunOptions {
     pub only: Option<Vec<String>>,
     /// No new step or batch starts after this.
     pub deadline: Option<Instant>,
+    /// Set on SIGINT/SIGTERM: no new step or batch starts either.
+    pub stop: Arc<AtomicBool>,
     pub run_id: i64,
 }
 
@@ -45,6 +48,8 @@ pub struct RunOutcome {
     pub failed: Vec<String>,
     pub deferred: Vec<String>,
     pub cleanup_failed: Vec<String>,
+    /// The deferrals came from a signal, not from `limits`.
+    pub interrupted: bool,
 }
 
 impl RunOutcome {
@@ -54,6 +59,8 @@ impl RunOutcome {
             crate::exit::CLEANUP_FAILED
         } else if !self.failed.is_empty() {
             crate::exit::ERROR
+        } else if !self.deferred.is_empty() && self.interrupted {
+            crate::exit::INTERRUPTED
         } else if !self.deferred.is_empty() {
             crate::exit::LIMITS
         } else {
@@ -65,6 +72,7 @@ impl RunOutcome {
         match self.exit_code() {
             crate::exit::OK => "succeeded",
             crate::exit::LIMITS => "deferred",
+            crate::exit::INTERRUPTED => "interrupted",
             _ => "failed",
         }
     }
@@ -76,6 +84,7 @@ struct Ctx {
     target: Target,
     events: UnboundedSender<Event>,
     deadline: Option<Instant>,
+    stop: Arc<AtomicBool>,
     run_id: i64,
 }
 
@@ -89,7 +98,16 @@ impl Ctx {
     }
 
     fn expired(&self) -> bool {
-        self.time_left().is_some_and(|t| t.is_zero())
+        self.stop.load(Ordering::SeqCst) || self.time_left().is_some_and(|t| t.is_zero())
+    }
+
+    /// Why no new work starts, once [`Ctx::expired`].
+    fn why_stopped(&self) -> &'static str {
+        if self.stop.load(Ordering::SeqCst) {
+            "interrupted by a signal"
+        } else {
+            "max_runtime spent"
+        }
     }
 
     /// The step's statement timeout, capped by the time left plus grace.
@@ -114,6 +132,7 @@ pub async fn execute(
         target: target.clone(),
         events,
         deadline: opts.deadline,
+        stop: opts.stop.clone(),
         run_id: opts.run_id,
     });
     let selected: Vec<&PlannedStep> = plan
@@ -198,7 +217,7 @@ pub async fn execute(
                 status.insert(s.id.clone(), Status::Deferred);
                 outcome.deferred.push(s.id.clone());
                 ctx.emit(Event::StepDeferred {
-                    result: empty_result(s, Status::Deferred, Some("not started: max_runtime spent".into())),
+                    result: empty_result(s, Status::Deferred, Some(format!("not started: {}", ctx.why_stopped()))),
                 });
                 continue;
             }
@@ -245,6 +264,7 @@ pub async fn execute(
             _ => ctx.emit(Event::StepFinished { result }),
         }
     }
+    outcome.interrupted = ctx.stop.load(Ordering::SeqCst);
     outcome
 }
 
@@ -276,6 +296,9 @@ fn empty_result(s: &PlannedStep, status: Status, deferred: Option<String>) -> St
 struct Acc {
     r: StepResult,
     started: Instant,
+    /// The session's statement_timeout as last set, to skip a round trip
+    /// per batch when it has not moved.
+    timeout_set: Option<Duration>,
 }
 
 async fn run_step(step: &PlannedStep, ctx: &Ctx) -> StepResult {
@@ -296,6 +319,7 @@ async fn run_step(step: &PlannedStep, ctx: &Ctx) -> StepResult {
     let mut acc = Acc {
         r: empty_result(step, Status::Succeeded, None),
         started: Instant::now(),
+        timeout_set: None,
     };
     acc.r.started_at = now_text();
     if !step.errors.is_empty() {
@@ -371,7 +395,8 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
     for (i, action) in step.actions.iter().enumerate() {
         if ctx.expired() {
             return Err(StepErr::deferred(format!(
-                "max_runtime spent: {} of {total} actions not started",
+                "{}: {} of {total} actions not started",
+                ctx.why_stopped(),
                 total - i as u64
             )));
         }
@@ -497,8 +522,8 @@ enum DbOp<'a> {
     Transaction(&'a [String]),
     /// A retention step's eligible rows, counted.
     Count(&'a RetentionWork),
-    /// A windowed retention step's first and last eligible key: (sql, cutoff).
-    Span(&'a str, &'a str),
+    /// A windowed retention step's table key span.
+    Span(&'a str),
     /// One retention batch after `after`, after capping the statement timeout.
     Batch {
         work: &'a RetentionWork,
@@ -531,20 +556,20 @@ async fn with_retries(
     let mut attempt = 0;
     loop {
         let result = match &mut op {
-            DbOp::Exec(sql, timeout) => match c.set_statement_timeout(*timeout).await {
+            DbOp::Exec(sql, timeout) => match set_timeout(c, acc, *timeout).await {
                 Ok(()) => c.execute(sql).await.map(|_| Done::Ran),
                 Err(e) => Err(e),
             },
             DbOp::Transaction(stmts) => c.execute_in_transaction(stmts).await.map(|()| Done::Ran),
             DbOp::Count(work) => c.retention_count(work).await.map(Done::Count),
-            DbOp::Span(sql, cutoff) => c.retention_span(sql, cutoff).await.map(Done::Span),
+            DbOp::Span(sql) => c.retention_span(sql).await.map(Done::Span),
             DbOp::Batch {
                 work,
                 keys,
                 journal,
                 file,
                 timeout,
-            } => match c.set_statement_timeout(*timeout).await {
+            } => match set_timeout(c, acc, *timeout).await {
                 Ok(()) => c
                     .retention_batch(work, *keys, journal, file.as_deref_mut())
                     .await
@@ -619,32 +644,45 @@ async fn retention(
         }
         _ => None,
     };
-    let mut walk = match &work.batch {
-        // Key windows from the first to the last eligible key.
-        crate::execplan::BatchSql::Window { span, .. } => {
-            match with_retries(step, ctx, acc, c, DbOp::Span(span, &work.cutoff)).await {
-                Ok(Done::Span(Some((first, last)))) => Walk::Window { next: first, last },
-                Ok(_) => return Ok(()), // nothing eligible any more
-                Err(e) => return Err(StepErr::failed(format!("finding the eligible keys: {}", e.message))),
-            }
-        }
-        // Counted when the step starts: the batches take these rows and
-        // stop (see `db::Keys`).
-        _ => match with_retries(step, ctx, acc, c, DbOp::Count(work)).await {
-            Ok(Done::Count(n)) => Walk::Counted { eligible: n },
-            Ok(_) => return Ok(()),
-            Err(e) => return Err(StepErr::failed(format!("counting the eligible rows: {}", e.message))),
-        },
+    // Counted when the step starts: the batches take these rows and stop
+    // (see `db::Keys`); rows that become eligible meanwhile are the next run's.
+    let eligible = match with_retries(step, ctx, acc, c, DbOp::Count(work)).await {
+        Ok(Done::Count(n)) => n,
+        Ok(_) => 0,
+        Err(e) => return Err(StepErr::failed(format!("counting the eligible rows: {}", e.message))),
     };
     acc.r.statements += 1;
+    if eligible == 0 {
+        return Ok(());
+    }
+    let mut walk = match &work.batch {
+        // Key windows over the table's key span.
+        crate::execplan::BatchSql::Window { span, statement } => {
+            match with_retries(step, ctx, acc, c, DbOp::Span(span)).await {
+                Ok(Done::Span(Some((first, last)))) => {
+                    c.prepare_window(statement)
+                        .await
+                        .map_err(|e| StepErr::failed(format!("preparing the batch statement: {}", e.message)))?;
+                    acc.r.statements += 2;
+                    Walk::Window { next: first, last }
+                }
+                Ok(_) => return Ok(()), // the table is empty
+                Err(e) => return Err(StepErr::failed(format!("reading the key span: {}", e.message))),
+            }
+        }
+        _ => Walk::Counted,
+    };
     let max_rows = work.max_rows.unwrap_or(u64::MAX);
     let mut last_key: Option<String> = None;
     let mut batch_no = 0u64;
     loop {
         let room = work.batch_size.min(max_rows.saturating_sub(acc.r.rows));
+        let left = eligible.saturating_sub(acc.r.rows);
         let (limit, window) = match walk {
-            Walk::Counted { eligible } => (room.min(eligible.saturating_sub(acc.r.rows)), None),
-            Walk::Window { next, last } if next <= last => (room, Some((next, next.saturating_add(room as i64)))),
+            Walk::Counted => (room.min(left), None),
+            Walk::Window { next, last } if next <= last && left > 0 => {
+                (room, Some((next, next.saturating_add(room as i64))))
+            }
             Walk::Window { .. } => (0, None),
         };
         if limit == 0 {
@@ -652,8 +690,10 @@ async fn retention(
         }
         if ctx.expired() {
             return Err(StepErr::deferred(format!(
-                "max_runtime spent after {} batches ({} rows); a rerun continues",
-                batch_no, acc.r.rows
+                "{} after {} batches ({} rows); a rerun continues",
+                ctx.why_stopped(),
+                batch_no,
+                acc.r.rows
             )));
         }
         batch_no += 1;
@@ -729,11 +769,25 @@ async fn retention(
     Ok(())
 }
 
+/// Sets the session's statement_timeout unless it is already set within a
+/// second below `timeout` (with a deadline it shrinks a little each batch).
+async fn set_timeout(c: &mut Conn, acc: &mut Acc, timeout: Duration) -> Result<(), DbError> {
+    if acc
+        .timeout_set
+        .is_some_and(|t| t <= timeout && t + Duration::from_secs(1) > timeout)
+    {
+        return Ok(());
+    }
+    c.set_statement_timeout(timeout).await?;
+    acc.timeout_set = Some(timeout);
+    Ok(())
+}
+
 /// How a retention step walks its rows.
 #[derive(Debug, Clone, Copy)]
 enum Walk {
     /// LIMIT batches over the rows counted at the start.
-    Counted { eligible: u64 },
+    Counted,
     /// Key windows; `next` is the next window's first key.
     Window { next: i64, last: i64 },
 }

@@ -12,3 +12,6 @@ pub const LIMITS: i32 = 3;
 pub const LOCKED: i32 = 4;
 /// A rollback or cleanup itself failed.
 pub const CLEANUP_FAILED: i32 = 5;
+/// `apply` stopped by SIGINT/SIGTERM with work left (128 + SIGINT, as shells
+/// report it); an extension of cli.md's table.
+pub const INTERRUPTED: i32 = 130;

@@ -294,13 +294,17 @@ pub async fn apply(ep: &ExecutionPlan, target: &Target, opts: &ApplyOptions) -> 
         hash: ep.hash.clone(),
         steps: ep.steps.len(),
     });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signals = tokio::spawn(stop_on_signals(stop.clone()));
     let run_opts = RunOptions {
         parallelism: opts.parallelism,
         only: opts.only.clone(),
         deadline,
+        stop,
         run_id,
     };
     let outcome = execute(ep, target, &run_opts, tx.clone()).await;
+    signals.abort();
     let exit_code = outcome.exit_code();
     let _ = tx.send(Event::RunFinished {
         run_id,
@@ -329,6 +333,31 @@ pub async fn apply(ep: &ExecutionPlan, target: &Target, opts: &ApplyOptions) -> 
         );
     }
     Ok(report)
+}
+
+/// First SIGINT/SIGTERM: no new step or batch starts; the running batches
+/// and statements finish, the run is reported and journaled, exit 130.
+/// Second: exit at once — as safe as a kill (open transactions roll back,
+/// `pg_dump` dies with us, the next apply marks the run interrupted).
+async fn stop_on_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    for n in 0.. {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if n > 0 {
+            eprintln!("dbmaint: second signal, exiting now; the next apply will mark this run interrupted");
+            std::process::exit(crate::exit::INTERRUPTED);
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!(
+            "dbmaint: stopping: running batches and statements finish, nothing new starts (signal again to exit at once)"
+        );
+    }
 }
 
 /// The journal row an event implies, if any.

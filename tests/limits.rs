@@ -354,3 +354,103 @@ fn postgres_saved_plan_is_refused_when_the_data_grew_beyond_the_review() {
         "no run was started"
     );
 }
+
+#[test]
+fn postgres_sigint_stops_between_batches_reports_and_a_rerun_continues() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(exec(
+        &url,
+        "CREATE TABLE events (id bigint PRIMARY KEY, created_at timestamptz NOT NULL);
+         INSERT INTO events SELECT i, now() - (i % 1000) * interval '1 day' - interval '12 hours' FROM generate_series(1, 20000) i;",
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = write(
+        dir.path(),
+        "plan.yaml",
+        &format!(
+            r#"version: 1
+name: sigint-test
+target: "{url}"
+steps:
+  old-events:
+    retention: {{ table: events, column: created_at, older_than: 500 days, batch_size: 100, pause: 20ms }}
+"#
+        ),
+    );
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
+        .current_dir(dir.path())
+        .args(["--output", "json", "plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("apply");
+    let t0 = Instant::now();
+    let batches = || {
+        rt.block_on(async {
+            let mut c = connect(&url).await;
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass('dbmaint.batches') IS NOT NULL")
+                .fetch_one(&mut c)
+                .await
+                .expect("regclass");
+            if !exists {
+                return 0;
+            }
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM dbmaint.batches")
+                .fetch_one(&mut c)
+                .await
+                .expect("batches")
+        })
+    };
+    while batches() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no batches");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let out = child.wait_with_output().expect("apply output");
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let step = &v["report"]["steps"][0];
+    assert_eq!(step["status"], "deferred", "{step}");
+    assert!(
+        step["deferred"]
+            .as_str()
+            .is_some_and(|d| d.contains("interrupted by a signal")),
+        "{step}"
+    );
+    let removed = step["rows"].as_i64().expect("rows");
+    assert!(removed > 0 && removed < 10_000, "stopped part way: {removed}");
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT coalesce(sum(rows), 0)::int8 FROM dbmaint.batches"
+        )),
+        removed,
+        "the report and the journal agree"
+    );
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM dbmaint.runs WHERE status = 'interrupted'"
+        )),
+        1
+    );
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("rerun");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM events WHERE created_at < now() - interval '500 days'"
+        )),
+        0
+    );
+}

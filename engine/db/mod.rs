@@ -400,13 +400,20 @@ impl Conn {
     }
 
     /// Creates the journal tables when missing.
-    /// The first and last eligible key of a windowed retention step.
-    pub async fn retention_span(&mut self, span: &str, cutoff: &str) -> Result<Option<(i64, i64)>, DbError> {
+    /// Prepares a windowed retention step's statement on this session.
+    pub async fn prepare_window(&mut self, statement: &str) -> Result<(), DbError> {
+        match self {
+            Conn::Pg(c) => pg::prepare_window(c, statement).await,
+            Conn::Sqlite(_) => Err(DbError::other("key windows are a PostgreSQL batch style")),
+        }
+    }
+
+    /// The table's first and last key, for a windowed retention step.
+    pub async fn retention_span(&mut self, span: &str) -> Result<Option<(i64, i64)>, DbError> {
         let Conn::Pg(c) = self else {
             return Err(DbError::other("key windows are a PostgreSQL batch style"));
         };
-        let (lo, hi): (Option<i64>, Option<i64>) =
-            sqlx::query_as(sql(span.to_string())).bind(cutoff).fetch_one(c).await?;
+        let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(sql(span.to_string())).fetch_one(c).await?;
         Ok(lo.zip(hi))
     }
 
