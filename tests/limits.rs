@@ -199,8 +199,9 @@ fn postgres_lock_released_during_backoff_lets_the_retry_succeed() {
     assert_ne!(before, rt.block_on(relfilenode(&url)), "VACUUM FULL rewrote the table");
 }
 
-#[test]
-fn postgres_max_runtime_defers_the_rest_and_a_rerun_continues() {
+/// A database with `events`: 20,000 rows over 1,000 days, half of them
+/// older than 500 days, in blocks of 500 ids.
+fn events_db() -> (tokio::runtime::Runtime, String) {
     let rt = rt();
     let url = rt.block_on(Cluster::get().fresh_db());
     rt.block_on(exec(
@@ -209,6 +210,12 @@ fn postgres_max_runtime_defers_the_rest_and_a_rerun_continues() {
          INSERT INTO events SELECT i, now() - (i % 1000) * interval '1 day' - interval '12 hours' FROM generate_series(1, 20000) i;
          CREATE INDEX ON events (created_at);",
     ));
+    (rt, url)
+}
+
+#[test]
+fn postgres_max_runtime_defers_the_rest_and_a_rerun_continues() {
+    let (rt, url) = events_db();
     let eligible = rt.block_on(pg_count(
         &url,
         "SELECT count(*) FROM events WHERE created_at < now() - interval '500 days'",
@@ -357,13 +364,7 @@ fn postgres_saved_plan_is_refused_when_the_data_grew_beyond_the_review() {
 
 #[test]
 fn postgres_sigint_stops_between_batches_reports_and_a_rerun_continues() {
-    let rt = rt();
-    let url = rt.block_on(Cluster::get().fresh_db());
-    rt.block_on(exec(
-        &url,
-        "CREATE TABLE events (id bigint PRIMARY KEY, created_at timestamptz NOT NULL);
-         INSERT INTO events SELECT i, now() - (i % 1000) * interval '1 day' - interval '12 hours' FROM generate_series(1, 20000) i;",
-    ));
+    let (rt, url) = events_db();
     let dir = tempfile::tempdir().expect("tempdir");
     let plan = write(
         dir.path(),
