@@ -320,3 +320,47 @@ fn sqlite_verify_restore_compares_the_copy_with_the_source() {
         .expect("sqlite3");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), rows.to_string());
 }
+
+#[test]
+fn a_passfile_supplies_the_password_to_dbmaint_and_to_pg_dump() {
+    let rt = rt();
+    let cluster = Cluster::get();
+    let url = rt.block_on(cluster.fresh_db());
+    rt.block_on(seed_pg(&url));
+    let db = url::Url::parse(&url)
+        .expect("url")
+        .path()
+        .trim_start_matches('/')
+        .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // host:port:database:user:password. Over a socket in a non-default
+    // directory, sqlx matches the host as `localhost` and libpq (pg_dump) as
+    // the directory: one line each. Over TCP both match the host name.
+    let passfile = dir.path().join("pgpass");
+    let line = |host: &str| format!("{host}:{}:*:{}:{PW_SECRET}\n", cluster.port, crate::pg::PW_USER);
+    std::fs::write(
+        &passfile,
+        line("localhost") + &line(&cluster.socket_dir.display().to_string()),
+    )
+    .expect("passfile");
+    std::fs::set_permissions(&passfile, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let no_password = format!(
+        "postgres://{}@localhost:{}/{db}?host={}",
+        crate::pg::PW_USER,
+        cluster.port,
+        cluster.socket_dir.display()
+    );
+    let plan = backup_plan(dir.path(), &no_password, "{ dir: backups }");
+    let out = dbmaint(dir.path())
+        .env("PGPASSFILE", &passfile)
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        files_in(&dir.path().join("backups")).len(),
+        1,
+        "pg_dump read the passfile too"
+    );
+}
