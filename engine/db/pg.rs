@@ -202,14 +202,12 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         .enumerate()
         .map(|(i, t)| ((t.schema.clone(), t.name.clone()), i))
         .collect();
-    let find = |_: &mut Vec<TableFacts>, schema: &str, name: &str| -> Option<usize> {
-        by_name.get(&(schema.to_string(), name.to_string())).copied()
-    };
+    let find = |schema: &str, name: &str| by_name.get(&(schema.to_string(), name.to_string())).copied();
 
     let column_rows = sqlx::query(sql(columns)).fetch_all(&mut *c).await?;
     for r in &column_rows {
         let (schema, name): (String, String) = (r.get(0), r.get(1));
-        if let Some(i) = find(&mut tables, &schema, &name) {
+        if let Some(i) = find(&schema, &name) {
             tables[i].columns.push(Column {
                 name: r.get(2),
                 data_type: r.get(3),
@@ -221,7 +219,7 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
     let index_rows = sqlx::query(sql(indexes)).fetch_all(&mut *c).await?;
     for r in &index_rows {
         let (schema, name): (String, String) = (r.get(0), r.get(1));
-        if let Some(i) = find(&mut tables, &schema, &name) {
+        if let Some(i) = find(&schema, &name) {
             let idx = IndexFacts {
                 name: r.get(2),
                 bytes: r.get::<i64, _>(3).max(0) as u64,
@@ -289,8 +287,10 @@ fn create_archive_table(spec: &RetentionSpec, name: &str, exists: bool) -> Vec<S
     ]
 }
 
-/// PostgreSQL's retention statements. The batch size is inlined (it is an
-/// engine-checked integer) so no plan depends on a `LIMIT $n` parameter.
+/// PostgreSQL's retention statements: key windows for an integer key, else
+/// counted batches whose `LIMIT` is a parameter (safe: every session plans
+/// with `plan_cache_mode=force_custom_plan`, so no generic plan ever runs
+/// with an unknown limit or bound).
 pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
     // The cutoff arrives as text; `(SELECT CAST(…))` converts it once per
     // statement (an InitPlan). A bare CAST is a stable function call that a

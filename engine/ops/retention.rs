@@ -419,12 +419,20 @@ impl Retention {
         d.summary = if d.no_op {
             format!("no rows older than {} in `{name}`", self.older_than.value)
         } else {
+            let how = if matches!(sql.batch, BatchSql::Window { .. }) {
+                // Windows of keys: as many batches as windows holding rows.
+                format!(
+                    "key windows of {} (at least {} batches)",
+                    human_count(batch_size),
+                    human_count(batches)
+                )
+            } else {
+                format!("{} batches of {}", human_count(batches), human_count(batch_size))
+            };
             format!(
-                "{verb} {approx}{} rows older than {} from `{name}` in {} batches of {}",
+                "{verb} {approx}{} rows older than {} from `{name}` in {how}",
                 human_count(rows),
                 self.older_than.value,
-                human_count(batches),
-                human_count(batch_size)
             )
         };
         d.estimate = Some(Estimate {
