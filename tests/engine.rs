@@ -105,6 +105,26 @@ pub(crate) async fn pg_count(url: &str, sql: &str) -> i64 {
         .expect("count")
 }
 
+/// The database's directory under the cluster: (file name, size) of each.
+fn database_files(cluster: &Cluster, url: &str) -> Vec<(String, u64)> {
+    let oid = rt().block_on(pg_count(
+        url,
+        "SELECT oid::int8 FROM pg_database WHERE datname = current_database()",
+    ));
+    let dir = cluster.socket_dir.join("data/base").join(oid.to_string());
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| {
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            (e.file_name().to_string_lossy().to_string(), len)
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() > 10, "a real database directory");
+    files
+}
+
 #[test]
 fn postgres_diff_changes_nothing() {
     let rt = rt();
@@ -112,12 +132,20 @@ fn postgres_diff_changes_nothing() {
     let url = rt.block_on(cluster.fresh_db());
     rt.block_on(seed_pg(&url));
     let dir = tempfile::tempdir().expect("tempdir");
-    let plan = retention_plan(dir.path(), &url, "");
+    // A backup step too: the diff must not start pg_dump or create its dir.
+    let plan = retention_plan(dir.path(), &url, "  dump:\n    backup: { dir: backups }\n");
     // Counters are flushed when a session ends; read them from a new one.
     let before = rt.block_on(pg_counters(&url));
+    let files_before = database_files(cluster, &url);
     let diff = diff_json(dir.path(), &plan);
     assert!(step_rows(&diff, "audit-logs") > 0);
     let after = rt.block_on(pg_counters(&url));
+    assert_eq!(
+        files_before,
+        database_files(cluster, &url),
+        "the database's files are unchanged"
+    );
+    assert!(!dir.path().join("backups").exists(), "no backup directory, no pg_dump");
     assert_eq!(
         before, after,
         "insert/update/delete counters and relfilenodes must not move"
