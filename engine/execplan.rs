@@ -191,6 +191,12 @@ pub enum Action {
     },
     Retention(RetentionWork),
     Backup(BackupWork),
+    /// Author SQL from a `sql` step, run as written: in one transaction
+    /// (rolled back whole on failure) or as one plain call.
+    Sql {
+        sql: String,
+        transaction: bool,
+    },
 }
 
 /// A step as it will run.

@@ -418,6 +418,34 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                     duration_ms: t0.elapsed().as_millis() as u64,
                 });
             }
+            Action::Sql { sql, transaction } => {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => conn.insert(open(step, ctx).await?),
+                };
+                let timeout = ctx.statement_timeout(step);
+                let result = if *transaction {
+                    match set_timeout(c, acc, timeout).await {
+                        Ok(()) => with_retries(step, ctx, acc, c, DbOp::Transaction(std::slice::from_ref(sql))).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    with_retries(step, ctx, acc, c, DbOp::Exec(sql, timeout)).await
+                };
+                if let Err(e) = result {
+                    if *transaction {
+                        acc.r.rolled_back = Some("the author SQL's transaction rolled back: none of it stayed".into());
+                    }
+                    return Err(StepErr::failed(format!("author SQL failed: {}", e.message)));
+                }
+                acc.r.statements += 1;
+                ctx.emit(Event::ObjectDone {
+                    step: step.id.clone(),
+                    object: "author SQL".into(),
+                    done: i as u64 + 1,
+                    duration_ms: t0.elapsed().as_millis() as u64,
+                });
+            }
             Action::SqliteVacuum {
                 need_free_bytes,
                 dirs,

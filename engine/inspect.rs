@@ -129,6 +129,20 @@ pub struct RetentionFacts {
     pub cutoff: String,
 }
 
+/// The first rows of a read-only query, as text, for the diff.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueryPreview {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// More rows than [`PREVIEW_ROWS`] came back.
+    pub truncated: bool,
+    /// The query failed (it is shown instead of the rows).
+    pub error: Option<String>,
+}
+
+/// Rows of a `dry_run` query the diff shows.
+pub const PREVIEW_ROWS: usize = 20;
+
 /// Planner estimates above this many rows are not counted exactly: a
 /// `count(*)` over more rows than this takes seconds on a busy server, so
 /// the diff shows the estimate marked `~` instead (docs/operations.md).
@@ -145,6 +159,9 @@ pub struct Inspection {
     pub sqlite: Option<SqliteFile>,
     /// Retention facts by step id.
     pub retention: indexmap::IndexMap<String, RetentionFacts>,
+    /// What each `sql` step's `dry_run` query returned, by step id.
+    #[serde(default)]
+    pub previews: indexmap::IndexMap<String, QueryPreview>,
     /// Catalog queries issued (fixed whatever the number of tables).
     pub catalog_queries: u32,
 }

@@ -185,9 +185,10 @@ pub fn execution_plan(
                 Operation::Vacuum(p) => p.plan(&cx),
                 Operation::Analyze(p) => p.plan(&cx),
                 Operation::Retention(p) => p.plan(&cx),
+                Operation::Sql(p) => p.plan(&cx),
                 other => Draft::error(format!(
                     "operation `{}` of step `{}` is not supported by this version of dbmaint yet: \
-                     `plan validate` accepts it, but only backup, vacuum, analyze and retention run",
+                     `plan validate` accepts it, but only backup, vacuum, analyze, retention and sql run",
                     other.key(),
                     step.id
                 )),

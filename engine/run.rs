@@ -82,7 +82,7 @@ pub async fn compute(
     let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
     let backend = target.backend;
     let probes = move |insp: &Inspection| crate::planner::retention_probes(plan, insp, backend, now);
-    let insp = conn.inspect(&probes).await.map_err(|e| match e.kind {
+    let mut insp = conn.inspect(&probes).await.map_err(|e| match e.kind {
         crate::db::ErrorKind::LockTimeout => Failure::error(format!(
             "inspecting {} waited for a lock another session holds ({}); nothing was done: run again when that session is done",
             target.redacted(),
@@ -90,6 +90,16 @@ pub async fn compute(
         )),
         _ => Failure::from(e),
     })?;
+    // `sql` steps' dry_run queries, on the same read-only session: a query
+    // that tries to write is refused by the server, not by us.
+    for step in plan.steps.values() {
+        if let crate::ops::Operation::Sql(s) = &step.op
+            && let Some(q) = &s.dry_run
+        {
+            let preview = conn.preview(&q.value).await;
+            insp.previews.insert(step.id.clone(), preview);
+        }
+    }
     close(conn).await;
     Ok(crate::planner::execution_plan(plan, graph, &insp, target, now))
 }

@@ -11,5 +11,6 @@ mod pg;
 mod plans;
 mod props;
 mod schema;
+mod sql_op;
 mod support;
 mod templates;

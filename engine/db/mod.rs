@@ -399,6 +399,19 @@ impl Conn {
         }
     }
 
+    /// Runs a `dry_run` query of a `sql` step (on a read-only session) and
+    /// keeps its first rows; a failure is kept as the preview's error.
+    pub async fn preview(&mut self, query: &str) -> crate::inspect::QueryPreview {
+        let result = match self {
+            Conn::Pg(c) => pg::preview(c, query).await,
+            Conn::Sqlite(c) => sqlite::preview(c, query).await,
+        };
+        result.unwrap_or_else(|e| crate::inspect::QueryPreview {
+            error: Some(one_line(&e.message)),
+            ..Default::default()
+        })
+    }
+
     /// Creates the journal tables when missing.
     /// Prepares a windowed retention step's statement on this session.
     pub async fn prepare_window(&mut self, statement: &str) -> Result<(), DbError> {

@@ -18,7 +18,10 @@ use super::{
 };
 use crate::archive::ArchiveFile;
 use crate::execplan::{BatchSql, RetentionWork};
-use crate::inspect::{Column, EXACT_COUNT_LIMIT, IndexFacts, Inspection, RetentionFacts, RetentionProbe, TableFacts};
+use crate::inspect::{
+    Column, EXACT_COUNT_LIMIT, IndexFacts, Inspection, PREVIEW_ROWS, QueryPreview, RetentionFacts, RetentionProbe,
+    TableFacts,
+};
 use crate::values::Target;
 
 /// The advisory lock key: `dbmt` in ASCII, and 0. Advisory locks are per
@@ -243,6 +246,7 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         tables,
         sqlite: None,
         retention: indexmap::IndexMap::new(),
+        previews: indexmap::IndexMap::new(),
         catalog_queries: catalog_sql().len() as u32,
     };
     for p in probes(&inspection) {
@@ -431,6 +435,39 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
         newest: r.get(2),
         cutoff,
     })
+}
+
+/// A `dry_run` query's first rows: each row through `row_to_json`, so every
+/// type shows as PostgreSQL prints it in JSON.
+pub async fn preview(c: &mut PgConnection, query: &str) -> Result<QueryPreview, DbError> {
+    let query = query.trim().trim_end_matches(';');
+    let rows: Vec<String> = sqlx::query_scalar(sql(format!(
+        "SELECT row_to_json(q)::text FROM ({query}\n) q LIMIT {}",
+        PREVIEW_ROWS + 1
+    )))
+    .fetch_all(&mut *c)
+    .await?;
+    let mut p = QueryPreview {
+        truncated: rows.len() > PREVIEW_ROWS,
+        ..QueryPreview::default()
+    };
+    for r in rows.iter().take(PREVIEW_ROWS) {
+        let v: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r).map_err(|e| DbError::other(format!("row_to_json gave bad JSON: {e}")))?;
+        if p.columns.is_empty() {
+            p.columns = v.keys().cloned().collect();
+        }
+        p.rows.push(
+            v.values()
+                .map(|x| match x {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => "NULL".into(),
+                    other => other.to_string(),
+                })
+                .collect(),
+        );
+    }
+    Ok(p)
 }
 
 // ---------------------------------------------------------------- retention

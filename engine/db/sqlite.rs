@@ -15,7 +15,9 @@ use super::{
 };
 use crate::archive::ArchiveFile;
 use crate::execplan::{BatchSql, RetentionWork};
-use crate::inspect::{Column, IndexFacts, Inspection, RetentionFacts, RetentionProbe, SqliteFile, TableFacts};
+use crate::inspect::{
+    Column, IndexFacts, Inspection, PREVIEW_ROWS, QueryPreview, RetentionFacts, RetentionProbe, SqliteFile, TableFacts,
+};
 use crate::values::Target;
 
 pub fn options(target: &Target) -> Result<SqliteConnectOptions, DbError> {
@@ -64,6 +66,42 @@ pub async fn execute_in_transaction(c: &mut SqliteConnection, statements: &[Stri
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// A `dry_run` query's first rows: SQLite values are text, integers,
+/// reals, NULL or blobs (shown by size).
+pub async fn preview(c: &mut SqliteConnection, query: &str) -> Result<QueryPreview, DbError> {
+    use sqlx::{Column, ValueRef};
+    let mut p = QueryPreview::default();
+    let query = query.trim().trim_end_matches(';');
+    let rows = sqlx::query(sql(format!("SELECT * FROM ({query}\n) LIMIT {}", PREVIEW_ROWS + 1)))
+        .fetch_all(&mut *c)
+        .await?;
+    p.truncated = rows.len() > PREVIEW_ROWS;
+    for r in rows.iter().take(PREVIEW_ROWS) {
+        if p.columns.is_empty() {
+            p.columns = r.columns().iter().map(|c| c.name().to_string()).collect();
+        }
+        let cells = (0..r.columns().len())
+            .map(|i| {
+                if r.try_get_raw(i).is_ok_and(|v| v.is_null()) {
+                    "NULL".to_string()
+                } else if let Ok(v) = r.try_get::<i64, _>(i) {
+                    v.to_string()
+                } else if let Ok(v) = r.try_get::<f64, _>(i) {
+                    v.to_string()
+                } else if let Ok(v) = r.try_get::<String, _>(i) {
+                    v
+                } else if let Ok(v) = r.try_get::<Vec<u8>, _>(i) {
+                    format!("<{} bytes>", v.len())
+                } else {
+                    "?".into()
+                }
+            })
+            .collect();
+        p.rows.push(cells);
+    }
+    Ok(p)
 }
 
 // ---------------------------------------------------------------- inspection
@@ -182,6 +220,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
             file_bytes,
         }),
         retention: indexmap::IndexMap::new(),
+        previews: indexmap::IndexMap::new(),
         catalog_queries: 3,
     };
     for p in probes(&inspection) {

@@ -1,7 +1,9 @@
 //! `sql`: trusted SQL written by the plan's author, shown verbatim in the
 //! diff and report. The escape hatch: the engine cannot predict its effect.
 
-use super::{BOTH, OpCheck, OpParams};
+use super::{BOTH, OpCheck, OpParams, get};
+use crate::execplan::{Action, Marker};
+use crate::planner::{Draft, PlanCx};
 use crate::values::Backend;
 
 crate::params! {
@@ -42,6 +44,71 @@ impl OpParams for Sql {
                 "set `transaction: false`",
             );
         }
+    }
+}
+
+/// Marks author SQL wherever it is shown: the engine runs it as written.
+pub const AUTHOR_SQL: &str = "author SQL, run as written (dbmaint cannot check or predict it)";
+
+impl Sql {
+    pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        let transaction = get(&self.transaction).unwrap_or(true);
+        let first_line = self.sql.value.trim().lines().next().unwrap_or("").trim();
+        let short: String = first_line.chars().take(72).collect();
+        let mut d = Draft {
+            marker: Some(Marker::Change),
+            summary: format!(
+                "{AUTHOR_SQL}: `{short}{}`",
+                if short.len() < self.sql.value.trim().len() {
+                    " …"
+                } else {
+                    ""
+                }
+            ),
+            lock: "whatever the author SQL takes".into(),
+            transactional: transaction,
+            compensation: if transaction {
+                "one transaction: a failure rolls all of it back".into()
+            } else {
+                "not transactional (`transaction: false`): statements that ran before a failure stay done".into()
+            },
+            ..Draft::default()
+        };
+        if let Some(q) = &self.dry_run {
+            match cx.insp.previews.get(&cx.step.id) {
+                Some(p) if p.error.is_some() => d.errors.push(format!(
+                    "the `dry_run` query failed on a read-only session: {}; it must be a read-only query describing the effect",
+                    p.error.as_deref().unwrap_or("")
+                )),
+                Some(p) => {
+                    let header = p.columns.join(" | ");
+                    let mut lines: Vec<String> = p.rows.iter().map(|r| r.join(" | ")).collect();
+                    if p.truncated {
+                        lines.push(format!("… (first {} rows shown)", p.rows.len()));
+                    }
+                    if lines.is_empty() {
+                        lines.push("(no rows)".into());
+                    }
+                    for (i, line) in lines.iter().enumerate() {
+                        d.object(
+                            Marker::Read,
+                            "dry_run",
+                            if i == 0 { header.clone() } else { String::new() },
+                            line.clone(),
+                            serde_json::json!({}),
+                        );
+                    }
+                    d.statements.push(format!("-- dry_run: {}", q.value.trim()));
+                }
+                None => d.warnings.push("the `dry_run` query was not run".into()),
+            }
+        }
+        d.statements.push(self.sql.value.trim().to_string());
+        d.actions.push(Action::Sql {
+            sql: self.sql.value.clone(),
+            transaction,
+        });
+        d
     }
 }
 

@@ -233,7 +233,11 @@ pub fn render_text(r: &Report) -> String {
             out,
             "  {mark} {} ({}) {}{}{}",
             s.id,
-            s.op,
+            if s.op == "sql" {
+                "sql: author SQL"
+            } else {
+                s.op.as_str()
+            },
             s.status.as_str(),
             if figures.is_empty() {
                 String::new()
