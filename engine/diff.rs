@@ -79,7 +79,11 @@ pub fn render_text(plan: &ExecutionPlan, verbose: bool) -> String {
             let _ = writeln!(out, "    error: {e}");
         }
         for o in &s.objects {
-            let _ = writeln!(out, "    {} {} {}: {}", o.marker.symbol(), o.kind, o.name, o.detail);
+            if o.detail.is_empty() {
+                let _ = writeln!(out, "    {} {} {}", o.marker.symbol(), o.kind, o.name);
+            } else {
+                let _ = writeln!(out, "    {} {} {}: {}", o.marker.symbol(), o.kind, o.name, o.detail);
+            }
         }
         for w in &s.warnings {
             let _ = writeln!(out, "    warning: {w}");

@@ -81,22 +81,19 @@ impl Sql {
                     p.error.as_deref().unwrap_or("")
                 )),
                 Some(p) => {
-                    let header = p.columns.join(" | ");
-                    let mut lines: Vec<String> = p.rows.iter().map(|r| r.join(" | ")).collect();
-                    if p.truncated {
-                        lines.push(format!("… (first {} rows shown)", p.rows.len()));
-                    }
-                    if lines.is_empty() {
-                        lines.push("(no rows)".into());
-                    }
-                    for (i, line) in lines.iter().enumerate() {
-                        d.object(
-                            Marker::Read,
-                            "dry_run",
-                            if i == 0 { header.clone() } else { String::new() },
-                            line.clone(),
-                            serde_json::json!({}),
-                        );
+                    d.object(
+                        Marker::Read,
+                        "dry_run",
+                        p.columns.join(" | "),
+                        match (p.rows.len(), p.truncated) {
+                            (0, _) => "no rows".to_string(),
+                            (n, false) => format!("{n} rows"),
+                            (n, true) => format!("first {n} rows shown"),
+                        },
+                        serde_json::json!({"columns": p.columns, "rows": p.rows, "truncated": p.truncated}),
+                    );
+                    for row in &p.rows {
+                        d.object(Marker::Read, "row", row.join(" | "), String::new(), serde_json::json!({}));
                     }
                     d.statements.push(format!("-- dry_run: {}", q.value.trim()));
                 }
