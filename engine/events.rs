@@ -49,6 +49,9 @@ pub struct StepResult {
     pub cleanup_failed: Option<String>,
     /// Work not done because of `limits`.
     pub deferred: Option<String>,
+    /// What a `check` step found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::checks::Finding>,
 }
 
 /// The events, in the order a run emits them.

@@ -197,6 +197,8 @@ pub enum Action {
         sql: String,
         transaction: bool,
     },
+    /// The health checks of a `check` step.
+    Check(crate::checks::CheckSpec),
 }
 
 /// A step as it will run.

@@ -289,6 +289,7 @@ fn empty_result(s: &PlannedStep, status: Status, deferred: Option<String>) -> St
         rolled_back: None,
         cleanup_failed: None,
         deferred,
+        findings: vec![],
     }
 }
 
@@ -417,6 +418,36 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                     done: i as u64 + 1,
                     duration_ms: t0.elapsed().as_millis() as u64,
                 });
+            }
+            Action::Check(spec) => {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => conn.insert(open(step, ctx).await?),
+                };
+                set_timeout(c, acc, ctx.statement_timeout(step))
+                    .await
+                    .map_err(|e| StepErr::failed(e.message))?;
+                let found = c
+                    .run_checks(spec)
+                    .await
+                    .map_err(|e| StepErr::failed(format!("a check query failed: {}", e.message)))?;
+                acc.r.statements += spec.checks.len() as u64;
+                let failing = spec
+                    .fail_on
+                    .map_or(0, |at| found.iter().filter(|f| f.severity >= at).count());
+                ctx.emit(Event::ObjectDone {
+                    step: step.id.clone(),
+                    object: format!("{} checks, {} findings", spec.checks.len(), found.len()),
+                    done: i as u64 + 1,
+                    duration_ms: t0.elapsed().as_millis() as u64,
+                });
+                acc.r.findings = found;
+                if failing > 0 {
+                    return Err(StepErr::failed(format!(
+                        "{failing} findings at or above `fail_on: {}`",
+                        spec.fail_on.map_or("", |s| s.as_str())
+                    )));
+                }
             }
             Action::Sql { sql, transaction } => {
                 let c = match &mut conn {

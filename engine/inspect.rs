@@ -162,6 +162,10 @@ pub struct Inspection {
     /// What each `sql` step's `dry_run` query returned, by step id.
     #[serde(default)]
     pub previews: indexmap::IndexMap<String, QueryPreview>,
+    /// What each `check` step's checks found, by step id (an `Err` is the
+    /// message of a check query that failed).
+    #[serde(default)]
+    pub findings: indexmap::IndexMap<String, Result<Vec<crate::checks::Finding>, String>>,
     /// Catalog queries issued (fixed whatever the number of tables).
     pub catalog_queries: u32,
 }

@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod checks;
 pub mod db;
 pub mod decode;
 pub mod demo;

@@ -186,9 +186,10 @@ pub fn execution_plan(
                 Operation::Analyze(p) => p.plan(&cx),
                 Operation::Retention(p) => p.plan(&cx),
                 Operation::Sql(p) => p.plan(&cx),
+                Operation::Check(p) => p.plan(&cx),
                 other => Draft::error(format!(
                     "operation `{}` of step `{}` is not supported by this version of dbmaint yet: \
-                     `plan validate` accepts it, but only backup, vacuum, analyze, retention and sql run",
+                     `plan validate` accepts it, but only backup, vacuum, analyze, retention, sql and check run",
                     other.key(),
                     step.id
                 )),

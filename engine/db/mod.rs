@@ -412,6 +412,17 @@ impl Conn {
         })
     }
 
+    /// Runs a `check` step's checks (read-only queries).
+    pub async fn run_checks(
+        &mut self,
+        spec: &crate::checks::CheckSpec,
+    ) -> Result<Vec<crate::checks::Finding>, DbError> {
+        match self {
+            Conn::Pg(c) => pg::run_checks(c, spec).await,
+            Conn::Sqlite(c) => sqlite::run_checks(c, spec).await,
+        }
+    }
+
     /// Creates the journal tables when missing.
     /// Prepares a windowed retention step's statement on this session.
     pub async fn prepare_window(&mut self, statement: &str) -> Result<(), DbError> {

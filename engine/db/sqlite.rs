@@ -221,6 +221,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
         }),
         retention: indexmap::IndexMap::new(),
         previews: indexmap::IndexMap::new(),
+        findings: indexmap::IndexMap::new(),
         catalog_queries: 3,
     };
     for p in probes(&inspection) {
@@ -597,4 +598,46 @@ pub async fn integrity_check(path: &str) -> Result<(), DbError> {
             lines.join("; ")
         )))
     }
+}
+
+// ---------------------------------------------------------------- checks
+
+/// SQLite's checks: `PRAGMA integrity_check` and `PRAGMA foreign_key_check`.
+pub async fn run_checks(
+    c: &mut SqliteConnection,
+    spec: &crate::checks::CheckSpec,
+) -> Result<Vec<crate::checks::Finding>, DbError> {
+    use crate::checks::{Finding, Severity};
+    use crate::ops::check::CheckName as C;
+    let mut out = vec![];
+    if spec.runs(C::Integrity) {
+        // At most 100 problems, as SQLite reports them.
+        let lines: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check(100)")
+            .fetch_all(&mut *c)
+            .await?;
+        if !(lines.len() == 1 && lines[0] == "ok") {
+            for line in lines {
+                out.push(Finding::new(C::Integrity, Severity::Error, "database", line));
+            }
+        }
+    }
+    if spec.runs(C::ForeignKeys) {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT \"table\", parent, count(*) FROM pragma_foreign_key_check GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .fetch_all(&mut *c)
+        .await?;
+        for (table, parent, n) in rows {
+            out.push(
+                Finding::new(
+                    C::ForeignKeys,
+                    Severity::Error,
+                    table.clone(),
+                    format!("{n} rows reference missing rows of `{parent}`"),
+                )
+                .with(serde_json::json!({"rows": n, "parent": parent})),
+            );
+        }
+    }
+    Ok(out)
 }

@@ -3,8 +3,11 @@
 //! SQLite integrity and foreign keys). Acts only on long queries, and only
 //! when `cancel`/`terminate` say so.
 
-use super::{OpCheck, OpParams};
+use super::{OpCheck, OpParams, get};
+use crate::checks::{CheckSpec, Severity};
 use crate::decode::Sp;
+use crate::execplan::{Action, Marker};
+use crate::planner::{Draft, PlanCx};
 use crate::values::{Backend, Duration, Ratio};
 
 crate::keywords! {
@@ -137,6 +140,86 @@ impl OpParams for Check {
                 "add `cancel: true`",
             );
         }
+    }
+}
+
+impl Check {
+    /// The checks to run, with thresholds resolved.
+    pub fn spec(&self, backend: Backend) -> CheckSpec {
+        let checks = get(&self.checks)
+            .map(|cs| {
+                cs.into_iter()
+                    .map(|c| c.value)
+                    .filter(|c| c.backend() == backend)
+                    .collect()
+            })
+            .unwrap_or_else(|| CheckName::for_backend(backend));
+        CheckSpec {
+            checks: checks.iter().map(|c| c.as_str().to_string()).collect(),
+            max_query_age_ms: get(&self.max_query_age)
+                .map_or(crate::checks::DEFAULT_MAX_QUERY_AGE_MS, |d| d.0.as_millis() as u64),
+            max_connections_ratio: get(&self.max_connections_ratio)
+                .map_or(crate::checks::DEFAULT_MAX_CONNECTIONS_RATIO, |r| r.0),
+            max_sequence_ratio: get(&self.max_sequence_ratio)
+                .map_or(crate::checks::DEFAULT_MAX_SEQUENCE_RATIO, |r| r.0),
+            max_xid_age_ratio: get(&self.max_xid_age_ratio).map_or(crate::checks::DEFAULT_MAX_XID_AGE_RATIO, |r| r.0),
+            fail_on: get(&self.fail_on).map(|f| match f {
+                FailOn::Warning => Severity::Warning,
+                FailOn::Error => Severity::Error,
+            }),
+        }
+    }
+
+    /// The diff shows what the checks find now, on the read-only session;
+    /// apply runs them again and reports what it found then.
+    pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        let spec = self.spec(cx.backend);
+        let mut d = Draft {
+            marker: Some(Marker::Read),
+            lock: "none: catalog and statistics views only".into(),
+            compensation: "nothing to undo: checks only read".into(),
+            ..Draft::default()
+        };
+        if self.cancel.as_ref().is_some_and(|c| c.value) || self.terminate.as_ref().is_some_and(|t| t.value) {
+            d.errors.push(
+                "`cancel`/`terminate` of long queries is not built yet in this version: \
+                 drop them to have `long_queries` reported only"
+                    .into(),
+            );
+        }
+        match cx.insp.findings.get(&cx.step.id) {
+            Some(Ok(found)) => {
+                for f in found {
+                    d.object(
+                        Marker::Read,
+                        &f.check,
+                        f.object.clone(),
+                        format!("{}: {}", f.severity.as_str(), f.message),
+                        f.figures.clone(),
+                    );
+                }
+                let failing = spec
+                    .fail_on
+                    .map_or(0, |at| found.iter().filter(|f| f.severity >= at).count());
+                d.summary = format!(
+                    "{} checks ({}): {} findings now{}",
+                    spec.checks.len(),
+                    spec.checks.join(", "),
+                    found.len(),
+                    if failing > 0 {
+                        format!(", {failing} at or above `fail_on` would fail the step")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Some(Err(e)) => d.errors.push(format!("a check query failed: {e}")),
+            None => d.summary = format!("{} checks ({})", spec.checks.len(), spec.checks.join(", ")),
+        }
+        d.statements
+            .push(format!("-- read-only checks: {}", spec.checks.join(", ")));
+        d.actions.push(Action::Check(spec));
+        d
     }
 }
 

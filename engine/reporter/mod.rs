@@ -41,6 +41,8 @@ pub struct ReportStep {
     pub deferred: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::checks::Finding>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -107,6 +109,7 @@ impl Collector {
                         cleanup_failed: None,
                         deferred: None,
                         skipped: Some("not selected (--step)".into()),
+                        findings: vec![],
                     })
                     .collect(),
                 totals: ReportTotals::default(),
@@ -127,6 +130,7 @@ impl Collector {
             s.rolled_back = r.rolled_back.clone();
             s.cleanup_failed = r.cleanup_failed.clone();
             s.deferred = r.deferred.clone();
+            s.findings = r.findings.clone();
             s.skipped = None;
         }
     }
@@ -260,6 +264,16 @@ pub fn render_text(r: &Report) -> String {
             if let Some(v) = v {
                 let _ = writeln!(out, "      {label}: {v}");
             }
+        }
+        for f in &s.findings {
+            let _ = writeln!(
+                out,
+                "      {} {} {}: {}",
+                f.severity.as_str(),
+                f.check,
+                f.object,
+                f.message
+            );
         }
     }
     let t = &r.totals;

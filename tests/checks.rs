@@ -1,0 +1,173 @@
+//! The `check` operation: each PostgreSQL and SQLite check finds what the
+//! test planted, with its figures, and nothing on a clean database.
+
+use std::time::{Duration, Instant};
+
+use crate::engine::{dbmaint, rt};
+use crate::pg::{Cluster, connect};
+
+fn check_plan(dir: &std::path::Path, url: &str, params: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("plan.yaml");
+    std::fs::write(
+        &path,
+        format!("version: 1\nname: checks\ntarget: \"{url}\"\nsteps:\n  health:\n    check: {params}\n{extra}"),
+    )
+    .expect("plan");
+    path
+}
+
+fn findings(dir: &std::path::Path, plan: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = dbmaint(dir)
+        .args(["--output", "json", "plan", "diff"])
+        .arg(plan)
+        .output()
+        .expect("diff");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diff JSON");
+    v["steps"][0]["objects"].as_array().cloned().unwrap_or_default()
+}
+
+fn kinds(found: &[serde_json::Value]) -> Vec<String> {
+    let mut k: Vec<String> = found
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["kind"].as_str().unwrap_or(""),
+                f["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn postgres_clean_database_has_no_findings() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(async {
+        let mut c = connect(&url).await;
+        sqlx::raw_sql("CREATE TABLE clean (id bigserial PRIMARY KEY, v text); INSERT INTO clean (v) VALUES ('a')")
+            .execute(&mut c)
+            .await
+            .expect("schema");
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = check_plan(dir.path(), &url, "{}", "");
+    assert_eq!(kinds(&findings(dir.path(), &plan)), Vec::<String>::new());
+}
+
+#[test]
+fn postgres_checks_find_what_was_planted() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(async {
+        let mut c = connect(&url).await;
+        sqlx::raw_sql(
+            "CREATE TABLE parent (id int PRIMARY KEY);
+             CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id));
+             CREATE TABLE t (a int, b int);
+             CREATE INDEX t_a ON t (a); CREATE INDEX t_a_copy ON t (a); CREATE INDEX t_ab ON t (a, b);
+             CREATE TABLE s (id serial PRIMARY KEY);
+             SELECT setval('s_id_seq', 2040109465);",
+        )
+        .execute(&mut c)
+        .await
+        .expect("schema");
+    });
+    // A long query and a session blocked behind a lock.
+    let (sleeper_url, holder_url, waiter_url) = (url.clone(), url.clone(), url.clone());
+    let sleeper = std::thread::spawn(move || {
+        crate::engine::rt().block_on(async {
+            let mut c = connect(&sleeper_url).await;
+            let _ = sqlx::query("SELECT pg_sleep(3)").execute(&mut c).await;
+        })
+    });
+    let mut holder = rt.block_on(connect(&holder_url));
+    rt.block_on(sqlx::raw_sql("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE").execute(&mut holder))
+        .expect("lock");
+    let waiter = std::thread::spawn(move || {
+        crate::engine::rt().block_on(async {
+            let mut c = connect(&waiter_url).await;
+            let _ = sqlx::query("SELECT count(*) FROM t").execute(&mut c).await;
+        })
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = check_plan(dir.path(), &url, "{ max_query_age: 1s }", "");
+    // Wait until the sleep is over a second old (polling, bounded).
+    let t0 = Instant::now();
+    let mut found = findings(dir.path(), &plan);
+    while !found.iter().any(|f| f["kind"] == "long_queries") {
+        assert!(t0.elapsed() < Duration::from_secs(5), "no long query found: {found:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        found = findings(dir.path(), &plan);
+    }
+    let k = kinds(&found);
+    for expected in [
+        "duplicate_indexes public.t_a_copy",
+        "duplicate_indexes public.t_a",
+        "fk_without_index public.child",
+        "sequences public.s_id_seq",
+        "unused_indexes public.t_a",
+        "unused_indexes public.t_ab",
+    ] {
+        assert!(k.iter().any(|x| x == expected), "{expected} missing from {k:#?}");
+    }
+    assert!(k.iter().any(|x| x.starts_with("locks pid ")), "{k:#?}");
+    let seq = found.iter().find(|f| f["kind"] == "sequences").expect("sequence");
+    assert!(
+        seq["detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("error: at 2040109465 of 2147483647 (95.0% used)"),
+        "{seq}"
+    );
+    assert!(
+        !k.iter()
+            .any(|x| x.starts_with("xid_age") || x.starts_with("connections")),
+        "nothing else: {k:#?}"
+    );
+    // fail_on: warning fails the step at apply and skips its dependents.
+    rt.block_on(sqlx::raw_sql("ROLLBACK").execute(&mut holder))
+        .expect("release");
+    waiter.join().expect("waiter");
+    sleeper.join().expect("sleeper");
+    let plan = check_plan(
+        dir.path(),
+        &url,
+        "{ checks: [fk_without_index, sequences], fail_on: warning }",
+        "  after:\n    needs: [health]\n    analyze: {}\n",
+    );
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2 findings at or above `fail_on: warning`"), "{stdout}");
+    assert!(stdout.contains("error sequences public.s_id_seq"), "{stdout}");
+    assert!(stdout.contains("after (analyze) skipped"), "{stdout}");
+}
+
+#[test]
+fn sqlite_foreign_key_violations_are_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY); \
+             CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id)); \
+             INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1, 1), (2, 7), (3, 8);",
+        )
+        .output()
+        .expect("sqlite3");
+    assert!(out.status.success());
+    let plan = check_plan(dir.path(), &format!("sqlite:{}", db.display()), "{}", "");
+    let found = findings(dir.path(), &plan);
+    assert_eq!(kinds(&found), ["foreign_keys child"]);
+    assert_eq!(found[0]["figures"]["rows"], 2);
+    assert_eq!(found[0]["figures"]["parent"], "parent");
+}
