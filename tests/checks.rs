@@ -171,3 +171,49 @@ fn sqlite_foreign_key_violations_are_found() {
     assert_eq!(found[0]["figures"]["rows"], 2);
     assert_eq!(found[0]["figures"]["parent"], "parent");
 }
+
+#[test]
+fn postgres_planning_issues_the_same_catalog_queries_with_2000_extra_tables() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = check_plan(
+        dir.path(),
+        &url,
+        "{}",
+        "  vacuum-all:\n    vacuum: {}\n  analyze-all:\n    analyze: {}\n",
+    );
+    let queries = || -> (u64, usize) {
+        let out = dbmaint(dir.path())
+            .args(["--output", "json", "plan", "diff"])
+            .arg(&plan)
+            .output()
+            .expect("diff");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diff JSON");
+        let considered = v["steps"]
+            .as_array()
+            .map(|s| s.iter().map(|s| s["objects"].as_array().map_or(0, Vec::len)).sum())
+            .unwrap_or(0);
+        (v["catalog_queries"].as_u64().expect("catalog_queries"), considered)
+    };
+    let (before, _) = queries();
+    rt.block_on(async {
+        let mut c = connect(&url).await;
+        let ddl: String = (0..2000)
+            .map(|i| {
+                format!("CREATE TABLE extra_{i} (id int PRIMARY KEY, v text); INSERT INTO extra_{i} VALUES (1, 'x');")
+            })
+            .collect();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+            .execute(&mut c)
+            .await
+            .expect("2,000 tables");
+    });
+    let (after, objects) = queries();
+    assert_eq!(before, after, "catalog queries must not grow with the table count");
+    assert!(
+        objects >= 2000,
+        "the 2,000 tables were inspected and planned: {objects} objects"
+    );
+}
