@@ -52,6 +52,9 @@ pub struct StepResult {
     /// What a `check` step found.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<crate::checks::Finding>,
+    /// What a `stats` step measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::stats::StatsReport>,
 }
 
 /// The events, in the order a run emits them.

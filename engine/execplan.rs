@@ -199,6 +199,10 @@ pub enum Action {
     },
     /// The health checks of a `check` step.
     Check(crate::checks::CheckSpec),
+    /// The `stats` report, of the `top` largest tables and indexes.
+    Stats {
+        top: u64,
+    },
 }
 
 /// A step as it will run.

@@ -290,6 +290,7 @@ fn empty_result(s: &PlannedStep, status: Status, deferred: Option<String>) -> St
         cleanup_failed: None,
         deferred,
         findings: vec![],
+        stats: None,
     }
 }
 
@@ -420,13 +421,7 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                 });
             }
             Action::Check(spec) => {
-                let c = match &mut conn {
-                    Some(c) => c,
-                    None => conn.insert(open(step, ctx).await?),
-                };
-                set_timeout(c, acc, ctx.statement_timeout(step))
-                    .await
-                    .map_err(|e| StepErr::failed(e.message))?;
+                let c = read_session(&mut conn, step, ctx, acc).await?;
                 let found = c
                     .run_checks(spec)
                     .await
@@ -448,6 +443,21 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                         spec.fail_on.map_or("", |s| s.as_str())
                     )));
                 }
+            }
+            Action::Stats { top } => {
+                let c = read_session(&mut conn, step, ctx, acc).await?;
+                let report = c
+                    .stats(*top)
+                    .await
+                    .map_err(|e| StepErr::failed(format!("a stats query failed: {}", e.message)))?;
+                acc.r.statements += 3;
+                ctx.emit(Event::ObjectDone {
+                    step: step.id.clone(),
+                    object: format!("{} tables, {} indexes", report.tables.len(), report.indexes.len()),
+                    done: i as u64 + 1,
+                    duration_ms: t0.elapsed().as_millis() as u64,
+                });
+                acc.r.stats = Some(report);
             }
             Action::Sql { sql, transaction } => {
                 let c = match &mut conn {
@@ -570,6 +580,24 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The step's session, opened on first use, with its statement timeout set
+/// for the reading queries of `check` and `stats`.
+async fn read_session<'c>(
+    conn: &'c mut Option<Conn>,
+    step: &PlannedStep,
+    ctx: &Ctx,
+    acc: &mut Acc,
+) -> Result<&'c mut Conn, StepErr> {
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(open(step, ctx).await?),
+    };
+    set_timeout(c, acc, ctx.statement_timeout(step))
+        .await
+        .map_err(|e| StepErr::failed(e.message))?;
+    Ok(c)
 }
 
 /// A database call the executor may retry.

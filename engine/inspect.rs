@@ -166,6 +166,9 @@ pub struct Inspection {
     /// message of a check query that failed).
     #[serde(default)]
     pub findings: indexmap::IndexMap<String, Result<Vec<crate::checks::Finding>, String>>,
+    /// Each `stats` step's report, by step id.
+    #[serde(default)]
+    pub stats: indexmap::IndexMap<String, Result<crate::stats::StatsReport, String>>,
     /// Catalog queries issued (fixed whatever the number of tables).
     pub catalog_queries: u32,
 }

@@ -35,6 +35,7 @@ pub mod reporter;
 pub mod run;
 pub mod schema;
 pub mod source;
+pub mod stats;
 pub mod template;
 pub mod validate;
 pub mod values;

@@ -187,9 +187,10 @@ pub fn execution_plan(
                 Operation::Retention(p) => p.plan(&cx),
                 Operation::Sql(p) => p.plan(&cx),
                 Operation::Check(p) => p.plan(&cx),
+                Operation::Stats(p) => p.plan(&cx),
                 other => Draft::error(format!(
                     "operation `{}` of step `{}` is not supported by this version of dbmaint yet: \
-                     `plan validate` accepts it, but only backup, vacuum, analyze, retention, sql and check run",
+                     `plan validate` accepts it, but only backup, vacuum, analyze, retention, sql, check and stats run",
                     other.key(),
                     step.id
                 )),

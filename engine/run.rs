@@ -99,6 +99,10 @@ pub async fn compute(
             let preview = conn.preview(&q.value).await;
             insp.previews.insert(step.id.clone(), preview);
         }
+        if let crate::ops::Operation::Stats(s) = &step.op {
+            let report = conn.stats(s.top_n()).await.map_err(|e| e.message);
+            insp.stats.insert(step.id.clone(), report);
+        }
         if let crate::ops::Operation::Check(c) = &step.op {
             let found = conn.run_checks(&c.spec(backend)).await.map_err(|e| e.message);
             insp.findings.insert(step.id.clone(), found);

@@ -217,3 +217,58 @@ fn postgres_planning_issues_the_same_catalog_queries_with_2000_extra_tables() {
         "the 2,000 tables were inspected and planned: {objects} objects"
     );
 }
+
+#[test]
+fn stats_report_the_largest_tables_and_indexes_on_both_backends() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(crate::engine::seed_pg(&url));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plan.yaml");
+    std::fs::write(
+        &path,
+        format!("version: 1\nname: stats\ntarget: \"{url}\"\nsteps:\n  sizes:\n    stats: {{ top: 2 }}\n"),
+    )
+    .expect("plan");
+    let biggest = rt.block_on(crate::engine::pg_count(
+        &url,
+        "SELECT pg_total_relation_size('core_audit_log')::int8",
+    ));
+    let diff = findings(dir.path(), &path);
+    let tables: Vec<&serde_json::Value> = diff.iter().filter(|o| o["kind"] == "table").collect();
+    assert_eq!(tables.len(), 2, "top: 2 → two tables: {diff:#?}");
+    assert_eq!(tables[0]["name"], "public.core_audit_log", "largest first");
+    assert_eq!(tables[0]["figures"]["total_bytes"], biggest);
+    assert_eq!(diff.iter().filter(|o| o["kind"] == "index").count(), 2);
+    let out = dbmaint(dir.path())
+        .args(["--output", "json", "plan", "apply", "--auto-approve"])
+        .arg(&path)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let stats = &v["report"]["steps"][0]["stats"];
+    assert_eq!(stats["tables"][0]["name"], "public.core_audit_log", "{stats}");
+    assert!(stats["database_bytes"].as_u64() > Some(0));
+
+    // SQLite: sizes from dbstat.
+    let db = dir.path().join("app.db");
+    let tables = dbmaint::demo::generate(4, dbmaint::demo::Size::scaled(0.05), chrono::Utc::now());
+    rt.block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nname: stats\ntarget: \"sqlite:{}\"\nsteps:\n  sizes:\n    stats: {{}}\n",
+            db.display()
+        ),
+    )
+    .expect("plan");
+    let diff = findings(dir.path(), &path);
+    let names: Vec<&str> = diff
+        .iter()
+        .filter(|o| o["kind"] == "table")
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    assert_eq!(names.first(), Some(&"core_audit_log"), "{diff:#?}");
+    assert_eq!(names.len(), 4, "every table: {names:?}");
+}

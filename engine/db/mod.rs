@@ -412,6 +412,14 @@ impl Conn {
         })
     }
 
+    /// The `stats` report (read-only queries).
+    pub async fn stats(&mut self, top: u64) -> Result<crate::stats::StatsReport, DbError> {
+        match self {
+            Conn::Pg(c) => pg::stats(c, top).await,
+            Conn::Sqlite(c) => sqlite::stats(c, top).await,
+        }
+    }
+
     /// Runs a `check` step's checks (read-only queries).
     pub async fn run_checks(
         &mut self,

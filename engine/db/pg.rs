@@ -249,6 +249,7 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         retention: indexmap::IndexMap::new(),
         previews: indexmap::IndexMap::new(),
         findings: indexmap::IndexMap::new(),
+        stats: indexmap::IndexMap::new(),
         catalog_queries: catalog_sql().len() as u32,
     };
     for p in probes(&inspection) {
@@ -1042,4 +1043,65 @@ pub async fn run_checks(c: &mut PgConnection, spec: &CheckSpec) -> Result<Vec<Fi
         }
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------- stats
+
+/// The `stats` report: three set-based queries. Sizes of relations another
+/// session holds ACCESS EXCLUSIVE on come from `relpages` (see `BUSY`).
+pub async fn stats(c: &mut PgConnection, top: u64) -> Result<crate::stats::StatsReport, DbError> {
+    use crate::stats::{IndexStats, StatsReport, TableStats};
+    let database_bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())::int8")
+        .fetch_one(&mut *c)
+        .await?;
+    // name, bytes, rows, dead tuples, last vacuum, last analyze
+    type Row = (String, i64, i64, i64, Option<String>, Option<String>);
+    let tables: Vec<Row> = sqlx::query_as(sql(format!(
+        "SELECT n.nspname || '.' || c.relname, \
+           CASE WHEN c.oid IN {BUSY} THEN c.relpages::int8 * current_setting('block_size')::int8 \
+                ELSE pg_total_relation_size(c.oid)::int8 END AS bytes, \
+           greatest(c.reltuples, 0)::int8, coalesce(s.n_dead_tup, 0)::int8, \
+           to_char(greatest(s.last_vacuum, s.last_autovacuum) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+           to_char(greatest(s.last_analyze, s.last_autoanalyze) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+         WHERE c.relkind IN ('r', 'm') AND {USER_RELATIONS} ORDER BY bytes DESC, 1 LIMIT {top}"
+    )))
+    .fetch_all(&mut *c)
+    .await?;
+    let indexes: Vec<(String, String, i64, i64)> = sqlx::query_as(sql(format!(
+        "SELECT n.nspname || '.' || i.relname, t.relname::text, \
+           CASE WHEN i.oid IN {BUSY} THEN i.relpages::int8 * current_setting('block_size')::int8 \
+                ELSE pg_relation_size(i.oid)::int8 END AS bytes, \
+           coalesce(s.idx_scan, 0)::int8 \
+         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = x.indexrelid \
+         WHERE {USER_RELATIONS} ORDER BY bytes DESC, 1 LIMIT {top}"
+    )))
+    .fetch_all(&mut *c)
+    .await?;
+    Ok(StatsReport {
+        database_bytes: database_bytes.max(0) as u64,
+        tables: tables
+            .into_iter()
+            .map(|(name, bytes, rows, dead, vacuum, analyze)| TableStats {
+                name,
+                total_bytes: bytes.max(0) as u64,
+                rows: Some(rows.max(0) as u64),
+                dead_tuples: Some(dead.max(0) as u64),
+                last_vacuum: vacuum,
+                last_analyze: analyze,
+            })
+            .collect(),
+        indexes: indexes
+            .into_iter()
+            .map(|(name, table, bytes, scans)| IndexStats {
+                name,
+                table,
+                bytes: bytes.max(0) as u64,
+                scans: Some(scans.max(0) as u64),
+            })
+            .collect(),
+        note: None,
+    })
 }

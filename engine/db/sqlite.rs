@@ -222,6 +222,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
         retention: indexmap::IndexMap::new(),
         previews: indexmap::IndexMap::new(),
         findings: indexmap::IndexMap::new(),
+        stats: indexmap::IndexMap::new(),
         catalog_queries: 3,
     };
     for p in probes(&inspection) {
@@ -640,4 +641,52 @@ pub async fn run_checks(
         }
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------- stats
+
+/// The `stats` report: sizes per table and index from `dbstat` when SQLite
+/// was built with it; otherwise the file size and the list of tables.
+pub async fn stats(c: &mut SqliteConnection, top: u64) -> Result<crate::stats::StatsReport, DbError> {
+    use crate::stats::{IndexStats, StatsReport, TableStats};
+    let database_bytes = file_bytes(c).await?;
+    let sized: Result<Vec<(String, String, String, i64)>, sqlx::Error> = sqlx::query_as(
+        "SELECT m.type, m.name, m.tbl_name, sum(d.pgsize) AS bytes FROM dbstat d \
+         JOIN sqlite_schema m ON m.name = d.name WHERE m.type IN ('table', 'index') \
+           AND m.tbl_name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.tbl_name NOT LIKE 'dbmaint\\_%' ESCAPE '\\' \
+         GROUP BY m.type, m.name, m.tbl_name ORDER BY bytes DESC, m.name",
+    )
+    .fetch_all(&mut *c)
+    .await;
+    let mut report = StatsReport {
+        database_bytes,
+        ..StatsReport::default()
+    };
+    match sized {
+        Ok(rows) => {
+            for (kind, name, table, bytes) in rows {
+                if kind == "table" && (report.tables.len() as u64) < top {
+                    report.tables.push(TableStats {
+                        name,
+                        total_bytes: bytes.max(0) as u64,
+                        rows: None,
+                        dead_tuples: None,
+                        last_vacuum: None,
+                        last_analyze: None,
+                    });
+                } else if kind == "index" && (report.indexes.len() as u64) < top {
+                    report.indexes.push(IndexStats {
+                        name,
+                        table,
+                        bytes: bytes.max(0) as u64,
+                        scans: None,
+                    });
+                }
+            }
+        }
+        Err(_) => {
+            report.note = Some("this SQLite has no dbstat table: per-table sizes are not available".into());
+        }
+    }
+    Ok(report)
 }

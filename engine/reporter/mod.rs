@@ -43,6 +43,8 @@ pub struct ReportStep {
     pub skipped: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<crate::checks::Finding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::stats::StatsReport>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -110,6 +112,7 @@ impl Collector {
                         deferred: None,
                         skipped: Some("not selected (--step)".into()),
                         findings: vec![],
+                        stats: None,
                     })
                     .collect(),
                 totals: ReportTotals::default(),
@@ -131,6 +134,7 @@ impl Collector {
             s.cleanup_failed = r.cleanup_failed.clone();
             s.deferred = r.deferred.clone();
             s.findings = r.findings.clone();
+            s.stats = r.stats.clone();
             s.skipped = None;
         }
     }
@@ -264,6 +268,9 @@ pub fn render_text(r: &Report) -> String {
             if let Some(v) = v {
                 let _ = writeln!(out, "      {label}: {v}");
             }
+        }
+        for line in s.stats.iter().flat_map(|st| st.lines()) {
+            let _ = writeln!(out, "      {line}");
         }
         for f in &s.findings {
             let _ = writeln!(
