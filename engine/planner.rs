@@ -50,13 +50,22 @@ impl<'a> PlanCx<'a> {
         }
     }
 
-    /// Rows that upstream steps remove from `quoted`.
-    pub fn removed_upstream(&self, quoted: &str) -> (u64, Vec<&str>) {
+    /// Rows that upstream steps remove from `quoted`, and the diff's note
+    /// saying so (`, 12 of them deleted first by audit-logs`; empty at 0).
+    pub fn removed_upstream(&self, quoted: &str) -> (u64, String) {
         let ups: Vec<&Upstream> = self.upstream.iter().filter(|u| u.table == quoted).collect();
-        (
-            ups.iter().map(|u| u.rows).sum(),
-            ups.iter().map(|u| u.step.as_str()).collect(),
-        )
+        let rows: u64 = ups.iter().map(|u| u.rows).sum();
+        let note = if rows == 0 {
+            String::new()
+        } else {
+            let by: Vec<&str> = ups.iter().map(|u| u.step.as_str()).collect();
+            format!(
+                ", {} of them deleted first by {}",
+                crate::execplan::human_count(rows),
+                by.join(", ")
+            )
+        };
+        (rows, note)
     }
 
     /// Looks a plan identifier up in the inspection.
@@ -121,6 +130,12 @@ impl Draft {
             errors: vec![message],
             ..Self::default()
         }
+    }
+
+    /// One statement to run on its own: shown in the diff and executed.
+    pub fn statement(&mut self, object: String, sql: String) {
+        self.statements.push(sql.clone());
+        self.actions.push(Action::Statement { object, sql });
     }
 
     pub fn object(&mut self, marker: Marker, kind: &str, name: String, detail: String, figures: serde_json::Value) {

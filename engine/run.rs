@@ -90,22 +90,26 @@ pub async fn compute(
         )),
         _ => Failure::from(e),
     })?;
-    // `sql` steps' dry_run queries, on the same read-only session: a query
-    // that tries to write is refused by the server, not by us.
+    // What the read-only steps would report, on the same read-only session
+    // (a `sql` dry_run that tries to write is refused by the server).
     for step in plan.steps.values() {
-        if let crate::ops::Operation::Sql(s) = &step.op
-            && let Some(q) = &s.dry_run
-        {
-            let preview = conn.preview(&q.value).await;
-            insp.previews.insert(step.id.clone(), preview);
-        }
-        if let crate::ops::Operation::Stats(s) = &step.op {
-            let report = conn.stats(s.top_n()).await.map_err(|e| e.message);
-            insp.stats.insert(step.id.clone(), report);
-        }
-        if let crate::ops::Operation::Check(c) = &step.op {
-            let found = conn.run_checks(&c.spec(backend)).await.map_err(|e| e.message);
-            insp.findings.insert(step.id.clone(), found);
+        use crate::ops::Operation;
+        let id = step.id.clone();
+        match &step.op {
+            Operation::Sql(s) => {
+                if let Some(q) = &s.dry_run {
+                    insp.previews.insert(id, conn.preview(&q.value).await);
+                }
+            }
+            Operation::Stats(s) => {
+                insp.stats
+                    .insert(id, conn.stats(s.top_n()).await.map_err(|e| e.message));
+            }
+            Operation::Check(c) => {
+                insp.findings
+                    .insert(id, conn.run_checks(&c.spec(backend)).await.map_err(|e| e.message));
+            }
+            _ => {}
         }
     }
     close(conn).await;

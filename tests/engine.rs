@@ -53,6 +53,15 @@ pub(crate) fn dbmaint(dir: &Path) -> Command {
     c
 }
 
+/// `dbmaint plan apply --auto-approve PLAN` in `dir`; its output.
+pub(crate) fn apply(dir: &Path, plan: &Path) -> std::process::Output {
+    dbmaint(dir)
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(plan)
+        .output()
+        .expect("run apply")
+}
+
 pub(crate) fn diff_json(dir: &Path, plan: &Path) -> serde_json::Value {
     let out = dbmaint(dir)
         .args(["--output", "json", "plan", "diff"])
@@ -175,11 +184,7 @@ fn postgres_apply_removes_exactly_what_the_diff_counted() {
         &url,
         "SELECT count(*) FROM failed_task WHERE deleted_at < now() - interval '365 days'",
     ));
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("apply");
+    let out = apply(dir.path(), &plan);
     assert!(
         out.status.success(),
         "apply failed: {}",
@@ -318,11 +323,7 @@ fn postgres_second_apply_exits_4_naming_the_holder() {
     assert!(got);
     let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
     let t0 = std::time::Instant::now();
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("apply");
+    let out = apply(dir.path(), &plan);
     assert_eq!(out.status.code(), Some(4));
     assert!(t0.elapsed() < std::time::Duration::from_secs(10), "refused at once");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -340,11 +341,7 @@ fn unreachable_host_with_a_password_is_one_clear_line_and_never_printed() {
     let bad = format!("postgres://app:{secret}@127.0.0.1:1/app");
     let dir = tempfile::tempdir().expect("tempdir");
     let plan = retention_plan(dir.path(), &bad, "");
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("apply");
+    let out = apply(dir.path(), &plan);
     assert_eq!(out.status.code(), Some(1));
     let all = format!(
         "{}{}",
@@ -401,11 +398,7 @@ fn sqlite_apply_archives_exactly_the_deleted_rows() {
     let expected = query(&format!(
         "SELECT id || '|' || task_name || '|' || created_at || '|' || deleted_at FROM failed_task WHERE deleted_at < '{cutoff}' ORDER BY id"
     ));
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("apply");
+    let out = apply(dir.path(), &plan);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = query(
         "SELECT id || '|' || task_name || '|' || created_at || '|' || deleted_at FROM failed_task_archive ORDER BY id",
@@ -469,11 +462,7 @@ fn postgres_text_keys_and_file_archives_take_counted_batches() {
     let diff = diff_json(dir.path(), &plan);
     let (sessions, tasks) = (step_rows(&diff, "sessions"), step_rows(&diff, "task-log-file"));
     assert!(sessions > 7 && tasks > 500, "several batches each: {sessions} {tasks}");
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("apply");
+    let out = apply(dir.path(), &plan);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         rt.block_on(pg_count(

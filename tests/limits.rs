@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::engine::{dbmaint, diff_json, pg_count, retention_plan, rt, seed_pg, step_rows};
+use crate::engine::{apply, dbmaint, diff_json, pg_count, retention_plan, rt, seed_pg, step_rows};
 use crate::pg::{Cluster, connect};
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
@@ -125,6 +125,7 @@ fn postgres_lock_held_elsewhere_retries_then_fails_and_readers_wait_at_most_lock
     let took = t0.elapsed();
     stop.store(true, Ordering::SeqCst);
     let worst = reading.join().expect("reader thread");
+    println!("the reader's worst wait while dbmaint queued for VACUUM FULL: {worst:?} (lock_timeout 300 ms)");
 
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diff and report JSON");
@@ -307,11 +308,7 @@ fn postgres_saved_plan_applies_when_nothing_changed() {
         .expect("diff --out");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&saved)
-        .output()
-        .expect("apply saved");
+    let out = apply(dir.path(), &saved);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let after = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
     assert_eq!((before - after) as u64, step_rows(&diff, "audit-logs"));
@@ -339,11 +336,7 @@ fn postgres_saved_plan_is_refused_when_the_data_grew_beyond_the_review() {
          SELECT 10000000 + i, now() - interval '400 days', 1, 'login', 'user', 1, '{}' FROM generate_series(1, 25) i",
     ));
     let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&saved)
-        .output()
-        .expect("apply saved");
+    let out = apply(dir.path(), &saved);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("25 more than the"), "says by how much: {stderr}");
@@ -441,11 +434,7 @@ steps:
         )),
         1
     );
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("rerun");
+    let out = apply(dir.path(), &plan);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         rt.block_on(pg_count(

@@ -111,7 +111,8 @@ pub fn start_with(settings: &str) -> Cluster {
     let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
     std::fs::write(&hba, format!("local all {PW_USER} scram-sha-256\n{rules}")).expect("write pg_hba.conf");
     let opts = format!(
-        "-k {} -c listen_addresses='' -c autovacuum=off -c max_connections=200 -p {port} {settings}",
+        "-k {} -c listen_addresses='' -c autovacuum=off -c max_connections=200 -p {port} \
+         -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=10000 {settings}",
         base.display()
     );
     pg(
@@ -200,6 +201,38 @@ impl Cluster {
             .expect("create a test database");
         self.url(&name)
     }
+}
+
+/// How many statements the server ran in `url`'s database while `during`
+/// ran, counted by pg_stat_statements (loaded in every test cluster): a
+/// measurement from the server's side, not a figure the engine reports
+/// about itself. Only this database's counters are reset and read.
+pub fn statements_during(url: &str, during: impl FnOnce()) -> i64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db_counters = "(SELECT oid FROM pg_database WHERE datname = current_database())";
+    rt.block_on(async {
+        let mut c = connect(url).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset(0, {db_counters}, 0)"
+        )))
+        .execute(&mut c)
+        .await
+        .expect("reset pg_stat_statements");
+    });
+    during();
+    rt.block_on(async {
+        let mut c = connect(url).await;
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements \
+             WHERE dbid = {db_counters} AND query NOT LIKE '%pg_stat_statements%'"
+        )))
+        .fetch_one(&mut c)
+        .await
+        .expect("read pg_stat_statements")
+    })
 }
 
 pub async fn connect(url: &str) -> sqlx::PgConnection {

@@ -1,7 +1,7 @@
 //! The `sql` operation: author SQL, previewed by its read-only `dry_run`
 //! in the diff (which changes nothing), run in one transaction by default.
 
-use crate::engine::{dbmaint, pg_count, rt, seed_pg};
+use crate::engine::{apply, dbmaint, pg_count, rt, seed_pg};
 use crate::pg::Cluster;
 
 fn sql_plan(dir: &std::path::Path, url: &str, steps: &str) -> std::path::PathBuf {
@@ -53,11 +53,7 @@ fn postgres_sql_dry_run_shows_its_figures_changes_nothing_and_apply_runs_it() {
         0,
         "the diff changed nothing"
     );
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("apply");
+    let out = apply(dir.path(), &plan);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("(sql: author SQL) succeeded"));
     assert_eq!(
@@ -103,11 +99,7 @@ fn postgres_sql_that_fails_rolls_back_whole_and_a_writing_dry_run_is_refused() {
         &url,
         "  two:\n    sql: { sql: \"DELETE FROM core_audit_log; SELECT 1 / 0\" }\n  after:\n    needs: [two]\n    analyze: {}\n",
     );
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&failing)
-        .output()
-        .expect("apply");
+    let out = apply(dir.path(), &failing);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("division by zero"), "{stdout}");
@@ -155,11 +147,7 @@ fn sqlite_sql_previews_and_runs() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("{expired} | sessions")), "{text}");
     assert_eq!(count(), "0");
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("apply");
+    let out = apply(dir.path(), &plan);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(count(), expired);
 }

@@ -100,6 +100,43 @@ use crate::execplan::RetentionWork;
 use crate::inspect::{Inspection, RetentionProbe};
 use crate::values::{Backend, Target};
 
+/// Ends a transaction by the result of its work: commit on success, roll
+/// back on failure (the failure is what the caller reports). Both drivers'
+/// batch and statement transactions end here.
+/// Runs statements in the given (just begun) transaction and settles it.
+async fn statements_in<DB: sqlx::Database>(
+    mut tx: sqlx::Transaction<'_, DB>,
+    statements: &[String],
+) -> Result<(), DbError>
+where
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+{
+    let result = async {
+        for s in statements {
+            sqlx::raw_sql(sql(s.clone())).execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+    .await;
+    settle(tx, result).await
+}
+
+async fn settle<DB: sqlx::Database, T>(
+    tx: sqlx::Transaction<'_, DB>,
+    result: Result<T, DbError>,
+) -> Result<T, DbError> {
+    match result {
+        Ok(v) => {
+            tx.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
 /// Quotes one identifier: `"name"`, with inner quotes doubled.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

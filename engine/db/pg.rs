@@ -89,15 +89,7 @@ pub async fn set_statement_timeout(c: &mut PgConnection, d: Duration) -> Result<
 }
 
 pub async fn execute_in_transaction(c: &mut PgConnection, statements: &[String]) -> Result<(), DbError> {
-    let mut tx = c.begin().await?;
-    for s in statements {
-        if let Err(e) = sqlx::raw_sql(sql(s.clone())).execute(&mut *tx).await {
-            let _ = tx.rollback().await;
-            return Err(e.into());
-        }
-    }
-    tx.commit().await?;
-    Ok(())
+    super::statements_in(c.begin().await?, statements).await
 }
 
 // ---------------------------------------------------------------- inspection
@@ -505,25 +497,24 @@ async fn window_batch(
         quote_literal(&work.cutoff)
     );
     // The rows affected add up over the statements; BEGIN affects none.
-    let result = sqlx::raw_sql(sql(run))
-        .execute(&mut *c)
-        .await
-        .map(|r| r.rows_affected());
+    let rows = match sqlx::raw_sql(sql(run)).execute(&mut *c).await {
+        Ok(r) => r.rows_affected(),
+        Err(e) => {
+            let _ = execute(c, "ROLLBACK").await;
+            return Err(e.into());
+        }
+    };
     let last_key = (hi - 1).to_string();
-    let rows = *result.as_ref().unwrap_or(&0);
-    let finish = match result {
-        Ok(_) if rows > 0 => format!(
+    let finish = if rows > 0 {
+        format!(
             "INSERT INTO dbmaint.batches (run_id, step, batch_no, last_key, rows) VALUES ({}, {}, {}, {}, {rows}); COMMIT",
             journal.run_id,
             quote_literal(&journal.step),
             journal.batch_no,
             quote_literal(&last_key)
-        ),
-        Ok(_) => "COMMIT".to_string(),
-        Err(e) => {
-            let _ = execute(c, "ROLLBACK").await;
-            return Err(e.into());
-        }
+        )
+    } else {
+        "COMMIT".to_string()
     };
     if let Err(e) = sqlx::raw_sql(sql(finish)).execute(&mut *c).await {
         let _ = execute(c, "ROLLBACK").await;
@@ -549,16 +540,7 @@ pub async fn retention_batch(
     }
     let mut tx = c.begin().await?;
     let result = batch_in(&mut tx, work, keys, journal, archive_file).await;
-    match result {
-        Ok(done) => {
-            tx.commit().await?;
-            Ok(done)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-    }
+    super::settle(tx, result).await
 }
 
 async fn batch_in(

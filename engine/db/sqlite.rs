@@ -57,15 +57,7 @@ pub async fn execute(c: &mut SqliteConnection, statement: &str) -> Result<u64, D
 }
 
 pub async fn execute_in_transaction(c: &mut SqliteConnection, statements: &[String]) -> Result<(), DbError> {
-    let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
-    for s in statements {
-        if let Err(e) = sqlx::raw_sql(sql(s.clone())).execute(&mut *tx).await {
-            let _ = tx.rollback().await;
-            return Err(e.into());
-        }
-    }
-    tx.commit().await?;
-    Ok(())
+    super::statements_in(c.begin_with("BEGIN IMMEDIATE").await?, statements).await
 }
 
 /// A `dry_run` query's first rows: SQLite values are text, integers,
@@ -363,16 +355,8 @@ pub async fn retention_batch(
     archive_file: Option<&mut ArchiveFile>,
 ) -> Result<BatchDone, DbError> {
     let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
-    match batch_in(&mut tx, work, keys, journal, archive_file).await {
-        Ok(done) => {
-            tx.commit().await?;
-            Ok(done)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-    }
+    let result = batch_in(&mut tx, work, keys, journal, archive_file).await;
+    super::settle(tx, result).await
 }
 
 async fn batch_in(

@@ -2,7 +2,7 @@
 //! (PostgreSQL), `ANALYZE` or `PRAGMA optimize` (SQLite).
 
 use super::{BOTH, OpCheck, OpParams, get, globs};
-use crate::execplan::{Action, Estimate, Fidelity, Marker, human_count};
+use crate::execplan::{Estimate, Fidelity, Marker, human_count};
 use crate::planner::{Draft, PlanCx, percent};
 use crate::values::{Backend, NameGlob, Ratio};
 
@@ -51,11 +51,7 @@ impl Analyze {
             };
             d.lock = "write lock on sqlite_stat1 while it runs".into();
             d.summary = format!("`{sql}` over {} tables", cx.insp.tables.len());
-            d.statements.push(sql.into());
-            d.actions.push(Action::Statement {
-                object: "database".into(),
-                sql: sql.into(),
-            });
+            d.statement("database".into(), sql.into());
             d.estimate = Some(Estimate {
                 rows: 0,
                 bytes: 0,
@@ -68,7 +64,7 @@ impl Analyze {
         for t in cx.select_tables(&globs(&self.tables), &globs(&self.exclude)) {
             considered += 1;
             // Rows that steps before this one delete count as modifications.
-            let (removed, by) = cx.removed_upstream(&cx.quoted(t));
+            let (removed, deleted_first) = cx.removed_upstream(&cx.quoted(t));
             let modified = t.mod_since_analyze + removed;
             let ratio = modified as f64 / t.live_tuples.max(1) as f64;
             let never = t.last_analyze.is_none() && t.last_autoanalyze.is_none() && t.live_tuples > 0;
@@ -85,20 +81,12 @@ impl Analyze {
                     human_count(modified),
                     percent(ratio),
                     human_count(t.live_tuples),
-                    if removed > 0 {
-                        format!(", {} of them deleted first by {}", human_count(removed), by.join(", "))
-                    } else {
-                        String::new()
-                    },
+                    deleted_first,
                     if never { ", never analyzed" } else { "" }
                 ),
                 serde_json::json!({"mod_since_analyze": modified, "live_tuples": t.live_tuples, "mod_ratio": ratio}),
             );
-            d.statements.push(sql.clone());
-            d.actions.push(Action::Statement {
-                object: cx.display(t),
-                sql,
-            });
+            d.statement(cx.display(t), sql);
         }
         d.no_op = d.actions.is_empty();
         d.summary = if d.no_op {

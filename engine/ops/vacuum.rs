@@ -102,7 +102,7 @@ impl Vacuum {
         for t in cx.select_tables(&globs(&self.tables), &globs(&self.exclude)) {
             considered += 1;
             // Rows that steps before this one delete are dead tuples by the time it runs.
-            let (removed, by) = cx.removed_upstream(&cx.quoted(t));
+            let (removed, deleted_first) = cx.removed_upstream(&cx.quoted(t));
             let projected_dead = t.dead_tuples + removed;
             let all = t.live_tuples + t.dead_tuples;
             let ratio = if all == 0 {
@@ -132,11 +132,7 @@ impl Vacuum {
                     percent(ratio),
                     human_count(projected_dead),
                     human_count(all),
-                    if removed > 0 {
-                        format!(", {} of them deleted first by {}", human_count(removed), by.join(", "))
-                    } else {
-                        String::new()
-                    },
+                    deleted_first,
                     human_bytes(t.total_bytes),
                     human_count(t.xid_age),
                     if by_xid && !by_dead { " (wraparound)" } else { "" }
@@ -146,11 +142,7 @@ impl Vacuum {
                     "bytes": t.total_bytes, "xid_age": t.xid_age, "reclaimable_bytes": reclaim,
                 }),
             );
-            d.statements.push(sql.clone());
-            d.actions.push(Action::Statement {
-                object: cx.display(t),
-                sql,
-            });
+            d.statement(cx.display(t), sql);
         }
         d.no_op = d.actions.is_empty();
         d.summary = if d.no_op {
