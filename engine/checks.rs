@@ -69,6 +69,22 @@ pub struct CheckSpec {
 }
 
 impl CheckSpec {
+    /// Every check the backend offers, at the default thresholds (what
+    /// `dbmaint inspect checks` and `check: {}` run).
+    pub fn defaults(backend: crate::values::Backend) -> Self {
+        Self {
+            checks: CheckName::for_backend(backend)
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
+            max_query_age_ms: DEFAULT_MAX_QUERY_AGE_MS,
+            max_connections_ratio: DEFAULT_MAX_CONNECTIONS_RATIO,
+            max_sequence_ratio: DEFAULT_MAX_SEQUENCE_RATIO,
+            max_xid_age_ratio: DEFAULT_MAX_XID_AGE_RATIO,
+            fail_on: None,
+        }
+    }
+
     pub fn runs(&self, c: CheckName) -> bool {
         self.checks.iter().any(|n| n == c.as_str())
     }

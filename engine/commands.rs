@@ -260,16 +260,40 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
     }
 }
 
-pub async fn history(cli: &Cli, target: Option<String>, limit: u64, run_id: Option<i64>) -> i32 {
-    let Some(url) = target.or_else(|| std::env::var("DATABASE_URL").ok()) else {
-        return fail(
-            cli,
-            &Failure::error("no target: pass `--target URL` or set DATABASE_URL"),
-        );
-    };
-    let target = match dbmaint::values::Target::parse(&url) {
+/// `--target` or DATABASE_URL, for the commands without a plan.
+fn target_arg(target: Option<String>) -> Result<dbmaint::values::Target, Failure> {
+    let url = target
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .ok_or_else(|| Failure::error("no target: pass `--target URL` or set DATABASE_URL"))?;
+    dbmaint::values::Target::parse(&url).map_err(|e| Failure::error(e.message))
+}
+
+pub async fn inspect(cli: &Cli, target: Option<String>, what: crate::InspectArg, top: u64, exact: bool) -> i32 {
+    let target = match target_arg(target) {
         Ok(t) => t,
-        Err(e) => return fail(cli, &Failure::error(e.message)),
+        Err(f) => return fail(cli, &f),
+    };
+    let what = match what {
+        crate::InspectArg::Stats => run::InspectWhat::Stats,
+        crate::InspectArg::Bloat => run::InspectWhat::Bloat,
+        crate::InspectArg::Checks => run::InspectWhat::Checks,
+    };
+    match run::inspect_report(&target, what, top.max(1), exact).await {
+        Ok(r) => {
+            match cli.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
+                Output::Text => print!("{}", run::render_inspect(&r)),
+            }
+            exit::OK
+        }
+        Err(f) => fail(cli, &f),
+    }
+}
+
+pub async fn history(cli: &Cli, target: Option<String>, limit: u64, run_id: Option<i64>) -> i32 {
+    let target = match target_arg(target) {
+        Ok(t) => t,
+        Err(f) => return fail(cli, &f),
     };
     match run::history(&target, run_id, limit).await {
         Ok(v) => {

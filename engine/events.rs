@@ -55,6 +55,9 @@ pub struct StepResult {
     /// What a `stats` step measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<crate::stats::StatsReport>,
+    /// What a `bloat` step measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bloat: Option<crate::bloat::BloatReport>,
 }
 
 /// The events, in the order a run emits them.

@@ -203,6 +203,11 @@ pub enum Action {
     Stats {
         top: u64,
     },
+    /// The `bloat` report; relations at or over `min_waste_ratio` are findings.
+    Bloat {
+        spec: crate::bloat::BloatSpec,
+        min_waste_ratio: f64,
+    },
 }
 
 /// A step as it will run.

@@ -291,6 +291,7 @@ fn empty_result(s: &PlannedStep, status: Status, deferred: Option<String>) -> St
         deferred,
         findings: vec![],
         stats: None,
+        bloat: None,
     }
 }
 
@@ -458,6 +459,23 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                     duration_ms: t0.elapsed().as_millis() as u64,
                 });
                 acc.r.stats = Some(report);
+            }
+            Action::Bloat { spec, min_waste_ratio } => {
+                let c = read_session(&mut conn, step, ctx, acc).await?;
+                let report = c
+                    .bloat(spec)
+                    .await
+                    .map_err(|e| StepErr::failed(format!("a bloat query failed: {}", e.message)))?;
+                acc.r.statements += if spec.exact { 4 } else { 2 };
+                let found = report.findings(*min_waste_ratio);
+                ctx.emit(Event::ObjectDone {
+                    step: step.id.clone(),
+                    object: format!("{} relations, {} over the threshold", report.entries.len(), found.len()),
+                    done: i as u64 + 1,
+                    duration_ms: t0.elapsed().as_millis() as u64,
+                });
+                acc.r.findings = found;
+                acc.r.bloat = Some(report);
             }
             Action::Sql { sql, transaction } => {
                 let c = match &mut conn {

@@ -169,6 +169,9 @@ pub struct Inspection {
     /// Each `stats` step's report, by step id.
     #[serde(default)]
     pub stats: indexmap::IndexMap<String, Result<crate::stats::StatsReport, String>>,
+    /// Bloat figures for each `bloat` and `reindex` step, by step id.
+    #[serde(default)]
+    pub bloat: indexmap::IndexMap<String, Result<crate::bloat::BloatReport, String>>,
     /// Catalog queries issued (fixed whatever the number of tables).
     pub catalog_queries: u32,
 }

@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod bloat;
 pub mod checks;
 pub mod db;
 pub mod decode;

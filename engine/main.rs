@@ -12,7 +12,7 @@ use dbmaint::exit;
 use dbmaint::load::{LoadOptions, Loaded, load};
 
 mod commands;
-use commands::{apply, demo, diff, history, runtime};
+use commands::{apply, demo, diff, history, inspect, runtime};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +66,21 @@ enum Command {
         /// One run's id.
         run_id: Option<i64>,
     },
+    /// The read-only reports of `stats`, `bloat` or `check` without a plan.
+    Inspect {
+        /// Target database URL (default: DATABASE_URL).
+        #[arg(long)]
+        target: Option<String>,
+        /// stats: sizes and activity; bloat: waste per table and index; checks: health findings.
+        #[arg(value_enum)]
+        report: InspectArg,
+        /// stats: how many of the largest tables and indexes to list.
+        #[arg(long, default_value_t = dbmaint::ops::stats::DEFAULT_TOP)]
+        top: u64,
+        /// bloat: exact figures from pgstattuple when it is installed (reads every page).
+        #[arg(long)]
+        exact: bool,
+    },
     /// Create a SQLite database with realistic data, diff and apply `plans/demo.yaml` on it.
     Demo {
         /// The database file to create (replaced if it exists).
@@ -85,6 +100,13 @@ enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum InspectArg {
+    Stats,
+    Bloat,
+    Checks,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +194,12 @@ fn main() -> ExitCode {
         Command::History { target, limit, run_id } => {
             runtime().block_on(history(&cli, target.clone(), *limit, *run_id))
         }
+        Command::Inspect {
+            target,
+            report,
+            top,
+            exact,
+        } => runtime().block_on(inspect(&cli, target.clone(), *report, *top, *exact)),
         Command::Demo { db, seed, scale } => runtime().block_on(demo(&cli, db, *seed, *scale)),
         Command::Schema => {
             print!("{}", dbmaint::schema::plan_schema_json());

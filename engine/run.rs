@@ -105,6 +105,10 @@ pub async fn compute(
                 insp.stats
                     .insert(id, conn.stats(s.top_n()).await.map_err(|e| e.message));
             }
+            Operation::Bloat(b) => {
+                insp.bloat
+                    .insert(id, conn.bloat(&b.spec()).await.map_err(|e| e.message));
+            }
             Operation::Check(c) => {
                 insp.findings
                     .insert(id, conn.run_checks(&c.spec(backend)).await.map_err(|e| e.message));
@@ -505,6 +509,88 @@ pub fn render_history(v: &serde_json::Value) -> String {
                     .unwrap_or_default(),
             );
         }
+    }
+    out
+}
+
+/// Which report `dbmaint inspect` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InspectWhat {
+    Stats,
+    Bloat,
+    Checks,
+}
+
+/// What `dbmaint inspect` found: the read-only report of `stats`, `bloat`
+/// or `check` at their defaults, without a plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InspectReport {
+    pub report: InspectWhat,
+    pub target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::stats::StatsReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bloat: Option<crate::bloat::BloatReport>,
+    /// Check findings, or the bloat over the default threshold.
+    pub findings: Vec<crate::checks::Finding>,
+}
+
+/// Runs one report on a read-only session.
+pub async fn inspect_report(
+    target: &Target,
+    what: InspectWhat,
+    top: u64,
+    exact: bool,
+) -> Result<InspectReport, Failure> {
+    let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
+    let mut r = InspectReport {
+        report: what,
+        target: target.redacted(),
+        stats: None,
+        bloat: None,
+        findings: vec![],
+    };
+    let result = match what {
+        InspectWhat::Stats => conn.stats(top).await.map(|s| r.stats = Some(s)),
+        InspectWhat::Bloat => {
+            let spec = crate::bloat::BloatSpec {
+                exact,
+                min_bytes: crate::bloat::DEFAULT_MIN_BYTES,
+                tables: vec![],
+            };
+            conn.bloat(&spec).await.map(|b| {
+                r.findings = b.findings(crate::bloat::DEFAULT_MIN_WASTE_RATIO);
+                r.bloat = Some(b);
+            })
+        }
+        InspectWhat::Checks => conn
+            .run_checks(&crate::checks::CheckSpec::defaults(target.backend))
+            .await
+            .map(|f| r.findings = f),
+    };
+    close(conn).await;
+    result?;
+    Ok(r)
+}
+
+/// `dbmaint inspect` as text.
+pub fn render_inspect(r: &InspectReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let lines = r
+        .stats
+        .iter()
+        .flat_map(|s| s.lines())
+        .chain(r.bloat.iter().flat_map(|b| b.lines()));
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    for f in &r.findings {
+        let _ = writeln!(out, "{} {} {}: {}", f.severity.as_str(), f.check, f.object, f.message);
+    }
+    if r.report == InspectWhat::Checks && r.findings.is_empty() {
+        let _ = writeln!(out, "no findings");
     }
     out
 }

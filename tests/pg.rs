@@ -240,3 +240,28 @@ pub async fn connect(url: &str) -> sqlx::PgConnection {
     let opts: sqlx::postgres::PgConnectOptions = url.parse().expect("test URL parses");
     opts.connect().await.expect("connect to the test cluster")
 }
+
+/// Runs `statements` (one string, one implicit transaction), then each of
+/// `each` on its own (VACUUM, CREATE INDEX CONCURRENTLY …), on a fresh
+/// database of the shared cluster; returns its URL.
+pub fn seeded_db(statements: &str, each: &[&str]) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let url = Cluster::get().fresh_db().await;
+        let mut c = connect(&url).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_string()))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("seeding failed: {e}"));
+        for s in each {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(s.to_string()))
+                .execute(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("`{s}` failed: {e}"));
+        }
+        url
+    })
+}

@@ -92,6 +92,7 @@ macro_rules! ranged_batch {
 }
 
 pub mod pg;
+pub mod pg_bloat;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -454,6 +455,14 @@ impl Conn {
         match self {
             Conn::Pg(c) => pg::stats(c, top).await,
             Conn::Sqlite(c) => sqlite::stats(c, top).await,
+        }
+    }
+
+    /// Bloat figures (read-only queries; `pgstattuple` reads every page).
+    pub async fn bloat(&mut self, spec: &crate::bloat::BloatSpec) -> Result<crate::bloat::BloatReport, DbError> {
+        match self {
+            Conn::Pg(c) => pg_bloat::bloat(c, spec).await,
+            Conn::Sqlite(c) => sqlite::bloat(c).await,
         }
     }
 

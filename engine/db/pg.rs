@@ -104,7 +104,7 @@ const BUSY: &str = "(SELECT l.relation FROM pg_locks l WHERE l.locktype = 'relat
      AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid() \
      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
 
-const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbmaint') \
+pub(crate) const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbmaint') \
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
 
 /// The inspection's catalog queries, in order: server facts, tables (with
@@ -242,6 +242,7 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         previews: indexmap::IndexMap::new(),
         findings: indexmap::IndexMap::new(),
         stats: indexmap::IndexMap::new(),
+        bloat: indexmap::IndexMap::new(),
         catalog_queries: catalog_sql().len() as u32,
     };
     for p in probes(&inspection) {

@@ -215,6 +215,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
         previews: indexmap::IndexMap::new(),
         findings: indexmap::IndexMap::new(),
         stats: indexmap::IndexMap::new(),
+        bloat: indexmap::IndexMap::new(),
         catalog_queries: 3,
     };
     for p in probes(&inspection) {
@@ -673,4 +674,27 @@ pub async fn stats(c: &mut SqliteConnection, top: u64) -> Result<crate::stats::S
         }
     }
     Ok(report)
+}
+
+/// SQLite's bloat: the file's free-list pages over its page count (what
+/// `VACUUM` gives back). Exact: SQLite keeps the count in the file header.
+pub async fn bloat(c: &mut SqliteConnection) -> Result<crate::bloat::BloatReport, DbError> {
+    let (free, pages, size, path): (i64, i64, i64, String) = sqlx::query_as(
+        "SELECT (SELECT freelist_count FROM pragma_freelist_count()), (SELECT page_count FROM pragma_page_count()), \
+         (SELECT page_size FROM pragma_page_size()), (SELECT file FROM pragma_database_list() WHERE name = 'main')",
+    )
+    .fetch_one(c)
+    .await?;
+    let bytes = (pages.max(0) * size.max(0)) as u64;
+    Ok(crate::bloat::BloatReport {
+        entries: vec![crate::bloat::BloatEntry::new(
+            "database",
+            path.clone(),
+            path,
+            bytes,
+            free.max(0) * size.max(0),
+            crate::bloat::Method::Freelist,
+        )],
+        ..Default::default()
+    })
 }

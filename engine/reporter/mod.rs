@@ -45,6 +45,8 @@ pub struct ReportStep {
     pub findings: Vec<crate::checks::Finding>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<crate::stats::StatsReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bloat: Option<crate::bloat::BloatReport>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -113,6 +115,7 @@ impl Collector {
                         skipped: Some("not selected (--step)".into()),
                         findings: vec![],
                         stats: None,
+                        bloat: None,
                     })
                     .collect(),
                 totals: ReportTotals::default(),
@@ -135,6 +138,7 @@ impl Collector {
             s.deferred = r.deferred.clone();
             s.findings = r.findings.clone();
             s.stats = r.stats.clone();
+            s.bloat = r.bloat.clone();
             s.skipped = None;
         }
     }
@@ -269,7 +273,8 @@ pub fn render_text(r: &Report) -> String {
                 let _ = writeln!(out, "      {label}: {v}");
             }
         }
-        for line in s.stats.iter().flat_map(|st| st.lines()) {
+        let bloat = s.bloat.iter().flat_map(|b| b.lines());
+        for line in s.stats.iter().flat_map(|st| st.lines()).chain(bloat) {
             let _ = writeln!(out, "      {line}");
         }
         for f in &s.findings {
