@@ -203,11 +203,30 @@ pub enum Action {
     Stats {
         top: u64,
     },
+    /// One index rebuild (`REINDEX INDEX [CONCURRENTLY]`, SQLite `REINDEX`).
+    Reindex(ReindexWork),
+    /// INVALID indexes the engine's interrupted rebuilds left, dropped
+    /// concurrently, then their journal records closed.
+    DropLeftovers {
+        /// (schema, index name).
+        indexes: Vec<(String, String)>,
+        records: Vec<i64>,
+    },
     /// The `bloat` report; relations at or over `min_waste_ratio` are findings.
     Bloat {
         spec: crate::bloat::BloatSpec,
         min_waste_ratio: f64,
     },
+}
+
+/// One index to rebuild.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReindexWork {
+    pub schema: String,
+    pub table: String,
+    pub index: String,
+    pub sql: String,
+    pub concurrently: bool,
 }
 
 /// A step as it will run.

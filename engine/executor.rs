@@ -477,6 +477,26 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                 acc.r.findings = found;
                 acc.r.bloat = Some(report);
             }
+            Action::Reindex(work) => {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => conn.insert(open(step, ctx).await?),
+                };
+                reindex(step, work, c, ctx, acc).await?;
+                ctx.emit(Event::ObjectDone {
+                    step: step.id.clone(),
+                    object: format!("{}.{}", work.schema, work.index),
+                    done: i as u64 + 1,
+                    duration_ms: t0.elapsed().as_millis() as u64,
+                });
+            }
+            Action::DropLeftovers { indexes, records } => {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => conn.insert(open(step, ctx).await?),
+                };
+                drop_leftovers(step, indexes, records, c, ctx, acc).await?;
+            }
             Action::Sql { sql, transaction } => {
                 let c = match &mut conn {
                     Some(c) => c,
@@ -618,6 +638,185 @@ async fn read_session<'c>(
     Ok(c)
 }
 
+/// Rebuilds one index. A concurrent rebuild is journaled before it starts;
+/// a failed attempt's INVALID copy is dropped before the next attempt or
+/// the failure (safety.md rule 7); success is checked in the catalog, not
+/// taken from the server's silence: the index must be valid and ready, on
+/// new storage (a rebuild the server skipped with a WARNING or NOTICE
+/// leaves the old storage, and fails the step).
+async fn reindex(
+    step: &PlannedStep,
+    work: &crate::execplan::ReindexWork,
+    c: &mut Conn,
+    ctx: &Ctx,
+    acc: &mut Acc,
+) -> Result<(), StepErr> {
+    use crate::db::pg_reindex;
+    let name = format!("{}.{}", work.schema, work.index);
+    let timeout = ctx.statement_timeout(step);
+    let Conn::Pg(pg) = c else {
+        with_retries(step, ctx, acc, c, DbOp::Exec(&work.sql, timeout))
+            .await
+            .map_err(|e| StepErr::failed(format!("`{name}`: {}", e.message)))?;
+        acc.r.statements += 1;
+        return Ok(());
+    };
+    let failed = |e: DbError| StepErr::failed(format!("`{name}`: {}", e.message));
+    let before = pg_reindex::index_state(pg, &work.schema, &work.index)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| StepErr::failed(format!("`{name}` no longer exists")))?;
+    let record = if work.concurrently {
+        let invalid = pg_reindex::invalid_indexes(pg, &work.schema, &work.table)
+            .await
+            .map_err(failed)?;
+        let id = pg_reindex::rebuild_started(
+            pg,
+            ctx.run_id,
+            &step.id,
+            &work.schema,
+            &work.table,
+            &work.index,
+            &invalid,
+        )
+        .await
+        .map_err(failed)?;
+        Some((id, invalid))
+    } else {
+        None
+    };
+    let op = DbOp::Rebuild {
+        work,
+        invalid_before: record.as_ref().map(|(_, b)| b.as_slice()),
+        timeout,
+    };
+    let result = with_retries(step, ctx, acc, c, op).await;
+    acc.r.statements += 1;
+    let Conn::Pg(pg) = c else { return Ok(()) };
+    let verified = match result {
+        Ok(_) => match pg_reindex::index_state(pg, &work.schema, &work.index).await {
+            Ok(Some((true, node, bytes))) if node != before.1 => Ok(bytes),
+            Ok(Some((true, _, _))) => Err(format!(
+                "`{name}`: the server did not rebuild it (its storage is unchanged): nothing was done"
+            )),
+            Ok(Some((false, _, _))) => Err(format!("`{name}` is not valid after its rebuild")),
+            Ok(None) => Err(format!("`{name}` is gone after its rebuild")),
+            Err(e) => Err(format!("`{name}`: checking the rebuilt index: {}", e.message)),
+        },
+        Err(e) => Err(format!("`{name}`: {}", e.message)),
+    };
+    // A record stays open only when a leftover could not be dropped: the
+    // next run's inspection finds it and drops it.
+    if let Some((id, _)) = &record
+        && acc.r.cleanup_failed.is_none()
+    {
+        let outcome = if verified.is_ok() {
+            "rebuilt"
+        } else {
+            "failed; leftovers dropped"
+        };
+        let _ = pg_reindex::rebuilds_finished(pg, &[*id], outcome).await;
+    }
+    let after = verified.map_err(StepErr::failed)?;
+    acc.r.bytes += (before.2.max(0) as u64).saturating_sub(after.max(0) as u64);
+    Ok(())
+}
+
+/// After a failed concurrent rebuild: drops the INVALID copies it left
+/// (those not in `before`), and says so in the step's result; returns the
+/// error to report, no longer retryable when the drop itself failed.
+async fn drop_failed_copies(
+    c: &mut Conn,
+    work: &crate::execplan::ReindexWork,
+    before: &[String],
+    acc: &mut Acc,
+    e: DbError,
+) -> DbError {
+    use crate::db::pg_reindex;
+    let Conn::Pg(pg) = c else { return e };
+    let left = match pg_reindex::leftovers_since(pg, &work.schema, &work.table, before).await {
+        Ok(left) => left,
+        Err(e2) => {
+            acc.r.cleanup_failed = Some(format!(
+                "could not list the INVALID indexes the failed rebuild of {}.{} left on {}.{} ({}): \
+                 the next run drops them, from the journal",
+                work.schema, work.index, work.schema, work.table, e2.message
+            ));
+            return DbError::other(e.message);
+        }
+    };
+    if left.is_empty() {
+        return e;
+    }
+    match pg_reindex::drop_concurrently(pg, &work.schema, &left).await {
+        Ok(()) => {
+            let dropped = format!("dropped the INVALID index {} the failed rebuild left", left.join(", "));
+            acc.r.rolled_back = Some(match acc.r.rolled_back.take() {
+                Some(earlier) => format!("{earlier}; {dropped}"),
+                None => dropped,
+            });
+            e
+        }
+        Err((index, e2)) => {
+            acc.r.cleanup_failed = Some(format!(
+                "INVALID index {}.{index} is left on {}.{} (dropping it failed: {}): the next run drops it, \
+                 or run DROP INDEX CONCURRENTLY {}",
+                work.schema,
+                work.schema,
+                work.table,
+                e2.message,
+                crate::db::quote_name(Some(&work.schema), &index)
+            ));
+            DbError::other(e.message)
+        }
+    }
+}
+
+/// Drops the INVALID leftovers of earlier runs' rebuilds and closes their
+/// journal records.
+async fn drop_leftovers(
+    step: &PlannedStep,
+    indexes: &[(String, String)],
+    records: &[i64],
+    c: &mut Conn,
+    ctx: &Ctx,
+    acc: &mut Acc,
+) -> Result<(), StepErr> {
+    let timeout = ctx.statement_timeout(step);
+    let mut dropped = vec![];
+    for (schema, name) in indexes {
+        let sql = format!(
+            "DROP INDEX CONCURRENTLY IF EXISTS {}",
+            crate::db::quote_name(Some(schema), name)
+        );
+        if let Err(e) = with_retries(step, ctx, acc, c, DbOp::Exec(&sql, timeout)).await {
+            acc.r.cleanup_failed = Some(format!(
+                "INVALID index {schema}.{name}, left by an interrupted rebuild, is still there ({}): \
+                 run `{sql}` when nothing holds the table",
+                e.message
+            ));
+            return Err(StepErr::failed(format!("dropping {schema}.{name}: {}", e.message)));
+        }
+        acc.r.statements += 1;
+        dropped.push(format!("{schema}.{name}"));
+    }
+    if let Conn::Pg(pg) = c {
+        crate::db::pg_reindex::rebuilds_finished(pg, records, "leftovers dropped by a later run")
+            .await
+            .map_err(|e| StepErr::failed(format!("closing the rebuild journal: {}", e.message)))?;
+    }
+    if !dropped.is_empty() {
+        ctx.emit(Event::RolledBack {
+            step: step.id.clone(),
+            what: format!(
+                "dropped {}, left INVALID by an interrupted rebuild of an earlier run",
+                dropped.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A database call the executor may retry.
 #[derive(Debug)]
 enum DbOp<'a> {
@@ -625,6 +824,14 @@ enum DbOp<'a> {
     Exec(&'a str, Duration),
     /// Statements in one writing transaction.
     Transaction(&'a [String]),
+    /// One index rebuild; after a failed concurrent one its INVALID copy
+    /// is dropped before a retry (`invalid_before`: the table's INVALID
+    /// indexes before the step touched it).
+    Rebuild {
+        work: &'a crate::execplan::ReindexWork,
+        invalid_before: Option<&'a [String]>,
+        timeout: Duration,
+    },
     /// A retention step's eligible rows, counted.
     Count(&'a RetentionWork),
     /// A windowed retention step's table key span.
@@ -666,6 +873,18 @@ async fn with_retries(
                 Err(e) => Err(e),
             },
             DbOp::Transaction(stmts) => c.execute_in_transaction(stmts).await.map(|()| Done::Ran),
+            DbOp::Rebuild {
+                work,
+                invalid_before,
+                timeout,
+            } => match set_timeout(c, acc, *timeout).await {
+                Ok(()) => match (c.execute(&work.sql).await, invalid_before) {
+                    (Ok(_), _) => Ok(Done::Ran),
+                    (Err(e), Some(before)) => Err(drop_failed_copies(c, work, before, acc, e).await),
+                    (Err(e), None) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
             DbOp::Count(work) => c.retention_count(work).await.map(Done::Count),
             DbOp::Span(sql) => c.retention_span(sql).await.map(Done::Span),
             DbOp::Batch {

@@ -148,6 +148,18 @@ pub const PREVIEW_ROWS: usize = 20;
 /// the diff shows the estimate marked `~` instead (docs/operations.md).
 pub const EXACT_COUNT_LIMIT: u64 = 5_000_000;
 
+/// An unfinished rebuild in the journal (`dbmaint.rebuilds`) and the
+/// INVALID transient indexes it left on its table (none when it was
+/// cleaned some other way: the record is then just closed).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Leftover {
+    pub record: i64,
+    pub schema: String,
+    pub table: String,
+    pub index: String,
+    pub invalid: Vec<String>,
+}
+
 /// The snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Inspection {
@@ -172,6 +184,10 @@ pub struct Inspection {
     /// Bloat figures for each `bloat` and `reindex` step, by step id.
     #[serde(default)]
     pub bloat: indexmap::IndexMap<String, Result<crate::bloat::BloatReport, String>>,
+    /// Unfinished concurrent rebuilds of earlier runs (read when the plan
+    /// has a `reindex` step).
+    #[serde(default)]
+    pub leftovers: Option<Result<Vec<Leftover>, String>>,
     /// Catalog queries issued (fixed whatever the number of tables).
     pub catalog_queries: u32,
 }

@@ -204,9 +204,10 @@ pub fn execution_plan(
                 Operation::Check(p) => p.plan(&cx),
                 Operation::Stats(p) => p.plan(&cx),
                 Operation::Bloat(p) => p.plan(&cx),
+                Operation::Reindex(p) => p.plan(&cx),
                 other => Draft::error(format!(
                     "operation `{}` of step `{}` is not supported by this version of dbmaint yet: \
-                     `plan validate` accepts it, but only backup, vacuum, analyze, retention, sql, check, stats and bloat run",
+                     `plan validate` accepts it, but only backup, vacuum, analyze, retention, sql, check, stats, bloat and reindex run",
                     other.key(),
                     step.id
                 )),

@@ -109,6 +109,15 @@ pub async fn compute(
                 insp.bloat
                     .insert(id, conn.bloat(&b.spec()).await.map_err(|e| e.message));
             }
+            // Index bloat decides what is rebuilt; the journal says which
+            // INVALID indexes are the engine's own leftovers.
+            Operation::Reindex(r) if backend == Backend::Postgres => {
+                insp.bloat
+                    .insert(id, conn.bloat(&r.bloat_spec()).await.map_err(|e| e.message));
+                if insp.leftovers.is_none() {
+                    insp.leftovers = Some(conn.rebuild_leftovers().await.map_err(|e| e.message));
+                }
+            }
             Operation::Check(c) => {
                 insp.findings
                     .insert(id, conn.run_checks(&c.spec(backend)).await.map_err(|e| e.message));

@@ -40,7 +40,7 @@ fn files_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn spawn(dir: &Path, plan: &Path) -> Child {
+pub(crate) fn spawn(dir: &Path, plan: &Path) -> Child {
     std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
         .current_dir(dir)
         .args([

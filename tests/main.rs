@@ -12,6 +12,7 @@ mod overlays;
 mod pg;
 mod plans;
 mod props;
+mod reindex;
 mod schema;
 mod sql_op;
 mod support;

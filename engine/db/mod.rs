@@ -93,6 +93,7 @@ macro_rules! ranged_batch {
 
 pub mod pg;
 pub mod pg_bloat;
+pub mod pg_reindex;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -463,6 +464,15 @@ impl Conn {
         match self {
             Conn::Pg(c) => pg_bloat::bloat(c, spec).await,
             Conn::Sqlite(c) => sqlite::bloat(c).await,
+        }
+    }
+
+    /// Unfinished rebuilds of earlier runs and what they left (PostgreSQL;
+    /// SQLite's REINDEX is transactional and leaves nothing).
+    pub async fn rebuild_leftovers(&mut self) -> Result<Vec<crate::inspect::Leftover>, DbError> {
+        match self {
+            Conn::Pg(c) => pg_reindex::open_leftovers(c).await,
+            Conn::Sqlite(_) => Ok(vec![]),
         }
     }
 

@@ -243,6 +243,7 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         findings: indexmap::IndexMap::new(),
         stats: indexmap::IndexMap::new(),
         bloat: indexmap::IndexMap::new(),
+        leftovers: None,
         catalog_queries: catalog_sql().len() as u32,
     };
     for p in probes(&inspection) {
@@ -595,6 +596,18 @@ async fn batch_in(
 
 const JOURNAL_DDL: &str = "\
 CREATE SCHEMA IF NOT EXISTS dbmaint;
+CREATE TABLE IF NOT EXISTS dbmaint.rebuilds (
+  id bigserial PRIMARY KEY,
+  run_id bigint NOT NULL,
+  step text NOT NULL,
+  schema_name text NOT NULL,
+  table_name text NOT NULL,
+  index_name text NOT NULL,
+  invalid_before text[] NOT NULL,
+  started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  finished_at timestamptz,
+  outcome text
+);
 CREATE TABLE IF NOT EXISTS dbmaint.runs (
   id bigserial PRIMARY KEY,
   plan text NOT NULL,
@@ -632,9 +645,11 @@ CREATE TABLE IF NOT EXISTS dbmaint.batches (
 );";
 
 pub async fn journal_setup(c: &mut PgConnection) -> Result<(), DbError> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('dbmaint.batches') IS NOT NULL")
-        .fetch_one(&mut *c)
-        .await?;
+    let exists: bool = sqlx::query_scalar(
+        "SELECT to_regclass('dbmaint.batches') IS NOT NULL AND to_regclass('dbmaint.rebuilds') IS NOT NULL",
+    )
+    .fetch_one(&mut *c)
+    .await?;
     if !exists {
         execute(c, JOURNAL_DDL).await?;
     }

@@ -216,6 +216,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
         findings: indexmap::IndexMap::new(),
         stats: indexmap::IndexMap::new(),
         bloat: indexmap::IndexMap::new(),
+        leftovers: None,
         catalog_queries: 3,
     };
     for p in probes(&inspection) {

@@ -1,0 +1,271 @@
+//! The `reindex` operation: bloat selects what is rebuilt; a concurrent
+//! rebuild that fails or is killed leaves no INVALID index of the engine's
+//! once the step (or the next run) has cleaned up; a person's INVALID index
+//! is reported and never touched.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::engine::{apply, dbmaint, diff_json, rt};
+use crate::pg::{connect, seeded_db};
+
+fn reindex_plan(dir: &Path, url: &str, params: &str, defaults: &str) -> std::path::PathBuf {
+    let path = dir.join("reindex.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nname: reindex\ntarget: \"{url}\"\ndefaults: {{{defaults}}}\nsteps:\n  rebuild:\n    reindex: {params}\n"
+        ),
+    )
+    .expect("plan");
+    path
+}
+
+/// (valid and ready, relfilenode, bytes) by index name, of every index in `public`.
+fn indexes(url: &str) -> std::collections::BTreeMap<String, (bool, i64, i64)> {
+    rt().block_on(async {
+        let mut c = connect(url).await;
+        let rows: Vec<(String, bool, i64, i64)> = sqlx::query_as(
+            "SELECT i.relname::text, x.indisvalid AND x.indisready, pg_relation_filenode(i.oid)::int8, \
+               pg_relation_size(i.oid)::int8 \
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             JOIN pg_namespace n ON n.oid = i.relnamespace WHERE n.nspname = 'public'",
+        )
+        .fetch_all(&mut c)
+        .await
+        .expect("indexes");
+        rows.into_iter().map(|(n, v, f, b)| (n, (v, f, b))).collect()
+    })
+}
+
+/// Two tables over 1 MiB of index each: `churn` loses 75% of its rows
+/// (its indexes keep their pages), `steady` is freshly loaded.
+fn bloated_db() -> String {
+    seeded_db(
+        "CREATE TABLE churn (id bigserial PRIMARY KEY, n int NOT NULL);
+         INSERT INTO churn (n) SELECT g FROM generate_series(1, 200000) g;
+         CREATE INDEX churn_n ON churn (n);
+         DELETE FROM churn WHERE id % 4 <> 0;
+         CREATE TABLE steady (id bigserial PRIMARY KEY, n int NOT NULL);
+         INSERT INTO steady (n) SELECT g FROM generate_series(1, 100000) g;
+         CREATE INDEX steady_n ON steady (n);",
+        &["VACUUM ANALYZE churn", "VACUUM ANALYZE steady"],
+    )
+}
+
+#[test]
+fn postgres_reindex_rebuilds_the_bloated_indexes_only() {
+    let url = bloated_db();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = reindex_plan(dir.path(), &url, "{min_bloat_ratio: 0.3}", "");
+    let diff = diff_json(dir.path(), &plan);
+    let mut chosen: Vec<String> = diff["steps"][0]["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|o| o["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    chosen.sort();
+    assert_eq!(chosen, ["public.churn_n", "public.churn_pkey"], "{diff}");
+    let before = indexes(&url);
+    let out = apply(dir.path(), &plan);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = indexes(&url);
+    for name in ["churn_n", "churn_pkey"] {
+        let (b, a) = (before[name], after[name]);
+        assert!(a.0, "{name} valid after");
+        assert_ne!(a.1, b.1, "{name} rebuilt (new storage)");
+        assert!(a.2 * 2 < b.2, "{name} smaller: {} → {} bytes", b.2, a.2);
+        println!("{name}: {} → {} bytes", b.2, a.2);
+    }
+    for name in ["steady_n", "steady_pkey"] {
+        assert_eq!(after[name], before[name], "{name} below the threshold is left alone");
+    }
+    assert_eq!(after.len(), 4, "no extra index: {after:?}");
+    // The journal closed both rebuild records.
+    let open: i64 = rt().block_on(async {
+        sqlx::query_scalar("SELECT count(*) FROM dbmaint.rebuilds WHERE finished_at IS NULL OR outcome <> 'rebuilt'")
+            .fetch_one(&mut connect(&url).await)
+            .await
+            .expect("rebuilds")
+    });
+    assert_eq!(open, 0);
+}
+
+/// Holds a snapshot (REPEATABLE READ after a first query) on a session
+/// of its own, so a concurrent rebuild waits for it, until dropped.
+fn hold_snapshot(url: &str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let url = url.to_string();
+    let handle = std::thread::spawn(move || {
+        rt().block_on(async {
+            let mut c = connect(&url).await;
+            sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+                .execute(&mut c)
+                .await
+                .expect("snapshot");
+            ready_tx.send(()).expect("ready");
+            let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
+            let _ = sqlx::raw_sql("COMMIT").execute(&mut c).await;
+        });
+    });
+    ready_rx.recv().expect("snapshot held");
+    (tx, handle)
+}
+
+#[test]
+fn postgres_failed_concurrent_reindex_drops_its_invalid_copy_and_leaves_a_foreign_one() {
+    let url = bloated_db();
+    // A person's failed CREATE UNIQUE INDEX CONCURRENTLY over duplicates:
+    // an INVALID index that is not the engine's.
+    rt().block_on(async {
+        let mut c = connect(&url).await;
+        let e = sqlx::raw_sql("CREATE UNIQUE INDEX CONCURRENTLY hand_made ON steady ((n % 10))")
+            .execute(&mut c)
+            .await;
+        assert!(e.is_err(), "duplicates make it fail");
+    });
+    assert!(!indexes(&url)["hand_made"].0, "hand_made is INVALID");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = reindex_plan(
+        dir.path(),
+        &url,
+        "{indexes: [churn_n, hand_made]}",
+        "lock_timeout: 300ms, retries: 1",
+    );
+    let diff = diff_json(dir.path(), &plan);
+    let warnings = diff["steps"][0]["warnings"].to_string();
+    assert!(
+        warnings.contains("public.hand_made") && warnings.contains("left alone"),
+        "{diff}"
+    );
+    let before = indexes(&url);
+    // The rebuild waits for the old snapshot and times out, twice.
+    let (release, holder) = hold_snapshot(&url);
+    let out = dbmaint(dir.path())
+        .args(["--output", "json", "plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    drop(release);
+    holder.join().expect("holder");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let step = &report["report"]["steps"][0];
+    assert_eq!(step["retries"], 1, "{step}");
+    let rolled = step["rolled_back"].as_str().unwrap_or("");
+    assert!(rolled.contains("churn_n_ccnew"), "{step}");
+    let after = indexes(&url);
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "no _ccnew left"
+    );
+    assert_eq!(
+        after["churn_n"], before["churn_n"],
+        "the original is untouched and valid"
+    );
+    assert_eq!(
+        after["hand_made"], before["hand_made"],
+        "the foreign INVALID index is untouched"
+    );
+}
+
+#[test]
+fn postgres_killed_concurrent_reindex_is_cleaned_by_the_next_run() {
+    let url = bloated_db();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = reindex_plan(dir.path(), &url, "{indexes: [churn_n]}", "lock_timeout: 60s");
+    let (release, holder) = hold_snapshot(&url);
+    let mut child = crate::backup::spawn(dir.path(), &plan);
+    // Kill it while its REINDEX waits for the old snapshot, after the new
+    // copy was built.
+    let waiting = || {
+        rt().block_on(async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'REINDEX%' \
+                 AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut connect(&url).await)
+            .await
+            .expect("activity")
+        })
+    };
+    let t0 = Instant::now();
+    while waiting() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the REINDEX never waited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    // The server notices the dead client (client_connection_check_interval).
+    let t0 = Instant::now();
+    while waiting() > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the REINDEX outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(release);
+    holder.join().expect("holder");
+    let left = indexes(&url);
+    assert!(
+        left.get("churn_n_ccnew").is_some_and(|s| !s.0),
+        "the kill left an INVALID copy: {left:?}"
+    );
+    // The next run's diff shows it as the engine's leftover; apply drops it
+    // and rebuilds.
+    let diff = diff_json(dir.path(), &plan);
+    let objects = diff["steps"][0]["objects"].as_array().expect("objects");
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["marker"] == "-" && o["name"] == "public.churn_n_ccnew"),
+        "{diff}"
+    );
+    let out = apply(dir.path(), &plan);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = indexes(&url);
+    assert!(!after.contains_key("churn_n_ccnew"), "{after:?}");
+    assert!(after["churn_n"].0);
+    assert_ne!(after["churn_n"].1, left["churn_n"].1, "rebuilt");
+    let open: i64 = rt().block_on(async {
+        sqlx::query_scalar("SELECT count(*) FROM dbmaint.rebuilds WHERE finished_at IS NULL")
+            .fetch_one(&mut connect(&url).await)
+            .await
+            .expect("rebuilds")
+    });
+    assert_eq!(open, 0, "every rebuild record closed");
+}
+
+#[test]
+fn sqlite_reindex_rebuilds_the_selected_indexes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let tables = dbmaint::demo::generate(7, dbmaint::demo::Size::scaled(0.1), chrono::Utc::now());
+    rt().block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
+    let plan = reindex_plan(
+        dir.path(),
+        &format!("sqlite:{}", db.display()),
+        "{tables: [core_audit_log, django_session]}",
+        "",
+    );
+    let diff = diff_json(dir.path(), &plan);
+    let objects = diff["steps"][0]["objects"].as_array().expect("objects").len();
+    assert!(objects >= 2, "{diff}");
+    let statements = diff["steps"][0]["statements"].to_string();
+    assert!(
+        statements.contains("REINDEX \\\"core_audit_log_created_at_idx\\\""),
+        "{statements}"
+    );
+    let out = dbmaint(dir.path())
+        .args(["--output", "json", "plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eq!(report["report"]["steps"][0]["statements"], objects as u64);
+}
