@@ -160,6 +160,20 @@ pub struct Leftover {
     pub invalid: Vec<String>,
 }
 
+/// A materialized view (PostgreSQL), for `refresh_views`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatView {
+    pub schema: String,
+    pub name: String,
+    pub populated: bool,
+    pub bytes: u64,
+    /// A valid unique index on plain columns without a predicate, which
+    /// `REFRESH … CONCURRENTLY` needs; `None` when there is none.
+    pub unique_index: Option<String>,
+    /// Other materialized views its query reads (`schema.name`).
+    pub reads: Vec<String>,
+}
+
 /// The snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Inspection {
@@ -188,6 +202,9 @@ pub struct Inspection {
     /// has a `reindex` step).
     #[serde(default)]
     pub leftovers: Option<Result<Vec<Leftover>, String>>,
+    /// Materialized views (read when the plan has a `refresh_views` step).
+    #[serde(default)]
+    pub matviews: Option<Result<Vec<MatView>, String>>,
     /// Catalog queries issued (fixed whatever the number of tables).
     pub catalog_queries: u32,
 }

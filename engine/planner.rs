@@ -205,12 +205,7 @@ pub fn execution_plan(
                 Operation::Stats(p) => p.plan(&cx),
                 Operation::Bloat(p) => p.plan(&cx),
                 Operation::Reindex(p) => p.plan(&cx),
-                other => Draft::error(format!(
-                    "operation `{}` of step `{}` is not supported by this version of dbmaint yet: \
-                     `plan validate` accepts it, but only backup, vacuum, analyze, retention, sql, check, stats, bloat and reindex run",
-                    other.key(),
-                    step.id
-                )),
+                Operation::RefreshViews(p) => p.plan(&cx),
             };
             let planned = finish(step, draft);
             for a in &planned.actions {

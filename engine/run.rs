@@ -118,6 +118,9 @@ pub async fn compute(
                     insp.leftovers = Some(conn.rebuild_leftovers().await.map_err(|e| e.message));
                 }
             }
+            Operation::RefreshViews(_) if insp.matviews.is_none() => {
+                insp.matviews = Some(conn.matviews().await.map_err(|e| e.message));
+            }
             Operation::Check(c) => {
                 insp.findings
                     .insert(id, conn.run_checks(&c.spec(backend)).await.map_err(|e| e.message));

@@ -12,6 +12,7 @@ mod overlays;
 mod pg;
 mod plans;
 mod props;
+mod refresh_views;
 mod reindex;
 mod schema;
 mod sql_op;

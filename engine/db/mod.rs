@@ -476,6 +476,14 @@ impl Conn {
         }
     }
 
+    /// Materialized views (PostgreSQL; SQLite has none).
+    pub async fn matviews(&mut self) -> Result<Vec<crate::inspect::MatView>, DbError> {
+        match self {
+            Conn::Pg(c) => pg::matviews(c).await,
+            Conn::Sqlite(_) => Ok(vec![]),
+        }
+    }
+
     /// Runs a `check` step's checks (read-only queries).
     pub async fn run_checks(
         &mut self,

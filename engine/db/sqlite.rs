@@ -217,6 +217,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
         stats: indexmap::IndexMap::new(),
         bloat: indexmap::IndexMap::new(),
         leftovers: None,
+        matviews: None,
         catalog_queries: 3,
     };
     for p in probes(&inspection) {

@@ -1,6 +1,11 @@
 //! `refresh_views`: `REFRESH MATERIALIZED VIEW [CONCURRENTLY]` (PostgreSQL only).
 
-use super::{OpCheck, OpParams};
+use super::{OpCheck, OpParams, get, globs};
+use crate::bloat::matches_any;
+use crate::db::quote_name;
+use crate::execplan::{Marker, human_bytes};
+use crate::inspect::MatView;
+use crate::planner::{Draft, PlanCx};
 use crate::values::{Backend, NameGlob};
 
 crate::params! {
@@ -30,5 +35,130 @@ impl OpParams for RefreshViews {
             &self.allow_exclusive_lock,
             "REFRESH MATERIALIZED VIEW",
         );
+    }
+}
+
+impl RefreshViews {
+    pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        let concurrently = get(&self.concurrently).unwrap_or(true);
+        let mut d = Draft {
+            marker: Some(Marker::Change),
+            lock: if concurrently {
+                "EXCLUSIVE on each view (CONCURRENTLY: its readers go on)".into()
+            } else {
+                "ACCESS EXCLUSIVE on each view: its readers wait until its refresh commits".into()
+            },
+            transactional: true,
+            compensation: "a failed refresh rolls back: the view keeps its old rows".into(),
+            ..Draft::default()
+        };
+        let views = match &cx.insp.matviews {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => return Draft::error(format!("listing materialized views failed: {e}")),
+            None => return Draft::error("no materialized views in the inspection".into()),
+        };
+        let include: Vec<String> = globs(&self.views).into_iter().map(|g| g.0).collect();
+        let exclude: Vec<String> = globs(&self.exclude).into_iter().map(|g| g.0).collect();
+        let selected: Vec<&MatView> = views
+            .iter()
+            .filter(|v| {
+                let full = format!("{}.{}", v.schema, v.name);
+                matches_any(&include, &full) && (exclude.is_empty() || !matches_any(&exclude, &full))
+            })
+            .collect();
+        for v in dependency_order(&selected) {
+            let full = format!("{}.{}", v.schema, v.name);
+            let quoted = quote_name(Some(&v.schema), &v.name);
+            if concurrently && !v.populated {
+                d.errors.push(format!(
+                    "materialized view {full} is not populated yet, and CONCURRENTLY cannot refresh it: \
+                     refresh it once with `concurrently: false` (or REFRESH MATERIALIZED VIEW {quoted})"
+                ));
+            } else if concurrently && v.unique_index.is_none() {
+                d.errors.push(format!(
+                    "materialized view {full} has no unique index on plain columns covering all rows, which \
+                     REFRESH … CONCURRENTLY needs: add one (CREATE UNIQUE INDEX CONCURRENTLY ON {quoted} (its key \
+                     columns)), or set `concurrently: false` to refresh it under ACCESS EXCLUSIVE"
+                ));
+            }
+            let mut detail = vec![human_bytes(v.bytes)];
+            if let Some(i) = &v.unique_index {
+                detail.push(format!("unique index {i}"));
+            }
+            if !v.reads.is_empty() {
+                detail.push(format!("reads {}", v.reads.join(", ")));
+            }
+            if !v.populated {
+                detail.push("not populated".into());
+            }
+            d.object(
+                Marker::Change,
+                "view",
+                full.clone(),
+                detail.join(", "),
+                serde_json::json!({"bytes": v.bytes, "unique_index": v.unique_index, "reads": v.reads}),
+            );
+            d.statement(
+                full,
+                format!(
+                    "REFRESH MATERIALIZED VIEW {}{quoted}",
+                    if concurrently { "CONCURRENTLY " } else { "" }
+                ),
+            );
+        }
+        d.no_op = d.actions.is_empty() && d.errors.is_empty();
+        d.summary = if d.no_op {
+            format!("no materialized view matches ({} in the database)", views.len())
+        } else {
+            format!(
+                "refresh {} materialized views{}, in dependency order",
+                d.actions.len(),
+                if concurrently { " concurrently" } else { "" }
+            )
+        };
+        d
+    }
+}
+
+/// Views ordered so each comes after the selected views it reads; ties and
+/// cycles (impossible in PostgreSQL) keep name order.
+fn dependency_order<'a>(views: &[&'a MatView]) -> Vec<&'a MatView> {
+    let name = |v: &MatView| format!("{}.{}", v.schema, v.name);
+    let mut left: Vec<&MatView> = views.to_vec();
+    let mut out: Vec<&MatView> = vec![];
+    while !left.is_empty() {
+        let pending: Vec<String> = left.iter().map(|v| name(v)).collect();
+        let ready = left
+            .iter()
+            .position(|v| v.reads.iter().all(|r| !pending.contains(r)))
+            .unwrap_or(0);
+        out.push(left.remove(ready));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, reads: &[&str]) -> MatView {
+        MatView {
+            schema: "public".into(),
+            name: name.into(),
+            populated: true,
+            bytes: 0,
+            unique_index: None,
+            reads: reads.iter().map(|r| format!("public.{r}")).collect(),
+        }
+    }
+
+    #[test]
+    fn views_refresh_after_the_views_they_read() {
+        let (a, b, c) = (view("a", &["c"]), view("b", &[]), view("c", &["b"]));
+        let order: Vec<&str> = dependency_order(&[&a, &b, &c])
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(order, ["b", "c", "a"]);
     }
 }
