@@ -66,7 +66,60 @@ pub struct CheckSpec {
     pub max_xid_age_ratio: f64,
     /// Findings at or above this fail the step.
     pub fail_on: Option<Severity>,
+    /// `cancel`/`terminate`: what to do to the long queries the diff listed.
+    #[serde(default)]
+    pub act: Option<SessionAct>,
+    /// The long queries the diff listed (the only sessions ever signalled).
+    #[serde(default)]
+    pub targets: Vec<SessionTarget>,
 }
+
+/// `pg_cancel_backend`, then (with `terminate`) `pg_terminate_backend`
+/// after `grace_ms` for those still running the same query: the gentlest
+/// signal first, as a DBA would.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SessionAct {
+    pub cancel: bool,
+    pub terminate: bool,
+    pub grace_ms: u64,
+}
+
+/// A session as the diff saw it. It is signalled only while the same
+/// backend (pid and `backend_start`) still runs the same query
+/// (`query_start`): a pid reused by a new session is never touched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTarget {
+    pub pid: i32,
+    pub backend_start: String,
+    pub query_start: String,
+}
+
+impl SessionTarget {
+    /// The session a `long_queries` finding is about.
+    pub fn of(f: &Finding) -> Option<Self> {
+        (f.check == CheckName::LongQueries.as_str()).then_some(())?;
+        Some(Self {
+            pid: f.figures.get("pid")?.as_i64()? as i32,
+            backend_start: f.figures.get("backend_start")?.as_str()?.to_string(),
+            query_start: f.figures.get("query_start")?.as_str()?.to_string(),
+        })
+    }
+}
+
+impl SessionAct {
+    /// `cancel`, `cancel, then terminate after 30 s if still running`, …
+    pub fn describe(&self) -> String {
+        let grace = format!("{} s", self.grace_ms / 1000);
+        if self.terminate {
+            format!("cancel, then terminate after {grace} if still running")
+        } else {
+            "cancel".into()
+        }
+    }
+}
+
+/// Default grace between cancel and terminate.
+pub const DEFAULT_GRACE_MS: u64 = 30_000;
 
 impl CheckSpec {
     /// Every check the backend offers, at the default thresholds (what
@@ -82,6 +135,8 @@ impl CheckSpec {
             max_sequence_ratio: DEFAULT_MAX_SEQUENCE_RATIO,
             max_xid_age_ratio: DEFAULT_MAX_XID_AGE_RATIO,
             fail_on: None,
+            act: None,
+            targets: vec![],
         }
     }
 

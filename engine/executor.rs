@@ -423,11 +423,36 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
             }
             Action::Check(spec) => {
                 let c = read_session(&mut conn, step, ctx, acc).await?;
-                let found = c
+                let mut found = c
                     .run_checks(spec)
                     .await
                     .map_err(|e| StepErr::failed(format!("a check query failed: {}", e.message)))?;
                 acc.r.statements += spec.checks.len() as u64;
+                if let Some(act) = spec.act.filter(|_| !spec.targets.is_empty()) {
+                    let done = c
+                        .signal_sessions(&spec.targets, act)
+                        .await
+                        .map_err(|e| StepErr::failed(format!("signalling long queries failed: {}", e.message)))?;
+                    acc.r.statements += done.len() as u64;
+                    for (pid, what) in done {
+                        ctx.emit(Event::ObjectDone {
+                            step: step.id.clone(),
+                            object: format!("pid {pid}: {what}"),
+                            done: i as u64 + 1,
+                            duration_ms: t0.elapsed().as_millis() as u64,
+                        });
+                        match found.iter_mut().find(|f| f.object == format!("pid {pid}")) {
+                            Some(f) => f.message = format!("{}; {what}", f.message),
+                            None => found.push(crate::checks::Finding {
+                                check: "long_queries".into(),
+                                severity: crate::checks::Severity::Warning,
+                                object: format!("pid {pid}"),
+                                message: format!("listed by the diff; {what}"),
+                                figures: serde_json::json!({"pid": pid}),
+                            }),
+                        }
+                    }
+                }
                 let failing = spec
                     .fail_on
                     .map_or(0, |at| found.iter().filter(|f| f.severity >= at).count());

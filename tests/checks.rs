@@ -278,3 +278,107 @@ fn stats_report_the_largest_tables_and_indexes_on_both_backends() {
     assert_eq!(names.first(), Some(&"core_audit_log"), "{diff:#?}");
     assert_eq!(names.len(), 4, "every table: {names:?}");
 }
+
+#[test]
+fn postgres_long_query_is_cancelled_when_asked_and_untouched_by_the_diff() {
+    let url = crate::pg::seeded_db("SELECT 1", &[]);
+    let sleeper_url = url.clone();
+    // The sleeper reports how its query ended.
+    let sleeper = std::thread::spawn(move || {
+        crate::engine::rt().block_on(async {
+            let mut c = connect(&sleeper_url).await;
+            let started = Instant::now();
+            let r = sqlx::query("SELECT pg_sleep(30)").execute(&mut c).await;
+            (r.map(|_| ()).map_err(|e| e.to_string()), started.elapsed())
+        })
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = check_plan(
+        dir.path(),
+        &url,
+        "{ checks: [long_queries], max_query_age: 1s, cancel: true }",
+        "",
+    );
+    let t0 = Instant::now();
+    let mut found = findings(dir.path(), &plan);
+    while found.is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no long query found");
+        std::thread::sleep(Duration::from_millis(100));
+        found = findings(dir.path(), &plan);
+    }
+    // The diff marks it `!` and says what apply would do, and touches it not.
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["marker"], "!", "{found:?}");
+    assert!(
+        found[0]["detail"].as_str().unwrap_or("").ends_with(": would cancel"),
+        "{found:?}"
+    );
+    assert!(!sleeper.is_finished(), "the diff left the query running");
+    let out = crate::engine::dbmaint(dir.path())
+        .args(["--output", "json", "plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (result, ran) = sleeper.join().expect("sleeper");
+    let err = result.expect_err("the query was cancelled");
+    assert!(err.contains("canceling statement due to user request"), "{err}");
+    assert!(ran < Duration::from_secs(25), "cancelled, not finished ({ran:?})");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let message = report["report"]["steps"][0]["findings"][0]["message"].to_string();
+    assert!(message.contains("cancelled"), "{report}");
+}
+
+#[test]
+fn postgres_saved_plan_never_signals_a_different_session() {
+    let url = crate::pg::seeded_db("SELECT 1", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = check_plan(
+        dir.path(),
+        &url,
+        "{ checks: [long_queries], max_query_age: 1s, cancel: true }",
+        "",
+    );
+    // The diff (saved) lists one sleeper ...
+    let first_url = url.clone();
+    let first = std::thread::spawn(move || {
+        crate::engine::rt().block_on(async {
+            let mut c = connect(&first_url).await;
+            let _ = sqlx::query("SELECT pg_sleep(2)").execute(&mut c).await;
+        })
+    });
+    let saved = dir.path().join("saved.json");
+    let t0 = Instant::now();
+    loop {
+        let out = crate::engine::dbmaint(dir.path())
+            .args(["plan", "diff", "--out"])
+            .arg(&saved)
+            .arg(&plan)
+            .output()
+            .expect("diff");
+        if String::from_utf8_lossy(&out.stdout).contains("would cancel") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no long query found");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.join().expect("first");
+    // ... which ends; another long query runs when the saved plan is applied.
+    let second_url = url.clone();
+    let second = std::thread::spawn(move || {
+        crate::engine::rt().block_on(async {
+            let mut c = connect(&second_url).await;
+            sqlx::query("SELECT pg_sleep(3)").execute(&mut c).await.map(|_| ())
+        })
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = crate::engine::dbmaint(dir.path())
+        .args(["--output", "json", "plan", "apply", "--auto-approve"])
+        .arg(&saved)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("skipped: that session ended"), "{report}");
+    second.join().expect("second").expect("the new query was not signalled");
+}

@@ -484,6 +484,18 @@ impl Conn {
         }
     }
 
+    /// Cancels (and terminates) the long queries a diff listed (PostgreSQL).
+    pub async fn signal_sessions(
+        &mut self,
+        targets: &[crate::checks::SessionTarget],
+        act: crate::checks::SessionAct,
+    ) -> Result<Vec<(i32, String)>, DbError> {
+        match self {
+            Conn::Pg(c) => pg::signal_sessions(c, targets, act).await,
+            Conn::Sqlite(_) => Ok(vec![]),
+        }
+    }
+
     /// Runs a `check` step's checks (read-only queries).
     pub async fn run_checks(
         &mut self,

@@ -802,9 +802,11 @@ pub async fn run_checks(c: &mut PgConnection, spec: &CheckSpec) -> Result<Vec<Fi
     let mut out = vec![];
     if spec.runs(C::LongQueries) {
         // Client sessions only: never autovacuum, replication or dbmaint.
-        let rows: Vec<(i32, String, String, f64, String)> = sqlx::query_as(
+        type Row = (i32, String, String, f64, String, String, String);
+        let rows: Vec<Row> = sqlx::query_as(
             "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, ''), \
-               extract(epoch FROM clock_timestamp() - query_start)::float8, left(query, 120) \
+               extract(epoch FROM clock_timestamp() - query_start)::float8, left(query, 120), \
+               backend_start::text, query_start::text \
              FROM pg_stat_activity \
              WHERE backend_type = 'client backend' AND state NOT IN ('idle') AND pid <> pg_backend_pid() \
                AND coalesce(application_name, '') NOT LIKE 'dbmaint%' AND datname = current_database() \
@@ -813,7 +815,7 @@ pub async fn run_checks(c: &mut PgConnection, spec: &CheckSpec) -> Result<Vec<Fi
         .bind(spec.max_query_age_ms as f64)
         .fetch_all(&mut *c)
         .await?;
-        for (pid, user, app, secs, query) in rows {
+        for (pid, user, app, secs, query, backend_start, query_start) in rows {
             out.push(
                 Finding::new(
                     C::LongQueries,
@@ -824,7 +826,10 @@ pub async fn run_checks(c: &mut PgConnection, spec: &CheckSpec) -> Result<Vec<Fi
                         super::one_line(&query)
                     ),
                 )
-                .with(serde_json::json!({"pid": pid, "seconds": secs, "user": user, "application": app})),
+                .with(serde_json::json!({
+                    "pid": pid, "seconds": secs, "user": user, "application": app,
+                    "backend_start": backend_start, "query_start": query_start,
+                })),
             );
         }
     }
@@ -1138,4 +1143,56 @@ pub async fn matviews(c: &mut PgConnection) -> Result<Vec<crate::inspect::MatVie
             },
         )
         .collect())
+}
+
+/// Signals the long queries a `check` step's diff listed: cancel each
+/// session still running the same query (same pid, `backend_start` and
+/// `query_start`: a new session on a reused pid, or the next query of the
+/// same one, is never touched), then with `terminate` end those still
+/// running it after the grace period. Returns (pid, what happened).
+pub async fn signal_sessions(
+    c: &mut PgConnection,
+    targets: &[crate::checks::SessionTarget],
+    act: crate::checks::SessionAct,
+) -> Result<Vec<(i32, String)>, DbError> {
+    // Checking the session and signalling it is one statement.
+    async fn signal(c: &mut PgConnection, t: &crate::checks::SessionTarget, f: &str) -> Result<Option<bool>, DbError> {
+        Ok(sqlx::query_scalar(sql(format!(
+            "SELECT {f}(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2::timestamptz \
+             AND query_start = $3::timestamptz AND state <> 'idle'"
+        )))
+        .bind(t.pid)
+        .bind(&t.backend_start)
+        .bind(&t.query_start)
+        .fetch_optional(&mut *c)
+        .await?)
+    }
+    let mut out = vec![];
+    let mut signalled = vec![];
+    for t in targets {
+        let what = match signal(c, t, "pg_cancel_backend").await? {
+            None => "skipped: that session ended or runs another query now".to_string(),
+            Some(false) => "cancel refused by the server (needs the same role or pg_signal_backend)".to_string(),
+            Some(true) => {
+                signalled.push(t);
+                "cancelled".to_string()
+            }
+        };
+        out.push((t.pid, what));
+    }
+    if act.terminate && !signalled.is_empty() {
+        tokio::time::sleep(Duration::from_millis(act.grace_ms)).await;
+        for t in signalled {
+            if let Some(ok) = signal(c, t, "pg_terminate_backend").await?
+                && let Some(entry) = out.iter_mut().find(|(pid, _)| *pid == t.pid)
+            {
+                entry.1 = if ok {
+                    format!("cancelled, still running after {} ms: terminated", act.grace_ms)
+                } else {
+                    "cancelled, still running; terminate refused by the server".into()
+                };
+            }
+        }
+    }
+    Ok(out)
 }

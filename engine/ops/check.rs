@@ -167,36 +167,56 @@ impl Check {
                 FailOn::Warning => Severity::Warning,
                 FailOn::Error => Severity::Error,
             }),
+            act: self.act(),
+            targets: vec![],
         }
+    }
+
+    /// What `cancel`/`terminate` ask for; `None` when neither.
+    fn act(&self) -> Option<crate::checks::SessionAct> {
+        let cancel = get(&self.cancel).unwrap_or(false);
+        let terminate = get(&self.terminate).unwrap_or(false);
+        (cancel || terminate).then(|| crate::checks::SessionAct {
+            cancel,
+            terminate,
+            grace_ms: get(&self.grace).map_or(crate::checks::DEFAULT_GRACE_MS, |d| d.0.as_millis() as u64),
+        })
     }
 
     /// The diff shows what the checks find now, on the read-only session;
     /// apply runs them again and reports what it found then.
     pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
-        let spec = self.spec(cx.backend);
+        let mut spec = self.spec(cx.backend);
         let mut d = Draft {
             marker: Some(Marker::Read),
             lock: "none: catalog and statistics views only".into(),
             compensation: "nothing to undo: checks only read".into(),
             ..Draft::default()
         };
-        if self.cancel.as_ref().is_some_and(|c| c.value) || self.terminate.as_ref().is_some_and(|t| t.value) {
-            d.errors.push(
-                "`cancel`/`terminate` of long queries is not built yet in this version: \
-                 drop them to have `long_queries` reported only"
-                    .into(),
-            );
-        }
         match cx.insp.findings.get(&cx.step.id) {
             Some(Ok(found)) => {
                 for f in found {
+                    let target = spec
+                        .act
+                        .and(crate::checks::SessionTarget::of(f))
+                        .filter(|_| cx.backend == Backend::Postgres);
+                    let (marker, then) = match (&target, spec.act) {
+                        (Some(_), Some(a)) => (Marker::Sessions, format!(": would {}", a.describe())),
+                        _ => (Marker::Read, String::new()),
+                    };
                     d.object(
-                        Marker::Read,
+                        marker,
                         &f.check,
                         f.object.clone(),
-                        format!("{}: {}", f.severity.as_str(), f.message),
+                        format!("{}: {}{then}", f.severity.as_str(), f.message),
                         f.figures.clone(),
                     );
+                    spec.targets.extend(target);
+                }
+                if !spec.targets.is_empty() {
+                    d.marker = Some(Marker::Sessions);
+                    d.lock = "none; signals the listed sessions (pg_cancel_backend / pg_terminate_backend)".into();
+                    d.compensation = "none: a cancelled query is rolled back by its own session".into();
                 }
                 let failing = spec
                     .fail_on
