@@ -14,6 +14,7 @@ mod plans;
 mod props;
 mod refresh_views;
 mod reindex;
+mod samples;
 mod schema;
 mod sql_op;
 mod support;
