@@ -191,21 +191,6 @@ impl BloatReport {
     }
 }
 
-/// True when `name` (or its part after the schema) matches one of `globs`,
-/// or `globs` is empty.
-pub fn matches_any(globs: &[String], schema_name: &str) -> bool {
-    if globs.is_empty() {
-        return true;
-    }
-    let bare = schema_name.rsplit_once('.').map_or(schema_name, |(_, n)| n);
-    globs.iter().any(|g| {
-        globset::Glob::new(g).is_ok_and(|g| {
-            let m = g.compile_matcher();
-            m.is_match(bare) || m.is_match(schema_name)
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +238,7 @@ mod tests {
 
     #[test]
     fn globs_match_bare_or_qualified_names() {
+        use crate::planner::matches_any;
         assert!(matches_any(&[], "public.x"));
         assert!(matches_any(&["core_*".into()], "public.core_log"));
         assert!(matches_any(&["public.core_log".into()], "public.core_log"));

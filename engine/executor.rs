@@ -406,10 +406,7 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
         let t0 = Instant::now();
         match action {
             Action::Statement { object, sql } => {
-                let c = match &mut conn {
-                    Some(c) => c,
-                    None => conn.insert(open(step, ctx).await?),
-                };
+                let c = session(&mut conn, step, ctx).await?;
                 with_retries(step, ctx, acc, c, DbOp::Exec(sql, ctx.statement_timeout(step)))
                     .await
                     .map_err(|e| StepErr::failed(format!("`{object}`: {}", e.message)))?;
@@ -503,10 +500,7 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                 acc.r.bloat = Some(report);
             }
             Action::Reindex(work) => {
-                let c = match &mut conn {
-                    Some(c) => c,
-                    None => conn.insert(open(step, ctx).await?),
-                };
+                let c = session(&mut conn, step, ctx).await?;
                 reindex(step, work, c, ctx, acc).await?;
                 ctx.emit(Event::ObjectDone {
                     step: step.id.clone(),
@@ -516,17 +510,11 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                 });
             }
             Action::DropLeftovers { indexes, records } => {
-                let c = match &mut conn {
-                    Some(c) => c,
-                    None => conn.insert(open(step, ctx).await?),
-                };
+                let c = session(&mut conn, step, ctx).await?;
                 drop_leftovers(step, indexes, records, c, ctx, acc).await?;
             }
             Action::Sql { sql, transaction } => {
-                let c = match &mut conn {
-                    Some(c) => c,
-                    None => conn.insert(open(step, ctx).await?),
-                };
+                let c = session(&mut conn, step, ctx).await?;
                 let timeout = ctx.statement_timeout(step);
                 let result = if *transaction {
                     match set_timeout(c, acc, timeout).await {
@@ -556,10 +544,7 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                 analyze,
                 min_free_ratio,
             } => {
-                let c = match &mut conn {
-                    Some(c) => c,
-                    None => conn.insert(open(step, ctx).await?),
-                };
+                let c = session(&mut conn, step, ctx).await?;
                 if let Some(min) = min_free_ratio {
                     let now = c.free_ratio().await.map_err(|e| StepErr::failed(e.message))?;
                     if now < *min {
@@ -634,15 +619,20 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                 }
             }
             Action::Retention(work) => {
-                let c = match &mut conn {
-                    Some(c) => c,
-                    None => conn.insert(open(step, ctx).await?),
-                };
+                let c = session(&mut conn, step, ctx).await?;
                 retention(step, work, c, ctx, acc).await?;
             }
         }
     }
     Ok(())
+}
+
+/// The step's session, opened on first use.
+async fn session<'c>(conn: &'c mut Option<Conn>, step: &PlannedStep, ctx: &Ctx) -> Result<&'c mut Conn, StepErr> {
+    match conn {
+        Some(c) => Ok(c),
+        None => Ok(conn.insert(open(step, ctx).await?)),
+    }
 }
 
 /// The step's session, opened on first use, with its statement timeout set
@@ -653,10 +643,7 @@ async fn read_session<'c>(
     ctx: &Ctx,
     acc: &mut Acc,
 ) -> Result<&'c mut Conn, StepErr> {
-    let c = match conn {
-        Some(c) => c,
-        None => conn.insert(open(step, ctx).await?),
-    };
+    let c = session(conn, step, ctx).await?;
     set_timeout(c, acc, ctx.statement_timeout(step))
         .await
         .map_err(|e| StepErr::failed(e.message))?;

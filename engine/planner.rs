@@ -84,19 +84,14 @@ impl<'a> PlanCx<'a> {
 
     /// Tables selected by `include` globs (all when empty) minus `exclude`.
     pub fn select_tables(&self, include: &[NameGlob], exclude: &[NameGlob]) -> Vec<&TableFacts> {
-        let matches = |globs: &[NameGlob], t: &TableFacts| {
-            globs.iter().any(|g| {
-                globset::Glob::new(&g.0).is_ok_and(|g| {
-                    let m = g.compile_matcher();
-                    m.is_match(&t.name) || m.is_match(format!("{}.{}", t.schema, t.name))
-                })
-            })
-        };
+        let (include, exclude) = (glob_strings(include), glob_strings(exclude));
         self.insp
             .tables
             .iter()
-            .filter(|t| include.is_empty() || matches(include, t))
-            .filter(|t| !matches(exclude, t))
+            .filter(|t| {
+                let full = format!("{}.{}", t.schema, t.name);
+                matches_any(&include, &full) && (exclude.is_empty() || !matches_any(&exclude, &full))
+            })
             .collect()
     }
 
@@ -277,6 +272,26 @@ fn finish(step: &Step, d: Draft) -> PlannedStep {
         errors: d.errors,
         warnings: d.warnings,
     }
+}
+
+fn glob_strings(globs: &[NameGlob]) -> Vec<String> {
+    globs.iter().map(|g| g.0.clone()).collect()
+}
+
+/// True when `schema_name` (`schema.name`), or its bare name, matches one
+/// of `globs`, or `globs` is empty: how every operation's `tables`,
+/// `indexes`, `views` and `exclude` globs select.
+pub fn matches_any(globs: &[String], schema_name: &str) -> bool {
+    if globs.is_empty() {
+        return true;
+    }
+    let bare = schema_name.rsplit_once('.').map_or(schema_name, |(_, n)| n);
+    globs.iter().any(|g| {
+        globset::Glob::new(g).is_ok_and(|g| {
+            let m = g.compile_matcher();
+            m.is_match(bare) || m.is_match(schema_name)
+        })
+    })
 }
 
 /// `0.241` → `24.1%`.

@@ -14,7 +14,8 @@ use sqlx::postgres::PgConnection;
 
 use super::pg::USER_RELATIONS;
 use super::{DbError, quote_ident, sql};
-use crate::bloat::{BloatEntry, BloatReport, BloatSpec, Method, matches_any};
+use crate::bloat::{BloatEntry, BloatReport, BloatSpec, Method};
+use crate::planner::matches_any;
 
 /// Page layout constants of PostgreSQL on 64-bit platforms (MAXALIGN 8).
 const PAGE_HEADER: f64 = 24.0;

@@ -1,11 +1,10 @@
 //! `refresh_views`: `REFRESH MATERIALIZED VIEW [CONCURRENTLY]` (PostgreSQL only).
 
 use super::{OpCheck, OpParams, get, globs};
-use crate::bloat::matches_any;
 use crate::db::quote_name;
 use crate::execplan::{Marker, human_bytes};
 use crate::inspect::MatView;
-use crate::planner::{Draft, PlanCx};
+use crate::planner::{Draft, PlanCx, matches_any};
 use crate::values::{Backend, NameGlob};
 
 crate::params! {

@@ -2,10 +2,10 @@
 //! PostgreSQL; `REINDEX` on SQLite.
 
 use super::{BOTH, OpCheck, OpParams, get, globs};
-use crate::bloat::{BloatSpec, matches_any};
+use crate::bloat::BloatSpec;
 use crate::db::quote_name;
 use crate::execplan::{Action, Estimate, Fidelity, Marker, ReindexWork, human_bytes};
-use crate::planner::{Draft, PlanCx, percent};
+use crate::planner::{Draft, PlanCx, matches_any, percent};
 use crate::values::{Backend, NameGlob, Ratio};
 
 crate::params! {
