@@ -192,12 +192,11 @@ async fn write_and_verify(
             if let Some(z) = work.compress {
                 args.push(format!("--compress={z}"));
             }
-            args.push(format!("--dbname={}", conn.url_without_password));
             run_child("pg_dump", &args, &conn).await?;
             match (snapshot, work.verify.as_str(), work.format.as_str()) {
                 (Some(snapshot), _, _) => {
                     let source = snapshot.counts().await?;
-                    restore_and_compare(work, target, &conn, &source, leftover).await
+                    restore_and_compare(work, target, &source, leftover).await
                 }
                 (None, "no", _) => Ok("not verified (verify: no)".into()),
                 (None, _, "plain") => verify_plain(&work.temp_path).map(|()| "completion line present".into()),
@@ -218,27 +217,31 @@ async fn write_and_verify(
 async fn restore_and_compare(
     work: &BackupWork,
     target: &Target,
-    env: &PgChildEnv,
     source: &verify::Counts,
     leftover: &mut Option<String>,
 ) -> Result<String, String> {
     let scratch = verify::create_scratch(target).await?;
     let result = async {
         let scratch_env = PgChildEnv::from_target(&scratch.target)?;
-        let dbname = format!("--dbname={}", scratch_env.url_without_password);
         let (program, args) = if work.format == "plain" {
             let args = ["-X", "-q", "-v", "ON_ERROR_STOP=1"].map(String::from).to_vec();
-            (
-                "psql",
-                [args, vec![format!("--file={}", work.temp_path), dbname]].concat(),
-            )
+            ("psql", [args, vec![format!("--file={}", work.temp_path)]].concat())
         } else {
+            // pg_restore writes to a database only when one is named; the
+            // name comes from PGDATABASE like every other setting.
             let args = ["--no-owner", "--no-privileges", "--exit-on-error"]
                 .map(String::from)
                 .to_vec();
-            ("pg_restore", [args, vec![dbname, work.temp_path.clone()]].concat())
+            (
+                "pg_restore",
+                [
+                    args,
+                    vec![format!("--dbname={}", scratch.target.database), work.temp_path.clone()],
+                ]
+                .concat(),
+            )
         };
-        run_child(program, &args, env)
+        run_child(program, &args, &scratch_env)
             .await
             .map_err(|e| format!("verification failed, the backup does not restore: {e}"))?;
         let restored = scratch.counts().await?;
@@ -264,27 +267,16 @@ fn verify_plain(path: &str) -> Result<(), String> {
     }
 }
 
-/// The connection for a child process: the URL without its password, and
-/// the password for `PGPASSWORD`.
+/// The connection for a child process: the resolved libpq settings, for
+/// its environment (the password included, never in its argv).
 struct PgChildEnv {
-    url_without_password: String,
-    password: Option<String>,
+    vars: Vec<(&'static str, Option<String>)>,
 }
 
 impl PgChildEnv {
     fn from_target(target: &Target) -> Result<Self, String> {
-        let mut url = url::Url::parse(target.expose_url()).map_err(|e| format!("bad target URL: {e}"))?;
-        let password = url.password().map(|p| {
-            url::form_urlencoded::parse(format!("p={p}").as_bytes())
-                .next()
-                .map(|(_, v)| v.to_string())
-                .unwrap_or_default()
-        });
-        let _ = url.set_password(None);
-        Ok(Self {
-            url_without_password: url.to_string(),
-            password,
-        })
+        let ci = crate::db::pg::conninfo(target).map_err(|e| e.message)?;
+        Ok(Self { vars: ci.child_env() })
     }
 }
 
@@ -300,13 +292,15 @@ async fn run_child(program: &str, args: &[String], env: &PgChildEnv) -> Result<(
     };
     cmd.args(args)
         .env("PGAPPNAME", "dbmaint")
-        .env_remove("PGPASSWORD")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(p) = &env.password {
-        cmd.env("PGPASSWORD", p);
+    for (k, v) in &env.vars {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
     }
     let out = cmd
         .output()

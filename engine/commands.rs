@@ -9,7 +9,7 @@ use dbmaint::execplan::{ExecutionPlan, SAVED_FORMAT, SavedPlan};
 use dbmaint::run::{self, ApplyOptions, Failure};
 use dbmaint::{diff as render, exit};
 
-use crate::{ApplyArgs, Cli, Output, PlanArgs, Progress, report};
+use crate::{ApplyArgs, Cli, Output, PlanArgs, Progress, TargetArgs, report};
 
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -182,6 +182,17 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
     };
     let ep = match saved {
         Some(s) => {
+            // A plan reviewed against one database never runs on another.
+            if let (Some(reviewed), Some(here)) = (&s.execution.identity, &fresh.identity)
+                && let Some(why) = reviewed.mismatch(here)
+            {
+                return fail(
+                    cli,
+                    &Failure::error(format!(
+                        "the saved plan is refused, nothing was done: it was {why}; apply it to the database it was reviewed against, or run `plan diff --out` for this one"
+                    )),
+                );
+            }
             let problems = run::drift(&s.execution, &fresh);
             if !problems.is_empty() {
                 return fail(
@@ -221,7 +232,8 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
                 &Failure::error("not applying without approval: stdin is not a terminal; pass --auto-approve"),
             );
         }
-        eprint!("Apply these changes to {}? Only `yes` is accepted: ", ep.target);
+        let to = ep.identity.as_ref().map_or_else(|| ep.target.clone(), |i| i.describe());
+        eprint!("Apply these changes to {to}? Only `yes` is accepted: ");
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
@@ -260,25 +272,48 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
     }
 }
 
-/// `--target` or DATABASE_URL, for the commands without a plan.
-fn target_arg(target: Option<String>) -> Result<dbmaint::values::Target, Failure> {
-    let url = target
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-        .ok_or_else(|| Failure::error("no target: pass `--target URL` or set DATABASE_URL"))?;
-    dbmaint::values::Target::parse(&url).map_err(|e| Failure::error(e.message))
+/// The target of a command without a plan to run: `--target` > the plan
+/// of `--plan` > DATABASE_URL > the libpq environment; and where it came
+/// from, for the header.
+fn target_arg(cli: &Cli, args: &TargetArgs) -> Result<(dbmaint::values::Target, String), i32> {
+    let mut opts = dbmaint::LoadOptions::from_process();
+    opts.target = args.target.clone();
+    if let Some(plan) = &args.plan {
+        opts.env = args.env.clone();
+        let loaded = dbmaint::load(plan, &opts);
+        if !loaded.is_valid() {
+            report(cli, &loaded);
+            return Err(exit::ERROR);
+        }
+        let plan = loaded.plan.as_ref().expect("a valid load has a plan");
+        let target = run::target_of(plan).map_err(|f| fail(cli, &f))?;
+        return Ok((target, plan.target_origin.clone().unwrap_or_default()));
+    }
+    let (text, origin) = dbmaint::load::fallback_targets(&opts)
+        .first()
+        .ok_or_else(|| {
+            fail(
+                cli,
+                &Failure::error(
+                    "no target: pass `--target URL` or `--plan FILE`, set DATABASE_URL, or set the libpq variables (PGHOST, PGDATABASE, PGSERVICE …)",
+                ),
+            )
+        })?;
+    let target = dbmaint::values::Target::parse(&text).map_err(|e| fail(cli, &Failure::error(e.message)))?;
+    Ok((target, origin.to_string()))
 }
 
-pub async fn inspect(cli: &Cli, target: Option<String>, what: crate::InspectArg, top: u64, exact: bool) -> i32 {
-    let target = match target_arg(target) {
+pub async fn inspect(cli: &Cli, target: &TargetArgs, what: crate::InspectArg, top: u64, exact: bool) -> i32 {
+    let (target, origin) = match target_arg(cli, target) {
         Ok(t) => t,
-        Err(f) => return fail(cli, &f),
+        Err(code) => return code,
     };
     let what = match what {
         crate::InspectArg::Stats => run::InspectWhat::Stats,
         crate::InspectArg::Bloat => run::InspectWhat::Bloat,
         crate::InspectArg::Checks => run::InspectWhat::Checks,
     };
-    match run::inspect_report(&target, what, top.max(1), exact).await {
+    match run::inspect_report(&target, &origin, what, top.max(1), exact).await {
         Ok(r) => {
             match cli.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
@@ -290,12 +325,12 @@ pub async fn inspect(cli: &Cli, target: Option<String>, what: crate::InspectArg,
     }
 }
 
-pub async fn history(cli: &Cli, target: Option<String>, limit: u64, run_id: Option<i64>) -> i32 {
-    let target = match target_arg(target) {
+pub async fn history(cli: &Cli, target: &TargetArgs, limit: u64, run_id: Option<i64>) -> i32 {
+    let (target, origin) = match target_arg(cli, target) {
         Ok(t) => t,
-        Err(f) => return fail(cli, &f),
+        Err(code) => return code,
     };
-    match run::history(&target, run_id, limit).await {
+    match run::history(&target, &origin, run_id, limit).await {
         Ok(v) => {
             match cli.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
@@ -359,7 +394,7 @@ pub async fn demo(cli: &Cli, db: &Path, seed: u64, scale: f64) -> i32 {
     };
     print!("\n{}", dbmaint::reporter::render_text(&report));
     eprintln!("== dbmaint history --target sqlite:{}", db.display());
-    match run::history(&target, None, 5).await {
+    match run::history(&target, "the demo", None, 5).await {
         Ok(v) => print!("{}", run::render_history(&v)),
         Err(f) => return fail(cli, &f),
     }

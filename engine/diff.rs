@@ -61,6 +61,12 @@ pub fn render_text(plan: &ExecutionPlan, verbose: bool) -> String {
         &plan.hash[..12.min(plan.hash.len())],
         plan.env.as_ref().map(|e| format!(", env {e}")).unwrap_or_default()
     );
+    if let Some(id) = &plan.identity {
+        let _ = writeln!(out, "target: {}", id.describe());
+        if !id.source.is_empty() {
+            let _ = writeln!(out, "target from {}", id.source);
+        }
+    }
     let _ = writeln!(
         out,
         "reference time {}; {} catalog queries\n",

@@ -227,24 +227,17 @@ fn finish(mut tree: Node, opts: &LoadOptions, sources: &mut Sources, diags: &mut
     for d in apply_vars(&mut tree, &overrides, sources) {
         diags.push(d);
     }
-    let (fallback, origin) = match (&opts.target, lookup(&opts.process_env, "DATABASE_URL")) {
-        (Some(t), _) => (Some(t.clone()), "--target"),
-        (None, Some(t)) => (Some(t.to_string()), "DATABASE_URL"),
-        (None, None) => (None, "--target"),
-    };
+    let fallback = fallback_targets(opts);
     let ctx = Context {
         env: opts.process_env.iter().cloned().collect(),
         now: opts.now.clone(),
-        fallback_target: fallback.clone(),
+        cli_target: fallback.cli.clone(),
+        default_target: fallback.default.clone(),
     };
     for d in render_plan(&mut tree, &ctx, sources) {
         diags.push(d);
     }
     let mut cx = Cx::default();
-    let fallback = Fallback {
-        target: fallback,
-        origin,
-    };
     let plan = match PlanDoc::decode(&tree, &mut cx) {
         Some(doc) if !diags.has_errors() => validate(doc, &fallback, opts.env.as_deref(), &mut cx),
         Some(doc) => {
@@ -266,6 +259,25 @@ fn finish(mut tree: Node, opts: &LoadOptions, sources: &mut Sources, diags: &mut
     };
     diags.items.extend(cx.diags.items);
     if diags.has_errors() { None } else { plan }
+}
+
+/// The targets from outside the plan: `--target`, then `DATABASE_URL`,
+/// then the libpq environment (a bare `postgres://` that the connection
+/// resolver completes from `PGHOST`, `PGSERVICE`, …).
+pub fn fallback_targets(opts: &LoadOptions) -> Fallback {
+    const LIBPQ: [&str; 6] = ["PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"];
+    let (default, default_origin) = match lookup(&opts.process_env, "DATABASE_URL") {
+        Some(t) => (Some(t.to_string()), "DATABASE_URL"),
+        None if LIBPQ.iter().any(|k| lookup(&opts.process_env, k).is_some()) => {
+            (Some("postgres://".to_string()), "the libpq environment (PG* variables)")
+        }
+        None => (None, "DATABASE_URL"),
+    };
+    Fallback {
+        cli: opts.target.clone(),
+        default,
+        default_origin,
+    }
 }
 
 fn lookup<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {

@@ -57,9 +57,8 @@ enum Command {
     Plan(PlanCommand),
     /// Past runs and their steps, from the target's journal.
     History {
-        /// Target database URL (default: DATABASE_URL).
-        #[arg(long)]
-        target: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
         /// How many runs to list.
         #[arg(long, default_value_t = 20)]
         limit: u64,
@@ -68,9 +67,8 @@ enum Command {
     },
     /// The read-only reports of `stats`, `bloat` or `check` without a plan.
     Inspect {
-        /// Target database URL (default: DATABASE_URL).
-        #[arg(long)]
-        target: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
         /// stats: sizes and activity; bloat: waste per table and index; checks: health findings.
         #[arg(value_enum)]
         report: InspectArg,
@@ -167,9 +165,24 @@ pub(crate) struct PlanArgs {
     /// Override a variable: `--var key=value` (repeatable; wins over DBMAINT_VAR_*).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub(crate) vars: Vec<String>,
-    /// Target database URL, used when the plan names none (before DATABASE_URL).
+    /// Target database URL: replaces the plan's `target:` (said in the header).
     #[arg(long)]
     pub(crate) target: Option<String>,
+}
+
+/// Which database a command without a plan reads: `--target` > the plan
+/// of `--plan` > DATABASE_URL > the libpq environment.
+#[derive(Debug, Args)]
+pub(crate) struct TargetArgs {
+    /// Target database URL (replaces the plan's; default: DATABASE_URL, then PGHOST/PGSERVICE…).
+    #[arg(long)]
+    pub(crate) target: Option<String>,
+    /// Use this plan's target.
+    #[arg(long)]
+    pub(crate) plan: Option<PathBuf>,
+    /// With --plan: its environment overlay.
+    #[arg(long, requires = "plan")]
+    pub(crate) env: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,15 +204,13 @@ fn main() -> ExitCode {
             out,
         }) => runtime().block_on(diff(&cli, plan, *detailed_exitcode, out.as_deref())),
         Command::Plan(PlanCommand::Apply(args)) => runtime().block_on(apply(&cli, args)),
-        Command::History { target, limit, run_id } => {
-            runtime().block_on(history(&cli, target.clone(), *limit, *run_id))
-        }
+        Command::History { target, limit, run_id } => runtime().block_on(history(&cli, target, *limit, *run_id)),
         Command::Inspect {
             target,
             report,
             top,
             exact,
-        } => runtime().block_on(inspect(&cli, target.clone(), *report, *top, *exact)),
+        } => runtime().block_on(inspect(&cli, target, *report, *top, *exact)),
         Command::Demo { db, seed, scale } => runtime().block_on(demo(&cli, db, *seed, *scale)),
         Command::Schema => {
             print!("{}", dbmaint::schema::plan_schema_json());

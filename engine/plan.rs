@@ -139,6 +139,10 @@ pub struct Plan {
     /// Serialized with its password masked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<Target>,
+    /// Where the target came from (`the plan's `target:``, `--target,
+    /// replacing …`, `DATABASE_URL`, `the libpq environment`), for headers.
+    #[serde(skip)]
+    pub target_origin: Option<String>,
     #[serde(skip_serializing_if = "indexmap::IndexMap::is_empty")]
     pub vars: indexmap::IndexMap<String, serde_json::Value>,
     pub limits: PlanLimits,

@@ -229,6 +229,7 @@ pub fn execution_plan(
         steps,
         catalog_queries: insp.catalog_queries,
         max_runtime_ms: plan.limits.max_runtime.as_ref().map(|d| d.0.as_millis() as u64),
+        identity: None,
     }
 }
 

@@ -80,6 +80,8 @@ pub async fn compute(
     now: DateTime<Utc>,
 ) -> Result<ExecutionPlan, Failure> {
     let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
+    let mut identity = conn.identity(target).await?;
+    identity.source = plan.target_origin.clone().unwrap_or_default();
     let backend = target.backend;
     let probes = move |insp: &Inspection| crate::planner::retention_probes(plan, insp, backend, now);
     let mut insp = conn.inspect(&probes).await.map_err(|e| match e.kind {
@@ -129,7 +131,9 @@ pub async fn compute(
         }
     }
     close(conn).await;
-    Ok(crate::planner::execution_plan(plan, graph, &insp, target, now))
+    let mut ep = crate::planner::execution_plan(plan, graph, &insp, target, now);
+    ep.identity = Some(identity);
+    Ok(ep)
 }
 
 async fn close(conn: Conn) {
@@ -475,20 +479,40 @@ pub fn drift(saved: &ExecutionPlan, fresh: &ExecutionPlan) -> Vec<String> {
 }
 
 /// Reads the journal.
-pub async fn history(target: &Target, run: Option<i64>, limit: u64) -> Result<serde_json::Value, Failure> {
+pub async fn history(
+    target: &Target,
+    origin: &str,
+    run: Option<i64>,
+    limit: u64,
+) -> Result<serde_json::Value, Failure> {
     let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
-    let v = conn.history(run, limit).await?;
+    let mut identity = conn.identity(target).await?;
+    identity.source = origin.to_string();
+    let mut v = conn.history(run, limit).await?;
     close(conn).await;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("identity".into(), serde_json::to_value(&identity).unwrap_or_default());
+    }
     Ok(v)
+}
+
+/// The header line(s) naming the database, for history and inspect.
+fn identity_header(identity: &serde_json::Value) -> String {
+    match serde_json::from_value::<crate::execplan::TargetIdentity>(identity.clone()) {
+        Ok(i) if i.source.is_empty() => format!("target: {}\n", i.describe()),
+        Ok(i) => format!("target: {}\ntarget from {}\n", i.describe(), i.source),
+        Err(_) => String::new(),
+    }
 }
 
 /// `dbmaint history` as text.
 pub fn render_history(v: &serde_json::Value) -> String {
     use std::fmt::Write as _;
-    let mut out = String::new();
+    let mut out = identity_header(&v["identity"]);
     let runs = v["runs"].as_array().cloned().unwrap_or_default();
     if runs.is_empty() {
-        return "no runs in the journal yet\n".into();
+        out.push_str("no runs in the journal yet\n");
+        return out;
     }
     for r in &runs {
         let _ = writeln!(
@@ -540,6 +564,7 @@ pub enum InspectWhat {
 pub struct InspectReport {
     pub report: InspectWhat,
     pub target: String,
+    pub identity: crate::execplan::TargetIdentity,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<crate::stats::StatsReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -551,14 +576,18 @@ pub struct InspectReport {
 /// Runs one report on a read-only session.
 pub async fn inspect_report(
     target: &Target,
+    origin: &str,
     what: InspectWhat,
     top: u64,
     exact: bool,
 ) -> Result<InspectReport, Failure> {
     let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
+    let mut identity = conn.identity(target).await?;
+    identity.source = origin.to_string();
     let mut r = InspectReport {
         report: what,
         target: target.redacted(),
+        identity,
         stats: None,
         bloat: None,
         findings: vec![],
@@ -589,7 +618,7 @@ pub async fn inspect_report(
 /// `dbmaint inspect` as text.
 pub fn render_inspect(r: &InspectReport) -> String {
     use std::fmt::Write as _;
-    let mut out = String::new();
+    let mut out = identity_header(&serde_json::to_value(&r.identity).unwrap_or_default());
     let lines = r
         .stats
         .iter()

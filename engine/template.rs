@@ -26,8 +26,10 @@ pub const FUEL: u64 = 50_000;
 pub struct Context {
     pub env: BTreeMap<String, String>,
     pub now: String,
-    /// `--target` / `DATABASE_URL`, used when the plan has no `target`.
-    pub fallback_target: Option<String>,
+    /// `--target`: wins over the plan's `target:` (cli.md precedence).
+    pub cli_target: Option<String>,
+    /// `DATABASE_URL` or the libpq environment: used when the plan has none.
+    pub default_target: Option<String>,
 }
 
 fn environment() -> Environment<'static> {
@@ -63,11 +65,12 @@ pub fn render_plan(plan: &mut Node, cx: &Context, sources: &Sources) -> Vec<Diag
     if let Some(target) = plan.get_mut("target") {
         render_node(&jinja, target, &Value::from(ctx.clone()), sources, &mut diags);
     }
-    let target_text = plan
-        .get("target")
-        .and_then(Node::as_str)
-        .map(str::to_string)
-        .or_else(|| cx.fallback_target.clone());
+    let target_text = cx.cli_target.clone().or_else(|| {
+        plan.get("target")
+            .and_then(Node::as_str)
+            .map(str::to_string)
+            .or_else(|| cx.default_target.clone())
+    });
     let target_value = match target_text.as_deref().map(Target::parse) {
         Some(Ok(t)) => minijinja::context! { backend => t.backend.to_string(), database => t.database },
         _ => minijinja::context! { backend => "unknown", database => "" },

@@ -19,12 +19,27 @@ use crate::ops::Operation;
 use crate::plan::{Plan, PlanLimits, Step, StepSettings};
 use crate::values::{Backend, Target, Tz, check_step_id};
 
-/// Where the target came from when the plan has none.
-#[derive(Debug, Clone)]
+/// The targets from outside the plan. Precedence (cli.md): `--target` >
+/// the plan's `target:` > `DATABASE_URL` > the libpq environment.
+#[derive(Debug, Clone, Default)]
 pub struct Fallback {
-    pub target: Option<String>,
-    /// `--target` or `DATABASE_URL`, for messages.
-    pub origin: &'static str,
+    /// `--target`: replaces the plan's own.
+    pub cli: Option<String>,
+    /// `DATABASE_URL`, else `postgres://` when libpq variables are set.
+    pub default: Option<String>,
+    /// Where `default` came from, for messages.
+    pub default_origin: &'static str,
+}
+
+impl Fallback {
+    /// The target when there is no plan: `--target`, else the default.
+    pub fn first(&self) -> Option<(String, &'static str)> {
+        match (&self.cli, &self.default) {
+            (Some(t), _) => Some((t.clone(), "--target")),
+            (None, Some(t)) => Some((t.clone(), self.default_origin)),
+            (None, None) => None,
+        }
+    }
 }
 
 pub fn validate(doc: PlanDoc, fallback: &Fallback, env: Option<&str>, cx: &mut Cx) -> Option<Plan> {
@@ -38,8 +53,8 @@ pub fn validate(doc: PlanDoc, fallback: &Fallback, env: Option<&str>, cx: &mut C
             .hint("this engine reads `version: 1`"),
         );
     }
-    let target = resolve_target(&doc, fallback, cx);
-    let backend = target.as_ref().map(|t| t.backend);
+    let resolved = resolve_target(&doc, fallback, cx);
+    let backend = resolved.as_ref().map(|(t, _)| t.backend);
     if doc.steps.value.0.is_empty() {
         cx.error(
             Diag::error("no-steps", "plan has no steps")
@@ -50,16 +65,16 @@ pub fn validate(doc: PlanDoc, fallback: &Fallback, env: Option<&str>, cx: &mut C
 
     check_settings(doc.defaults.as_ref().map(|d| &d.value), "defaults", cx);
     check_steps(&doc.steps.value, backend, cx);
-    if target.is_none() && !cx.diags.has_errors() {
+    if resolved.is_none() && !cx.diags.has_errors() {
         cx.error(
             Diag::warning("no-target", "no target: backend-specific checks were skipped")
-                .hint("set `target:` in the plan or an overlay, or pass `--target` / set `DATABASE_URL`"),
+                .hint("set `target:` in the plan or an overlay, pass `--target`, set `DATABASE_URL`, or set the libpq variables (PGHOST, PGDATABASE, PGSERVICE …)"),
         );
     }
     if cx.diags.has_errors() || doc.steps.value.0.iter().any(|(_, s)| !s.complete) {
         return None;
     }
-    resolve(doc, target, env)
+    resolve(doc, resolved, env)
 }
 
 /// The rules on steps: ids, settings, operations, `needs` and cycles.
@@ -176,7 +191,8 @@ pub fn check_steps(steps: &Steps, backend: Option<Backend>, cx: &mut Cx) {
 }
 
 /// Builds the resolved plan from a document that passed every check.
-fn resolve(doc: PlanDoc, target: Option<Target>, env: Option<&str>) -> Option<Plan> {
+fn resolve(doc: PlanDoc, resolved: Option<(Target, String)>, env: Option<&str>) -> Option<Plan> {
+    let (target, target_origin) = resolved.unzip();
     let mut out_steps = indexmap::IndexMap::new();
     let mut disabled = Vec::new();
     for (id, step) in &doc.steps.value.0 {
@@ -212,6 +228,7 @@ fn resolve(doc: PlanDoc, target: Option<Target>, env: Option<&str>) -> Option<Pl
         description: doc.description.map(|d| d.value),
         env: env.map(str::to_string),
         target,
+        target_origin,
         vars: doc.vars.map(|v| v.value.0).unwrap_or_default(),
         limits: PlanLimits {
             max_runtime: limits.and_then(|l| l.max_runtime.as_ref()).map(|m| m.value),
@@ -226,15 +243,26 @@ fn resolve(doc: PlanDoc, target: Option<Target>, env: Option<&str>) -> Option<Pl
     })
 }
 
-fn resolve_target(doc: &PlanDoc, fallback: &Fallback, cx: &mut Cx) -> Option<Target> {
-    if let Some(t) = &doc.target {
-        return Some(t.value.clone());
-    }
-    let text = fallback.target.as_deref()?;
+fn resolve_target(doc: &PlanDoc, fallback: &Fallback, cx: &mut Cx) -> Option<(Target, String)> {
+    let plan_target = doc.target.as_ref().map(|t| &t.value);
+    let (text, origin) = match (&fallback.cli, plan_target, &fallback.default) {
+        (Some(t), _, _) => (t, "--target"),
+        (None, Some(t), _) => return Some((t.clone(), "the plan's `target:`".to_string())),
+        (None, None, Some(t)) => (t, fallback.default_origin),
+        (None, None, None) => return None,
+    };
     match Target::parse(text) {
-        Ok(t) => Some(t),
+        Ok(t) => {
+            let origin = match plan_target {
+                Some(p) if origin == "--target" && p.expose_url() != t.expose_url() => {
+                    format!("--target, replacing the plan's `{}`", p.redacted())
+                }
+                _ => origin.to_string(),
+            };
+            Some((t, origin))
+        }
         Err(e) => {
-            let mut d = Diag::error("invalid-target", format!("{} from {}", e.message, fallback.origin));
+            let mut d = Diag::error("invalid-target", format!("{} from {origin}", e.message));
             if let Some(h) = e.hint {
                 d = d.hint(h);
             }

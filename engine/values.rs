@@ -594,6 +594,18 @@ impl Target {
         &self.url
     }
 
+    /// The same PostgreSQL server and role, another database: a `dbname`
+    /// keyword appended to the URL, which overrides the path (libpq).
+    pub fn with_database(&self, name: &str) -> Self {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        let encoded: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+        Self {
+            url: format!("{}{sep}dbname={}", self.url, encoded.replace('+', "%20")),
+            backend: self.backend,
+            database: name.to_string(),
+        }
+    }
+
     /// The URL with its password masked.
     pub fn redacted(&self) -> String {
         crate::source::redact_url(&self.url)

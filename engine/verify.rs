@@ -162,9 +162,7 @@ pub async fn create_scratch(target: &Target) -> Result<Scratch, String> {
         .await
         .map_err(|e| e.message)?;
     let name = format!("dbmaint_verify_{}", std::process::id());
-    let mut url = url::Url::parse(target.expose_url()).map_err(|e| format!("bad target URL: {e}"))?;
-    url.set_path(&format!("/{name}"));
-    let scratch_target = Target::parse(url.as_str()).map_err(|e| e.message)?;
+    let scratch_target = target.with_database(&name);
     let quoted = crate::db::quote_ident(&name);
     // A scratch database left by a killed run has this process's name only
     // by coincidence; drop it first so CREATE cannot fail on it.

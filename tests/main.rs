@@ -4,6 +4,7 @@ mod backup;
 mod bloat;
 mod checks;
 mod cli;
+mod connect;
 mod engine;
 mod fixtures;
 mod kill;

@@ -78,19 +78,41 @@ fn start() -> Cluster {
 /// Starts a cluster with extra server options (the benchmark turns fsync
 /// on); stopped by the watchdog when this process exits.
 pub fn start_with(settings: &str) -> Cluster {
-    let bin = bindir();
     let base = std::env::temp_dir().join(format!("dbmaint-pg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base).expect("create the cluster directory");
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    // One role authenticates by password (the rest is trust), so tests can
+    // prove a wrong password fails cleanly and a right one is never printed.
+    launch(
+        &base,
+        port,
+        &format!("local all {PW_USER} scram-sha-256\n"),
+        true,
+        &format!("-c listen_addresses='' {settings}"),
+    );
+    let cluster = Cluster { socket_dir: base, port };
+    let admin_url = cluster.url("postgres");
+    admin_statements(
+        &admin_url,
+        &[format!("CREATE ROLE {PW_USER} LOGIN SUPERUSER PASSWORD '{PW_SECRET}'")],
+    );
+    cluster
+}
+
+/// initdb into `base/data` (owned by `postgres` when we are root), the
+/// pg_hba rules in front of initdb's, start with a socket in `base` plus
+/// `opts`, and a watchdog that stops the server when this process exits.
+fn launch(base: &Path, port: u16, hba_first: &str, keep_initdb_rules: bool, opts: &str) {
+    let bin = bindir();
+    let _ = std::fs::remove_dir_all(base);
+    std::fs::create_dir_all(base).expect("create the cluster directory");
     if is_root() {
         let ok = Command::new("chown")
             .args(["-R", "postgres:postgres"])
-            .arg(&base)
+            .arg(base)
             .status();
         assert!(ok.is_ok_and(|s| s.success()), "chown the cluster directory to postgres");
     }
     let data = base.join("data");
-    let port = 20000 + (std::process::id() % 20000) as u16;
     pg(
         &bin.join("initdb"),
         &[
@@ -105,14 +127,16 @@ pub fn start_with(settings: &str) -> Cluster {
             "UTF8",
         ],
     );
-    // One role authenticates by password (the rest is trust), so tests can
-    // prove a wrong password fails cleanly and a right one is never printed.
     let hba = data.join("pg_hba.conf");
-    let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
-    std::fs::write(&hba, format!("local all {PW_USER} scram-sha-256\n{rules}")).expect("write pg_hba.conf");
+    let rules = if keep_initdb_rules {
+        std::fs::read_to_string(&hba).expect("read pg_hba.conf")
+    } else {
+        String::new()
+    };
+    std::fs::write(&hba, format!("{hba_first}{rules}")).expect("write pg_hba.conf");
     let opts = format!(
-        "-k {} -c listen_addresses='' -c autovacuum=off -c max_connections=200 -p {port} \
-         -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=10000 {settings}",
+        "-k {} -c autovacuum=off -c max_connections=200 -p {port} \
+         -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=10000 {opts}",
         base.display()
     );
     pg(
@@ -146,27 +170,198 @@ pub fn start_with(settings: &str) -> Cluster {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start the cluster watchdog");
-    let cluster = Cluster { socket_dir: base, port };
-    let admin_url = cluster.url("postgres");
-    // Its own thread and runtime: the caller may be inside another runtime.
+}
+
+/// Runs admin statements on their own thread and runtime (the caller may
+/// be inside another runtime).
+pub fn admin_statements(url: &str, statements: &[String]) {
+    let url = url.to_string();
+    let statements = statements.to_vec();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let mut admin = connect(&admin_url).await;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "CREATE ROLE {PW_USER} LOGIN SUPERUSER PASSWORD '{PW_SECRET}'"
-            )))
-            .execute(&mut admin)
-            .await
-            .expect("create the password role");
+            let mut admin = connect(&url).await;
+            for s in statements {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(s.clone()))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("`{s}` failed: {e}"));
+            }
         });
     })
     .join()
-    .expect("create the password role");
+    .expect("admin statements");
+}
+
+/// A second cluster that speaks TLS on 127.0.0.1 and refuses plain TCP
+/// (`hostssl` only in pg_hba), with a CA and a server certificate for
+/// `localhost` made by the `openssl` binary for this process.
+pub struct TlsCluster {
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    /// The CA that signed the server's certificate.
+    pub ca: PathBuf,
+}
+
+static TLS_CLUSTER: OnceLock<TlsCluster> = OnceLock::new();
+
+/// A role on the TLS cluster that logs in by password over TCP, and a
+/// password with every character a URL must escape.
+pub const ODD_USER: &str = "odd_user";
+pub const ODD_SECRET: &str = "p+a@b:c/d%e f";
+
+impl TlsCluster {
+    pub fn get() -> &'static TlsCluster {
+        TLS_CLUSTER.get_or_init(start_tls)
+    }
+
+    /// A TCP URL (no socket) for `db` with `query` appended.
+    pub fn url(&self, host: &str, db: &str, query: &str) -> String {
+        format!("postgres://postgres@{host}:{}/{db}?{query}", self.port)
+    }
+
+    /// A fresh database, created over the socket.
+    pub fn fresh_db(&self) -> String {
+        let name = format!("tls{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        admin_statements(&self.socket_url("postgres"), &[format!("CREATE DATABASE {name}")]);
+        name
+    }
+
+    pub fn socket_url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@localhost:{}/{db}?host={}",
+            self.port,
+            self.socket_dir.display()
+        )
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run `openssl` (install the openssl package; .ci/run does)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start_tls() -> TlsCluster {
+    let base = std::env::temp_dir().join(format!("dbmaint-pgtls-{}", std::process::id()));
+    let certs = std::env::temp_dir().join(format!("dbmaint-pgtls-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&certs);
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    openssl(
+        &certs,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=dbmaint test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    );
+    openssl(
+        &certs,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(certs.join("san.ext"), "subjectAltName=DNS:localhost\n").expect("san");
+    openssl(
+        &certs,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+    let port = free_port();
+    // The server's key and certificate live in its own directory.
+    let hba = format!(
+        "local all all trust\nhostssl all {ODD_USER} 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 trust\n"
+    );
+    let key_dir = std::env::temp_dir().join(format!("dbmaint-pgtls-key-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&key_dir);
+    std::fs::create_dir_all(&key_dir).expect("key dir");
+    std::fs::copy(certs.join("server.crt"), key_dir.join("server.crt")).expect("copy cert");
+    std::fs::copy(certs.join("server.key"), key_dir.join("server.key")).expect("copy key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(key_dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&key_dir)
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "chown the key directory to postgres");
+    }
+    launch_tls(&base, port, &hba, &key_dir);
+    let cluster = TlsCluster {
+        socket_dir: base,
+        port,
+        ca: certs.join("ca.crt"),
+    };
+    admin_statements(
+        &cluster.socket_url("postgres"),
+        &[format!(
+            "CREATE ROLE {ODD_USER} LOGIN SUPERUSER PASSWORD '{}'",
+            ODD_SECRET.replace('\'', "''")
+        )],
+    );
     cluster
+}
+
+fn launch_tls(base: &Path, port: u16, hba: &str, key_dir: &Path) {
+    let opts = format!(
+        "-c listen_addresses='127.0.0.1' -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+        dir = key_dir.display()
+    );
+    // Only our rules: initdb's admit plain `host` connections.
+    launch(base, port, hba, false, &opts);
 }
 
 impl Cluster {

@@ -91,6 +91,7 @@ macro_rules! ranged_batch {
     };
 }
 
+pub mod conninfo;
 pub mod pg;
 pub mod pg_bloat;
 pub mod pg_reindex;
@@ -217,7 +218,12 @@ impl From<sqlx::Error> for DbError {
             _ => ErrorKind::Other,
         };
         let message = match &e {
-            sqlx::Error::Database(d) => d.message().to_string(),
+            // The SQLSTATE beside PostgreSQL's message: `57P01` tells an
+            // operator "terminated by an administrator" in any language.
+            sqlx::Error::Database(d) => match d.code() {
+                Some(c) if c.len() == 5 => format!("{} (SQLSTATE {c})", d.message()),
+                _ => d.message().to_string(),
+            },
             other => other.to_string(),
         };
         Self {
@@ -261,6 +267,16 @@ pub async fn connect(target: &Target, limits: SessionLimits) -> Result<Conn, DbE
     match target.backend {
         Backend::Postgres => pg::connect(target, limits).await.map(Conn::Pg),
         Backend::Sqlite => sqlite::connect(target, limits).await.map(Conn::Sqlite),
+    }
+}
+
+impl Conn {
+    /// Which server and database this session reached, as the server says.
+    pub async fn identity(&mut self, target: &Target) -> Result<crate::execplan::TargetIdentity, DbError> {
+        match self {
+            Conn::Pg(c) => pg::identity(c, target).await,
+            Conn::Sqlite(_) => sqlite::identity(target),
+        }
     }
 }
 

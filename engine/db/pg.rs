@@ -12,6 +12,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
+use super::conninfo::{ConnInfo, SslMode};
 use super::{
     ArchiveSpec, BatchDone, BatchJournal, DbError, Keys, ProbeFn, RetentionSpec, RetentionSql, RunRecord,
     SessionLimits, StepRecord, quote_literal, retention_predicate, sql,
@@ -32,10 +33,50 @@ pub const LOCK_CLASS: i32 = 0x6462_6d74;
 /// How long connecting may take before it is an error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Connect options from the URL, the `PG*` variables and the passfile.
-pub fn options(target: &Target) -> Result<PgConnectOptions, DbError> {
-    PgConnectOptions::from_str(target.expose_url())
-        .map_err(|e| DbError::other(format!("`{}` is not a usable PostgreSQL URL: {e}", target.redacted())))
+/// The connection a target means (URL, service file, `PG*` environment).
+pub fn conninfo(target: &Target) -> Result<ConnInfo, DbError> {
+    ConnInfo::resolve(target.expose_url(), &super::conninfo::process_env).map_err(|e| DbError {
+        kind: super::ErrorKind::Connection,
+        message: format!("cannot use target {}: {e}", target.redacted()),
+    })
+}
+
+/// sqlx options for one resolved connection, with the TLS mode to try.
+/// Built as a URL so that sqlx still reads the passfile for a connection
+/// without a password, matching on the final host, port, user and database.
+fn options(ci: &ConnInfo, mode: SslMode) -> Result<PgConnectOptions, DbError> {
+    use std::fmt::Write as _;
+    let enc = |t: &str| {
+        url::form_urlencoded::byte_serialize(t.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20")
+    };
+    let mut url = format!("postgres://{}", enc(&ci.user));
+    if let Some(p) = ci.password() {
+        let _ = write!(url, ":{}", enc(p));
+    }
+    let host = if ci.is_socket() {
+        "localhost".to_string()
+    } else if ci.host.contains(':') {
+        format!("[{}]", ci.host)
+    } else {
+        ci.host.clone()
+    };
+    let _ = write!(url, "@{host}:{}/{}?sslmode={}", ci.port, enc(&ci.dbname), mode.as_str());
+    if ci.is_socket() {
+        let _ = write!(url, "&host={}", enc(&ci.host));
+    }
+    for (k, v) in [
+        ("sslrootcert", &ci.sslrootcert),
+        ("sslcert", &ci.sslcert),
+        ("sslkey", &ci.sslkey),
+    ] {
+        if let Some(v) = v {
+            let _ = write!(url, "&{k}={}", enc(v));
+        }
+    }
+    PgConnectOptions::from_str(&url)
+        .map_err(|e| DbError::other(format!("cannot use {ci}: {}", super::one_line(&e.to_string()))))
 }
 
 pub async fn connect(target: &Target, limits: SessionLimits) -> Result<PgConnection, DbError> {
@@ -43,6 +84,7 @@ pub async fn connect(target: &Target, limits: SessionLimits) -> Result<PgConnect
 }
 
 pub async fn connect_named(target: &Target, limits: SessionLimits, app: &str) -> Result<PgConnection, DbError> {
+    let ci = conninfo(target)?;
     let ms = |d: Duration| d.as_millis().max(1).to_string();
     let mut settings = vec![
         ("lock_timeout", ms(limits.lock_timeout)),
@@ -55,24 +97,92 @@ pub async fn connect_named(target: &Target, limits: SessionLimits, app: &str) ->
     if limits.read_only {
         settings.push(("default_transaction_read_only", "on".to_string()));
     }
-    let opts = options(target)?.application_name(app).options(settings);
-    let conn = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::ConnectOptions::connect(&opts))
-        .await
-        .map_err(|_| DbError {
-            kind: super::ErrorKind::Connection,
-            message: format!(
-                "could not connect to {}: no answer within {}s",
-                target.redacted(),
-                CONNECT_TIMEOUT.as_secs()
-            ),
-        })?;
-    conn.map_err(|e| {
-        let e = DbError::from(e);
-        DbError {
-            kind: super::ErrorKind::Connection,
-            message: format!("could not connect to {}: {}", target.redacted(), e.message),
+    let attempt = |mode: SslMode| {
+        let settings = settings.clone();
+        let ci = &ci;
+        async move {
+            let opts = options(ci, mode)?.application_name(app).options(settings);
+            tokio::time::timeout(CONNECT_TIMEOUT, sqlx::ConnectOptions::connect(&opts))
+                .await
+                .map_err(|_| DbError {
+                    kind: super::ErrorKind::Connection,
+                    message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+                })?
+                .map_err(|e| DbError {
+                    kind: super::ErrorKind::Connection,
+                    message: connect_error(e, ci),
+                })
         }
+    };
+    let result = match ci.effective_sslmode() {
+        // libpq's `allow`: plain first, TLS when the server insists.
+        SslMode::Allow => match attempt(SslMode::Disable).await {
+            Ok(c) => Ok(c),
+            Err(_) => attempt(SslMode::Require).await,
+        },
+        mode => attempt(mode).await,
+    };
+    result.map_err(|e| DbError {
+        kind: super::ErrorKind::Connection,
+        message: format!("could not connect to {} ({ci}): {}", target.redacted(), e.message),
     })
+}
+
+/// The session's server, database, role and TLS state. The system
+/// identifier needs `pg_control_system()` (granted to superusers and
+/// `pg_monitor`-like roles only on some servers): without it the identity
+/// rests on host, port and database name.
+pub async fn identity(c: &mut PgConnection, target: &Target) -> Result<crate::execplan::TargetIdentity, DbError> {
+    let ci = conninfo(target)?;
+    let row = sqlx::query(
+        "SELECT current_database()::text, current_user::text, \
+         (SELECT CASE WHEN ssl THEN version ELSE 'off' END FROM pg_stat_ssl WHERE pid = pg_backend_pid())",
+    )
+    .fetch_one(&mut *c)
+    .await?;
+    // In a savepoint-free way: a failed statement outside a transaction
+    // leaves the session usable.
+    let system: Option<String> = sqlx::query_scalar("SELECT system_identifier::text FROM pg_control_system()")
+        .fetch_one(&mut *c)
+        .await
+        .ok();
+    Ok(crate::execplan::TargetIdentity {
+        backend: crate::values::Backend::Postgres,
+        host: Some(ci.host.clone()),
+        port: Some(ci.port),
+        database: row.get(0),
+        user: Some(row.get(1)),
+        sslmode: Some(ci.effective_sslmode().as_str().to_string()),
+        tls: row.get::<Option<String>, _>(2).or(Some("off".into())),
+        system_identifier: system,
+        source: String::new(),
+    })
+}
+
+/// One line that says why connecting failed, in the operator's terms.
+fn connect_error(e: sqlx::Error, ci: &ConnInfo) -> String {
+    let raw = super::one_line(&DbError::from(e).message);
+    let lower = raw.to_lowercase();
+    if lower.contains("not valid for name") || lower.contains("notvalidforname") {
+        format!(
+            "TLS: the server's certificate is not valid for the host name `{}` (sslmode=verify-full checks it); connect by a name the certificate lists, or use sslmode=verify-ca ({raw})",
+            ci.host
+        )
+    } else if lower.contains("unknownissuer")
+        || lower.contains("unknown issuer")
+        || lower.contains("invalid peer certificate")
+    {
+        format!("TLS: the server's certificate is not signed by a trusted CA; set sslrootcert to the CA file ({raw})")
+    } else if lower.contains("server does not support tls") {
+        format!(
+            "TLS: the server does not offer TLS but sslmode={} requires it",
+            ci.effective_sslmode().as_str()
+        )
+    } else if lower.contains("no pg_hba.conf entry") && lower.contains("no encryption") {
+        format!("{raw}; the server accepts only TLS connections here: use sslmode=require (or verify-full)")
+    } else {
+        raw
+    }
 }
 
 pub async fn execute(c: &mut PgConnection, statement: &str) -> Result<u64, DbError> {

@@ -49,6 +49,26 @@ pub async fn connect(target: &Target, limits: SessionLimits) -> Result<SqliteCon
     })
 }
 
+/// The database file's real path (symlinks and `..` resolved) and its
+/// device and inode: two names for one file are one identity.
+pub fn identity(target: &Target) -> Result<crate::execplan::TargetIdentity, DbError> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::path::Path::new(&target.database);
+    let real = std::fs::canonicalize(path).map_err(|e| DbError::other(format!("`{}`: {e}", target.database)))?;
+    let meta = std::fs::metadata(&real).map_err(|e| DbError::other(format!("`{}`: {e}", real.display())))?;
+    Ok(crate::execplan::TargetIdentity {
+        backend: crate::values::Backend::Sqlite,
+        host: None,
+        port: None,
+        database: real.display().to_string(),
+        user: None,
+        sslmode: None,
+        tls: None,
+        system_identifier: Some(format!("{}:{}", meta.dev(), meta.ino())),
+        source: String::new(),
+    })
+}
+
 pub async fn execute(c: &mut SqliteConnection, statement: &str) -> Result<u64, DbError> {
     Ok(sqlx::raw_sql(sql(statement.to_string()))
         .execute(c)
