@@ -40,6 +40,9 @@ pub struct RunOptions {
     /// Set on SIGINT/SIGTERM: no new step or batch starts either.
     pub stop: Arc<AtomicBool>,
     pub run_id: i64,
+    /// The apply lock: asked before every step and batch whether it is
+    /// still held; a run that lost it starts nothing more.
+    pub lock: Option<Arc<crate::applylock::ApplyLock>>,
 }
 
 /// How the run ended, for the exit code.
@@ -50,6 +53,8 @@ pub struct RunOutcome {
     pub cleanup_failed: Vec<String>,
     /// The deferrals came from a signal, not from `limits`.
     pub interrupted: bool,
+    /// The apply lock was lost during the run: another apply may be running.
+    pub lock_lost: bool,
 }
 
 impl RunOutcome {
@@ -57,6 +62,8 @@ impl RunOutcome {
     pub fn exit_code(&self) -> i32 {
         if !self.cleanup_failed.is_empty() {
             crate::exit::CLEANUP_FAILED
+        } else if self.lock_lost {
+            crate::exit::LOCKED
         } else if !self.failed.is_empty() {
             crate::exit::ERROR
         } else if !self.deferred.is_empty() && self.interrupted {
@@ -73,6 +80,7 @@ impl RunOutcome {
             crate::exit::OK => "succeeded",
             crate::exit::LIMITS => "deferred",
             crate::exit::INTERRUPTED => "interrupted",
+            crate::exit::LOCKED => "lock lost",
             _ => "failed",
         }
     }
@@ -86,6 +94,7 @@ struct Ctx {
     deadline: Option<Instant>,
     stop: Arc<AtomicBool>,
     run_id: i64,
+    lock: Option<Arc<crate::applylock::ApplyLock>>,
 }
 
 impl Ctx {
@@ -97,13 +106,27 @@ impl Ctx {
         self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    fn expired(&self) -> bool {
-        self.stop.load(Ordering::SeqCst) || self.time_left().is_some_and(|t| t.is_zero())
+    /// No new step or batch may start: a signal, `max_runtime`, or the
+    /// apply lock is gone (asked of the lock's session every time).
+    async fn expired(&self) -> bool {
+        if self.stop.load(Ordering::SeqCst) || self.time_left().is_some_and(|t| t.is_zero()) {
+            return true;
+        }
+        match &self.lock {
+            Some(l) => !l.still_held().await,
+            None => false,
+        }
+    }
+
+    fn lock_lost(&self) -> bool {
+        self.lock.as_ref().is_some_and(|l| l.was_lost())
     }
 
     /// Why no new work starts, once [`Ctx::expired`].
     fn why_stopped(&self) -> &'static str {
-        if self.stop.load(Ordering::SeqCst) {
+        if self.lock_lost() {
+            "the apply lock was lost (its session ended; another apply may be running)"
+        } else if self.stop.load(Ordering::SeqCst) {
             "interrupted by a signal"
         } else {
             "max_runtime spent"
@@ -134,6 +157,7 @@ pub async fn execute(
         deadline: opts.deadline,
         stop: opts.stop.clone(),
         run_id: opts.run_id,
+        lock: opts.lock.clone(),
     });
     let selected: Vec<&PlannedStep> = plan
         .steps
@@ -213,7 +237,7 @@ pub async fn execute(
                 continue;
             }
             pending.remove(i);
-            if ctx.expired() {
+            if ctx.expired().await {
                 status.insert(s.id.clone(), Status::Deferred);
                 outcome.deferred.push(s.id.clone());
                 ctx.emit(Event::StepDeferred {
@@ -265,6 +289,7 @@ pub async fn execute(
         }
     }
     outcome.interrupted = ctx.stop.load(Ordering::SeqCst);
+    outcome.lock_lost = ctx.lock_lost();
     outcome
 }
 
@@ -396,7 +421,7 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
     let mut conn: Option<Conn> = None;
     let total = step.actions.len() as u64;
     for (i, action) in step.actions.iter().enumerate() {
-        if ctx.expired() {
+        if ctx.expired().await {
             return Err(StepErr::deferred(format!(
                 "{}: {} of {total} actions not started",
                 ctx.why_stopped(),
@@ -1024,7 +1049,7 @@ async fn retention(
         if limit == 0 {
             break;
         }
-        if ctx.expired() {
+        if ctx.expired().await {
             return Err(StepErr::deferred(format!(
                 "{} after {} batches ({} rows); a rerun continues",
                 ctx.why_stopped(),

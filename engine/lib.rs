@@ -10,6 +10,7 @@
 //! Each stage is a module with one input type and one output type;
 //! diagnostics from every stage collect in one [`diag::Diagnostics`].
 
+pub mod applylock;
 pub mod archive;
 pub mod backup;
 pub mod bloat;

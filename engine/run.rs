@@ -4,10 +4,12 @@
 //! line renders; this module decides nothing about what a step does.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::applylock::{ApplyLock, LockError, hostname};
 use crate::db::{Conn, DbError, RunRecord, SessionLimits, StepRecord, connect};
 use crate::events::{Event, Status};
 use crate::execplan::ExecutionPlan;
@@ -160,95 +162,18 @@ pub struct ApplyOptions {
     pub quiet: bool,
 }
 
-/// Holds "one apply at a time" until dropped.
-#[derive(Debug)]
-enum LockGuard {
-    Pg(Conn),
-    Sqlite(std::fs::File),
-}
-
-impl LockGuard {
-    /// Releases the lock: closing the session ends the advisory lock; the
-    /// lock file stays (removing it would race a second apply) but unlocked.
-    async fn release(self) {
-        match self {
-            LockGuard::Pg(conn) => close(conn).await,
-            LockGuard::Sqlite(file) => {
-                let _ = file.unlock();
-            }
-        }
+async fn lock(target: &Target) -> Result<Arc<ApplyLock>, Failure> {
+    match ApplyLock::acquire(target).await {
+        Ok(l) => Ok(Arc::new(l)),
+        Err(LockError::Held(holder)) => Err(Failure {
+            code: crate::exit::LOCKED,
+            message: format!(
+                "another apply holds the lock on {}: {holder}; nothing was done",
+                target.redacted()
+            ),
+        }),
+        Err(LockError::Failed(e)) => Err(Failure::error(format!("cannot take the apply lock: {e}"))),
     }
-}
-
-async fn lock(target: &Target) -> Result<LockGuard, Failure> {
-    match target.backend {
-        Backend::Postgres => {
-            let limits = SessionLimits {
-                lock_timeout: Duration::from_secs(2),
-                statement_timeout: Duration::from_secs(30),
-                read_only: false,
-            };
-            let app = format!("dbmaint lock (pid {})", std::process::id());
-            let mut c = crate::db::pg::connect_named(target, limits, &app).await?;
-            match crate::db::pg::try_lock(&mut c).await? {
-                Ok(()) => Ok(LockGuard::Pg(Conn::Pg(c))),
-                Err(holder) => Err(Failure {
-                    code: crate::exit::LOCKED,
-                    message: format!(
-                        "another apply holds the lock on {}: {holder}; nothing was done",
-                        target.redacted()
-                    ),
-                }),
-            }
-        }
-        Backend::Sqlite => {
-            let path = PathBuf::from(format!("{}.dbmaint-lock", target.database));
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| Failure::error(format!("cannot open the lock file `{}`: {e}", path.display())))?;
-            match file.try_lock() {
-                Ok(()) => {
-                    use std::io::{Seek, Write};
-                    let _ = file.set_len(0);
-                    let _ = file.seek(std::io::SeekFrom::Start(0));
-                    let _ = write!(
-                        file,
-                        "pid {} on {} since {}",
-                        std::process::id(),
-                        hostname(),
-                        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    );
-                    Ok(LockGuard::Sqlite(file))
-                }
-                Err(_) => {
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    Err(Failure {
-                        code: crate::exit::LOCKED,
-                        message: format!(
-                            "another apply holds the lock on {} ({}: {}); nothing was done",
-                            target.redacted(),
-                            path.display(),
-                            if holder.is_empty() {
-                                "holder unknown"
-                            } else {
-                                holder.trim()
-                            }
-                        ),
-                    })
-                }
-            }
-        }
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".into())
 }
 
 /// Applies a computed plan: lock, journal, execute, report. The report is
@@ -344,9 +269,17 @@ pub async fn apply(ep: &ExecutionPlan, target: &Target, opts: &ApplyOptions) -> 
         deadline,
         stop,
         run_id,
+        lock: Some(guard.clone()),
     };
     let outcome = execute(ep, target, &run_opts, tx.clone()).await;
     signals.abort();
+    if outcome.lock_lost {
+        eprintln!(
+            "error: the apply lock on {} was lost during the run (its session was ended); no step or batch started after that, \
+             the running ones finished; the journal marks this run `lock lost`",
+            target.redacted()
+        );
+    }
     let exit_code = outcome.exit_code();
     let _ = tx.send(Event::RunFinished {
         run_id,
@@ -365,7 +298,9 @@ pub async fn apply(ep: &ExecutionPlan, target: &Target, opts: &ApplyOptions) -> 
         eprintln!("warning: journal write failed: {e}");
     }
     close(journal).await;
-    guard.release().await;
+    if let Ok(guard) = Arc::try_unwrap(guard) {
+        guard.release().await;
+    }
     let report = collector.finish();
     if let Some(path) = log_path {
         let report_path = path.with_extension("report.json");

@@ -9,6 +9,7 @@ mod engine;
 mod fixtures;
 mod kill;
 mod limits;
+mod lock;
 mod overlays;
 mod pg;
 mod plans;

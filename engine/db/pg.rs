@@ -90,6 +90,9 @@ pub async fn connect_named(target: &Target, limits: SessionLimits, app: &str) ->
         ("lock_timeout", ms(limits.lock_timeout)),
         ("statement_timeout", ms(limits.statement_timeout)),
         ("idle_in_transaction_session_timeout", "60000".to_string()),
+        // A database's idle_session_timeout would end the lock session (and
+        // with it the apply lock) or the journal session between steps.
+        ("idle_session_timeout", "0".to_string()),
         ("client_connection_check_interval", "2000".to_string()),
         ("TimeZone", "UTC".to_string()),
         ("plan_cache_mode", "force_custom_plan".to_string()),
@@ -901,6 +904,18 @@ pub async fn try_lock(c: &mut PgConnection) -> Result<Result<(), String>, DbErro
         }
         None => "another session (it released the lock just now; try again)".to_string(),
     }))
+}
+
+/// Whether this session still holds the apply lock. An error (the session
+/// was terminated, the server went away) means it does not.
+pub async fn holds_lock(c: &mut PgConnection) -> Result<bool, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() \
+           AND classid = $1::oid AND objid = 0 AND granted)",
+    )
+    .bind(LOCK_CLASS as i64)
+    .fetch_one(&mut *c)
+    .await?)
 }
 
 // ---------------------------------------------------------------- checks
