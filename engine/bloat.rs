@@ -243,5 +243,13 @@ mod tests {
         assert!(matches_any(&["core_*".into()], "public.core_log"));
         assert!(matches_any(&["public.core_log".into()], "public.core_log"));
         assert!(!matches_any(&["other".into()], "public.core_log"));
+        // Only `*` and `?` are special: a backslash and brackets are text.
+        assert!(!matches_any(&["a\\b".into()], "public.ab"));
+        assert!(matches_any(&["a\\b".into()], "public.a\\b"));
+        assert!(matches_any(&["t[1]".into()], "public.t[1]"));
+        assert!(!matches_any(&["t[12]".into()], "public.t1"));
+        assert!(matches_any(&["c?re_*_log".into()], "public.core_audit_log"));
+        assert!(matches_any(&["*".into()], "public.x"));
+        assert!(!matches_any(&["*x*y".into()], "public.axb"));
     }
 }

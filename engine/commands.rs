@@ -23,7 +23,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 fn fail(cli: &Cli, f: &Failure) -> i32 {
     match cli.output {
         Output::Json => println!("{}", serde_json::json!({"error": f.message, "exit_code": f.code})),
-        Output::Text => eprintln!("error: {}", f.message),
+        Output::Text => eprintln!("error: {}", dbmaint::textsafe::visible(&f.message)),
     }
     f.code
 }

@@ -3,8 +3,6 @@
 //! with `-v` the exact SQL), then a line of totals. Text for people, JSON
 //! with the same facts for programs.
 
-use std::fmt::Write as _;
-
 use crate::execplan::{ExecutionPlan, Fidelity, Marker, human_bytes, human_count};
 
 /// Totals over the steps that would change something.
@@ -52,26 +50,28 @@ pub fn totals(plan: &ExecutionPlan) -> Totals {
 /// The text diff. `verbose` adds each step's statements.
 pub fn render_text(plan: &ExecutionPlan, verbose: bool) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "dbmaint plan `{}` against {} ({}), hash {}{}",
-        plan.plan,
-        plan.target,
-        plan.backend,
-        &plan.hash[..12.min(plan.hash.len())],
-        plan.env.as_ref().map(|e| format!(", env {e}")).unwrap_or_default()
+    crate::textsafe::line(
+        &mut out,
+        format!(
+            "dbmaint plan `{}` against {} ({}), hash {}{}",
+            plan.plan,
+            plan.target,
+            plan.backend,
+            &plan.hash[..12.min(plan.hash.len())],
+            plan.env.as_ref().map(|e| format!(", env {e}")).unwrap_or_default()
+        ),
     );
     if let Some(id) = &plan.identity {
-        let _ = writeln!(out, "target: {}", id.describe());
+        crate::textsafe::line(&mut out, format!("target: {}", id.describe()));
         if !id.source.is_empty() {
-            let _ = writeln!(out, "target from {}", id.source);
+            crate::textsafe::line(&mut out, format!("target from {}", id.source));
         }
     }
-    let _ = writeln!(
-        out,
-        "reference time {}; {} catalog queries\n",
-        plan.now, plan.catalog_queries
+    crate::textsafe::line(
+        &mut out,
+        format!("reference time {}; {} catalog queries", plan.now, plan.catalog_queries),
     );
+    out.push('\n');
     for s in &plan.steps {
         let marker = if !s.errors.is_empty() {
             '✗'
@@ -80,41 +80,46 @@ pub fn render_text(plan: &ExecutionPlan, verbose: bool) -> String {
         } else {
             s.marker.symbol()
         };
-        let _ = writeln!(out, "{marker} {} ({}): {}", s.id, s.op, s.summary);
+        crate::textsafe::line(&mut out, format!("{marker} {} ({}): {}", s.id, s.op, s.summary));
         for e in &s.errors {
-            let _ = writeln!(out, "    error: {e}");
+            crate::textsafe::line(&mut out, format!("    error: {e}"));
         }
         for o in &s.objects {
             if o.detail.is_empty() {
-                let _ = writeln!(out, "    {} {} {}", o.marker.symbol(), o.kind, o.name);
+                crate::textsafe::line(&mut out, format!("    {} {} {}", o.marker.symbol(), o.kind, o.name));
             } else {
-                let _ = writeln!(out, "    {} {} {}: {}", o.marker.symbol(), o.kind, o.name, o.detail);
+                crate::textsafe::line(
+                    &mut out,
+                    format!("    {} {} {}: {}", o.marker.symbol(), o.kind, o.name, o.detail),
+                );
             }
         }
         for w in &s.warnings {
-            let _ = writeln!(out, "    warning: {w}");
+            crate::textsafe::line(&mut out, format!("    warning: {w}"));
         }
         if !s.no_op && s.errors.is_empty() {
-            let _ = writeln!(
-                out,
-                "    lock: {}; {}",
-                s.lock,
-                if s.transactional {
-                    "transactional"
-                } else {
-                    "not transactional"
-                }
+            crate::textsafe::line(
+                &mut out,
+                format!(
+                    "    lock: {}; {}",
+                    s.lock,
+                    if s.transactional {
+                        "transactional"
+                    } else {
+                        "not transactional"
+                    }
+                ),
             );
             if !s.needs.is_empty() {
-                let _ = writeln!(out, "    after: {}", s.needs.join(", "));
+                crate::textsafe::line(&mut out, format!("    after: {}", s.needs.join(", ")));
             }
         }
         if verbose {
             for q in &s.statements {
-                let _ = writeln!(out, "    sql: {q}");
+                crate::textsafe::line(&mut out, format!("    sql: {q}"));
             }
             if !s.compensation.is_empty() {
-                let _ = writeln!(out, "    undo: {}", s.compensation);
+                crate::textsafe::line(&mut out, format!("    undo: {}", s.compensation));
             }
         }
         out.push('\n');
@@ -129,30 +134,32 @@ pub fn render_text(plan: &ExecutionPlan, verbose: bool) -> String {
     } else {
         ""
     };
-    let _ = writeln!(
-        out,
-        "Plan: {approx}{} rows to remove, ~{} to reclaim; {} to create, {} to remove, {} to change, {} to read{}{}{}",
-        human_count(t.rows_to_remove),
-        human_bytes(t.bytes_to_reclaim),
-        t.create,
-        t.remove,
-        t.change,
-        t.read,
-        if t.sessions > 0 {
-            format!(", {} acting on sessions", t.sessions)
-        } else {
-            String::new()
-        },
-        if t.no_op > 0 {
-            format!(", {} with nothing to do", t.no_op)
-        } else {
-            String::new()
-        },
-        if t.errors > 0 {
-            format!(", {} that cannot run", t.errors)
-        } else {
-            String::new()
-        },
+    crate::textsafe::line(
+        &mut out,
+        format!(
+            "Plan: {approx}{} rows to remove, ~{} to reclaim; {} to create, {} to remove, {} to change, {} to read{}{}{}",
+            human_count(t.rows_to_remove),
+            human_bytes(t.bytes_to_reclaim),
+            t.create,
+            t.remove,
+            t.change,
+            t.read,
+            if t.sessions > 0 {
+                format!(", {} acting on sessions", t.sessions)
+            } else {
+                String::new()
+            },
+            if t.no_op > 0 {
+                format!(", {} with nothing to do", t.no_op)
+            } else {
+                String::new()
+            },
+            if t.errors > 0 {
+                format!(", {} that cannot run", t.errors)
+            } else {
+                String::new()
+            },
+        ),
     );
     out
 }

@@ -12,6 +12,7 @@
 
 pub mod applylock;
 pub mod archive;
+pub mod authorsql;
 pub mod backup;
 pub mod bloat;
 pub mod checks;
@@ -39,6 +40,7 @@ pub mod schema;
 pub mod source;
 pub mod stats;
 pub mod template;
+pub mod textsafe;
 pub mod validate;
 pub mod values;
 pub mod verify;

@@ -83,8 +83,18 @@ impl<'a> PlanCx<'a> {
     }
 
     /// Tables selected by `include` globs (all when empty) minus `exclude`.
-    pub fn select_tables(&self, include: &[NameGlob], exclude: &[NameGlob]) -> Vec<&TableFacts> {
+    /// The tables `include` selects less those `exclude` names; globs
+    /// that select nothing are reported on `d` (see [`unmatched`]).
+    pub fn select_tables(&self, include: &[NameGlob], exclude: &[NameGlob], d: &mut Draft) -> Vec<&TableFacts> {
         let (include, exclude) = (glob_strings(include), glob_strings(exclude));
+        let names: Vec<String> = self
+            .insp
+            .tables
+            .iter()
+            .map(|t| format!("{}.{}", t.schema, t.name))
+            .collect();
+        unmatched("table", "tables", &include, &names, d);
+        unmatched("table", "exclude", &exclude, &names, d);
         self.insp
             .tables
             .iter()
@@ -287,12 +297,63 @@ pub fn matches_any(globs: &[String], schema_name: &str) -> bool {
         return true;
     }
     let bare = schema_name.rsplit_once('.').map_or(schema_name, |(_, n)| n);
-    globs.iter().any(|g| {
-        globset::Glob::new(g).is_ok_and(|g| {
-            let m = g.compile_matcher();
-            m.is_match(bare) || m.is_match(schema_name)
-        })
-    })
+    globs.iter().any(|g| glob_match(g, bare) || glob_match(g, schema_name))
+}
+
+/// `*` (any run of characters) and `?` (one character) are the only glob
+/// characters; everything else, a backslash or a bracket included, stands
+/// for itself, as table names may contain them.
+pub fn glob_match(glob: &str, name: &str) -> bool {
+    let (g, n): (Vec<char>, Vec<char>) = (glob.chars().collect(), name.chars().collect());
+    let (mut gi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match g.get(gi) {
+            Some('*') => {
+                star = Some((gi, ni));
+                gi += 1;
+            }
+            Some(&c) if c == '?' || c == n[ni] => {
+                gi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                // Let the last `*` take one more character and retry.
+                Some((sg, sn)) => {
+                    gi = sg + 1;
+                    ni = sn + 1;
+                    star = Some((sg, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    g[gi..].iter().all(|&c| c == '*')
+}
+
+/// Names in `globs` that select nothing among `names` (`schema.name`): a
+/// plain name is an error with the nearest existing name, since a typo
+/// would silently skip (or, in `exclude`, silently include) a table; a
+/// pattern that matches nothing is a warning.
+pub fn unmatched(what: &str, key: &str, globs: &[String], names: &[String], d: &mut Draft) {
+    for g in globs {
+        if names.iter().any(|n| matches_any(std::slice::from_ref(g), n)) {
+            continue;
+        }
+        if g.contains(['*', '?']) {
+            d.warnings.push(format!("`{key}: {g}` matches no {what}"));
+        } else {
+            let bare: Vec<&str> = names
+                .iter()
+                .map(|n| n.rsplit_once('.').map_or(n.as_str(), |(_, b)| b))
+                .collect();
+            let hint = crate::decode::did_you_mean(g, bare.iter().copied())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            d.errors
+                .push(format!("`{key}: {g}` names no {what} in this database{hint}"));
+        }
+    }
 }
 
 /// `0.241` → `24.1%`.

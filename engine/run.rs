@@ -442,7 +442,6 @@ fn identity_header(identity: &serde_json::Value) -> String {
 
 /// `dbmaint history` as text.
 pub fn render_history(v: &serde_json::Value) -> String {
-    use std::fmt::Write as _;
     let mut out = identity_header(&v["identity"]);
     let runs = v["runs"].as_array().cloned().unwrap_or_default();
     if runs.is_empty() {
@@ -450,34 +449,38 @@ pub fn render_history(v: &serde_json::Value) -> String {
         return out;
     }
     for r in &runs {
-        let _ = writeln!(
-            out,
-            "run {} `{}` {} (exit {}) {} → {}, hash {}, engine {}{}",
-            r["id"],
-            r["plan"].as_str().unwrap_or(""),
-            r["status"].as_str().unwrap_or(""),
-            r["exit_code"],
-            r["started_at"].as_str().unwrap_or(""),
-            r["finished_at"].as_str().unwrap_or("-"),
-            &r["plan_hash"].as_str().unwrap_or("")[..12.min(r["plan_hash"].as_str().unwrap_or("").len())],
-            r["engine_version"].as_str().unwrap_or(""),
-            r["env"].as_str().map(|e| format!(", env {e}")).unwrap_or_default()
+        crate::textsafe::line(
+            &mut out,
+            format!(
+                "run {} `{}` {} (exit {}) {} → {}, hash {}, engine {}{}",
+                r["id"],
+                r["plan"].as_str().unwrap_or(""),
+                r["status"].as_str().unwrap_or(""),
+                r["exit_code"],
+                r["started_at"].as_str().unwrap_or(""),
+                r["finished_at"].as_str().unwrap_or("-"),
+                &r["plan_hash"].as_str().unwrap_or("")[..12.min(r["plan_hash"].as_str().unwrap_or("").len())],
+                r["engine_version"].as_str().unwrap_or(""),
+                r["env"].as_str().map(|e| format!(", env {e}")).unwrap_or_default()
+            ),
         );
         for s in r["steps"].as_array().cloned().unwrap_or_default() {
-            let _ = writeln!(
-                out,
-                "    {:<24} {:<10} {:<9} rows {:>10} bytes {:>12} batches {:>5}{}{}",
-                s["step"].as_str().unwrap_or(""),
-                s["op"].as_str().unwrap_or(""),
-                s["status"].as_str().unwrap_or(""),
-                s["rows"],
-                s["bytes"],
-                s["batches"],
-                s["error"].as_str().map(|e| format!("  error: {e}")).unwrap_or_default(),
-                s["rolled_back"]
-                    .as_str()
-                    .map(|e| format!("  rolled back: {e}"))
-                    .unwrap_or_default(),
+            crate::textsafe::line(
+                &mut out,
+                format!(
+                    "    {:<24} {:<10} {:<9} rows {:>10} bytes {:>12} batches {:>5}{}{}",
+                    s["step"].as_str().unwrap_or(""),
+                    s["op"].as_str().unwrap_or(""),
+                    s["status"].as_str().unwrap_or(""),
+                    s["rows"],
+                    s["bytes"],
+                    s["batches"],
+                    s["error"].as_str().map(|e| format!("  error: {e}")).unwrap_or_default(),
+                    s["rolled_back"]
+                        .as_str()
+                        .map(|e| format!("  rolled back: {e}"))
+                        .unwrap_or_default(),
+                ),
             );
         }
     }
@@ -552,7 +555,6 @@ pub async fn inspect_report(
 
 /// `dbmaint inspect` as text.
 pub fn render_inspect(r: &InspectReport) -> String {
-    use std::fmt::Write as _;
     let mut out = identity_header(&serde_json::to_value(&r.identity).unwrap_or_default());
     let lines = r
         .stats
@@ -560,13 +562,16 @@ pub fn render_inspect(r: &InspectReport) -> String {
         .flat_map(|s| s.lines())
         .chain(r.bloat.iter().flat_map(|b| b.lines()));
     for line in lines {
-        let _ = writeln!(out, "{line}");
+        crate::textsafe::line(&mut out, line);
     }
     for f in &r.findings {
-        let _ = writeln!(out, "{} {} {}: {}", f.severity.as_str(), f.check, f.object, f.message);
+        crate::textsafe::line(
+            &mut out,
+            format!("{} {} {}: {}", f.severity.as_str(), f.check, f.object, f.message),
+        );
     }
     if r.report == InspectWhat::Checks && r.findings.is_empty() {
-        let _ = writeln!(out, "no findings");
+        crate::textsafe::line(&mut out, "no findings");
     }
     out
 }

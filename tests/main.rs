@@ -10,6 +10,7 @@ mod fixtures;
 mod kill;
 mod limits;
 mod lock;
+mod names;
 mod overlays;
 mod pg;
 mod plans;

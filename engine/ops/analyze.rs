@@ -61,7 +61,7 @@ impl Analyze {
         }
         let min_ratio = get(&self.min_mod_ratio).map_or(DEFAULT_MIN_MOD_RATIO, |r| r.0);
         let mut considered = 0;
-        for t in cx.select_tables(&globs(&self.tables), &globs(&self.exclude)) {
+        for t in cx.select_tables(&globs(&self.tables), &globs(&self.exclude), &mut d) {
             considered += 1;
             // Rows that steps before this one delete count as modifications.
             let (removed, deleted_first) = cx.removed_upstream(&cx.quoted(t));

@@ -4,7 +4,7 @@ use super::{OpCheck, OpParams, get, globs};
 use crate::db::quote_name;
 use crate::execplan::{Marker, human_bytes};
 use crate::inspect::MatView;
-use crate::planner::{Draft, PlanCx, matches_any};
+use crate::planner::{Draft, PlanCx, matches_any, unmatched};
 use crate::values::{Backend, NameGlob};
 
 crate::params! {
@@ -58,6 +58,9 @@ impl RefreshViews {
         };
         let include: Vec<String> = globs(&self.views).into_iter().map(|g| g.0).collect();
         let exclude: Vec<String> = globs(&self.exclude).into_iter().map(|g| g.0).collect();
+        let names: Vec<String> = views.iter().map(|v| format!("{}.{}", v.schema, v.name)).collect();
+        unmatched("materialized view", "views", &include, &names, &mut d);
+        unmatched("materialized view", "exclude", &exclude, &names, &mut d);
         let selected: Vec<&MatView> = views
             .iter()
             .filter(|v| {

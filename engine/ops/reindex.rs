@@ -5,7 +5,7 @@ use super::{BOTH, OpCheck, OpParams, get, globs};
 use crate::bloat::BloatSpec;
 use crate::db::quote_name;
 use crate::execplan::{Action, Estimate, Fidelity, Marker, ReindexWork, human_bytes};
-use crate::planner::{Draft, PlanCx, matches_any, percent};
+use crate::planner::{Draft, PlanCx, matches_any, percent, unmatched};
 use crate::values::{Backend, NameGlob, Ratio};
 
 crate::params! {
@@ -99,7 +99,14 @@ impl Reindex {
             None => None,
         };
         let (mut considered, mut below, mut unknown, mut waste) = (0usize, 0usize, 0usize, 0u64);
-        for t in cx.select_tables(&globs(&self.tables), &[]) {
+        let tables = cx.select_tables(&globs(&self.tables), &[], &mut d);
+        let index_names: Vec<String> = tables
+            .iter()
+            .flat_map(|t| t.indexes.iter().map(move |i| format!("{}.{}", t.schema, i.name)))
+            .collect();
+        unmatched("index", "indexes", &index_globs, &index_names, &mut d);
+        unmatched("index", "exclude", &exclude, &index_names, &mut d);
+        for t in tables {
             for i in &t.indexes {
                 let full = format!("{}.{}", t.schema, i.name);
                 if !matches_any(&index_globs, &full)

@@ -50,6 +50,15 @@ crate::params! {
     }
 }
 
+impl Retention {
+    /// `where:` as the SQL parser rendered it: one expression, nothing
+    /// around it (validation refused anything else).
+    fn condition(&self, cx: &PlanCx<'_>) -> Option<String> {
+        let w = get(&self.r#where)?;
+        Some(crate::authorsql::condition(&w, Some(cx.backend)).unwrap_or(w))
+    }
+}
+
 /// Case-insensitive, schema-blind comparison: `public.t` and `T` may be one table.
 fn same_table(a: &Ident, b: &Ident) -> bool {
     let (sa, na) = a.parts();
@@ -72,13 +81,8 @@ impl OpParams for Retention {
                     "`where` is empty".to_string(),
                     "remove it, or write a condition",
                 );
-            } else if w.value.contains(';') {
-                c.error(
-                    "invalid-value",
-                    w.pos,
-                    "`where` holds `;`: it is one condition, not statements".to_string(),
-                    "write a boolean expression such as `status = 'done'`",
-                );
+            } else if let Err(p) = crate::authorsql::condition(&w.value, c.backend) {
+                c.error("invalid-sql", w.pos, p.message, p.hint);
             }
         }
         let Some(archive) = &self.archive else { return };
@@ -144,7 +148,7 @@ impl Retention {
             table: cx.quoted(t),
             column: quote_ident(&col.name),
             column_type: col.data_type.clone(),
-            where_sql: get(&self.r#where),
+            where_sql: self.condition(cx),
             cutoff: self.cutoff(cx.now),
         })
     }
@@ -309,7 +313,7 @@ impl Retention {
             column_type: col.data_type.clone(),
             key: key_quoted,
             key_type: key.1,
-            where_sql: get(&self.r#where),
+            where_sql: self.condition(cx),
             batch_size,
             columns: t
                 .columns
@@ -329,7 +333,7 @@ impl Retention {
             (Some(o), Some(n)) => format!(", oldest {o}, newest {n}"),
             _ => String::new(),
         };
-        let where_note = get(&self.r#where).map(|w| format!(" AND ({w})")).unwrap_or_default();
+        let where_note = self.condition(cx).map(|w| format!(" AND ({w})")).unwrap_or_default();
         d.object(
             Marker::Remove,
             "table",

@@ -34,6 +34,11 @@ impl OpParams for Sql {
                 "write the statement to run",
             );
         }
+        if let Some(q) = &self.dry_run
+            && let Err(p) = crate::authorsql::read_only_query(&q.value, c.backend)
+        {
+            c.error("side-effect-in-dry-run", q.pos, p.message, p.hint);
+        }
         let in_tx = self.transaction.as_ref().is_none_or(|t| t.value);
         let upper = self.sql.value.to_ascii_uppercase();
         if in_tx && (upper.contains("CONCURRENTLY") || upper.trim_start().starts_with("VACUUM")) {

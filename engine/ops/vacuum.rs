@@ -99,7 +99,7 @@ impl Vacuum {
             ..Draft::default()
         };
         let (mut dead, mut bytes, mut considered) = (0u64, 0u64, 0usize);
-        for t in cx.select_tables(&globs(&self.tables), &globs(&self.exclude)) {
+        for t in cx.select_tables(&globs(&self.tables), &globs(&self.exclude), &mut d) {
             considered += 1;
             // Rows that steps before this one delete are dead tuples by the time it runs.
             let (removed, deleted_first) = cx.removed_upstream(&cx.quoted(t));

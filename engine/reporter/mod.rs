@@ -5,7 +5,6 @@
 
 pub mod progress;
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 
 use serde::Serialize;
@@ -212,14 +211,16 @@ fn predicted(e: &Estimate, what: &str, value: u64, fmt: fn(u64) -> String) -> St
 /// The report for people.
 pub fn render_text(r: &Report) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Run {} of plan `{}` {} in {} (exit code {})",
-        r.run_id,
-        r.plan,
-        r.status,
-        secs(r.duration_ms),
-        r.exit_code
+    crate::textsafe::line(
+        &mut out,
+        format!(
+            "Run {} of plan `{}` {} in {} (exit code {})",
+            r.run_id,
+            r.plan,
+            r.status,
+            secs(r.duration_ms),
+            r.exit_code
+        ),
     );
     for s in &r.steps {
         let mark = match s.status {
@@ -241,26 +242,28 @@ pub fn render_text(r: &Report) -> String {
         if s.retries > 0 {
             figures.push(format!("{} lock retries", s.retries));
         }
-        let _ = writeln!(
-            out,
-            "  {mark} {} ({}) {}{}{}",
-            s.id,
-            if s.op == "sql" {
-                "sql: author SQL"
-            } else {
-                s.op.as_str()
-            },
-            s.status.as_str(),
-            if figures.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", figures.join(", "))
-            },
-            if s.status == Status::Skipped {
-                String::new()
-            } else {
-                format!(" [{}]", secs(s.duration_ms))
-            }
+        crate::textsafe::line(
+            &mut out,
+            format!(
+                "  {mark} {} ({}) {}{}{}",
+                s.id,
+                if s.op == "sql" {
+                    "sql: author SQL"
+                } else {
+                    s.op.as_str()
+                },
+                s.status.as_str(),
+                if figures.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", figures.join(", "))
+                },
+                if s.status == Status::Skipped {
+                    String::new()
+                } else {
+                    format!(" [{}]", secs(s.duration_ms))
+                }
+            ),
         );
         for (label, v) in [
             ("error", &s.error),
@@ -270,36 +273,34 @@ pub fn render_text(r: &Report) -> String {
             ("skipped", &s.skipped),
         ] {
             if let Some(v) = v {
-                let _ = writeln!(out, "      {label}: {v}");
+                crate::textsafe::line(&mut out, format!("      {label}: {v}"));
             }
         }
         let bloat = s.bloat.iter().flat_map(|b| b.lines());
         for line in s.stats.iter().flat_map(|st| st.lines()).chain(bloat) {
-            let _ = writeln!(out, "      {line}");
+            crate::textsafe::line(&mut out, format!("      {line}"));
         }
         for f in &s.findings {
-            let _ = writeln!(
-                out,
-                "      {} {} {}: {}",
-                f.severity.as_str(),
-                f.check,
-                f.object,
-                f.message
+            crate::textsafe::line(
+                &mut out,
+                format!("      {} {} {}: {}", f.severity.as_str(), f.check, f.object, f.message),
             );
         }
     }
     let t = &r.totals;
-    let _ = writeln!(
-        out,
-        "Totals: {} rows (predicted {}), {} (predicted {}); {} succeeded, {} failed, {} skipped, {} deferred",
-        human_count(t.rows),
-        human_count(t.rows_predicted),
-        human_bytes(t.bytes),
-        human_bytes(t.bytes_predicted),
-        t.succeeded,
-        t.failed,
-        t.skipped,
-        t.deferred
+    crate::textsafe::line(
+        &mut out,
+        format!(
+            "Totals: {} rows (predicted {}), {} (predicted {}); {} succeeded, {} failed, {} skipped, {} deferred",
+            human_count(t.rows),
+            human_count(t.rows_predicted),
+            human_bytes(t.bytes),
+            human_bytes(t.bytes_predicted),
+            t.succeeded,
+            t.failed,
+            t.skipped,
+            t.deferred
+        ),
     );
     out
 }
@@ -311,7 +312,12 @@ pub struct Lines;
 impl Reporter for Lines {
     fn event(&mut self, e: &Event) {
         if let Some(line) = line_for(e) {
-            let _ = writeln!(std::io::stderr(), "{} {line}", chrono::Utc::now().format("%H:%M:%S"));
+            let _ = writeln!(
+                std::io::stderr(),
+                "{} {}",
+                chrono::Utc::now().format("%H:%M:%S"),
+                crate::textsafe::visible(&line)
+            );
         }
     }
 }
