@@ -319,12 +319,13 @@ impl RustcHandler {
                 let end = (col_bytes + label.len()).min(text.len());
                 let width = text.get(col_bytes..end).map_or(1, |s| s.chars().count().max(1));
                 gutter = gutter.max(line_no.to_string().len());
+                let (shown, col0, width) = excerpt(text, col, width);
                 blocks.push((
                     i,
                     line_no,
                     col + 1,
-                    text.to_string(),
-                    col,
+                    shown,
+                    col0,
                     width,
                     label.label().map(str::to_string),
                 ));
@@ -369,6 +370,31 @@ impl miette::ReportHandler for RustcHandler {
         f.write_str(&out)
     }
 }
+
+/// The source line as shown under a diagnostic: whole when short, else a
+/// window of [`EXCERPT_CHARS`] around the column with `…` at the cut ends,
+/// so a 10 MB line prints a few hundred bytes. Returns the text, the
+/// marker's column in it and the marker's width.
+fn excerpt(text: &str, col: usize, width: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= EXCERPT_CHARS {
+        return (text.to_string(), col, width);
+    }
+    let start = col.saturating_sub(EXCERPT_CHARS / 3);
+    let end = (start + EXCERPT_CHARS).min(chars.len());
+    let mut shown = String::new();
+    if start > 0 {
+        shown.push('…');
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    let col0 = col - start + usize::from(start > 0);
+    (shown, col0, width.min(end.saturating_sub(col)).max(1))
+}
+
+const EXCERPT_CHARS: usize = 160;
 
 /// Renders every diagnostic, as `plan validate` prints them.
 pub fn render_text(diags: &Diagnostics, sources: &Sources) -> String {

@@ -59,6 +59,34 @@ impl Loaded {
     }
 }
 
+enum Bounded {
+    Io(std::io::Error),
+    Directory,
+    TooLarge,
+}
+
+/// Reads at most [`crate::yaml::MAX_FILE_BYTES`] from a file, a device, a
+/// FIFO or standard input (`-`): the limit holds whatever the path is,
+/// since `/dev/zero` or a pipe fed forever has no size to check first.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, Bounded> {
+    use std::io::Read;
+    let limit = crate::yaml::MAX_FILE_BYTES as u64;
+    let mut bytes = Vec::new();
+    let result = if path == Path::new("-") {
+        std::io::stdin().lock().take(limit + 1).read_to_end(&mut bytes)
+    } else {
+        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Err(Bounded::Directory);
+        }
+        std::fs::File::open(path).and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+    };
+    result.map_err(Bounded::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(Bounded::TooLarge);
+    }
+    Ok(bytes)
+}
+
 /// The overlay file for `env` beside `plan`: `plans/env/prod.yaml`.
 pub fn overlay_path(plan: &Path, env: &str) -> PathBuf {
     plan.parent()
@@ -68,20 +96,23 @@ pub fn overlay_path(plan: &Path, env: &str) -> PathBuf {
 }
 
 fn read(path: &Path, sources: &mut Sources, what: &str) -> Result<Node, Diag> {
-    let meta = std::fs::metadata(path).map_err(|e| io_error(path, what, &e))?;
-    if meta.len() > crate::yaml::MAX_FILE_BYTES as u64 {
-        return Err(Diag::error(
+    let bytes = read_bounded(path).map_err(|e| match e {
+        Bounded::Io(e) => io_error(path, what, &e),
+        Bounded::Directory => Diag::error(
+            "not-a-file",
+            format!("`{}` is a directory, not a plan file", path.display()),
+        )
+        .hint("name the plan's YAML file, e.g. `plans/nightly.yaml`"),
+        Bounded::TooLarge => Diag::error(
             "file-too-large",
             format!(
-                "`{}` is {} bytes, over the {} MiB limit for a plan",
+                "`{}` is over the {} MiB limit for a plan (reading stopped there)",
                 path.display(),
-                meta.len(),
                 crate::yaml::MAX_FILE_BYTES >> 20
             ),
         )
-        .hint("a plan is a short file of steps; split data out of it"));
-    }
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, what, &e))?;
+        .hint("a plan is a short file of steps; split data out of it"),
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         Diag::error(
             "not-utf8",

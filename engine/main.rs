@@ -193,7 +193,28 @@ enum ShowFormat {
     Mermaid,
 }
 
+/// A reader that went away (`dbmaint … | head -1`) ends the program the
+/// way a shell tool ends: quietly, with 128 + SIGPIPE. Rust ignores SIGPIPE
+/// and `println!` panics on the broken pipe instead; the hook turns that
+/// one panic into the conventional exit and leaves every other panic as is.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(128 + 13);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let code = match &cli.command {
         Command::Plan(PlanCommand::Validate(args)) => validate(&cli, args),

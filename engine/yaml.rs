@@ -70,6 +70,12 @@ fn translate_error(e: &serde_saphyr::Error, file: FileId, text: &str) -> Diag {
             format!("duplicate key `{key}`"),
             Some("a key may appear once per map; remove or rename one of them".to_string()),
         )
+    } else if matches!(e, serde_saphyr::Error::MultipleDocuments { .. }) || message.contains("Documents") {
+        (
+            "yaml-documents",
+            "a plan file holds one YAML document; this one has a second after `---`".to_string(),
+            Some("remove the `---` and what follows, or move it into a file of its own".to_string()),
+        )
     } else if message.contains("budget breached") || message.contains("replay limit") {
         let what = if message.contains("Depth") {
             format!("nesting is deeper than {MAX_DEPTH} levels")
@@ -277,6 +283,12 @@ mod tests {
             ));
         }
         assert_eq!(load(&bomb).expect_err("bomb").code, "yaml-limit");
+    }
+
+    #[test]
+    fn a_second_document_is_named_as_such() {
+        let d = load("version: 1\nname: a\n---\nversion: 1\n").expect_err("two documents");
+        assert_eq!(d.code, "yaml-documents", "{}", d.message);
     }
 
     #[test]

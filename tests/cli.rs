@@ -144,3 +144,73 @@ fn completions_are_generated() {
     let out = dbmaint().args(["completions", "bash"]).assert().code(0);
     assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("dbmaint"));
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly_with_the_sigpipe_status() {
+    // The reader is gone before dbmaint writes a byte: every write fails
+    // with EPIPE, as under `dbmaint … | head -1` once head has exited.
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
+        .args(["plan", "show", "plans/django-nightly.yaml", "--format", "json"])
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn oversized_or_endless_plan_inputs_stop_at_the_limit_and_a_directory_is_refused() {
+    for path in ["/dev/zero", "/dev/urandom"] {
+        let out = dbmaint().args(["plan", "validate", path]).output().expect("run");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("over the 10 MiB limit"), "{path}: {stderr}");
+    }
+    // Standard input fed forever.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
+        .args(["plan", "validate", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        let chunk = "# comment line\n".repeat(4096);
+        // Stops when dbmaint closes its end.
+        while std::io::Write::write_all(&mut stdin, chunk.as_bytes()).is_ok() {}
+    });
+    let out = child.wait_with_output().expect("wait");
+    feeder.join().expect("feeder");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("over the 10 MiB limit"));
+    let out = dbmaint().args(["plan", "validate", "plans"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+}
+
+#[test]
+fn a_second_yaml_document_and_a_huge_line_get_clear_bounded_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let two = dir.path().join("two.yaml");
+    std::fs::write(&two, "version: 1\nname: a\nsteps: {s: {stats: {}}}\n---\nversion: 1\n").expect("write");
+    let out = dbmaint().args(["plan", "validate"]).arg(&two).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("a plan file holds one YAML document"), "{stderr}");
+    assert!(!stderr.contains("alias bomb"), "{stderr}");
+    let long = dir.path().join("long.yaml");
+    let value = "x".repeat(5 * 1024 * 1024);
+    std::fs::write(
+        &long,
+        format!("version: 1\nname: a\nsteps: {{s: {{stats: {{top: {value}}}}}}}\n"),
+    )
+    .expect("write");
+    let out = dbmaint().args(["plan", "validate"]).arg(&long).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.len() < 4096, "{} bytes of error output", out.stderr.len());
+    assert!(String::from_utf8_lossy(&out.stderr).contains('…'));
+}
