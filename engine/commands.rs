@@ -207,8 +207,26 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
         }
         None => fresh,
     };
+    // `--step`: the diff shown and approved is exactly what runs; every
+    // `needs` it skips is said out loud (as `terraform -target` does).
+    let shown = if args.steps.is_empty() {
+        ep.clone()
+    } else {
+        for s in ep.steps.iter().filter(|s| args.steps.contains(&s.id)) {
+            for n in s.needs.iter().filter(|n| !args.steps.contains(n)) {
+                eprintln!(
+                    "warning: `--step {}` skips `{n}`, which `{}` needs: `{}` runs as if `{n}` had succeeded; \
+                     run without --step (or add `--step {n}`) to include it",
+                    s.id, s.id, s.id
+                );
+            }
+        }
+        let mut only = ep.clone();
+        only.steps.retain(|s| args.steps.contains(&s.id));
+        only
+    };
     if cli.output == Output::Text || args.dry_run {
-        print_diff(cli, &ep);
+        print_diff(cli, &shown);
     }
     if args.dry_run {
         return if ep.has_errors() { exit::ERROR } else { exit::OK };
@@ -260,7 +278,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
                 Output::Json => println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &serde_json::json!({"diff": render::render_json(&ep), "report": report})
+                        &serde_json::json!({"diff": render::render_json(&shown), "report": report})
                     )
                     .unwrap_or_default()
                 ),
@@ -345,7 +363,17 @@ pub async fn history(cli: &Cli, target: &TargetArgs, limit: u64, run_id: Option<
 /// The demo plan, built in so `dbmaint demo` works from any directory.
 const DEMO_PLAN: &str = include_str!("../plans/demo.yaml");
 
-pub async fn demo(cli: &Cli, db: &Path, seed: u64, scale: f64) -> i32 {
+pub async fn demo(cli: &Cli, db: &Path, force: bool, seed: u64, scale: f64) -> i32 {
+    if db.exists() && !force && !dbmaint::demo::is_demo_database(db) {
+        return fail(
+            cli,
+            &Failure::error(format!(
+                "`{}` exists and is not a demo database dbmaint made: nothing was changed; \
+                 name another file with `--db`, or pass `--force` to replace it",
+                db.display()
+            )),
+        );
+    }
     let now = chrono::Utc::now();
     let tables = dbmaint::demo::generate(seed, dbmaint::demo::Size::scaled(scale), now);
     let rows: usize = tables.iter().map(|t| t.rows.len()).sum();
@@ -359,7 +387,6 @@ pub async fn demo(cli: &Cli, db: &Path, seed: u64, scale: f64) -> i32 {
             &Failure::error(format!("cannot create the demo database: {}", e.message)),
         );
     }
-    let _ = std::fs::remove_file(format!("{}.dbmaint-lock", db.display()));
     let mut opts = dbmaint::LoadOptions::from_process();
     opts.process_env.retain(|(k, _)| k != "DBMAINT_DEMO_DB");
     opts.process_env

@@ -245,12 +245,32 @@ fn ddl(t: &Table, postgres: bool) -> Vec<String> {
 }
 
 /// Writes the tables into a new SQLite file at `path` (replacing it).
+/// `PRAGMA application_id` of the databases `dbmaint demo` makes (`dbmd`),
+/// so it replaces only its own files.
+pub const DEMO_APPLICATION_ID: u32 = 0x6462_6d64;
+
+/// Whether `path` is a SQLite database with the demo's application id (read
+/// from the header at offset 68, without opening it as a database).
+pub fn is_demo_database(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 72];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .is_ok_and(|()| {
+            header.starts_with(b"SQLite format 3\0")
+                && u32::from_be_bytes([header[68], header[69], header[70], header[71]]) == DEMO_APPLICATION_ID
+        })
+}
+
 pub async fn seed_sqlite(path: &std::path::Path, tables: &[Table]) -> Result<(), DbError> {
     let _ = std::fs::remove_file(path);
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true);
     let mut c = sqlx::ConnectOptions::connect(&opts).await?;
+    sqlx::raw_sql(sql(format!("PRAGMA application_id = {}", DEMO_APPLICATION_ID as i32)))
+        .execute(&mut c)
+        .await?;
     let mut tx = c.begin().await?;
     for t in tables {
         for s in ddl(t, false) {

@@ -81,9 +81,12 @@ enum Command {
     },
     /// Create a SQLite database with realistic data, diff and apply `plans/demo.yaml` on it.
     Demo {
-        /// The database file to create (replaced if it exists).
+        /// The database file to create (an earlier demo database is replaced; any other file is refused).
         #[arg(long, default_value = "dbmaint-demo.db")]
         db: PathBuf,
+        /// Replace `--db` even when it is not a demo database dbmaint made.
+        #[arg(long)]
+        force: bool,
         /// Seed of the data generator.
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -232,7 +235,7 @@ fn main() -> ExitCode {
             top,
             exact,
         } => runtime().block_on(inspect(&cli, target, *report, *top, *exact)),
-        Command::Demo { db, seed, scale } => runtime().block_on(demo(&cli, db, *seed, *scale)),
+        Command::Demo { db, force, seed, scale } => runtime().block_on(demo(&cli, db, *force, *seed, *scale)),
         Command::Schema => {
             print!("{}", dbmaint::schema::plan_schema_json());
             exit::OK

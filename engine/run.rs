@@ -182,16 +182,34 @@ pub async fn apply(ep: &ExecutionPlan, target: &Target, opts: &ApplyOptions) -> 
     let started = Instant::now();
     let deadline = ep.max_runtime_ms.map(|ms| started + Duration::from_millis(ms));
     let guard = lock(target).await?;
+    // SQLite has one writer at a time: the journal waits for it as long as
+    // the plan lets its steps wait (lock_timeout × tries), not a constant.
+    let journal_wait = match target.backend {
+        Backend::Postgres => Duration::from_secs(5),
+        Backend::Sqlite => Duration::from_millis(
+            ep.steps
+                .iter()
+                .map(|s| s.lock_timeout_ms.saturating_mul(s.retries + 1))
+                .max()
+                .unwrap_or(5000),
+        ),
+    };
     let journal_limits = SessionLimits {
-        lock_timeout: Duration::from_secs(5),
+        lock_timeout: journal_wait,
         statement_timeout: Duration::from_secs(60),
         read_only: false,
     };
     let mut journal = connect(target, journal_limits).await?;
-    journal
-        .journal_setup()
-        .await
-        .map_err(|e| Failure::error(format!("cannot create the journal: {}", e.message)))?;
+    journal.journal_setup().await.map_err(|e| {
+        Failure::error(match e.kind {
+            crate::db::ErrorKind::LockTimeout => format!(
+                "cannot create the journal: another connection held a lock on the database for longer than {} ms \
+                 (the plan's lock_timeout × tries); nothing was done: run again when it is done",
+                journal_wait.as_millis()
+            ),
+            _ => format!("cannot create the journal: {}", e.message),
+        })
+    })?;
     // We hold the lock, so a run still `running` in the journal is one whose
     // process died (kill -9, lost host): close it so history tells the truth.
     for (id, rows) in journal.journal_close_interrupted().await? {

@@ -443,6 +443,71 @@ fn demo_command_runs_end_to_end() {
 }
 
 #[test]
+fn sqlite_apply_step_shows_only_that_step_and_warns_about_the_needs_it_skips() {
+    let rt = rt();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let tables = dbmaint::demo::generate(5, dbmaint::demo::Size::scaled(0.05), now());
+    rt.block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
+    let plan = retention_plan(dir.path(), &format!("sqlite:{}", db.display()), "");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve", "--step", "after-archive"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("after-archive (analyze)"), "{stdout}");
+    assert!(
+        !stdout.contains("audit-logs (retention)"),
+        "not selected, not shown: {stdout}"
+    );
+    assert!(!stdout.contains("failed-tasks-archive (retention)"), "{stdout}");
+    assert!(
+        stderr.contains("`--step after-archive` skips `failed-tasks-archive`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_replaces_only_its_own_database_unless_forced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| dbmaint(dir.path()).args(args).output().expect("demo");
+    // Its own earlier database is replaced: a second run succeeds.
+    assert!(run(&["demo", "--scale", "0.05"]).status.success());
+    assert!(run(&["demo", "--scale", "0.05"]).status.success());
+    // Somebody's database is refused and left byte for byte as it was.
+    let theirs = dir.path().join("theirs.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&theirs)
+        .arg("CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me');")
+        .output()
+        .expect("sqlite3");
+    assert!(out.status.success());
+    let before = std::fs::read(&theirs).expect("read");
+    let out = run(&["demo", "--scale", "0.05", "--db", "theirs.db"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a demo database"));
+    assert_eq!(before, std::fs::read(&theirs).expect("read"), "unchanged");
+    // A plain file too; with --force it is replaced.
+    std::fs::write(dir.path().join("notes.txt"), "my notes").expect("write");
+    assert_eq!(
+        run(&["demo", "--scale", "0.05", "--db", "notes.txt"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("notes.txt")).expect("read"),
+        "my notes"
+    );
+    assert!(
+        run(&["demo", "--scale", "0.05", "--db", "theirs.db", "--force"])
+            .status
+            .success()
+    );
+}
+
+#[test]
 fn postgres_text_keys_and_file_archives_take_counted_batches() {
     let rt = rt();
     let url = rt.block_on(Cluster::get().fresh_db());

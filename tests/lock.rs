@@ -218,3 +218,52 @@ fn sqlite_every_name_of_the_file_contends_for_one_lock() {
     assert_eq!(before, rows(&db), "nothing deleted while the lock was held");
     rt.block_on(held.release());
 }
+
+#[test]
+fn sqlite_busy_wait_follows_the_plans_lock_timeout_and_retries() {
+    let rt = rt();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let tables = dbmaint::demo::generate(3, dbmaint::demo::Size::scaled(0.02), chrono::Utc::now());
+    rt.block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
+    // Another writer: the sqlite3 shell inside BEGIN IMMEDIATE, kept open.
+    let mut writer = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sqlite3");
+    let mut stdin = writer.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, b"BEGIN IMMEDIATE;\nSELECT 'locked';\n").expect("write");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read");
+    assert_eq!(line.trim(), "locked");
+    let plan = dir.path().join("p.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "version: 1\nname: busy\ntarget: \"sqlite:{}\"\ndefaults: {{ lock_timeout: 300ms, retries: 1 }}\nsteps:\n  \
+             audit-logs:\n    retention: {{ table: core_audit_log, column: created_at, older_than: 90 days }}\n",
+            db.display()
+        ),
+    )
+    .expect("plan");
+    let t0 = Instant::now();
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    let took = t0.elapsed();
+    drop(stdin);
+    let _ = writer.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("longer than 600 ms"), "{stderr}");
+    // 300 ms × 2 tries, not the 5 s it used to wait whatever the plan said.
+    assert!(took < Duration::from_millis(4000), "waited {took:?}");
+}

@@ -102,7 +102,10 @@ fn postgres_sql_that_fails_rolls_back_whole_and_a_writing_dry_run_is_refused() {
     let out = apply(dir.path(), &failing);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("division by zero"), "{stdout}");
+    assert!(
+        stdout.contains("division by zero (SQLSTATE 22012)"),
+        "the report names the SQLSTATE: {stdout}"
+    );
     assert!(stdout.contains("rolled back"), "{stdout}");
     assert!(stdout.contains("after (analyze) skipped"), "{stdout}");
     assert_eq!(
