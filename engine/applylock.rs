@@ -111,6 +111,9 @@ async fn pg_lock(target: &Target) -> Result<Conn, LockError> {
     let mut c = crate::db::pg::connect_named(target, limits, &app)
         .await
         .map_err(|e| LockError::Failed(e.message))?;
+    crate::db::pg::refuse_transaction_pooling(&mut c, target, limits)
+        .await
+        .map_err(|e| LockError::Failed(e.message))?;
     match crate::db::pg::try_lock(&mut c).await {
         Ok(Ok(())) => Ok(Conn::Pg(c)),
         Ok(Err(holder)) => Err(LockError::Held(holder)),

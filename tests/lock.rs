@@ -267,3 +267,46 @@ fn sqlite_busy_wait_follows_the_plans_lock_timeout_and_retries() {
     // 300 ms × 2 tries, not the 5 s it used to wait whatever the plan said.
     assert!(took < Duration::from_millis(4000), "waited {took:?}");
 }
+
+#[test]
+fn postgres_apply_through_a_transaction_mode_pooler_is_refused_clearly() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(seed_pg(&url));
+    let name = url
+        .split('?')
+        .next()
+        .and_then(|s| s.rsplit('/').next())
+        .expect("db name");
+    let bouncer = crate::pg::PgBouncer::start(Cluster::get());
+    let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "version: 1\nname: pooled\ntarget: \"{}\"\nsteps:\n  audit-logs:\n    retention: {{ table: core_audit_log, column: created_at, older_than: 90 days }}\n",
+            bouncer.url(name)
+        ),
+    )
+    .expect("plan");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("connection pooler in transaction mode"), "{stderr}");
+    assert!(stderr.contains("connect to PostgreSQL directly"), "{stderr}");
+    assert_eq!(
+        before,
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log")),
+        "nothing deleted"
+    );
+    let journal = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM pg_namespace WHERE nspname = 'dbmaint'",
+    ));
+    assert_eq!(journal, 0, "no journal created");
+}

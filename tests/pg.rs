@@ -460,3 +460,86 @@ pub fn seeded_db(statements: &str, each: &[&str]) -> String {
         url
     })
 }
+
+/// A PgBouncer in transaction pooling mode in front of the shared test
+/// cluster, on a free local port; stopped when dropped. Started as
+/// `postgres` (PgBouncer refuses root). Fails loudly when `pgbouncer` is
+/// missing (.ci/run installs it).
+pub struct PgBouncer {
+    pub port: u16,
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl PgBouncer {
+    pub fn start(cluster: &Cluster) -> Self {
+        let bin = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("pgbouncer not found: install the `pgbouncer` package (.ci/run does)");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("dbmaint-pgbouncer-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("pgbouncer dir");
+        std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").expect("userlist");
+        std::fs::write(
+            dir.join("pgbouncer.ini"),
+            format!(
+                "[databases]\n* = host={socket} port={cport}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 unix_socket_dir =\nauth_type = trust\nauth_file = {dir}/users.txt\npool_mode = transaction\n\
+                 default_pool_size = 4\nlogfile = {dir}/log\npidfile = {dir}/pid\n\
+                 ignore_startup_parameters = extra_float_digits,options\n",
+                socket = cluster.socket_dir.display(),
+                cport = cluster.port,
+                dir = dir.display()
+            ),
+        )
+        .expect("pgbouncer.ini");
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status();
+            assert!(ok.is_ok_and(|s| s.success()), "chown the pgbouncer directory");
+        }
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", bin]);
+            c
+        } else {
+            Command::new(bin)
+        };
+        let child = cmd
+            .arg(dir.join("pgbouncer.ini"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start pgbouncer");
+        // Ready when it accepts connections.
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "pgbouncer did not start: {}",
+                std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Self { port, child, dir }
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // runuser forwards the signal to pgbouncer.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("pkill")
+            .args(["-f", &self.dir.display().to_string()])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

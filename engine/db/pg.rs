@@ -181,6 +181,11 @@ fn connect_error(e: sqlx::Error, ci: &ConnInfo) -> String {
             "TLS: the server does not offer TLS but sslmode={} requires it",
             ci.effective_sslmode().as_str()
         )
+    } else if lower.contains("unsupported startup parameter") {
+        format!(
+            "{raw}: a connection pooler (PgBouncer?) refused dbmaint's session settings (lock_timeout, statement_timeout …); \
+             connect to PostgreSQL directly"
+        )
     } else if lower.contains("no pg_hba.conf entry") && lower.contains("no encryption") {
         format!("{raw}; the server accepts only TLS connections here: use sslmode=require (or verify-full)")
     } else {
@@ -904,6 +909,54 @@ pub async fn try_lock(c: &mut PgConnection) -> Result<Result<(), String>, DbErro
         }
         None => "another session (it released the lock just now; try again)".to_string(),
     }))
+}
+
+/// Refuses a connection that reaches PostgreSQL through a pooler in
+/// transaction mode (PgBouncer's `pool_mode = transaction`): there a
+/// session-level advisory lock and prepared statements stay on a server
+/// session the next transaction may not get. Detected by what a pooler does
+/// and a direct connection never can: a second connection, holding a
+/// transaction open, is given the server session this one just used, or
+/// this one's next transaction runs in another session. Simple-protocol
+/// queries only, as prepared statements are what a pooler breaks.
+pub async fn refuse_transaction_pooling(
+    c: &mut PgConnection,
+    target: &Target,
+    limits: SessionLimits,
+) -> Result<(), DbError> {
+    async fn pid(c: &mut PgConnection) -> Result<i64, DbError> {
+        let row = sqlx::raw_sql("SELECT pg_backend_pid()::int8")
+            .fetch_one(&mut *c)
+            .await?;
+        Ok(row.get::<i64, _>(0))
+    }
+    let first = pid(c).await?;
+    let mut other = connect_named(target, limits, "dbmaint pooler check").await?;
+    sqlx::raw_sql("BEGIN").execute(&mut other).await?;
+    let others = pid(&mut other).await;
+    // A pool of one server session makes this wait for `other`: a direct
+    // connection answers at once, so a long wait is itself the sign.
+    let second = tokio::time::timeout(Duration::from_secs(3), pid(c)).await;
+    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut other).await;
+    let _ = other.close().await;
+    let others = others?;
+    let second = match second {
+        Ok(p) => p?,
+        Err(_) => -1,
+    };
+    if others == first || second != first {
+        return Err(DbError {
+            kind: super::ErrorKind::Connection,
+            message: format!(
+                "{} reaches PostgreSQL through a connection pooler in transaction mode (PgBouncer?): one connection ran in \
+                 server sessions {first} and {second}, and another connection was given session {others}; dbmaint's apply lock \
+                 and prepared statements are session state and would silently misbehave: connect to PostgreSQL directly \
+                 (or through a pool in session mode)",
+                target.redacted()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Whether this session still holds the apply lock. An error (the session
