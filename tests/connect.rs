@@ -76,6 +76,8 @@ fn postgres_tls_require_and_verify_full_connect_over_tls() {
         ("127.0.0.1", format!("sslmode=verify-ca&sslrootcert={ca}")),
         // The default is libpq's `prefer`: TLS when the server offers it.
         ("127.0.0.1", String::new()),
+        // `allow` tries clear text first; this server refuses it.
+        ("127.0.0.1", "sslmode=allow".to_string()),
     ] {
         let p = plan(dir.path(), Some(&tls.url(host, &db, &query)), STATS);
         let v = json(&diff(dir.path(), &p, &[], &[]));
