@@ -115,6 +115,11 @@ pub struct RetentionProbe {
     pub where_sql: Option<String>,
     /// Rows with `column < cutoff` are eligible.
     pub cutoff: chrono::DateTime<chrono::Utc>,
+    /// The plan's `time_format`, checked against the values.
+    pub stated_format: Option<crate::timefmt::TimeFormat>,
+    /// Wall-clock zone of a zone-less column.
+    #[serde(skip)]
+    pub zone: chrono_tz::Tz,
 }
 
 /// The answer to a probe.
@@ -125,8 +130,16 @@ pub struct RetentionFacts {
     pub exact: bool,
     pub oldest: Option<String>,
     pub newest: Option<String>,
-    /// The cutoff as the column stores time (text form, or epoch seconds).
+    /// The cutoff as the column stores time (its own format).
     pub cutoff: String,
+    /// How the column stores time, when that could be decided.
+    pub format: Option<crate::timefmt::TimeFormat>,
+    /// Why it could not: the step is then refused.
+    pub format_error: Option<String>,
+    /// Rows whose time is NULL: never eligible.
+    pub nulls: u64,
+    /// The zone a zone-less column is compared in.
+    pub zone: Option<String>,
 }
 
 /// The first rows of a read-only query, as text, for the diff.

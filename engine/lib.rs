@@ -41,6 +41,7 @@ pub mod source;
 pub mod stats;
 pub mod template;
 pub mod textsafe;
+pub mod timefmt;
 pub mod validate;
 pub mod values;
 pub mod verify;

@@ -301,6 +301,9 @@ pub struct RetentionSpec {
     /// Quoted primary key columns of the source.
     pub primary_key: Vec<String>,
     pub archive: Option<ArchiveSpec>,
+    /// SQLite: the storage class the cutoff is compared as (`INTEGER` for
+    /// Unix times, `REAL` for Julian days); text compares as text.
+    pub cutoff_cast: Option<&'static str>,
 }
 
 /// Where a retention step archives.

@@ -377,16 +377,6 @@ fn is_integer_type(t: &str) -> bool {
     matches!(t, "smallint" | "integer" | "bigint" | "int2" | "int4" | "int8")
 }
 
-/// The cutoff in the form the column parses: epoch seconds for integers,
-/// an ISO timestamp in UTC otherwise (the session's TimeZone is UTC).
-pub fn cutoff_text(column_type: &str, cutoff: chrono::DateTime<chrono::Utc>) -> String {
-    if is_integer_type(column_type) {
-        cutoff.timestamp().to_string()
-    } else {
-        cutoff.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
-    }
-}
-
 fn cast(param: &str, ty: &str) -> String {
     format!("CAST({param}::text AS {ty})")
 }
@@ -516,7 +506,64 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
 /// Counts a retention predicate, unless the planner expects more than
 /// [`EXACT_COUNT_LIMIT`] rows: then its estimate, flagged as such.
 async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
-    let cutoff = cutoff_text(&p.column_type, p.cutoff);
+    use crate::timefmt::{Sample, TimeFormat, cutoff_value, decide, is_zone_less};
+    let ty = p.column_type.to_ascii_lowercase();
+    // Native date/time types need no sample; numbers and text do (min and
+    // max use the column's index when it has one).
+    let mut sample = Sample {
+        declared: ty.clone(),
+        ..Sample::default()
+    };
+    if !(ty.starts_with("timestamp") || ty == "date") {
+        let numeric = is_integer_type(&ty) || ["numeric", "real", "double", "decimal"].iter().any(|k| ty.contains(k));
+        let num = |f: &str| {
+            if numeric {
+                format!("{f}({})::float8", p.column)
+            } else {
+                "NULL::float8".into()
+            }
+        };
+        let r = sqlx::query(sql(format!(
+            "SELECT {}, {}, min({c})::text, max({c})::text FROM {}",
+            num("min"),
+            num("max"),
+            p.table,
+            c = p.column
+        )))
+        .fetch_one(&mut *c)
+        .await?;
+        sample.min_num = r.get(0);
+        sample.max_num = r.get(1);
+        sample.min_text = r.get(2);
+        sample.max_text = r.get(3);
+    }
+    let format = match decide(&sample, p.stated_format) {
+        Ok(f) => f,
+        Err(e) => {
+            return Ok(RetentionFacts {
+                rows: 0,
+                exact: true,
+                oldest: sample.min_text,
+                newest: sample.max_text,
+                cutoff: String::new(),
+                format: None,
+                format_error: Some(e),
+                nulls: 0,
+                zone: None,
+            });
+        }
+    };
+    let zone_less = is_zone_less(format, &ty, sample.min_text.as_deref());
+    let cutoff = if format == TimeFormat::Native && !zone_less {
+        p.cutoff.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+    } else {
+        let t_sep = sample
+            .min_text
+            .as_ref()
+            .is_some_and(|t| t.as_bytes().get(10) == Some(&b'T'));
+        cutoff_value(format, p.cutoff, p.zone, t_sep)
+    };
+    let zone = zone_less.then(|| p.zone.to_string());
     let mut pred = format!("{} < CAST({} AS {})", p.column, quote_literal(&cutoff), p.column_type);
     if let Some(w) = &p.where_sql {
         pred.push_str(&format!(" AND ({w})"));
@@ -535,11 +582,16 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
             oldest: None,
             newest: None,
             cutoff,
+            format: Some(format),
+            format_error: None,
+            nulls: 0,
+            zone,
         });
     }
     let r = sqlx::query(sql(format!(
-        "SELECT count(*)::int8, min({c})::text, max({c})::text FROM {} WHERE {pred}",
-        p.table,
+        "SELECT count(*)::int8, min({c})::text, max({c})::text, \
+         (SELECT count(*)::int8 FROM {t} WHERE {c} IS NULL) FROM {t} WHERE {pred}",
+        t = p.table,
         c = p.column
     )))
     .fetch_one(&mut *c)
@@ -550,6 +602,10 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
         oldest: r.get(1),
         newest: r.get(2),
         cutoff,
+        format: Some(format),
+        format_error: None,
+        nulls: r.get::<i64, _>(3).max(0) as u64,
+        zone,
     })
 }
 

@@ -247,29 +247,63 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
     Ok(inspection)
 }
 
-/// The cutoff in the form the column stores time, read off one stored
-/// value: epoch seconds for numbers, otherwise text with the separator the
-/// data uses (`2024-01-31 12:00:00` or `2024-01-31T12:00:00`), so that text
-/// comparison and the column's index both work.
-async fn cutoff_for(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<String, DbError> {
-    let sample: Option<(String, String)> = sqlx::query_as(sql(format!(
-        "SELECT typeof({col}), CAST({col} AS TEXT) FROM {t} WHERE {col} IS NOT NULL LIMIT 1",
-        col = p.column,
+/// SQLite has no row estimates, so retention is always counted exactly.
+/// One scan samples the column (storage classes, smallest and largest
+/// value, NULLs) to decide how it stores time; the cutoff is then built in
+/// that form and compared as that storage class.
+async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
+    use crate::timefmt::{Sample, TimeFormat, cutoff_value, decide, is_zone_less};
+    let r = sqlx::query(sql(format!(
+        "SELECT CAST(min({c}) AS REAL), CAST(max({c}) AS REAL), CAST(min({c}) AS TEXT), CAST(max({c}) AS TEXT), \
+         coalesce(sum({c} IS NULL), 0), group_concat(DISTINCT typeof({c})) FROM {t}",
+        c = p.column,
         t = p.table
     )))
-    .fetch_optional(&mut *c)
+    .fetch_one(&mut *c)
     .await?;
-    Ok(match sample {
-        Some((ty, _)) if ty == "integer" || ty == "real" => p.cutoff.timestamp().to_string(),
-        Some((_, text)) if text.as_bytes().get(10) == Some(&b'T') => p.cutoff.format("%Y-%m-%dT%H:%M:%S").to_string(),
-        _ => p.cutoff.format("%Y-%m-%d %H:%M:%S").to_string(),
-    })
-}
-
-/// SQLite has no row estimates, so retention is always counted exactly.
-async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
-    let cutoff = cutoff_for(c, p).await?;
-    let mut pred = format!("{} < ?1", p.column);
+    let classes: Option<String> = r.get(5);
+    let sample = Sample {
+        declared: p.column_type.to_ascii_lowercase(),
+        storage: classes
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty() && *s != "null")
+            .map(str::to_string)
+            .collect(),
+        min_num: r.get(0),
+        max_num: r.get(1),
+        min_text: r.get(2),
+        max_text: r.get(3),
+    };
+    let nulls = r.get::<i64, _>(4).max(0) as u64;
+    let format = match decide(&sample, p.stated_format) {
+        Ok(f) => f,
+        Err(e) => {
+            return Ok(RetentionFacts {
+                rows: 0,
+                exact: true,
+                oldest: sample.min_text,
+                newest: sample.max_text,
+                cutoff: String::new(),
+                format: None,
+                format_error: Some(e),
+                nulls,
+                zone: None,
+            });
+        }
+    };
+    let t_sep = sample
+        .min_text
+        .as_ref()
+        .is_some_and(|t| t.as_bytes().get(10) == Some(&b'T'));
+    let zone_less = is_zone_less(format, &sample.declared, sample.min_text.as_deref());
+    let cutoff = cutoff_value(format, p.cutoff, p.zone, t_sep);
+    let param = match format {
+        TimeFormat::JulianDay => "CAST(?1 AS REAL)",
+        f if f.is_numeric() => "CAST(?1 AS INTEGER)",
+        _ => "?1",
+    };
+    let mut pred = format!("{} < {param}", p.column);
     if let Some(w) = &p.where_sql {
         pred.push_str(&format!(" AND ({w})"));
     }
@@ -287,6 +321,10 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
         oldest: r.get(1),
         newest: r.get(2),
         cutoff,
+        format: Some(format),
+        format_error: None,
+        nulls,
+        zone: zone_less.then(|| p.zone.to_string()),
     })
 }
 
@@ -302,7 +340,10 @@ fn key_param(n: u8, key_type: &str) -> String {
 /// batch is its key range, then copy and delete over that range, in one
 /// `BEGIN IMMEDIATE` transaction.
 pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
-    let pred = retention_predicate(spec, "?1");
+    let param = spec
+        .cutoff_cast
+        .map_or_else(|| "?1".to_string(), |c| format!("CAST(?1 AS {c})"));
+    let pred = retention_predicate(spec, &param);
     let (t, k) = (&spec.table, &spec.key);
     let cols = spec
         .columns

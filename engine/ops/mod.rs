@@ -85,6 +85,9 @@ macro_rules! operations {
         /// One step's operation and its parameters.
         #[derive(Debug, Clone, PartialEq, serde::Serialize)]
         #[serde(rename_all = "snake_case")]
+        // One value per step of a plan, built once: boxing the larger
+        // parameter sets would save nothing worth an indirection.
+        #[allow(clippy::large_enum_variant)]
         pub enum Operation { $( $(#[$m])* $variant($ty) ),+ }
 
         /// Every operation key, in the spec's order.

@@ -7,7 +7,7 @@ use crate::decode::did_you_mean;
 use crate::execplan::{Action, ArchiveTo, BatchSql, Estimate, Fidelity, Marker, RetentionWork, human_count};
 use crate::inspect::RetentionProbe;
 use crate::planner::{Draft, PlanCx};
-use crate::values::{Backend, Duration, Ident};
+use crate::values::{Backend, Duration, Ident, Tz};
 
 crate::params! {
     /// Where deleted rows are kept: exactly one of `table` or `file`.
@@ -46,6 +46,10 @@ crate::params! {
             archive: Archive,
             /// Column that orders batches (default: the primary key).
             key: Ident,
+            /// How `column` stores time: native, iso, unix_s, unix_ms, unix_us or julian_day (default: read off the column's type and values, and checked against them when stated).
+            time_format: String,
+            /// Wall-clock zone of a zone-less time column (`timestamp` without time zone, ISO text without offset); default `limits.tz`.
+            column_tz: Tz,
         }
     }
 }
@@ -73,6 +77,16 @@ impl OpParams for Retention {
     fn check(&self, c: &mut OpCheck<'_>) {
         c.in_range(&self.batch_size, "batch_size", 1..=1_000_000);
         c.in_range(&self.max_rows, "max_rows", 1..=u64::MAX);
+        if let Some(f) = &self.time_format
+            && crate::timefmt::TimeFormat::parse(&f.value).is_none()
+        {
+            c.error(
+                "invalid-value",
+                f.pos,
+                format!("`time_format: {}` is not a time format", f.value),
+                &format!("one of {}", crate::timefmt::TimeFormat::NAMES),
+            );
+        }
         if let Some(w) = &self.r#where {
             if w.value.trim().is_empty() {
                 c.error(
@@ -150,6 +164,8 @@ impl Retention {
             column_type: col.data_type.clone(),
             where_sql: self.condition(cx),
             cutoff: self.cutoff(cx.now),
+            stated_format: get(&self.time_format).and_then(|f| crate::timefmt::TimeFormat::parse(&f)),
+            zone: get(&self.column_tz).map_or(cx.plan.limits.tz.0, |z| z.0),
         })
     }
 
@@ -239,6 +255,13 @@ impl Retention {
         let Some(facts) = cx.insp.retention.get(step) else {
             return Draft::error(format!("no row count for step `{step}` in the inspection"));
         };
+        if let Some(e) = &facts.format_error {
+            return Draft::error(format!(
+                "cannot tell how `{name}.{column}` stores time, so no row is deleted: {e} (step `{step}`); \
+                 `time_format:` states it ({})",
+                crate::timefmt::TimeFormat::NAMES
+            ));
+        }
         let mut facts = facts.clone();
         if let Some((_, creator)) = &created_by {
             // Counted in the source: rows the creator moves that are also old
@@ -322,6 +345,11 @@ impl Retention {
                 .collect(),
             primary_key: t.primary_key.iter().map(|c| quote_ident(c)).collect(),
             archive,
+            cutoff_cast: match facts.format {
+                Some(crate::timefmt::TimeFormat::JulianDay) => Some("REAL"),
+                Some(f) if f.is_numeric() => Some("INTEGER"),
+                _ => None,
+            },
         };
         let sql = retention_sql(cx.backend, &spec);
         let rows = max_rows.map_or(facts.rows, |m| facts.rows.min(m - m % batch_size));
@@ -352,6 +380,29 @@ impl Retention {
                 "oldest": facts.oldest, "newest": facts.newest, "batches": batches, "batch_size": batch_size,
             }),
         );
+        if let Some(f) = facts.format {
+            d.object(
+                Marker::Read,
+                "column",
+                format!("{name}.{column}"),
+                format!(
+                    "holds {}{}; cutoff {cutoff_shown}{}; {} NULL rows are never deleted",
+                    f.describe(),
+                    if col.data_type.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", col.data_type)
+                    },
+                    facts
+                        .zone
+                        .as_ref()
+                        .map(|z| format!(", compared as wall-clock time in {z}"))
+                        .unwrap_or_default(),
+                    human_count(facts.nulls)
+                ),
+                serde_json::json!({"time_format": f, "cutoff": facts.cutoff, "zone": facts.zone, "nulls": facts.nulls}),
+            );
+        }
         if let Some((_, creator)) = &created_by {
             d.warnings.push(format!(
                 "`{name}` is created by step `{creator}` in this run: rows estimated from its source; counted exactly when it exists"
