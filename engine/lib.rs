@@ -12,6 +12,7 @@
 
 pub mod applylock;
 pub mod archive;
+pub mod archivetypes;
 pub mod authorsql;
 pub mod backup;
 pub mod bloat;

@@ -306,6 +306,26 @@ impl Retention {
                             missing.join(", ")
                         ));
                     }
+                    // An archive that converts a value is a deleted row
+                    // that cannot be restored as it was.
+                    let narrowed: Vec<String> = t
+                        .columns
+                        .iter()
+                        .filter_map(|c| {
+                            let to = at.column(&c.name)?;
+                            (!crate::archivetypes::keeps_values(cx.backend, &c.data_type, &to.data_type))
+                                .then(|| format!("{} {} → {}", c.name, c.data_type, to.data_type))
+                        })
+                        .collect();
+                    if !narrowed.is_empty() {
+                        return Draft::error(format!(
+                            "archive table `{}` would change values of `{name}` (step `{step}`): {}; \
+                             give those archive columns the source's types (or a lossless widening: see docs/operations.md), \
+                             or archive into a new table",
+                            a.0,
+                            narrowed.join(", ")
+                        ));
+                    }
                 }
                 let quoted = match found {
                     Some(at) => cx.quoted(at),
