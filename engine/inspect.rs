@@ -14,6 +14,59 @@ pub struct Column {
     pub not_null: bool,
 }
 
+/// What a foreign key does to its rows when the row it references is
+/// deleted (`ON DELETE …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDelete {
+    NoAction,
+    Restrict,
+    Cascade,
+    SetNull,
+    SetDefault,
+}
+
+impl OnDelete {
+    /// PostgreSQL's `confdeltype` letter or SQLite's `on_delete` text.
+    pub fn parse(text: &str) -> Self {
+        match text.to_ascii_uppercase().as_str() {
+            "C" | "CASCADE" => Self::Cascade,
+            "N" | "SET NULL" => Self::SetNull,
+            "D" | "SET DEFAULT" => Self::SetDefault,
+            "R" | "RESTRICT" => Self::Restrict,
+            _ => Self::NoAction,
+        }
+    }
+
+    pub fn sql(self) -> &'static str {
+        match self {
+            Self::NoAction => "NO ACTION",
+            Self::Restrict => "RESTRICT",
+            Self::Cascade => "CASCADE",
+            Self::SetNull => "SET NULL",
+            Self::SetDefault => "SET DEFAULT",
+        }
+    }
+
+    /// The database changes the child rows itself (deletes or updates them).
+    pub fn acts(self) -> bool {
+        matches!(self, Self::Cascade | Self::SetNull | Self::SetDefault)
+    }
+}
+
+/// A foreign key: `child (child_columns) REFERENCES parent (parent_columns)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForeignKey {
+    pub name: String,
+    pub child_schema: String,
+    pub child_table: String,
+    pub child_columns: Vec<String>,
+    pub parent_schema: String,
+    pub parent_table: String,
+    pub parent_columns: Vec<String>,
+    pub on_delete: OnDelete,
+}
+
 /// An index of a table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IndexFacts {
@@ -120,6 +173,33 @@ pub struct RetentionProbe {
     /// Wall-clock zone of a zone-less column.
     #[serde(skip)]
     pub zone: chrono_tz::Tz,
+    /// Foreign keys that reference the table: rows they hold are counted.
+    pub children: Vec<ChildProbe>,
+    /// `NOT EXISTS (…)` for every referencing key: a row some other row
+    /// references is never deleted, so no cascade, SET NULL or RESTRICT
+    /// error can follow from a delete (rows referenced meanwhile included).
+    pub guard_sql: Option<String>,
+}
+
+/// One foreign key that references a retention table, ready to count:
+/// `SELECT count(*) FROM {from} WHERE EXISTS (SELECT 1 FROM table WHERE {join} AND eligible)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChildProbe {
+    /// `comments.root_id → comments.id`, for the diff.
+    pub label: String,
+    pub on_delete: OnDelete,
+    /// The child table, aliased `dbmaint_c`.
+    pub from: String,
+    /// The key columns matched, child alias against the quoted parent.
+    pub join: String,
+}
+
+/// How many rows of a child reference the rows a step would delete.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChildCount {
+    pub label: String,
+    pub on_delete: OnDelete,
+    pub rows: u64,
 }
 
 /// The answer to a probe.
@@ -140,6 +220,10 @@ pub struct RetentionFacts {
     pub nulls: u64,
     /// The zone a zone-less column is compared in.
     pub zone: Option<String>,
+    /// Per referencing foreign key, the child rows that reference eligible rows.
+    pub children: Vec<ChildCount>,
+    /// Eligible rows left because some row references them.
+    pub referenced: u64,
 }
 
 /// The first rows of a read-only query, as text, for the diff.
@@ -195,6 +279,9 @@ pub struct Inspection {
     pub default_schema: String,
     pub database_bytes: u64,
     pub tables: Vec<TableFacts>,
+    /// Every foreign key of the database (one catalog query).
+    #[serde(default)]
+    pub foreign_keys: Vec<ForeignKey>,
     pub sqlite: Option<SqliteFile>,
     /// Retention facts by step id.
     pub retention: indexmap::IndexMap<String, RetentionFacts>,

@@ -1,5 +1,7 @@
 //! Retention on the schemas real applications have (issue 11): archives
-//! that would change a value are refused before anything is deleted.
+//! that would change a value, and deletes that would cascade or set NULL
+//! in other rows, are refused before anything is deleted; rows a RESTRICT
+//! or NO ACTION child still references stay, counted.
 
 use std::path::Path;
 
@@ -72,4 +74,176 @@ fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() 
         )),
         70
     );
+}
+
+fn diff(dir: &Path, p: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = dbmaint(dir)
+        .args(["--output", "json", "plan", "diff"])
+        .arg(p)
+        .output()
+        .expect("diff");
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap_or_default(),
+    )
+}
+
+fn apply(dir: &Path, p: &Path) -> std::process::Output {
+    dbmaint(dir)
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(p)
+        .output()
+        .expect("apply")
+}
+
+#[test]
+fn postgres_a_self_referencing_cascade_is_refused_and_no_reply_is_lost() {
+    let rt = rt();
+    // 10 year-old comments, each with 5 replies from yesterday that
+    // reference their root ON DELETE CASCADE.
+    let url = seeded_db(
+        "CREATE TABLE comments (id int PRIMARY KEY, root_id int REFERENCES comments (id) ON DELETE CASCADE, \
+           created_at timestamptz NOT NULL); \
+         INSERT INTO comments SELECT g, NULL, now() - interval '400 days' FROM generate_series(1, 10) g; \
+         INSERT INTO comments SELECT 100 + g, 1 + g % 10, now() - interval '1 day' FROM generate_series(1, 50) g;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: comments, column: created_at, older_than: 365 days",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(1));
+    let error = v["steps"][0]["errors"][0].as_str().unwrap_or("").to_string();
+    assert!(error.contains("50 rows of comments.root_id → comments.id"), "{error}");
+    assert!(error.contains("ON DELETE CASCADE"), "{error}");
+    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM comments")), 60);
+}
+
+#[test]
+fn postgres_cascade_and_set_null_children_are_refused_and_nothing_changes() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE orders (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO orders SELECT g, now() - g * interval '1 day' - interval '12 hours' FROM generate_series(1, 100) g; \
+         CREATE TABLE items (id serial PRIMARY KEY, order_id int REFERENCES orders ON DELETE CASCADE); \
+         INSERT INTO items (order_id) SELECT 1 + g % 100 FROM generate_series(0, 299) g; \
+         CREATE TABLE notes (id serial PRIMARY KEY, order_id int REFERENCES orders ON DELETE SET NULL); \
+         INSERT INTO notes (order_id) SELECT 31 + g % 70 FROM generate_series(0, 69) g;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: orders, column: created_at, older_than: 30 days",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(1));
+    let error = v["steps"][0]["errors"][0].as_str().unwrap_or("").to_string();
+    // Orders 30..=100 are older than 30 days (ages are whole days plus 12
+    // hours): their 213 items would cascade, 70 notes be nulled.
+    assert!(error.contains("213 rows of items.order_id → orders.id"), "{error}");
+    assert!(
+        error.contains("70 rows of notes.order_id → orders.id") && error.contains("SET NULL"),
+        "{error}"
+    );
+    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM items")), 300);
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM notes WHERE order_id IS NOT NULL")),
+        70
+    );
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 100);
+}
+
+#[test]
+fn postgres_rows_a_restrict_child_references_stay_and_every_rerun_succeeds() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE orders (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO orders SELECT g, now() - g * interval '1 day' - interval '12 hours' FROM generate_series(1, 100) g; \
+         CREATE TABLE invoices (id serial PRIMARY KEY, order_id int REFERENCES orders ON DELETE RESTRICT); \
+         INSERT INTO invoices (order_id) VALUES (40), (50), (60), (95); \
+         CREATE TABLE audits (id serial PRIMARY KEY, order_id int REFERENCES orders); \
+         INSERT INTO audits (order_id) VALUES (70), (5);",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: orders, column: created_at, older_than: 30 days, batch_size: 7",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    // 71 old orders (30..=100), 5 of them still referenced (4 invoices, 1 audit).
+    let table = v["steps"][0]["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["kind"] == "table")
+        .expect("table")
+        .clone();
+    assert_eq!(table["figures"]["rows"], 66);
+    let warnings = v["steps"][0]["warnings"].to_string();
+    assert!(
+        warnings.contains("5 eligible rows of `orders` are still referenced"),
+        "{warnings}"
+    );
+    for _ in 0..2 {
+        let out = apply(dir.path(), &p);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 34);
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM orders WHERE id IN (40, 50, 60, 70, 95)"
+        )),
+        5
+    );
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM invoices")), 4);
+}
+
+#[test]
+fn sqlite_cascading_children_are_refused_with_foreign_keys_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL); \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+             INSERT INTO orders SELECT i, datetime('now', '-' || i || ' days', '-12 hours') FROM n; \
+             CREATE TABLE items (id INTEGER PRIMARY KEY, order_id INTEGER REFERENCES orders (id) ON DELETE CASCADE); \
+             WITH RECURSIVE n(i) AS (SELECT 61 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+             INSERT INTO items (order_id) SELECT i FROM n;",
+        )
+        .output()
+        .expect("sqlite3");
+    assert!(out.status.success());
+    let p = plan(
+        dir.path(),
+        &format!("sqlite:{}", db.display()),
+        "table: orders, column: created_at, older_than: 30 days",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(1));
+    let error = v["steps"][0]["errors"][0].as_str().unwrap_or("").to_string();
+    assert!(error.contains("40 rows of items.order_id → orders.id"), "{error}");
+    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    let count = |sql: &str| {
+        let out = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg(sql)
+            .output()
+            .expect("sqlite3");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(count("SELECT count(*) FROM items"), "40");
+    assert_eq!(count("SELECT count(*) FROM orders"), "100");
 }

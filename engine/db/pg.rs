@@ -350,11 +350,39 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         }
     }
 
+    let foreign_keys = sqlx::query(
+        "SELECT con.conname::text, cn.nspname::text, cc.relname::text, pn.nspname::text, pc.relname::text, \
+           con.confdeltype::text, \
+           (SELECT array_agg(a.attname::text ORDER BY k.o) FROM unnest(con.conkey) WITH ORDINALITY k(n, o) \
+              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n), \
+           (SELECT array_agg(a.attname::text ORDER BY k.o) FROM unnest(con.confkey) WITH ORDINALITY k(n, o) \
+              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n) \
+         FROM pg_constraint con \
+         JOIN pg_class cc ON cc.oid = con.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace \
+         JOIN pg_class pc ON pc.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+         WHERE con.contype = 'f' AND con.conparentid = 0 ORDER BY 2, 3, 1",
+    )
+    .fetch_all(&mut *c)
+    .await?
+    .iter()
+    .map(|r| crate::inspect::ForeignKey {
+        name: r.get(0),
+        child_schema: r.get(1),
+        child_table: r.get(2),
+        parent_schema: r.get(3),
+        parent_table: r.get(4),
+        on_delete: crate::inspect::OnDelete::parse(&r.get::<String, _>(5)),
+        child_columns: r.get(6),
+        parent_columns: r.get(7),
+    })
+    .collect();
+
     let mut inspection = Inspection {
         server_version,
         default_schema,
         database_bytes: database_bytes.max(0) as u64,
         tables,
+        foreign_keys,
         sqlite: None,
         retention: indexmap::IndexMap::new(),
         previews: indexmap::IndexMap::new(),
@@ -363,7 +391,8 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         bloat: indexmap::IndexMap::new(),
         leftovers: None,
         matviews: None,
-        catalog_queries: catalog_sql().len() as u32,
+        // The catalog queries and the foreign keys.
+        catalog_queries: catalog_sql().len() as u32 + 1,
     };
     for p in probes(&inspection) {
         let facts = probe(c, &p).await?;
@@ -458,7 +487,7 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
                 bound_first: bound(""),
                 bound_next: bound(&after),
                 rows_json: Some(format!(
-                    "SELECT {k}::text, row_to_json(s)::text FROM {t} AS s WHERE {pred}{range} ORDER BY {k}"
+                    "SELECT s.{k}::text, row_to_json(s)::text FROM (SELECT * FROM {t} WHERE {pred}{range}) s ORDER BY s.{k}"
                 )),
                 copy: None,
                 delete: format!("DELETE FROM {t} WHERE {pred}{range}"),
@@ -550,6 +579,8 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
                 format_error: Some(e),
                 nulls: 0,
                 zone: None,
+                children: vec![],
+                referenced: 0,
             });
         }
     };
@@ -568,6 +599,33 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
     if let Some(w) = &p.where_sql {
         pred.push_str(&format!(" AND ({w})"));
     }
+    let mut children = vec![];
+    for ch in &p.children {
+        let n: i64 = sqlx::query_scalar(sql(format!(
+            "SELECT count(*)::int8 FROM {} WHERE EXISTS (SELECT 1 FROM {} WHERE {} AND {pred})",
+            ch.from, p.table, ch.join
+        )))
+        .fetch_one(&mut *c)
+        .await?;
+        children.push(crate::inspect::ChildCount {
+            label: ch.label.clone(),
+            on_delete: ch.on_delete,
+            rows: n.max(0) as u64,
+        });
+    }
+    let referenced = match &p.guard_sql {
+        Some(g) => {
+            let n: i64 = sqlx::query_scalar(sql(format!(
+                "SELECT count(*)::int8 FROM {} WHERE {pred} AND NOT ({g})",
+                p.table
+            )))
+            .fetch_one(&mut *c)
+            .await?;
+            pred.push_str(&format!(" AND {g}"));
+            n.max(0) as u64
+        }
+        None => 0,
+    };
     let plan: serde_json::Value = sqlx::query_scalar(sql(format!(
         "EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {pred}",
         p.table
@@ -586,6 +644,8 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
             format_error: None,
             nulls: 0,
             zone,
+            children,
+            referenced,
         });
     }
     let r = sqlx::query(sql(format!(
@@ -606,6 +666,8 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
         format_error: None,
         nulls: r.get::<i64, _>(3).max(0) as u64,
         zone,
+        children,
+        referenced,
     })
 }
 

@@ -219,11 +219,47 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
         }
     }
 
+    // `to` is NULL when the key references the parent's primary key.
+    let fk_rows = sqlx::query(sql(format!(
+        "SELECT m.name, f.id, f.\"table\", f.\"from\", f.\"to\", f.on_delete \
+         FROM sqlite_schema m JOIN pragma_foreign_key_list(m.name) f WHERE {USER_TABLES} ORDER BY m.name, f.id, f.seq"
+    )))
+    .fetch_all(&mut *c)
+    .await?;
+    let mut foreign_keys: Vec<crate::inspect::ForeignKey> = vec![];
+    let mut last: Option<(String, i64)> = None;
+    for r in &fk_rows {
+        let (child, id, parent): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
+        let to: Option<String> = r.get(4);
+        if last.as_ref() != Some(&(child.clone(), id)) {
+            foreign_keys.push(crate::inspect::ForeignKey {
+                name: format!("{child}_fk{id}"),
+                child_schema: "main".into(),
+                child_table: child.clone(),
+                child_columns: vec![],
+                parent_schema: "main".into(),
+                parent_table: parent.clone(),
+                parent_columns: vec![],
+                on_delete: crate::inspect::OnDelete::parse(&r.get::<String, _>(5)),
+            });
+            last = Some((child, id));
+        }
+        if let Some(fk) = foreign_keys.last_mut() {
+            fk.child_columns.push(r.get(3));
+            let pk = tables
+                .iter()
+                .find(|t| t.name.eq_ignore_ascii_case(&parent))
+                .and_then(|t| t.primary_key.get(fk.parent_columns.len()).cloned());
+            fk.parent_columns.push(to.or(pk).unwrap_or_else(|| "rowid".into()));
+        }
+    }
+
     let mut inspection = Inspection {
         server_version: head.get(0),
         default_schema: "main".into(),
         database_bytes: file_bytes,
         tables,
+        foreign_keys,
         sqlite: Some(SqliteFile {
             path,
             page_size,
@@ -238,7 +274,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
         bloat: indexmap::IndexMap::new(),
         leftovers: None,
         matviews: None,
-        catalog_queries: 3,
+        catalog_queries: 4,
     };
     for p in probes(&inspection) {
         let facts = probe(c, &p).await?;
@@ -289,6 +325,8 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
                 format_error: Some(e),
                 nulls,
                 zone: None,
+                children: vec![],
+                referenced: 0,
             });
         }
     };
@@ -307,6 +345,35 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
     if let Some(w) = &p.where_sql {
         pred.push_str(&format!(" AND ({w})"));
     }
+    let mut children = vec![];
+    for ch in &p.children {
+        let n: i64 = sqlx::query_scalar(sql(format!(
+            "SELECT count(*) FROM {} WHERE EXISTS (SELECT 1 FROM {} WHERE {} AND {pred})",
+            ch.from, p.table, ch.join
+        )))
+        .bind(&cutoff)
+        .fetch_one(&mut *c)
+        .await?;
+        children.push(crate::inspect::ChildCount {
+            label: ch.label.clone(),
+            on_delete: ch.on_delete,
+            rows: n.max(0) as u64,
+        });
+    }
+    let referenced = match &p.guard_sql {
+        Some(g) => {
+            let n: i64 = sqlx::query_scalar(sql(format!(
+                "SELECT count(*) FROM {} WHERE {pred} AND NOT ({g})",
+                p.table
+            )))
+            .bind(&cutoff)
+            .fetch_one(&mut *c)
+            .await?;
+            pred.push_str(&format!(" AND {g}"));
+            n.max(0) as u64
+        }
+        None => 0,
+    };
     let r = sqlx::query(sql(format!(
         "SELECT count(*), CAST(min({c}) AS TEXT), CAST(max({c}) AS TEXT) FROM {} WHERE {pred}",
         p.table,
@@ -325,6 +392,8 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
         format_error: None,
         nulls,
         zone: zone_less.then(|| p.zone.to_string()),
+        children,
+        referenced,
     })
 }
 

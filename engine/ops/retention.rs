@@ -166,7 +166,63 @@ impl Retention {
             cutoff: self.cutoff(cx.now),
             stated_format: get(&self.time_format).and_then(|f| crate::timefmt::TimeFormat::parse(&f)),
             zone: get(&self.column_tz).map_or(cx.plan.limits.tz.0, |z| z.0),
+            children: Self::children(cx, t),
+            guard_sql: Self::guard(cx, t),
         })
+    }
+
+    /// The foreign keys that reference `t`, each ready to count.
+    fn children(cx: &PlanCx<'_>, t: &crate::inspect::TableFacts) -> Vec<crate::inspect::ChildProbe> {
+        let parent = cx.quoted(t);
+        cx.insp
+            .foreign_keys
+            .iter()
+            .filter(|fk| fk.parent_schema == t.schema && fk.parent_table == t.name)
+            .map(|fk| {
+                let child = match cx.backend {
+                    Backend::Postgres => quote_name(Some(&fk.child_schema), &fk.child_table),
+                    Backend::Sqlite => quote_name(None, &fk.child_table),
+                };
+                let join = fk
+                    .child_columns
+                    .iter()
+                    .zip(&fk.parent_columns)
+                    .map(|(c, p)| format!("dbmaint_c.{} = {parent}.{}", quote_ident(c), quote_ident(p)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                crate::inspect::ChildProbe {
+                    label: format!(
+                        "{}.{} → {}.{} ({})",
+                        fk.child_table,
+                        fk.child_columns.join(", "),
+                        fk.parent_table,
+                        fk.parent_columns.join(", "),
+                        fk.name
+                    ),
+                    on_delete: fk.on_delete,
+                    from: format!("{child} AS dbmaint_c"),
+                    join,
+                }
+            })
+            .collect()
+    }
+
+    /// Rows another row references are never deleted (see
+    /// `RetentionProbe::guard_sql`).
+    fn guard(cx: &PlanCx<'_>, t: &crate::inspect::TableFacts) -> Option<String> {
+        let parts: Vec<String> = Self::children(cx, t)
+            .iter()
+            .map(|c| format!("NOT EXISTS (SELECT 1 FROM {} WHERE {})", c.from, c.join))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" AND "))
+    }
+
+    /// The step's whole condition beyond the cutoff: `where:` and the guard.
+    fn full_condition(&self, cx: &PlanCx<'_>, t: &crate::inspect::TableFacts) -> Option<String> {
+        match (self.condition(cx), Self::guard(cx, t)) {
+            (Some(w), Some(g)) => Some(format!("({w}) AND {g}")),
+            (w, g) => w.or(g),
+        }
     }
 
     /// The source table of a retention step in the plan that archives into
@@ -260,6 +316,27 @@ impl Retention {
                 "cannot tell how `{name}.{column}` stores time, so no row is deleted: {e} (step `{step}`); \
                  `time_format:` states it ({})",
                 crate::timefmt::TimeFormat::NAMES
+            ));
+        }
+        let acting: Vec<String> = facts
+            .children
+            .iter()
+            .filter(|c| c.on_delete.acts() && c.rows > 0)
+            .map(|c| {
+                format!(
+                    "{} rows of {} (ON DELETE {})",
+                    human_count(c.rows),
+                    c.label,
+                    c.on_delete.sql()
+                )
+            })
+            .collect();
+        if !acting.is_empty() {
+            return Draft::error(format!(
+                "deleting these rows of `{name}` would make the database change rows it references from: {} \
+                 (step `{step}`, on_cascade: refuse); delete or detach those rows first, e.g. a retention step on \
+                 the child table that this step `needs`",
+                acting.join("; ")
             ));
         }
         let mut facts = facts.clone();
@@ -356,7 +433,7 @@ impl Retention {
             column_type: col.data_type.clone(),
             key: key_quoted,
             key_type: key.1,
-            where_sql: self.condition(cx),
+            where_sql: self.full_condition(cx, t),
             batch_size,
             columns: t
                 .columns
@@ -400,6 +477,25 @@ impl Retention {
                 "oldest": facts.oldest, "newest": facts.newest, "batches": batches, "batch_size": batch_size,
             }),
         );
+        for c in &facts.children {
+            d.object(
+                Marker::Read,
+                "foreign key",
+                c.label.clone(),
+                format!(
+                    "ON DELETE {}: {} referencing rows; rows still referenced are not deleted",
+                    c.on_delete.sql(),
+                    human_count(c.rows)
+                ),
+                serde_json::json!({"on_delete": c.on_delete, "referencing_rows": c.rows}),
+            );
+        }
+        if facts.referenced > 0 {
+            d.warnings.push(format!(
+                "{} eligible rows of `{name}` are still referenced by other rows and stay (counted, not deleted)",
+                human_count(facts.referenced)
+            ));
+        }
         if let Some(f) = facts.format {
             d.object(
                 Marker::Read,
