@@ -100,6 +100,10 @@ pub struct TableFacts {
     pub columns: Vec<Column>,
     pub primary_key: Vec<String>,
     pub indexes: Vec<IndexFacts>,
+    /// Legacy inheritance children (`CREATE TABLE … INHERITS`), `schema.name`:
+    /// a plain DELETE on this table reaches their rows too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inheritance_children: Vec<String>,
 }
 
 impl TableFacts {
@@ -175,6 +179,8 @@ pub struct RetentionProbe {
     pub zone: chrono_tz::Tz,
     /// Foreign keys that reference the table: rows they hold are counted.
     pub children: Vec<ChildProbe>,
+    /// The table has inheritance children: read and delete `ONLY` it.
+    pub only: bool,
     /// `NOT EXISTS (…)` for every referencing key: a row some other row
     /// references is never deleted, so no cascade, SET NULL or RESTRICT
     /// error can follow from a delete (rows referenced meanwhile included).

@@ -260,13 +260,26 @@ steps:
             break;
         }
         assert_eq!(code, Some(3), "deferred work exits 3: {report}");
-        assert_eq!(report["steps"][0]["status"], "deferred", "{report}");
-        assert!(
-            report["steps"][0]["deferred"]
-                .as_str()
-                .is_some_and(|d| d.contains("max_runtime")),
-            "{report}"
-        );
+        // Either the retention stopped between batches, or it finished its
+        // last batch just as max_runtime ran out and only the dependent
+        // waits: both are the limit at work.
+        if report["steps"][0]["status"] != "succeeded" {
+            assert_eq!(report["steps"][0]["status"], "deferred", "{report}");
+            assert!(
+                report["steps"][0]["deferred"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("max_runtime")),
+                "{report}"
+            );
+        } else {
+            assert_eq!(left, 0, "a succeeded retention left nothing: {report}");
+            assert!(
+                report["steps"][1]["deferred"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("max_runtime")),
+                "{report}"
+            );
+        }
         assert_eq!(
             report["steps"][1]["status"], "deferred",
             "the dependent waits for a rerun: {report}"
@@ -280,7 +293,7 @@ steps:
     }
     assert!(runs.len() >= 2, "the work did not outlast one max_runtime: {runs:?}");
     assert!(
-        runs.windows(2).all(|w| w[1].1 < w[0].1),
+        runs.windows(2).all(|w| w[1].1 < w[0].1 || (w[0].1 == 0 && w[1].1 == 0)),
         "each rerun continued where the last stopped: {runs:?}"
     );
     assert_eq!(runs.last().map(|r| r.1), Some(0));

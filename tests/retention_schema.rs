@@ -247,3 +247,40 @@ fn sqlite_cascading_children_are_refused_with_foreign_keys_enforced() {
     assert_eq!(count("SELECT count(*) FROM items"), "40");
     assert_eq!(count("SELECT count(*) FROM orders"), "100");
 }
+
+#[test]
+fn postgres_retention_on_an_inheritance_parent_deletes_only_the_parents_own_rows() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE events (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
+         CREATE TABLE events_legacy (extra text) INHERITS (events); \
+         INSERT INTO events SELECT g, now() - interval '400 days' FROM generate_series(1, 30) g; \
+         INSERT INTO events SELECT g, now() FROM generate_series(31, 40) g; \
+         INSERT INTO events_legacy SELECT 1000 + g, now() - interval '400 days', 'x' FROM generate_series(1, 20) g;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: events, column: created_at, older_than: 365 days",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    let objects = v["steps"][0]["objects"].as_array().expect("objects").clone();
+    let table = objects.iter().find(|o| o["kind"] == "table").expect("table");
+    assert_eq!(table["figures"]["rows"], 30, "the parent's own rows, not the child's");
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["kind"] == "inheritance child" && o["name"] == "public.events_legacy"),
+        "{objects:?}"
+    );
+    assert!(apply(dir.path(), &p).status.success());
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ONLY events")), 10);
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM events_legacy")),
+        20,
+        "child untouched"
+    );
+}

@@ -304,6 +304,9 @@ pub struct RetentionSpec {
     /// SQLite: the storage class the cutoff is compared as (`INTEGER` for
     /// Unix times, `REAL` for Julian days); text compares as text.
     pub cutoff_cast: Option<&'static str>,
+    /// PostgreSQL: the table has inheritance children; statements name
+    /// `ONLY` the table, so their rows are never deleted with its own.
+    pub only: bool,
 }
 
 /// Where a retention step archives.

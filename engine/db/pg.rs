@@ -307,6 +307,7 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
             columns: vec![],
             primary_key: vec![],
             indexes: vec![],
+            inheritance_children: vec![],
         })
         .collect();
     // Rows of the column and index queries find their table by name: a map,
@@ -350,6 +351,21 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         }
     }
 
+    // Legacy inheritance: `DELETE FROM parent` reaches the children's rows.
+    for r in sqlx::query(
+        "SELECT pn.nspname::text, pc.relname::text, cn.nspname::text || '.' || cc.relname::text \
+         FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+         JOIN pg_class cc ON cc.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace \
+         WHERE pc.relkind = 'r' ORDER BY 3",
+    )
+    .fetch_all(&mut *c)
+    .await?
+    {
+        let (schema, name): (String, String) = (r.get(0), r.get(1));
+        if let Some(t) = tables.iter_mut().find(|t| t.schema == schema && t.name == name) {
+            t.inheritance_children.push(r.get(2));
+        }
+    }
     let foreign_keys = sqlx::query(
         "SELECT con.conname::text, cn.nspname::text, cc.relname::text, pn.nspname::text, pc.relname::text, \
            con.confdeltype::text, \
@@ -391,8 +407,8 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         bloat: indexmap::IndexMap::new(),
         leftovers: None,
         matviews: None,
-        // The catalog queries and the foreign keys.
-        catalog_queries: catalog_sql().len() as u32 + 1,
+        // The catalog queries, inheritance and the foreign keys.
+        catalog_queries: catalog_sql().len() as u32 + 2,
     };
     for p in probes(&inspection) {
         let facts = probe(c, &p).await?;
@@ -436,7 +452,15 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
     // filter evaluates per row: on a key-range scan that parsed the cutoff
     // 10,000 times per batch and doubled the batch's time.
     let pred = retention_predicate(spec, &format!("(SELECT {})", cast("$1", &spec.column_type)));
-    let (t, k) = (&spec.table, &spec.key);
+    let k = &spec.key;
+    // Read and delete this table's own rows only, never its inheritance
+    // children's (`LIKE` below names the table itself).
+    let only_t = if spec.only {
+        format!("ONLY {}", spec.table)
+    } else {
+        spec.table.clone()
+    };
+    let t = &only_t;
     let cols = spec
         .columns
         .iter()
@@ -537,6 +561,13 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
 async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
     use crate::timefmt::{Sample, TimeFormat, cutoff_value, decide, is_zone_less};
     let ty = p.column_type.to_ascii_lowercase();
+    // The rows a DELETE on this table would reach: `ONLY` when it has
+    // inheritance children (their rows are not this step's).
+    let from = if p.only {
+        format!("ONLY {}", p.table)
+    } else {
+        p.table.clone()
+    };
     // Native date/time types need no sample; numbers and text do (min and
     // max use the column's index when it has one).
     let mut sample = Sample {
@@ -553,10 +584,9 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
             }
         };
         let r = sqlx::query(sql(format!(
-            "SELECT {}, {}, min({c})::text, max({c})::text FROM {}",
+            "SELECT {}, {}, min({c})::text, max({c})::text FROM {from}",
             num("min"),
             num("max"),
-            p.table,
             c = p.column
         )))
         .fetch_one(&mut *c)
@@ -616,8 +646,7 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
     let referenced = match &p.guard_sql {
         Some(g) => {
             let n: i64 = sqlx::query_scalar(sql(format!(
-                "SELECT count(*)::int8 FROM {} WHERE {pred} AND NOT ({g})",
-                p.table
+                "SELECT count(*)::int8 FROM {from} WHERE {pred} AND NOT ({g})"
             )))
             .fetch_one(&mut *c)
             .await?;
@@ -626,12 +655,10 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
         }
         None => 0,
     };
-    let plan: serde_json::Value = sqlx::query_scalar(sql(format!(
-        "EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {pred}",
-        p.table
-    )))
-    .fetch_one(&mut *c)
-    .await?;
+    let plan: serde_json::Value =
+        sqlx::query_scalar(sql(format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {from} WHERE {pred}")))
+            .fetch_one(&mut *c)
+            .await?;
     let estimate = plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0).max(0.0) as u64;
     if estimate > EXACT_COUNT_LIMIT {
         return Ok(RetentionFacts {
@@ -650,8 +677,7 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
     }
     let r = sqlx::query(sql(format!(
         "SELECT count(*)::int8, min({c})::text, max({c})::text, \
-         (SELECT count(*)::int8 FROM {t} WHERE {c} IS NULL) FROM {t} WHERE {pred}",
-        t = p.table,
+         (SELECT count(*)::int8 FROM {from} WHERE {c} IS NULL) FROM {from} WHERE {pred}",
         c = p.column
     )))
     .fetch_one(&mut *c)

@@ -172,6 +172,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
                 columns: vec![],
                 primary_key: vec![],
                 indexes: vec![],
+                inheritance_children: vec![],
             });
             pk_order.push(vec![]);
         }

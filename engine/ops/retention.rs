@@ -167,6 +167,7 @@ impl Retention {
             stated_format: get(&self.time_format).and_then(|f| crate::timefmt::TimeFormat::parse(&f)),
             zone: get(&self.column_tz).map_or(cx.plan.limits.tz.0, |z| z.0),
             children: Self::children(cx, t),
+            only: !t.inheritance_children.is_empty(),
             guard_sql: Self::guard(cx, t),
         })
     }
@@ -447,6 +448,7 @@ impl Retention {
                 Some(f) if f.is_numeric() => Some("INTEGER"),
                 _ => None,
             },
+            only: !t.inheritance_children.is_empty(),
         };
         let sql = retention_sql(cx.backend, &spec);
         let rows = max_rows.map_or(facts.rows, |m| facts.rows.min(m - m % batch_size));
@@ -477,6 +479,15 @@ impl Retention {
                 "oldest": facts.oldest, "newest": facts.newest, "batches": batches, "batch_size": batch_size,
             }),
         );
+        for child in &t.inheritance_children {
+            d.object(
+                Marker::Read,
+                "inheritance child",
+                child.clone(),
+                format!("not touched: rows are counted and deleted in `{name}` itself only (DELETE FROM ONLY); give `{child}` a step of its own"),
+                serde_json::json!({"touched": false}),
+            );
+        }
         for c in &facts.children {
             d.object(
                 Marker::Read,
