@@ -230,6 +230,9 @@ pub struct RetentionFacts {
     pub children: Vec<ChildCount>,
     /// Eligible rows left because some row references them.
     pub referenced: u64,
+    /// Counted exactly, and no row of the table would remain.
+    #[serde(default)]
+    pub all_rows: bool,
 }
 
 /// The first rows of a read-only query, as text, for the diff.

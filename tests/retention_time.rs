@@ -221,3 +221,38 @@ fn postgres_zone_less_timestamps_are_compared_in_the_stated_zone() {
         0
     );
 }
+
+#[test]
+fn sqlite_a_step_that_would_empty_its_table_says_all_rows_and_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    // Every row is old: a plausible cutoff for a table the author did not
+    // mean to empty.
+    sqlite(
+        &db,
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, created TEXT); \
+         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 49) \
+         INSERT INTO ev (created) SELECT datetime('now', '-' || (100 + i) || ' days') FROM n;",
+    );
+    let target = format!("sqlite:{}", db.display());
+    let p = plan(dir.path(), &target, "table: ev, column: created, older_than: 30 days");
+    let out = dbmaint(dir.path())
+        .args(["plan", "diff"])
+        .arg(&p)
+        .output()
+        .expect("diff");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().find(|l| l.contains("purge (retention)")).unwrap_or("");
+    assert!(first.contains("ALL ROWS"), "{text}");
+    assert!(text.contains("allow_all_rows: true"), "{text}");
+    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "50");
+    let p = plan(
+        dir.path(),
+        &target,
+        "table: ev, column: created, older_than: 30 days, allow_all_rows: true",
+    );
+    assert!(apply(dir.path(), &p).status.success());
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "0");
+}

@@ -611,6 +611,7 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
                 zone: None,
                 children: vec![],
                 referenced: 0,
+                all_rows: false,
             });
         }
     };
@@ -673,11 +674,13 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
             zone,
             children,
             referenced,
+            all_rows: false,
         });
     }
     let r = sqlx::query(sql(format!(
         "SELECT count(*)::int8, min({c})::text, max({c})::text, \
-         (SELECT count(*)::int8 FROM {from} WHERE {c} IS NULL) FROM {from} WHERE {pred}",
+         (SELECT count(*)::int8 FROM {from} WHERE {c} IS NULL), \
+         NOT EXISTS (SELECT 1 FROM {from} WHERE ({pred}) IS NOT TRUE) FROM {from} WHERE {pred}",
         c = p.column
     )))
     .fetch_one(&mut *c)
@@ -694,6 +697,7 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
         zone,
         children,
         referenced,
+        all_rows: r.get(4),
     })
 }
 

@@ -328,6 +328,7 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
                 zone: None,
                 children: vec![],
                 referenced: 0,
+                all_rows: false,
             });
         }
     };
@@ -376,8 +377,9 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
         None => 0,
     };
     let r = sqlx::query(sql(format!(
-        "SELECT count(*), CAST(min({c}) AS TEXT), CAST(max({c}) AS TEXT) FROM {} WHERE {pred}",
-        p.table,
+        "SELECT count(*), CAST(min({c}) AS TEXT), CAST(max({c}) AS TEXT), \
+         NOT EXISTS (SELECT 1 FROM {t} WHERE ({pred}) IS NOT 1) FROM {t} WHERE {pred}",
+        t = p.table,
         c = p.column
     )))
     .bind(&cutoff)
@@ -395,6 +397,7 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
         zone: zone_less.then(|| p.zone.to_string()),
         children,
         referenced,
+        all_rows: r.get::<i64, _>(3) != 0,
     })
 }
 

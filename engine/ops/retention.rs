@@ -50,9 +50,15 @@ crate::params! {
             time_format: String,
             /// Wall-clock zone of a zone-less time column (`timestamp` without time zone, ISO text without offset); default `limits.tz`.
             column_tz: Tz,
+            /// Allow a run that would delete every row of the table (refused by default).
+            allow_all_rows: bool,
         }
     }
 }
+
+/// A step that empties a table of more rows than this is refused unless
+/// `allow_all_rows: true` (a handful may be a test table).
+const ALL_ROWS_MIN: u64 = 10;
 
 impl Retention {
     /// `where:` as the SQL parser rendered it: one expression, nothing
@@ -513,7 +519,7 @@ impl Retention {
                 "column",
                 format!("{name}.{column}"),
                 format!(
-                    "holds {}{}; cutoff {cutoff_shown}{}; {} NULL rows are never deleted",
+                    "holds {}{}; cutoff {cutoff_shown}{}; {} rows with NULL here (never deleted)",
                     f.describe(),
                     if col.data_type.is_empty() {
                         String::new()
@@ -617,6 +623,18 @@ impl Retention {
                 self.older_than.value,
             )
         };
+        // Emptying a table is almost always a wrong cutoff or a wrong unit
+        // (a Julian-day column read as seconds emptied one): say it on the
+        // step's first line and refuse unless the plan says it is meant.
+        if facts.all_rows && rows > ALL_ROWS_MIN {
+            d.summary = format!("ALL ROWS: {}", d.summary);
+            if !get(&self.allow_all_rows).unwrap_or(false) {
+                d.errors.push(format!(
+                    "this would delete every row of `{name}` ({} rows): refused; if that is meant, set `allow_all_rows: true` on step `{step}`",
+                    human_count(rows)
+                ));
+            }
+        }
         d.estimate = Some(Estimate {
             rows,
             bytes: rows * per_row,
