@@ -7,23 +7,15 @@ use std::path::Path;
 
 use crate::engine::{dbmaint, pg_count, rt};
 use crate::pg::seeded_db;
-
-fn plan(dir: &Path, target: &str, retention: &str) -> std::path::PathBuf {
-    let path = dir.join("plan.yaml");
-    std::fs::write(
-        &path,
-        format!("version: 1\nname: rs\ntarget: \"{target}\"\nsteps:\n  purge:\n    retention: {{ {retention} }}\n"),
-    )
-    .expect("plan");
-    path
-}
+use crate::retention_time::{apply, diff_json, plan};
 
 #[test]
 fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() {
     let rt = rt();
     let url = seeded_db(
         "CREATE TABLE pay (id int PRIMARY KEY, created_at timestamptz, amount numeric(10,4), note varchar(40)); \
-         INSERT INTO pay SELECT g, now() - g * interval '1 day', 30.6789, 'n' FROM generate_series(1, 100) g; \
+         INSERT INTO pay SELECT g, now() - g * interval '1 day' - interval '12 hours', 30.6789, 'n' \
+           FROM generate_series(1, 100) g; \
          CREATE TABLE pay_archive (id int PRIMARY KEY, created_at date, amount integer, note text);",
         &[],
     );
@@ -45,11 +37,7 @@ fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() 
     assert!(text.contains("created_at timestamp with time zone → date"), "{text}");
     // varchar(40) → text keeps every value: not listed.
     assert!(!text.contains("note character varying"), "{text}");
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&p)
-        .output()
-        .expect("apply");
+    let out = apply(dir.path(), &p);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM pay")), 100);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM pay_archive")), 0);
@@ -61,39 +49,20 @@ fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() 
             .await
             .expect("alter");
     });
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&p)
-        .output()
-        .expect("apply");
+    let out = apply(dir.path(), &p);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(
         rt.block_on(pg_count(
             &url,
             "SELECT count(*) FROM pay_archive WHERE amount = 30.6789"
         )),
-        70
+        71
     );
 }
 
 fn diff(dir: &Path, p: &Path) -> (Option<i32>, serde_json::Value) {
-    let out = dbmaint(dir)
-        .args(["--output", "json", "plan", "diff"])
-        .arg(p)
-        .output()
-        .expect("diff");
-    (
-        out.status.code(),
-        serde_json::from_slice(&out.stdout).unwrap_or_default(),
-    )
-}
-
-fn apply(dir: &Path, p: &Path) -> std::process::Output {
-    dbmaint(dir)
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(p)
-        .output()
-        .expect("apply")
+    let (code, v, _) = diff_json(dir, p);
+    (code, v)
 }
 
 #[test]

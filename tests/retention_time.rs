@@ -19,7 +19,8 @@ fn sqlite(db: &Path, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn plan(dir: &Path, target: &str, retention: &str) -> std::path::PathBuf {
+/// A plan with one retention step `purge` (its parameters inline).
+pub(crate) fn plan(dir: &Path, target: &str, retention: &str) -> std::path::PathBuf {
     let path = dir.join("plan.yaml");
     std::fs::write(
         &path,
@@ -29,7 +30,8 @@ fn plan(dir: &Path, target: &str, retention: &str) -> std::path::PathBuf {
     path
 }
 
-fn diff_json(dir: &Path, plan: &Path) -> (Option<i32>, serde_json::Value, String) {
+/// `plan diff --output json`: exit code, JSON, stderr.
+pub(crate) fn diff_json(dir: &Path, plan: &Path) -> (Option<i32>, serde_json::Value, String) {
     let out = dbmaint(dir)
         .args(["--output", "json", "plan", "diff"])
         .arg(plan)
@@ -49,7 +51,7 @@ fn step_rows(v: &serde_json::Value) -> u64 {
         .expect("rows")
 }
 
-fn apply(dir: &Path, plan: &Path) -> std::process::Output {
+pub(crate) fn apply(dir: &Path, plan: &Path) -> std::process::Output {
     dbmaint(dir)
         .args(["plan", "apply", "--auto-approve", "--log-dir", "logs"])
         .arg(plan)

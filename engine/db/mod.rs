@@ -364,6 +364,21 @@ pub fn retention_predicate(spec: &RetentionSpec, cutoff_param: &str) -> String {
     p
 }
 
+/// Counts the rows of a referencing (child) table that reference rows of
+/// `table` matching `pred`: `ch.from` aliases the child `dbmaint_c`.
+pub fn child_count_sql(ch: &crate::inspect::ChildProbe, table: &str, pred: &str) -> String {
+    format!(
+        "SELECT count(*) FROM {} WHERE EXISTS (SELECT 1 FROM {table} WHERE {} AND {pred})",
+        ch.from, ch.join
+    )
+}
+
+/// Counts the rows matching `pred` that the guard keeps (some row
+/// references them).
+pub fn referenced_count_sql(from: &str, pred: &str, guard: &str) -> String {
+    format!("SELECT count(*) FROM {from} WHERE {pred} AND NOT ({guard})")
+}
+
 /// Rows moved by one batch and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchDone {

@@ -632,12 +632,9 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
     }
     let mut children = vec![];
     for ch in &p.children {
-        let n: i64 = sqlx::query_scalar(sql(format!(
-            "SELECT count(*)::int8 FROM {} WHERE EXISTS (SELECT 1 FROM {} WHERE {} AND {pred})",
-            ch.from, p.table, ch.join
-        )))
-        .fetch_one(&mut *c)
-        .await?;
+        let n: i64 = sqlx::query_scalar(sql(super::child_count_sql(ch, &p.table, &pred)))
+            .fetch_one(&mut *c)
+            .await?;
         children.push(crate::inspect::ChildCount {
             label: ch.label.clone(),
             on_delete: ch.on_delete,
@@ -646,11 +643,9 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
     }
     let referenced = match &p.guard_sql {
         Some(g) => {
-            let n: i64 = sqlx::query_scalar(sql(format!(
-                "SELECT count(*)::int8 FROM {from} WHERE {pred} AND NOT ({g})"
-            )))
-            .fetch_one(&mut *c)
-            .await?;
+            let n: i64 = sqlx::query_scalar(sql(super::referenced_count_sql(&from, &pred, g)))
+                .fetch_one(&mut *c)
+                .await?;
             pred.push_str(&format!(" AND {g}"));
             n.max(0) as u64
         }

@@ -349,13 +349,10 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
     }
     let mut children = vec![];
     for ch in &p.children {
-        let n: i64 = sqlx::query_scalar(sql(format!(
-            "SELECT count(*) FROM {} WHERE EXISTS (SELECT 1 FROM {} WHERE {} AND {pred})",
-            ch.from, p.table, ch.join
-        )))
-        .bind(&cutoff)
-        .fetch_one(&mut *c)
-        .await?;
+        let n: i64 = sqlx::query_scalar(sql(super::child_count_sql(ch, &p.table, &pred)))
+            .bind(&cutoff)
+            .fetch_one(&mut *c)
+            .await?;
         children.push(crate::inspect::ChildCount {
             label: ch.label.clone(),
             on_delete: ch.on_delete,
@@ -364,13 +361,10 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
     }
     let referenced = match &p.guard_sql {
         Some(g) => {
-            let n: i64 = sqlx::query_scalar(sql(format!(
-                "SELECT count(*) FROM {} WHERE {pred} AND NOT ({g})",
-                p.table
-            )))
-            .bind(&cutoff)
-            .fetch_one(&mut *c)
-            .await?;
+            let n: i64 = sqlx::query_scalar(sql(super::referenced_count_sql(&p.table, &pred, g)))
+                .bind(&cutoff)
+                .fetch_one(&mut *c)
+                .await?;
             pred.push_str(&format!(" AND {g}"));
             n.max(0) as u64
         }
