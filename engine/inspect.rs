@@ -233,6 +233,10 @@ pub struct RetentionFacts {
     /// Counted exactly, and no row of the table would remain.
     #[serde(default)]
     pub all_rows: bool,
+    /// PostgreSQL row-level security applies to this role on the table:
+    /// rows its policies hide are neither counted nor deleted.
+    #[serde(default)]
+    pub rls_applies: bool,
 }
 
 /// The first rows of a read-only query, as text, for the diff.

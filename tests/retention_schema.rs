@@ -253,3 +253,55 @@ fn postgres_retention_on_an_inheritance_parent_deletes_only_the_parents_own_rows
         "child untouched"
     );
 }
+
+#[test]
+fn postgres_row_level_security_that_hides_rows_is_said_in_the_diff() {
+    let url = seeded_db(
+        "CREATE TABLE tenant_log (id int PRIMARY KEY, tenant int NOT NULL, created_at timestamptz NOT NULL); \
+         INSERT INTO tenant_log SELECT g, 1 + g % 2, now() - interval '400 days' FROM generate_series(1, 70) g; \
+         INSERT INTO tenant_log SELECT g, 1, now() FROM generate_series(71, 80) g; \
+         ALTER TABLE tenant_log ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY only_tenant_1 ON tenant_log USING (tenant = 1);",
+        &[],
+    );
+    let db = url
+        .split('?')
+        .next()
+        .and_then(|s| s.rsplit('/').next())
+        .expect("db")
+        .to_string();
+    let role = format!("maint_{db}");
+    crate::pg::admin_statements(
+        &url,
+        &[
+            format!("CREATE ROLE {role} LOGIN"),
+            format!("GRANT SELECT, DELETE ON tenant_log TO {role}"),
+        ],
+    );
+    let as_role = url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &as_role,
+        "table: tenant_log, column: created_at, older_than: 365 days",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    let warnings = v["steps"][0]["warnings"].to_string();
+    assert!(
+        warnings.contains("row-level security on `tenant_log` applies to this role"),
+        "{warnings}"
+    );
+    // The owner is not filtered: no warning.
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: tenant_log, column: created_at, older_than: 365 days",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(
+        !v["steps"][0]["warnings"].to_string().contains("row-level security"),
+        "{v}"
+    );
+}

@@ -612,6 +612,7 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
                 children: vec![],
                 referenced: 0,
                 all_rows: false,
+                rls_applies: false,
             });
         }
     };
@@ -626,6 +627,16 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
         cutoff_value(format, p.cutoff, p.zone, t_sep)
     };
     let zone = zone_less.then(|| p.zone.to_string());
+    // Row-level security filters this role's count and delete alike unless
+    // it is a superuser, has BYPASSRLS, or owns the table without FORCE.
+    let rls_applies: bool = sqlx::query_scalar(sql(format!(
+        "SELECT c.relrowsecurity AND NOT (r.rolsuper OR r.rolbypassrls OR (c.relowner = r.oid AND NOT c.relforcerowsecurity)) \
+         FROM pg_class c, pg_roles r WHERE c.oid = {}::regclass AND r.rolname = current_user",
+        quote_literal(&p.table)
+    )))
+    .fetch_optional(&mut *c)
+    .await?
+    .unwrap_or(false);
     let mut pred = format!("{} < CAST({} AS {})", p.column, quote_literal(&cutoff), p.column_type);
     if let Some(w) = &p.where_sql {
         pred.push_str(&format!(" AND ({w})"));
@@ -670,6 +681,7 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
             children,
             referenced,
             all_rows: false,
+            rls_applies,
         });
     }
     let r = sqlx::query(sql(format!(
@@ -693,6 +705,7 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
         children,
         referenced,
         all_rows: r.get(4),
+        rls_applies,
     })
 }
 

@@ -329,6 +329,7 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
                 children: vec![],
                 referenced: 0,
                 all_rows: false,
+                rls_applies: false,
             });
         }
     };
@@ -392,6 +393,7 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
         children,
         referenced,
         all_rows: r.get::<i64, _>(3) != 0,
+        rls_applies: false,
     })
 }
 

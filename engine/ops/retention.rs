@@ -507,6 +507,12 @@ impl Retention {
                 serde_json::json!({"on_delete": c.on_delete, "referencing_rows": c.rows}),
             );
         }
+        if facts.rls_applies {
+            d.warnings.push(format!(
+                "row-level security on `{name}` applies to this role: rows its policies hide are neither counted nor deleted, \
+                 and stay; run as the table's owner or a role with BYPASSRLS to include them"
+            ));
+        }
         if facts.referenced > 0 {
             d.warnings.push(format!(
                 "{} eligible rows of `{name}` are still referenced by other rows and stay (counted, not deleted)",
