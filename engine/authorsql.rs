@@ -87,6 +87,63 @@ pub fn condition(text: &str, backend: Option<Backend>) -> Result<String, SqlProb
     Ok(expr.to_string())
 }
 
+/// Splits author SQL into its statements at the `;` tokens, so `;` inside
+/// strings, quoted names, comments and dollar-quoted bodies never splits.
+/// Each statement keeps its original text.
+pub fn split_statements(text: &str, backend: Option<Backend>) -> Result<Vec<String>, SqlProblem> {
+    let d = dialect(backend);
+    let toks = Tokenizer::new(d.as_ref(), text)
+        .tokenize_with_location()
+        .map_err(|e| problem(format!("not valid SQL: {e}"), "check quotes and parentheses"))?;
+    // Byte offset of each line's start, to turn (line, column) into bytes.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let offset = |line: u64, column: u64| -> usize {
+        let start = line_starts
+            .get(line.saturating_sub(1) as usize)
+            .copied()
+            .unwrap_or(text.len());
+        text[start..]
+            .char_indices()
+            .nth(column.saturating_sub(1) as usize)
+            .map_or(text.len(), |(i, _)| start + i)
+    };
+    let mut out = vec![];
+    let mut from = 0;
+    for t in toks.iter().filter(|t| t.token == Token::SemiColon) {
+        let at = offset(t.span.start.line, t.span.start.column);
+        out.push(text[from..at].to_string());
+        from = at + 1;
+    }
+    out.push(text[from..].to_string());
+    Ok(out
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+/// The first statement of `text` that ends or starts a transaction
+/// (`BEGIN`, `START TRANSACTION`, `COMMIT`, `END`, `ROLLBACK` without `TO`,
+/// `ABORT`): inside `transaction: true` one would commit part of the step.
+pub fn transaction_control(text: &str, backend: Option<Backend>) -> Option<String> {
+    let statements = split_statements(text, backend).ok()?;
+    statements.into_iter().find(|s| {
+        let words: Vec<String> = s
+            .split_whitespace()
+            .take(2)
+            .map(|w| w.trim_end_matches(';').to_ascii_uppercase())
+            .collect();
+        match words.first().map(String::as_str) {
+            Some("BEGIN" | "COMMIT" | "END" | "ABORT") => true,
+            Some("START") => words.get(1).is_some_and(|w| w == "TRANSACTION"),
+            Some("ROLLBACK") => words.get(1).is_none_or(|w| w != "TO"),
+            _ => false,
+        }
+    })
+}
+
 /// Functions that act although a read-only transaction allows them.
 const SIDE_EFFECTS: &[&str] = &[
     "pg_terminate_backend",
@@ -190,6 +247,28 @@ mod tests {
                 .contains("YAML comment")
         );
         assert!(condition("kind = 'x' AND json_extract(data, '$.a') = 1", Some(Backend::Sqlite)).is_ok());
+    }
+
+    #[test]
+    fn statements_split_at_semicolons_outside_strings_comments_and_bodies() {
+        let pg = Some(Backend::Postgres);
+        let text = "VACUUM a;\n  VACUUM b ; INSERT INTO t VALUES ('x;y'); -- a; comment\n\
+                    CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;";
+        let parts = split_statements(text, pg).expect("split");
+        assert_eq!(parts.len(), 4, "{parts:?}");
+        assert_eq!(parts[0], "VACUUM a");
+        assert_eq!(parts[1], "VACUUM b");
+        assert_eq!(parts[2], "INSERT INTO t VALUES ('x;y')");
+        assert!(parts[3].contains("$$ SELECT 1; $$"), "{parts:?}");
+        assert_eq!(
+            transaction_control("UPDATE t SET a = 1; COMMIT", pg).as_deref(),
+            Some("COMMIT")
+        );
+        assert_eq!(transaction_control("SAVEPOINT s; ROLLBACK TO s", pg), None);
+        assert_eq!(
+            transaction_control("begin; delete from t", pg).as_deref(),
+            Some("begin")
+        );
     }
 
     #[test]

@@ -192,10 +192,13 @@ pub enum Action {
     Retention(RetentionWork),
     Backup(BackupWork),
     /// Author SQL from a `sql` step, run as written: in one transaction
-    /// (rolled back whole on failure) or as one plain call.
+    /// (rolled back whole on failure), or (`transaction: false`) its
+    /// `statements` one by one, each committed as it succeeds.
     Sql {
         sql: String,
         transaction: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        statements: Vec<String>,
     },
     /// The health checks of a `check` step.
     Check(crate::checks::CheckSpec),

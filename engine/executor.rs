@@ -538,24 +538,45 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                 let c = session(&mut conn, step, ctx).await?;
                 drop_leftovers(step, indexes, records, c, ctx, acc).await?;
             }
-            Action::Sql { sql, transaction } => {
+            Action::Sql {
+                sql,
+                transaction,
+                statements,
+            } => {
                 let c = session(&mut conn, step, ctx).await?;
                 let timeout = ctx.statement_timeout(step);
-                let result = if *transaction {
-                    match set_timeout(c, acc, timeout).await {
+                if *transaction {
+                    let result = match set_timeout(c, acc, timeout).await {
                         Ok(()) => with_retries(step, ctx, acc, c, DbOp::Transaction(std::slice::from_ref(sql))).await,
                         Err(e) => Err(e),
-                    }
-                } else {
-                    with_retries(step, ctx, acc, c, DbOp::Exec(sql, timeout)).await
-                };
-                if let Err(e) = result {
-                    if *transaction {
+                    };
+                    if let Err(e) = result {
                         acc.r.rolled_back = Some("the author SQL's transaction rolled back: none of it stayed".into());
+                        return Err(StepErr::failed(format!("author SQL failed: {}", e.message)));
                     }
-                    return Err(StepErr::failed(format!("author SQL failed: {}", e.message)));
+                    acc.r.statements += 1;
+                } else {
+                    // One call per statement: each commits on its own, as
+                    // `transaction: false` promises.
+                    let single = [sql.clone()];
+                    let list: &[String] = if statements.is_empty() { &single } else { statements };
+                    for (n, s) in list.iter().enumerate() {
+                        if let Err(e) = with_retries(step, ctx, acc, c, DbOp::Exec(s, timeout)).await {
+                            return Err(StepErr::failed(format!(
+                                "author SQL failed at statement {} of {}: {}; {}",
+                                n + 1,
+                                list.len(),
+                                e.message,
+                                if n == 0 {
+                                    "nothing ran before it".to_string()
+                                } else {
+                                    format!("statements 1–{n} ran and stay done (transaction: false)")
+                                }
+                            )));
+                        }
+                        acc.r.statements += 1;
+                    }
                 }
-                acc.r.statements += 1;
                 ctx.emit(Event::ObjectDone {
                     step: step.id.clone(),
                     object: "author SQL".into(),

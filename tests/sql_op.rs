@@ -154,3 +154,53 @@ fn sqlite_sql_previews_and_runs() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(count(), expired);
 }
+
+#[test]
+fn postgres_sql_without_a_transaction_runs_statement_by_statement() {
+    let rt = rt();
+    let url = crate::pg::seeded_db(
+        "CREATE TABLE a (id int); CREATE TABLE b (id int); INSERT INTO a VALUES (1); INSERT INTO b VALUES (1);",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    // VACUUM refuses a transaction block: as one call the two would fail.
+    let p = sql_plan(
+        dir.path(),
+        &url,
+        "  vac:\n    sql: { sql: \"VACUUM a; VACUUM b\", transaction: false }\n",
+    );
+    let out = apply(dir.path(), &p);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('a', 'b') AND vacuum_count > 0"
+        )),
+        2
+    );
+    // A failing second statement leaves the first done and the third not run.
+    let p = sql_plan(
+        dir.path(),
+        &url,
+        "  three:\n    sql: { sql: \"CREATE TABLE kept (id int); SELECT 1 / 0; CREATE TABLE never (id int)\", transaction: false }\n",
+    );
+    let out = apply(dir.path(), &p);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("statement 2 of 3"), "{stdout}");
+    assert!(stdout.contains("statements 1–1 ran and stay done"), "{stdout}");
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'kept'"
+        )),
+        1
+    );
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'never'"
+        )),
+        0
+    );
+}

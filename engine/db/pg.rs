@@ -684,10 +684,16 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
             rls_applies,
         });
     }
+    // Whether any row would survive is asked only when the eligible rows
+    // are at least half the planner's row count: finding the first survivor
+    // can mean reading past every eligible row.
     let r = sqlx::query(sql(format!(
         "SELECT count(*)::int8, min({c})::text, max({c})::text, \
          (SELECT count(*)::int8 FROM {from} WHERE {c} IS NULL), \
-         NOT EXISTS (SELECT 1 FROM {from} WHERE ({pred}) IS NOT TRUE) FROM {from} WHERE {pred}",
+         CASE WHEN count(*) * 2 >= (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = {reg}::regclass) \
+              THEN NOT EXISTS (SELECT 1 FROM {from} WHERE ({pred}) IS NOT TRUE) ELSE false END \
+         FROM {from} WHERE {pred}",
+        reg = quote_literal(&p.table),
         c = p.column
     )))
     .fetch_one(&mut *c)

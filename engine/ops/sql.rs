@@ -40,6 +40,14 @@ impl OpParams for Sql {
             c.error("side-effect-in-dry-run", q.pos, p.message, p.hint);
         }
         let in_tx = self.transaction.as_ref().is_none_or(|t| t.value);
+        if in_tx && let Some(stmt) = crate::authorsql::transaction_control(&self.sql.value, c.backend) {
+            c.error(
+                "invalid-combination",
+                self.sql.pos,
+                format!("`{stmt}` ends or starts a transaction inside the step's own (`transaction: true`)"),
+                "remove it (the step commits or rolls back as a whole), or set `transaction: false` to run statement by statement",
+            );
+        }
         let upper = self.sql.value.to_ascii_uppercase();
         if in_tx && (upper.contains("CONCURRENTLY") || upper.trim_start().starts_with("VACUUM")) {
             c.error(
@@ -106,9 +114,19 @@ impl Sql {
             }
         }
         d.statements.push(self.sql.value.trim().to_string());
+        // `transaction: false` runs statement by statement (split with the
+        // SQL tokenizer), so earlier statements stay when a later one fails
+        // and `VACUUM a; VACUUM b` works.
+        let statements = if transaction {
+            vec![]
+        } else {
+            crate::authorsql::split_statements(&self.sql.value, Some(cx.backend))
+                .unwrap_or_else(|_| vec![self.sql.value.clone()])
+        };
         d.actions.push(Action::Sql {
             sql: self.sql.value.clone(),
             transaction,
+            statements,
         });
         d
     }
@@ -118,6 +136,24 @@ impl Sql {
 mod tests {
     use super::*;
     use crate::ops::findings;
+
+    #[test]
+    fn transaction_control_is_refused_inside_the_steps_transaction() {
+        assert_eq!(
+            findings::<Sql>(
+                "{sql: 'UPDATE t SET a = 1; COMMIT; UPDATE t SET a = 2'}",
+                Backend::Postgres
+            ),
+            ["invalid-combination"]
+        );
+        assert!(
+            findings::<Sql>(
+                "{sql: 'BEGIN; UPDATE t SET a = 1; COMMIT', transaction: false}",
+                Backend::Postgres
+            )
+            .is_empty()
+        );
+    }
 
     #[test]
     fn concurrently_cannot_run_in_a_transaction() {
