@@ -136,7 +136,7 @@ fn postgres_rows_a_restrict_child_references_stay_and_every_rerun_succeeds() {
         "CREATE TABLE orders (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
          INSERT INTO orders SELECT g, now() - g * interval '1 day' - interval '12 hours' FROM generate_series(1, 100) g; \
          CREATE TABLE invoices (id serial PRIMARY KEY, order_id int REFERENCES orders ON DELETE RESTRICT); \
-         INSERT INTO invoices (order_id) VALUES (40), (50), (60), (95); \
+         INSERT INTO invoices (order_id) VALUES (40), (50), (60), (95); CREATE INDEX ON invoices (order_id); \
          CREATE TABLE audits (id serial PRIMARY KEY, order_id int REFERENCES orders); \
          INSERT INTO audits (order_id) VALUES (70), (5);",
         &[],

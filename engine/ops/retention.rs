@@ -507,6 +507,30 @@ impl Retention {
                 serde_json::json!({"on_delete": c.on_delete, "referencing_rows": c.rows}),
             );
         }
+        // The guard looks each deleted row up in every referencing table:
+        // without an index on the referencing columns that is a scan of the
+        // child table per batch.
+        for fk in cx
+            .insp
+            .foreign_keys
+            .iter()
+            .filter(|fk| fk.parent_schema == t.schema && fk.parent_table == t.name)
+        {
+            let indexed = cx
+                .insp
+                .table(Some(&fk.child_schema), &fk.child_table)
+                .is_some_and(|c| fk.child_columns.first().is_some_and(|col| c.has_index_on(col)));
+            if !indexed {
+                d.warnings.push(format!(
+                    "no index on `{}` ({}), which references `{name}`: every batch reads `{}` whole to check that no row references the rows it deletes; add an index on {}({})",
+                    fk.child_table,
+                    fk.child_columns.join(", "),
+                    fk.child_table,
+                    fk.child_table,
+                    fk.child_columns.join(", ")
+                ));
+            }
+        }
         if facts.rls_applies {
             d.warnings.push(format!(
                 "row-level security on `{name}` applies to this role: rows its policies hide are neither counted nor deleted, \
