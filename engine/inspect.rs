@@ -104,6 +104,9 @@ pub struct TableFacts {
     /// a plain DELETE on this table reaches their rows too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inheritance_children: Vec<String>,
+    /// SQLite `WITHOUT ROWID`: the table has no `rowid` to order batches by.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_rowid: bool,
 }
 
 impl TableFacts {

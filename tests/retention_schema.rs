@@ -305,3 +305,53 @@ fn postgres_row_level_security_that_hides_rows_is_said_in_the_diff() {
         "{v}"
     );
 }
+
+fn sqlite3(db: &Path, sql: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn sqlite_typeless_and_text_keys_batch_by_rowid_and_without_rowid_needs_a_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    // `id PRIMARY KEY` has no type: its integers never equal a text bound.
+    sqlite3(
+        &db,
+        "CREATE TABLE ev (id PRIMARY KEY, created TEXT NOT NULL); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+         INSERT INTO ev SELECT i, datetime('now', '-' || i || ' days', '-12 hours') FROM n; \
+         CREATE TABLE tagged (a TEXT, b TEXT, created TEXT NOT NULL, PRIMARY KEY (a, b)) WITHOUT ROWID; \
+         INSERT INTO tagged VALUES ('x', 'y', datetime('now', '-400 days'));",
+    );
+    let target = format!("sqlite:{}", db.display());
+    let p = plan(
+        dir.path(),
+        &target,
+        "table: ev, column: created, batch_size: 7, older_than: 30 days",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(apply(dir.path(), &p).status.success());
+    assert_eq!(sqlite3(&db, "SELECT count(*) FROM ev"), "29", "ages 1..=29 days stay");
+    // A WITHOUT ROWID table with a two-column key: a clear planning error.
+    let p = plan(
+        dir.path(),
+        &target,
+        "table: tagged, column: created, older_than: 30 days",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(1));
+    assert!(
+        v["steps"][0]["errors"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("WITHOUT ROWID"),
+        "{v}"
+    );
+}

@@ -308,6 +308,7 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
             primary_key: vec![],
             indexes: vec![],
             inheritance_children: vec![],
+            without_rowid: false,
         })
         .collect();
     // Rows of the column and index queries find their table by name: a map,

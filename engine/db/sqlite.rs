@@ -147,7 +147,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
         .unwrap_or(page_size * page_count);
 
     let column_rows = sqlx::query(sql(format!(
-        "SELECT m.name, p.name, p.type, p.\"notnull\", p.pk \
+        "SELECT m.name, p.name, p.type, p.\"notnull\", p.pk, upper(m.sql) LIKE '%WITHOUT%ROWID%' \
          FROM sqlite_schema m JOIN pragma_table_info(m.name) p WHERE {USER_TABLES} ORDER BY m.name, p.cid"
     )))
     .fetch_all(&mut *c)
@@ -173,6 +173,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
                 primary_key: vec![],
                 indexes: vec![],
                 inheritance_children: vec![],
+                without_rowid: r.get::<i64, _>(5) != 0,
             });
             pk_order.push(vec![]);
         }

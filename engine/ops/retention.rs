@@ -299,10 +299,26 @@ impl Retention {
                     ));
                 }
             },
+            // SQLite: an integer primary key is the rowid itself; any other
+            // key (text, or typeless `id PRIMARY KEY` holding numbers that a
+            // text bound would never match) orders batches worse than the
+            // rowid every rowid table has.
+            (None, [pk], Backend::Sqlite) if !t.without_rowid => match t.column(pk) {
+                Some(c) if c.data_type.to_ascii_uppercase().contains("INT") => (c.name.clone(), c.data_type.clone()),
+                Some(_) => ("rowid".to_string(), "INTEGER".to_string()),
+                None => return Draft::error(format!("primary key column `{pk}` of `{name}` not found")),
+            },
             (None, [pk], _) => match t.column(pk) {
                 Some(c) => (c.name.clone(), c.data_type.clone()),
                 None => return Draft::error(format!("primary key column `{pk}` of `{name}` not found")),
             },
+            (None, pk, Backend::Sqlite) if t.without_rowid => {
+                return Draft::error(format!(
+                    "table `{name}` is WITHOUT ROWID with a {}-column primary key (step `{step}`): batches need one \
+                     ordered key column; set `key:` to a unique, indexed column",
+                    pk.len()
+                ));
+            }
             (None, _, Backend::Sqlite) => ("rowid".to_string(), "INTEGER".to_string()),
             (None, pk, Backend::Postgres) => {
                 return Draft::error(format!(
