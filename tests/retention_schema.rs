@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::engine::{dbmaint, pg_count, rt};
 use crate::pg::seeded_db;
-use crate::retention_time::{apply, diff_json, plan};
+use crate::retention_time::{apply, diff_json, plan, sqlite};
 
 #[test]
 fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() {
@@ -182,19 +182,15 @@ fn postgres_rows_a_restrict_child_references_stay_and_every_rerun_succeeds() {
 fn sqlite_cascading_children_are_refused_with_foreign_keys_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("app.db");
-    let out = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(
-            "CREATE TABLE orders (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL); \
+    sqlite(
+        &db,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL); \
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
              INSERT INTO orders SELECT i, datetime('now', '-' || i || ' days', '-12 hours') FROM n; \
              CREATE TABLE items (id INTEGER PRIMARY KEY, order_id INTEGER REFERENCES orders (id) ON DELETE CASCADE); \
              WITH RECURSIVE n(i) AS (SELECT 61 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
              INSERT INTO items (order_id) SELECT i FROM n;",
-        )
-        .output()
-        .expect("sqlite3");
-    assert!(out.status.success());
+    );
     let p = plan(
         dir.path(),
         &format!("sqlite:{}", db.display()),
@@ -205,14 +201,7 @@ fn sqlite_cascading_children_are_refused_with_foreign_keys_enforced() {
     let error = v["steps"][0]["errors"][0].as_str().unwrap_or("").to_string();
     assert!(error.contains("40 rows of items.order_id → orders.id"), "{error}");
     assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
-    let count = |sql: &str| {
-        let out = std::process::Command::new("sqlite3")
-            .arg(&db)
-            .arg(sql)
-            .output()
-            .expect("sqlite3");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let count = |sql: &str| sqlite(&db, sql);
     assert_eq!(count("SELECT count(*) FROM items"), "40");
     assert_eq!(count("SELECT count(*) FROM orders"), "100");
 }
@@ -306,22 +295,12 @@ fn postgres_row_level_security_that_hides_rows_is_said_in_the_diff() {
     );
 }
 
-fn sqlite3(db: &Path, sql: &str) -> String {
-    let out = std::process::Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("sqlite3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn sqlite_typeless_and_text_keys_batch_by_rowid_and_without_rowid_needs_a_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("app.db");
     // `id PRIMARY KEY` has no type: its integers never equal a text bound.
-    sqlite3(
+    sqlite(
         &db,
         "CREATE TABLE ev (id PRIMARY KEY, created TEXT NOT NULL); \
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
@@ -338,7 +317,7 @@ fn sqlite_typeless_and_text_keys_batch_by_rowid_and_without_rowid_needs_a_key() 
     let (code, v) = diff(dir.path(), &p);
     assert_eq!(code, Some(0), "{v}");
     assert!(apply(dir.path(), &p).status.success());
-    assert_eq!(sqlite3(&db, "SELECT count(*) FROM ev"), "29", "ages 1..=29 days stay");
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "29", "ages 1..=29 days stay");
     // A WITHOUT ROWID table with a two-column key: a clear planning error.
     let p = plan(
         dir.path(),

@@ -9,7 +9,8 @@ use std::path::Path;
 use crate::engine::{dbmaint, pg_count, rt};
 use crate::pg::seeded_db;
 
-fn sqlite(db: &Path, sql: &str) -> String {
+/// Runs SQL with the sqlite3 binary; its trimmed output.
+pub(crate) fn sqlite(db: &Path, sql: &str) -> String {
     let out = std::process::Command::new("sqlite3")
         .arg(db)
         .arg(sql)
