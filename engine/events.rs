@@ -14,6 +14,11 @@ pub enum Status {
     Skipped,
     /// Not finished because `limits` ran out; a rerun continues it.
     Deferred,
+    /// Finished, but did less than it chose to: some rows a retention
+    /// batch selected were kept (a trigger's veto, a row-level security
+    /// policy, a concurrent change). Steps that need it still run; the run
+    /// exits 1 so that the difference is looked at.
+    Partial,
 }
 
 impl Status {
@@ -23,6 +28,7 @@ impl Status {
             Self::Failed => "failed",
             Self::Skipped => "skipped",
             Self::Deferred => "deferred",
+            Self::Partial => "partial",
         }
     }
 }
@@ -49,6 +55,9 @@ pub struct StepResult {
     pub cleanup_failed: Option<String>,
     /// Work not done because of `limits`.
     pub deferred: Option<String>,
+    /// Why the step is `partial`: what it did and what it left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
     /// What a `check` step found.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<crate::checks::Finding>,
@@ -104,6 +113,11 @@ pub enum Event {
         step: String,
         what: String,
     },
+    /// Something the operator should know that does not stop the step.
+    Warning {
+        step: String,
+        message: String,
+    },
     StepFinished {
         result: StepResult,
     },
@@ -135,6 +149,7 @@ impl Event {
             | Event::ObjectDone { step, .. }
             | Event::Retrying { step, .. }
             | Event::RolledBack { step, .. }
+            | Event::Warning { step, .. }
             | Event::StepSkipped { step, .. } => Some(step),
             Event::StepFinished { result } | Event::StepFailed { result } | Event::StepDeferred { result } => {
                 Some(&result.step)

@@ -111,8 +111,13 @@ pub struct RetentionWork {
     /// Statements creating the archive table when it does not exist yet.
     pub create_archive: Vec<String>,
     pub archive: Option<ArchiveTo>,
-    /// Binds (cutoff); counts the eligible rows when the step starts (the
-    /// batches stop after them, see `db::Keys`).
+    /// Binds (cutoff); returns (eligible rows, first key, last key) when
+    /// the step starts. The walk covers that key span whole, whatever the
+    /// count: rows kept by a trigger or made eligible by a concurrent
+    /// update never end it early. Keys are text in the backend's key form:
+    /// PostgreSQL `k::text`, or `ARRAY[a::text, b::text]::text` for a
+    /// composite key; SQLite `json_array(k, …)`, which keeps each value's
+    /// storage class (a typeless key holding numbers compares as numbers).
     pub count: String,
     pub batch: BatchSql,
 }
@@ -121,32 +126,34 @@ pub struct RetentionWork {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "style", rename_all = "snake_case")]
 pub enum BatchSql {
-    /// One statement moves a batch (PostgreSQL: `WITH moved AS (DELETE …
-    /// RETURNING …) INSERT INTO archive …`). `first` binds (cutoff), `next`
-    /// binds (cutoff, last key); both return (rows, last key as text).
-    Single { first: String, next: String },
     /// The batch's key range first, then statements over `[lo, hi]` in the
-    /// same transaction (SQLite, which has no DELETE in a CTE, and file
-    /// archives, whose rows must be on disk before the delete commits).
-    /// `bound_first` binds (cutoff), `bound_next` (cutoff, last key); both
-    /// return (rows, lo, hi) as text. The others bind (cutoff, lo, hi):
-    /// `rows_json` returns (key, JSON row), `copy` fills the archive table,
-    /// `delete` removes the rows.
+    /// same transaction. `bound_first` and `bound_next` bind (cutoff, from,
+    /// limit, to) and return (rows, lo, hi): the first `limit` eligible
+    /// keys from `from` (inclusive for the first batch, exclusive after) up
+    /// to `to`. `copy` (SQLite archive table) and `delete` bind (cutoff,
+    /// lo, hi); with a file archive `delete` returns (key, JSON row) of
+    /// each row it deleted, and on PostgreSQL with an archive table it is
+    /// `WITH moved AS (DELETE … RETURNING *) INSERT INTO archive …`.
     Ranged {
         bound_first: String,
         bound_next: String,
-        rows_json: Option<String>,
         copy: Option<String>,
         delete: String,
     },
     /// Windows of `batch_size` keys (PostgreSQL, one integer key), as a DBA's
-    /// loop over primary-key ranges: `span` returns the table's first and
-    /// last key (int8); `statement` binds (cutoff, lo, hi) and deletes — and
-    /// archives, in the same statement — the eligible rows with `lo <= key <
-    /// hi`. The walk stops at the last key or once the rows counted at the
-    /// start are gone. A window holds at most `batch_size` rows and costs one
-    /// key-range scan, however sparse the eligible rows are.
-    Window { span: String, statement: String },
+    /// loop over primary-key ranges: `statement` binds (cutoff, lo, hi) and
+    /// deletes — and archives, in the same statement — the eligible rows
+    /// with `lo <= key <= hi`. `left` (when something can keep rows, see
+    /// `db::RetentionSpec::check_left`) binds the same and counts the
+    /// eligible rows the window still holds after its delete. `next_key`
+    /// binds (after) and returns the first key above it, so a run of empty
+    /// windows is one jump. A window holds at most `batch_size` rows and
+    /// costs one key-range scan, however sparse the eligible rows are.
+    Window {
+        statement: String,
+        left: Option<String>,
+        next_key: String,
+    },
 }
 
 /// A backup's work.

@@ -51,6 +51,8 @@ pub struct RunOutcome {
     pub failed: Vec<String>,
     pub deferred: Vec<String>,
     pub cleanup_failed: Vec<String>,
+    /// Steps that ended `partial` (rows kept from their deletes).
+    pub partial: Vec<String>,
     /// The deferrals came from a signal, not from `limits`.
     pub interrupted: bool,
     /// The apply lock was lost during the run: another apply may be running.
@@ -64,7 +66,7 @@ impl RunOutcome {
             crate::exit::CLEANUP_FAILED
         } else if self.lock_lost {
             crate::exit::LOCKED
-        } else if !self.failed.is_empty() {
+        } else if !self.failed.is_empty() || !self.partial.is_empty() {
             crate::exit::ERROR
         } else if !self.deferred.is_empty() && self.interrupted {
             crate::exit::INTERRUPTED
@@ -81,6 +83,7 @@ impl RunOutcome {
             crate::exit::LIMITS => "deferred",
             crate::exit::INTERRUPTED => "interrupted",
             crate::exit::LOCKED => "lock lost",
+            crate::exit::ERROR if self.failed.is_empty() => "partial",
             _ => "failed",
         }
     }
@@ -186,7 +189,7 @@ pub async fn execute(
                         .iter()
                         .filter(|n| in_run.contains(n.as_str()))
                         .find_map(|n| match status.get(n) {
-                            Some(Status::Succeeded) | None => None,
+                            Some(Status::Succeeded | Status::Partial) | None => None,
                             Some(other) => Some((n.clone(), *other)),
                         });
                 let reason = if let Some((n, st)) = &blocked {
@@ -231,7 +234,7 @@ pub async fn execute(
                 .needs
                 .iter()
                 .filter(|n| in_run.contains(n.as_str()))
-                .all(|n| status.get(n) == Some(&Status::Succeeded));
+                .all(|n| matches!(status.get(n), Some(Status::Succeeded | Status::Partial)));
             if !ready {
                 i += 1;
                 continue;
@@ -285,6 +288,10 @@ pub async fn execute(
                 outcome.deferred.push(result.step.clone());
                 ctx.emit(Event::StepDeferred { result });
             }
+            Status::Partial => {
+                outcome.partial.push(result.step.clone());
+                ctx.emit(Event::StepFinished { result });
+            }
             _ => ctx.emit(Event::StepFinished { result }),
         }
     }
@@ -314,6 +321,7 @@ fn empty_result(s: &PlannedStep, status: Status, deferred: Option<String>) -> St
         rolled_back: None,
         cleanup_failed: None,
         deferred,
+        partial: None,
         findings: vec![],
         stats: None,
         bloat: None,
@@ -367,6 +375,9 @@ async fn run_step(step: &PlannedStep, ctx: &Ctx) -> StepResult {
                 _ => acc.r.error = Some(e.message),
             }
         }
+    }
+    if acc.r.status == Status::Succeeded && acc.r.partial.is_some() {
+        acc.r.status = Status::Partial;
     }
     if let Some(what) = &acc.r.rolled_back {
         ctx.emit(Event::RolledBack {
@@ -890,14 +901,14 @@ enum DbOp<'a> {
         invalid_before: Option<&'a [String]>,
         timeout: Duration,
     },
-    /// A retention step's eligible rows, counted.
+    /// A retention step's eligible rows and their key span, counted.
     Count(&'a RetentionWork),
-    /// A windowed retention step's table key span.
-    Span(&'a str),
-    /// One retention batch after `after`, after capping the statement timeout.
+    /// A windowed walk's next existing key after the given one.
+    NextKey(&'a str, i64),
+    /// One retention batch, after capping the statement timeout.
     Batch {
         work: &'a RetentionWork,
-        keys: crate::db::Keys<'a>,
+        at: crate::db::BatchAt<'a>,
         journal: &'a BatchJournal,
         file: Option<&'a mut crate::archive::ArchiveFile>,
         timeout: Duration,
@@ -910,8 +921,8 @@ enum Done {
     /// A statement or transaction went through.
     Ran,
     Batch(crate::db::BatchDone),
-    Count(u64),
-    Span(Option<(i64, i64)>),
+    Count(crate::db::Eligible),
+    NextKey(Option<i64>),
 }
 
 /// Runs `op`, retrying a lock timeout with backoff up to the step's
@@ -944,16 +955,16 @@ async fn with_retries(
                 Err(e) => Err(e),
             },
             DbOp::Count(work) => c.retention_count(work).await.map(Done::Count),
-            DbOp::Span(sql) => c.retention_span(sql).await.map(Done::Span),
+            DbOp::NextKey(sql, after) => c.retention_next_key(sql, *after).await.map(Done::NextKey),
             DbOp::Batch {
                 work,
-                keys,
+                at,
                 journal,
                 file,
                 timeout,
             } => match set_timeout(c, acc, *timeout).await {
                 Ok(()) => c
-                    .retention_batch(work, *keys, journal, file.as_deref_mut())
+                    .retention_batch(work, *at, journal, file.as_deref_mut())
                     .await
                     .map(Done::Batch),
                 Err(e) => Err(e),
@@ -1026,55 +1037,62 @@ async fn retention(
         }
         _ => None,
     };
-    // Counted when the step starts: the batches take these rows and stop
-    // (see `db::Keys`); rows that become eligible meanwhile are the next run's.
+    // Counted when the step starts, with the span of their keys: the walk
+    // covers that span whole, whatever rows it deletes on the way.
     let eligible = match with_retries(step, ctx, acc, c, DbOp::Count(work)).await {
-        Ok(Done::Count(n)) => n,
-        Ok(_) => 0,
+        Ok(Done::Count(e)) => e,
+        Ok(_) => crate::db::Eligible { rows: 0, span: None },
         Err(e) => return Err(StepErr::failed(format!("counting the eligible rows: {}", e.message))),
     };
     acc.r.statements += 1;
-    if eligible == 0 {
+    let Some((first, last)) = eligible.span.filter(|_| eligible.rows > 0) else {
         return Ok(());
-    }
+    };
     let mut walk = match &work.batch {
-        // Key windows over the table's key span.
-        crate::execplan::BatchSql::Window { span, statement } => {
-            match with_retries(step, ctx, acc, c, DbOp::Span(span)).await {
-                Ok(Done::Span(Some((first, last)))) => {
-                    c.prepare_window(statement)
-                        .await
-                        .map_err(|e| StepErr::failed(format!("preparing the batch statement: {}", e.message)))?;
-                    acc.r.statements += 2;
-                    Walk::Window { next: first, last }
-                }
-                Ok(_) => return Ok(()), // the table is empty
-                Err(e) => return Err(StepErr::failed(format!("reading the key span: {}", e.message))),
-            }
+        crate::execplan::BatchSql::Window { statement, .. } => {
+            let (Ok(next), Ok(last)) = (first.parse::<i64>(), last.parse::<i64>()) else {
+                return Err(StepErr::failed(format!(
+                    "the key span `{first}`..`{last}` is not two integers: a windowed step needs an integer key"
+                )));
+            };
+            c.prepare_window(statement)
+                .await
+                .map_err(|e| StepErr::failed(format!("preparing the batch statement: {}", e.message)))?;
+            acc.r.statements += 1;
+            Walk::Window { next: Some(next), last }
         }
-        _ => Walk::Counted,
+        crate::execplan::BatchSql::Ranged { .. } => Walk::Ranged { after: None },
     };
     let max_rows = work.max_rows.unwrap_or(u64::MAX);
-    let mut last_key: Option<String> = None;
     let mut batch_no = 0u64;
+    let mut kept = 0u64;
     loop {
         let room = work.batch_size.min(max_rows.saturating_sub(acc.r.rows));
-        let left = eligible.saturating_sub(acc.r.rows);
-        let (limit, window) = match walk {
-            Walk::Counted => (room.min(left), None),
-            Walk::Window { next, last } if next <= last && left > 0 => {
-                (room, Some((next, next.saturating_add(room as i64))))
-            }
-            Walk::Window { .. } => (0, None),
-        };
-        if limit == 0 {
-            break;
+        if room == 0 {
+            break; // max_rows reached
         }
+        let after = match &walk {
+            Walk::Ranged { after } => after.clone(),
+            Walk::Window { .. } => None,
+        };
+        let at = match walk {
+            Walk::Window { next: None, .. } => break, // the span is walked
+            Walk::Window { next: Some(lo), last } => crate::db::BatchAt::Window(crate::db::Window {
+                lo,
+                hi: lo.saturating_add(room as i64 - 1).min(last),
+            }),
+            Walk::Ranged { .. } => crate::db::BatchAt::Ranged(crate::db::Keys {
+                from: after.as_deref().unwrap_or(&first),
+                inclusive: after.is_none(),
+                to: &last,
+                limit: room,
+            }),
+        };
         if ctx.expired().await {
             return Err(StepErr::deferred(format!(
                 "{} after {} batches ({} rows); a rerun continues",
                 ctx.why_stopped(),
-                batch_no,
+                acc.r.batches,
                 acc.r.rows
             )));
         }
@@ -1087,48 +1105,18 @@ async fn retention(
         let t0 = Instant::now();
         let op = DbOp::Batch {
             work,
-            keys: crate::db::Keys {
-                after: last_key.as_deref(),
-                limit,
-                window,
-            },
+            at,
             journal: &journal,
             file: file.as_mut(),
             timeout: ctx.statement_timeout(step),
         };
-        let result = with_retries(step, ctx, acc, c, op).await.map(|d| match d {
-            Done::Batch(b) => b,
-            Done::Ran | Done::Count(_) | Done::Span(_) => crate::db::BatchDone {
+        let done = match with_retries(step, ctx, acc, c, op).await {
+            Ok(Done::Batch(b)) => b,
+            Ok(_) => crate::db::BatchDone {
                 rows: 0,
+                selected: 0,
                 last_key: None,
             },
-        });
-        match result {
-            Ok(done) => {
-                acc.r.statements += 1;
-                if let (Walk::Window { next, .. }, Some((_, hi))) = (&mut walk, window) {
-                    *next = hi;
-                    if done.rows == 0 {
-                        continue; // an empty window: on to the next, no pause
-                    }
-                }
-                if done.rows == 0 {
-                    break;
-                }
-                acc.r.rows += done.rows;
-                acc.r.batches += 1;
-                last_key = done.last_key;
-                ctx.emit(Event::BatchDone {
-                    step: step.id.clone(),
-                    batch: batch_no,
-                    rows: done.rows,
-                    rows_total: acc.r.rows,
-                    duration_ms: t0.elapsed().as_millis() as u64,
-                });
-                if window.is_none() && done.rows < limit {
-                    break;
-                }
-            }
             Err(e) => {
                 acc.r.rolled_back = Some(format!(
                     "batch {batch_no} rolled back: its rows stay in {}{}; {} earlier batches ({} rows) committed and are in the journal",
@@ -1143,12 +1131,87 @@ async fn retention(
                 ));
                 return Err(StepErr::failed(format!("batch {batch_no}: {}", e.message)));
             }
+        };
+        acc.r.statements += 1;
+        // Where the next batch starts; `None` ends the walk.
+        match (&mut walk, at) {
+            (Walk::Window { next, last }, crate::db::BatchAt::Window(w)) => {
+                *next = if w.hi >= *last { None } else { Some(w.hi + 1) };
+                // An empty window: jump to the next key that exists, so a
+                // run of empty windows (sparse keys) costs one lookup.
+                if done.selected == 0
+                    && let Some(from) = *next
+                {
+                    *next = match with_retries(step, ctx, acc, c, DbOp::NextKey(next_key_sql(work), from - 1)).await {
+                        Ok(Done::NextKey(k)) => k.filter(|k| k <= last),
+                        Ok(_) => None,
+                        Err(e) => return Err(StepErr::failed(format!("finding the next key: {}", e.message))),
+                    };
+                    acc.r.statements += 1;
+                }
+            }
+            (Walk::Ranged { after }, _) => {
+                if done.selected == 0 || done.last_key.is_none() {
+                    break; // no eligible key left in the span
+                }
+                *after = done.last_key.clone();
+            }
+            _ => {}
+        }
+        if done.selected == 0 {
+            continue; // an empty window: on to the next, no pause
+        }
+        if done.selected > done.rows {
+            let n = done.selected - done.rows;
+            kept += n;
+            ctx.emit(Event::Warning {
+                step: step.id.clone(),
+                message: format!(
+                    "batch {batch_no}: {} eligible rows selected, {} deleted: {n} kept by something on {} \
+                     (a DELETE trigger, a row-level security policy, a concurrent change)",
+                    done.selected, done.rows, work.table
+                ),
+            });
+        }
+        if done.rows > 0 {
+            acc.r.rows += done.rows;
+            acc.r.batches += 1;
+            ctx.emit(Event::BatchDone {
+                step: step.id.clone(),
+                batch: batch_no,
+                rows: done.rows,
+                rows_total: acc.r.rows,
+                duration_ms: t0.elapsed().as_millis() as u64,
+            });
         }
         if work.pause_ms > 0 {
             tokio::time::sleep(Duration::from_millis(work.pause_ms)).await;
         }
     }
+    if kept > 0 {
+        acc.r.partial = Some(format!(
+            "{} rows deleted, {kept} eligible rows kept (see the batch warnings); {} eligible when the step began",
+            acc.r.rows, eligible.rows
+        ));
+    } else if acc.r.rows > eligible.rows {
+        ctx.emit(Event::Warning {
+            step: step.id.clone(),
+            message: format!(
+                "{} rows deleted, {} more than were eligible when the step began: rows became eligible during the run",
+                acc.r.rows,
+                acc.r.rows - eligible.rows
+            ),
+        });
+    }
     Ok(())
+}
+
+/// A windowed step's next-key statement.
+fn next_key_sql(work: &RetentionWork) -> &str {
+    match &work.batch {
+        crate::execplan::BatchSql::Window { next_key, .. } => next_key,
+        crate::execplan::BatchSql::Ranged { .. } => "",
+    }
 }
 
 /// Sets the session's statement_timeout unless the value already set is
@@ -1167,13 +1230,15 @@ async fn set_timeout(c: &mut Conn, acc: &mut Acc, timeout: Duration) -> Result<(
     Ok(())
 }
 
-/// How a retention step walks its rows.
-#[derive(Debug, Clone, Copy)]
+/// How a retention step walks the key span of its eligible rows.
+#[derive(Debug, Clone)]
 enum Walk {
-    /// LIMIT batches over the rows counted at the start.
-    Counted,
-    /// Key windows; `next` is the next window's first key.
-    Window { next: i64, last: i64 },
+    /// LIMIT batches; `after` is the last key of the batch before (none
+    /// before the first).
+    Ranged { after: Option<String> },
+    /// Key windows; `next` is the next window's first key, `None` once the
+    /// window holding `last` is done (overflow-safe at the type's maximum).
+    Window { next: Option<i64>, last: i64 },
 }
 
 /// Free bytes for unprivileged users in the filesystem holding `dir`.

@@ -14,6 +14,21 @@ pub struct Column {
     pub not_null: bool,
 }
 
+/// A trigger (or, on PostgreSQL, a rule) that acts when rows of its table
+/// are deleted: a retention step's delete fires it for every row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeleteTrigger {
+    pub name: String,
+    /// `BEFORE`, `AFTER`, `INSTEAD OF`, or `RULE`.
+    pub timing: String,
+    /// Fires per row (not once per statement).
+    pub per_row: bool,
+    /// The function it calls (PostgreSQL), empty otherwise.
+    pub function: String,
+    /// What its body does, as far as its text tells (see `triggerbody`).
+    pub reads: crate::triggerbody::Body,
+}
+
 /// What a foreign key does to its rows when the row it references is
 /// deleted (`ON DELETE …`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -107,6 +122,9 @@ pub struct TableFacts {
     /// SQLite `WITHOUT ROWID`: the table has no `rowid` to order batches by.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub without_rowid: bool,
+    /// Enabled triggers and rules that act on DELETE of this table's rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delete_triggers: Vec<DeleteTrigger>,
 }
 
 impl TableFacts {

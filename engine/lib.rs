@@ -43,6 +43,7 @@ pub mod stats;
 pub mod template;
 pub mod textsafe;
 pub mod timefmt;
+pub mod triggerbody;
 pub mod validate;
 pub mod values;
 pub mod verify;

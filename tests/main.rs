@@ -17,6 +17,7 @@ mod plans;
 mod props;
 mod refresh_views;
 mod reindex;
+mod retention_keys;
 mod retention_schema;
 mod retention_time;
 mod samples;

@@ -296,7 +296,7 @@ fn postgres_row_level_security_that_hides_rows_is_said_in_the_diff() {
 }
 
 #[test]
-fn sqlite_typeless_and_text_keys_batch_by_rowid_and_without_rowid_needs_a_key() {
+fn sqlite_typeless_and_text_keys_batch_by_rowid_and_without_rowid_by_its_composite_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("app.db");
     // `id PRIMARY KEY` has no type: its integers never equal a text bound.
@@ -318,19 +318,14 @@ fn sqlite_typeless_and_text_keys_batch_by_rowid_and_without_rowid_needs_a_key() 
     assert_eq!(code, Some(0), "{v}");
     assert!(apply(dir.path(), &p).status.success());
     assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "29", "ages 1..=29 days stay");
-    // A WITHOUT ROWID table with a two-column key: a clear planning error.
+    // A WITHOUT ROWID table with a two-column key batches by that key.
     let p = plan(
         dir.path(),
         &target,
         "table: tagged, column: created, older_than: 30 days",
     );
     let (code, v) = diff(dir.path(), &p);
-    assert_eq!(code, Some(1));
-    assert!(
-        v["steps"][0]["errors"][0]
-            .as_str()
-            .unwrap_or("")
-            .contains("WITHOUT ROWID"),
-        "{v}"
-    );
+    assert_eq!(code, Some(0), "{v}");
+    assert!(apply(dir.path(), &p).status.success());
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM tagged"), "0");
 }

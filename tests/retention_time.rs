@@ -42,7 +42,8 @@ pub(crate) fn diff_json(dir: &Path, plan: &Path) -> (Option<i32>, serde_json::Va
     (out.status.code(), v, String::from_utf8_lossy(&out.stderr).to_string())
 }
 
-fn step_rows(v: &serde_json::Value) -> u64 {
+/// The rows the diff says the (only) retention step deletes.
+pub(crate) fn step_rows(v: &serde_json::Value) -> u64 {
     v["steps"][0]["objects"]
         .as_array()
         .expect("objects")

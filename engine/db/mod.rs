@@ -6,84 +6,86 @@
 //! This file also owns the only two ways SQL text is built from names:
 //! [`quote_ident`] for identifiers and [`sql`] to hand audited text to sqlx.
 
-/// Fetches the row of a batch's first statement: `$first` binds (cutoff),
-/// `$next` binds (cutoff, last key). One text for both drivers, whose
-/// connection types share no trait sqlx makes easy to name here.
-macro_rules! fetch_first_or_next {
-    ($c:expr, $work:expr, $keys:expr, $first:expr, $next:expr) => {
-        match $keys.after {
-            None => {
-                sqlx::query(sql($first.clone()))
-                    .bind(&$work.cutoff)
-                    .bind($keys.limit as i64)
-                    .fetch_one(&mut *$c)
-                    .await?
-            }
-            Some(k) => {
-                sqlx::query(sql($next.clone()))
-                    .bind(&$work.cutoff)
-                    .bind(k)
-                    .bind($keys.limit as i64)
-                    .fetch_one(&mut *$c)
-                    .await?
-            }
-        }
-    };
-}
-
-/// A ranged batch, inside the caller's transaction: the key range, the
-/// rows of a file archive (appended and fsynced), the copy into an archive
-/// table, the delete, and the check that it deleted what it selected.
-/// Evaluates to `Result<BatchDone, DbError>`; the caller writes the journal
-/// row and commits.
+/// A ranged batch, inside the caller's transaction: the batch's key range
+/// (`$bound_first` or `$bound_next`, binding cutoff, from, limit, to), the
+/// copy into an archive table (SQLite), then the delete — which, with a file
+/// archive, returns each deleted row's (key, JSON) so that exactly the rows
+/// deleted are appended and fsynced before the caller commits. Evaluates to
+/// `Result<BatchDone, DbError>`; the caller writes the journal row and
+/// commits. One text for both drivers, whose connection types share no
+/// trait sqlx makes easy to name here.
 macro_rules! ranged_batch {
     ($c:expr, $work:expr, $keys:expr, $archive_file:expr,
-     $bound_first:expr, $bound_next:expr, $rows_json:expr, $copy:expr, $delete:expr) => {
+     $bound_first:expr, $bound_next:expr, $copy:expr, $delete:expr) => {
         async {
-            let row = fetch_first_or_next!($c, $work, $keys, $bound_first, $bound_next);
-            let rows = row.get::<i64, _>(0).max(0) as u64;
+            let bound = if $keys.inclusive { $bound_first } else { $bound_next };
+            let row = sqlx::query(sql(bound.clone()))
+                .bind(&$work.cutoff)
+                .bind($keys.from)
+                .bind($keys.limit as i64)
+                .bind($keys.to)
+                .fetch_one(&mut *$c)
+                .await?;
+            let selected = row.get::<i64, _>(0).max(0) as u64;
+            if selected == 0 {
+                return Ok(BatchDone {
+                    rows: 0,
+                    selected: 0,
+                    last_key: None,
+                });
+            }
             let (lo, hi): (Option<String>, Option<String>) = (row.get(1), row.get(2));
             let (Some(lo), Some(hi)) = (lo, hi) else {
                 return Ok(BatchDone {
                     rows: 0,
+                    selected: 0,
                     last_key: None,
                 });
             };
-            if let (Some(q), Some(file)) = ($rows_json, $archive_file) {
-                let lines: Vec<(String, String)> = sqlx::query_as(sql(q.clone()))
-                    .bind(&$work.cutoff)
-                    .bind(&lo)
-                    .bind(&hi)
-                    .fetch_all(&mut *$c)
-                    .await?;
-                file.append(&lines).map_err(DbError::other)?;
-            }
-            if let Some(q) = $copy {
-                sqlx::query(sql(q.clone()))
+            let copied = match $copy {
+                Some(q) => Some(
+                    sqlx::query(sql(q.clone()))
+                        .bind(&$work.cutoff)
+                        .bind(&lo)
+                        .bind(&hi)
+                        .execute(&mut *$c)
+                        .await?
+                        .rows_affected(),
+                ),
+                None => None,
+            };
+            let deleted = match $archive_file {
+                Some(file) => {
+                    let lines: Vec<(String, String)> = sqlx::query_as(sql($delete.clone()))
+                        .bind(&$work.cutoff)
+                        .bind(&lo)
+                        .bind(&hi)
+                        .fetch_all(&mut *$c)
+                        .await?;
+                    file.append(&lines).map_err(DbError::other)?;
+                    lines.len() as u64
+                }
+                None => sqlx::query(sql($delete.clone()))
                     .bind(&$work.cutoff)
                     .bind(&lo)
                     .bind(&hi)
                     .execute(&mut *$c)
-                    .await?;
-            }
-            let deleted = sqlx::query(sql($delete.clone()))
-                .bind(&$work.cutoff)
-                .bind(&lo)
-                .bind(&hi)
-                .execute(&mut *$c)
-                .await?
-                .rows_affected();
-            // Rows copied to an archive must be exactly the rows deleted. A
-            // plain delete has nothing to keep in step: a row changed by the
-            // application since the bound (no longer eligible) just stays.
-            let copied = $rows_json.is_some() || $copy.is_some();
-            if copied && deleted != rows {
+                    .await?
+                    .rows_affected(),
+            };
+            // A copy made before the delete must hold exactly the rows
+            // deleted; a row the delete kept would be in both places.
+            if let Some(copied) = copied
+                && copied != deleted
+            {
                 return Err(DbError::other(format!(
-                    "the batch changed under it: {rows} rows selected, {deleted} deleted; rolled back"
+                    "the batch copied {copied} rows into the archive table but deleted {deleted}: \
+                     something kept rows from the delete (a BEFORE DELETE trigger? see the diff); rolled back"
                 )));
             }
             Ok::<BatchDone, DbError>(BatchDone {
-                rows: if copied { rows } else { deleted },
+                rows: deleted,
+                selected,
                 last_key: Some(hi),
             })
         }
@@ -291,9 +293,11 @@ pub struct RetentionSpec {
     /// Quoted timestamp column and its type.
     pub column: String,
     pub column_type: String,
-    /// Quoted batch key (primary key, `rowid`, or `key:`) and its type.
-    pub key: String,
-    pub key_type: String,
+    /// Quoted batch key columns (primary key, `rowid`, or `key:`) with
+    /// their types: one for most tables, several for a composite primary
+    /// key, whose batches are ordered and bounded as a row value
+    /// (`(a, b) > (…, …)`, keyset pagination).
+    pub key: Vec<(String, String)>,
     pub where_sql: Option<String>,
     pub batch_size: u64,
     /// Quoted source columns with their types, in table order.
@@ -307,6 +311,11 @@ pub struct RetentionSpec {
     /// PostgreSQL: the table has inheritance children; statements name
     /// `ONLY` the table, so their rows are never deleted with its own.
     pub only: bool,
+    /// Something may keep a row the delete reaches (a row-level DELETE
+    /// trigger, a rule, row-level security): key windows then also count
+    /// the eligible rows each one left behind. Without such a thing a
+    /// window's DELETE is its own selection and that count is skipped.
+    pub check_left: bool,
 }
 
 /// Where a retention step archives.
@@ -326,24 +335,41 @@ pub enum ArchiveSpec {
 #[derive(Debug, Clone)]
 pub struct RetentionSql {
     pub create_archive: Vec<String>,
-    /// Binds (cutoff); counts the eligible rows when the step starts.
+    /// Binds (cutoff); returns (eligible rows, first key, last key) when
+    /// the step starts (see `execplan::RetentionWork::count`).
     pub count: String,
     pub batch: crate::execplan::BatchSql,
 }
 
-/// The next retention batch: after the last key done (or from the first),
-/// at most `limit` rows. The executor sets `limit` to what is left of the
-/// rows counted when the step began, so the final batch stops at the last
-/// of them instead of walking the rest of the key index to fill a LIMIT
-/// (rows that become eligible meanwhile are the next run's). The LIMIT is a
+/// The next retention batch of a ranged walk: the eligible rows with a key
+/// from `from` (inclusive for the first batch, exclusive after) up to `to`,
+/// the last eligible key counted when the step began, at most `limit`. The
+/// upper bound ends the walk at the key span's end instead of reading the
+/// rest of the key index for rows that are not there; keys are text in the
+/// backend's key form (see `execplan::RetentionWork::count`). The LIMIT is a
 /// parameter: every dbmaint session plans with `plan_cache_mode =
 /// force_custom_plan`, so no generic plan ever sees it as unknown.
 #[derive(Debug, Clone, Copy)]
 pub struct Keys<'a> {
-    pub after: Option<&'a str>,
+    pub from: &'a str,
+    /// `from` itself is a candidate (the first batch).
+    pub inclusive: bool,
+    pub to: &'a str,
     pub limit: u64,
-    /// `[lo, hi)` for [`crate::execplan::BatchSql::Window`] batches.
-    pub window: Option<(i64, i64)>,
+}
+
+/// One key window `[lo, hi]` (both inclusive) of a windowed walk.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub lo: i64,
+    pub hi: i64,
+}
+
+/// Which batch to take.
+#[derive(Debug, Clone, Copy)]
+pub enum BatchAt<'a> {
+    Ranged(Keys<'a>),
+    Window(Window),
 }
 
 /// Writes a retention step's statements in the backend's dialect.
@@ -379,10 +405,24 @@ pub fn referenced_count_sql(from: &str, pred: &str, guard: &str) -> String {
     format!("SELECT count(*) FROM {from} WHERE {pred} AND NOT ({guard})")
 }
 
+/// A retention step's eligible rows when it starts and their key span
+/// (first, last key as text in the backend's key form); no span when none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eligible {
+    pub rows: u64,
+    pub span: Option<(String, String)>,
+}
+
 /// Rows moved by one batch and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchDone {
+    /// Rows deleted, by the command tag (or the rows `RETURNING` gave).
     pub rows: u64,
+    /// Eligible rows the batch chose. More than `rows` when something kept
+    /// some: a trigger that vetoed the delete, a row-level security policy
+    /// for DELETE, a concurrent change between choosing and deleting.
+    pub selected: u64,
+    /// The batch's last key: the next batch starts after it.
     pub last_key: Option<String>,
 }
 
@@ -465,13 +505,13 @@ impl Conn {
     pub async fn retention_batch(
         &mut self,
         work: &RetentionWork,
-        keys: Keys<'_>,
+        at: BatchAt<'_>,
         journal: &BatchJournal,
         archive_file: Option<&mut crate::archive::ArchiveFile>,
     ) -> Result<BatchDone, DbError> {
         match self {
-            Conn::Pg(c) => pg::retention_batch(c, work, keys, journal, archive_file).await,
-            Conn::Sqlite(c) => sqlite::retention_batch(c, work, keys, journal, archive_file).await,
+            Conn::Pg(c) => pg::retention_batch(c, work, at, journal, archive_file).await,
+            Conn::Sqlite(c) => sqlite::retention_batch(c, work, at, journal, archive_file).await,
         }
     }
 
@@ -553,32 +593,40 @@ impl Conn {
         }
     }
 
-    /// The table's first and last key, for a windowed retention step.
-    pub async fn retention_span(&mut self, span: &str) -> Result<Option<(i64, i64)>, DbError> {
+    /// The first existing key after `after`, for a windowed walk to jump
+    /// over a run of empty windows (sparse keys: 1, 10¹², 2·10¹²).
+    pub async fn retention_next_key(&mut self, next_key: &str, after: i64) -> Result<Option<i64>, DbError> {
         let Conn::Pg(c) = self else {
             return Err(DbError::other("key windows are a PostgreSQL batch style"));
         };
-        let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(sql(span.to_string())).fetch_one(c).await?;
-        Ok(lo.zip(hi))
+        let k: Option<i64> = sqlx::query_scalar(sql(next_key.to_string()))
+            .bind(after)
+            .fetch_one(c)
+            .await?;
+        Ok(k)
     }
 
-    /// The rows a retention step may remove, counted when it starts.
-    pub async fn retention_count(&mut self, work: &RetentionWork) -> Result<u64, DbError> {
-        let n: i64 = match self {
+    /// The rows a retention step may remove when it starts, with the first
+    /// and last of their keys: the span the walk covers.
+    pub async fn retention_count(&mut self, work: &RetentionWork) -> Result<Eligible, DbError> {
+        let (n, first, last): (i64, Option<String>, Option<String>) = match self {
             Conn::Pg(c) => {
-                sqlx::query_scalar(sql(work.count.clone()))
+                sqlx::query_as(sql(work.count.clone()))
                     .bind(&work.cutoff)
                     .fetch_one(c)
                     .await?
             }
             Conn::Sqlite(c) => {
-                sqlx::query_scalar(sql(work.count.clone()))
+                sqlx::query_as(sql(work.count.clone()))
                     .bind(&work.cutoff)
                     .fetch_one(c)
                     .await?
             }
         };
-        Ok(n.max(0) as u64)
+        Ok(Eligible {
+            rows: n.max(0) as u64,
+            span: first.zip(last),
+        })
     }
 
     pub async fn journal_setup(&mut self) -> Result<(), DbError> {

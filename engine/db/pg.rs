@@ -14,8 +14,8 @@ use sqlx::{Connection, Row};
 
 use super::conninfo::{ConnInfo, SslMode};
 use super::{
-    ArchiveSpec, BatchDone, BatchJournal, DbError, Keys, ProbeFn, RetentionSpec, RetentionSql, RunRecord,
-    SessionLimits, StepRecord, quote_literal, retention_predicate, sql,
+    ArchiveSpec, BatchAt, BatchDone, BatchJournal, DbError, Keys, ProbeFn, RetentionSpec, RetentionSql, RunRecord,
+    SessionLimits, StepRecord, Window, quote_literal, retention_predicate, sql,
 };
 use crate::archive::ArchiveFile;
 use crate::checks::{CheckSpec, Finding};
@@ -309,6 +309,7 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
             indexes: vec![],
             inheritance_children: vec![],
             without_rowid: false,
+            delete_triggers: vec![],
         })
         .collect();
     // Rows of the column and index queries find their table by name: a map,
@@ -367,6 +368,35 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
             t.inheritance_children.push(r.get(2));
         }
     }
+    // Enabled user triggers that fire on DELETE (tgtype bits: 1 row, 2
+    // before, 8 delete, 64 instead of), and rules on DELETE.
+    for r in sqlx::query(
+        "SELECT n.nspname::text, c.relname::text, tg.tgname::text, \
+           CASE WHEN tg.tgtype & 2 <> 0 THEN 'BEFORE' WHEN tg.tgtype & 64 <> 0 THEN 'INSTEAD OF' ELSE 'AFTER' END, \
+           tg.tgtype & 1 <> 0, p.oid::regprocedure::text, p.prosrc \
+         FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_proc p ON p.oid = tg.tgfoid \
+         WHERE NOT tg.tgisinternal AND tg.tgtype & 8 <> 0 AND tg.tgenabled <> 'D' \
+         UNION ALL \
+         SELECT schemaname::text, tablename::text, rulename::text, 'RULE', true, '', definition \
+         FROM pg_rules WHERE definition ~* 'ON DELETE' ORDER BY 1, 2, 3",
+    )
+    .fetch_all(&mut *c)
+    .await?
+    {
+        let (schema, name): (String, String) = (r.get(0), r.get(1));
+        if let Some(i) = find(&schema, &name) {
+            let timing: String = r.get(3);
+            let body: String = r.get(6);
+            tables[i].delete_triggers.push(crate::inspect::DeleteTrigger {
+                name: r.get(2),
+                reads: crate::triggerbody::Body::read(&body, timing == "BEFORE"),
+                timing,
+                per_row: r.get(4),
+                function: r.get(5),
+            });
+        }
+    }
     let foreign_keys = sqlx::query(
         "SELECT con.conname::text, cn.nspname::text, cc.relname::text, pn.nspname::text, pc.relname::text, \
            con.confdeltype::text, \
@@ -408,8 +438,8 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         bloat: indexmap::IndexMap::new(),
         leftovers: None,
         matviews: None,
-        // The catalog queries, inheritance and the foreign keys.
-        catalog_queries: catalog_sql().len() as u32 + 2,
+        // The catalog queries, inheritance, triggers and the foreign keys.
+        catalog_queries: catalog_sql().len() as u32 + 3,
     };
     for p in probes(&inspection) {
         let facts = probe(c, &p).await?;
@@ -433,7 +463,7 @@ fn create_archive_table(spec: &RetentionSpec, name: &str, exists: bool) -> Vec<S
         return vec![];
     }
     let pk = if spec.primary_key.is_empty() {
-        spec.key.clone()
+        spec.key.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
     } else {
         spec.primary_key.join(", ")
     };
@@ -443,8 +473,79 @@ fn create_archive_table(spec: &RetentionSpec, name: &str, exists: bool) -> Vec<S
     ]
 }
 
+/// A retention key in PostgreSQL's SQL: one column, or a composite key
+/// compared as a row value. Its text form is `k::text` for one column and
+/// `ARRAY[a::text, b::text]::text` for several (array quoting keeps any
+/// value intact), read back by [`PgKey::param`].
+struct PgKey<'a>(&'a [(String, String)]);
+
+impl PgKey<'_> {
+    /// `k` or `(a, b)`, prefixed by `alias.` when given.
+    fn tuple(&self, alias: &str) -> String {
+        let cols: Vec<String> = self.0.iter().map(|(c, _)| format!("{alias}{c}")).collect();
+        if cols.len() == 1 {
+            cols[0].clone()
+        } else {
+            format!("({})", cols.join(", "))
+        }
+    }
+
+    /// `a, b` (ascending) or `a DESC, b DESC`, for ORDER BY.
+    fn order(&self, alias: &str, desc: bool) -> String {
+        self.0
+            .iter()
+            .map(|(c, _)| format!("{alias}{c}{}", if desc { " DESC" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The key as text.
+    fn text(&self, alias: &str) -> String {
+        let cols: Vec<String> = self.0.iter().map(|(c, _)| format!("{alias}{c}::text")).collect();
+        if cols.len() == 1 {
+            cols[0].clone()
+        } else {
+            format!("ARRAY[{}]::text", cols.join(", "))
+        }
+    }
+
+    /// Parameter `$n` (key text) as a value comparable with [`Self::tuple`].
+    fn param(&self, n: u8) -> String {
+        if let [(_, ty)] = self.0 {
+            return cast(&format!("${n}"), ty);
+        }
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| format!("CAST((${n}::text[])[{}] AS {ty})", i + 1))
+            .collect();
+        format!("({})", parts.join(", "))
+    }
+
+    /// One integer column: batches are key windows.
+    fn integer(&self) -> bool {
+        matches!(self.0, [(_, ty)] if matches!(ty.as_str(), "bigint" | "integer" | "smallint"))
+    }
+
+    /// One column of a type with `min`/`max` (uuid, for one, has neither).
+    fn aggregable(&self) -> bool {
+        const ORDERED: [&str; 8] = [
+            "bigint",
+            "integer",
+            "smallint",
+            "numeric",
+            "text",
+            "character",
+            "date",
+            "timestamp",
+        ];
+        matches!(self.0, [(_, ty)] if ORDERED.iter().any(|o| ty.starts_with(o)))
+    }
+}
+
 /// PostgreSQL's retention statements: key windows for an integer key, else
-/// counted batches whose `LIMIT` is a parameter (safe: every session plans
+/// ranged batches whose `LIMIT` is a parameter (safe: every session plans
 /// with `plan_cache_mode=force_custom_plan`, so no generic plan ever runs
 /// with an unknown limit or bound).
 pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
@@ -453,7 +554,7 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
     // filter evaluates per row: on a key-range scan that parsed the cutoff
     // 10,000 times per batch and doubled the batch's time.
     let pred = retention_predicate(spec, &format!("(SELECT {})", cast("$1", &spec.column_type)));
-    let k = &spec.key;
+    let key = PgKey(&spec.key);
     // Read and delete this table's own rows only, never its inheritance
     // children's (`LIKE` below names the table itself).
     let only_t = if spec.only {
@@ -468,86 +569,85 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
         .map(|(c, _)| c.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    // First batch binds (cutoff, limit); the next ones (cutoff, last key, limit).
-    let after = format!(" AND {k} > {}", cast("$2", &spec.key_type));
-    let limit = |extra: &str| if extra.is_empty() { "$2" } else { "$3" };
-    let count = format!("SELECT count(*)::int8 FROM {t} WHERE {pred}");
-    let range = format!(
-        " AND {k} >= {} AND {k} <= {}",
-        cast("$2", &spec.key_type),
-        cast("$3", &spec.key_type)
-    );
-    // (rows, first key, last key) of a batch; `tail` orders, limits, locks.
-    let ranged_bound = |tail: &str| {
+    let mut create_archive = vec![];
+    if let Some(ArchiveSpec::Table { name, exists }) = &spec.archive {
+        create_archive.extend(create_archive_table(spec, name, *exists));
+    }
+    // The eligible rows and their key span, in one pass over them.
+    let count = if key.aggregable() {
+        let k = key.tuple("");
+        format!("SELECT count(*)::int8, min({k})::text, max({k})::text FROM {t} WHERE {pred}")
+    } else {
+        let end = |desc| {
+            format!(
+                "(SELECT {} FROM {t} WHERE {pred} ORDER BY {} LIMIT 1)",
+                key.text(""),
+                key.order("", desc)
+            )
+        };
         format!(
-            "SELECT count(*)::int8, min(b.k)::text, max(b.k)::text FROM (SELECT {k} AS k FROM {t} WHERE {pred}{tail}) b"
+            "SELECT count(*)::int8, {}, {} FROM {t} WHERE {pred}",
+            end(false),
+            end(true)
         )
     };
-    let mut create_archive = vec![];
-    let integer_key = matches!(spec.key_type.as_str(), "bigint" | "integer" | "smallint");
-    let window = format!(" AND {k} >= $2::int8 AND {k} < $3::int8");
-    // The table's key span: read from the ends of the key index, instantly.
-    // (The eligible rows' span would cost a pass over all of them; the walk
-    // stops once the rows counted at the start are gone instead.)
-    let span = format!("SELECT min({k})::int8, max({k})::int8 FROM {t}");
-    let batch = match &spec.archive {
-        // The DBA's loop: key windows, one plain statement each.
-        None if integer_key => BatchSql::Window {
-            span,
-            statement: format!("DELETE FROM {t} WHERE {pred}{window}"),
-        },
-        Some(ArchiveSpec::Table { name, exists }) if integer_key => {
-            create_archive.extend(create_archive_table(spec, name, *exists));
-            BatchSql::Window {
-                span,
-                statement: format!(
-                    "WITH moved AS (DELETE FROM {t} WHERE {pred}{window} RETURNING *) \
-                     INSERT INTO {name} ({cols}) SELECT {cols} FROM moved"
+    let batch = if key.integer() && !matches!(spec.archive, Some(ArchiveSpec::File { .. })) {
+        let k = key.tuple("");
+        let window = format!(" AND {k} >= $2::int8 AND {k} <= $3::int8");
+        let delete = format!("DELETE FROM {t} WHERE {pred}{window}");
+        BatchSql::Window {
+            statement: match &spec.archive {
+                // The DBA's loop: key windows, one plain statement each.
+                None => delete,
+                Some(ArchiveSpec::Table { name, .. }) => {
+                    format!("WITH moved AS ({delete} RETURNING *) INSERT INTO {name} ({cols}) SELECT {cols} FROM moved")
+                }
+                Some(ArchiveSpec::File { .. }) => unreachable!("file archives take ranged batches"),
+            },
+            left: spec
+                .check_left
+                .then(|| format!("SELECT count(*)::int8 FROM {t} WHERE {pred}{window}")),
+            next_key: format!("SELECT min({k})::int8 FROM {t} WHERE {k} > $1::int8"),
+        }
+    } else {
+        let kt = key.tuple("");
+        // (rows, first key, last key) of a batch: the first `limit`
+        // eligible keys after `from`, up to the span's end `to`.
+        let bound = |op: &str| {
+            let sel: Vec<String> = spec.key.iter().map(|(c, _)| c.clone()).collect();
+            format!(
+                "SELECT count(*)::int8, (array_agg({txt} ORDER BY {asc}))[1], (array_agg({txt} ORDER BY {desc}))[1] \
+                 FROM (SELECT {sel} FROM {t} WHERE {pred} AND {kt} {op} {from} AND {kt} <= {to} ORDER BY {order} LIMIT $3) b",
+                txt = key.text("b."),
+                asc = key.order("b.", false),
+                desc = key.order("b.", true),
+                sel = sel.join(", "),
+                from = key.param(2),
+                to = key.param(4),
+                order = key.order("", false),
+            )
+        };
+        let range = format!(" AND {kt} >= {} AND {kt} <= {}", key.param(2), key.param(3));
+        let delete = format!("DELETE FROM {t} WHERE {pred}{range}");
+        BatchSql::Ranged {
+            bound_first: bound(">="),
+            bound_next: bound(">"),
+            copy: None,
+            delete: match &spec.archive {
+                // Plain retention: one key-range DELETE; no RETURNING to
+                // materialise, no row locks taken twice.
+                None => delete,
+                Some(ArchiveSpec::Table { name, .. }) => {
+                    format!("WITH moved AS ({delete} RETURNING *) INSERT INTO {name} ({cols}) SELECT {cols} FROM moved")
+                }
+                // The rows the delete really removed, for the file (a row a
+                // trigger kept is not written).
+                Some(ArchiveSpec::File { .. }) => format!(
+                    "WITH moved AS ({delete} RETURNING *) SELECT {}, row_to_json(moved)::text FROM moved ORDER BY {}",
+                    key.text("moved."),
+                    key.order("moved.", false)
                 ),
-            }
-        }
-        Some(ArchiveSpec::File { .. }) => {
-            let bound = |extra: &str| ranged_bound(&format!("{extra} ORDER BY {k} LIMIT {} FOR UPDATE", limit(extra)));
-            BatchSql::Ranged {
-                bound_first: bound(""),
-                bound_next: bound(&after),
-                rows_json: Some(format!(
-                    "SELECT s.{k}::text, row_to_json(s)::text FROM (SELECT * FROM {t} WHERE {pred}{range}) s ORDER BY s.{k}"
-                )),
-                copy: None,
-                delete: format!("DELETE FROM {t} WHERE {pred}{range}"),
-            }
-        }
-        None => {
-            // Plain retention: the batch's key range, then one key-range
-            // DELETE; no RETURNING to materialise, no row locks taken twice.
-            let bound = |extra: &str| ranged_bound(&format!("{extra} ORDER BY {k} LIMIT {}", limit(extra)));
-            BatchSql::Ranged {
-                bound_first: bound(""),
-                bound_next: bound(&after),
-                rows_json: None,
-                copy: None,
-                delete: format!("DELETE FROM {t} WHERE {pred}{range}"),
-            }
-        }
-        Some(ArchiveSpec::Table { name, exists }) => {
-            create_archive.extend(create_archive_table(spec, name, *exists));
-            // One statement archives and deletes. The batch's last key bounds
-            // a key-range DELETE (`IN (SELECT …)` let the planner hash-join
-            // every eligible row on every batch).
-            let one = |extra: &str| {
-                format!(
-                    "WITH bound AS (SELECT max(b.k) AS hi FROM (SELECT {k} AS k FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {}) b), \
-                     moved AS (DELETE FROM {t} WHERE {pred}{extra} AND {k} <= (SELECT hi FROM bound) RETURNING *), \
-                     archived AS (INSERT INTO {name} ({cols}) SELECT {cols} FROM moved) \
-                     SELECT count(*)::int8, max({k})::text FROM moved",
-                    limit(extra)
-                )
-            };
-            BatchSql::Single {
-                first: one(""),
-                next: one(&after),
-            }
+            },
         }
     };
     RetentionSql {
@@ -770,12 +870,16 @@ pub async fn prepare_window(c: &mut PgConnection, statement: &str) -> Result<(),
 /// the server: `BEGIN; EXECUTE …` (the delete, or the archive-and-delete),
 /// then the journal row and `COMMIT` — one transaction, so the batch and
 /// its journal row commit together or not at all (safety.md rules 5, 6).
+/// With `left`, a third statement counts the eligible rows the window kept.
 async fn window_batch(
     c: &mut PgConnection,
     work: &RetentionWork,
-    (lo, hi): (i64, i64),
+    Window { lo, hi }: Window,
     journal: &BatchJournal,
 ) -> Result<BatchDone, DbError> {
+    let BatchSql::Window { left, .. } = &work.batch else {
+        return Err(DbError::other("a key window needs a windowed step"));
+    };
     let run = format!(
         "BEGIN; EXECUTE {WINDOW_STATEMENT}({}, {lo}, {hi})",
         quote_literal(&work.cutoff)
@@ -788,7 +892,25 @@ async fn window_batch(
             return Err(e.into());
         }
     };
-    let last_key = (hi - 1).to_string();
+    let kept = match left {
+        None => 0,
+        Some(q) => {
+            let n: Result<i64, _> = sqlx::query_scalar(sql(q.clone()))
+                .bind(&work.cutoff)
+                .bind(lo)
+                .bind(hi)
+                .fetch_one(&mut *c)
+                .await;
+            match n {
+                Ok(n) => n.max(0) as u64,
+                Err(e) => {
+                    let _ = execute(c, "ROLLBACK").await;
+                    return Err(e.into());
+                }
+            }
+        }
+    };
+    let last_key = hi.to_string();
     let finish = if rows > 0 {
         format!(
             "INSERT INTO dbmaint.batches (run_id, step, batch_no, last_key, rows) VALUES ({}, {}, {}, {}, {rows}); COMMIT",
@@ -806,6 +928,7 @@ async fn window_batch(
     }
     Ok(BatchDone {
         rows,
+        selected: rows + kept,
         last_key: Some(last_key),
     })
 }
@@ -815,13 +938,14 @@ async fn window_batch(
 pub async fn retention_batch(
     c: &mut PgConnection,
     work: &RetentionWork,
-    keys: Keys<'_>,
+    at: BatchAt<'_>,
     journal: &BatchJournal,
     archive_file: Option<&mut ArchiveFile>,
 ) -> Result<BatchDone, DbError> {
-    if let (BatchSql::Window { .. }, Some(window)) = (&work.batch, keys.window) {
-        return window_batch(c, work, window, journal).await;
-    }
+    let keys = match at {
+        BatchAt::Window(w) => return window_batch(c, work, w, journal).await,
+        BatchAt::Ranged(keys) => keys,
+    };
     let mut tx = c.begin().await?;
     let result = batch_in(&mut tx, work, keys, journal, archive_file).await;
     super::settle(tx, result).await
@@ -834,33 +958,16 @@ async fn batch_in(
     journal: &BatchJournal,
     archive_file: Option<&mut ArchiveFile>,
 ) -> Result<BatchDone, DbError> {
-    let done = match &work.batch {
-        BatchSql::Single { first, next } => {
-            let row = fetch_first_or_next!(c, work, keys, first, next);
-            BatchDone {
-                rows: row.get::<i64, _>(0).max(0) as u64,
-                last_key: row.get(1),
-            }
-        }
-        BatchSql::Ranged {
-            bound_first,
-            bound_next,
-            rows_json,
-            copy,
-            delete,
-        } => ranged_batch!(
-            c,
-            work,
-            keys,
-            archive_file,
-            bound_first,
-            bound_next,
-            rows_json,
-            copy,
-            delete
-        )?,
-        BatchSql::Window { .. } => return Err(DbError::other("a windowed batch needs its key window")),
+    let BatchSql::Ranged {
+        bound_first,
+        bound_next,
+        copy,
+        delete,
+    } = &work.batch
+    else {
+        return Err(DbError::other("a windowed step takes key windows, not ranged batches"));
     };
+    let done = ranged_batch!(c, work, keys, archive_file, bound_first, bound_next, copy, delete)?;
     if done.rows > 0 {
         sqlx::query("INSERT INTO dbmaint.batches (run_id, step, batch_no, last_key, rows) VALUES ($1, $2, $3, $4, $5)")
             .bind(journal.run_id)

@@ -10,8 +10,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
 
 use super::{
-    ArchiveSpec, BatchDone, BatchJournal, DbError, ErrorKind, Keys, ProbeFn, RetentionSpec, RetentionSql, RunRecord,
-    SessionLimits, StepRecord, retention_predicate, sql,
+    ArchiveSpec, BatchAt, BatchDone, BatchJournal, DbError, ErrorKind, Keys, ProbeFn, RetentionSpec, RetentionSql,
+    RunRecord, SessionLimits, StepRecord, retention_predicate, sql,
 };
 use crate::archive::ArchiveFile;
 use crate::execplan::{BatchSql, RetentionWork};
@@ -174,6 +174,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
                 indexes: vec![],
                 inheritance_children: vec![],
                 without_rowid: r.get::<i64, _>(5) != 0,
+                delete_triggers: vec![],
             });
             pk_order.push(vec![]);
         }
@@ -217,6 +218,36 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
                 primary: r.get::<String, _>(3) == "pk",
                 valid: true,
                 partial: r.get::<i64, _>(4) != 0,
+            });
+        }
+    }
+
+    // Triggers on DELETE, read from their CREATE text.
+    for r in sqlx::query("SELECT tbl_name, name, sql FROM sqlite_schema WHERE type = 'trigger' ORDER BY tbl_name, name")
+        .fetch_all(&mut *c)
+        .await?
+    {
+        let (table, name, text): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let head = text.to_ascii_uppercase();
+        // The head up to ` ON `: `CREATE TRIGGER n [BEFORE|AFTER|INSTEAD OF] DELETE ON t`.
+        let head = head.split(" ON ").next().unwrap_or("");
+        if !head.split_whitespace().any(|w| w == "DELETE") {
+            continue;
+        }
+        let timing = if head.contains("BEFORE") {
+            "BEFORE"
+        } else if head.contains("INSTEAD") {
+            "INSTEAD OF"
+        } else {
+            "AFTER"
+        };
+        if let Some(t) = tables.iter_mut().find(|t| t.name.eq_ignore_ascii_case(&table)) {
+            t.delete_triggers.push(crate::inspect::DeleteTrigger {
+                name,
+                timing: timing.into(),
+                per_row: true,
+                function: String::new(),
+                reads: crate::triggerbody::Body::read(&text, timing == "BEFORE"),
             });
         }
     }
@@ -276,7 +307,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
         bloat: indexmap::IndexMap::new(),
         leftovers: None,
         matviews: None,
-        catalog_queries: 4,
+        catalog_queries: 5,
     };
     for p in probes(&inspection) {
         let facts = probe(c, &p).await?;
@@ -398,11 +429,57 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
     })
 }
 
-fn key_param(n: u8, key_type: &str) -> String {
-    if key_type.to_ascii_uppercase().contains("INT") {
-        format!("CAST(?{n} AS INTEGER)")
-    } else {
-        format!("?{n}")
+/// A retention key in SQLite's SQL: one column (or `rowid`), or a composite
+/// key compared as a row value. Keys travel as `json_array(k, …)` text and
+/// come back through `json_extract`, which returns each value in the
+/// storage class it had: a typeless key holding numbers compares as
+/// numbers, text as text, as SQLite itself orders them.
+struct SqliteKey<'a>(&'a [(String, String)]);
+
+impl SqliteKey<'_> {
+    fn cols(&self) -> Vec<&str> {
+        self.0.iter().map(|(c, _)| c.as_str()).collect()
+    }
+
+    /// `k` or `(a, b)`.
+    fn tuple(&self) -> String {
+        match self.cols().as_slice() {
+            [one] => one.to_string(),
+            many => format!("({})", many.join(", ")),
+        }
+    }
+
+    fn order(&self, desc: bool) -> String {
+        self.cols()
+            .iter()
+            .map(|c| format!("{c}{}", if desc { " DESC" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The key as walk text.
+    fn text(&self) -> String {
+        format!("json_array({})", self.cols().join(", "))
+    }
+
+    /// Parameter `?n` (walk text) as a value comparable with [`Self::tuple`].
+    fn param(&self, n: u8) -> String {
+        let parts: Vec<String> = (0..self.0.len())
+            .map(|i| format!("json_extract(?{n}, '$[{i}]')"))
+            .collect();
+        match parts.as_slice() {
+            [one] => one.clone(),
+            many => format!("({})", many.join(", ")),
+        }
+    }
+
+    /// The key a file archive's line carries: the value itself for one
+    /// column, a JSON array for several.
+    fn file_key(&self) -> String {
+        match self.cols().as_slice() {
+            [one] => format!("CAST({one} AS TEXT)"),
+            _ => self.text(),
+        }
     }
 }
 
@@ -414,34 +491,73 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
         .cutoff_cast
         .map_or_else(|| "?1".to_string(), |c| format!("CAST(?1 AS {c})"));
     let pred = retention_predicate(spec, &param);
-    let (t, k) = (&spec.table, &spec.key);
+    let t = &spec.table;
+    let key = SqliteKey(&spec.key);
+    let kt = key.tuple();
     let cols = spec
         .columns
         .iter()
         .map(|(c, _)| c.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    let range = format!(
-        " AND {k} >= {} AND {k} <= {}",
-        key_param(2, &spec.key_type),
-        key_param(3, &spec.key_type)
-    );
-    // First batch binds (cutoff, limit); the next ones (cutoff, last key, limit).
-    let bound = |extra: &str, limit: &str| {
-        format!(
-            "SELECT count(*), CAST(min(b.k) AS TEXT), CAST(max(b.k) AS TEXT) \
-             FROM (SELECT {k} AS k FROM {t} WHERE {pred}{extra} ORDER BY {k} LIMIT {limit}) b"
+    let range = format!(" AND {kt} >= {} AND {kt} <= {}", key.param(2), key.param(3));
+    // The eligible rows and their key span; (rows, first key, last key) of
+    // a batch. One column: min and max (which order storage classes as
+    // comparisons do); several: the ends of the ordered rows.
+    let (count, bound_first, bound_next) = if let [(k, _)] = spec.key.as_slice() {
+        let bound = |op: &str| {
+            format!(
+                "SELECT count(*), json_array(min(b.k)), json_array(max(b.k)) \
+                 FROM (SELECT {k} AS k FROM {t} WHERE {pred} AND {k} {op} {} AND {k} <= {} ORDER BY {k} LIMIT ?3) b",
+                key.param(2),
+                key.param(4)
+            )
+        };
+        (
+            format!("SELECT count(*), json_array(min({k})), json_array(max({k})) FROM {t} WHERE {pred}"),
+            bound(">="),
+            bound(">"),
+        )
+    } else {
+        let end = |from: &str, desc| {
+            format!(
+                "(SELECT {} FROM {from} ORDER BY {} LIMIT 1)",
+                key.text(),
+                key.order(desc)
+            )
+        };
+        let eligible = format!("{t} WHERE {pred}");
+        let bound = |op: &str| {
+            format!(
+                "WITH b AS MATERIALIZED (SELECT {} FROM {t} WHERE {pred} AND {kt} {op} {} AND {kt} <= {} ORDER BY {} LIMIT ?3) \
+                 SELECT (SELECT count(*) FROM b), {}, {}",
+                key.cols().join(", "),
+                key.param(2),
+                key.param(4),
+                key.order(false),
+                end("b", false),
+                end("b", true)
+            )
+        };
+        (
+            format!(
+                "SELECT count(*), {}, {} FROM {t} WHERE {pred}",
+                end(&eligible, false),
+                end(&eligible, true)
+            ),
+            bound(">="),
+            bound(">"),
         )
     };
     let mut create_archive = vec![];
     let mut copy = None;
-    let mut rows_json = None;
-    match &spec.archive {
+    let delete = format!("DELETE FROM {t} WHERE {pred}{range}");
+    let delete = match &spec.archive {
         Some(ArchiveSpec::Table { name, exists }) => {
             if !exists {
                 let mut defs: Vec<String> = spec.columns.iter().map(|(c, ty)| format!("{c} {ty}")).collect();
-                let pk = if spec.primary_key.is_empty() && spec.key != "rowid" {
-                    vec![k.clone()]
+                let pk = if spec.primary_key.is_empty() && kt != "rowid" {
+                    key.cols().iter().map(|c| c.to_string()).collect()
                 } else {
                     spec.primary_key.clone()
                 };
@@ -453,7 +569,10 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
             copy = Some(format!(
                 "INSERT INTO {name} ({cols}) SELECT {cols} FROM {t} WHERE {pred}{range}"
             ));
+            delete
         }
+        // The rows the delete really removed, for the file (a row a
+        // trigger kept is not written).
         Some(ArchiveSpec::File { .. }) => {
             let fields = spec
                 .columns
@@ -461,21 +580,18 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
                 .map(|(c, _)| format!("'{}', {c}", c.trim_matches('"').replace('\'', "''")))
                 .collect::<Vec<_>>()
                 .join(", ");
-            rows_json = Some(format!(
-                "SELECT CAST({k} AS TEXT), json_object({fields}) FROM {t} WHERE {pred}{range} ORDER BY {k}"
-            ));
+            format!("{delete} RETURNING {}, json_object({fields})", key.file_key())
         }
-        None => {}
-    }
+        None => delete,
+    };
     RetentionSql {
         create_archive,
-        count: format!("SELECT count(*) FROM {t} WHERE {pred}"),
+        count,
         batch: BatchSql::Ranged {
-            bound_first: bound("", "?2"),
-            bound_next: bound(&format!(" AND {k} > {}", key_param(2, &spec.key_type)), "?3"),
-            rows_json,
+            bound_first,
+            bound_next,
             copy,
-            delete: format!("DELETE FROM {t} WHERE {pred}{range}"),
+            delete,
         },
     }
 }
@@ -484,10 +600,13 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
 pub async fn retention_batch(
     c: &mut SqliteConnection,
     work: &RetentionWork,
-    keys: Keys<'_>,
+    at: BatchAt<'_>,
     journal: &BatchJournal,
     archive_file: Option<&mut ArchiveFile>,
 ) -> Result<BatchDone, DbError> {
+    let BatchAt::Ranged(keys) = at else {
+        return Err(DbError::other("key windows are a PostgreSQL batch style"));
+    };
     let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
     let result = batch_in(&mut tx, work, keys, journal, archive_file).await;
     super::settle(tx, result).await
@@ -503,24 +622,13 @@ async fn batch_in(
     let BatchSql::Ranged {
         bound_first,
         bound_next,
-        rows_json,
         copy,
         delete,
     } = &work.batch
     else {
         return Err(DbError::other("a SQLite retention step needs ranged batches"));
     };
-    let done = ranged_batch!(
-        c,
-        work,
-        keys,
-        archive_file,
-        bound_first,
-        bound_next,
-        rows_json,
-        copy,
-        delete
-    )?;
+    let done = ranged_batch!(c, work, keys, archive_file, bound_first, bound_next, copy, delete)?;
     if done.rows == 0 {
         return Ok(done);
     }

@@ -52,6 +52,8 @@ crate::params! {
             column_tz: Tz,
             /// Allow a run that would delete every row of the table (refused by default).
             allow_all_rows: bool,
+            /// Eligible rows still referenced by RESTRICT / NO ACTION foreign keys: `skip` leaves and counts them (default), `fail` fails the step before its first batch.
+            on_restrict: String,
         }
     }
 }
@@ -91,6 +93,16 @@ impl OpParams for Retention {
                 f.pos,
                 format!("`time_format: {}` is not a time format", f.value),
                 &format!("one of {}", crate::timefmt::TimeFormat::NAMES),
+            );
+        }
+        if let Some(r) = &self.on_restrict
+            && !matches!(r.value.as_str(), "skip" | "fail")
+        {
+            c.error(
+                "invalid-value",
+                r.pos,
+                format!("`on_restrict: {}` is not a choice", r.value),
+                "`skip` (leave referenced rows, counted) or `fail`",
             );
         }
         if let Some(w) = &self.r#where {
@@ -289,47 +301,9 @@ impl Retention {
                 .unwrap_or_default();
             return Draft::error(format!("table `{name}` has no column `{column}` (step `{step}`){hint}"));
         };
-        let key = match (get(&self.key), t.primary_key.as_slice(), cx.backend) {
-            (Some(k), _, _) => match t.column(&k.0) {
-                Some(c) => (c.name.clone(), c.data_type.clone()),
-                None => {
-                    return Draft::error(format!(
-                        "table `{name}` has no column `{}` for `key` (step `{step}`)",
-                        k.0
-                    ));
-                }
-            },
-            // SQLite: an integer primary key is the rowid itself; any other
-            // key (text, or typeless `id PRIMARY KEY` holding numbers that a
-            // text bound would never match) orders batches worse than the
-            // rowid every rowid table has.
-            (None, [pk], Backend::Sqlite) if !t.without_rowid => match t.column(pk) {
-                Some(c) if c.data_type.to_ascii_uppercase().contains("INT") => (c.name.clone(), c.data_type.clone()),
-                Some(_) => ("rowid".to_string(), "INTEGER".to_string()),
-                None => return Draft::error(format!("primary key column `{pk}` of `{name}` not found")),
-            },
-            (None, [pk], _) => match t.column(pk) {
-                Some(c) => (c.name.clone(), c.data_type.clone()),
-                None => return Draft::error(format!("primary key column `{pk}` of `{name}` not found")),
-            },
-            (None, pk, Backend::Sqlite) if t.without_rowid => {
-                return Draft::error(format!(
-                    "table `{name}` is WITHOUT ROWID with a {}-column primary key (step `{step}`): batches need one \
-                     ordered key column; set `key:` to a unique, indexed column",
-                    pk.len()
-                ));
-            }
-            (None, _, Backend::Sqlite) => ("rowid".to_string(), "INTEGER".to_string()),
-            (None, pk, Backend::Postgres) => {
-                return Draft::error(format!(
-                    "table `{name}` has {} (step `{step}`): batches need one ordered key column; set `key:` to a unique, indexed column",
-                    if pk.is_empty() {
-                        "no primary key".to_string()
-                    } else {
-                        format!("a {}-column primary key", pk.len())
-                    }
-                ));
-            }
+        let key = match batch_key(get(&self.key).map(|k| k.0), t, cx.backend) {
+            Ok(k) => k,
+            Err(e) => return Draft::error(format!("{e} (step `{step}`)")),
         };
         let Some(facts) = cx.insp.retention.get(step) else {
             return Draft::error(format!("no row count for step `{step}` in the inspection"));
@@ -380,11 +354,13 @@ impl Retention {
                 .into(),
             ..Draft::default()
         };
-        let key_quoted = if key.0 == "rowid" {
-            "rowid".to_string()
-        } else {
-            quote_ident(&key.0)
-        };
+        let key_quoted: Vec<(String, String)> = key
+            .iter()
+            .map(|(k, ty)| {
+                let q = if k == "rowid" { k.clone() } else { quote_ident(k) };
+                (q, ty.clone())
+            })
+            .collect();
         let mut archive = None;
         let mut archive_to = None;
         let mut archive_note = None;
@@ -455,7 +431,6 @@ impl Retention {
             column: quote_ident(&col.name),
             column_type: col.data_type.clone(),
             key: key_quoted,
-            key_type: key.1,
             where_sql: self.full_condition(cx, t),
             batch_size,
             columns: t
@@ -471,9 +446,11 @@ impl Retention {
                 _ => None,
             },
             only: !t.inheritance_children.is_empty(),
+            check_left: facts.rls_applies || !t.delete_triggers.is_empty(),
         };
         let sql = retention_sql(cx.backend, &spec);
-        let rows = max_rows.map_or(facts.rows, |m| facts.rows.min(m - m % batch_size));
+        // Exact: batches never take more than what is left of `max_rows`.
+        let rows = max_rows.map_or(facts.rows, |m| facts.rows.min(m));
         let batches = rows.div_ceil(batch_size);
         let per_row = t.total_bytes.checked_div(t.live_tuples).unwrap_or(0);
         let approx = if facts.exact { "" } else { "~" };
@@ -553,7 +530,47 @@ impl Retention {
                  and stay; run as the table's owner or a role with BYPASSRLS to include them"
             ));
         }
-        if facts.referenced > 0 {
+        for tr in &t.delete_triggers {
+            let what = tr.reads.describe();
+            d.object(
+                Marker::Read,
+                "trigger",
+                format!("{name}.{}", tr.name),
+                format!(
+                    "{} DELETE{}{}: fires for the rows this step deletes; {what}",
+                    tr.timing,
+                    if tr.per_row {
+                        " FOR EACH ROW"
+                    } else {
+                        " FOR EACH STATEMENT"
+                    },
+                    if tr.function.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" → {}", tr.function)
+                    }
+                ),
+                serde_json::json!({
+                    "timing": tr.timing, "per_row": tr.per_row, "function": tr.function,
+                    "writes": tr.reads.writes, "may_keep_rows": tr.reads.may_keep_rows,
+                    "may_fail": tr.reads.may_fail, "dynamic_sql": tr.reads.dynamic_sql,
+                }),
+            );
+            if !tr.reads.writes.is_empty() {
+                d.warnings.push(format!(
+                    "trigger `{}` on `{name}` also writes {} for each deleted row: those changes are not in this diff",
+                    tr.name,
+                    tr.reads.writes.join(", ")
+                ));
+            }
+        }
+        if facts.referenced > 0 && get(&self.on_restrict).as_deref() == Some("fail") {
+            d.errors.push(format!(
+                "{} eligible rows of `{name}` are still referenced by other rows (on_restrict: fail): \
+                 delete or detach the referencing rows first, or set `on_restrict: skip` to leave them",
+                human_count(facts.referenced)
+            ));
+        } else if facts.referenced > 0 {
             d.warnings.push(format!(
                 "{} eligible rows of `{name}` are still referenced by other rows and stay (counted, not deleted)",
                 human_count(facts.referenced)
@@ -625,21 +642,19 @@ impl Retention {
         if rows > 0 {
             d.statements.extend(sql.create_archive.iter().cloned());
         }
+        d.statements.push(sql.count.clone());
         match &sql.batch {
-            BatchSql::Single { next, .. } => d.statements.push(next.clone()),
-            BatchSql::Window { span, statement } => {
-                d.statements.push(span.clone());
+            BatchSql::Window { statement, left, .. } => {
                 d.statements.push(statement.clone());
+                d.statements.extend(left.iter().cloned());
             }
             BatchSql::Ranged {
                 bound_next,
-                rows_json,
                 copy,
                 delete,
                 ..
             } => {
                 d.statements.push(bound_next.clone());
-                d.statements.extend(rows_json.iter().cloned());
                 d.statements.extend(copy.iter().cloned());
                 d.statements.push(delete.clone());
             }
@@ -656,9 +671,10 @@ impl Retention {
             let how = if matches!(sql.batch, BatchSql::Window { .. }) {
                 // Windows of keys: as many batches as windows holding rows.
                 format!(
-                    "key windows of {} (at least {} batches)",
+                    "key windows of {} (at least {} batch{})",
                     human_count(batch_size),
-                    human_count(batches)
+                    human_count(batches),
+                    if batches == 1 { "" } else { "es" }
                 )
             } else {
                 format!("{} batches of {}", human_count(batches), human_count(batch_size))
@@ -702,6 +718,83 @@ impl Retention {
             batch: sql.batch,
         }));
         d
+    }
+}
+
+/// The batch key of `t` as (column, type) pairs: `key:` when stated (it
+/// must be unique and NOT NULL, or batches would skip rows and overshoot
+/// `max_rows`), else the primary key — any number of columns, compared as
+/// a row value — else SQLite's rowid. On a SQLite rowid table an integer
+/// primary key is the rowid itself, and any other key (text, or typeless
+/// `id PRIMARY KEY`, which may even hold NULLs) gives way to the rowid.
+pub(crate) fn batch_key(
+    stated: Option<String>,
+    t: &crate::inspect::TableFacts,
+    backend: Backend,
+) -> Result<Vec<(String, String)>, String> {
+    let name = &t.name;
+    let rowid = backend == Backend::Sqlite && !t.without_rowid;
+    let usable = || -> String {
+        if !t.primary_key.is_empty() {
+            return format!("the primary key ({})", t.primary_key.join(", "));
+        }
+        if rowid {
+            return "`rowid` (or leave `key:` out)".into();
+        }
+        t.indexes
+            .iter()
+            .filter(|i| i.unique && i.valid && !i.partial && i.columns.len() == 1)
+            .find(|i| t.column(&i.columns[0]).is_some_and(|c| c.not_null))
+            .map_or(
+                "none: add a primary key or a unique index on a NOT NULL column".into(),
+                |i| format!("`key: {}`", i.columns[0]),
+            )
+    };
+    if let Some(k) = stated {
+        if rowid && k.eq_ignore_ascii_case("rowid") && t.column(&k).is_none() {
+            return Ok(vec![("rowid".into(), "INTEGER".into())]);
+        }
+        let Some(c) = t.column(&k) else {
+            return Err(format!("table `{name}` has no column `{k}` for `key`"));
+        };
+        let unique = t
+            .indexes
+            .iter()
+            .any(|i| (i.unique || i.primary) && i.valid && !i.partial && i.columns == [c.name.clone()])
+            || t.primary_key == [c.name.clone()];
+        if !unique {
+            return Err(format!(
+                "`key: {k}` is not unique in `{name}` (no unique index on it alone): batches would cut through \
+                 rows sharing a key and overshoot `max_rows`; usable key: {}",
+                usable()
+            ));
+        }
+        if !c.not_null {
+            return Err(format!(
+                "`key: {k}` may be NULL in `{name}`: rows with a NULL key would never be reached; \
+                 declare it NOT NULL; usable key: {}",
+                usable()
+            ));
+        }
+        return Ok(vec![(c.name.clone(), c.data_type.clone())]);
+    }
+    let pk: Vec<&crate::inspect::Column> = t.primary_key.iter().filter_map(|p| t.column(p)).collect();
+    if pk.len() != t.primary_key.len() {
+        return Err(format!("a primary key column of `{name}` was not found"));
+    }
+    match pk.as_slice() {
+        [c] if rowid && !c.data_type.to_ascii_uppercase().contains("INT") => {
+            Ok(vec![("rowid".into(), "INTEGER".into())])
+        }
+        [] if rowid => Ok(vec![("rowid".into(), "INTEGER".into())]),
+        [] => Err(format!(
+            "table `{name}` has no primary key: batches need a unique, NOT NULL key; usable key: {}",
+            usable()
+        )),
+        // A composite key on a rowid table: the rowid orders batches with
+        // one integer.
+        [_, _, ..] if rowid => Ok(vec![("rowid".into(), "INTEGER".into())]),
+        cols => Ok(cols.iter().map(|c| (c.name.clone(), c.data_type.clone())).collect()),
     }
 }
 

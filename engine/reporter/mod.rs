@@ -39,6 +39,8 @@ pub struct ReportStep {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deferred: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<crate::checks::Finding>,
@@ -58,6 +60,9 @@ pub struct ReportTotals {
     pub failed: usize,
     pub skipped: usize,
     pub deferred: usize,
+    /// Steps that did less than they chose to (see `Status::Partial`).
+    #[serde(default)]
+    pub partial: usize,
 }
 
 /// The final report of a run.
@@ -111,6 +116,7 @@ impl Collector {
                         rolled_back: None,
                         cleanup_failed: None,
                         deferred: None,
+                        partial: None,
                         skipped: Some("not selected (--step)".into()),
                         findings: vec![],
                         stats: None,
@@ -135,6 +141,7 @@ impl Collector {
             s.rolled_back = r.rolled_back.clone();
             s.cleanup_failed = r.cleanup_failed.clone();
             s.deferred = r.deferred.clone();
+            s.partial = r.partial.clone();
             s.findings = r.findings.clone();
             s.stats = r.stats.clone();
             s.bloat = r.bloat.clone();
@@ -157,6 +164,7 @@ impl Collector {
                 Status::Failed => t.failed += 1,
                 Status::Skipped => t.skipped += 1,
                 Status::Deferred => t.deferred += 1,
+                Status::Partial => t.partial += 1,
             }
         }
         self.report
@@ -228,6 +236,7 @@ pub fn render_text(r: &Report) -> String {
             Status::Failed => "✗",
             Status::Skipped => "-",
             Status::Deferred => "…",
+            Status::Partial => "◐",
         };
         let mut figures = vec![];
         if s.predicted.rows > 0 || s.rows > 0 {
@@ -270,6 +279,7 @@ pub fn render_text(r: &Report) -> String {
             ("rolled back", &s.rolled_back),
             ("LEFT FOR YOU", &s.cleanup_failed),
             ("deferred", &s.deferred),
+            ("PARTIAL", &s.partial),
             ("skipped", &s.skipped),
         ] {
             if let Some(v) = v {
@@ -291,7 +301,7 @@ pub fn render_text(r: &Report) -> String {
     crate::textsafe::line(
         &mut out,
         format!(
-            "Totals: {} rows (predicted {}), {} (predicted {}); {} succeeded, {} failed, {} skipped, {} deferred",
+            "Totals: {} rows (predicted {}), {} (predicted {}); {} succeeded, {} failed, {} skipped, {} deferred{}",
             human_count(t.rows),
             human_count(t.rows_predicted),
             human_bytes(t.bytes),
@@ -299,7 +309,12 @@ pub fn render_text(r: &Report) -> String {
             t.succeeded,
             t.failed,
             t.skipped,
-            t.deferred
+            t.deferred,
+            if t.partial > 0 {
+                format!(", {} PARTIAL", t.partial)
+            } else {
+                String::new()
+            }
         ),
     );
     out
@@ -341,13 +356,20 @@ pub fn line_for(e: &Event) -> Option<String> {
             error,
         } => format!("{step}: lock not granted ({error}); retry {attempt} in {wait_ms} ms"),
         Event::RolledBack { step, what } => format!("{step}: rolled back: {what}"),
+        Event::Warning { step, message } => format!("{step}: WARNING: {message}"),
         Event::StepFinished { result } => format!(
-            "{} finished: {} rows, {}, {} statements, {:.1}s",
+            "{} {}: {} rows, {}, {} statements, {:.1}s{}",
             result.step,
+            if result.status == Status::Partial {
+                "PARTIAL"
+            } else {
+                "finished"
+            },
             human_count(result.rows),
             human_bytes(result.bytes),
             result.statements,
-            result.duration_ms as f64 / 1000.0
+            result.duration_ms as f64 / 1000.0,
+            result.partial.as_deref().map(|p| format!(": {p}")).unwrap_or_default()
         ),
         Event::StepFailed { result } => format!(
             "{} FAILED: {}",

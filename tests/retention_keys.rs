@@ -1,0 +1,372 @@
+//! Retention keys and walks (issue 11 §3, §4): every real key works (UUID,
+//! composite, WITHOUT ROWID, keys at the type's maximum, sparse keys), a
+//! `key:` that would skip or double rows is refused, `max_rows` is exact,
+//! and a delete that something vetoes ends `partial` instead of stopping
+//! the walk short or claiming success.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::engine::{dbmaint, pg_count, rt};
+use crate::pg::seeded_db;
+use crate::retention_time::{apply, diff_json, plan, sqlite, step_rows};
+
+/// The run's report as JSON (`--output json`): exit code and document.
+fn apply_json(dir: &Path, p: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = dbmaint(dir)
+        .args([
+            "--output",
+            "json",
+            "plan",
+            "apply",
+            "--auto-approve",
+            "--log-dir",
+            "logs",
+        ])
+        .arg(p)
+        .output()
+        .expect("apply");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "apply printed no JSON: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), v["report"].clone())
+}
+
+#[test]
+fn postgres_uuid_and_composite_keys_delete_exactly_the_eligible_rows() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE sessions (id uuid PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO sessions SELECT md5(g::text)::uuid, now() - g * interval '1 day' + interval '12 hours' \
+           FROM generate_series(1, 100) g; \
+         CREATE TABLE sessions_archive (id uuid PRIMARY KEY, created_at timestamptz NOT NULL); \
+         CREATE TABLE tenant_events (tenant int, id int, created_at timestamptz NOT NULL, PRIMARY KEY (tenant, id)); \
+         INSERT INTO tenant_events SELECT g % 3, g, now() - g * interval '1 day' + interval '12 hours' \
+           FROM generate_series(1, 90) g;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    // UUID key, archive table: ranged batches over a key without min().
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: sessions, column: created_at, older_than: 30 days, batch_size: 7, archive: { table: sessions_archive }",
+    );
+    let (code, v, err) = diff_json(dir.path(), &p);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(step_rows(&v), 70);
+    let (code, r) = apply_json(dir.path(), &p);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["steps"][0]["rows"], 70);
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM sessions WHERE created_at >= now() - interval '30 days'"
+        )),
+        30
+    );
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM sessions")), 30);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM sessions_archive")), 70);
+    // Composite key (tenant, id), file archive: row-value keyset batches.
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: tenant_events, column: created_at, older_than: 30 days, batch_size: 8, archive: { file: te.jsonl }",
+    );
+    let (code, v, err) = diff_json(dir.path(), &p);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(step_rows(&v), 60);
+    let (code, r) = apply_json(dir.path(), &p);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM tenant_events")), 30);
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM tenant_events WHERE id > 30")),
+        0,
+        "every row older than 30 days is gone"
+    );
+    let lines = std::fs::read_to_string(dir.path().join("te.jsonl")).expect("archive");
+    let mut ids: Vec<i64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("line")["row"]["id"]
+                .as_i64()
+                .expect("id")
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (31..=90).collect::<Vec<_>>(), "each deleted row once in the file");
+}
+
+#[test]
+fn postgres_a_before_delete_veto_ends_partial_and_the_walk_goes_on() {
+    let rt = rt();
+    // 70 eligible rows, 2 of them pinned by a trigger that vetoes their delete.
+    let url = seeded_db(
+        "CREATE TABLE jobs (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, pinned bool NOT NULL DEFAULT false); \
+         INSERT INTO jobs SELECT g, now() - interval '400 days', g IN (5, 47) FROM generate_series(1, 70) g; \
+         INSERT INTO jobs SELECT g, now(), false FROM generate_series(71, 100) g; \
+         CREATE TABLE jobs_u (id text PRIMARY KEY, created_at timestamptz NOT NULL, pinned bool NOT NULL); \
+         INSERT INTO jobs_u SELECT lpad(id::text, 4, '0'), created_at, pinned FROM jobs; \
+         CREATE FUNCTION keep_pinned() RETURNS trigger LANGUAGE plpgsql AS $$ \
+           BEGIN IF OLD.pinned THEN RETURN NULL; END IF; INSERT INTO audit VALUES (OLD.id::text); RETURN OLD; END $$; \
+         CREATE TABLE audit (id text); \
+         CREATE TRIGGER keep BEFORE DELETE ON jobs FOR EACH ROW EXECUTE FUNCTION keep_pinned(); \
+         CREATE TRIGGER keep BEFORE DELETE ON jobs_u FOR EACH ROW EXECUTE FUNCTION keep_pinned();",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    for table in ["jobs", "jobs_u"] {
+        let p = plan(
+            dir.path(),
+            &url,
+            &format!("table: {table}, column: created_at, older_than: 365 days, batch_size: 20"),
+        );
+        // The diff names the trigger, what it writes, and that it may keep rows.
+        let (code, v, err) = diff_json(dir.path(), &p);
+        assert_eq!(code, Some(0), "{err}");
+        let objects = v["steps"][0]["objects"].to_string();
+        assert!(objects.contains(&format!("{table}.keep")), "{objects}");
+        assert!(objects.contains("may keep rows from the delete"), "{objects}");
+        assert!(
+            v["steps"][0]["warnings"].to_string().contains("also writes audit"),
+            "{v}"
+        );
+        let (code, r) = apply_json(dir.path(), &p);
+        assert_eq!(code, Some(1), "a partial step is not success: {r}");
+        let s = &r["steps"][0];
+        assert_eq!(s["status"], "partial", "{r}");
+        assert_eq!(s["rows"], 68, "{r}");
+        assert!(
+            s["partial"].as_str().unwrap_or("").contains("2 eligible rows kept"),
+            "{r}"
+        );
+        // The walk went past the vetoed rows: only they are left of the old ones.
+        assert_eq!(
+            rt.block_on(pg_count(
+                &url,
+                &format!("SELECT count(*) FROM {table} WHERE created_at < now() - interval '365 days'")
+            )),
+            2
+        );
+        assert_eq!(
+            rt.block_on(pg_count(&url, &format!("SELECT count(*) FROM {table} WHERE pinned"))),
+            2
+        );
+        assert_eq!(
+            rt.block_on(pg_count(&url, &format!("SELECT count(*) FROM {table}"))),
+            32
+        );
+    }
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM audit")), 136);
+}
+
+#[test]
+fn postgres_a_row_made_eligible_during_the_walk_is_deleted_too() {
+    let rt = rt();
+    // Odd ids are old, even ids new. Deleting id 1 makes id 138 old (as a
+    // concurrent UPDATE would): the walk covers the key span, not a count.
+    let url = seeded_db(
+        "CREATE TABLE ev (id text PRIMARY KEY, n int NOT NULL, created_at timestamptz NOT NULL); \
+         INSERT INTO ev SELECT lpad(g::text, 4, '0'), g, CASE WHEN g % 2 = 1 THEN now() - interval '400 days' ELSE now() END \
+           FROM generate_series(1, 140) g; \
+         CREATE FUNCTION age_138() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF OLD.n = 1 THEN UPDATE ev SET created_at = now() - interval '500 days' WHERE n = 138; END IF; RETURN OLD; END $$; \
+         CREATE TRIGGER age AFTER DELETE ON ev FOR EACH ROW EXECUTE FUNCTION age_138();",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: ev, column: created_at, older_than: 365 days, batch_size: 10",
+    );
+    let (code, r) = apply_json(dir.path(), &p);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["steps"][0]["rows"], 71, "{r}");
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM ev WHERE created_at < now() - interval '365 days'"
+        )),
+        0
+    );
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 69);
+}
+
+/// Runs `apply`, killing it past `limit` (the exit code is then `None`).
+fn apply_within(dir: &Path, p: &Path, limit: Duration) -> (Option<i32>, serde_json::Value) {
+    let out = dbmaint(dir)
+        .args([
+            "--output",
+            "json",
+            "plan",
+            "apply",
+            "--auto-approve",
+            "--log-dir",
+            "logs",
+        ])
+        .arg(p)
+        .timeout(limit)
+        .output()
+        .expect("apply");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), v["report"].clone())
+}
+
+#[test]
+fn postgres_keys_at_the_bigint_maximum_and_sparse_keys_finish_in_few_statements() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE ev (id bigint PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO ev VALUES (1, now() - interval '400 days'), (1000000000000, now() - interval '400 days'), \
+           (2000000000000, now()), (3000000000000, now() - interval '400 days'), \
+           (9223372036854775806, now()), (9223372036854775807, now() - interval '400 days');",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: ev, column: created_at, older_than: 365 days, batch_size: 100",
+    );
+    let (code, r) = apply_within(dir.path(), &p, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["steps"][0]["rows"], 4, "{r}");
+    // Windows with rows, and one jump over each empty stretch: a handful of
+    // statements, not one per 100 keys.
+    let statements = r["steps"][0]["statements"].as_u64().expect("statements");
+    assert!(statements <= 16, "{statements} statements: {r}");
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 2);
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM ev WHERE id IN (2000000000000, 9223372036854775806)"
+        )),
+        2
+    );
+}
+
+#[test]
+fn postgres_max_rows_is_predicted_and_deleted_exactly() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE ev (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO ev SELECT g, now() - interval '400 days' FROM generate_series(1, 400) g; \
+         INSERT INTO ev SELECT g, now() FROM generate_series(401, 500) g; \
+         CREATE TABLE ev_u (id uuid PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO ev_u SELECT md5(id::text)::uuid, created_at FROM ev;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    for table in ["ev", "ev_u"] {
+        let p = plan(
+            dir.path(),
+            &url,
+            &format!("table: {table}, column: created_at, older_than: 365 days, batch_size: 100, max_rows: 250"),
+        );
+        let (code, v, err) = diff_json(dir.path(), &p);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(step_rows(&v), 250, "{v}");
+        let (code, r) = apply_json(dir.path(), &p);
+        assert_eq!(code, Some(0), "{r}");
+        assert_eq!(r["steps"][0]["rows"], 250, "{r}");
+        assert_eq!(
+            rt.block_on(pg_count(&url, &format!("SELECT count(*) FROM {table}"))),
+            250
+        );
+    }
+}
+
+#[test]
+fn postgres_a_key_that_is_not_unique_or_may_be_null_is_refused_naming_a_usable_key() {
+    let url = seeded_db(
+        "CREATE TABLE ev (id int PRIMARY KEY, batch int NOT NULL, ext int UNIQUE, created_at timestamptz NOT NULL); \
+         INSERT INTO ev SELECT g, g / 10, g, now() - interval '400 days' FROM generate_series(1, 50) g; \
+         CREATE TABLE loose (ref int NOT NULL UNIQUE, created_at timestamptz NOT NULL);",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (params, says) in [
+        ("table: ev, key: batch", "`key: batch` is not unique"),
+        ("table: ev, key: ext", "`key: ext` may be NULL"),
+        ("table: loose", "usable key: `key: ref`"),
+    ] {
+        let p = plan(
+            dir.path(),
+            &url,
+            &format!("{params}, column: created_at, older_than: 365 days"),
+        );
+        let (code, v, _) = diff_json(dir.path(), &p);
+        assert_eq!(code, Some(1), "{params}: {v}");
+        let e = v["steps"][0]["errors"].to_string();
+        assert!(e.contains(says), "{params}: {e}");
+        if params.contains("ev,") {
+            assert!(e.contains("usable key: the primary key (id)"), "{e}");
+        }
+    }
+    assert_eq!(rt().block_on(pg_count(&url, "SELECT count(*) FROM ev")), 50);
+}
+
+#[test]
+fn sqlite_without_rowid_composite_keys_and_a_raise_ignore_veto() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE tagged (a TEXT NOT NULL, b INTEGER NOT NULL, created TEXT NOT NULL, pinned INT NOT NULL DEFAULT 0, \
+           PRIMARY KEY (a, b)) WITHOUT ROWID; \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 90) \
+         INSERT INTO tagged SELECT char(97 + i % 3), i, datetime('now', '-' || i || ' days', '-12 hours'), i IN (40, 77) FROM n; \
+         CREATE TRIGGER keep BEFORE DELETE ON tagged WHEN old.pinned BEGIN SELECT RAISE(IGNORE); END;",
+    );
+    let target = format!("sqlite:{}", db.display());
+    let p = plan(
+        dir.path(),
+        &target,
+        "table: tagged, column: created, batch_size: 7, older_than: 30 days",
+    );
+    let (code, v, err) = diff_json(dir.path(), &p);
+    assert_eq!(code, Some(0), "{err} {v}");
+    // Ages 30.5 … 90.5 days: 61 rows, two of them pinned.
+    assert_eq!(step_rows(&v), 61);
+    assert!(v["steps"][0]["objects"].to_string().contains("may keep rows"), "{v}");
+    let (code, r) = apply_json(dir.path(), &p);
+    assert_eq!(code, Some(1), "{r}");
+    assert_eq!(r["steps"][0]["status"], "partial", "{r}");
+    assert_eq!(r["steps"][0]["rows"], 59, "{r}");
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM tagged"), "31");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT group_concat(b) FROM (SELECT b FROM tagged WHERE b > 30 ORDER BY b)"
+        ),
+        "40,77"
+    );
+}
+
+#[test]
+fn sqlite_a_typeless_stated_key_compares_as_the_numbers_it_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    // `ext` has no type and holds integers; text bounds would match none
+    // of them (the bug: 0 deleted).
+    sqlite(
+        &db,
+        "CREATE TABLE ev (ext UNIQUE NOT NULL, created TEXT NOT NULL); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+         INSERT INTO ev SELECT i * 1000, datetime('now', '-' || i || ' days', '-12 hours') FROM n;",
+    );
+    let target = format!("sqlite:{}", db.display());
+    let p = plan(
+        dir.path(),
+        &target,
+        "table: ev, column: created, key: ext, batch_size: 9, older_than: 30 days",
+    );
+    assert!(apply(dir.path(), &p).status.success());
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "29");
+    assert_eq!(sqlite(&db, "SELECT max(ext) FROM ev"), "29000");
+}
