@@ -262,10 +262,11 @@ fn main() {
             assert_eq!(rt.block_on(count(&mut c, &left)), 0);
             // (iii) dbmaint
             rt.block_on(reset(&mut c));
-            // dbmaint's cutoff is its start time minus 730 days: rows that
-            // age past the cutoff while it runs are the next run's.
+            // dbmaint's cutoff is its start time, in whole seconds, minus
+            // 730 days: rows that age past the cutoff while it runs are the
+            // next run's.
             let start: String = rt.block_on(async {
-                sqlx::query_scalar("SELECT now()::text")
+                sqlx::query_scalar("SELECT date_trunc('second', now())::text")
                     .fetch_one(&mut c)
                     .await
                     .expect("now")

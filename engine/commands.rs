@@ -64,11 +64,13 @@ fn prepare(cli: &Cli, args: &PlanArgs, now: Option<&str>) -> Result<Ready, i32> 
     Ok(Ready { loaded, target, now })
 }
 
-async fn compute(cli: &Cli, r: &Ready) -> Result<ExecutionPlan, i32> {
+/// `digest`: also digest each retention step's eligible keys (for saving a
+/// plan, or checking a saved one).
+async fn compute(cli: &Cli, r: &Ready, digest: bool) -> Result<ExecutionPlan, i32> {
     let (Some(plan), Some(graph)) = (&r.loaded.plan, &r.loaded.graph) else {
         return Err(exit::ERROR);
     };
-    run::compute(plan, graph, &r.target, r.now)
+    run::compute(plan, graph, &r.target, r.now, digest)
         .await
         .map_err(|f| fail(cli, &f))
 }
@@ -88,7 +90,7 @@ pub async fn diff(cli: &Cli, args: &PlanArgs, detailed: bool, out: Option<&Path>
         Ok(r) => r,
         Err(code) => return code,
     };
-    let ep = match compute(cli, &ready).await {
+    let ep = match compute(cli, &ready, out.is_some()).await {
         Ok(ep) => ep,
         Err(code) => return code,
     };
@@ -176,7 +178,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
             );
         }
     }
-    let fresh = match compute(cli, &ready).await {
+    let fresh = match compute(cli, &ready, saved.is_some()).await {
         Ok(ep) => ep,
         Err(code) => return code,
     };
@@ -193,17 +195,28 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
                     )),
                 );
             }
-            let problems = run::drift(&s.execution, &fresh);
-            if !problems.is_empty() {
+            let drift = run::drift(&s.execution, &fresh);
+            if !drift.hard.is_empty() || (!drift.rows.is_empty() && !args.accept_drift) {
+                let all: Vec<String> = drift.hard.iter().chain(&drift.rows).cloned().collect();
                 return fail(
                     cli,
                     &Failure::error(format!(
-                        "the saved plan is refused, nothing was done: {}; run `plan diff --out` again and review it",
-                        problems.join("; ")
+                        "the saved plan is refused, nothing was done: {}; run `plan diff --out` again and review it{}",
+                        all.join("; "),
+                        if drift.hard.is_empty() {
+                            " (or apply it anyway with --accept-drift)"
+                        } else {
+                            ""
+                        }
                     )),
                 );
             }
-            s.execution
+            let mut ep = s.execution;
+            ep.accepted_drift = drift.rows;
+            for d in &ep.accepted_drift {
+                eprintln!("warning: applied with --accept-drift: {d}");
+            }
+            ep
         }
         None => fresh,
     };
@@ -401,7 +414,7 @@ pub async fn demo(cli: &Cli, db: &Path, force: bool, seed: u64, scale: f64) -> i
         Err(f) => return fail(cli, &f),
     };
     eprintln!("== dbmaint plan diff plans/demo.yaml");
-    let ep = match run::compute(plan, graph, &target, now).await {
+    let ep = match run::compute(plan, graph, &target, now, false).await {
         Ok(ep) => ep,
         Err(f) => return fail(cli, &f),
     };

@@ -120,6 +120,14 @@ pub struct RetentionWork {
     /// storage class (a typeless key holding numbers compares as numbers).
     pub count: String,
     pub batch: BatchSql,
+    /// The digest of the keys the step would delete, recorded in saved
+    /// plans (see `keydigest`); apply of a saved plan compares it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligible_digest: Option<crate::keydigest::KeyDigest>,
+    /// SQLite `sqlite_foreign_keys: off`: the batches run with
+    /// `PRAGMA foreign_keys = OFF` on the step's connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreign_keys_off: bool,
 }
 
 /// How one batch is taken.
@@ -292,6 +300,9 @@ pub struct ExecutionPlan {
     /// every header, and checked before a saved plan is applied.
     #[serde(default)]
     pub identity: Option<TargetIdentity>,
+    /// Differences from the reviewed rows that `--accept-drift` let through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_drift: Vec<String>,
 }
 
 /// The resolved target as the server itself reports it. The password is

@@ -1014,6 +1014,26 @@ async fn retention(
     ctx: &Ctx,
     acc: &mut Acc,
 ) -> Result<(), StepErr> {
+    if !work.foreign_keys_off {
+        return retention_walk(step, work, c, ctx, acc).await;
+    }
+    // SQLite reads the pragma per connection and only outside a
+    // transaction: off for this step's batches, on again after them.
+    c.execute("PRAGMA foreign_keys = OFF")
+        .await
+        .map_err(|e| StepErr::failed(format!("turning SQLite foreign keys off: {}", e.message)))?;
+    let result = retention_walk(step, work, c, ctx, acc).await;
+    let _ = c.execute("PRAGMA foreign_keys = ON").await;
+    result
+}
+
+async fn retention_walk(
+    step: &PlannedStep,
+    work: &RetentionWork,
+    c: &mut Conn,
+    ctx: &Ctx,
+    acc: &mut Acc,
+) -> Result<(), StepErr> {
     if !work.create_archive.is_empty() {
         with_retries(step, ctx, acc, c, DbOp::Transaction(&work.create_archive))
             .await

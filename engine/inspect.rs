@@ -125,6 +125,14 @@ pub struct TableFacts {
     /// Enabled triggers and rules that act on DELETE of this table's rows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delete_triggers: Vec<DeleteTrigger>,
+    /// A PostgreSQL partitioned table: no storage of its own, its rows are
+    /// in `partitions`. Only retention names one; vacuum, analyze,
+    /// reindex and bloat select its partitions, which hold the data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partitioned: bool,
+    /// The partitions of a partitioned table, `schema.name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<String>,
 }
 
 impl TableFacts {
@@ -202,6 +210,13 @@ pub struct RetentionProbe {
     pub children: Vec<ChildProbe>,
     /// The table has inheritance children: read and delete `ONLY` it.
     pub only: bool,
+    /// A partitioned table: its eligible rows are also counted per partition.
+    #[serde(default)]
+    pub partitioned: bool,
+    /// The step's key as text (SQL), when a saved plan wants the digest
+    /// of the eligible keys.
+    #[serde(default)]
+    pub digest_key: Option<String>,
     /// `NOT EXISTS (…)` for every referencing key: a row some other row
     /// references is never deleted, so no cascade, SET NULL or RESTRICT
     /// error can follow from a delete (rows referenced meanwhile included).
@@ -230,7 +245,7 @@ pub struct ChildCount {
 }
 
 /// The answer to a probe.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RetentionFacts {
     pub rows: u64,
     /// True when `rows` was counted; false when it is the planner's estimate.
@@ -258,6 +273,28 @@ pub struct RetentionFacts {
     /// rows its policies hide are neither counted nor deleted.
     #[serde(default)]
     pub rls_applies: bool,
+    /// Rows in the whole table (this table's own, with `ONLY`), for
+    /// `max_ratio` and the diff's share; counted when `table_rows_exact`.
+    #[serde(default)]
+    pub table_rows: u64,
+    #[serde(default)]
+    pub table_rows_exact: bool,
+    /// A partitioned table's eligible rows per partition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionCount>,
+    /// The digest of the eligible keys (saved plans only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<crate::keydigest::KeyDigest>,
+}
+
+/// One partition's share of a retention step on its partitioned table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartitionCount {
+    /// `schema.name` as `regclass` prints it.
+    pub name: String,
+    pub eligible: u64,
+    /// The partition's rows by the planner's figure (`reltuples`).
+    pub rows: u64,
 }
 
 /// The first rows of a read-only query, as text, for the diff.
@@ -309,8 +346,16 @@ pub struct MatView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Inspection {
     pub server_version: String,
-    /// Schema unqualified names resolve to (`public`, `main`).
+    /// Schema unqualified names are created in (`public`, `main`).
     pub default_schema: String,
+    /// The schemas unqualified names resolve through, in order (PostgreSQL
+    /// `current_schemas(false)`, as the application's sessions see them).
+    #[serde(default)]
+    pub search_path: Vec<String>,
+    /// Relations that are not tables (views, materialized views, foreign
+    /// tables): named so that a step naming one says what it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_relations: Vec<OtherRelation>,
     pub database_bytes: u64,
     pub tables: Vec<TableFacts>,
     /// Every foreign key of the database (one catalog query).
@@ -344,9 +389,37 @@ pub struct Inspection {
 }
 
 impl Inspection {
-    /// Finds a table by a plan identifier (`name` or `schema.name`).
+    /// Finds a table by a plan identifier (`name` or `schema.name`). An
+    /// unqualified name resolves through the search path, first match
+    /// winning, as it does in the application's sessions.
     pub fn table(&self, schema: Option<&str>, name: &str) -> Option<&TableFacts> {
-        let schema = schema.unwrap_or(&self.default_schema);
-        self.tables.iter().find(|t| t.schema == schema && t.name == name)
+        match schema {
+            Some(s) => self.tables.iter().find(|t| t.schema == s && t.name == name),
+            None => self
+                .search_path
+                .iter()
+                .chain(std::iter::once(&self.default_schema))
+                .find_map(|s| self.tables.iter().find(|t| &t.schema == s && t.name == name)),
+        }
     }
+
+    /// A view, materialized view or foreign table by a plan identifier.
+    pub fn other_relation(&self, schema: Option<&str>, name: &str) -> Option<&OtherRelation> {
+        self.other_relations.iter().find(|r| {
+            r.name == name
+                && match schema {
+                    Some(s) => r.schema == s,
+                    None => self.search_path.contains(&r.schema) || r.schema == self.default_schema,
+                }
+        })
+    }
+}
+
+/// A relation that is not a table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OtherRelation {
+    pub schema: String,
+    pub name: String,
+    /// `view`, `materialized view` or `foreign table`.
+    pub kind: String,
 }

@@ -29,6 +29,7 @@ pub mod executor;
 pub mod exit;
 pub mod graph;
 pub mod inspect;
+pub mod keydigest;
 pub mod load;
 pub mod node;
 pub mod ops;

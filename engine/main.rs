@@ -153,6 +153,10 @@ pub(crate) struct ApplyArgs {
     /// Only show the diff (the same as `plan diff`).
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Apply a saved plan whose retention steps would now take other rows
+    /// than were reviewed (said in the report); without it such a plan is refused.
+    #[arg(long)]
+    pub(crate) accept_drift: bool,
     /// Where the JSON Lines event log and the report go.
     #[arg(long, default_value = "dbmaint-logs")]
     pub(crate) log_dir: PathBuf,

@@ -85,12 +85,15 @@ impl<'a> PlanCx<'a> {
     /// Tables selected by `include` globs (all when empty) minus `exclude`.
     /// The tables `include` selects less those `exclude` names; globs
     /// that select nothing are reported on `d` (see [`unmatched`]).
+    /// Partitioned parents are never selected: they hold no rows (their
+    /// partitions, plain tables, are selected instead).
     pub fn select_tables(&self, include: &[NameGlob], exclude: &[NameGlob], d: &mut Draft) -> Vec<&TableFacts> {
         let (include, exclude) = (glob_strings(include), glob_strings(exclude));
         let names: Vec<String> = self
             .insp
             .tables
             .iter()
+            .filter(|t| !t.partitioned)
             .map(|t| format!("{}.{}", t.schema, t.name))
             .collect();
         unmatched("table", "tables", &include, &names, d);
@@ -98,6 +101,7 @@ impl<'a> PlanCx<'a> {
         self.insp
             .tables
             .iter()
+            .filter(|t| !t.partitioned)
             .filter(|t| {
                 let full = format!("{}.{}", t.schema, t.name);
                 matches_any(&include, &full) && (exclude.is_empty() || !matches_any(&exclude, &full))
@@ -107,6 +111,32 @@ impl<'a> PlanCx<'a> {
 
     pub fn display(&self, t: &TableFacts) -> String {
         t.display_name(&self.insp.default_schema)
+    }
+
+    /// How an unqualified plan name found its table when the search path
+    /// has several schemas: the reviewer sees which `events` it is.
+    pub fn resolution(&self, ident: &Ident, t: &TableFacts) -> Option<String> {
+        let path = &self.insp.search_path;
+        (ident.parts().0.is_none() && path.len() > 1).then(|| {
+            format!(
+                "`{}` resolved to `{}.{}` through search_path {}",
+                ident.0,
+                t.schema,
+                t.name,
+                path.join(", ")
+            )
+        })
+    }
+
+    /// "`x` is a view …" when a plan names a relation that is not a table.
+    pub fn not_a_table(&self, ident: &Ident, what: &str) -> Option<String> {
+        let (schema, name) = ident.parts();
+        self.insp.other_relation(schema, name).map(|r| {
+            format!(
+                "`{}` is a {} ({}.{}), not a table: {what}",
+                ident.0, r.kind, r.schema, r.name
+            )
+        })
     }
 }
 
@@ -154,12 +184,19 @@ impl Draft {
     }
 }
 
-/// The probes the inspection answers for the plan's retention steps.
-pub fn retention_probes(plan: &Plan, insp: &Inspection, backend: Backend, now: DateTime<Utc>) -> Vec<RetentionProbe> {
+/// The probes the inspection answers for the plan's retention steps;
+/// `digest`: also the digest of each step's eligible keys (saved plans).
+pub fn retention_probes(
+    plan: &Plan,
+    insp: &Inspection,
+    backend: Backend,
+    now: DateTime<Utc>,
+    digest: bool,
+) -> Vec<RetentionProbe> {
     plan.steps
         .values()
         .filter_map(|step| match &step.op {
-            Operation::Retention(r) => r.probe(&PlanCx::new(plan, step, insp, backend, now)),
+            Operation::Retention(r) => r.probe(&PlanCx::new(plan, step, insp, backend, now), digest),
             _ => None,
         })
         .collect()
@@ -240,6 +277,7 @@ pub fn execution_plan(
         catalog_queries: insp.catalog_queries,
         max_runtime_ms: plan.limits.max_runtime.as_ref().map(|d| d.0.as_millis() as u64),
         identity: None,
+        accepted_drift: vec![],
     }
 }
 

@@ -80,12 +80,13 @@ pub async fn compute(
     graph: &StepGraph,
     target: &Target,
     now: DateTime<Utc>,
+    digest: bool,
 ) -> Result<ExecutionPlan, Failure> {
     let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
     let mut identity = conn.identity(target).await?;
     identity.source = plan.target_origin.clone().unwrap_or_default();
     let backend = target.backend;
-    let probes = move |insp: &Inspection| crate::planner::retention_probes(plan, insp, backend, now);
+    let probes = move |insp: &Inspection| crate::planner::retention_probes(plan, insp, backend, now, digest);
     let mut insp = conn.inspect(&probes).await.map_err(|e| match e.kind {
         crate::db::ErrorKind::LockTimeout => Failure::error(format!(
             "inspecting {} waited for a lock another session holds ({}); nothing was done: run again when that session is done",
@@ -396,11 +397,22 @@ fn step_record(e: &Event) -> Option<StepRecord> {
     }
 }
 
-/// Re-inspects for a saved plan and refuses it when the database drifted
-/// beyond what was reviewed: a retention step would now touch more rows, or
-/// an object a step names is gone or changed.
-pub fn drift(saved: &ExecutionPlan, fresh: &ExecutionPlan) -> Vec<String> {
+/// How a database drifted from a saved plan.
+#[derive(Debug, Default)]
+pub struct Drift {
+    /// The plan itself no longer holds: never applied.
+    pub hard: Vec<String>,
+    /// Retention steps would take other rows than were reviewed: applied
+    /// only with `--accept-drift`, and said in the report.
+    pub rows: Vec<String>,
+}
+
+/// Compares a saved plan with the same plan computed now (at the saved
+/// reference time): a retention step would now take more rows or other
+/// rows than were reviewed, or an object a step names is gone or changed.
+pub fn drift(saved: &ExecutionPlan, fresh: &ExecutionPlan) -> Drift {
     let mut problems = vec![];
+    let mut rows = vec![];
     if saved.hash != fresh.hash {
         problems.push("the plan file changed since the plan was saved".to_string());
     }
@@ -413,7 +425,7 @@ pub fn drift(saved: &ExecutionPlan, fresh: &ExecutionPlan) -> Vec<String> {
             problems.push(format!("step `{}` can no longer run: {}", s.id, f.errors.join("; ")));
         }
         if s.op == "retention" && f.estimate.rows > s.estimate.rows {
-            problems.push(format!(
+            rows.push(format!(
                 "step `{}` would now remove {} rows, {} more than the {} reviewed",
                 s.id,
                 f.estimate.rows,
@@ -427,8 +439,26 @@ pub fn drift(saved: &ExecutionPlan, fresh: &ExecutionPlan) -> Vec<String> {
                 s.id
             ));
         }
+        if let (Some(then), Some(now)) = (retention_digest(s), retention_digest(f))
+            && let Some(c) = then.change_to(now)
+            && f.estimate.rows <= s.estimate.rows
+        {
+            rows.push(format!(
+                "step `{}` would now take other rows than were reviewed: {} rows eligible then, {} now; \
+                 at least {} left the set and {} joined it",
+                s.id, then.rows, now.rows, c.left, c.joined
+            ));
+        }
     }
-    problems
+    Drift { hard: problems, rows }
+}
+
+/// The eligible-key digest a retention step recorded.
+fn retention_digest(s: &crate::execplan::PlannedStep) -> Option<&crate::keydigest::KeyDigest> {
+    s.actions.iter().find_map(|a| match a {
+        crate::execplan::Action::Retention(w) => w.eligible_digest.as_ref(),
+        _ => None,
+    })
 }
 
 /// Reads the journal.

@@ -370,3 +370,185 @@ fn sqlite_a_typeless_stated_key_compares_as_the_numbers_it_holds() {
     assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "29");
     assert_eq!(sqlite(&db, "SELECT max(ext) FROM ev"), "29000");
 }
+
+#[test]
+fn max_ratio_refuses_a_run_that_would_delete_too_much_of_a_table_before_any_batch() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE ev (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO ev SELECT g, now() - interval '400 days' FROM generate_series(1, 60) g; \
+         INSERT INTO ev SELECT g, now() FROM generate_series(61, 100) g;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: ev, column: created_at, older_than: 365 days, max_ratio: 0.5",
+    );
+    let (code, v, _) = diff_json(dir.path(), &p);
+    assert_eq!(code, Some(1), "{v}");
+    let e = v["steps"][0]["errors"].to_string();
+    assert!(e.contains("60.0% of `ev` (60 of 100 rows)"), "{e}");
+    assert!(e.contains("max_ratio: 0.5"), "{e}");
+    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 100);
+    // Within the cap the diff shows the share and the step runs.
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: ev, column: created_at, older_than: 365 days, max_ratio: 0.6",
+    );
+    let (code, v, err) = diff_json(dir.path(), &p);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        v["steps"][0]["objects"]
+            .to_string()
+            .contains("60 rows (60.0% of 100 rows)"),
+        "{v}"
+    );
+    let (code, r) = apply_json(dir.path(), &p);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 40);
+    // SQLite counts its table the same way.
+    let db = dir.path().join("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, created TEXT NOT NULL); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+         INSERT INTO ev SELECT i, datetime('now', '-' || i || ' days', '-12 hours') FROM n;",
+    );
+    let p = plan(
+        dir.path(),
+        &format!("sqlite:{}", db.display()),
+        "table: ev, column: created, older_than: 30 days, max_ratio: 0.25",
+    );
+    let (code, v, _) = diff_json(dir.path(), &p);
+    assert_eq!(code, Some(1), "{v}");
+    assert!(
+        v["steps"][0]["errors"]
+            .to_string()
+            .contains("71.0% of `ev` (71 of 100 rows)"),
+        "{v}"
+    );
+    assert!(!apply(dir.path(), &p).status.success());
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "100");
+}
+
+/// `plan diff --out SAVED PLAN`.
+fn save(dir: &Path, p: &Path, saved: &Path) {
+    let out = dbmaint(dir)
+        .args(["plan", "diff", "--out"])
+        .arg(saved)
+        .arg(p)
+        .output()
+        .expect("diff --out");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_saved_plan_whose_eligible_rows_changed_but_not_their_count_is_refused_unless_drift_is_accepted() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE ev (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO ev SELECT g, CASE WHEN g <= 70 THEN now() - interval '400 days' ELSE now() END \
+           FROM generate_series(1, 100) g;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(dir.path(), &url, "table: ev, column: created_at, older_than: 365 days");
+    let saved = dir.path().join("reviewed.json");
+    save(dir.path(), &p, &saved);
+    // After the review, 10 reviewed rows become recent and 10 unreviewed
+    // rows old: still 70 eligible, but not the 70 that were approved.
+    rt.block_on(async {
+        let mut c = crate::pg::connect(&url).await;
+        sqlx::raw_sql(
+            "UPDATE ev SET created_at = now() WHERE id <= 10; \
+             UPDATE ev SET created_at = now() - interval '400 days' WHERE id BETWEEN 71 AND 80;",
+        )
+        .execute(&mut c)
+        .await
+        .expect("update");
+    });
+    let out = apply(dir.path(), &saved);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("would now take other rows than were reviewed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("70 rows eligible then, 70 now"), "{stderr}");
+    assert!(stderr.contains("--accept-drift"), "{stderr}");
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")),
+        100,
+        "nothing deleted"
+    );
+    // Unchanged rows apply as reviewed (a second save, then apply).
+    save(dir.path(), &p, &saved);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&saved).expect("saved")).expect("json");
+    assert!(
+        v.to_string().contains("eligible_digest"),
+        "the saved plan records the digest"
+    );
+    // --accept-drift applies a drifted plan and says so in the report.
+    rt.block_on(async {
+        let mut c = crate::pg::connect(&url).await;
+        sqlx::raw_sql("UPDATE ev SET created_at = now() WHERE id = 11; UPDATE ev SET created_at = now() - interval '400 days' WHERE id = 81;")
+            .execute(&mut c)
+            .await
+            .expect("update");
+    });
+    let out = dbmaint(dir.path())
+        .args([
+            "--output",
+            "json",
+            "plan",
+            "apply",
+            "--auto-approve",
+            "--accept-drift",
+            "--log-dir",
+            "logs",
+        ])
+        .arg(&saved)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let accepted = r["report"]["accepted_drift"].to_string();
+    assert!(accepted.contains("at least 1 left the set and 1 joined it"), "{r}");
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 30);
+}
+
+#[test]
+fn sqlite_saved_plans_digest_their_eligible_keys_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, created TEXT NOT NULL); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+         INSERT INTO ev SELECT i, CASE WHEN i <= 70 THEN datetime('now', '-400 days') ELSE datetime('now') END FROM n;",
+    );
+    let p = plan(
+        dir.path(),
+        &format!("sqlite:{}", db.display()),
+        "table: ev, column: created, older_than: 365 days",
+    );
+    let saved = dir.path().join("reviewed.json");
+    save(dir.path(), &p, &saved);
+    sqlite(
+        &db,
+        "UPDATE ev SET created = datetime('now') WHERE id = 1; \
+         UPDATE ev SET created = datetime('now', '-400 days') WHERE id = 100;",
+    );
+    let out = apply(dir.path(), &saved);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least 1 left the set and 1 joined it"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "100");
+}

@@ -204,6 +204,29 @@ fn sqlite_cascading_children_are_refused_with_foreign_keys_enforced() {
     let count = |sql: &str| sqlite(&db, sql);
     assert_eq!(count("SELECT count(*) FROM items"), "40");
     assert_eq!(count("SELECT count(*) FROM orders"), "100");
+    // An application that runs without enforcement: `sqlite_foreign_keys:
+    // off` deletes as it would — no cascade — and the diff lists the
+    // orphans it leaves.
+    let p = plan(
+        dir.path(),
+        &format!("sqlite:{}", db.display()),
+        "table: orders, column: created_at, older_than: 30 days, sqlite_foreign_keys: off",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    let objects = v["steps"][0]["objects"].to_string();
+    assert!(
+        objects.contains("40 rows would be left referencing deleted rows (orphans)"),
+        "{objects}"
+    );
+    assert!(apply(dir.path(), &p).status.success());
+    assert_eq!(count("SELECT count(*) FROM orders"), "29", "ages 1..=29 days stay");
+    assert_eq!(count("SELECT count(*) FROM items"), "40", "no cascade ran");
+    assert_eq!(
+        count("SELECT count(*) FROM items WHERE order_id NOT IN (SELECT id FROM orders)"),
+        "40",
+        "the orphans the diff listed"
+    );
 }
 
 #[test]
@@ -328,4 +351,142 @@ fn sqlite_typeless_and_text_keys_batch_by_rowid_and_without_rowid_by_its_composi
     assert_eq!(code, Some(0), "{v}");
     assert!(apply(dir.path(), &p).status.success());
     assert_eq!(sqlite(&db, "SELECT count(*) FROM tagged"), "0");
+}
+
+#[test]
+fn postgres_unqualified_names_resolve_through_the_search_path_and_views_are_refused_by_name() {
+    let rt = rt();
+    // The application's sessions run with search_path = app, public.
+    let url = seeded_db(
+        "CREATE SCHEMA app; \
+         CREATE TABLE public.events (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO public.events SELECT g, now() - interval '400 days' FROM generate_series(1, 30) g; \
+         INSERT INTO public.events SELECT g, now() FROM generate_series(31, 40) g; \
+         CREATE VIEW public.old_events AS SELECT * FROM public.events; \
+         CREATE MATERIALIZED VIEW app.event_counts AS SELECT count(*) AS n, max(created_at) AS created_at FROM public.events; \
+         DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = app, public', current_database()); END $$;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: events, column: created_at, older_than: 365 days",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    let objects = v["steps"][0]["objects"].to_string();
+    assert!(
+        objects.contains("`events` resolved to `public.events` through search_path app, public"),
+        "{objects}"
+    );
+    // Once app.events exists, the same name means it, as in the application.
+    rt.block_on(async {
+        let mut c = crate::pg::connect(&url).await;
+        sqlx::raw_sql(
+            "CREATE TABLE app.events (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
+             INSERT INTO app.events SELECT g, now() - interval '400 days' FROM generate_series(1, 5) g; \
+             INSERT INTO app.events SELECT g, now() FROM generate_series(6, 8) g;",
+        )
+        .execute(&mut c)
+        .await
+        .expect("app.events");
+    });
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(
+        v["steps"][0]["objects"]
+            .to_string()
+            .contains("resolved to `app.events`"),
+        "{v}"
+    );
+    assert!(apply(dir.path(), &p).status.success());
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM app.events")), 3);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM public.events")), 40);
+    // A view or a materialized view is named for what it is.
+    for (name, kind) in [("old_events", "a view"), ("event_counts", "a materialized view")] {
+        let p = plan(
+            dir.path(),
+            &url,
+            &format!("table: {name}, column: created_at, older_than: 365 days"),
+        );
+        let (code, v) = diff(dir.path(), &p);
+        assert_eq!(code, Some(1), "{v}");
+        let e = v["steps"][0]["errors"].to_string();
+        assert!(e.contains(&format!("`{name}` is {kind}")), "{e}");
+    }
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM public.events")), 40);
+}
+
+#[test]
+fn postgres_a_partitioned_parent_is_deleted_through_with_per_partition_counts_into_a_partitioned_archive() {
+    let rt = rt();
+    // Three partitions by time: one wholly older than the cutoff, one
+    // across it, one recent. Rows 1 day apart, half a day off the cutoff.
+    let url = seeded_db(
+        "CREATE TABLE measurements (id bigint NOT NULL, taken_at timestamptz NOT NULL, v int, \
+           PRIMARY KEY (id, taken_at)) PARTITION BY RANGE (taken_at); \
+         DO $$ BEGIN \
+           EXECUTE format('CREATE TABLE m_old PARTITION OF measurements FOR VALUES FROM (%L) TO (%L)', \
+                          now() - interval '1000 days', now() - interval '400 days'); \
+           EXECUTE format('CREATE TABLE m_mid PARTITION OF measurements FOR VALUES FROM (%L) TO (%L)', \
+                          now() - interval '400 days', now() - interval '100 days'); \
+           EXECUTE format('CREATE TABLE m_new PARTITION OF measurements FOR VALUES FROM (%L) TO (%L)', \
+                          now() - interval '100 days', now() + interval '100 days'); END $$; \
+         INSERT INTO measurements SELECT g, now() - g * interval '1 day' + interval '12 hours', g \
+           FROM generate_series(1, 450) g; \
+         CREATE TABLE measurements_archive (id bigint NOT NULL, taken_at timestamptz NOT NULL, v int, \
+           PRIMARY KEY (id, taken_at)) PARTITION BY RANGE (taken_at); \
+         CREATE TABLE measurements_archive_all PARTITION OF measurements_archive DEFAULT; \
+         ANALYZE measurements;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: measurements, column: taken_at, older_than: 365 days, batch_size: 40, \
+         archive: { table: measurements_archive }",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    // Ages 365.5 … 449.5 days: 85 rows; 50 in m_old (400.5 …), 35 in m_mid.
+    let objects = v["steps"][0]["objects"].as_array().expect("objects");
+    let part = |name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == "partition" && o["name"] == name)
+            .unwrap_or_else(|| panic!("no partition {name}: {v}"))
+            .clone()
+    };
+    assert_eq!(part("m_old")["figures"]["eligible_rows"], 50);
+    assert_eq!(part("m_old")["figures"]["whole"], true);
+    assert_eq!(part("m_mid")["figures"]["eligible_rows"], 35);
+    assert_eq!(part("m_mid")["figures"]["whole"], false);
+    assert!(
+        objects.iter().all(|o| o["name"] != "m_new"),
+        "m_new has no eligible row"
+    );
+    assert!(
+        !objects.iter().any(|o| o["marker"] == "+"),
+        "the partitioned archive exists and is used as is: {v}"
+    );
+    let out = apply(dir.path(), &p);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM measurements")), 365);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM m_old")), 0);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM m_mid")), 265);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM m_new")), 100);
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM measurements_archive_all")),
+        85
+    );
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM measurements_archive WHERE v > 365"
+        )),
+        85,
+        "exactly the rows older than 365 days were archived"
+    );
 }

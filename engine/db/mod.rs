@@ -372,6 +372,15 @@ pub enum BatchAt<'a> {
     Window(Window),
 }
 
+/// A retention key as text, in the backend's key form (see
+/// `execplan::RetentionWork::count`).
+pub fn key_text_sql(backend: Backend, key: &[(String, String)]) -> String {
+    match backend {
+        Backend::Postgres => pg::key_text(key),
+        Backend::Sqlite => sqlite::key_text(key),
+    }
+}
+
 /// Writes a retention step's statements in the backend's dialect.
 pub fn retention_sql(backend: Backend, spec: &RetentionSpec) -> RetentionSql {
     match backend {

@@ -231,9 +231,13 @@ pub(crate) const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'inform
 /// the same SQL raw.
 pub fn catalog_sql() -> [String; 4] {
     [
-        "SELECT current_setting('server_version'), pg_database_size(current_database())::int8, \
-         coalesce(current_schema(), 'public')"
-            .to_string(),
+        format!(
+            "SELECT current_setting('server_version'), pg_database_size(current_database())::int8, \
+         coalesce(current_schema(), 'public'), current_schemas(false)::text[], \
+         (SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, c.relkind::text)), '[]')::text \
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.relkind IN ('v', 'm', 'f') AND {USER_RELATIONS})"
+        ),
         format!(
             "SELECT n.nspname, c.relname, \
            CASE WHEN c.oid IN {BUSY} OR c.reltoastrelid IN {BUSY} \
@@ -245,16 +249,16 @@ pub fn catalog_sql() -> [String; 4] {
            coalesce(s.n_live_tup, 0)::int8, coalesce(s.n_dead_tup, 0)::int8, \
            coalesce(s.n_mod_since_analyze, 0)::int8, \
            s.last_vacuum::text, s.last_autovacuum::text, s.last_analyze::text, s.last_autoanalyze::text, \
-           age(c.relfrozenxid)::int8 \
+           age(c.relfrozenxid)::int8, c.relkind = 'p' \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
-         WHERE c.relkind = 'r' AND {USER_RELATIONS} ORDER BY 1, 2"
+         WHERE c.relkind IN ('r', 'p') AND {USER_RELATIONS} ORDER BY 1, 2"
         ),
         format!(
             "SELECT n.nspname, c.relname, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND {USER_RELATIONS} \
+         WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {USER_RELATIONS} \
          ORDER BY 1, 2, a.attnum"
         ),
         format!(
@@ -268,7 +272,7 @@ pub fn catalog_sql() -> [String; 4] {
                  WHERE k.ord <= x.indnkeyatts ORDER BY k.ord) \
          FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
          JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
-         WHERE t.relkind = 'r' AND {USER_RELATIONS} ORDER BY 1, 2, 3"
+         WHERE t.relkind IN ('r', 'p') AND {USER_RELATIONS} ORDER BY 1, 2, 3"
         ),
     ]
 }
@@ -288,6 +292,8 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
     let server_version: String = head.get(0);
     let database_bytes: i64 = head.get(1);
     let default_schema: String = head.get(2);
+    let search_path: Vec<String> = head.get(3);
+    let other_relations = other_relations(&head.get::<String, _>(4));
 
     let table_rows = sqlx::query(sql(tables)).fetch_all(&mut *c).await?;
     let mut tables: Vec<TableFacts> = table_rows
@@ -310,6 +316,8 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
             inheritance_children: vec![],
             without_rowid: false,
             delete_triggers: vec![],
+            partitioned: r.get(11),
+            partitions: vec![],
         })
         .collect();
     // Rows of the column and index queries find their table by name: a map,
@@ -353,19 +361,24 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         }
     }
 
-    // Legacy inheritance: `DELETE FROM parent` reaches the children's rows.
+    // Legacy inheritance (`DELETE FROM parent` reaches the children's
+    // rows) and declarative partitions.
     for r in sqlx::query(
-        "SELECT pn.nspname::text, pc.relname::text, cn.nspname::text || '.' || cc.relname::text \
+        "SELECT pn.nspname::text, pc.relname::text, cn.nspname::text || '.' || cc.relname::text, pc.relkind = 'p' \
          FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
          JOIN pg_class cc ON cc.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace \
-         WHERE pc.relkind = 'r' ORDER BY 3",
+         WHERE pc.relkind IN ('r', 'p') ORDER BY 3",
     )
     .fetch_all(&mut *c)
     .await?
     {
         let (schema, name): (String, String) = (r.get(0), r.get(1));
-        if let Some(t) = tables.iter_mut().find(|t| t.schema == schema && t.name == name) {
-            t.inheritance_children.push(r.get(2));
+        if let Some(i) = find(&schema, &name) {
+            if r.get::<bool, _>(3) {
+                tables[i].partitions.push(r.get(2));
+            } else {
+                tables[i].inheritance_children.push(r.get(2));
+            }
         }
     }
     // Enabled user triggers that fire on DELETE (tgtype bits: 1 row, 2
@@ -427,6 +440,8 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
     let mut inspection = Inspection {
         server_version,
         default_schema,
+        search_path,
+        other_relations,
         database_bytes: database_bytes.max(0) as u64,
         tables,
         foreign_keys,
@@ -544,6 +559,11 @@ impl PgKey<'_> {
     }
 }
 
+/// A key as text (see [`PgKey`]).
+pub fn key_text(key: &[(String, String)]) -> String {
+    PgKey(key).text("")
+}
+
 /// PostgreSQL's retention statements: key windows for an integer key, else
 /// ranged batches whose `LIMIT` is a parameter (safe: every session plans
 /// with `plan_cache_mode=force_custom_plan`, so no generic plan ever runs
@@ -657,6 +677,29 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
     }
 }
 
+/// Views, materialized views and foreign tables from the facts query's
+/// JSON: `[[schema, name, relkind], …]`.
+fn other_relations(json: &str) -> Vec<crate::inspect::OtherRelation> {
+    let rows: Vec<(String, String, String)> = serde_json::from_str(json).unwrap_or_default();
+    rows.into_iter()
+        .map(|(schema, name, kind)| crate::inspect::OtherRelation {
+            schema,
+            name,
+            kind: match kind.as_str() {
+                "v" => "view",
+                "m" => "materialized view",
+                _ => "foreign table",
+            }
+            .into(),
+        })
+        .collect()
+}
+
+/// A table whose heap is at most this size is counted whole for the diff's
+/// share and `max_ratio` (a sequential read of 64 MiB takes a fraction of
+/// a second); larger ones use `reltuples`, the planner's figure.
+const TABLE_COUNT_BYTES: i64 = 64 * 1024 * 1024;
+
 /// Counts a retention predicate, unless the planner expects more than
 /// [`EXACT_COUNT_LIMIT`] rows: then its estimate, flagged as such.
 async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
@@ -708,12 +751,7 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
                 cutoff: String::new(),
                 format: None,
                 format_error: Some(e),
-                nulls: 0,
-                zone: None,
-                children: vec![],
-                referenced: 0,
-                all_rows: false,
-                rls_applies: false,
+                ..RetentionFacts::default()
             });
         }
     };
@@ -763,11 +801,55 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
         }
         None => 0,
     };
+    let digest = match &p.digest_key {
+        Some(k) => Some(digest_keys(c, format!("SELECT {k} FROM {from} WHERE {pred}")).await?),
+        None => None,
+    };
     let plan: serde_json::Value =
         sqlx::query_scalar(sql(format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {from} WHERE {pred}")))
             .fetch_one(&mut *c)
             .await?;
     let estimate = plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0).max(0.0) as u64;
+    // The table's rows: counted when its heap is small enough to read in a
+    // moment, else the planner's figure.
+    let reg = quote_literal(&p.table);
+    // A partitioned table's heap and row figures are its leaf partitions'.
+    let (counted, reltuples): (Option<i64>, i64) = sqlx::query_as(sql(format!(
+        "SELECT CASE WHEN s.bytes <= {TABLE_COUNT_BYTES} THEN (SELECT count(*)::int8 FROM {from}) END, s.tuples \
+         FROM (SELECT coalesce(sum(pg_relation_size(l.relid)), 0)::int8 AS bytes, \
+                      coalesce(sum(greatest(lc.reltuples, 0)), 0)::int8 AS tuples \
+               FROM (SELECT c.oid AS relid FROM pg_class c WHERE c.oid = {reg}::regclass AND c.relkind <> 'p' \
+                     UNION ALL SELECT t.relid FROM pg_partition_tree({reg}::regclass) t \
+                     WHERE t.isleaf AND (SELECT relkind FROM pg_class WHERE oid = {reg}::regclass) = 'p') l \
+               JOIN pg_class lc ON lc.oid = l.relid) s"
+    )))
+    .fetch_one(&mut *c)
+    .await?;
+    // Per partition, the eligible rows (one pass over them, grouped by
+    // the partition each lives in) beside the partition's own row figure.
+    let partitions = if p.partitioned {
+        let pred_now = pred.clone();
+        sqlx::query_as::<_, (String, i64, i64)>(sql(format!(
+            "SELECT e.part, e.n, greatest(pc.reltuples, 0)::int8 FROM \
+               (SELECT tableoid AS oid, tableoid::regclass::text AS part, count(*)::int8 AS n FROM {from} WHERE {pred_now} GROUP BY 1, 2) e \
+             JOIN pg_class pc ON pc.oid = e.oid ORDER BY 2"
+        )))
+        .fetch_all(&mut *c)
+        .await?
+        .into_iter()
+        .map(|(name, eligible, rows)| crate::inspect::PartitionCount {
+            name,
+            eligible: eligible.max(0) as u64,
+            rows: rows.max(0) as u64,
+        })
+        .collect()
+    } else {
+        vec![]
+    };
+    let (table_rows, table_rows_exact) = match counted {
+        Some(n) => (n.max(0) as u64, true),
+        None => (reltuples.max(0) as u64, false),
+    };
     if estimate > EXACT_COUNT_LIMIT {
         return Ok(RetentionFacts {
             rows: estimate,
@@ -783,6 +865,10 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
             referenced,
             all_rows: false,
             rls_applies,
+            table_rows,
+            table_rows_exact,
+            partitions,
+            digest,
         });
     }
     // Whether any row would survive is asked only when the eligible rows
@@ -813,7 +899,22 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
         referenced,
         all_rows: r.get(4),
         rls_applies,
+        table_rows,
+        table_rows_exact,
+        partitions,
+        digest,
     })
+}
+
+/// The digest of the keys `query` returns, streamed (never all in memory).
+async fn digest_keys(c: &mut PgConnection, query: String) -> Result<crate::keydigest::KeyDigest, DbError> {
+    use futures_util::TryStreamExt;
+    let mut d = crate::keydigest::KeyDigest::default();
+    let mut keys = sqlx::query_scalar::<_, String>(sql(query)).fetch(&mut *c);
+    while let Some(k) = keys.try_next().await? {
+        d.add(&k);
+    }
+    Ok(d)
 }
 
 /// A `dry_run` query's first rows: each row through `row_to_json`, so every

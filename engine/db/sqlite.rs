@@ -175,6 +175,8 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
                 inheritance_children: vec![],
                 without_rowid: r.get::<i64, _>(5) != 0,
                 delete_triggers: vec![],
+                partitioned: false,
+                partitions: vec![],
             });
             pk_order.push(vec![]);
         }
@@ -287,9 +289,22 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
         }
     }
 
+    let other_relations =
+        sqlx::query_scalar::<_, String>("SELECT name FROM sqlite_schema WHERE type = 'view' ORDER BY name")
+            .fetch_all(&mut *c)
+            .await?
+            .into_iter()
+            .map(|name| crate::inspect::OtherRelation {
+                schema: "main".into(),
+                name,
+                kind: "view".into(),
+            })
+            .collect();
     let mut inspection = Inspection {
         server_version: head.get(0),
         default_schema: "main".into(),
+        search_path: vec!["main".into()],
+        other_relations,
         database_bytes: file_bytes,
         tables,
         foreign_keys,
@@ -307,7 +322,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
         bloat: indexmap::IndexMap::new(),
         leftovers: None,
         matviews: None,
-        catalog_queries: 5,
+        catalog_queries: 6,
     };
     for p in probes(&inspection) {
         let facts = probe(c, &p).await?;
@@ -357,11 +372,7 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
                 format: None,
                 format_error: Some(e),
                 nulls,
-                zone: None,
-                children: vec![],
-                referenced: 0,
-                all_rows: false,
-                rls_applies: false,
+                ..RetentionFacts::default()
             });
         }
     };
@@ -403,9 +414,23 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
         }
         None => 0,
     };
+    let digest = match &p.digest_key {
+        Some(k) => {
+            use futures_util::TryStreamExt;
+            let mut d = crate::keydigest::KeyDigest::default();
+            let mut keys = sqlx::query_scalar::<_, String>(sql(format!("SELECT {k} FROM {} WHERE {pred}", p.table)))
+                .bind(&cutoff)
+                .fetch(&mut *c);
+            while let Some(k) = keys.try_next().await? {
+                d.add(&k);
+            }
+            Some(d)
+        }
+        None => None,
+    };
     let r = sqlx::query(sql(format!(
         "SELECT count(*), CAST(min({c}) AS TEXT), CAST(max({c}) AS TEXT), \
-         NOT EXISTS (SELECT 1 FROM {t} WHERE ({pred}) IS NOT 1) FROM {t} WHERE {pred}",
+         NOT EXISTS (SELECT 1 FROM {t} WHERE ({pred}) IS NOT 1), (SELECT count(*) FROM {t}) FROM {t} WHERE {pred}",
         t = p.table,
         c = p.column
     )))
@@ -426,6 +451,10 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
         referenced,
         all_rows: r.get::<i64, _>(3) != 0,
         rls_applies: false,
+        table_rows: r.get::<i64, _>(4).max(0) as u64,
+        table_rows_exact: true,
+        partitions: vec![],
+        digest,
     })
 }
 
@@ -481,6 +510,11 @@ impl SqliteKey<'_> {
             _ => self.text(),
         }
     }
+}
+
+/// A key as text (see [`SqliteKey`]).
+pub fn key_text(key: &[(String, String)]) -> String {
+    SqliteKey(key).text()
 }
 
 /// SQLite's retention statements: SQLite has no DELETE inside a CTE, so a

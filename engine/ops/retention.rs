@@ -7,7 +7,7 @@ use crate::decode::did_you_mean;
 use crate::execplan::{Action, ArchiveTo, BatchSql, Estimate, Fidelity, Marker, RetentionWork, human_count};
 use crate::inspect::RetentionProbe;
 use crate::planner::{Draft, PlanCx};
-use crate::values::{Backend, Duration, Ident, Tz};
+use crate::values::{Backend, Duration, Ident, Ratio, Tz};
 
 crate::params! {
     /// Where deleted rows are kept: exactly one of `table` or `file`.
@@ -52,6 +52,10 @@ crate::params! {
             column_tz: Tz,
             /// Allow a run that would delete every row of the table (refused by default).
             allow_all_rows: bool,
+            /// The largest share of the table one run may delete (e.g. `0.3`); a run that would delete more is refused before its first batch.
+            max_ratio: Ratio,
+            /// SQLite: `off` (false) runs the step's deletes with `PRAGMA foreign_keys = OFF`, for applications that run without enforcement: no cascade fires, referenced rows are deleted too, and the diff lists the orphans left (default `on`).
+            sqlite_foreign_keys: bool,
             /// Eligible rows still referenced by RESTRICT / NO ACTION foreign keys: `skip` leaves and counts them (default), `fail` fails the step before its first batch.
             on_restrict: String,
         }
@@ -93,6 +97,16 @@ impl OpParams for Retention {
                 f.pos,
                 format!("`time_format: {}` is not a time format", f.value),
                 &format!("one of {}", crate::timefmt::TimeFormat::NAMES),
+            );
+        }
+        if let Some(f) = &self.sqlite_foreign_keys
+            && c.backend == Some(Backend::Postgres)
+        {
+            c.error(
+                "invalid-value",
+                f.pos,
+                "`sqlite_foreign_keys` applies to SQLite targets; PostgreSQL always enforces foreign keys".into(),
+                "remove it",
             );
         }
         if let Some(r) = &self.on_restrict
@@ -170,7 +184,7 @@ impl Retention {
 
     /// What the inspection must count for this step; `None` when the table
     /// or column is missing (planning then reports it).
-    pub fn probe(&self, cx: &PlanCx<'_>) -> Option<RetentionProbe> {
+    pub fn probe(&self, cx: &PlanCx<'_>, digest: bool) -> Option<RetentionProbe> {
         // A table another step creates as its archive is probed through
         // that step's source, which has the same columns.
         let t = cx.table(&self.table.value).or_else(|| self.creator_source(cx))?;
@@ -186,7 +200,12 @@ impl Retention {
             zone: get(&self.column_tz).map_or(cx.plan.limits.tz.0, |z| z.0),
             children: Self::children(cx, t),
             only: !t.inheritance_children.is_empty(),
-            guard_sql: Self::guard(cx, t),
+            partitioned: t.partitioned,
+            digest_key: digest
+                .then(|| batch_key(get(&self.key).map(|k| k.0), t, cx.backend).ok())
+                .flatten()
+                .map(|k| crate::db::key_text_sql(cx.backend, &quote_key(&k))),
+            guard_sql: self.guard(cx, t),
         })
     }
 
@@ -226,9 +245,18 @@ impl Retention {
             .collect()
     }
 
+    /// SQLite with `sqlite_foreign_keys: off`: the step does not enforce
+    /// foreign keys, as the application does not.
+    fn fk_off(&self, cx: &PlanCx<'_>) -> bool {
+        cx.backend == Backend::Sqlite && get(&self.sqlite_foreign_keys) == Some(false)
+    }
+
     /// Rows another row references are never deleted (see
-    /// `RetentionProbe::guard_sql`).
-    fn guard(cx: &PlanCx<'_>, t: &crate::inspect::TableFacts) -> Option<String> {
+    /// `RetentionProbe::guard_sql`), unless foreign keys are not enforced.
+    fn guard(&self, cx: &PlanCx<'_>, t: &crate::inspect::TableFacts) -> Option<String> {
+        if self.fk_off(cx) {
+            return None;
+        }
         let parts: Vec<String> = Self::children(cx, t)
             .iter()
             .map(|c| format!("NOT EXISTS (SELECT 1 FROM {} WHERE {})", c.from, c.join))
@@ -238,7 +266,7 @@ impl Retention {
 
     /// The step's whole condition beyond the cutoff: `where:` and the guard.
     fn full_condition(&self, cx: &PlanCx<'_>, t: &crate::inspect::TableFacts) -> Option<String> {
-        match (self.condition(cx), Self::guard(cx, t)) {
+        match (self.condition(cx), self.guard(cx, t)) {
             (Some(w), Some(g)) => Some(format!("({w}) AND {g}")),
             (w, g) => w.or(g),
         }
@@ -286,6 +314,12 @@ impl Retention {
                 })
         });
         let Some(t) = cx.table(&self.table.value).or(created_by.as_ref().map(|(t, _)| t)) else {
+            if let Some(e) = cx.not_a_table(
+                &self.table.value,
+                "retention deletes rows of a table; name the table it reads from",
+            ) {
+                return Draft::error(format!("{e} (step `{step}`)"));
+            }
             let known: Vec<&str> = cx.insp.tables.iter().map(|t| t.name.as_str()).collect();
             let hint = did_you_mean(self.table.value.parts().1, known.iter().copied())
                 .map(|n| format!(" (did you mean `{n}`?)"))
@@ -328,7 +362,7 @@ impl Retention {
                 )
             })
             .collect();
-        if !acting.is_empty() {
+        if !acting.is_empty() && !self.fk_off(cx) {
             return Draft::error(format!(
                 "deleting these rows of `{name}` would make the database change rows it references from: {} \
                  (step `{step}`, on_cascade: refuse); delete or detach those rows first, e.g. a retention step on \
@@ -354,13 +388,7 @@ impl Retention {
                 .into(),
             ..Draft::default()
         };
-        let key_quoted: Vec<(String, String)> = key
-            .iter()
-            .map(|(k, ty)| {
-                let q = if k == "rowid" { k.clone() } else { quote_ident(k) };
-                (q, ty.clone())
-            })
-            .collect();
+        let key_quoted = quote_key(&key);
         let mut archive = None;
         let mut archive_to = None;
         let mut archive_note = None;
@@ -460,12 +488,26 @@ impl Retention {
             _ => String::new(),
         };
         let where_note = self.condition(cx).map(|w| format!(" AND ({w})")).unwrap_or_default();
+        // The share of the table this run deletes. A stale planner figure
+        // may be below the eligible rows: the table has at least those.
+        let table_rows = facts.table_rows.max(facts.rows);
+        let share = (table_rows > 0).then(|| rows as f64 / table_rows as f64);
+        let share_note = share
+            .map(|r| {
+                format!(
+                    " ({:.1}% of {}{} rows)",
+                    r * 100.0,
+                    if facts.table_rows_exact { "" } else { "~" },
+                    human_count(table_rows)
+                )
+            })
+            .unwrap_or_default();
         d.object(
             Marker::Remove,
             "table",
             cx.display(t),
             format!(
-                "{approx}{} rows where {column} < {cutoff_shown}{where_note}{range}{}",
+                "{approx}{} rows{share_note} where {column} < {cutoff_shown}{where_note}{range}{}",
                 human_count(rows),
                 if max_rows.is_some_and(|m| facts.rows > m) {
                     format!(" (capped by max_rows; {} eligible)", human_count(facts.rows))
@@ -475,9 +517,39 @@ impl Retention {
             ),
             serde_json::json!({
                 "rows": rows, "eligible_rows": facts.rows, "exact": facts.exact, "cutoff": facts.cutoff,
+                "table_rows": facts.table_rows, "table_rows_exact": facts.table_rows_exact,
                 "oldest": facts.oldest, "newest": facts.newest, "batches": batches, "batch_size": batch_size,
             }),
         );
+        for part in &facts.partitions {
+            let whole = part.rows > 0 && part.eligible >= part.rows;
+            d.object(
+                Marker::Remove,
+                "partition",
+                part.name.clone(),
+                format!(
+                    "{} of its ~{} rows{}",
+                    human_count(part.eligible),
+                    human_count(part.rows),
+                    if whole {
+                        ": every row is eligible — detaching and dropping this partition would be instant where \
+                         this deletes it row by row"
+                    } else {
+                        ""
+                    }
+                ),
+                serde_json::json!({"eligible_rows": part.eligible, "rows": part.rows, "whole": whole}),
+            );
+        }
+        if let Some(note) = cx.resolution(&self.table.value, t) {
+            d.object(
+                Marker::Read,
+                "name",
+                self.table.value.0.clone(),
+                note,
+                serde_json::json!({"schema": t.schema, "search_path": cx.insp.search_path}),
+            );
+        }
         for child in &t.inheritance_children {
             d.object(
                 Marker::Read,
@@ -487,18 +559,36 @@ impl Retention {
                 serde_json::json!({"touched": false}),
             );
         }
+        let fk_off = self.fk_off(cx);
         for c in &facts.children {
             d.object(
-                Marker::Read,
+                if fk_off && c.rows > 0 { Marker::Change } else { Marker::Read },
                 "foreign key",
                 c.label.clone(),
-                format!(
-                    "ON DELETE {}: {} referencing rows; rows still referenced are not deleted",
-                    c.on_delete.sql(),
-                    human_count(c.rows)
-                ),
-                serde_json::json!({"on_delete": c.on_delete, "referencing_rows": c.rows}),
+                if fk_off {
+                    format!(
+                        "ON DELETE {} not enforced (sqlite_foreign_keys: off): {} rows would be left referencing deleted rows (orphans)",
+                        c.on_delete.sql(),
+                        human_count(c.rows)
+                    )
+                } else {
+                    format!(
+                        "ON DELETE {}: {} referencing rows; rows still referenced are not deleted",
+                        c.on_delete.sql(),
+                        human_count(c.rows)
+                    )
+                },
+                serde_json::json!({"on_delete": c.on_delete, "referencing_rows": c.rows, "orphans": fk_off}),
             );
+        }
+        // SQLite enforces foreign keys per connection: the file cannot say
+        // whether the application does.
+        if cx.backend == Backend::Sqlite && !facts.children.is_empty() && !fk_off {
+            d.warnings.push(format!(
+                "SQLite foreign keys are enforced by this step (PRAGMA foreign_keys=ON, sqlx's default), as counted \
+                 above; if the application runs with them off, set `sqlite_foreign_keys: off` on step `{step}` \
+                 to delete as it would (no cascade; referenced rows deleted, orphans listed)"
+            ));
         }
         // The guard looks each deleted row up in every referencing table:
         // without an index on the referencing columns that is a scan of the
@@ -697,6 +787,19 @@ impl Retention {
                 ));
             }
         }
+        if let (Some(cap), Some(share)) = (get(&self.max_ratio), share)
+            && share > cap.0
+        {
+            d.errors.push(format!(
+                "this would delete {:.1}% of `{name}` ({} of {}{} rows), more than `max_ratio: {}` allows: refused \
+                 before any batch; check the cutoff, or raise `max_ratio` on step `{step}`",
+                share * 100.0,
+                human_count(rows),
+                if facts.table_rows_exact { "" } else { "~" },
+                human_count(table_rows),
+                cap.0
+            ));
+        }
         d.estimate = Some(Estimate {
             rows,
             bytes: rows * per_row,
@@ -716,9 +819,21 @@ impl Retention {
             count: sql.count,
             archive: archive_to,
             batch: sql.batch,
+            eligible_digest: facts.digest.clone(),
+            foreign_keys_off: fk_off,
         }));
         d
     }
+}
+
+/// Key columns quoted for SQL (`rowid` stays bare).
+fn quote_key(key: &[(String, String)]) -> Vec<(String, String)> {
+    key.iter()
+        .map(|(k, ty)| {
+            let q = if k == "rowid" { k.clone() } else { quote_ident(k) };
+            (q, ty.clone())
+        })
+        .collect()
 }
 
 /// The batch key of `t` as (column, type) pairs: `key:` when stated (it

@@ -78,6 +78,10 @@ pub struct Report {
     pub duration_ms: u64,
     pub steps: Vec<ReportStep>,
     pub totals: ReportTotals,
+    /// What `--accept-drift` let through: retention steps of a saved plan
+    /// that took other rows than were reviewed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_drift: Vec<String>,
 }
 
 /// Collects step results into a [`Report`].
@@ -98,6 +102,7 @@ impl Collector {
                 status: "running".into(),
                 exit_code: 0,
                 duration_ms: 0,
+                accepted_drift: plan.accepted_drift.clone(),
                 steps: plan
                     .steps
                     .iter()
@@ -296,6 +301,9 @@ pub fn render_text(r: &Report) -> String {
                 format!("      {} {} {}: {}", f.severity.as_str(), f.check, f.object, f.message),
             );
         }
+    }
+    for d in &r.accepted_drift {
+        crate::textsafe::line(&mut out, format!("  applied with --accept-drift: {d}"));
     }
     let t = &r.totals;
     crate::textsafe::line(
