@@ -33,6 +33,15 @@ impl Status {
     }
 }
 
+/// Rows a retention step's deletes reached through one foreign key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cascaded {
+    pub foreign_key: String,
+    /// `CASCADE` (deleted), `SET NULL` / `SET DEFAULT` (changed).
+    pub on_delete: String,
+    pub rows: u64,
+}
+
 /// A finished step's figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepResult {
@@ -58,6 +67,9 @@ pub struct StepResult {
     /// Why the step is `partial`: what it did and what it left.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
+    /// `on_cascade: allow`: the rows of other tables the deletes reached.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cascaded: Vec<Cascaded>,
     /// What a `check` step found.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<crate::checks::Finding>,

@@ -124,10 +124,25 @@ pub struct RetentionWork {
     /// plans (see `keydigest`); apply of a saved plan compares it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eligible_digest: Option<crate::keydigest::KeyDigest>,
+    /// `on_cascade: allow`: per foreign key that acts, the statement that
+    /// counts the child rows a batch's delete reaches (binds cutoff, lo, hi
+    /// like the batch), run in the batch's transaction before its delete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cascades: Vec<CascadeCount>,
     /// SQLite `sqlite_foreign_keys: off`: the batches run with
     /// `PRAGMA foreign_keys = OFF` on the step's connection.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub foreign_keys_off: bool,
+}
+
+/// A foreign key whose ON DELETE acts on rows of another table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeCount {
+    /// `child.col → parent.col (name)`.
+    pub foreign_key: String,
+    /// `CASCADE`, `SET NULL`, `SET DEFAULT`.
+    pub on_delete: String,
+    pub count: String,
 }
 
 /// How one batch is taken.

@@ -322,6 +322,7 @@ fn empty_result(s: &PlannedStep, status: Status, deferred: Option<String>) -> St
         cleanup_failed: None,
         deferred,
         partial: None,
+        cascaded: vec![],
         findings: vec![],
         stats: None,
         bloat: None,
@@ -1136,6 +1137,7 @@ async fn retention_walk(
                 rows: 0,
                 selected: 0,
                 last_key: None,
+                cascaded: vec![],
             },
             Err(e) => {
                 acc.r.rolled_back = Some(format!(
@@ -1192,6 +1194,18 @@ async fn retention_walk(
                     done.selected, done.rows, work.table
                 ),
             });
+        }
+        for (i, n) in done.cascaded.iter().enumerate() {
+            if let Some(cc) = work.cascades.get(i) {
+                match acc.r.cascaded.iter_mut().find(|d| d.foreign_key == cc.foreign_key) {
+                    Some(d) => d.rows += n,
+                    None => acc.r.cascaded.push(crate::events::Cascaded {
+                        foreign_key: cc.foreign_key.clone(),
+                        on_delete: cc.on_delete.clone(),
+                        rows: *n,
+                    }),
+                }
+            }
         }
         if done.rows > 0 {
             acc.r.rows += done.rows;

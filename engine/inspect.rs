@@ -208,6 +208,10 @@ pub struct RetentionProbe {
     pub zone: chrono_tz::Tz,
     /// Foreign keys that reference the table: rows they hold are counted.
     pub children: Vec<ChildProbe>,
+    /// `on_cascade: allow`: children are counted against the rows the
+    /// step deletes (the guard applied), not every eligible row.
+    #[serde(default)]
+    pub cascade: bool,
     /// The table has inheritance children: read and delete `ONLY` it.
     pub only: bool,
     /// A partitioned table: its eligible rows are also counted per partition.
@@ -234,6 +238,9 @@ pub struct ChildProbe {
     pub from: String,
     /// The key columns matched, child alias against the quoted parent.
     pub join: String,
+    /// The key references its own table (`comments.root_id → comments.id`).
+    #[serde(default)]
+    pub self_ref: bool,
 }
 
 /// How many rows of a child reference the rows a step would delete.
@@ -242,6 +249,10 @@ pub struct ChildCount {
     pub label: String,
     pub on_delete: OnDelete,
     pub rows: u64,
+    /// A self-reference that acts: the referencing rows that are not
+    /// eligible themselves (a cascade would reach past the cutoff).
+    #[serde(default)]
+    pub outside: u64,
 }
 
 /// The answer to a probe.

@@ -90,10 +90,25 @@ fn postgres_a_self_referencing_cascade_is_refused_and_no_reply_is_lost() {
     assert!(error.contains("ON DELETE CASCADE"), "{error}");
     assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM comments")), 60);
+    // `on_cascade: allow` never lets a cascade reach rows younger than the cutoff.
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: comments, column: created_at, older_than: 365 days, on_cascade: allow",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(1));
+    let error = v["steps"][0]["errors"].to_string();
+    assert!(
+        error.contains("would reach 50 rows of `comments` that are not older than the cutoff"),
+        "{error}"
+    );
+    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM comments")), 60);
 }
 
 #[test]
-fn postgres_cascade_and_set_null_children_are_refused_and_nothing_changes() {
+fn postgres_cascade_and_set_null_children_are_refused_by_default_and_allowed_ones_are_predicted_and_counted() {
     let rt = rt();
     let url = seeded_db(
         "CREATE TABLE orders (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
@@ -127,6 +142,84 @@ fn postgres_cascade_and_set_null_children_are_refused_and_nothing_changes() {
         70
     );
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 100);
+    // `on_cascade: allow`: the diff predicts the child rows, apply reaches
+    // exactly those, and the report and the journal count them.
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: orders, column: created_at, older_than: 30 days, batch_size: 20, on_cascade: allow",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    let objects = v["steps"][0]["objects"].to_string();
+    assert!(
+        objects.contains("213 rows deleted with the rows they reference"),
+        "{objects}"
+    );
+    assert!(
+        objects.contains("ON DELETE SET NULL (on_cascade: allow): 70 rows changed"),
+        "{objects}"
+    );
+    let out = dbmaint(dir.path())
+        .args([
+            "--output",
+            "json",
+            "plan",
+            "apply",
+            "--auto-approve",
+            "--log-dir",
+            "logs",
+        ])
+        .arg(&p)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let cascaded = r["report"]["steps"][0]["cascaded"]
+        .as_array()
+        .expect("cascaded")
+        .clone();
+    let rows_of = |fk: &str| {
+        cascaded
+            .iter()
+            .find(|c| c["foreign_key"].as_str().unwrap_or("").starts_with(fk))
+            .and_then(|c| c["rows"].as_u64())
+    };
+    assert_eq!(rows_of("items.order_id"), Some(213), "{cascaded:?}");
+    assert_eq!(rows_of("notes.order_id"), Some(70), "{cascaded:?}");
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 29);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM items")), 87);
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM notes WHERE order_id IS NULL")),
+        70
+    );
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT sum(rows)::int8 FROM dbmaint.cascades")),
+        283,
+        "the journal holds the child rows per batch"
+    );
+}
+
+#[test]
+fn postgres_on_cascade_allow_refuses_a_cascade_that_would_go_deeper_than_one_level() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE orders (id int PRIMARY KEY, created_at timestamptz NOT NULL);          INSERT INTO orders SELECT g, now() - interval '400 days' FROM generate_series(1, 20) g;          INSERT INTO orders SELECT g, now() FROM generate_series(21, 30) g;          CREATE TABLE items (id int PRIMARY KEY, order_id int REFERENCES orders ON DELETE CASCADE);          INSERT INTO items SELECT g, g FROM generate_series(1, 20) g;          CREATE TABLE item_notes (id int PRIMARY KEY, item_id int REFERENCES items ON DELETE CASCADE);          INSERT INTO item_notes SELECT g, g FROM generate_series(1, 20) g;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: orders, column: created_at, older_than: 365 days, on_cascade: allow",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(1), "{v}");
+    let error = v["steps"][0]["errors"].to_string();
+    assert!(error.contains("would go on into item_notes"), "{error}");
+    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM item_notes")), 20);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 30);
 }
 
 #[test]

@@ -32,6 +32,7 @@ macro_rules! ranged_batch {
                     rows: 0,
                     selected: 0,
                     last_key: None,
+                    cascaded: vec![],
                 });
             }
             let (lo, hi): (Option<String>, Option<String>) = (row.get(1), row.get(2));
@@ -40,8 +41,19 @@ macro_rules! ranged_batch {
                     rows: 0,
                     selected: 0,
                     last_key: None,
+                    cascaded: vec![],
                 });
             };
+            let mut cascaded = vec![];
+            for cc in &$work.cascades {
+                let n: i64 = sqlx::query_scalar(sql(cc.count.clone()))
+                    .bind(&$work.cutoff)
+                    .bind(&lo)
+                    .bind(&hi)
+                    .fetch_one(&mut *$c)
+                    .await?;
+                cascaded.push(n.max(0) as u64);
+            }
             let copied = match $copy {
                 Some(q) => Some(
                     sqlx::query(sql(q.clone()))
@@ -87,6 +99,7 @@ macro_rules! ranged_batch {
                 rows: deleted,
                 selected,
                 last_key: Some(hi),
+                cascaded,
             })
         }
         .await
@@ -316,6 +329,9 @@ pub struct RetentionSpec {
     /// the eligible rows each one left behind. Without such a thing a
     /// window's DELETE is its own selection and that count is skipped.
     pub check_left: bool,
+    /// `on_cascade: allow`: the referencing keys that act, as (label,
+    /// ON DELETE, child aliased `dbmaint_c`, join against the table).
+    pub cascades: Vec<(String, String, String, String)>,
 }
 
 /// Where a retention step archives.
@@ -339,6 +355,7 @@ pub struct RetentionSql {
     /// the step starts (see `execplan::RetentionWork::count`).
     pub count: String,
     pub batch: crate::execplan::BatchSql,
+    pub cascades: Vec<crate::execplan::CascadeCount>,
 }
 
 /// The next retention batch of a ranged walk: the eligible rows with a key
@@ -408,6 +425,37 @@ pub fn child_count_sql(ch: &crate::inspect::ChildProbe, table: &str, pred: &str)
     )
 }
 
+/// Counts the rows of a self-referencing child that reference rows
+/// matching `pred` without matching it themselves: rows a cascade would
+/// reach past the cutoff. In the outer query `pred`'s columns are the
+/// child's own (it is the only table in scope there).
+pub fn outside_count_sql(ch: &crate::inspect::ChildProbe, table: &str, pred: &str) -> String {
+    format!(
+        "SELECT count(*) FROM {} WHERE EXISTS (SELECT 1 FROM {table} WHERE {} AND {pred}) AND ({pred}) IS NOT TRUE",
+        ch.from, ch.join
+    )
+}
+
+/// `RetentionWork::cascades` for a spec, each count over `range` (the
+/// batch's key condition, binding lo and hi as the batch does).
+pub fn cascade_counts(
+    spec: &RetentionSpec,
+    table: &str,
+    pred: &str,
+    range: &str,
+) -> Vec<crate::execplan::CascadeCount> {
+    spec.cascades
+        .iter()
+        .map(|(label, on_delete, from, join)| crate::execplan::CascadeCount {
+            foreign_key: label.clone(),
+            on_delete: on_delete.clone(),
+            count: format!(
+                "SELECT count(*) FROM {from} WHERE EXISTS (SELECT 1 FROM {table} WHERE {join} AND {pred}{range})"
+            ),
+        })
+        .collect()
+}
+
 /// Counts the rows matching `pred` that the guard keeps (some row
 /// references them).
 pub fn referenced_count_sql(from: &str, pred: &str, guard: &str) -> String {
@@ -433,6 +481,8 @@ pub struct BatchDone {
     pub selected: u64,
     /// The batch's last key: the next batch starts after it.
     pub last_key: Option<String>,
+    /// Per `RetentionWork::cascades`, the child rows its delete reached.
+    pub cascaded: Vec<u64>,
 }
 
 /// Identifies the journal rows a batch writes in its own transaction.

@@ -611,11 +611,11 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
             end(true)
         )
     };
-    let batch = if key.integer() && !matches!(spec.archive, Some(ArchiveSpec::File { .. })) {
+    let (batch, cascade_range) = if key.integer() && !matches!(spec.archive, Some(ArchiveSpec::File { .. })) {
         let k = key.tuple("");
         let window = format!(" AND {k} >= $2::int8 AND {k} <= $3::int8");
         let delete = format!("DELETE FROM {t} WHERE {pred}{window}");
-        BatchSql::Window {
+        let batch = BatchSql::Window {
             statement: match &spec.archive {
                 // The DBA's loop: key windows, one plain statement each.
                 None => delete,
@@ -628,7 +628,8 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
                 .check_left
                 .then(|| format!("SELECT count(*)::int8 FROM {t} WHERE {pred}{window}")),
             next_key: format!("SELECT min({k})::int8 FROM {t} WHERE {k} > $1::int8"),
-        }
+        };
+        (batch, window)
     } else {
         let kt = key.tuple("");
         // (rows, first key, last key) of a batch: the first `limit`
@@ -649,7 +650,7 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
         };
         let range = format!(" AND {kt} >= {} AND {kt} <= {}", key.param(2), key.param(3));
         let delete = format!("DELETE FROM {t} WHERE {pred}{range}");
-        BatchSql::Ranged {
+        let batch = BatchSql::Ranged {
             bound_first: bound(">="),
             bound_next: bound(">"),
             copy: None,
@@ -668,12 +669,14 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
                     key.order("moved.", false)
                 ),
             },
-        }
+        };
+        (batch, range)
     };
     RetentionSql {
         create_archive,
         count,
         batch,
+        cascades: super::cascade_counts(spec, t, &pred, &cascade_range),
     }
 }
 
@@ -780,15 +783,29 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
     if let Some(w) = &p.where_sql {
         pred.push_str(&format!(" AND ({w})"));
     }
+    // With `on_cascade: allow` the children are counted against the rows
+    // the step deletes: the guard (referencing keys that block) applied.
+    let child_pred = match (&p.guard_sql, p.cascade) {
+        (Some(g), true) => format!("{pred} AND {g}"),
+        _ => pred.clone(),
+    };
     let mut children = vec![];
     for ch in &p.children {
-        let n: i64 = sqlx::query_scalar(sql(super::child_count_sql(ch, &p.table, &pred)))
+        let n: i64 = sqlx::query_scalar(sql(super::child_count_sql(ch, &p.table, &child_pred)))
             .fetch_one(&mut *c)
             .await?;
+        let outside: i64 = if ch.self_ref && ch.on_delete.acts() {
+            sqlx::query_scalar(sql(super::outside_count_sql(ch, &p.table, &pred)))
+                .fetch_one(&mut *c)
+                .await?
+        } else {
+            0
+        };
         children.push(crate::inspect::ChildCount {
             label: ch.label.clone(),
             on_delete: ch.on_delete,
             rows: n.max(0) as u64,
+            outside: outside.max(0) as u64,
         });
     }
     let referenced = match &p.guard_sql {
@@ -971,8 +988,23 @@ pub async fn prepare_window(c: &mut PgConnection, statement: &str) -> Result<(),
 /// the server: `BEGIN; EXECUTE …` (the delete, or the archive-and-delete),
 /// then the journal row and `COMMIT` — one transaction, so the batch and
 /// its journal row commit together or not at all (safety.md rules 5, 6).
-/// With `left`, a third statement counts the eligible rows the window kept.
+/// With `left`, a statement after the delete counts the eligible rows the
+/// window kept; with cascades, statements before it count the child rows
+/// it will reach.
 async fn window_batch(
+    c: &mut PgConnection,
+    work: &RetentionWork,
+    w: Window,
+    journal: &BatchJournal,
+) -> Result<BatchDone, DbError> {
+    let result = window_in(c, work, w, journal).await;
+    if result.is_err() {
+        let _ = execute(c, "ROLLBACK").await;
+    }
+    result
+}
+
+async fn window_in(
     c: &mut PgConnection,
     work: &RetentionWork,
     Window { lo, hi }: Window,
@@ -981,57 +1013,77 @@ async fn window_batch(
     let BatchSql::Window { left, .. } = &work.batch else {
         return Err(DbError::other("a key window needs a windowed step"));
     };
-    let run = format!(
-        "BEGIN; EXECUTE {WINDOW_STATEMENT}({}, {lo}, {hi})",
+    let exec = format!(
+        "EXECUTE {WINDOW_STATEMENT}({}, {lo}, {hi})",
         quote_literal(&work.cutoff)
     );
+    let mut cascaded = vec![];
     // The rows affected add up over the statements; BEGIN affects none.
-    let rows = match sqlx::raw_sql(sql(run)).execute(&mut *c).await {
-        Ok(r) => r.rows_affected(),
-        Err(e) => {
-            let _ = execute(c, "ROLLBACK").await;
-            return Err(e.into());
-        }
-    };
-    let kept = match left {
-        None => 0,
-        Some(q) => {
-            let n: Result<i64, _> = sqlx::query_scalar(sql(q.clone()))
+    let rows = if work.cascades.is_empty() {
+        sqlx::raw_sql(sql(format!("BEGIN; {exec}")))
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+    } else {
+        execute(c, "BEGIN").await?;
+        for cc in &work.cascades {
+            let n: i64 = sqlx::query_scalar(sql(cc.count.clone()))
                 .bind(&work.cutoff)
                 .bind(lo)
                 .bind(hi)
                 .fetch_one(&mut *c)
-                .await;
-            match n {
-                Ok(n) => n.max(0) as u64,
-                Err(e) => {
-                    let _ = execute(c, "ROLLBACK").await;
-                    return Err(e.into());
-                }
-            }
+                .await?;
+            cascaded.push(n.max(0) as u64);
+        }
+        sqlx::raw_sql(sql(exec)).execute(&mut *c).await?.rows_affected()
+    };
+    let kept = match left {
+        None => 0,
+        Some(q) => {
+            let n: i64 = sqlx::query_scalar(sql(q.clone()))
+                .bind(&work.cutoff)
+                .bind(lo)
+                .bind(hi)
+                .fetch_one(&mut *c)
+                .await?;
+            n.max(0) as u64
         }
     };
     let last_key = hi.to_string();
-    let finish = if rows > 0 {
-        format!(
-            "INSERT INTO dbmaint.batches (run_id, step, batch_no, last_key, rows) VALUES ({}, {}, {}, {}, {rows}); COMMIT",
+    let mut finish = String::new();
+    if rows > 0 {
+        finish.push_str(&format!(
+            "INSERT INTO dbmaint.batches (run_id, step, batch_no, last_key, rows) VALUES ({}, {}, {}, {}, {rows}); ",
             journal.run_id,
             quote_literal(&journal.step),
             journal.batch_no,
             quote_literal(&last_key)
-        )
-    } else {
-        "COMMIT".to_string()
-    };
-    if let Err(e) = sqlx::raw_sql(sql(finish)).execute(&mut *c).await {
-        let _ = execute(c, "ROLLBACK").await;
-        return Err(e.into());
+        ));
+        for (cc, n) in work.cascades.iter().zip(&cascaded).filter(|(_, n)| **n > 0) {
+            finish.push_str(&cascade_journal_sql(journal, cc, *n));
+        }
     }
+    finish.push_str("COMMIT");
+    sqlx::raw_sql(sql(finish)).execute(&mut *c).await?;
     Ok(BatchDone {
         rows,
         selected: rows + kept,
         last_key: Some(last_key),
+        cascaded,
     })
+}
+
+/// The journal row of the child rows one batch's delete reached through
+/// one foreign key.
+fn cascade_journal_sql(journal: &BatchJournal, cc: &crate::execplan::CascadeCount, rows: u64) -> String {
+    format!(
+        "INSERT INTO dbmaint.cascades (run_id, step, batch_no, foreign_key, on_delete, rows) VALUES ({}, {}, {}, {}, {}, {rows}); ",
+        journal.run_id,
+        quote_literal(&journal.step),
+        journal.batch_no,
+        quote_literal(&cc.foreign_key),
+        quote_literal(&cc.on_delete)
+    )
 }
 
 /// One batch, one transaction: the batch statement(s) and the batch's
@@ -1078,6 +1130,9 @@ async fn batch_in(
             .bind(done.rows as i64)
             .execute(&mut *c)
             .await?;
+        for (cc, n) in work.cascades.iter().zip(&done.cascaded).filter(|(_, n)| **n > 0) {
+            execute(c, &cascade_journal_sql(journal, cc, *n)).await?;
+        }
     }
     Ok(done)
 }
@@ -1132,11 +1187,20 @@ CREATE TABLE IF NOT EXISTS dbmaint.batches (
   rows bigint NOT NULL,
   committed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (run_id, step, batch_no)
+);
+CREATE TABLE IF NOT EXISTS dbmaint.cascades (
+  run_id bigint NOT NULL,
+  step text NOT NULL,
+  batch_no bigint NOT NULL,
+  foreign_key text NOT NULL,
+  on_delete text NOT NULL,
+  rows bigint NOT NULL
 );";
 
 pub async fn journal_setup(c: &mut PgConnection) -> Result<(), DbError> {
     let exists: bool = sqlx::query_scalar(
-        "SELECT to_regclass('dbmaint.batches') IS NOT NULL AND to_regclass('dbmaint.rebuilds') IS NOT NULL",
+        "SELECT to_regclass('dbmaint.batches') IS NOT NULL AND to_regclass('dbmaint.rebuilds') IS NOT NULL \
+           AND to_regclass('dbmaint.cascades') IS NOT NULL",
     )
     .fetch_one(&mut *c)
     .await?;

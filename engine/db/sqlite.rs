@@ -391,16 +391,31 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
     if let Some(w) = &p.where_sql {
         pred.push_str(&format!(" AND ({w})"));
     }
+    // With `on_cascade: allow` the children are counted against the rows
+    // the step deletes: the guard (referencing keys that block) applied.
+    let child_pred = match (&p.guard_sql, p.cascade) {
+        (Some(g), true) => format!("{pred} AND {g}"),
+        _ => pred.clone(),
+    };
     let mut children = vec![];
     for ch in &p.children {
-        let n: i64 = sqlx::query_scalar(sql(super::child_count_sql(ch, &p.table, &pred)))
+        let n: i64 = sqlx::query_scalar(sql(super::child_count_sql(ch, &p.table, &child_pred)))
             .bind(&cutoff)
             .fetch_one(&mut *c)
             .await?;
+        let outside: i64 = if ch.self_ref && ch.on_delete.acts() {
+            sqlx::query_scalar(sql(super::outside_count_sql(ch, &p.table, &pred)))
+                .bind(&cutoff)
+                .fetch_one(&mut *c)
+                .await?
+        } else {
+            0
+        };
         children.push(crate::inspect::ChildCount {
             label: ch.label.clone(),
             on_delete: ch.on_delete,
             rows: n.max(0) as u64,
+            outside: outside.max(0) as u64,
         });
     }
     let referenced = match &p.guard_sql {
@@ -627,6 +642,7 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
             copy,
             delete,
         },
+        cascades: super::cascade_counts(spec, t, &pred, &range),
     }
 }
 
@@ -674,6 +690,19 @@ async fn batch_in(
         .bind(done.rows as i64)
         .execute(&mut *c)
         .await?;
+    for (cc, n) in work.cascades.iter().zip(&done.cascaded).filter(|(_, n)| **n > 0) {
+        sqlx::query(
+            "INSERT INTO dbmaint_cascades (run_id, step, batch_no, foreign_key, on_delete, rows) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(journal.run_id)
+        .bind(&journal.step)
+        .bind(journal.batch_no as i64)
+        .bind(&cc.foreign_key)
+        .bind(&cc.on_delete)
+        .bind(*n as i64)
+        .execute(&mut *c)
+        .await?;
+    }
     Ok(done)
 }
 
@@ -714,6 +743,14 @@ CREATE TABLE IF NOT EXISTS dbmaint_batches (
   rows INTEGER NOT NULL,
   committed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   PRIMARY KEY (run_id, step, batch_no)
+);
+CREATE TABLE IF NOT EXISTS dbmaint_cascades (
+  run_id INTEGER NOT NULL,
+  step TEXT NOT NULL,
+  batch_no INTEGER NOT NULL,
+  foreign_key TEXT NOT NULL,
+  on_delete TEXT NOT NULL,
+  rows INTEGER NOT NULL
 );";
 
 pub async fn journal_setup(c: &mut SqliteConnection) -> Result<(), DbError> {

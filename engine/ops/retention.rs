@@ -54,7 +54,9 @@ crate::params! {
             allow_all_rows: bool,
             /// The largest share of the table one run may delete (e.g. `0.3`); a run that would delete more is refused before its first batch.
             max_ratio: Ratio,
-            /// SQLite: `off` (false) runs the step's deletes with `PRAGMA foreign_keys = OFF`, for applications that run without enforcement: no cascade fires, referenced rows are deleted too, and the diff lists the orphans left (default `on`).
+            /// `refuse` (default): a delete that would make the database delete or change rows of other tables through ON DELETE CASCADE / SET NULL / SET DEFAULT is refused. `allow`: it runs, the diff predicts those rows and the report and journal count them per batch.
+            on_cascade: String,
+            /// SQLite: `off` (or false) runs the step's deletes with `PRAGMA foreign_keys = OFF`, for applications that run without enforcement: no cascade fires, referenced rows are deleted too, and the diff lists the orphans left (default `on`).
             sqlite_foreign_keys: bool,
             /// Eligible rows still referenced by RESTRICT / NO ACTION foreign keys: `skip` leaves and counts them (default), `fail` fails the step before its first batch.
             on_restrict: String,
@@ -107,6 +109,16 @@ impl OpParams for Retention {
                 f.pos,
                 "`sqlite_foreign_keys` applies to SQLite targets; PostgreSQL always enforces foreign keys".into(),
                 "remove it",
+            );
+        }
+        if let Some(r) = &self.on_cascade
+            && !matches!(r.value.as_str(), "refuse" | "allow")
+        {
+            c.error(
+                "invalid-value",
+                r.pos,
+                format!("`on_cascade: {}` is not a choice", r.value),
+                "`refuse` (the default) or `allow`",
             );
         }
         if let Some(r) = &self.on_restrict
@@ -199,6 +211,7 @@ impl Retention {
             stated_format: get(&self.time_format).and_then(|f| crate::timefmt::TimeFormat::parse(&f)),
             zone: get(&self.column_tz).map_or(cx.plan.limits.tz.0, |z| z.0),
             children: Self::children(cx, t),
+            cascade: self.cascade_allowed() && !self.fk_off(cx),
             only: !t.inheritance_children.is_empty(),
             partitioned: t.partitioned,
             digest_key: digest
@@ -240,6 +253,7 @@ impl Retention {
                     on_delete: fk.on_delete,
                     from: format!("{child} AS dbmaint_c"),
                     join,
+                    self_ref: fk.child_schema == t.schema && fk.child_table == t.name,
                 }
             })
             .collect()
@@ -251,14 +265,23 @@ impl Retention {
         cx.backend == Backend::Sqlite && get(&self.sqlite_foreign_keys) == Some(false)
     }
 
+    /// `on_cascade: allow`.
+    fn cascade_allowed(&self) -> bool {
+        get(&self.on_cascade).as_deref() == Some("allow")
+    }
+
     /// Rows another row references are never deleted (see
-    /// `RetentionProbe::guard_sql`), unless foreign keys are not enforced.
+    /// `RetentionProbe::guard_sql`), unless foreign keys are not enforced;
+    /// with `on_cascade: allow` only keys that would block (RESTRICT, NO
+    /// ACTION) guard, and cascading ones act.
     fn guard(&self, cx: &PlanCx<'_>, t: &crate::inspect::TableFacts) -> Option<String> {
         if self.fk_off(cx) {
             return None;
         }
+        let allow = self.cascade_allowed();
         let parts: Vec<String> = Self::children(cx, t)
             .iter()
+            .filter(|c| !(allow && c.on_delete.acts()))
             .map(|c| format!("NOT EXISTS (SELECT 1 FROM {} WHERE {})", c.from, c.join))
             .collect();
         (!parts.is_empty()).then(|| parts.join(" AND "))
@@ -270,6 +293,59 @@ impl Retention {
             (Some(w), Some(g)) => Some(format!("({w}) AND {g}")),
             (w, g) => w.or(g),
         }
+    }
+
+    /// What `on_cascade: allow` still refuses: a self-reference that would
+    /// reach rows that are not eligible themselves (replies younger than
+    /// the cutoff of an old root), and a cascade into a table that other
+    /// keys reference in turn (a chain deeper than one level, which the
+    /// diff does not predict).
+    fn cascade_refusal(
+        &self,
+        cx: &PlanCx<'_>,
+        t: &crate::inspect::TableFacts,
+        facts: &crate::inspect::RetentionFacts,
+    ) -> Option<String> {
+        let name = &t.name;
+        for c in facts.children.iter().filter(|c| c.on_delete.acts()) {
+            if c.outside > 0 {
+                return Some(format!(
+                    "ON DELETE {} of {} would reach {} rows of `{name}` that are not older than the cutoff: refused always",
+                    c.on_delete.sql(),
+                    c.label,
+                    human_count(c.outside)
+                ));
+            }
+        }
+        for fk in cx.insp.foreign_keys.iter().filter(|fk| {
+            fk.parent_schema == t.schema
+                && fk.parent_table == t.name
+                && fk.on_delete == crate::inspect::OnDelete::Cascade
+                && !(fk.child_schema == t.schema && fk.child_table == t.name)
+        }) {
+            let rows = facts
+                .children
+                .iter()
+                .find(|c| c.label.ends_with(&format!("({})", fk.name)))
+                .map_or(0, |c| c.rows);
+            let deeper: Vec<&str> = cx
+                .insp
+                .foreign_keys
+                .iter()
+                .filter(|g| g.parent_schema == fk.child_schema && g.parent_table == fk.child_table)
+                .map(|g| g.child_table.as_str())
+                .collect();
+            if rows > 0 && !deeper.is_empty() {
+                return Some(format!(
+                    "ON DELETE CASCADE into `{}` would go on into {}, which reference it: cascades deeper than one \
+                     level are not predicted; retain `{}` with a step of its own first",
+                    fk.child_table,
+                    deeper.join(", "),
+                    fk.child_table
+                ));
+            }
+        }
+        None
     }
 
     /// The source table of a retention step in the plan that archives into
@@ -362,13 +438,19 @@ impl Retention {
                 )
             })
             .collect();
-        if !acting.is_empty() && !self.fk_off(cx) {
+        if !acting.is_empty() && !self.fk_off(cx) && !self.cascade_allowed() {
             return Draft::error(format!(
                 "deleting these rows of `{name}` would make the database change rows it references from: {} \
                  (step `{step}`, on_cascade: refuse); delete or detach those rows first, e.g. a retention step on \
                  the child table that this step `needs`",
                 acting.join("; ")
             ));
+        }
+        if self.cascade_allowed()
+            && !self.fk_off(cx)
+            && let Some(e) = self.cascade_refusal(cx, t, facts)
+        {
+            return Draft::error(format!("{e} (step `{step}`, on_cascade: allow)"));
         }
         let mut facts = facts.clone();
         if let Some((_, creator)) = &created_by {
@@ -475,6 +557,17 @@ impl Retention {
             },
             only: !t.inheritance_children.is_empty(),
             check_left: facts.rls_applies || !t.delete_triggers.is_empty(),
+            cascades: if self.cascade_allowed() && !self.fk_off(cx) {
+                Self::children(cx, t)
+                    .into_iter()
+                    // A self-reference reaches only eligible rows (else the
+                    // step is refused), which the walk deletes itself.
+                    .filter(|c| c.on_delete.acts() && !c.self_ref)
+                    .map(|c| (c.label, c.on_delete.sql().to_string(), c.from, c.join))
+                    .collect()
+            } else {
+                vec![]
+            },
         };
         let sql = retention_sql(cx.backend, &spec);
         // Exact: batches never take more than what is left of `max_rows`.
@@ -562,12 +655,28 @@ impl Retention {
         let fk_off = self.fk_off(cx);
         for c in &facts.children {
             d.object(
-                if fk_off && c.rows > 0 { Marker::Change } else { Marker::Read },
+                match (c.rows > 0, fk_off, self.cascade_allowed() && c.on_delete.acts()) {
+                    (true, true, _) => Marker::Change,
+                    (true, false, true) if c.on_delete == crate::inspect::OnDelete::Cascade => Marker::Remove,
+                    (true, false, true) => Marker::Change,
+                    _ => Marker::Read,
+                },
                 "foreign key",
                 c.label.clone(),
                 if fk_off {
                     format!(
                         "ON DELETE {} not enforced (sqlite_foreign_keys: off): {} rows would be left referencing deleted rows (orphans)",
+                        c.on_delete.sql(),
+                        human_count(c.rows)
+                    )
+                } else if self.cascade_allowed() && c.on_delete == crate::inspect::OnDelete::Cascade {
+                    format!(
+                        "ON DELETE CASCADE (on_cascade: allow): {} rows deleted with the rows they reference",
+                        human_count(c.rows)
+                    )
+                } else if self.cascade_allowed() && c.on_delete.acts() {
+                    format!(
+                        "ON DELETE {} (on_cascade: allow): {} rows changed",
                         c.on_delete.sql(),
                         human_count(c.rows)
                     )
@@ -820,6 +929,7 @@ impl Retention {
             archive: archive_to,
             batch: sql.batch,
             eligible_digest: facts.digest.clone(),
+            cascades: sql.cascades,
             foreign_keys_off: fk_off,
         }));
         d

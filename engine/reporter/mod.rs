@@ -40,6 +40,8 @@ pub struct ReportStep {
     pub deferred: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cascaded: Vec<crate::events::Cascaded>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -122,6 +124,7 @@ impl Collector {
                         cleanup_failed: None,
                         deferred: None,
                         partial: None,
+                        cascaded: vec![],
                         skipped: Some("not selected (--step)".into()),
                         findings: vec![],
                         stats: None,
@@ -147,6 +150,7 @@ impl Collector {
             s.cleanup_failed = r.cleanup_failed.clone();
             s.deferred = r.deferred.clone();
             s.partial = r.partial.clone();
+            s.cascaded = r.cascaded.clone();
             s.findings = r.findings.clone();
             s.stats = r.stats.clone();
             s.bloat = r.bloat.clone();
@@ -290,6 +294,17 @@ pub fn render_text(r: &Report) -> String {
             if let Some(v) = v {
                 crate::textsafe::line(&mut out, format!("      {label}: {v}"));
             }
+        }
+        for c in &s.cascaded {
+            crate::textsafe::line(
+                &mut out,
+                format!(
+                    "      ON DELETE {}: {} rows of {}",
+                    c.on_delete,
+                    human_count(c.rows),
+                    c.foreign_key
+                ),
+            );
         }
         let bloat = s.bloat.iter().flat_map(|b| b.lines());
         for line in s.stats.iter().flat_map(|st| st.lines()).chain(bloat) {
