@@ -336,6 +336,8 @@ struct Acc {
     /// The session's statement_timeout as last set, to skip a round trip
     /// per batch when it has not moved.
     timeout_set: Option<Duration>,
+    /// The last retention batch number the step used (journal key).
+    batch_no: u64,
 }
 
 async fn run_step(step: &PlannedStep, ctx: &Ctx) -> StepResult {
@@ -357,6 +359,7 @@ async fn run_step(step: &PlannedStep, ctx: &Ctx) -> StepResult {
         r: empty_result(step, Status::Succeeded, None),
         started: Instant::now(),
         timeout_set: None,
+        batch_no: 0,
     };
     acc.r.started_at = now_text();
     if !step.errors.is_empty() {
@@ -1085,10 +1088,14 @@ async fn retention_walk(
         crate::execplan::BatchSql::Ranged { .. } => Walk::Ranged { after: None },
     };
     let max_rows = work.max_rows.unwrap_or(u64::MAX);
-    let mut batch_no = 0u64;
+    let rows_before = acc.r.rows;
+    // Numbered across the step: one step may walk several tables.
+    let mut batch_no = acc.batch_no;
     let mut kept = 0u64;
     loop {
-        let room = work.batch_size.min(max_rows.saturating_sub(acc.r.rows));
+        // `max_rows` caps each table's deletes (a step with inheritance
+        // children runs one walk per table).
+        let room = work.batch_size.min(max_rows.saturating_sub(acc.r.rows - rows_before));
         if room == 0 {
             break; // max_rows reached
         }
@@ -1118,6 +1125,7 @@ async fn retention_walk(
             )));
         }
         batch_no += 1;
+        acc.batch_no = batch_no;
         let journal = BatchJournal {
             run_id: ctx.run_id,
             step: step.id.clone(),
@@ -1222,18 +1230,23 @@ async fn retention_walk(
             tokio::time::sleep(Duration::from_millis(work.pause_ms)).await;
         }
     }
+    let here = acc.r.rows - rows_before;
     if kept > 0 {
-        acc.r.partial = Some(format!(
-            "{} rows deleted, {kept} eligible rows kept (see the batch warnings); {} eligible when the step began",
-            acc.r.rows, eligible.rows
-        ));
-    } else if acc.r.rows > eligible.rows {
+        let note = format!(
+            "{}: {here} rows deleted, {kept} eligible rows kept (see the batch warnings); {} eligible when the step began",
+            work.table, eligible.rows
+        );
+        acc.r.partial = Some(match acc.r.partial.take() {
+            Some(p) => format!("{p}; {note}"),
+            None => note,
+        });
+    } else if here > eligible.rows {
         ctx.emit(Event::Warning {
             step: step.id.clone(),
             message: format!(
-                "{} rows deleted, {} more than were eligible when the step began: rows became eligible during the run",
-                acc.r.rows,
-                acc.r.rows - eligible.rows
+                "{here} rows deleted from {}, {} more than were eligible when the step began: rows became eligible during the run",
+                work.table,
+                here - eligible.rows
             ),
         });
     }

@@ -195,9 +195,9 @@ pub fn retention_probes(
 ) -> Vec<RetentionProbe> {
     plan.steps
         .values()
-        .filter_map(|step| match &step.op {
+        .flat_map(|step| match &step.op {
             Operation::Retention(r) => r.probe(&PlanCx::new(plan, step, insp, backend, now), digest),
-            _ => None,
+            _ => vec![],
         })
         .collect()
 }

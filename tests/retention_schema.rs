@@ -360,6 +360,46 @@ fn postgres_retention_on_an_inheritance_parent_deletes_only_the_parents_own_rows
 }
 
 #[test]
+fn postgres_include_children_processes_each_inheritance_child_with_its_own_columns() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE events (id int PRIMARY KEY, created_at timestamptz NOT NULL);          CREATE TABLE events_legacy (id int PRIMARY KEY, extra text NOT NULL) INHERITS (events);          INSERT INTO events SELECT g, now() - interval '400 days' FROM generate_series(1, 30) g;          INSERT INTO events SELECT g, now() FROM generate_series(31, 40) g;          INSERT INTO events_legacy SELECT 1000 + g, now() - interval '400 days', 'legacy ' || g FROM generate_series(1, 20) g;          INSERT INTO events_legacy SELECT 2000 + g, now(), 'new' FROM generate_series(1, 5) g;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: events, column: created_at, older_than: 365 days, include_children: true, batch_size: 7, \
+         archive: { table: events_archive }",
+    );
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        v["steps"][0]["estimate"]["rows"], 50,
+        "30 of the parent's own and 20 of the child's: {v}"
+    );
+    let objects = v["steps"][0]["objects"].to_string();
+    assert!(
+        objects.contains("events_archive_events_legacy"),
+        "the child's own archive: {objects}"
+    );
+    let out = apply(dir.path(), &p);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ONLY events")), 10);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM events_legacy")), 5);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM events_archive")), 30);
+    // The child's archive keeps its own column, values intact.
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM events_archive_events_legacy WHERE extra LIKE 'legacy %'"
+        )),
+        20
+    );
+}
+
+#[test]
 fn postgres_row_level_security_that_hides_rows_is_said_in_the_diff() {
     let url = seeded_db(
         "CREATE TABLE tenant_log (id int PRIMARY KEY, tenant int NOT NULL, created_at timestamptz NOT NULL); \

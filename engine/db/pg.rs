@@ -972,10 +972,18 @@ pub async fn preview(c: &mut PgConnection, query: &str) -> Result<QueryPreview, 
 /// The name a windowed step's statement is prepared under, per session.
 const WINDOW_STATEMENT: &str = "dbmaint_window";
 
-/// Prepares a windowed step's statement on this session (once per step:
-/// each step has its own connection). Executions get custom plans:
-/// `plan_cache_mode=force_custom_plan`.
+/// Prepares a windowed walk's statement on this session (each step has its
+/// own connection; a step that walks several tables, `include_children`,
+/// replaces the statement of the walk before). Executions get custom
+/// plans: `plan_cache_mode=force_custom_plan`.
 pub async fn prepare_window(c: &mut PgConnection, statement: &str) -> Result<(), DbError> {
+    let prepared: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = $1)")
+        .bind(WINDOW_STATEMENT)
+        .fetch_one(&mut *c)
+        .await?;
+    if prepared {
+        execute(c, &format!("DEALLOCATE {WINDOW_STATEMENT}")).await?;
+    }
     execute(
         c,
         &format!("PREPARE {WINDOW_STATEMENT} (text, int8, int8) AS {statement}"),

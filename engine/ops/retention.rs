@@ -56,6 +56,8 @@ crate::params! {
             max_ratio: Ratio,
             /// `refuse` (default): a delete that would make the database delete or change rows of other tables through ON DELETE CASCADE / SET NULL / SET DEFAULT is refused. `allow`: it runs, the diff predicts those rows and the report and journal count them per batch.
             on_cascade: String,
+            /// Inheritance children (`INHERITS`): `true` also processes each child, `ONLY` it, with its own columns (archive table `<archive>_<child>`, or the same file); default: the parent's own rows only.
+            include_children: bool,
             /// SQLite: `off` (or false) runs the step's deletes with `PRAGMA foreign_keys = OFF`, for applications that run without enforcement: no cascade fires, referenced rows are deleted too, and the diff lists the orphans left (default `on`).
             sqlite_foreign_keys: bool,
             /// Eligible rows still referenced by RESTRICT / NO ACTION foreign keys: `skip` leaves and counts them (default), `fail` fails the step before its first batch.
@@ -196,13 +198,36 @@ impl Retention {
 
     /// What the inspection must count for this step; `None` when the table
     /// or column is missing (planning then reports it).
-    pub fn probe(&self, cx: &PlanCx<'_>, digest: bool) -> Option<RetentionProbe> {
+    pub fn probe(&self, cx: &PlanCx<'_>, digest: bool) -> Vec<RetentionProbe> {
         // A table another step creates as its archive is probed through
         // that step's source, which has the same columns.
-        let t = cx.table(&self.table.value).or_else(|| self.creator_source(cx))?;
+        let Some(t) = cx.table(&self.table.value).or_else(|| self.creator_source(cx)) else {
+            return vec![];
+        };
+        let mut probes: Vec<RetentionProbe> = self
+            .probe_table(cx, t, cx.step.id.clone(), digest)
+            .into_iter()
+            .collect();
+        if get(&self.include_children).unwrap_or(false) {
+            for c in descendants(cx, t) {
+                probes.extend(self.probe_table(cx, c, child_key(&cx.step.id, c), digest));
+            }
+        }
+        probes
+    }
+
+    /// The probe of one table: the step's own, or an inheritance child's
+    /// (`include_children`) under `key`.
+    fn probe_table(
+        &self,
+        cx: &PlanCx<'_>,
+        t: &crate::inspect::TableFacts,
+        key: String,
+        digest: bool,
+    ) -> Option<RetentionProbe> {
         let col = t.column(&self.column.value.0)?;
         Some(RetentionProbe {
-            step: cx.step.id.clone(),
+            step: key,
             table: cx.quoted(t),
             column: quote_ident(&col.name),
             column_type: col.data_type.clone(),
@@ -374,10 +399,62 @@ impl Retention {
     }
 
     pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        let mut d = self.plan_table(cx, None);
+        if !get(&self.include_children).unwrap_or(false) {
+            return d;
+        }
+        let Some(t) = cx.table(&self.table.value) else {
+            return d;
+        };
+        // Each inheritance child is its own table, with its own columns:
+        // its own statements (ONLY it), counts and archive.
+        for c in descendants(cx, t) {
+            let cd = self.plan_table(cx, Some(c));
+            let child = format!("{}.{}", c.schema, c.name);
+            d.errors.extend(
+                cd.errors
+                    .into_iter()
+                    .map(|e| format!("inheritance child `{child}`: {e}")),
+            );
+            d.warnings.extend(
+                cd.warnings
+                    .into_iter()
+                    .map(|w| format!("inheritance child `{child}`: {w}")),
+            );
+            d.objects.extend(cd.objects);
+            d.statements.extend(cd.statements);
+            d.actions.extend(cd.actions);
+            if let Some(ce) = cd.estimate {
+                let e = d.estimate.get_or_insert(Estimate {
+                    rows: 0,
+                    bytes: 0,
+                    fidelity: Fidelity::Exact,
+                });
+                e.rows += ce.rows;
+                e.bytes += ce.bytes;
+                if ce.fidelity != Fidelity::Exact {
+                    e.fidelity = ce.fidelity;
+                }
+            }
+            if !cd.no_op {
+                d.no_op = false;
+                d.summary = format!("{}; and {}", d.summary, cd.summary);
+            }
+        }
+        d
+    }
+
+    /// Plans the step's own table (`child: None`) or one of its
+    /// inheritance children (`include_children`).
+    fn plan_table(&self, cx: &PlanCx<'_>, child: Option<&crate::inspect::TableFacts>) -> Draft {
         let step = &cx.step.id;
-        let name = &self.table.value.0;
+        let name_owned = match child {
+            Some(ct) => format!("{}.{}", ct.schema, ct.name),
+            None => self.table.value.0.clone(),
+        };
+        let name = &name_owned;
         // The table may be an archive that an upstream step of this run creates.
-        let created_by = self.creator_source(cx).and_then(|src| {
+        let created_by = self.creator_source(cx).filter(|_| child.is_none()).and_then(|src| {
             let quoted = Self::archive_name(cx, &self.table.value, &src.schema);
             cx.upstream
                 .iter()
@@ -389,7 +466,11 @@ impl Retention {
                     (t, u.step.clone())
                 })
         });
-        let Some(t) = cx.table(&self.table.value).or(created_by.as_ref().map(|(t, _)| t)) else {
+        let found = match child {
+            Some(ct) => Some(ct),
+            None => cx.table(&self.table.value).or(created_by.as_ref().map(|(t, _)| t)),
+        };
+        let Some(t) = found else {
             if let Some(e) = cx.not_a_table(
                 &self.table.value,
                 "retention deletes rows of a table; name the table it reads from",
@@ -415,7 +496,8 @@ impl Retention {
             Ok(k) => k,
             Err(e) => return Draft::error(format!("{e} (step `{step}`)")),
         };
-        let Some(facts) = cx.insp.retention.get(step) else {
+        let facts_key = child.map_or_else(|| step.clone(), |ct| child_key(step, ct));
+        let Some(facts) = cx.insp.retention.get(&facts_key) else {
             return Draft::error(format!("no row count for step `{step}` in the inspection"));
         };
         if let Some(e) = &facts.format_error {
@@ -476,7 +558,17 @@ impl Retention {
         let mut archive_note = None;
         match get(&self.archive) {
             Some(Archive { table: Some(a), .. }) => {
-                let a = a.value;
+                // A child archives into a table of its own columns.
+                let a = match child {
+                    Some(ct) => {
+                        let (schema, n) = a.value.parts();
+                        Ident(match schema {
+                            Some(s) => format!("{s}.{n}_{}", ct.name),
+                            None => format!("{n}_{}", ct.name),
+                        })
+                    }
+                    None => a.value,
+                };
                 let found = cx.table(&a);
                 if let Some(at) = found {
                     let missing: Vec<&str> = t
@@ -634,7 +726,7 @@ impl Retention {
                 serde_json::json!({"eligible_rows": part.eligible, "rows": part.rows, "whole": whole}),
             );
         }
-        if let Some(note) = cx.resolution(&self.table.value, t) {
+        if let Some(note) = cx.resolution(&self.table.value, t).filter(|_| child.is_none()) {
             d.object(
                 Marker::Read,
                 "name",
@@ -643,14 +735,28 @@ impl Retention {
                 serde_json::json!({"schema": t.schema, "search_path": cx.insp.search_path}),
             );
         }
-        for child in &t.inheritance_children {
-            d.object(
-                Marker::Read,
-                "inheritance child",
-                child.clone(),
-                format!("not touched: rows are counted and deleted in `{name}` itself only (DELETE FROM ONLY); give `{child}` a step of its own"),
-                serde_json::json!({"touched": false}),
-            );
+        let with_children = get(&self.include_children).unwrap_or(false);
+        for ic in &t.inheritance_children {
+            if with_children {
+                d.object(
+                    Marker::Read,
+                    "inheritance child",
+                    ic.clone(),
+                    "processed too (include_children), ONLY it, with its own columns: see its lines".to_string(),
+                    serde_json::json!({"touched": true}),
+                );
+            } else {
+                d.object(
+                    Marker::Read,
+                    "inheritance child",
+                    ic.clone(),
+                    format!(
+                        "not touched: rows are counted and deleted in `{name}` itself only (DELETE FROM ONLY); \
+                         set `include_children: true`, or give `{ic}` a step of its own"
+                    ),
+                    serde_json::json!({"touched": false}),
+                );
+            }
         }
         let fk_off = self.fk_off(cx);
         for c in &facts.children {
@@ -934,6 +1040,29 @@ impl Retention {
         }));
         d
     }
+}
+
+/// Every inheritance descendant of `t` (children, their children …), each
+/// once, parents first.
+fn descendants<'a>(cx: &'a PlanCx<'_>, t: &crate::inspect::TableFacts) -> Vec<&'a crate::inspect::TableFacts> {
+    let mut out: Vec<&crate::inspect::TableFacts> = vec![];
+    let mut todo: Vec<String> = t.inheritance_children.clone();
+    while let Some(full) = todo.first().cloned() {
+        todo.remove(0);
+        let (schema, name) = full.split_once('.').unwrap_or(("", full.as_str()));
+        if let Some(c) = cx.insp.table(Some(schema), name)
+            && !out.iter().any(|o| o.schema == c.schema && o.name == c.name)
+        {
+            todo.extend(c.inheritance_children.iter().cloned());
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The inspection key of an inheritance child's facts within a step.
+fn child_key(step: &str, t: &crate::inspect::TableFacts) -> String {
+    format!("{step}#{}.{}", t.schema, t.name)
 }
 
 /// Key columns quoted for SQL (`rowid` stays bare).
