@@ -123,6 +123,11 @@ struct Run {
     longest_batch_ms: u64,
     batches: u64,
     rows: u64,
+    /// Where the wall time went, from the event log's timestamps: before
+    /// the run began (process, connect, inspect and plan, lock, journal),
+    /// from the step's start to its first batch (the count and key span),
+    /// and the batches themselves (first batch's start to the step's end).
+    phases_ms: (i64, i64, i64),
 }
 
 fn dbmaint_bin() -> PathBuf {
@@ -172,24 +177,45 @@ fn dbmaint_apply(url: &str, archive: bool) -> Run {
         .and_then(|v| v.trim().parse().ok())
         .expect("maxrss from /usr/bin/time");
     let (mut longest, mut batches, mut rows) = (0, 0, 0);
+    let at = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v["at"].as_str().unwrap_or_default())
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(0)
+    };
+    let (mut run_started, mut step_started, mut first_batch, mut step_done) = (0, 0, 0, 0);
     for f in std::fs::read_dir(dir.path().join("logs")).expect("logs").flatten() {
         if f.path().extension().is_some_and(|e| e == "jsonl") {
             for line in std::fs::read_to_string(f.path()).expect("log").lines() {
                 let v: serde_json::Value = serde_json::from_str(line).expect("event");
-                if v["event"] == "batch_done" {
-                    longest = longest.max(v["duration_ms"].as_u64().unwrap_or(0));
-                    batches += 1;
-                    rows += v["rows"].as_u64().unwrap_or(0);
+                match v["event"].as_str() {
+                    Some("run_started") => run_started = at(&v),
+                    Some("step_started") => step_started = at(&v),
+                    Some("step_finished") => step_done = at(&v),
+                    Some("batch_done") => {
+                        if first_batch == 0 {
+                            first_batch = at(&v) - v["duration_ms"].as_i64().unwrap_or(0);
+                        }
+                        longest = longest.max(v["duration_ms"].as_u64().unwrap_or(0));
+                        batches += 1;
+                        rows += v["rows"].as_u64().unwrap_or(0);
+                    }
+                    _ => {}
                 }
             }
         }
     }
+    let logged = step_done - run_started;
     Run {
         wall,
         rss_kb,
         longest_batch_ms: longest,
         batches,
         rows,
+        phases_ms: (
+            wall.as_millis() as i64 - logged,
+            first_batch - step_started,
+            step_done - first_batch,
+        ),
     }
 }
 
@@ -305,6 +331,11 @@ fn main() {
             run.rows,
             worst_batch,
             peak_rss as f64 / 1024.0
+        );
+        println!(
+            "        dbmaint's time: {} ms before the run (process, inspect, plan, lock, journal), \
+             {} ms counting the eligible rows and their key span, {} ms in batches",
+            run.phases_ms.0, run.phases_ms.1, run.phases_ms.2
         );
     }
 

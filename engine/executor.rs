@@ -1083,7 +1083,36 @@ async fn retention_walk(
                 .await
                 .map_err(|e| StepErr::failed(format!("preparing the batch statement: {}", e.message)))?;
             acc.r.statements += 1;
-            Walk::Window { next: Some(next), last }
+            // An unfinished earlier run: go on after its last committed key
+            // first, then walk the keys before it (rows there may have
+            // become eligible, or been kept); every key is still walked.
+            let resume = match c.journal_resume_key(&step.id, ctx.run_id).await {
+                Ok(k) => k
+                    .and_then(|k| k.parse::<i64>().ok())
+                    .filter(|r| *r >= next && *r < last),
+                Err(_) => None,
+            };
+            match resume {
+                Some(r) => {
+                    ctx.emit(Event::Warning {
+                        step: step.id.clone(),
+                        message: format!(
+                            "resuming after key {r}, the last batch an unfinished earlier run committed; \
+                             keys {next}..={r} are walked after the rest"
+                        ),
+                    });
+                    Walk::Window {
+                        next: Some(r + 1),
+                        last,
+                        then: Some((next, r)),
+                    }
+                }
+                None => Walk::Window {
+                    next: Some(next),
+                    last,
+                    then: None,
+                },
+            }
         }
         crate::execplan::BatchSql::Ranged { .. } => Walk::Ranged { after: None },
     };
@@ -1105,7 +1134,9 @@ async fn retention_walk(
         };
         let at = match walk {
             Walk::Window { next: None, .. } => break, // the span is walked
-            Walk::Window { next: Some(lo), last } => crate::db::BatchAt::Window(crate::db::Window {
+            Walk::Window {
+                next: Some(lo), last, ..
+            } => crate::db::BatchAt::Window(crate::db::Window {
                 lo,
                 hi: lo.saturating_add(room as i64 - 1).min(last),
             }),
@@ -1165,7 +1196,7 @@ async fn retention_walk(
         acc.r.statements += 1;
         // Where the next batch starts; `None` ends the walk.
         match (&mut walk, at) {
-            (Walk::Window { next, last }, crate::db::BatchAt::Window(w)) => {
+            (Walk::Window { next, last, then }, crate::db::BatchAt::Window(w)) => {
                 *next = if w.hi >= *last { None } else { Some(w.hi + 1) };
                 // An empty window: jump to the next key that exists, so a
                 // run of empty windows (sparse keys) costs one lookup.
@@ -1178,6 +1209,13 @@ async fn retention_walk(
                         Err(e) => return Err(StepErr::failed(format!("finding the next key: {}", e.message))),
                     };
                     acc.r.statements += 1;
+                }
+                // The end of a resumed walk: on to the keys before it.
+                if next.is_none()
+                    && let Some((from, to)) = then.take()
+                {
+                    *next = Some(from);
+                    *last = to;
                 }
             }
             (Walk::Ranged { after }, _) => {
@@ -1284,8 +1322,13 @@ enum Walk {
     /// before the first).
     Ranged { after: Option<String> },
     /// Key windows; `next` is the next window's first key, `None` once the
-    /// window holding `last` is done (overflow-safe at the type's maximum).
-    Window { next: Option<i64>, last: i64 },
+    /// window holding `last` is done (overflow-safe at the type's maximum);
+    /// `then`, a resumed walk's second pass over the keys before it.
+    Window {
+        next: Option<i64>,
+        last: i64,
+        then: Option<(i64, i64)>,
+    },
 }
 
 /// Free bytes for unprivileged users in the filesystem holding `dir`.

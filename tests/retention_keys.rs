@@ -175,26 +175,38 @@ fn postgres_a_row_made_eligible_during_the_walk_is_deleted_too() {
            FROM generate_series(1, 140) g; \
          CREATE FUNCTION age_138() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
            IF OLD.n = 1 THEN UPDATE ev SET created_at = now() - interval '500 days' WHERE n = 138; END IF; RETURN OLD; END $$; \
-         CREATE TRIGGER age AFTER DELETE ON ev FOR EACH ROW EXECUTE FUNCTION age_138();",
+         CREATE TRIGGER age AFTER DELETE ON ev FOR EACH ROW EXECUTE FUNCTION age_138(); \
+         CREATE TABLE evi (id bigint PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO evi SELECT g, CASE WHEN g % 2 = 1 THEN now() - interval '400 days' ELSE now() END \
+           FROM generate_series(1, 140) g; \
+         CREATE FUNCTION age_138i() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF OLD.id = 1 THEN UPDATE evi SET created_at = now() - interval '500 days' WHERE id = 138; END IF; RETURN OLD; END $$; \
+         CREATE TRIGGER age AFTER DELETE ON evi FOR EACH ROW EXECUTE FUNCTION age_138i();",
         &[],
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
-        &url,
-        "table: ev, column: created_at, older_than: 365 days, batch_size: 10",
-    );
-    let (code, r) = apply_json(dir.path(), &p);
-    assert_eq!(code, Some(0), "{r}");
-    assert_eq!(r["steps"][0]["rows"], 71, "{r}");
-    assert_eq!(
-        rt.block_on(pg_count(
+    // A text key (ranged batches) and an integer key (key windows).
+    for table in ["ev", "evi"] {
+        let p = plan(
+            dir.path(),
             &url,
-            "SELECT count(*) FROM ev WHERE created_at < now() - interval '365 days'"
-        )),
-        0
-    );
-    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 69);
+            &format!("table: {table}, column: created_at, older_than: 365 days, batch_size: 10"),
+        );
+        let (code, r) = apply_json(dir.path(), &p);
+        assert_eq!(code, Some(0), "{r}");
+        assert_eq!(r["steps"][0]["rows"], 71, "{table}: {r}");
+        assert_eq!(
+            rt.block_on(pg_count(
+                &url,
+                &format!("SELECT count(*) FROM {table} WHERE created_at < now() - interval '365 days'")
+            )),
+            0
+        );
+        assert_eq!(
+            rt.block_on(pg_count(&url, &format!("SELECT count(*) FROM {table}"))),
+            69
+        );
+    }
 }
 
 /// Runs `apply`, killing it past `limit` (the exit code is then `None`).
@@ -551,4 +563,59 @@ fn sqlite_saved_plans_digest_their_eligible_keys_too() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "100");
+}
+
+#[test]
+fn postgres_a_rerun_resumes_after_the_last_committed_key_and_still_walks_the_keys_before_it() {
+    let rt = rt();
+    // Run 1 fails at the window holding id 55 (a trigger raises), after
+    // committing the windows up to id 50.
+    let url = seeded_db(
+        "CREATE TABLE ev (id bigint PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO ev SELECT g, now() - interval '400 days' FROM generate_series(1, 100) g; \
+         INSERT INTO ev SELECT g, now() FROM generate_series(101, 110) g; \
+         CREATE FUNCTION no_55() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF OLD.id = 55 THEN RAISE EXCEPTION 'not 55'; END IF; RETURN OLD; END $$; \
+         CREATE TRIGGER no_55 BEFORE DELETE ON ev FOR EACH ROW EXECUTE FUNCTION no_55();",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: ev, column: created_at, older_than: 365 days, batch_size: 10",
+    );
+    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev WHERE id <= 50")), 0);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 60);
+    // Between the runs the trigger goes, and an old row appears below the
+    // resume point: the rerun must still reach it.
+    rt.block_on(async {
+        let mut c = crate::pg::connect(&url).await;
+        sqlx::raw_sql("DROP TRIGGER no_55 ON ev; INSERT INTO ev VALUES (5, now() - interval '500 days');")
+            .execute(&mut c)
+            .await
+            .expect("between runs");
+    });
+    let out = apply(dir.path(), &p);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("resuming after key 50"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")),
+        10,
+        "only the new rows stay"
+    );
+    // The rerun's first committed window is the one after key 50.
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT last_key::int8 FROM dbmaint.batches WHERE run_id = (SELECT max(run_id) FROM dbmaint.batches) \
+             ORDER BY batch_no LIMIT 1"
+        )),
+        60
+    );
 }

@@ -665,6 +665,16 @@ impl Conn {
         Ok(k)
     }
 
+    /// Where a key-window walk resumes: the last key an unfinished earlier
+    /// run of the step committed (PostgreSQL; SQLite walks are ranged and
+    /// restart from their first eligible key).
+    pub async fn journal_resume_key(&mut self, step: &str, run_id: i64) -> Result<Option<String>, DbError> {
+        match self {
+            Conn::Pg(c) => pg::journal_resume_key(c, step, run_id).await,
+            Conn::Sqlite(_) => Ok(None),
+        }
+    }
+
     /// The rows a retention step may remove when it starts, with the first
     /// and last of their keys: the span the walk covers.
     pub async fn retention_count(&mut self, work: &RetentionWork) -> Result<Eligible, DbError> {

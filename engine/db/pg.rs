@@ -1295,6 +1295,24 @@ pub async fn journal_close_interrupted(c: &mut PgConnection) -> Result<Vec<(i64,
     Ok(runs)
 }
 
+/// The last key the latest earlier run of `step` committed, when that run
+/// did not finish the step (deferred, interrupted, failed): where a rerun
+/// of a key-window walk resumes.
+pub async fn journal_resume_key(c: &mut PgConnection, step: &str, run_id: i64) -> Result<Option<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT b.last_key FROM dbmaint.batches b \
+         JOIN dbmaint.steps s ON s.run_id = b.run_id AND s.step = b.step \
+         WHERE b.step = $1 AND s.status IN ('deferred', 'interrupted', 'failed') \
+           AND b.run_id = (SELECT max(run_id) FROM dbmaint.steps WHERE step = $1 AND run_id < $2) \
+         ORDER BY b.batch_no DESC LIMIT 1",
+    )
+    .bind(step)
+    .bind(run_id)
+    .fetch_optional(&mut *c)
+    .await?
+    .flatten())
+}
+
 pub async fn history(c: &mut PgConnection, run: Option<i64>, limit: u64) -> Result<serde_json::Value, DbError> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('dbmaint.runs') IS NOT NULL")
         .fetch_one(&mut *c)
