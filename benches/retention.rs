@@ -334,7 +334,7 @@ fn main() {
         );
         println!(
             "        dbmaint's time: {} ms before the run (process, inspect, plan, lock, journal), \
-             {} ms counting the eligible rows and their key span, {} ms in batches",
+             {} ms from the step's start to its first batch (the first eligible key; the span's end is read beside the batches), {} ms in batches",
             run.phases_ms.0, run.phases_ms.1, run.phases_ms.2
         );
     }

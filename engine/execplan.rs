@@ -120,6 +120,10 @@ pub struct RetentionWork {
     /// storage class (a typeless key holding numbers compares as numbers).
     pub count: String,
     pub batch: BatchSql,
+    /// The eligible rows the plan counted (key-window walks report against
+    /// it: their own span read runs beside the first batches).
+    #[serde(default)]
+    pub planned_rows: u64,
     /// The digest of the keys the step would delete, recorded in saved
     /// plans (see `keydigest`); apply of a saved plan compares it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +180,11 @@ pub enum BatchSql {
         statement: String,
         left: Option<String>,
         next_key: String,
+        /// Binds (cutoff); the first eligible key (int8). The walk starts
+        /// there at once while another session reads the span's end
+        /// (`RetentionWork::count`) — the pass a DBA's loop waits for.
+        #[serde(default)]
+        first_key: String,
     },
 }
 

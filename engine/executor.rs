@@ -421,12 +421,17 @@ impl StepErr {
     }
 }
 
-async fn open(step: &PlannedStep, ctx: &Ctx) -> Result<Conn, StepErr> {
-    let limits = SessionLimits {
+/// A step's session limits.
+fn session_limits(step: &PlannedStep, ctx: &Ctx) -> SessionLimits {
+    SessionLimits {
         lock_timeout: Duration::from_millis(step.lock_timeout_ms),
         statement_timeout: ctx.statement_timeout(step),
         read_only: false,
-    };
+    }
+}
+
+async fn open(step: &PlannedStep, ctx: &Ctx) -> Result<Conn, StepErr> {
+    let limits = session_limits(step, ctx);
     connect(&ctx.target, limits)
         .await
         .map_err(|e| StepErr::failed(e.message))
@@ -1061,24 +1066,30 @@ async fn retention_walk(
         }
         _ => None,
     };
-    // Counted when the step starts, with the span of their keys: the walk
-    // covers that span whole, whatever rows it deletes on the way.
-    let eligible = match with_retries(step, ctx, acc, c, DbOp::Count(work)).await {
-        Ok(Done::Count(e)) => e,
-        Ok(_) => crate::db::Eligible { rows: 0, span: None },
-        Err(e) => return Err(StepErr::failed(format!("counting the eligible rows: {}", e.message))),
-    };
-    acc.r.statements += 1;
-    let Some((first, last)) = eligible.span.filter(|_| eligible.rows > 0) else {
-        return Ok(());
-    };
-    let mut walk = match &work.batch {
+    // The walk covers the eligible rows' key span whole, whatever rows it
+    // deletes on the way. A ranged walk counts them and reads the span
+    // first; a key-window walk starts at the first eligible key at once
+    // and learns the span's end from a second session reading it beside
+    // the first windows (the pass a DBA's loop waits for up front).
+    let mut span_read: Option<tokio::task::JoinHandle<Result<crate::db::Eligible, crate::db::DbError>>> = None;
+    let (mut walk, first, last, eligible_rows) = match &work.batch {
         crate::execplan::BatchSql::Window { statement, .. } => {
-            let (Ok(next), Ok(last)) = (first.parse::<i64>(), last.parse::<i64>()) else {
-                return Err(StepErr::failed(format!(
-                    "the key span `{first}`..`{last}` is not two integers: a windowed step needs an integer key"
-                )));
+            let first = match c.retention_first_key(work).await {
+                Ok(Some(k)) => k,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    return Err(StepErr::failed(format!(
+                        "finding the first eligible key: {}",
+                        e.message
+                    )));
+                }
             };
+            acc.r.statements += 1;
+            let (target, limits, span_work) = (ctx.target.clone(), session_limits(step, ctx), work.clone());
+            span_read = Some(tokio::spawn(async move {
+                let mut s = connect(&target, limits).await?;
+                s.retention_count(&span_work).await
+            }));
             c.prepare_window(statement)
                 .await
                 .map_err(|e| StepErr::failed(format!("preparing the batch statement: {}", e.message)))?;
@@ -1087,63 +1098,163 @@ async fn retention_walk(
             // first, then walk the keys before it (rows there may have
             // become eligible, or been kept); every key is still walked.
             let resume = match c.journal_resume_key(&step.id, ctx.run_id).await {
-                Ok(k) => k
-                    .and_then(|k| k.parse::<i64>().ok())
-                    .filter(|r| *r >= next && *r < last),
+                Ok(k) => k.and_then(|k| k.parse::<i64>().ok()).filter(|r| *r >= first),
                 Err(_) => None,
             };
-            match resume {
+            let walk = match resume {
                 Some(r) => {
                     ctx.emit(Event::Warning {
                         step: step.id.clone(),
                         message: format!(
                             "resuming after key {r}, the last batch an unfinished earlier run committed; \
-                             keys {next}..={r} are walked after the rest"
+                             keys {first}..={r} are walked after the rest"
                         ),
                     });
                     Walk::Window {
-                        next: Some(r + 1),
-                        last,
-                        then: Some((next, r)),
+                        next: r.checked_add(1),
+                        last: None,
+                        then: Some((first, r)),
                     }
                 }
                 None => Walk::Window {
-                    next: Some(next),
-                    last,
+                    next: Some(first),
+                    last: None,
                     then: None,
                 },
-            }
+            };
+            (walk, String::new(), String::new(), work.planned_rows)
         }
-        crate::execplan::BatchSql::Ranged { .. } => Walk::Ranged { after: None },
+        crate::execplan::BatchSql::Ranged { .. } => {
+            let eligible = match with_retries(step, ctx, acc, c, DbOp::Count(work)).await {
+                Ok(Done::Count(e)) => e,
+                Ok(_) => crate::db::Eligible { rows: 0, span: None },
+                Err(e) => return Err(StepErr::failed(format!("counting the eligible rows: {}", e.message))),
+            };
+            acc.r.statements += 1;
+            let Some((first, last)) = eligible.span.filter(|_| eligible.rows > 0) else {
+                return Ok(());
+            };
+            (Walk::Ranged { after: None }, first, last, eligible.rows)
+        }
     };
+    let result = walk_batches(
+        step,
+        work,
+        c,
+        ctx,
+        acc,
+        &mut walk,
+        &first,
+        &last,
+        &mut span_read,
+        file.as_mut(),
+    )
+    .await;
+    if let Some(h) = span_read {
+        h.abort();
+    }
+    let (rows_before, kept) = result?;
+    let here = acc.r.rows - rows_before;
+    if kept > 0 {
+        let note = format!(
+            "{}: {here} rows deleted, {kept} eligible rows kept (see the batch warnings); {eligible_rows} eligible when counted",
+            work.table
+        );
+        acc.r.partial = Some(match acc.r.partial.take() {
+            Some(p) => format!("{p}; {note}"),
+            None => note,
+        });
+    } else if here > eligible_rows {
+        ctx.emit(Event::Warning {
+            step: step.id.clone(),
+            message: format!(
+                "{here} rows deleted from {}, {} more than were eligible when counted: rows became eligible during the run",
+                work.table,
+                here - eligible_rows
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The batches of one walk; returns the step's row count before it and the
+/// eligible rows the batches kept.
+#[allow(clippy::too_many_arguments)]
+async fn walk_batches(
+    step: &PlannedStep,
+    work: &RetentionWork,
+    c: &mut Conn,
+    ctx: &Ctx,
+    acc: &mut Acc,
+    walk: &mut Walk,
+    first: &str,
+    last: &str,
+    span_read: &mut Option<tokio::task::JoinHandle<Result<crate::db::Eligible, crate::db::DbError>>>,
+    mut file: Option<&mut crate::archive::ArchiveFile>,
+) -> Result<(u64, u64), StepErr> {
+    // Pass 1 of a key-window walk ends at the span's end, once known.
+    let mut in_pass1 = true;
     let max_rows = work.max_rows.unwrap_or(u64::MAX);
     let rows_before = acc.r.rows;
     // Numbered across the step: one step may walk several tables.
     let mut batch_no = acc.batch_no;
     let mut kept = 0u64;
     loop {
+        // The span's end, once the other session has read it.
+        if span_read.as_ref().is_some_and(|h| h.is_finished())
+            && let Some(h) = span_read.take()
+        {
+            let end = match h.await {
+                Ok(Ok(e)) => e.span.and_then(|(_, l)| l.parse::<i64>().ok()),
+                Ok(Err(e)) => return Err(StepErr::failed(format!("reading the eligible key span: {}", e.message))),
+                Err(e) => return Err(StepErr::failed(format!("reading the eligible key span: {e}"))),
+            };
+            acc.r.statements += 1;
+            if let Walk::Window { next, last, .. } = walk
+                && in_pass1
+            {
+                // No eligible row left (all deleted already) ends pass 1
+                // where it is.
+                *last = Some(end.unwrap_or(i64::MIN));
+                if next.is_some_and(|n| n > last.unwrap_or(i64::MAX)) {
+                    *next = None;
+                }
+            }
+        }
         // `max_rows` caps each table's deletes (a step with inheritance
         // children runs one walk per table).
         let room = work.batch_size.min(max_rows.saturating_sub(acc.r.rows - rows_before));
         if room == 0 {
             break; // max_rows reached
         }
-        let after = match &walk {
+        // The end of a resumed walk's first pass: on to the keys before it.
+        if let Walk::Window { next, last, then } = walk
+            && next.is_none()
+            && let Some((from, to)) = then.take()
+        {
+            *next = Some(from);
+            *last = Some(to);
+            in_pass1 = false;
+        }
+        let after = match &*walk {
             Walk::Ranged { after } => after.clone(),
             Walk::Window { .. } => None,
         };
-        let at = match walk {
+        let at = match &*walk {
             Walk::Window { next: None, .. } => break, // the span is walked
             Walk::Window {
                 next: Some(lo), last, ..
-            } => crate::db::BatchAt::Window(crate::db::Window {
-                lo,
-                hi: lo.saturating_add(room as i64 - 1).min(last),
-            }),
+            } => {
+                let hi = lo.saturating_add(room as i64 - 1);
+                crate::db::BatchAt::Window(crate::db::Window {
+                    lo: *lo,
+                    hi: last.map_or(hi, |l| hi.min(l)),
+                })
+            }
             Walk::Ranged { .. } => crate::db::BatchAt::Ranged(crate::db::Keys {
-                from: after.as_deref().unwrap_or(&first),
+                from: after.as_deref().unwrap_or(first),
                 inclusive: after.is_none(),
-                to: &last,
+                to: last,
                 limit: room,
             }),
         };
@@ -1167,7 +1278,7 @@ async fn retention_walk(
             work,
             at,
             journal: &journal,
-            file: file.as_mut(),
+            file: file.as_deref_mut(),
             timeout: ctx.statement_timeout(step),
         };
         let done = match with_retries(step, ctx, acc, c, op).await {
@@ -1195,27 +1306,23 @@ async fn retention_walk(
         };
         acc.r.statements += 1;
         // Where the next batch starts; `None` ends the walk.
-        match (&mut walk, at) {
-            (Walk::Window { next, last, then }, crate::db::BatchAt::Window(w)) => {
-                *next = if w.hi >= *last { None } else { Some(w.hi + 1) };
+        match (&mut *walk, at) {
+            (Walk::Window { next, last, .. }, crate::db::BatchAt::Window(w)) => {
+                *next = match *last {
+                    Some(l) if w.hi >= l => None,
+                    _ => w.hi.checked_add(1),
+                };
                 // An empty window: jump to the next key that exists, so a
                 // run of empty windows (sparse keys) costs one lookup.
                 if done.selected == 0
                     && let Some(from) = *next
                 {
                     *next = match with_retries(step, ctx, acc, c, DbOp::NextKey(next_key_sql(work), from - 1)).await {
-                        Ok(Done::NextKey(k)) => k.filter(|k| k <= last),
+                        Ok(Done::NextKey(k)) => k.filter(|k| last.is_none_or(|l| *k <= l)),
                         Ok(_) => None,
                         Err(e) => return Err(StepErr::failed(format!("finding the next key: {}", e.message))),
                     };
                     acc.r.statements += 1;
-                }
-                // The end of a resumed walk: on to the keys before it.
-                if next.is_none()
-                    && let Some((from, to)) = then.take()
-                {
-                    *next = Some(from);
-                    *last = to;
                 }
             }
             (Walk::Ranged { after }, _) => {
@@ -1268,27 +1375,7 @@ async fn retention_walk(
             tokio::time::sleep(Duration::from_millis(work.pause_ms)).await;
         }
     }
-    let here = acc.r.rows - rows_before;
-    if kept > 0 {
-        let note = format!(
-            "{}: {here} rows deleted, {kept} eligible rows kept (see the batch warnings); {} eligible when the step began",
-            work.table, eligible.rows
-        );
-        acc.r.partial = Some(match acc.r.partial.take() {
-            Some(p) => format!("{p}; {note}"),
-            None => note,
-        });
-    } else if here > eligible.rows {
-        ctx.emit(Event::Warning {
-            step: step.id.clone(),
-            message: format!(
-                "{here} rows deleted from {}, {} more than were eligible when the step began: rows became eligible during the run",
-                work.table,
-                here - eligible.rows
-            ),
-        });
-    }
-    Ok(())
+    Ok((rows_before, kept))
 }
 
 /// A windowed step's next-key statement.
@@ -1323,10 +1410,11 @@ enum Walk {
     Ranged { after: Option<String> },
     /// Key windows; `next` is the next window's first key, `None` once the
     /// window holding `last` is done (overflow-safe at the type's maximum);
-    /// `then`, a resumed walk's second pass over the keys before it.
+    /// `last` is unknown (`None`) until the span read returns; `then`, a
+    /// resumed walk's second pass over the keys before it.
     Window {
         next: Option<i64>,
-        last: i64,
+        last: Option<i64>,
         then: Option<(i64, i64)>,
     },
 }

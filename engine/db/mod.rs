@@ -675,6 +675,18 @@ impl Conn {
         }
     }
 
+    /// A windowed walk's first eligible key (`BatchSql::Window::first_key`).
+    pub async fn retention_first_key(&mut self, work: &RetentionWork) -> Result<Option<i64>, DbError> {
+        let (Conn::Pg(c), crate::execplan::BatchSql::Window { first_key, .. }) = (self, &work.batch) else {
+            return Err(DbError::other("key windows are a PostgreSQL batch style"));
+        };
+        let k: Option<i64> = sqlx::query_scalar(sql(first_key.clone()))
+            .bind(&work.cutoff)
+            .fetch_one(c)
+            .await?;
+        Ok(k)
+    }
+
     /// The rows a retention step may remove when it starts, with the first
     /// and last of their keys: the span the walk covers.
     pub async fn retention_count(&mut self, work: &RetentionWork) -> Result<Eligible, DbError> {

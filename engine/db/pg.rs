@@ -628,6 +628,7 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
                 .check_left
                 .then(|| format!("SELECT count(*)::int8 FROM {t} WHERE {pred}{window}")),
             next_key: format!("SELECT min({k})::int8 FROM {t} WHERE {k} > $1::int8"),
+            first_key: format!("SELECT min({k})::int8 FROM {t} WHERE {pred}"),
         };
         (batch, window)
     } else {

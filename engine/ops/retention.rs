@@ -1035,6 +1035,7 @@ impl Retention {
             archive: archive_to,
             batch: sql.batch,
             eligible_digest: facts.digest.clone(),
+            planned_rows: facts.rows,
             cascades: sql.cascades,
             foreign_keys_off: fk_off,
         }));
