@@ -241,6 +241,14 @@ pub struct ChildProbe {
     /// The key references its own table (`comments.root_id → comments.id`).
     #[serde(default)]
     pub self_ref: bool,
+    /// A key further down a cascade (`on_cascade: allow`): the tables its
+    /// rows are reached through, nearest the step's table first, each as
+    /// (table with its alias, join to the level before).
+    #[serde(default)]
+    pub via: Vec<(String, String)>,
+    /// It leads back to a table already on its path (a cycle).
+    #[serde(default)]
+    pub cycle: bool,
 }
 
 /// How many rows of a child reference the rows a step would delete.
@@ -253,6 +261,12 @@ pub struct ChildCount {
     /// eligible themselves (a cascade would reach past the cutoff).
     #[serde(default)]
     pub outside: u64,
+    /// 1 for a key on the step's table, 2 for a key on a table that
+    /// cascade reaches, and so on.
+    #[serde(default)]
+    pub depth: usize,
+    #[serde(default)]
+    pub cycle: bool,
 }
 
 /// The answer to a probe.

@@ -201,25 +201,71 @@ fn postgres_cascade_and_set_null_children_are_refused_by_default_and_allowed_one
 }
 
 #[test]
-fn postgres_on_cascade_allow_refuses_a_cascade_that_would_go_deeper_than_one_level() {
+fn postgres_on_cascade_allow_follows_a_cascade_down_and_refuses_one_a_deeper_key_would_block() {
     let rt = rt();
+    // orders ← items (CASCADE) ← item_notes (CASCADE), and item_holds
+    // (RESTRICT) on items: 20 old orders, each with one item and one note.
     let url = seeded_db(
-        "CREATE TABLE orders (id int PRIMARY KEY, created_at timestamptz NOT NULL);          INSERT INTO orders SELECT g, now() - interval '400 days' FROM generate_series(1, 20) g;          INSERT INTO orders SELECT g, now() FROM generate_series(21, 30) g;          CREATE TABLE items (id int PRIMARY KEY, order_id int REFERENCES orders ON DELETE CASCADE);          INSERT INTO items SELECT g, g FROM generate_series(1, 20) g;          CREATE TABLE item_notes (id int PRIMARY KEY, item_id int REFERENCES items ON DELETE CASCADE);          INSERT INTO item_notes SELECT g, g FROM generate_series(1, 20) g;",
+        "CREATE TABLE orders (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO orders SELECT g, now() - interval '400 days' FROM generate_series(1, 20) g; \
+         INSERT INTO orders SELECT g, now() FROM generate_series(21, 30) g; \
+         CREATE TABLE items (id int PRIMARY KEY, order_id int REFERENCES orders ON DELETE CASCADE); \
+         INSERT INTO items SELECT g, g FROM generate_series(1, 30) g; \
+         CREATE INDEX ON items (order_id); \
+         CREATE TABLE item_notes (id int PRIMARY KEY, item_id int REFERENCES items ON DELETE CASCADE); \
+         INSERT INTO item_notes SELECT g, g FROM generate_series(1, 30) g; \
+         CREATE INDEX ON item_notes (item_id); \
+         CREATE TABLE item_holds (id int PRIMARY KEY, item_id int REFERENCES items ON DELETE RESTRICT); \
+         INSERT INTO item_holds VALUES (1, 7); \
+         CREATE INDEX ON item_holds (item_id);",
         &[],
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let p = plan(
         dir.path(),
         &url,
-        "table: orders, column: created_at, older_than: 365 days, on_cascade: allow",
+        "table: orders, column: created_at, older_than: 365 days, batch_size: 8, on_cascade: allow",
     );
+    // A hold on item 7 (of old order 7) would make the cascade fail.
     let (code, v) = diff(dir.path(), &p);
     assert_eq!(code, Some(1), "{v}");
     let error = v["steps"][0]["errors"].to_string();
-    assert!(error.contains("would go on into item_notes"), "{error}");
+    assert!(
+        error.contains("would be blocked by 1 rows of item_holds.item_id"),
+        "{error}"
+    );
+    assert!(error.contains("through orders → items"), "{error}");
     assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
-    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM item_notes")), 20);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 30);
+    // Without the hold, both levels are predicted and counted per batch.
+    rt.block_on(async {
+        let mut c = crate::pg::connect(&url).await;
+        sqlx::raw_sql("DELETE FROM item_holds")
+            .execute(&mut c)
+            .await
+            .expect("release the hold");
+    });
+    let (code, v) = diff(dir.path(), &p);
+    assert_eq!(code, Some(0), "{v}");
+    let objects = v["steps"][0]["objects"].to_string();
+    assert!(objects.contains("item_notes.item_id → items.id"), "{objects}");
+    assert!(
+        objects.contains("20 rows deleted with the rows they reference"),
+        "{objects}"
+    );
+    let out = apply(dir.path(), &p);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 10);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM items")), 10);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM item_notes")), 10);
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT sum(rows)::int8 FROM dbmaint.cascades WHERE foreign_key LIKE 'item_notes%'"
+        )),
+        20,
+        "the second level is journaled per batch too"
+    );
 }
 
 #[test]

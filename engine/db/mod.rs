@@ -329,9 +329,8 @@ pub struct RetentionSpec {
     /// the eligible rows each one left behind. Without such a thing a
     /// window's DELETE is its own selection and that count is skipped.
     pub check_left: bool,
-    /// `on_cascade: allow`: the referencing keys that act, as (label,
-    /// ON DELETE, child aliased `dbmaint_c`, join against the table).
-    pub cascades: Vec<(String, String, String, String)>,
+    /// `on_cascade: allow`: the referencing keys that act, at any depth.
+    pub cascades: Vec<CascadeSpec>,
 }
 
 /// Where a retention step archives.
@@ -419,10 +418,38 @@ pub fn retention_predicate(spec: &RetentionSpec, cutoff_param: &str) -> String {
 /// Counts the rows of a referencing (child) table that reference rows of
 /// `table` matching `pred`: `ch.from` aliases the child `dbmaint_c`.
 pub fn child_count_sql(ch: &crate::inspect::ChildProbe, table: &str, pred: &str) -> String {
-    format!(
-        "SELECT count(*) FROM {} WHERE EXISTS (SELECT 1 FROM {table} WHERE {} AND {pred})",
-        ch.from, ch.join
-    )
+    reach_sql(&ch.from, &ch.join, &ch.via, table, pred)
+}
+
+/// Counts the rows of `from` that reach rows of `table` matching `cond`
+/// through the tables of `via` (nearest `table` first): one `EXISTS` per
+/// level, each joining a level to the one before.
+pub fn reach_sql(from: &str, join: &str, via: &[(String, String)], table: &str, cond: &str) -> String {
+    let levels: Vec<(&str, &str)> = via
+        .iter()
+        .map(|(f, j)| (f.as_str(), j.as_str()))
+        .chain(std::iter::once((from, join)))
+        .collect();
+    let mut reach = format!("EXISTS (SELECT 1 FROM {table} WHERE {} AND {cond})", levels[0].1);
+    for k in 1..levels.len() {
+        reach = format!(
+            "EXISTS (SELECT 1 FROM {} WHERE {} AND {reach})",
+            levels[k - 1].0,
+            levels[k].1
+        );
+    }
+    format!("SELECT count(*) FROM {from} WHERE {reach}")
+}
+
+/// A foreign key whose ON DELETE a batch's delete sets off
+/// (`on_cascade: allow`), ready to be counted per batch.
+#[derive(Debug, Clone)]
+pub struct CascadeSpec {
+    pub label: String,
+    pub on_delete: String,
+    pub from: String,
+    pub join: String,
+    pub via: Vec<(String, String)>,
 }
 
 /// Counts the rows of a self-referencing child that reference rows
@@ -446,12 +473,10 @@ pub fn cascade_counts(
 ) -> Vec<crate::execplan::CascadeCount> {
     spec.cascades
         .iter()
-        .map(|(label, on_delete, from, join)| crate::execplan::CascadeCount {
-            foreign_key: label.clone(),
-            on_delete: on_delete.clone(),
-            count: format!(
-                "SELECT count(*) FROM {from} WHERE EXISTS (SELECT 1 FROM {table} WHERE {join} AND {pred}{range})"
-            ),
+        .map(|c| crate::execplan::CascadeCount {
+            foreign_key: c.label.clone(),
+            on_delete: c.on_delete.clone(),
+            count: reach_sql(&c.from, &c.join, &c.via, table, &format!("{pred}{range}")),
         })
         .collect()
 }

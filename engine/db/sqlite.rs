@@ -403,7 +403,7 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
             .bind(&cutoff)
             .fetch_one(&mut *c)
             .await?;
-        let outside: i64 = if ch.self_ref && ch.on_delete.acts() {
+        let outside: i64 = if ch.self_ref && ch.on_delete.acts() && ch.via.is_empty() {
             sqlx::query_scalar(sql(super::outside_count_sql(ch, &p.table, &pred)))
                 .bind(&cutoff)
                 .fetch_one(&mut *c)
@@ -416,6 +416,8 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
             on_delete: ch.on_delete,
             rows: n.max(0) as u64,
             outside: outside.max(0) as u64,
+            depth: ch.via.len() + 1,
+            cycle: ch.cycle,
         });
     }
     let referenced = match &p.guard_sql {

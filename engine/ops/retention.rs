@@ -235,7 +235,13 @@ impl Retention {
             cutoff: self.cutoff(cx.now),
             stated_format: get(&self.time_format).and_then(|f| crate::timefmt::TimeFormat::parse(&f)),
             zone: get(&self.column_tz).map_or(cx.plan.limits.tz.0, |z| z.0),
-            children: Self::children(cx, t),
+            children: {
+                let mut c = Self::children(cx, t);
+                if self.cascade_allowed() && !self.fk_off(cx) {
+                    c.extend(Self::cascade_paths(cx, t));
+                }
+                c
+            },
             cascade: self.cascade_allowed() && !self.fk_off(cx),
             only: !t.inheritance_children.is_empty(),
             partitioned: t.partitioned,
@@ -279,9 +285,95 @@ impl Retention {
                     from: format!("{child} AS dbmaint_c"),
                     join,
                     self_ref: fk.child_schema == t.schema && fk.child_table == t.name,
+                    via: vec![],
+                    cycle: false,
                 }
             })
             .collect()
+    }
+
+    /// `on_cascade: allow`: the keys further down every cascade, each with
+    /// the path its rows are reached through (depth at most 4; a key that
+    /// leads back to a table on its path is marked a cycle and not
+    /// followed).
+    fn cascade_paths(cx: &PlanCx<'_>, t: &crate::inspect::TableFacts) -> Vec<crate::inspect::ChildProbe> {
+        const MAX_DEPTH: usize = 4;
+        let quoted = |schema: &str, table: &str| match cx.backend {
+            Backend::Postgres => quote_name(Some(schema), table),
+            Backend::Sqlite => quote_name(None, table),
+        };
+        // (probe, tables on its path) for every cascading key to expand.
+        let mut todo: Vec<(crate::inspect::ChildProbe, Vec<(String, String)>)> = Self::children(cx, t)
+            .into_iter()
+            .filter(|c| c.on_delete == crate::inspect::OnDelete::Cascade && !c.self_ref)
+            .filter_map(|c| {
+                let fk = cx
+                    .insp
+                    .foreign_keys
+                    .iter()
+                    .find(|fk| c.label.ends_with(&format!("({})", fk.name)))?;
+                let path = vec![
+                    (t.schema.clone(), t.name.clone()),
+                    (fk.child_schema.clone(), fk.child_table.clone()),
+                ];
+                Some((c, path))
+            })
+            .collect();
+        let mut out = vec![];
+        while let Some((parent, path)) = todo.pop() {
+            let depth = parent.via.len() + 2;
+            if depth > MAX_DEPTH {
+                continue;
+            }
+            let (ps, pt) = path.last().cloned().unwrap_or_default();
+            let parent_alias = if parent.via.is_empty() {
+                "dbmaint_c".to_string()
+            } else {
+                format!("dbmaint_c{}", depth - 1)
+            };
+            for fk in cx
+                .insp
+                .foreign_keys
+                .iter()
+                .filter(|fk| fk.parent_schema == ps && fk.parent_table == pt)
+            {
+                let alias = format!("dbmaint_c{depth}");
+                let join = fk
+                    .child_columns
+                    .iter()
+                    .zip(&fk.parent_columns)
+                    .map(|(c, p)| format!("{alias}.{} = {parent_alias}.{}", quote_ident(c), quote_ident(p)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                let cycle = path.iter().any(|(s, n)| *s == fk.child_schema && *n == fk.child_table);
+                let mut via = parent.via.clone();
+                via.push((parent.from.clone(), parent.join.clone()));
+                let probe = crate::inspect::ChildProbe {
+                    label: format!(
+                        "{}.{} → {}.{} ({}), through {}",
+                        fk.child_table,
+                        fk.child_columns.join(", "),
+                        fk.parent_table,
+                        fk.parent_columns.join(", "),
+                        fk.name,
+                        path.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(" → ")
+                    ),
+                    on_delete: fk.on_delete,
+                    from: format!("{} AS {alias}", quoted(&fk.child_schema, &fk.child_table)),
+                    join,
+                    self_ref: false,
+                    via,
+                    cycle,
+                };
+                if fk.on_delete == crate::inspect::OnDelete::Cascade && !cycle {
+                    let mut next = path.clone();
+                    next.push((fk.child_schema.clone(), fk.child_table.clone()));
+                    todo.push((probe.clone(), next));
+                }
+                out.push(probe);
+            }
+        }
+        out
     }
 
     /// SQLite with `sqlite_foreign_keys: off`: the step does not enforce
@@ -322,12 +414,10 @@ impl Retention {
 
     /// What `on_cascade: allow` still refuses: a self-reference that would
     /// reach rows that are not eligible themselves (replies younger than
-    /// the cutoff of an old root), and a cascade into a table that other
-    /// keys reference in turn (a chain deeper than one level, which the
-    /// diff does not predict).
+    /// the cutoff of an old root), a key further down a cascade that would
+    /// block it, and a cascade that comes back to a table on its path.
     fn cascade_refusal(
         &self,
-        cx: &PlanCx<'_>,
         t: &crate::inspect::TableFacts,
         facts: &crate::inspect::RetentionFacts,
     ) -> Option<String> {
@@ -342,31 +432,24 @@ impl Retention {
                 ));
             }
         }
-        for fk in cx.insp.foreign_keys.iter().filter(|fk| {
-            fk.parent_schema == t.schema
-                && fk.parent_table == t.name
-                && fk.on_delete == crate::inspect::OnDelete::Cascade
-                && !(fk.child_schema == t.schema && fk.child_table == t.name)
-        }) {
-            let rows = facts
-                .children
-                .iter()
-                .find(|c| c.label.ends_with(&format!("({})", fk.name)))
-                .map_or(0, |c| c.rows);
-            let deeper: Vec<&str> = cx
-                .insp
-                .foreign_keys
-                .iter()
-                .filter(|g| g.parent_schema == fk.child_schema && g.parent_table == fk.child_table)
-                .map(|g| g.child_table.as_str())
-                .collect();
-            if rows > 0 && !deeper.is_empty() {
+        // Further down a cascade: a key that would block it fails the
+        // batch (refused here instead), and a cycle is not predicted.
+        for c in facts.children.iter().filter(|c| c.depth > 1 && c.rows > 0) {
+            if c.cycle {
                 return Some(format!(
-                    "ON DELETE CASCADE into `{}` would go on into {}, which reference it: cascades deeper than one \
-                     level are not predicted; retain `{}` with a step of its own first",
-                    fk.child_table,
-                    deeper.join(", "),
-                    fk.child_table
+                    "the cascade reaches {} rows through {}, a cycle back to a table it passed: not predicted; \
+                     retain those tables with steps of their own first",
+                    human_count(c.rows),
+                    c.label
+                ));
+            }
+            if !c.on_delete.acts() {
+                return Some(format!(
+                    "the cascade would be blocked by {} rows of {} (ON DELETE {}): the batch would fail; \
+                     delete or detach those rows first",
+                    human_count(c.rows),
+                    c.label,
+                    c.on_delete.sql()
                 ));
             }
         }
@@ -530,7 +613,7 @@ impl Retention {
         }
         if self.cascade_allowed()
             && !self.fk_off(cx)
-            && let Some(e) = self.cascade_refusal(cx, t, facts)
+            && let Some(e) = self.cascade_refusal(t, facts)
         {
             return Draft::error(format!("{e} (step `{step}`, on_cascade: allow)"));
         }
@@ -652,10 +735,17 @@ impl Retention {
             cascades: if self.cascade_allowed() && !self.fk_off(cx) {
                 Self::children(cx, t)
                     .into_iter()
+                    .chain(Self::cascade_paths(cx, t))
                     // A self-reference reaches only eligible rows (else the
                     // step is refused), which the walk deletes itself.
-                    .filter(|c| c.on_delete.acts() && !c.self_ref)
-                    .map(|c| (c.label, c.on_delete.sql().to_string(), c.from, c.join))
+                    .filter(|c| c.on_delete.acts() && !c.self_ref && !c.cycle)
+                    .map(|c| crate::db::CascadeSpec {
+                        label: c.label,
+                        on_delete: c.on_delete.sql().to_string(),
+                        from: c.from,
+                        join: c.join,
+                        via: c.via,
+                    })
                     .collect()
             } else {
                 vec![]
