@@ -1088,6 +1088,9 @@ async fn retention_walk(
             let (target, limits, span_work) = (ctx.target.clone(), session_limits(step, ctx), work.clone());
             span_read = Some(tokio::spawn(async move {
                 let mut s = connect(&target, limits).await?;
+                // One core: the windows' deletes keep the others (a
+                // parallel read here took them from the deletes).
+                s.execute("SET max_parallel_workers_per_gather = 0").await?;
                 s.retention_count(&span_work).await
             }));
             c.prepare_window(statement)
