@@ -12,7 +12,7 @@ use crate::pg::seeded_db;
 use crate::retention_time::{apply, diff_json, plan, sqlite, step_rows};
 
 /// The run's report as JSON (`--output json`): exit code and document.
-fn apply_json(dir: &Path, p: &Path) -> (Option<i32>, serde_json::Value) {
+pub(crate) fn apply_json(dir: &Path, p: &Path) -> (Option<i32>, serde_json::Value) {
     let out = dbmaint(dir)
         .args([
             "--output",

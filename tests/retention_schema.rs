@@ -160,25 +160,9 @@ fn postgres_cascade_and_set_null_children_are_refused_by_default_and_allowed_one
         objects.contains("ON DELETE SET NULL (on_cascade: allow): 70 rows changed"),
         "{objects}"
     );
-    let out = dbmaint(dir.path())
-        .args([
-            "--output",
-            "json",
-            "plan",
-            "apply",
-            "--auto-approve",
-            "--log-dir",
-            "logs",
-        ])
-        .arg(&p)
-        .output()
-        .expect("apply");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let cascaded = r["report"]["steps"][0]["cascaded"]
-        .as_array()
-        .expect("cascaded")
-        .clone();
+    let (code, r) = crate::retention_keys::apply_json(dir.path(), &p);
+    assert_eq!(code, Some(0), "{r}");
+    let cascaded = r["steps"][0]["cascaded"].as_array().expect("cascaded").clone();
     let rows_of = |fk: &str| {
         cascaded
             .iter()
