@@ -19,8 +19,10 @@
 //!
 //! Each variant starts from the same freshly built, vacuumed and
 //! checkpointed table, so no variant inherits another's dead tuples, and
-//! runs `DBMAINT_BENCH_REPS` times (default 2): the best wall time counts,
-//! the longest batch and peak RSS are the worst seen.
+//! runs `DBMAINT_BENCH_REPS` times (default 3): the best wall time counts,
+//! the longest batch and peak RSS are the worst seen, and the median of
+//! each repetition's dbmaint / loop ratio is printed beside them (the two
+//! run a minute apart, so the machine's slow and fast spells move both).
 
 #[allow(dead_code)]
 #[path = "../tests/pg.rs"]
@@ -232,7 +234,7 @@ fn main() {
     let reps: usize = std::env::var("DBMAINT_BENCH_REPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(3);
     let cluster = pg::start_with(
         "-c fsync=on -c synchronous_commit=on -c shared_buffers=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min",
     );
@@ -260,6 +262,10 @@ fn main() {
         // Each variant `reps` times from a fresh table; the best wall time
         // counts (this machine's noise is larger than the differences).
         let mut eligible = 0;
+        // Each repetition's dbmaint time over the loop's of the same
+        // repetition, measured a minute apart: the machine's slow and fast
+        // spells move both, so their ratio is steadier than either.
+        let mut ratios: Vec<f64> = vec![];
         let (mut t_single, mut t_loop) = (Duration::MAX, Duration::MAX);
         let mut run: Option<Run> = None;
         let (mut worst_batch, mut peak_rss) = (0, 0);
@@ -283,7 +289,8 @@ fn main() {
             // (ii) PL/pgSQL loop over primary-key ranges
             rt.block_on(reset(&mut c));
             let cutoff = rt.block_on(cutoff_now(&mut c));
-            t_loop = t_loop.min(rt.block_on(exec(&mut c, &format!("CALL purge_loop({cutoff}, {archive})"))));
+            let this_loop = rt.block_on(exec(&mut c, &format!("CALL purge_loop({cutoff}, {archive})")));
+            t_loop = t_loop.min(this_loop);
             let left = format!("SELECT count(*) FROM events WHERE created_at < {cutoff}");
             assert_eq!(rt.block_on(count(&mut c, &left)), 0);
             // (iii) dbmaint
@@ -312,6 +319,7 @@ fn main() {
                     r.rows
                 );
             }
+            ratios.push(r.wall.as_secs_f64() / this_loop.as_secs_f64());
             worst_batch = worst_batch.max(r.longest_batch_ms);
             peak_rss = peak_rss.max(r.rss_kb);
             if run.as_ref().is_none_or(|b| r.wall < b.wall) {
@@ -319,6 +327,8 @@ fn main() {
             }
         }
         let run = run.expect("at least one repetition");
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
         println!("  eligible rows                {eligible}");
         println!("  (i)   single statement       {}", secs(t_single));
         println!("  (ii)  PL/pgSQL pk-range loop {}", secs(t_loop));
@@ -331,6 +341,10 @@ fn main() {
             run.rows,
             worst_batch,
             peak_rss as f64 / 1024.0
+        );
+        println!(
+            "        per repetition, dbmaint / loop: {} (median {median:.2}×)",
+            ratios.iter().map(|r| format!("{r:.2}×")).collect::<Vec<_>>().join(", ")
         );
         println!(
             "        dbmaint's time: {} ms before the run (process, inspect, plan, lock, journal), \
