@@ -1207,10 +1207,28 @@ async fn walk_batches(
         if span_read.as_ref().is_some_and(|h| h.is_finished())
             && let Some(h) = span_read.take()
         {
-            let end = match h.await {
-                Ok(Ok(e)) => e.span.and_then(|(_, l)| l.parse::<i64>().ok()),
-                Ok(Err(e)) => return Err(StepErr::failed(format!("reading the eligible key span: {}", e.message))),
-                Err(e) => return Err(StepErr::failed(format!("reading the eligible key span: {e}"))),
+            let read = match h.await {
+                Ok(r) => r,
+                Err(e) => Err(crate::db::DbError::other(e.to_string())),
+            };
+            let read = match read {
+                Ok(e) => Ok(e),
+                // No second session (max_connections reached, a pooler's
+                // limit): read the span on the step's own session instead.
+                Err(e) => {
+                    ctx.emit(Event::Warning {
+                        step: step.id.clone(),
+                        message: format!(
+                            "reading the key span beside the batches failed ({}); reading it between them instead",
+                            e.message
+                        ),
+                    });
+                    c.retention_count(work).await
+                }
+            };
+            let end = match read {
+                Ok(e) => e.span.and_then(|(_, l)| l.parse::<i64>().ok()),
+                Err(e) => return Err(StepErr::failed(format!("reading the eligible key span: {}", e.message))),
             };
             acc.r.statements += 1;
             if let Walk::Window { next, last, .. } = walk

@@ -619,3 +619,42 @@ fn postgres_a_rerun_resumes_after_the_last_committed_key_and_still_walks_the_key
         60
     );
 }
+
+#[test]
+fn postgres_a_key_window_walk_without_a_second_session_reads_the_span_between_batches() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE ev (id bigint PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO ev SELECT g, now() - interval '400 days' FROM generate_series(1, 300) g; \
+         INSERT INTO ev SELECT g, now() FROM generate_series(301, 330) g;",
+        &[],
+    );
+    let db = url
+        .split('?')
+        .next()
+        .and_then(|s| s.rsplit('/').next())
+        .expect("db")
+        .to_string();
+    // Three connections at most: the apply lock's, the journal's and the step's.
+    let role = format!("lim_{db}");
+    crate::pg::admin_statements(
+        &url,
+        &[
+            format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 3"),
+            format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+            format!("GRANT CREATE ON DATABASE {db} TO {role}"),
+        ],
+    );
+    let as_role = url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &as_role,
+        "table: ev, column: created_at, older_than: 365 days, batch_size: 10",
+    );
+    let out = apply(dir.path(), &p);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("reading it between them instead"), "{stderr}");
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 30);
+}
