@@ -1,4 +1,7 @@
-//! Exit codes, as `spec/cli.md` defines them. The README lists them too.
+//! Exit codes, as the CLI contract defines them (`spec/cli.md` in the
+//! project's shared specification, beside this repository); the README's
+//! "Exit codes" table lists them with the extensions made here (130 for a
+//! signal, 1 for a `partial` step).
 
 /// Success (`plan diff --detailed-exitcode`: no changes).
 pub const OK: i32 = 0;
