@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::engine::{dbmaint, rt};
-use crate::pg::{Cluster, ODD_SECRET, ODD_USER, TlsCluster};
+use crate::pg::{Cluster, ODD_SECRET, ODD_USER, TlsCluster, db_name};
 
 fn plan(dir: &Path, target: Option<&str>, steps: &str) -> PathBuf {
     let target = target.map(|t| format!("target: \"{t}\"\n")).unwrap_or_default();
@@ -49,11 +49,6 @@ fn json(out: &Output) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-/// The database name of a test cluster URL (`…/NAME?host=…`).
-fn db_name(url: &str) -> &str {
-    url.split('?').next().and_then(|s| s.rsplit('/').next()).expect("name")
 }
 
 fn all(out: &Output) -> String {

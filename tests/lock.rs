@@ -70,11 +70,7 @@ fn postgres_idle_session_timeout_never_lets_a_second_apply_run_beside_the_first(
     let rt = rt();
     let url = rt.block_on(Cluster::get().fresh_db());
     rt.block_on(seed_pg(&url));
-    let name = url
-        .split('?')
-        .next()
-        .and_then(|s| s.rsplit('/').next())
-        .expect("db name");
+    let name = crate::pg::db_name(&url);
     rt.block_on(async {
         let mut c = connect(&url).await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -273,11 +269,7 @@ fn postgres_apply_through_a_transaction_mode_pooler_is_refused_clearly() {
     let rt = rt();
     let url = rt.block_on(Cluster::get().fresh_db());
     rt.block_on(seed_pg(&url));
-    let name = url
-        .split('?')
-        .next()
-        .and_then(|s| s.rsplit('/').next())
-        .expect("db name");
+    let name = crate::pg::db_name(&url);
     let bouncer = crate::pg::PgBouncer::start(Cluster::get());
     let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
     let dir = tempfile::tempdir().expect("tempdir");

@@ -172,6 +172,20 @@ fn launch(base: &Path, port: u16, hba_first: &str, keep_initdb_rules: bool, opts
         .expect("start the cluster watchdog");
 }
 
+/// The database name of a test cluster URL (`…/NAME?host=…`).
+pub fn db_name(url: &str) -> &str {
+    url.split('?').next().and_then(|s| s.rsplit('/').next()).expect("name")
+}
+
+/// Creates the login role `{prefix}_{database}` in `url`'s cluster, runs
+/// `grants(role, database)` as the superuser, and returns `url` as that role.
+pub fn role_url(url: &str, prefix: &str, grants: impl Fn(&str, &str) -> Vec<String>) -> String {
+    let db = db_name(url);
+    let role = format!("{prefix}_{db}");
+    admin_statements(url, &grants(&role, db));
+    url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1)
+}
+
 /// Runs admin statements on their own thread and runtime (the caller may
 /// be inside another runtime).
 pub fn admin_statements(url: &str, statements: &[String]) {

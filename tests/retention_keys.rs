@@ -629,23 +629,14 @@ fn postgres_a_key_window_walk_without_a_second_session_reads_the_span_between_ba
          INSERT INTO ev SELECT g, now() FROM generate_series(301, 330) g;",
         &[],
     );
-    let db = url
-        .split('?')
-        .next()
-        .and_then(|s| s.rsplit('/').next())
-        .expect("db")
-        .to_string();
     // Three connections at most: the apply lock's, the journal's and the step's.
-    let role = format!("lim_{db}");
-    crate::pg::admin_statements(
-        &url,
-        &[
+    let as_role = crate::pg::role_url(&url, "lim", |role, db| {
+        vec![
             format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 3"),
             format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
             format!("GRANT CREATE ON DATABASE {db} TO {role}"),
-        ],
-    );
-    let as_role = url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+        ]
+    });
     let dir = tempfile::tempdir().expect("tempdir");
     let p = plan(
         dir.path(),

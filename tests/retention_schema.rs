@@ -439,21 +439,12 @@ fn postgres_row_level_security_that_hides_rows_is_said_in_the_diff() {
          CREATE POLICY only_tenant_1 ON tenant_log USING (tenant = 1);",
         &[],
     );
-    let db = url
-        .split('?')
-        .next()
-        .and_then(|s| s.rsplit('/').next())
-        .expect("db")
-        .to_string();
-    let role = format!("maint_{db}");
-    crate::pg::admin_statements(
-        &url,
-        &[
+    let as_role = crate::pg::role_url(&url, "maint", |role, _| {
+        vec![
             format!("CREATE ROLE {role} LOGIN"),
             format!("GRANT SELECT, DELETE ON tenant_log TO {role}"),
-        ],
-    );
-    let as_role = url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+        ]
+    });
     let dir = tempfile::tempdir().expect("tempdir");
     let p = plan(
         dir.path(),
