@@ -6,6 +6,50 @@
 //! This file also owns the only two ways SQL text is built from names:
 //! [`quote_ident`] for identifiers and [`sql`] to hand audited text to sqlx.
 
+/// A retention probe's per-foreign-key counts (`inspect::ChildCount`):
+/// the referencing rows of every key, and for an acting self-reference the
+/// ones not eligible themselves. `$pred` is the step's predicate; each
+/// query binds `$bind` (SQLite's cutoff; none on PostgreSQL, whose
+/// predicate carries it as a literal). Evaluates to
+/// `Result<Vec<ChildCount>, DbError>`; one text for both drivers.
+macro_rules! child_counts {
+    ($c:expr, $p:expr, $pred:expr $(, $bind:expr)?) => {
+        async {
+            // With `on_cascade: allow` the children are counted against the
+            // rows the step deletes: the guard (keys that block) applied.
+            let child_pred = match (&$p.guard_sql, $p.cascade) {
+                (Some(g), true) => format!("{} AND {g}", $pred),
+                _ => $pred.to_string(),
+            };
+            let mut children = vec![];
+            for ch in &$p.children {
+                let n: i64 = sqlx::query_scalar(sql(super::child_count_sql(ch, &$p.table, &child_pred)))
+                    $(.bind($bind))?
+                    .fetch_one(&mut *$c)
+                    .await?;
+                let outside: i64 = if ch.self_ref && ch.on_delete.acts() && ch.via.is_empty() {
+                    sqlx::query_scalar(sql(super::outside_count_sql(ch, &$p.table, $pred)))
+                        $(.bind($bind))?
+                        .fetch_one(&mut *$c)
+                        .await?
+                } else {
+                    0
+                };
+                children.push(crate::inspect::ChildCount {
+                    label: ch.label.clone(),
+                    on_delete: ch.on_delete,
+                    rows: n.max(0) as u64,
+                    outside: outside.max(0) as u64,
+                    depth: ch.via.len() + 1,
+                    cycle: ch.cycle,
+                });
+            }
+            Ok::<Vec<crate::inspect::ChildCount>, DbError>(children)
+        }
+        .await
+    };
+}
+
 /// A ranged batch, inside the caller's transaction: the batch's key range
 /// (`$bound_first` or `$bound_next`, binding cutoff, from, limit, to), the
 /// copy into an archive table (SQLite), then the delete — which, with a file

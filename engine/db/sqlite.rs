@@ -391,35 +391,7 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
     if let Some(w) = &p.where_sql {
         pred.push_str(&format!(" AND ({w})"));
     }
-    // With `on_cascade: allow` the children are counted against the rows
-    // the step deletes: the guard (referencing keys that block) applied.
-    let child_pred = match (&p.guard_sql, p.cascade) {
-        (Some(g), true) => format!("{pred} AND {g}"),
-        _ => pred.clone(),
-    };
-    let mut children = vec![];
-    for ch in &p.children {
-        let n: i64 = sqlx::query_scalar(sql(super::child_count_sql(ch, &p.table, &child_pred)))
-            .bind(&cutoff)
-            .fetch_one(&mut *c)
-            .await?;
-        let outside: i64 = if ch.self_ref && ch.on_delete.acts() && ch.via.is_empty() {
-            sqlx::query_scalar(sql(super::outside_count_sql(ch, &p.table, &pred)))
-                .bind(&cutoff)
-                .fetch_one(&mut *c)
-                .await?
-        } else {
-            0
-        };
-        children.push(crate::inspect::ChildCount {
-            label: ch.label.clone(),
-            on_delete: ch.on_delete,
-            rows: n.max(0) as u64,
-            outside: outside.max(0) as u64,
-            depth: ch.via.len() + 1,
-            cycle: ch.cycle,
-        });
-    }
+    let children = child_counts!(c, p, &pred, &cutoff)?;
     let referenced = match &p.guard_sql {
         Some(g) => {
             let n: i64 = sqlx::query_scalar(sql(super::referenced_count_sql(&p.table, &pred, g)))
