@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use dbmaint::diag::to_json;
 use dbmaint::load;
+use dbmaint::plan::diag::to_json;
 
 use crate::support::{codes, options_for, rendered};
 

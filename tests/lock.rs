@@ -170,9 +170,9 @@ fn sqlite_every_name_of_the_file_contends_for_one_lock() {
     std::fs::hard_link(&db, &hard).expect("hard link");
     // The engine's own lock, taken through the plain path, as a running
     // apply holds it.
-    let target = dbmaint::values::Target::parse(&format!("sqlite:{}", db.display())).expect("target");
+    let target = dbmaint::plan::values::Target::parse(&format!("sqlite:{}", db.display())).expect("target");
     let held = rt
-        .block_on(dbmaint::applylock::ApplyLock::acquire(&target))
+        .block_on(dbmaint::db::applylock::ApplyLock::acquire(&target))
         .expect("lock");
     // Counted by the sqlite3 binary: no connection of this process may
     // open the file while the lock is held (closing it would drop the

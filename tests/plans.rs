@@ -61,7 +61,7 @@ fn every_plan_starts_with_the_schema_modeline() {
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(
             text.lines().next(),
-            Some(dbmaint::schema::MODELINE),
+            Some(dbmaint::plan::schema::MODELINE),
             "{}",
             path.display()
         );

@@ -1,6 +1,6 @@
 //! The committed JSON Schema is current, and every plan and example passes it.
 
-use dbmaint::schema::plan_schema_json;
+use dbmaint::plan::schema::plan_schema_json;
 
 const COMMITTED: &str = "schemas/plan.schema.json";
 
@@ -32,10 +32,10 @@ fn validator() -> jsonschema::Validator {
 
 /// YAML → JSON through the engine's own loader, keeping values as written.
 fn as_json(path: &std::path::Path) -> serde_json::Value {
-    let mut sources = dbmaint::source::Sources::new();
+    let mut sources = dbmaint::plan::source::Sources::new();
     let text = std::fs::read_to_string(path).expect("read");
     let id = sources.add(path.display().to_string(), &text);
-    dbmaint::yaml::parse(&sources, id).expect("yaml").to_json()
+    dbmaint::plan::yaml::parse(&sources, id).expect("yaml").to_json()
 }
 
 #[test]
@@ -77,9 +77,9 @@ fn schema_rejects_what_the_engine_rejects() {
         ),
         ("version: 1\nname: x\nsteps: {S: {stats: {}}}", "bad step id"),
     ] {
-        let mut sources = dbmaint::source::Sources::new();
+        let mut sources = dbmaint::plan::source::Sources::new();
         let id = sources.add("t", text);
-        let doc = dbmaint::yaml::parse(&sources, id).expect("yaml").to_json();
+        let doc = dbmaint::plan::yaml::parse(&sources, id).expect("yaml").to_json();
         assert!(!v.is_valid(&doc), "schema accepted {why}");
     }
 }

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use dbmaint::LoadOptions;
-use dbmaint::diag::render_text;
-use dbmaint::load::Loaded;
+use dbmaint::plan::diag::render_text;
+use dbmaint::plan::load::Loaded;
 
 /// A fixed clock and an empty environment, so results never depend on the machine.
 pub fn options() -> LoadOptions {

@@ -35,7 +35,7 @@ macro_rules! child_counts {
                 } else {
                     0
                 };
-                children.push(crate::inspect::ChildCount {
+                children.push(crate::run::inspect::ChildCount {
                     label: ch.label.clone(),
                     on_delete: ch.on_delete,
                     rows: n.max(0) as u64,
@@ -44,7 +44,7 @@ macro_rules! child_counts {
                     cycle: ch.cycle,
                 });
             }
-            Ok::<Vec<crate::inspect::ChildCount>, DbError>(children)
+            Ok::<Vec<crate::run::inspect::ChildCount>, DbError>(children)
         }
         .await
     };
@@ -150,17 +150,16 @@ macro_rules! ranged_batch {
     };
 }
 
+pub mod applylock;
 pub mod conninfo;
 pub mod pg;
-pub mod pg_bloat;
-pub mod pg_reindex;
 pub mod sqlite;
 
 use std::time::Duration;
 
-use crate::execplan::RetentionWork;
-use crate::inspect::{Inspection, RetentionProbe};
-use crate::values::{Backend, Target};
+use crate::plan::values::{Backend, Target};
+use crate::run::execplan::RetentionWork;
+use crate::run::inspect::{Inspection, RetentionProbe};
 
 /// Ends a transaction by the result of its work: commit on success, roll
 /// back on failure (the failure is what the caller reports). Both drivers'
@@ -287,7 +286,7 @@ impl From<sqlx::Error> for DbError {
         };
         Self {
             kind,
-            message: crate::source::redact_passwords(&message),
+            message: crate::plan::source::redact_passwords(&message),
         }
     }
 }
@@ -331,7 +330,7 @@ pub async fn connect(target: &Target, limits: SessionLimits) -> Result<Conn, DbE
 
 impl Conn {
     /// Which server and database this session reached, as the server says.
-    pub async fn identity(&mut self, target: &Target) -> Result<crate::execplan::TargetIdentity, DbError> {
+    pub async fn identity(&mut self, target: &Target) -> Result<crate::run::execplan::TargetIdentity, DbError> {
         match self {
             Conn::Pg(c) => pg::identity(c, target).await,
             Conn::Sqlite(_) => sqlite::identity(target),
@@ -397,8 +396,8 @@ pub struct RetentionSql {
     /// Binds (cutoff); returns (eligible rows, first key, last key) when
     /// the step starts (see `execplan::RetentionWork::count`).
     pub count: String,
-    pub batch: crate::execplan::BatchSql,
-    pub cascades: Vec<crate::execplan::CascadeCount>,
+    pub batch: crate::run::execplan::BatchSql,
+    pub cascades: Vec<crate::run::execplan::CascadeCount>,
 }
 
 /// The next retention batch of a ranged walk: the eligible rows with a key
@@ -461,7 +460,7 @@ pub fn retention_predicate(spec: &RetentionSpec, cutoff_param: &str) -> String {
 
 /// Counts the rows of a referencing (child) table that reference rows of
 /// `table` matching `pred`: `ch.from` aliases the child `dbmaint_c`.
-pub fn child_count_sql(ch: &crate::inspect::ChildProbe, table: &str, pred: &str) -> String {
+pub fn child_count_sql(ch: &crate::run::inspect::ChildProbe, table: &str, pred: &str) -> String {
     reach_sql(&ch.from, &ch.join, &ch.via, table, pred)
 }
 
@@ -500,7 +499,7 @@ pub struct CascadeSpec {
 /// matching `pred` without matching it themselves: rows a cascade would
 /// reach past the cutoff. In the outer query `pred`'s columns are the
 /// child's own (it is the only table in scope there).
-pub fn outside_count_sql(ch: &crate::inspect::ChildProbe, table: &str, pred: &str) -> String {
+pub fn outside_count_sql(ch: &crate::run::inspect::ChildProbe, table: &str, pred: &str) -> String {
     format!(
         "SELECT count(*) FROM {} WHERE EXISTS (SELECT 1 FROM {table} WHERE {} AND {pred}) AND ({pred}) IS NOT TRUE",
         ch.from, ch.join
@@ -514,10 +513,10 @@ pub fn cascade_counts(
     table: &str,
     pred: &str,
     range: &str,
-) -> Vec<crate::execplan::CascadeCount> {
+) -> Vec<crate::run::execplan::CascadeCount> {
     spec.cascades
         .iter()
-        .map(|c| crate::execplan::CascadeCount {
+        .map(|c| crate::run::execplan::CascadeCount {
             foreign_key: c.label.clone(),
             on_delete: c.on_delete.clone(),
             count: reach_sql(&c.from, &c.join, &c.via, table, &format!("{pred}{range}")),
@@ -635,7 +634,7 @@ impl Conn {
         work: &RetentionWork,
         at: BatchAt<'_>,
         journal: &BatchJournal,
-        archive_file: Option<&mut crate::archive::ArchiveFile>,
+        archive_file: Option<&mut crate::ops::retention::archive::ArchiveFile>,
     ) -> Result<BatchDone, DbError> {
         match self {
             Conn::Pg(c) => pg::retention_batch(c, work, at, journal, archive_file).await,
@@ -645,19 +644,19 @@ impl Conn {
 
     /// Runs a `dry_run` query of a `sql` step (on a read-only session) and
     /// keeps its first rows; a failure is kept as the preview's error.
-    pub async fn preview(&mut self, query: &str) -> crate::inspect::QueryPreview {
+    pub async fn preview(&mut self, query: &str) -> crate::run::inspect::QueryPreview {
         let result = match self {
             Conn::Pg(c) => pg::preview(c, query).await,
             Conn::Sqlite(c) => sqlite::preview(c, query).await,
         };
-        result.unwrap_or_else(|e| crate::inspect::QueryPreview {
+        result.unwrap_or_else(|e| crate::run::inspect::QueryPreview {
             error: Some(one_line(&e.message)),
             ..Default::default()
         })
     }
 
     /// The `stats` report (read-only queries).
-    pub async fn stats(&mut self, top: u64) -> Result<crate::stats::StatsReport, DbError> {
+    pub async fn stats(&mut self, top: u64) -> Result<crate::ops::stats::report::StatsReport, DbError> {
         match self {
             Conn::Pg(c) => pg::stats(c, top).await,
             Conn::Sqlite(c) => sqlite::stats(c, top).await,
@@ -665,24 +664,27 @@ impl Conn {
     }
 
     /// Bloat figures (read-only queries; `pgstattuple` reads every page).
-    pub async fn bloat(&mut self, spec: &crate::bloat::BloatSpec) -> Result<crate::bloat::BloatReport, DbError> {
+    pub async fn bloat(
+        &mut self,
+        spec: &crate::ops::bloat::figures::BloatSpec,
+    ) -> Result<crate::ops::bloat::figures::BloatReport, DbError> {
         match self {
-            Conn::Pg(c) => pg_bloat::bloat(c, spec).await,
+            Conn::Pg(c) => crate::ops::bloat::pg::bloat(c, spec).await,
             Conn::Sqlite(c) => sqlite::bloat(c).await,
         }
     }
 
     /// Unfinished rebuilds of earlier runs and what they left (PostgreSQL;
     /// SQLite's REINDEX is transactional and leaves nothing).
-    pub async fn rebuild_leftovers(&mut self) -> Result<Vec<crate::inspect::Leftover>, DbError> {
+    pub async fn rebuild_leftovers(&mut self) -> Result<Vec<crate::run::inspect::Leftover>, DbError> {
         match self {
-            Conn::Pg(c) => pg_reindex::open_leftovers(c).await,
+            Conn::Pg(c) => crate::ops::reindex::pg::open_leftovers(c).await,
             Conn::Sqlite(_) => Ok(vec![]),
         }
     }
 
     /// Materialized views (PostgreSQL; SQLite has none).
-    pub async fn matviews(&mut self) -> Result<Vec<crate::inspect::MatView>, DbError> {
+    pub async fn matviews(&mut self) -> Result<Vec<crate::run::inspect::MatView>, DbError> {
         match self {
             Conn::Pg(c) => pg::matviews(c).await,
             Conn::Sqlite(_) => Ok(vec![]),
@@ -692,8 +694,8 @@ impl Conn {
     /// Cancels (and terminates) the long queries a diff listed (PostgreSQL).
     pub async fn signal_sessions(
         &mut self,
-        targets: &[crate::checks::SessionTarget],
-        act: crate::checks::SessionAct,
+        targets: &[crate::ops::check::spec::SessionTarget],
+        act: crate::ops::check::spec::SessionAct,
     ) -> Result<Vec<(i32, String)>, DbError> {
         match self {
             Conn::Pg(c) => pg::signal_sessions(c, targets, act).await,
@@ -704,8 +706,8 @@ impl Conn {
     /// Runs a `check` step's checks (read-only queries).
     pub async fn run_checks(
         &mut self,
-        spec: &crate::checks::CheckSpec,
-    ) -> Result<Vec<crate::checks::Finding>, DbError> {
+        spec: &crate::ops::check::spec::CheckSpec,
+    ) -> Result<Vec<crate::ops::check::spec::Finding>, DbError> {
         match self {
             Conn::Pg(c) => pg::run_checks(c, spec).await,
             Conn::Sqlite(c) => sqlite::run_checks(c, spec).await,
@@ -746,7 +748,7 @@ impl Conn {
 
     /// A windowed walk's first eligible key (`BatchSql::Window::first_key`).
     pub async fn retention_first_key(&mut self, work: &RetentionWork) -> Result<Option<i64>, DbError> {
-        let (Conn::Pg(c), crate::execplan::BatchSql::Window { first_key, .. }) = (self, &work.batch) else {
+        let (Conn::Pg(c), crate::run::execplan::BatchSql::Window { first_key, .. }) = (self, &work.batch) else {
             return Err(DbError::other("key windows are a PostgreSQL batch style"));
         };
         let k: Option<i64> = sqlx::query_scalar(sql(first_key.clone()))

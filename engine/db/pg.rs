@@ -17,14 +17,14 @@ use super::{
     ArchiveSpec, BatchAt, BatchDone, BatchJournal, DbError, Keys, ProbeFn, RetentionSpec, RetentionSql, RunRecord,
     SessionLimits, StepRecord, Window, quote_literal, retention_predicate, sql,
 };
-use crate::archive::ArchiveFile;
-use crate::checks::{CheckSpec, Finding};
-use crate::execplan::{BatchSql, RetentionWork};
-use crate::inspect::{
+use crate::ops::check::spec::{CheckSpec, Finding};
+use crate::ops::retention::archive::ArchiveFile;
+use crate::plan::values::Target;
+use crate::run::execplan::{BatchSql, RetentionWork};
+use crate::run::inspect::{
     Column, EXACT_COUNT_LIMIT, IndexFacts, Inspection, PREVIEW_ROWS, QueryPreview, RetentionFacts, RetentionProbe,
     TableFacts,
 };
-use crate::values::Target;
 
 /// The advisory lock key: `dbmt` in ASCII, and 0. Advisory locks are per
 /// database, so one key serves every database of a server.
@@ -135,7 +135,7 @@ pub async fn connect_named(target: &Target, limits: SessionLimits, app: &str) ->
 /// identifier needs `pg_control_system()` (granted to superusers and
 /// `pg_monitor`-like roles only on some servers): without it the identity
 /// rests on host, port and database name.
-pub async fn identity(c: &mut PgConnection, target: &Target) -> Result<crate::execplan::TargetIdentity, DbError> {
+pub async fn identity(c: &mut PgConnection, target: &Target) -> Result<crate::run::execplan::TargetIdentity, DbError> {
     let ci = conninfo(target)?;
     let row = sqlx::query(
         "SELECT current_database()::text, current_user::text, \
@@ -149,8 +149,8 @@ pub async fn identity(c: &mut PgConnection, target: &Target) -> Result<crate::ex
         .fetch_one(&mut *c)
         .await
         .ok();
-    Ok(crate::execplan::TargetIdentity {
-        backend: crate::values::Backend::Postgres,
+    Ok(crate::run::execplan::TargetIdentity {
+        backend: crate::plan::values::Backend::Postgres,
         host: Some(ci.host.clone()),
         port: Some(ci.port),
         database: row.get(0),
@@ -401,9 +401,9 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         if let Some(i) = find(&schema, &name) {
             let timing: String = r.get(3);
             let body: String = r.get(6);
-            tables[i].delete_triggers.push(crate::inspect::DeleteTrigger {
+            tables[i].delete_triggers.push(crate::run::inspect::DeleteTrigger {
                 name: r.get(2),
-                reads: crate::triggerbody::Body::read(&body, timing == "BEFORE"),
+                reads: crate::ops::retention::triggerbody::Body::read(&body, timing == "BEFORE"),
                 timing,
                 per_row: r.get(4),
                 function: r.get(5),
@@ -425,13 +425,13 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
     .fetch_all(&mut *c)
     .await?
     .iter()
-    .map(|r| crate::inspect::ForeignKey {
+    .map(|r| crate::run::inspect::ForeignKey {
         name: r.get(0),
         child_schema: r.get(1),
         child_table: r.get(2),
         parent_schema: r.get(3),
         parent_table: r.get(4),
-        on_delete: crate::inspect::OnDelete::parse(&r.get::<String, _>(5)),
+        on_delete: crate::run::inspect::OnDelete::parse(&r.get::<String, _>(5)),
         child_columns: r.get(6),
         parent_columns: r.get(7),
     })
@@ -683,10 +683,10 @@ pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
 
 /// Views, materialized views and foreign tables from the facts query's
 /// JSON: `[[schema, name, relkind], …]`.
-fn other_relations(json: &str) -> Vec<crate::inspect::OtherRelation> {
+fn other_relations(json: &str) -> Vec<crate::run::inspect::OtherRelation> {
     let rows: Vec<(String, String, String)> = serde_json::from_str(json).unwrap_or_default();
     rows.into_iter()
-        .map(|(schema, name, kind)| crate::inspect::OtherRelation {
+        .map(|(schema, name, kind)| crate::run::inspect::OtherRelation {
             schema,
             name,
             kind: match kind.as_str() {
@@ -707,7 +707,7 @@ const TABLE_COUNT_BYTES: i64 = 64 * 1024 * 1024;
 /// Counts a retention predicate, unless the planner expects more than
 /// [`EXACT_COUNT_LIMIT`] rows: then its estimate, flagged as such.
 async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
-    use crate::timefmt::{Sample, TimeFormat, cutoff_value, decide, is_zone_less};
+    use crate::ops::retention::timefmt::{Sample, TimeFormat, cutoff_value, decide, is_zone_less};
     let ty = p.column_type.to_ascii_lowercase();
     // The rows a DELETE on this table would reach: `ONLY` when it has
     // inheritance children (their rows are not this step's).
@@ -831,7 +831,7 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
         .fetch_all(&mut *c)
         .await?
         .into_iter()
-        .map(|(name, eligible, rows)| crate::inspect::PartitionCount {
+        .map(|(name, eligible, rows)| crate::run::inspect::PartitionCount {
             name,
             eligible: eligible.max(0) as u64,
             rows: rows.max(0) as u64,
@@ -901,9 +901,12 @@ async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFact
 }
 
 /// The digest of the keys `query` returns, streamed (never all in memory).
-async fn digest_keys(c: &mut PgConnection, query: String) -> Result<crate::keydigest::KeyDigest, DbError> {
+async fn digest_keys(
+    c: &mut PgConnection,
+    query: String,
+) -> Result<crate::ops::retention::keydigest::KeyDigest, DbError> {
     use futures_util::TryStreamExt;
-    let mut d = crate::keydigest::KeyDigest::default();
+    let mut d = crate::ops::retention::keydigest::KeyDigest::default();
     let mut keys = sqlx::query_scalar::<_, String>(sql(query)).fetch(&mut *c);
     while let Some(k) = keys.try_next().await? {
         d.add(&k);
@@ -1060,7 +1063,7 @@ async fn window_in(
 
 /// The journal row of the child rows one batch's delete reached through
 /// one foreign key.
-fn cascade_journal_sql(journal: &BatchJournal, cc: &crate::execplan::CascadeCount, rows: u64) -> String {
+fn cascade_journal_sql(journal: &BatchJournal, cc: &crate::run::execplan::CascadeCount, rows: u64) -> String {
     format!(
         "INSERT INTO dbmaint.cascades (run_id, step, batch_no, foreign_key, on_delete, rows) VALUES ({}, {}, {}, {}, {}, {rows}); ",
         journal.run_id,
@@ -1413,8 +1416,8 @@ pub async fn holds_lock(c: &mut PgConnection) -> Result<bool, DbError> {
 
 /// Runs the `check` step's PostgreSQL checks; each is one set-based query.
 pub async fn run_checks(c: &mut PgConnection, spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
-    use crate::checks::Severity::{Error, Warning};
     use crate::ops::check::CheckName as C;
+    use crate::ops::check::spec::Severity::{Error, Warning};
     let mut out = vec![];
     if spec.runs(C::LongQueries) {
         // Client sessions only: never autovacuum, replication or dbmaint.
@@ -1474,7 +1477,7 @@ pub async fn run_checks(c: &mut PgConnection, spec: &CheckSpec) -> Result<Vec<Fi
                     format!("{schema}.{index}"),
                     format!(
                         "no scans on `{table}` ({since}); {} to drop or keep",
-                        crate::execplan::human_bytes(bytes.max(0) as u64)
+                        crate::run::execplan::human_bytes(bytes.max(0) as u64)
                     ),
                 )
                 .with(serde_json::json!({"table": table, "bytes": bytes})),
@@ -1604,7 +1607,7 @@ pub async fn run_checks(c: &mut PgConnection, spec: &CheckSpec) -> Result<Vec<Fi
         .fetch_all(&mut *c)
         .await?;
         for (object, age) in rows {
-            let ratio = age as f64 / crate::checks::XID_HORIZON;
+            let ratio = age as f64 / crate::ops::check::spec::XID_HORIZON;
             if ratio > spec.max_xid_age_ratio {
                 out.push(
                     Finding::new(
@@ -1669,8 +1672,8 @@ pub async fn run_checks(c: &mut PgConnection, spec: &CheckSpec) -> Result<Vec<Fi
 
 /// The `stats` report: three set-based queries. Sizes of relations another
 /// session holds ACCESS EXCLUSIVE on come from `relpages` (see `BUSY`).
-pub async fn stats(c: &mut PgConnection, top: u64) -> Result<crate::stats::StatsReport, DbError> {
-    use crate::stats::{IndexStats, StatsReport, TableStats};
+pub async fn stats(c: &mut PgConnection, top: u64) -> Result<crate::ops::stats::report::StatsReport, DbError> {
+    use crate::ops::stats::report::{IndexStats, StatsReport, TableStats};
     let database_bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())::int8")
         .fetch_one(&mut *c)
         .await?;
@@ -1728,7 +1731,7 @@ pub async fn stats(c: &mut PgConnection, top: u64) -> Result<crate::stats::Stats
 
 /// Every materialized view with what `refresh_views` needs to know: one
 /// query (dependencies through the view's rewrite rule).
-pub async fn matviews(c: &mut PgConnection) -> Result<Vec<crate::inspect::MatView>, DbError> {
+pub async fn matviews(c: &mut PgConnection) -> Result<Vec<crate::run::inspect::MatView>, DbError> {
     type Row = (String, String, bool, i64, Option<String>, Vec<String>);
     let rows: Vec<Row> = sqlx::query_as(sql(format!(
         "SELECT n.nspname::text, c.relname::text, c.relispopulated, \
@@ -1749,7 +1752,7 @@ pub async fn matviews(c: &mut PgConnection) -> Result<Vec<crate::inspect::MatVie
     Ok(rows
         .into_iter()
         .map(
-            |(schema, name, populated, bytes, unique_index, reads)| crate::inspect::MatView {
+            |(schema, name, populated, bytes, unique_index, reads)| crate::run::inspect::MatView {
                 schema,
                 name,
                 populated,
@@ -1768,11 +1771,15 @@ pub async fn matviews(c: &mut PgConnection) -> Result<Vec<crate::inspect::MatVie
 /// running it after the grace period. Returns (pid, what happened).
 pub async fn signal_sessions(
     c: &mut PgConnection,
-    targets: &[crate::checks::SessionTarget],
-    act: crate::checks::SessionAct,
+    targets: &[crate::ops::check::spec::SessionTarget],
+    act: crate::ops::check::spec::SessionAct,
 ) -> Result<Vec<(i32, String)>, DbError> {
     // Checking the session and signalling it is one statement.
-    async fn signal(c: &mut PgConnection, t: &crate::checks::SessionTarget, f: &str) -> Result<Option<bool>, DbError> {
+    async fn signal(
+        c: &mut PgConnection,
+        t: &crate::ops::check::spec::SessionTarget,
+        f: &str,
+    ) -> Result<Option<bool>, DbError> {
         Ok(sqlx::query_scalar(sql(format!(
             "SELECT {f}(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2::timestamptz \
              AND query_start = $3::timestamptz AND state <> 'idle'"

@@ -13,12 +13,12 @@ use super::{
     ArchiveSpec, BatchAt, BatchDone, BatchJournal, DbError, ErrorKind, Keys, ProbeFn, RetentionSpec, RetentionSql,
     RunRecord, SessionLimits, StepRecord, retention_predicate, sql,
 };
-use crate::archive::ArchiveFile;
-use crate::execplan::{BatchSql, RetentionWork};
-use crate::inspect::{
+use crate::ops::retention::archive::ArchiveFile;
+use crate::plan::values::Target;
+use crate::run::execplan::{BatchSql, RetentionWork};
+use crate::run::inspect::{
     Column, IndexFacts, Inspection, PREVIEW_ROWS, QueryPreview, RetentionFacts, RetentionProbe, SqliteFile, TableFacts,
 };
-use crate::values::Target;
 
 pub fn options(target: &Target) -> Result<SqliteConnectOptions, DbError> {
     SqliteConnectOptions::from_str(target.expose_url())
@@ -51,13 +51,13 @@ pub async fn connect(target: &Target, limits: SessionLimits) -> Result<SqliteCon
 
 /// The database file's real path (symlinks and `..` resolved) and its
 /// device and inode: two names for one file are one identity.
-pub fn identity(target: &Target) -> Result<crate::execplan::TargetIdentity, DbError> {
+pub fn identity(target: &Target) -> Result<crate::run::execplan::TargetIdentity, DbError> {
     use std::os::unix::fs::MetadataExt;
     let path = std::path::Path::new(&target.database);
     let real = std::fs::canonicalize(path).map_err(|e| DbError::other(format!("`{}`: {e}", target.database)))?;
     let meta = std::fs::metadata(&real).map_err(|e| DbError::other(format!("`{}`: {e}", real.display())))?;
-    Ok(crate::execplan::TargetIdentity {
-        backend: crate::values::Backend::Sqlite,
+    Ok(crate::run::execplan::TargetIdentity {
+        backend: crate::plan::values::Backend::Sqlite,
         host: None,
         port: None,
         database: real.display().to_string(),
@@ -244,12 +244,12 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
             "AFTER"
         };
         if let Some(t) = tables.iter_mut().find(|t| t.name.eq_ignore_ascii_case(&table)) {
-            t.delete_triggers.push(crate::inspect::DeleteTrigger {
+            t.delete_triggers.push(crate::run::inspect::DeleteTrigger {
                 name,
                 timing: timing.into(),
                 per_row: true,
                 function: String::new(),
-                reads: crate::triggerbody::Body::read(&text, timing == "BEFORE"),
+                reads: crate::ops::retention::triggerbody::Body::read(&text, timing == "BEFORE"),
             });
         }
     }
@@ -261,13 +261,13 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
     )))
     .fetch_all(&mut *c)
     .await?;
-    let mut foreign_keys: Vec<crate::inspect::ForeignKey> = vec![];
+    let mut foreign_keys: Vec<crate::run::inspect::ForeignKey> = vec![];
     let mut last: Option<(String, i64)> = None;
     for r in &fk_rows {
         let (child, id, parent): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
         let to: Option<String> = r.get(4);
         if last.as_ref() != Some(&(child.clone(), id)) {
-            foreign_keys.push(crate::inspect::ForeignKey {
+            foreign_keys.push(crate::run::inspect::ForeignKey {
                 name: format!("{child}_fk{id}"),
                 child_schema: "main".into(),
                 child_table: child.clone(),
@@ -275,7 +275,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
                 parent_schema: "main".into(),
                 parent_table: parent.clone(),
                 parent_columns: vec![],
-                on_delete: crate::inspect::OnDelete::parse(&r.get::<String, _>(5)),
+                on_delete: crate::run::inspect::OnDelete::parse(&r.get::<String, _>(5)),
             });
             last = Some((child, id));
         }
@@ -294,7 +294,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
             .fetch_all(&mut *c)
             .await?
             .into_iter()
-            .map(|name| crate::inspect::OtherRelation {
+            .map(|name| crate::run::inspect::OtherRelation {
                 schema: "main".into(),
                 name,
                 kind: "view".into(),
@@ -336,7 +336,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
 /// value, NULLs) to decide how it stores time; the cutoff is then built in
 /// that form and compared as that storage class.
 async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
-    use crate::timefmt::{Sample, TimeFormat, cutoff_value, decide, is_zone_less};
+    use crate::ops::retention::timefmt::{Sample, TimeFormat, cutoff_value, decide, is_zone_less};
     let r = sqlx::query(sql(format!(
         "SELECT CAST(min({c}) AS REAL), CAST(max({c}) AS REAL), CAST(min({c}) AS TEXT), CAST(max({c}) AS TEXT), \
          coalesce(sum({c} IS NULL), 0), group_concat(DISTINCT typeof({c})) FROM {t}",
@@ -406,7 +406,7 @@ async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<Retention
     let digest = match &p.digest_key {
         Some(k) => {
             use futures_util::TryStreamExt;
-            let mut d = crate::keydigest::KeyDigest::default();
+            let mut d = crate::ops::retention::keydigest::KeyDigest::default();
             let mut keys = sqlx::query_scalar::<_, String>(sql(format!("SELECT {k} FROM {} WHERE {pred}", p.table)))
                 .bind(&cutoff)
                 .fetch(&mut *c);
@@ -877,10 +877,10 @@ pub async fn integrity_check(path: &str) -> Result<(), DbError> {
 /// SQLite's checks: `PRAGMA integrity_check` and `PRAGMA foreign_key_check`.
 pub async fn run_checks(
     c: &mut SqliteConnection,
-    spec: &crate::checks::CheckSpec,
-) -> Result<Vec<crate::checks::Finding>, DbError> {
-    use crate::checks::{Finding, Severity};
+    spec: &crate::ops::check::spec::CheckSpec,
+) -> Result<Vec<crate::ops::check::spec::Finding>, DbError> {
     use crate::ops::check::CheckName as C;
+    use crate::ops::check::spec::{Finding, Severity};
     let mut out = vec![];
     if spec.runs(C::Integrity) {
         // At most 100 problems, as SQLite reports them.
@@ -918,8 +918,8 @@ pub async fn run_checks(
 
 /// The `stats` report: sizes per table and index from `dbstat` when SQLite
 /// was built with it; otherwise the file size and the list of tables.
-pub async fn stats(c: &mut SqliteConnection, top: u64) -> Result<crate::stats::StatsReport, DbError> {
-    use crate::stats::{IndexStats, StatsReport, TableStats};
+pub async fn stats(c: &mut SqliteConnection, top: u64) -> Result<crate::ops::stats::report::StatsReport, DbError> {
+    use crate::ops::stats::report::{IndexStats, StatsReport, TableStats};
     let database_bytes = file_bytes(c).await?;
     let sized: Result<Vec<(String, String, String, i64)>, sqlx::Error> = sqlx::query_as(
         "SELECT m.type, m.name, m.tbl_name, sum(d.pgsize) AS bytes FROM dbstat d \
@@ -964,7 +964,7 @@ pub async fn stats(c: &mut SqliteConnection, top: u64) -> Result<crate::stats::S
 
 /// SQLite's bloat: the file's free-list pages over its page count (what
 /// `VACUUM` gives back). Exact: SQLite keeps the count in the file header.
-pub async fn bloat(c: &mut SqliteConnection) -> Result<crate::bloat::BloatReport, DbError> {
+pub async fn bloat(c: &mut SqliteConnection) -> Result<crate::ops::bloat::figures::BloatReport, DbError> {
     let (free, pages, size, path): (i64, i64, i64, String) = sqlx::query_as(
         "SELECT (SELECT freelist_count FROM pragma_freelist_count()), (SELECT page_count FROM pragma_page_count()), \
          (SELECT page_size FROM pragma_page_size()), (SELECT file FROM pragma_database_list() WHERE name = 'main')",
@@ -972,14 +972,14 @@ pub async fn bloat(c: &mut SqliteConnection) -> Result<crate::bloat::BloatReport
     .fetch_one(c)
     .await?;
     let bytes = (pages.max(0) * size.max(0)) as u64;
-    Ok(crate::bloat::BloatReport {
-        entries: vec![crate::bloat::BloatEntry::new(
+    Ok(crate::ops::bloat::figures::BloatReport {
+        entries: vec![crate::ops::bloat::figures::BloatEntry::new(
             "database",
             path.clone(),
             path,
             bytes,
             free.max(0) * size.max(0),
-            crate::bloat::Method::Freelist,
+            crate::ops::bloat::figures::Method::Freelist,
         )],
         ..Default::default()
     })

@@ -2,9 +2,9 @@
 //! (PostgreSQL), `ANALYZE` or `PRAGMA optimize` (SQLite).
 
 use super::{BOTH, OpCheck, OpParams, get, globs};
-use crate::execplan::{Estimate, Fidelity, Marker, human_count};
-use crate::planner::{Draft, PlanCx, percent};
-use crate::values::{Backend, NameGlob, Ratio};
+use crate::plan::values::{Backend, NameGlob, Ratio};
+use crate::run::execplan::{Estimate, Fidelity, Marker, human_count};
+use crate::run::planner::{Draft, PlanCx, percent};
 
 crate::params! {
     /// Parameters of `analyze`.

@@ -17,10 +17,10 @@ pub mod sql;
 pub mod stats;
 pub mod vacuum;
 
-use crate::decode::{Cx, Decode, Sp};
-use crate::diag::Diag;
-use crate::node::{Node, Pos};
-use crate::values::Backend;
+use crate::plan::decode::{Cx, Decode, Sp};
+use crate::plan::diag::Diag;
+use crate::plan::node::{Node, Pos};
+use crate::plan::values::Backend;
 
 /// What an operation's rules may look at: the backend (when the target is
 /// known), the step, and where to report.
@@ -141,9 +141,9 @@ pub const BOTH: &[Backend] = &[Backend::Postgres, Backend::Sqlite];
 /// codes of every finding. For the operations' unit tests.
 #[cfg(test)]
 pub fn findings<T: OpParams>(yaml: &str, backend: Backend) -> Vec<&'static str> {
-    let mut sources = crate::source::Sources::new();
+    let mut sources = crate::plan::source::Sources::new();
     let file = sources.add("t.yaml", yaml);
-    let node = crate::yaml::parse(&sources, file).expect("test YAML parses");
+    let node = crate::plan::yaml::parse(&sources, file).expect("test YAML parses");
     let mut cx = Cx::default();
     if let Some(p) = T::decode(&node, &mut cx) {
         p.check(&mut OpCheck {
@@ -161,6 +161,6 @@ pub fn get<T: Clone>(field: &Option<Sp<T>>) -> Option<T> {
 }
 
 /// The globs of an optional list parameter (empty when absent).
-pub fn globs(field: &Option<Sp<Vec<crate::values::NameGlob>>>) -> Vec<crate::values::NameGlob> {
+pub fn globs(field: &Option<Sp<Vec<crate::plan::values::NameGlob>>>) -> Vec<crate::plan::values::NameGlob> {
     get(field).unwrap_or_default()
 }

@@ -2,10 +2,10 @@
 
 use super::{OpCheck, OpParams, get, globs};
 use crate::db::quote_name;
-use crate::execplan::{Marker, human_bytes};
-use crate::inspect::MatView;
-use crate::planner::{Draft, PlanCx, matches_any, unmatched};
-use crate::values::{Backend, NameGlob};
+use crate::plan::values::{Backend, NameGlob};
+use crate::run::execplan::{Marker, human_bytes};
+use crate::run::inspect::MatView;
+use crate::run::planner::{Draft, PlanCx, matches_any, unmatched};
 
 crate::params! {
     /// Parameters of `refresh_views`.

@@ -2,9 +2,9 @@
 //! `VACUUM` of the file on SQLite when its free-page ratio is high enough.
 
 use super::{BOTH, OpCheck, OpParams, get, globs};
-use crate::execplan::{Action, Estimate, Fidelity, Marker, human_bytes, human_count};
-use crate::planner::{Draft, PlanCx, percent};
-use crate::values::{Backend, NameGlob, Ratio};
+use crate::plan::values::{Backend, NameGlob, Ratio};
+use crate::run::execplan::{Action, Estimate, Fidelity, Marker, human_bytes, human_count};
+use crate::run::planner::{Draft, PlanCx, percent};
 
 crate::params! {
     /// Parameters of `vacuum`.

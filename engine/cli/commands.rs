@@ -1,0 +1,443 @@
+//! The database commands of the command line: `plan diff`, `plan apply`,
+//! `history` and `demo`. They load, call `dbmaint::run`, render, and pick
+//! the exit code; nothing here decides what a step does.
+
+use std::io::{IsTerminal, Write as _};
+use std::path::Path;
+
+use dbmaint::report::diff as render;
+use dbmaint::run::execplan::{ExecutionPlan, SAVED_FORMAT, SavedPlan};
+use dbmaint::run::exit;
+use dbmaint::run::{self, ApplyOptions, Failure};
+
+use crate::{ApplyArgs, Cli, Output, PlanArgs, Progress, TargetArgs, report};
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+/// Prints a command-ending error on stderr (or as JSON) and gives its code.
+fn fail(cli: &Cli, f: &Failure) -> i32 {
+    match cli.output {
+        Output::Json => println!("{}", serde_json::json!({"error": f.message, "exit_code": f.code})),
+        Output::Text => eprintln!("error: {}", dbmaint::report::textsafe::visible(&f.message)),
+    }
+    f.code
+}
+
+/// A loaded, valid plan with its target and the run's reference time.
+struct Ready {
+    loaded: dbmaint::Loaded,
+    target: dbmaint::plan::values::Target,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+fn prepare(cli: &Cli, args: &PlanArgs, now: Option<&str>) -> Result<Ready, i32> {
+    let mut opts = dbmaint::LoadOptions::from_process();
+    opts.env = args.env.clone();
+    opts.vars = args.vars.clone();
+    opts.target = args.target.clone();
+    if let Some(now) = now {
+        opts.now = now.to_string();
+    }
+    let loaded = dbmaint::load(&args.plan, &opts);
+    if !loaded.is_valid() {
+        if cli.output == Output::Json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&dbmaint::plan::diag::to_json(&loaded.diags, &loaded.sources))
+                    .unwrap_or_default()
+            );
+        } else {
+            report(cli, &loaded);
+        }
+        return Err(exit::ERROR);
+    }
+    let plan = loaded.plan.as_ref().expect("a valid load has a plan");
+    let target = run::target_of(plan).map_err(|f| fail(cli, &f))?;
+    let now = chrono::DateTime::parse_from_rfc3339(&opts.now)
+        .map(|d| d.to_utc())
+        .unwrap_or_else(|_| chrono::Utc::now());
+    Ok(Ready { loaded, target, now })
+}
+
+/// `digest`: also digest each retention step's eligible keys (for saving a
+/// plan, or checking a saved one).
+async fn compute(cli: &Cli, r: &Ready, digest: bool) -> Result<ExecutionPlan, i32> {
+    let (Some(plan), Some(graph)) = (&r.loaded.plan, &r.loaded.graph) else {
+        return Err(exit::ERROR);
+    };
+    run::compute(plan, graph, &r.target, r.now, digest)
+        .await
+        .map_err(|f| fail(cli, &f))
+}
+
+fn print_diff(cli: &Cli, ep: &ExecutionPlan) {
+    match cli.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&render::render_json(ep)).unwrap_or_default()
+        ),
+        Output::Text => print!("{}", render::render_text(ep, cli.verbose > 0)),
+    }
+}
+
+pub async fn diff(cli: &Cli, args: &PlanArgs, detailed: bool, out: Option<&Path>) -> i32 {
+    let ready = match prepare(cli, args, None) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let ep = match compute(cli, &ready, out.is_some()).await {
+        Ok(ep) => ep,
+        Err(code) => return code,
+    };
+    print_diff(cli, &ep);
+    if let Some(out) = out {
+        let saved = SavedPlan {
+            format: SAVED_FORMAT.into(),
+            plan_file: args.plan.display().to_string(),
+            env: args.env.clone(),
+            vars: args.vars.clone(),
+            execution: ep.clone(),
+        };
+        if let Err(e) = std::fs::write(out, serde_json::to_string_pretty(&saved).unwrap_or_default() + "\n") {
+            return fail(cli, &Failure::error(format!("cannot write `{}`: {e}", out.display())));
+        }
+        if cli.output == Output::Text {
+            eprintln!(
+                "saved the plan to {}; apply it with `dbmaint plan apply {}`",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    if ep.has_errors() {
+        exit::ERROR
+    } else if detailed && ep.has_changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    }
+}
+
+/// Reads a saved plan, if `path` is one.
+fn read_saved(path: &Path) -> Option<Result<SavedPlan, String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    Some(
+        serde_json::from_str::<SavedPlan>(&text)
+            .map_err(|e| format!("`{}` is not a saved dbmaint plan: {e}", path.display()))
+            .and_then(|s| {
+                if s.format == SAVED_FORMAT {
+                    Ok(s)
+                } else {
+                    Err(format!(
+                        "`{}` is a saved plan of format `{}`, expected `{SAVED_FORMAT}`",
+                        path.display(),
+                        s.format
+                    ))
+                }
+            }),
+    )
+}
+
+pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
+    let saved = match read_saved(&args.plan.plan) {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return fail(cli, &Failure::error(e)),
+        None => None,
+    };
+    let plan_args = match &saved {
+        Some(s) => PlanArgs {
+            plan: s.plan_file.clone().into(),
+            env: s.env.clone(),
+            vars: s.vars.clone(),
+            target: args.plan.target.clone(),
+        },
+        None => PlanArgs {
+            plan: args.plan.plan.clone(),
+            env: args.plan.env.clone(),
+            vars: args.plan.vars.clone(),
+            target: args.plan.target.clone(),
+        },
+    };
+    let ready = match prepare(cli, &plan_args, saved.as_ref().map(|s| s.execution.now.as_str())) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    for id in &args.steps {
+        if ready.loaded.plan.as_ref().is_some_and(|p| !p.steps.contains_key(id)) {
+            return fail(
+                cli,
+                &Failure::error(format!("`--step {id}`: the plan has no enabled step `{id}`")),
+            );
+        }
+    }
+    let fresh = match compute(cli, &ready, saved.is_some()).await {
+        Ok(ep) => ep,
+        Err(code) => return code,
+    };
+    let ep = match saved {
+        Some(s) => {
+            // A plan reviewed against one database never runs on another.
+            if let (Some(reviewed), Some(here)) = (&s.execution.identity, &fresh.identity)
+                && let Some(why) = reviewed.mismatch(here)
+            {
+                return fail(
+                    cli,
+                    &Failure::error(format!(
+                        "the saved plan is refused, nothing was done: it was {why}; apply it to the database it was reviewed against, or run `plan diff --out` for this one"
+                    )),
+                );
+            }
+            let drift = run::drift(&s.execution, &fresh);
+            if !drift.hard.is_empty() || (!drift.rows.is_empty() && !args.accept_drift) {
+                let all: Vec<String> = drift.hard.iter().chain(&drift.rows).cloned().collect();
+                return fail(
+                    cli,
+                    &Failure::error(format!(
+                        "the saved plan is refused, nothing was done: {}; run `plan diff --out` again and review it{}",
+                        all.join("; "),
+                        if drift.hard.is_empty() {
+                            " (or apply it anyway with --accept-drift)"
+                        } else {
+                            ""
+                        }
+                    )),
+                );
+            }
+            let mut ep = s.execution;
+            ep.accepted_drift = drift.rows;
+            for d in &ep.accepted_drift {
+                eprintln!("warning: applied with --accept-drift: {d}");
+            }
+            ep
+        }
+        None => fresh,
+    };
+    // `--step`: the diff shown and approved is exactly what runs; every
+    // `needs` it skips is said out loud (as `terraform -target` does).
+    let shown = if args.steps.is_empty() {
+        ep.clone()
+    } else {
+        for s in ep.steps.iter().filter(|s| args.steps.contains(&s.id)) {
+            for n in s.needs.iter().filter(|n| !args.steps.contains(n)) {
+                eprintln!(
+                    "warning: `--step {}` skips `{n}`, which `{}` needs: `{}` runs as if `{n}` had succeeded; \
+                     run without --step (or add `--step {n}`) to include it",
+                    s.id, s.id, s.id
+                );
+            }
+        }
+        let mut only = ep.clone();
+        only.steps.retain(|s| args.steps.contains(&s.id));
+        only
+    };
+    if cli.output == Output::Text || args.dry_run {
+        print_diff(cli, &shown);
+    }
+    if args.dry_run {
+        return if ep.has_errors() { exit::ERROR } else { exit::OK };
+    }
+    if ep.has_errors() {
+        return fail(
+            cli,
+            &Failure::error("the plan has steps that cannot run (see the diff); nothing was done"),
+        );
+    }
+    let now = chrono::Utc::now();
+    if let Some(plan) = &ready.loaded.plan
+        && let Err(f) = run::check_window(plan, now)
+    {
+        return fail(cli, &f);
+    }
+    if !args.auto_approve {
+        if !std::io::stdin().is_terminal() {
+            return fail(
+                cli,
+                &Failure::error("not applying without approval: stdin is not a terminal; pass --auto-approve"),
+            );
+        }
+        let to = ep.identity.as_ref().map_or_else(|| ep.target.clone(), |i| i.describe());
+        eprint!("Apply these changes to {to}? Only `yes` is accepted: ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if answer.trim() != "yes" {
+            eprintln!("apply cancelled; nothing was done");
+            return exit::ERROR;
+        }
+    }
+    let bars = match cli.progress {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => std::io::stderr().is_terminal() && std::env::var_os("CI").is_none(),
+    };
+    let opts = ApplyOptions {
+        parallelism: args.parallelism,
+        only: (!args.steps.is_empty()).then(|| args.steps.clone()),
+        log_dir: Some(args.log_dir.clone()),
+        bars,
+        quiet: cli.quiet,
+    };
+    match run::apply(&ep, &ready.target, &opts).await {
+        Ok(report) => {
+            match cli.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"diff": render::render_json(&shown), "report": report})
+                    )
+                    .unwrap_or_default()
+                ),
+                Output::Text => print!("\n{}", dbmaint::report::reporter::render_text(&report)),
+            }
+            report.exit_code
+        }
+        Err(f) => fail(cli, &f),
+    }
+}
+
+/// The target of a command without a plan to run: `--target` > the plan
+/// of `--plan` > DATABASE_URL > the libpq environment; and where it came
+/// from, for the header.
+fn target_arg(cli: &Cli, args: &TargetArgs) -> Result<(dbmaint::plan::values::Target, String), i32> {
+    let mut opts = dbmaint::LoadOptions::from_process();
+    opts.target = args.target.clone();
+    if let Some(plan) = &args.plan {
+        opts.env = args.env.clone();
+        let loaded = dbmaint::load(plan, &opts);
+        if !loaded.is_valid() {
+            report(cli, &loaded);
+            return Err(exit::ERROR);
+        }
+        let plan = loaded.plan.as_ref().expect("a valid load has a plan");
+        let target = run::target_of(plan).map_err(|f| fail(cli, &f))?;
+        return Ok((target, plan.target_origin.clone().unwrap_or_default()));
+    }
+    let (text, origin) = dbmaint::plan::load::fallback_targets(&opts)
+        .first()
+        .ok_or_else(|| {
+            fail(
+                cli,
+                &Failure::error(
+                    "no target: pass `--target URL` or `--plan FILE`, set DATABASE_URL, or set the libpq variables (PGHOST, PGDATABASE, PGSERVICE …)",
+                ),
+            )
+        })?;
+    let target = dbmaint::plan::values::Target::parse(&text).map_err(|e| fail(cli, &Failure::error(e.message)))?;
+    Ok((target, origin.to_string()))
+}
+
+pub async fn inspect(cli: &Cli, target: &TargetArgs, what: crate::InspectArg, top: u64, exact: bool) -> i32 {
+    let (target, origin) = match target_arg(cli, target) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let what = match what {
+        crate::InspectArg::Stats => run::InspectWhat::Stats,
+        crate::InspectArg::Bloat => run::InspectWhat::Bloat,
+        crate::InspectArg::Checks => run::InspectWhat::Checks,
+    };
+    match run::inspect_report(&target, &origin, what, top.max(1), exact).await {
+        Ok(r) => {
+            match cli.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
+                Output::Text => print!("{}", run::render_inspect(&r)),
+            }
+            exit::OK
+        }
+        Err(f) => fail(cli, &f),
+    }
+}
+
+pub async fn history(cli: &Cli, target: &TargetArgs, limit: u64, run_id: Option<i64>) -> i32 {
+    let (target, origin) = match target_arg(cli, target) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    match run::history(&target, &origin, run_id, limit).await {
+        Ok(v) => {
+            match cli.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+                Output::Text => print!("{}", run::render_history(&v)),
+            }
+            exit::OK
+        }
+        Err(f) => fail(cli, &f),
+    }
+}
+
+/// The demo plan, built in so `dbmaint demo` works from any directory.
+const DEMO_PLAN: &str = include_str!("../../plans/demo.yaml");
+
+pub async fn demo(cli: &Cli, db: &Path, force: bool, seed: u64, scale: f64) -> i32 {
+    if db.exists() && !force && !dbmaint::demo::is_demo_database(db) {
+        return fail(
+            cli,
+            &Failure::error(format!(
+                "`{}` exists and is not a demo database dbmaint made: nothing was changed; \
+                 name another file with `--db`, or pass `--force` to replace it",
+                db.display()
+            )),
+        );
+    }
+    let now = chrono::Utc::now();
+    let tables = dbmaint::demo::generate(seed, dbmaint::demo::Size::scaled(scale), now);
+    let rows: usize = tables.iter().map(|t| t.rows.len()).sum();
+    eprintln!(
+        "== creating {} with {rows} rows of application data (seed {seed})",
+        db.display()
+    );
+    if let Err(e) = dbmaint::demo::seed_sqlite(db, &tables).await {
+        return fail(
+            cli,
+            &Failure::error(format!("cannot create the demo database: {}", e.message)),
+        );
+    }
+    let mut opts = dbmaint::LoadOptions::from_process();
+    opts.process_env.retain(|(k, _)| k != "DBMAINT_DEMO_DB");
+    opts.process_env
+        .push(("DBMAINT_DEMO_DB".into(), db.display().to_string()));
+    let loaded = dbmaint::load_str("plans/demo.yaml", DEMO_PLAN, &opts);
+    let (Some(plan), Some(graph)) = (&loaded.plan, &loaded.graph) else {
+        report(cli, &loaded);
+        return exit::ERROR;
+    };
+    let target = match run::target_of(plan) {
+        Ok(t) => t,
+        Err(f) => return fail(cli, &f),
+    };
+    eprintln!("== dbmaint plan diff plans/demo.yaml");
+    let ep = match run::compute(plan, graph, &target, now, false).await {
+        Ok(ep) => ep,
+        Err(f) => return fail(cli, &f),
+    };
+    print_diff(cli, &ep);
+    eprintln!("== dbmaint plan apply plans/demo.yaml --auto-approve");
+    let opts = ApplyOptions {
+        parallelism: 2,
+        only: None,
+        log_dir: Some("dbmaint-logs".into()),
+        bars: cli.progress == Progress::Always
+            || (cli.progress == Progress::Auto && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()),
+        quiet: cli.quiet,
+    };
+    let report = match run::apply(&ep, &target, &opts).await {
+        Ok(r) => r,
+        Err(f) => return fail(cli, &f),
+    };
+    print!("\n{}", dbmaint::report::reporter::render_text(&report));
+    eprintln!("== dbmaint history --target sqlite:{}", db.display());
+    match run::history(&target, "the demo", None, 5).await {
+        Ok(v) => print!("{}", run::render_history(&v)),
+        Err(f) => return fail(cli, &f),
+    }
+    report.exit_code
+}

@@ -1,0 +1,354 @@
+//! The `dbmaint` command line: parses arguments, calls the library, renders
+//! its results and chooses the exit code. No plan logic lives here.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use dbmaint::plan::diag::{Diagnostics, render_text, summary, to_json};
+use dbmaint::plan::load::{LoadOptions, Loaded, load};
+use dbmaint::run::exit;
+
+mod commands;
+use commands::{apply, demo, diff, history, inspect, runtime};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dbmaint",
+    version,
+    about = "Declarative maintenance plans for PostgreSQL and SQLite"
+)]
+pub(crate) struct Cli {
+    /// Output format: text for people, json for programs (one document on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+    /// Progress bars: auto (only on a TTY, never when CI is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
+    pub(crate) progress: Progress,
+    /// More detail (repeatable).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// Less output.
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with plan files.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Past runs and their steps, from the target's journal.
+    History {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How many runs to list.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// One run's id.
+        run_id: Option<i64>,
+    },
+    /// The read-only reports of `stats`, `bloat` or `check` without a plan.
+    Inspect {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// stats: sizes and activity; bloat: waste per table and index; checks: health findings.
+        #[arg(value_enum)]
+        report: InspectArg,
+        /// stats: how many of the largest tables and indexes to list.
+        #[arg(long, default_value_t = dbmaint::ops::stats::DEFAULT_TOP)]
+        top: u64,
+        /// bloat: exact figures from pgstattuple when it is installed (reads every page).
+        #[arg(long)]
+        exact: bool,
+    },
+    /// Create a SQLite database with realistic data, diff and apply `plans/demo.yaml` on it.
+    Demo {
+        /// The database file to create (an earlier demo database is replaced; any other file is refused).
+        #[arg(long, default_value = "dbmaint-demo.db")]
+        db: PathBuf,
+        /// Replace `--db` even when it is not a demo database dbmaint made.
+        #[arg(long)]
+        force: bool,
+        /// Seed of the data generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Data size: 1.0 is about 58,000 rows.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
+    /// Print the plan format's JSON Schema.
+    Schema,
+    /// Print shell completions.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum InspectArg {
+    Stats,
+    Bloat,
+    Checks,
+}
+
+#[derive(Debug, Subcommand)]
+enum PlanCommand {
+    /// Load, overlay, render and check a plan; report every problem at once.
+    Validate(PlanArgs),
+    /// Print the effective plan after overlays and templates, or its graph.
+    Show {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// yaml or json: the effective plan; dot or mermaid: the dependency graph with levels.
+        #[arg(long, value_enum, default_value_t = ShowFormat::Yaml)]
+        format: ShowFormat,
+    },
+    /// Dry run: inspect the live database read-only and print what each step would do.
+    Diff {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Exit 0 when nothing would change, 2 when something would.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Save the computed plan, for `plan apply FILE`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Execute the plan (or a saved plan) against the database.
+    Apply(ApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApplyArgs {
+    #[command(flatten)]
+    pub(crate) plan: PlanArgs,
+    /// Run only this step (repeatable).
+    #[arg(long = "step", value_name = "ID")]
+    pub(crate) steps: Vec<String>,
+    /// Steps run at the same time, each on its own connection.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) parallelism: usize,
+    /// Do not ask for approval.
+    #[arg(long)]
+    pub(crate) auto_approve: bool,
+    /// Only show the diff (the same as `plan diff`).
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Apply a saved plan whose retention steps would now take other rows
+    /// than were reviewed (said in the report); without it such a plan is refused.
+    #[arg(long)]
+    pub(crate) accept_drift: bool,
+    /// Where the JSON Lines event log and the report go.
+    #[arg(long, default_value = "dbmaint-logs")]
+    pub(crate) log_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The plan file.
+    pub(crate) plan: PathBuf,
+    /// Environment overlay: `env/NAME.yaml` beside the plan.
+    #[arg(long)]
+    pub(crate) env: Option<String>,
+    /// Override a variable: `--var key=value` (repeatable; wins over DBMAINT_VAR_*).
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub(crate) vars: Vec<String>,
+    /// Target database URL: replaces the plan's `target:` (said in the header).
+    #[arg(long)]
+    pub(crate) target: Option<String>,
+}
+
+/// Which database a command without a plan reads: `--target` > the plan
+/// of `--plan` > DATABASE_URL > the libpq environment.
+#[derive(Debug, Args)]
+pub(crate) struct TargetArgs {
+    /// Target database URL (replaces the plan's; default: DATABASE_URL, then PGHOST/PGSERVICE…).
+    #[arg(long)]
+    pub(crate) target: Option<String>,
+    /// Use this plan's target.
+    #[arg(long)]
+    pub(crate) plan: Option<PathBuf>,
+    /// With --plan: its environment overlay.
+    #[arg(long, requires = "plan")]
+    pub(crate) env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ShowFormat {
+    Yaml,
+    Json,
+    Dot,
+    Mermaid,
+}
+
+/// A reader that went away (`dbmaint … | head -1`) ends the program the
+/// way a shell tool ends: quietly, with 128 + SIGPIPE. Rust ignores SIGPIPE
+/// and `println!` panics on the broken pipe instead; the hook turns that
+/// one panic into the conventional exit and leaves every other panic as is.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(128 + 13);
+        }
+        default(info);
+    }));
+}
+
+fn main() -> ExitCode {
+    quiet_on_broken_pipe();
+    let cli = Cli::parse();
+    let code = match &cli.command {
+        Command::Plan(PlanCommand::Validate(args)) => validate(&cli, args),
+        Command::Plan(PlanCommand::Show { plan, format }) => show(&cli, plan, *format),
+        Command::Plan(PlanCommand::Diff {
+            plan,
+            detailed_exitcode,
+            out,
+        }) => runtime().block_on(diff(&cli, plan, *detailed_exitcode, out.as_deref())),
+        Command::Plan(PlanCommand::Apply(args)) => runtime().block_on(apply(&cli, args)),
+        Command::History { target, limit, run_id } => runtime().block_on(history(&cli, target, *limit, *run_id)),
+        Command::Inspect {
+            target,
+            report,
+            top,
+            exact,
+        } => runtime().block_on(inspect(&cli, target, *report, *top, *exact)),
+        Command::Demo { db, force, seed, scale } => runtime().block_on(demo(&cli, db, *force, *seed, *scale)),
+        Command::Schema => {
+            print!("{}", dbmaint::plan::schema::plan_schema_json());
+            exit::OK
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "dbmaint", &mut std::io::stdout());
+            exit::OK
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn load_plan(args: &PlanArgs) -> Loaded {
+    let mut opts = LoadOptions::from_process();
+    opts.env = args.env.clone();
+    opts.vars = args.vars.clone();
+    opts.target = args.target.clone();
+    load(&args.plan, &opts)
+}
+
+/// Diagnostics go to stderr in text mode; in JSON mode the report is stdout.
+pub(crate) fn report(cli: &Cli, loaded: &Loaded) {
+    if cli.output == Output::Text {
+        let mut err = std::io::stderr().lock();
+        let shown = if cli.quiet {
+            only_errors(&loaded.diags)
+        } else {
+            loaded.diags.clone()
+        };
+        let _ = write!(err, "{}", render_text(&shown, &loaded.sources));
+        if !loaded.is_valid() || (!cli.quiet && !loaded.diags.items.is_empty()) {
+            let _ = writeln!(err, "{}", summary(&loaded.diags));
+        }
+    }
+}
+
+fn only_errors(d: &Diagnostics) -> Diagnostics {
+    Diagnostics {
+        items: d.items.iter().filter(|d| d.is_error()).cloned().collect(),
+    }
+}
+
+fn validate(cli: &Cli, args: &PlanArgs) -> i32 {
+    let loaded = load_plan(args);
+    match cli.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&loaded.diags, &loaded.sources)).unwrap_or_default()
+        ),
+        Output::Text => {
+            report(cli, &loaded);
+            if let (Some(plan), Some(graph), false) = (&loaded.plan, &loaded.graph, cli.quiet) {
+                let hash = plan.hash();
+                println!(
+                    "{}: plan `{}` is valid: {} steps in {} levels{}, hash {}",
+                    args.plan.display(),
+                    plan.name,
+                    plan.steps.len(),
+                    graph.by_level().len(),
+                    if plan.disabled.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({} disabled)", plan.disabled.len())
+                    },
+                    &hash[..12]
+                );
+            }
+        }
+    }
+    if loaded.is_valid() { exit::OK } else { exit::ERROR }
+}
+
+fn show(cli: &Cli, args: &PlanArgs, format: ShowFormat) -> i32 {
+    let loaded = load_plan(args);
+    let (Some(plan), Some(graph)) = (&loaded.plan, &loaded.graph) else {
+        match cli.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&to_json(&loaded.diags, &loaded.sources)).unwrap_or_default()
+            ),
+            Output::Text => report(cli, &loaded),
+        }
+        return exit::ERROR;
+    };
+    if cli.output == Output::Text && !cli.quiet {
+        // Warnings still deserve a look, on stderr.
+        let _ = write!(std::io::stderr(), "{}", render_text(&loaded.diags, &loaded.sources));
+    }
+    let format = if cli.output == Output::Json && format == ShowFormat::Yaml {
+        ShowFormat::Json
+    } else {
+        format
+    };
+    let out = match format {
+        ShowFormat::Yaml => dbmaint::plan::effective_yaml(plan),
+        ShowFormat::Json => {
+            let mut v = serde_json::to_value(plan).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("hash".into(), plan.hash().into());
+                o.insert(
+                    "levels".into(),
+                    serde_json::to_value(graph.by_level()).unwrap_or_default(),
+                );
+            }
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        }
+        ShowFormat::Dot => graph.to_dot(plan),
+        ShowFormat::Mermaid => graph.to_mermaid(plan),
+    };
+    print!("{out}");
+    exit::OK
+}

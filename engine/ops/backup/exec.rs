@@ -1,0 +1,407 @@
+//! Running a planned backup: the child process (`pg_dump`) or `VACUUM
+//! INTO`, verification, fsync, the rename into place, and pruning. The
+//! backup is written under a temporary name and renamed only after the
+//! child succeeded and verification passed; any failure removes the
+//! temporary file (safety.md rule 8). The password reaches `pg_dump` through
+//! `PGPASSWORD` in its environment, never its argv (rule 11), and the child
+//! is started under `setpriv --pdeathsig KILL` when available, so it dies
+//! with a killed engine instead of writing on.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use std::time::Duration;
+
+use crate::ops::backup::verify;
+use crate::plan::values::{Backend, Target};
+use crate::run::execplan::BackupWork;
+
+/// A failed backup: what went wrong, and whether its cleanup worked.
+#[derive(Debug)]
+pub struct BackupError {
+    pub message: String,
+    /// What was removed.
+    pub rolled_back: Option<String>,
+    /// What could not be removed.
+    pub cleanup_failed: Option<String>,
+}
+
+/// A backup written, verified and renamed into place.
+#[derive(Debug)]
+pub struct BackupDone {
+    pub bytes: u64,
+    /// How it was verified, for the report.
+    pub verified: String,
+    /// A leftover of verification a person must remove (a scratch database
+    /// that could not be dropped): the backup is good, the run exits 5.
+    pub cleanup_failed: Option<String>,
+}
+
+/// Runs the backup.
+pub async fn run(work: &BackupWork, target: &Target, timeouts: (u64, u64)) -> Result<BackupDone, BackupError> {
+    let mut leftover = None;
+    let verified = match write_and_verify(work, target, timeouts, &mut leftover).await {
+        Ok(v) => v,
+        Err(message) => return Err(cleanup(work, message, leftover)),
+    };
+    if let Err(message) = fsync_and_rename(work) {
+        return Err(cleanup(work, message, leftover));
+    }
+    let bytes = size_of(Path::new(&work.path));
+    if let Some(keep) = work.keep {
+        prune(work, keep);
+    }
+    Ok(BackupDone {
+        bytes,
+        verified,
+        cleanup_failed: leftover,
+    })
+}
+
+/// Removes `.{plan}-{step}-*.partial` files a killed run left behind; the
+/// caller holds the apply lock, so none of them is being written. Returns
+/// what it removed.
+pub fn remove_stale_partials(work: &BackupWork) -> Vec<String> {
+    let prefix = format!(".{}", work.prune_prefix);
+    let mut removed = vec![];
+    for entry in std::fs::read_dir(&work.dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !(name.starts_with(&prefix) && name.ends_with(".partial")) {
+            continue;
+        }
+        let path = entry.path();
+        let ok = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if ok.is_ok() {
+            removed.push(path.display().to_string());
+        }
+    }
+    removed
+}
+
+fn cleanup(work: &BackupWork, message: String, leftover: Option<String>) -> BackupError {
+    let temp = Path::new(&work.temp_path);
+    let mut e = if !temp.exists() {
+        BackupError {
+            message,
+            rolled_back: Some("no partial file was left".into()),
+            cleanup_failed: None,
+        }
+    } else {
+        let removed = if temp.is_dir() {
+            std::fs::remove_dir_all(temp)
+        } else {
+            std::fs::remove_file(temp)
+        };
+        match removed {
+            Ok(()) => BackupError {
+                message,
+                rolled_back: Some(format!("removed the partial backup `{}`", work.temp_path)),
+                cleanup_failed: None,
+            },
+            Err(e) => BackupError {
+                message,
+                rolled_back: None,
+                cleanup_failed: Some(format!(
+                    "could not remove the partial backup `{}`: {e}; delete it by hand",
+                    work.temp_path
+                )),
+            },
+        }
+    };
+    if let Some(l) = leftover {
+        e.cleanup_failed = Some(match e.cleanup_failed {
+            Some(c) => format!("{c}; {l}"),
+            None => l,
+        });
+    }
+    e
+}
+
+/// Writes the backup under its temp name and verifies it; returns how it
+/// was verified. `leftover` receives what verification could not clean up.
+async fn write_and_verify(
+    work: &BackupWork,
+    target: &Target,
+    (lock_timeout_ms, statement_timeout_ms): (u64, u64),
+    leftover: &mut Option<String>,
+) -> Result<String, String> {
+    std::fs::create_dir_all(&work.dir).map_err(|e| format!("cannot create backup directory `{}`: {e}", work.dir))?;
+    let restore = work.verify == "restore";
+    match target.backend {
+        Backend::Sqlite => {
+            let mut conn = crate::db::sqlite::connect(target, crate::db::SessionLimits::READ_ONLY)
+                .await
+                .map_err(|e| e.message)?;
+            let copy_failed = |e: crate::db::DbError| format!("VACUUM INTO `{}` failed: {e}", work.temp_path);
+            let source = if restore {
+                Some(
+                    verify::sqlite_copy_and_count(&mut conn, &work.temp_path)
+                        .await
+                        .map_err(copy_failed)?,
+                )
+            } else {
+                crate::db::sqlite::vacuum_into(&mut conn, &work.temp_path)
+                    .await
+                    .map_err(copy_failed)?;
+                None
+            };
+            if work.verify == "no" {
+                return Ok("not verified (verify: no)".into());
+            }
+            crate::db::sqlite::integrity_check(&work.temp_path)
+                .await
+                .map_err(|e| e.message)?;
+            match source {
+                None => Ok("integrity_check ok".into()),
+                Some((source, exact)) => {
+                    let copy = verify::sqlite_file_counts(&work.temp_path)
+                        .await
+                        .map_err(|e| format!("cannot open the copy `{}`: {e}", work.temp_path))?;
+                    if exact {
+                        return verify::compare(&source, &copy, true);
+                    }
+                    // Written meanwhile: the copy may still match the source now.
+                    let now = verify::sqlite_counts(&mut conn).await.map_err(|e| e.message)?;
+                    verify::compare(&now, &copy, true).or_else(|_| verify::compare(&source, &copy, false))
+                }
+            }
+        }
+        Backend::Postgres => {
+            let conn = PgChildEnv::from_target(target)?;
+            let snapshot = if restore {
+                Some(verify::pg_snapshot(target, Duration::from_millis(statement_timeout_ms)).await?)
+            } else {
+                None
+            };
+            let mut args = vec![
+                format!("--format={}", work.format),
+                format!("--file={}", work.temp_path),
+                "--no-password".to_string(),
+                format!("--lock-wait-timeout={lock_timeout_ms}"),
+            ];
+            if let Some(s) = &snapshot {
+                args.push(format!("--snapshot={}", s.id));
+            }
+            if let Some(j) = work.jobs {
+                args.push(format!("--jobs={j}"));
+            }
+            if let Some(z) = work.compress {
+                args.push(format!("--compress={z}"));
+            }
+            run_child("pg_dump", &args, &conn).await?;
+            match (snapshot, work.verify.as_str(), work.format.as_str()) {
+                (Some(snapshot), _, _) => {
+                    let source = snapshot.counts().await?;
+                    restore_and_compare(work, target, &source, leftover).await
+                }
+                (None, "no", _) => Ok("not verified (verify: no)".into()),
+                (None, _, "plain") => verify_plain(&work.temp_path).map(|()| "completion line present".into()),
+                (None, _, _) => {
+                    let args = vec!["--file=/dev/null".to_string(), work.temp_path.clone()];
+                    run_child("pg_restore", &args, &conn)
+                        .await
+                        .map(|()| "pg_restore read every block".into())
+                        .map_err(|e| format!("verification failed, the backup is unreadable: {e}"))
+                }
+            }
+        }
+    }
+}
+
+/// Restores the dump into a scratch database, compares its counts with the
+/// snapshot's, and drops the scratch database whatever happened.
+async fn restore_and_compare(
+    work: &BackupWork,
+    target: &Target,
+    source: &verify::Counts,
+    leftover: &mut Option<String>,
+) -> Result<String, String> {
+    let scratch = verify::create_scratch(target).await?;
+    let result = async {
+        let scratch_env = PgChildEnv::from_target(&scratch.target)?;
+        let (program, args) = if work.format == "plain" {
+            let args = ["-X", "-q", "-v", "ON_ERROR_STOP=1"].map(String::from).to_vec();
+            ("psql", [args, vec![format!("--file={}", work.temp_path)]].concat())
+        } else {
+            // pg_restore writes to a database only when one is named; the
+            // name comes from PGDATABASE like every other setting.
+            let args = ["--no-owner", "--no-privileges", "--exit-on-error"]
+                .map(String::from)
+                .to_vec();
+            (
+                "pg_restore",
+                [
+                    args,
+                    vec![format!("--dbname={}", scratch.target.database), work.temp_path.clone()],
+                ]
+                .concat(),
+            )
+        };
+        run_child(program, &args, &scratch_env)
+            .await
+            .map_err(|e| format!("verification failed, the backup does not restore: {e}"))?;
+        let restored = scratch.counts().await?;
+        verify::compare(source, &restored, true)
+    }
+    .await;
+    if let Err(e) = scratch.drop_db().await {
+        *leftover = Some(e);
+    }
+    result
+}
+
+/// A plain dump is complete when pg_dump wrote its closing comment.
+fn verify_plain(path: &str) -> Result<(), String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read `{path}` back: {e}"))?;
+    let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(512)..]).to_string();
+    if tail.contains("PostgreSQL database dump complete") {
+        Ok(())
+    } else {
+        Err(format!(
+            "verification failed: `{path}` does not end with pg_dump's completion line"
+        ))
+    }
+}
+
+/// The connection for a child process: the resolved libpq settings, for
+/// its environment (the password included, never in its argv).
+struct PgChildEnv {
+    vars: Vec<(&'static str, Option<String>)>,
+}
+
+impl PgChildEnv {
+    fn from_target(target: &Target) -> Result<Self, String> {
+        let ci = crate::db::pg::conninfo(target).map_err(|e| e.message)?;
+        Ok(Self { vars: ci.child_env() })
+    }
+}
+
+/// Runs a PostgreSQL client binary; kills it if this future is dropped.
+async fn run_child(program: &str, args: &[String], env: &PgChildEnv) -> Result<(), String> {
+    let bin = pg_bin(program);
+    let mut cmd = if setpriv_available() {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.arg("--pdeathsig").arg("KILL").arg(&bin);
+        c
+    } else {
+        tokio::process::Command::new(&bin)
+    };
+    cmd.args(args)
+        .env("PGAPPNAME", "dbmaint")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in &env.vars {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("cannot start `{bin}`: {e}; install the PostgreSQL client tools"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let stderr = crate::plan::source::redact_passwords(String::from_utf8_lossy(&out.stderr).trim());
+        Err(format!(
+            "`{program}` failed ({}): {}",
+            out.status,
+            crate::db::one_line(&stderr)
+        ))
+    }
+}
+
+/// `pg_dump` from `pg_config --bindir` when present (the server's own
+/// version), else from `PATH`.
+pub fn pg_bin(program: &str) -> String {
+    static BINDIR: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let from_config = BINDIR.get_or_init(|| {
+        std::process::Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
+    match from_config {
+        Some(dir) if Path::new(&dir).join(program).exists() => Path::new(&dir).join(program).display().to_string(),
+        _ => program.to_string(),
+    }
+}
+
+fn setpriv_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        std::process::Command::new("setpriv")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+fn fsync_tree(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            fsync_tree(&entry?.path())?;
+        }
+    }
+    std::fs::File::open(path)?.sync_all()
+}
+
+fn fsync_and_rename(work: &BackupWork) -> Result<(), String> {
+    let temp = Path::new(&work.temp_path);
+    fsync_tree(temp).map_err(|e| format!("cannot fsync `{}`: {e}", work.temp_path))?;
+    std::fs::rename(temp, &work.path).map_err(|e| format!("cannot rename to `{}`: {e}", work.path))?;
+    if let Ok(dir) = std::fs::File::open(&work.dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+fn size_of(path: &Path) -> u64 {
+    if path.is_dir() {
+        std::fs::read_dir(path)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| size_of(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Removes this plan's and step's oldest backups beyond `keep`; runs only
+/// after the new one verified.
+fn prune(work: &BackupWork, keep: u64) {
+    let ext = Path::new(&work.path)
+        .extension()
+        .map(|e| e.to_string_lossy().to_string());
+    let mut ours: Vec<String> = std::fs::read_dir(&work.dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| {
+                    n.starts_with(&work.prune_prefix)
+                        && Path::new(n).extension().map(|e| e.to_string_lossy().to_string()) == ext
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ours.sort();
+    let excess = ours.len().saturating_sub(keep as usize);
+    for old in ours.into_iter().take(excess) {
+        let p = Path::new(&work.dir).join(old);
+        let _ = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
+}

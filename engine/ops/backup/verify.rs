@@ -1,0 +1,290 @@
+//! `verify: restore` — restore the new backup and compare row counts with
+//! the source *as the backup saw it*, so live writes during the backup do
+//! not make a good backup look bad (nor a bad one look good).
+//!
+//! - PostgreSQL: a read-only REPEATABLE READ transaction exports its
+//!   snapshot; `pg_dump --snapshot` dumps exactly that snapshot, and the
+//!   same transaction counts every table. The dump is restored into a
+//!   scratch database (`dbmaint_verify_<pid>`, from `template0`; needs
+//!   CREATEDB), counted, and dropped whatever happened.
+//! - SQLite: the copy is itself a database. `PRAGMA data_version` before
+//!   `VACUUM INTO` and after counting the source on the same connection
+//!   tells whether another connection committed meanwhile: if not, the
+//!   counts are compared exactly. If so (another step of the run, or the
+//!   application), the source is counted again and compared exactly; only
+//!   if that differs too is the comparison reduced to the table list, and
+//!   the result says so. The journal's own `dbmaint_*` tables, written by
+//!   this very run, are left out of the comparison.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, SqliteConnection};
+
+use crate::db::{DbError, SessionLimits, quote_literal, quote_name, sql};
+use crate::plan::values::Target;
+
+/// Row counts per table, by quoted name.
+pub type Counts = BTreeMap<String, i64>;
+
+/// An open snapshot the dump and the counts share.
+#[derive(Debug)]
+pub struct PgSnapshot {
+    conn: PgConnection,
+    pub id: String,
+}
+
+/// Opens the exporting transaction. It stays open (idle while `pg_dump`
+/// runs, hence no idle timeout for it) until [`PgSnapshot::counts`].
+pub async fn pg_snapshot(target: &Target, statement_timeout: Duration) -> Result<PgSnapshot, String> {
+    let limits = SessionLimits {
+        lock_timeout: Duration::from_secs(5),
+        statement_timeout,
+        read_only: true,
+    };
+    let mut conn = crate::db::pg::connect_named(target, limits, "dbmaint verify")
+        .await
+        .map_err(|e| e.message)?;
+    let id: String = async {
+        sqlx::raw_sql(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL idle_in_transaction_session_timeout = 0",
+        )
+        .execute(&mut conn)
+        .await?;
+        sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut conn)
+            .await
+    }
+    .await
+    .map_err(|e| {
+        format!(
+            "cannot export a snapshot for `verify: restore`: {}",
+            DbError::from(e).message
+        )
+    })?;
+    Ok(PgSnapshot { conn, id })
+}
+
+impl PgSnapshot {
+    /// Counts every table in the snapshot, then ends the transaction.
+    pub async fn counts(mut self) -> Result<Counts, String> {
+        let counts = pg_counts(&mut self.conn).await.map_err(|e| e.message);
+        let _ = sqlx::raw_sql("COMMIT").execute(&mut self.conn).await;
+        let _ = self.conn.close().await;
+        counts
+    }
+}
+
+/// Every ordinary table (and partition) outside the system schemas.
+const PG_TABLES: &str = "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+       AND n.nspname !~ '^pg_(toast|temp)' ORDER BY 1, 2";
+
+async fn pg_counts(c: &mut PgConnection) -> Result<Counts, DbError> {
+    let tables: Vec<(String, String)> = sqlx::query_as(PG_TABLES).fetch_all(&mut *c).await?;
+    let names: Vec<String> = tables.iter().map(|(s, t)| quote_name(Some(s), t)).collect();
+    let Some(query) = count_query(&names) else {
+        return Ok(Counts::new());
+    };
+    let rows: Vec<(String, i64)> = sqlx::query_as(sql(query)).fetch_all(&mut *c).await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// One statement counting every table, whatever their number.
+fn count_query(names: &[String]) -> Option<String> {
+    (!names.is_empty()).then(|| {
+        names
+            .iter()
+            .map(|n| format!("SELECT {}, count(*) FROM {n}", quote_literal(n)))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    })
+}
+
+/// Compares counts; `Ok(summary)` or `Err(first differences)`.
+pub fn compare(source: &Counts, restored: &Counts, exact: bool) -> Result<String, String> {
+    let mut problems = vec![];
+    for (table, n) in source {
+        match restored.get(table) {
+            None => problems.push(format!("{table} is missing")),
+            Some(m) if exact && m != n => problems.push(format!("{table} has {m} rows, the source had {n}")),
+            _ => {}
+        }
+    }
+    for table in restored.keys().filter(|t| !source.contains_key(*t)) {
+        problems.push(format!("{table} is not in the source"));
+    }
+    if problems.is_empty() {
+        let rows: i64 = source.values().sum();
+        Ok(if exact {
+            format!(
+                "restored and compared: {} tables, {} rows match",
+                source.len(),
+                crate::run::execplan::human_count(rows.max(0) as u64)
+            )
+        } else {
+            format!(
+                "restored: all {} tables present; row counts not compared, the database was written during the backup",
+                source.len()
+            )
+        })
+    } else {
+        let more = problems.len().saturating_sub(5);
+        problems.truncate(5);
+        Err(format!(
+            "verification by restore failed: {}{}",
+            problems.join("; "),
+            if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            }
+        ))
+    }
+}
+
+/// A scratch database on the target's server, dropped by [`Scratch::drop_db`].
+#[derive(Debug)]
+pub struct Scratch {
+    admin: PgConnection,
+    name: String,
+    pub target: Target,
+}
+
+pub async fn create_scratch(target: &Target) -> Result<Scratch, String> {
+    let limits = SessionLimits {
+        lock_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(300),
+        read_only: false,
+    };
+    let mut admin = crate::db::pg::connect_named(target, limits, "dbmaint verify")
+        .await
+        .map_err(|e| e.message)?;
+    let name = format!("dbmaint_verify_{}", std::process::id());
+    let scratch_target = target.with_database(&name);
+    let quoted = crate::db::quote_ident(&name);
+    // A scratch database left by a killed run has this process's name only
+    // by coincidence; drop it first so CREATE cannot fail on it.
+    sqlx::raw_sql(sql(format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot drop a stale scratch database {quoted}: {}",
+                DbError::from(e).message
+            )
+        })?;
+    sqlx::raw_sql(sql(format!("CREATE DATABASE {quoted} TEMPLATE template0")))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| {
+            format!(
+                "`verify: restore` cannot create its scratch database {quoted}: {}; grant CREATEDB to the plan's user or use `verify: read`",
+                DbError::from(e).message
+            )
+        })?;
+    Ok(Scratch {
+        admin,
+        name,
+        target: scratch_target,
+    })
+}
+
+impl Scratch {
+    /// Counts the restored tables.
+    pub async fn counts(&self) -> Result<Counts, String> {
+        let limits = SessionLimits {
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(3600),
+            read_only: true,
+        };
+        let mut c = crate::db::pg::connect_named(&self.target, limits, "dbmaint verify")
+            .await
+            .map_err(|e| e.message)?;
+        let counts = pg_counts(&mut c).await.map_err(|e| e.message);
+        let _ = c.close().await;
+        counts
+    }
+
+    /// Drops the scratch database; `Err` names what is left for a person.
+    pub async fn drop_db(mut self) -> Result<(), String> {
+        let quoted = crate::db::quote_ident(&self.name);
+        let r = sqlx::raw_sql(sql(format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")))
+            .execute(&mut self.admin)
+            .await;
+        let _ = self.admin.close().await;
+        r.map(|_| ()).map_err(|e| {
+            format!(
+                "could not drop the scratch database {quoted}: {}; drop it by hand",
+                DbError::from(e).message
+            )
+        })
+    }
+}
+
+/// SQLite: `VACUUM INTO` and count on one connection, bracketed by
+/// `data_version`; returns the source counts and whether they are exact.
+pub async fn sqlite_copy_and_count(c: &mut SqliteConnection, path: &str) -> Result<(Counts, bool), DbError> {
+    let v1: i64 = sqlx::query_scalar("PRAGMA data_version").fetch_one(&mut *c).await?;
+    crate::db::sqlite::vacuum_into(c, path).await?;
+    let counts = sqlite_counts(c).await?;
+    let v2: i64 = sqlx::query_scalar("PRAGMA data_version").fetch_one(&mut *c).await?;
+    Ok((counts, v1 == v2))
+}
+
+/// Row counts of every table but SQLite's own and the journal's.
+pub async fn sqlite_counts(c: &mut SqliteConnection) -> Result<Counts, DbError> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         AND name NOT LIKE 'dbmaint\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .fetch_all(&mut *c)
+    .await?;
+    let names: Vec<String> = tables.iter().map(|t| quote_name(None, t)).collect();
+    let Some(query) = count_query(&names) else {
+        return Ok(Counts::new());
+    };
+    let rows: Vec<(String, i64)> = sqlx::query_as(sql(query)).fetch_all(&mut *c).await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Counts the tables of a SQLite file opened read-only.
+pub async fn sqlite_file_counts(path: &str) -> Result<Counts, DbError> {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path).read_only(true);
+    let mut c = sqlx::ConnectOptions::connect(&opts).await?;
+    let counts = sqlite_counts(&mut c).await;
+    let _ = c.close().await;
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(items: &[(&str, i64)]) -> Counts {
+        items.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn compare_names_missing_extra_and_different_tables() {
+        let src = counts(&[("\"a\"", 3), ("\"b\"", 5)]);
+        assert!(compare(&src, &src, true).is_ok_and(|s| s.contains("2 tables, 8 rows match")));
+        let err = compare(&src, &counts(&[("\"a\"", 2), ("\"c\"", 1)]), true).expect_err("differs");
+        assert!(err.contains("\"a\" has 2 rows, the source had 3"), "{err}");
+        assert!(err.contains("\"b\" is missing"), "{err}");
+        assert!(err.contains("\"c\" is not in the source"), "{err}");
+        // Not exact: counts may differ, tables may not.
+        assert!(compare(&src, &counts(&[("\"a\"", 9), ("\"b\"", 9)]), false).is_ok());
+    }
+
+    #[test]
+    fn one_statement_counts_every_table() {
+        let q = count_query(&["\"a\"".into(), "\"b\"\"x\"".into()]).expect("query");
+        assert_eq!(
+            q,
+            "SELECT '\"a\"', count(*) FROM \"a\" UNION ALL SELECT '\"b\"\"x\"', count(*) FROM \"b\"\"x\""
+        );
+        assert!(count_query(&[]).is_none());
+    }
+}

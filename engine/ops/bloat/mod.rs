@@ -1,0 +1,113 @@
+//! `bloat`: table and index bloat estimates; findings over the threshold are
+//! warnings. Changes nothing.
+
+pub mod figures;
+pub mod pg;
+
+use super::{BOTH, OpCheck, OpParams, get, globs};
+use crate::ops::bloat::figures::{BloatSpec, DEFAULT_MIN_BYTES, DEFAULT_MIN_WASTE_RATIO};
+use crate::plan::values::{Backend, NameGlob, Ratio};
+use crate::run::execplan::{Action, Marker, human_bytes};
+use crate::run::planner::{Draft, PlanCx, percent};
+
+crate::params! {
+    /// Parameters of `bloat`.
+    pub struct Bloat ("bloat parameters") {
+        required {}
+        optional {
+            /// Report relations whose estimated waste reaches this ratio (default 0.2).
+            min_waste_ratio: Ratio,
+            /// Exact figures from `pgstattuple` when the extension is installed (never installed by the engine).
+            exact: bool,
+            /// Tables to consider (globs); default all.
+            tables: Vec<NameGlob>,
+            /// Skip relations smaller than this many bytes (default 1 MiB), as check_postgres does.
+            min_bytes: u64,
+        }
+    }
+}
+
+impl OpParams for Bloat {
+    const BACKENDS: &'static [Backend] = BOTH;
+
+    fn check(&self, c: &mut OpCheck<'_>) {
+        c.not_on(&self.exact, "exact", Backend::Sqlite);
+        c.not_on(&self.tables, "tables", Backend::Sqlite);
+    }
+}
+
+impl Bloat {
+    /// What the measurement reads.
+    pub fn spec(&self) -> BloatSpec {
+        BloatSpec {
+            exact: get(&self.exact).unwrap_or(false),
+            min_bytes: get(&self.min_bytes).unwrap_or(DEFAULT_MIN_BYTES),
+            tables: globs(&self.tables).into_iter().map(|g| g.0).collect(),
+        }
+    }
+
+    pub fn min_waste_ratio(&self) -> f64 {
+        get(&self.min_waste_ratio).map_or(DEFAULT_MIN_WASTE_RATIO, |r| r.0)
+    }
+
+    /// The diff shows what the measurement finds now; apply measures again
+    /// for the report.
+    pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        let spec = self.spec();
+        let min = self.min_waste_ratio();
+        let mut d = Draft {
+            marker: Some(Marker::Read),
+            lock: if spec.exact && cx.backend == Backend::Postgres {
+                "ACCESS SHARE per relation while pgstattuple reads it".into()
+            } else {
+                "none: catalog statistics only".into()
+            },
+            compensation: "nothing to undo: a report".into(),
+            ..Draft::default()
+        };
+        match cx.insp.bloat.get(&cx.step.id) {
+            Some(Ok(report)) => {
+                let over = report.findings(min);
+                for f in &over {
+                    let (kind, name) = f.object.split_once(' ').unwrap_or(("bloat", &f.object));
+                    d.object(
+                        Marker::Read,
+                        kind,
+                        name.to_string(),
+                        format!("warning: {}", f.message),
+                        f.figures.clone(),
+                    );
+                }
+                let waste: u64 = report
+                    .entries
+                    .iter()
+                    .filter(|e| e.ratio >= min)
+                    .map(|e| e.waste_bytes)
+                    .sum();
+                d.summary = format!(
+                    "{} relations measured, {} at or over {} waste ({} in all)",
+                    report.entries.len(),
+                    over.len(),
+                    percent(min),
+                    human_bytes(waste)
+                );
+                d.warnings.extend(report.notes());
+            }
+            Some(Err(e)) => d.errors.push(format!("a bloat query failed: {e}")),
+            None => d.summary = format!("report relations with {} or more waste", percent(min)),
+        }
+        d.statements.push(format!(
+            "-- read-only: {}",
+            match (cx.backend, spec.exact) {
+                (Backend::Sqlite, _) => "PRAGMA freelist_count, page_count",
+                (_, true) => "pgstattuple/pgstatindex of each relation",
+                (_, false) => "bloat estimate from pg_class and pg_stats",
+            }
+        ));
+        d.actions.push(Action::Bloat {
+            spec,
+            min_waste_ratio: min,
+        });
+        d
+    }
+}

@@ -1,0 +1,425 @@
+//! PostgreSQL bloat figures (`bloat::BloatReport`).
+//!
+//! The estimate reads only `pg_class`, `pg_attribute` and `pg_stats` (two
+//! set-based queries, no lock on any relation) and does the page
+//! arithmetic here in Rust, where it is unit-tested: the statistical method
+//! of ioguix/pgsql-bloat-estimation, which check_postgres and most DBA
+//! toolkits use. A relation's expected size is its row estimate times the
+//! width of an average row (from `pg_stats`) plus per-row and per-page
+//! overhead, at its fillfactor; waste is the size it has over that. Exact
+//! figures read every page with `pgstattuple`/`pgstatindex`, one statement
+//! for all relations, only when the extension is installed.
+
+use sqlx::postgres::PgConnection;
+
+use crate::db::pg::USER_RELATIONS;
+use crate::db::{DbError, quote_ident, sql};
+use crate::ops::bloat::figures::{BloatEntry, BloatReport, BloatSpec, Method};
+use crate::run::planner::matches_any;
+
+/// Page layout constants of PostgreSQL on 64-bit platforms (MAXALIGN 8).
+const PAGE_HEADER: f64 = 24.0;
+const BTREE_OPAQUE: f64 = 16.0;
+const ITEM_ID: f64 = 4.0;
+const HEAP_TUPLE_HEADER: f64 = 23.0;
+const INDEX_TUPLE_HEADER: f64 = 8.0;
+const INDEX_NULL_BITMAP: f64 = 4.0;
+const MAX_HEAP_TUPLES_PER_PAGE: f64 = 291.0;
+/// A heap tuple pointer in a btree posting list.
+const HEAP_POINTER: f64 = 6.0;
+/// Largest posting-list tuple deduplication builds (BTMaxItemSize / 2).
+const MAX_POSTING: f64 = 1352.0;
+
+fn align(x: f64) -> f64 {
+    (x / 8.0).ceil() * 8.0
+}
+
+/// What the estimate knows about one relation, from the catalogs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    pub oid: u32,
+    pub name: String,
+    pub table: String,
+    pub pages: u64,
+    pub tuples: f64,
+    pub fillfactor: f64,
+    pub columns: i64,
+    pub columns_with_stats: i64,
+    /// A `name` column: pg_stats' width of it is unusable (ioguix's is_na).
+    pub has_name_column: bool,
+    pub nullable: bool,
+    /// Sum over columns of (1 - null_frac) * avg_width.
+    pub data_width: f64,
+    /// Btree deduplication applies (a non-unique index without INCLUDE
+    /// columns and with `deduplicate_items` on): duplicates of one key
+    /// share one posting-list tuple of 6-byte heap pointers.
+    pub dedup: bool,
+    /// Distinct keys (from pg_stats' n_distinct of each key column; their
+    /// product, at most `tuples`), when known.
+    pub distinct: Option<f64>,
+}
+
+impl Shape {
+    /// False when the estimate would be a guess: the relation was never
+    /// analyzed (`reltuples` -1 or missing column stats) or sizes a `name`.
+    pub fn estimable(&self) -> bool {
+        self.tuples == 0.0 || (self.tuples > 0.0 && self.columns_with_stats == self.columns && !self.has_name_column)
+    }
+
+    /// Heap pages the live rows need at the table's fillfactor.
+    pub fn heap_pages(&self) -> f64 {
+        let header = HEAP_TUPLE_HEADER
+            + if self.nullable {
+                (self.columns as f64 / 8.0).ceil()
+            } else {
+                0.0
+            };
+        let tuple = ITEM_ID + align(header) + align(self.data_width);
+        per_page_pages(
+            self.tuples,
+            (8192.0 - PAGE_HEADER) * self.fillfactor / 100.0,
+            tuple,
+            true,
+        )
+    }
+
+    /// Btree pages the entries need at the index's fillfactor: leaf pages
+    /// plus the metapage (internal pages are a fraction of a percent).
+    pub fn btree_pages(&self) -> f64 {
+        let header = INDEX_TUPLE_HEADER + if self.nullable { INDEX_NULL_BITMAP } else { 0.0 };
+        let tuple = ITEM_ID + align(align(header) + self.data_width);
+        let usable = (8192.0 - PAGE_HEADER - BTREE_OPAQUE) * self.fillfactor / 100.0;
+        let per_key = match self.distinct {
+            Some(d) if self.dedup && d >= 1.0 => self.tuples / d,
+            _ => 1.0,
+        };
+        if per_key < 2.0 || self.tuples <= 0.0 {
+            return 1.0 + per_page_pages(self.tuples, usable, tuple, false);
+        }
+        // Deduplicated: per distinct key, posting-list tuples of at most
+        // MAX_POSTING bytes (half of BTMaxItemSize), each holding 6 bytes
+        // per heap row, plus the key and its line pointer.
+        let keys = self.tuples / per_key;
+        let room = (MAX_POSTING - (tuple - ITEM_ID)).max(HEAP_POINTER);
+        let postings_per_key = (per_key * HEAP_POINTER / room).ceil();
+        let bytes = keys * postings_per_key * (tuple + 4.0) + self.tuples * HEAP_POINTER;
+        1.0 + (bytes / usable).ceil()
+    }
+}
+
+/// Pages for `rows` rows of `tuple` bytes when `usable` bytes of each page
+/// hold whole rows.
+fn per_page_pages(rows: f64, usable: f64, tuple: f64, heap: bool) -> f64 {
+    if rows <= 0.0 {
+        return 0.0;
+    }
+    let mut per_page = (usable / tuple).floor().max(1.0);
+    if heap {
+        per_page = per_page.min(MAX_HEAP_TUPLES_PER_PAGE);
+    }
+    (rows / per_page).ceil()
+}
+
+const BLOCK: u64 = 8192;
+
+/// The two estimate queries: tables (and materialized views), then valid
+/// btree indexes. Each row: oid, name, table, pages, tuples, fillfactor,
+/// columns, columns with stats, has a `name` column, nullable, data width.
+pub fn estimate_sql() -> [String; 2] {
+    let ff = |rel: &str, default: u32| {
+        format!(
+            "coalesce((regexp_match(array_to_string({rel}.reloptions, ','), 'fillfactor=([0-9]+)'))[1]::float8, {default})"
+        )
+    };
+    [
+        format!(
+            "SELECT c.oid::int8, n.nspname || '.' || c.relname, n.nspname || '.' || c.relname, c.relpages::int8, \
+               c.reltuples::float8, {}, count(*)::int8, count(s.attname)::int8, \
+               coalesce(bool_or(a.atttypid = 'pg_catalog.name'::regtype), false), \
+               coalesce(max(s.null_frac), 0) > 0, \
+               coalesce(sum((1 - coalesce(s.null_frac, 0)) * s.avg_width), 0)::float8, \
+               false, NULL::float8 \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname \
+               AND s.attname = a.attname AND NOT s.inherited \
+             WHERE c.relkind IN ('r', 'm') AND {USER_RELATIONS} \
+             GROUP BY c.oid, n.nspname, c.relname, c.relpages, c.reltuples, c.reloptions",
+            ff("c", 100)
+        ),
+        // An index column is a table column (stats under the table) or an
+        // expression (stats under the index's own name, from ANALYZE).
+        format!(
+            "SELECT i.oid::int8, n.nspname || '.' || i.relname, n.nspname || '.' || t.relname, i.relpages::int8, \
+               i.reltuples::float8, {}, count(*)::int8, count(s.attname)::int8, \
+               coalesce(bool_or(ia.atttypid = 'pg_catalog.name'::regtype), false), \
+               coalesce(max(s.null_frac), 0) > 0, \
+               coalesce(sum((1 - coalesce(s.null_frac, 0)) * s.avg_width), 0)::float8, \
+               NOT x.indisunique AND x.indnatts = x.indnkeyatts \
+                 AND coalesce(array_to_string(i.reloptions, ',') !~ 'deduplicate_items=(off|false)', true), \
+               CASE WHEN count(s.n_distinct) = count(*) THEN \
+                 exp(sum(ln(greatest(CASE WHEN s.n_distinct >= 0 THEN s.n_distinct \
+                                         ELSE -s.n_distinct * greatest(t.reltuples, 0) END, 1))))::float8 END \
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
+             JOIN pg_namespace n ON n.oid = t.relnamespace JOIN pg_am am ON am.oid = i.relam \
+             JOIN pg_attribute ia ON ia.attrelid = i.oid AND ia.attnum > 0 \
+             LEFT JOIN pg_attribute ta ON ta.attrelid = t.oid AND ta.attnum = x.indkey[ia.attnum - 1] AND ta.attnum > 0 \
+             LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND NOT s.inherited \
+               AND ((ta.attname IS NOT NULL AND s.tablename = t.relname AND s.attname = ta.attname) \
+                 OR (ta.attname IS NULL AND s.tablename = i.relname AND s.attname = ia.attname)) \
+             WHERE am.amname = 'btree' AND x.indisvalid AND t.relkind IN ('r', 'm') AND {USER_RELATIONS} \
+             GROUP BY i.oid, n.nspname, i.relname, t.relname, i.relpages, i.reltuples, i.reloptions, \
+               x.indisunique, x.indnatts, x.indnkeyatts, t.reltuples",
+            ff("i", 90)
+        ),
+    ]
+}
+
+type ShapeRow = (
+    i64,
+    String,
+    String,
+    i64,
+    f64,
+    f64,
+    i64,
+    i64,
+    bool,
+    bool,
+    f64,
+    bool,
+    Option<f64>,
+);
+
+fn shape(r: ShapeRow) -> Shape {
+    Shape {
+        oid: r.0 as u32,
+        name: r.1,
+        table: r.2,
+        pages: r.3.max(0) as u64,
+        tuples: r.4,
+        fillfactor: r.5,
+        columns: r.6,
+        columns_with_stats: r.7,
+        has_name_column: r.8,
+        nullable: r.9,
+        data_width: r.10,
+        dedup: r.11,
+        distinct: r.12.map(|d| d.min(r.4.max(1.0))),
+    }
+}
+
+/// The bloat report: estimates for every user table and btree index at
+/// least `min_bytes` large, exact figures instead when asked and possible.
+pub async fn bloat(c: &mut PgConnection, spec: &BloatSpec) -> Result<BloatReport, DbError> {
+    let mut report = BloatReport::default();
+    let [tables_sql, indexes_sql] = estimate_sql();
+    let mut measured: Vec<(&str, Shape)> = vec![];
+    for (kind, q) in [("table", tables_sql), ("index", indexes_sql)] {
+        let rows: Vec<ShapeRow> = sqlx::query_as(sql(q)).fetch_all(&mut *c).await?;
+        for s in rows.into_iter().map(shape) {
+            if !matches_any(&spec.tables, &s.table) {
+                continue;
+            }
+            if s.pages * BLOCK < spec.min_bytes.max(1) {
+                report.skipped_small += 1;
+                continue;
+            }
+            measured.push((kind, s));
+        }
+    }
+    if spec.exact {
+        match exact(c, &measured).await {
+            Ok(Ok(entries)) => {
+                report.entries = entries;
+                return Ok(report.sorted());
+            }
+            Ok(Err(note)) | Err(DbError { message: note, .. }) => report.note = Some(note),
+        }
+    }
+    for (kind, s) in measured {
+        if !s.estimable() {
+            report.no_stats.push(s.name.clone());
+            continue;
+        }
+        let expected = if kind == "table" {
+            s.heap_pages()
+        } else {
+            s.btree_pages()
+        };
+        let waste = (s.pages as f64 - expected) * BLOCK as f64;
+        report.entries.push(BloatEntry::new(
+            kind,
+            s.name,
+            s.table,
+            s.pages * BLOCK,
+            waste as i64,
+            Method::Estimate,
+        ));
+    }
+    Ok(report.sorted())
+}
+
+/// `pgstattuple` figures, or `Ok(Err(note))` saying why there are none.
+async fn exact(c: &mut PgConnection, measured: &[(&str, Shape)]) -> Result<Result<Vec<BloatEntry>, String>, DbError> {
+    let schema: Option<String> = sqlx::query_scalar(
+        "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
+         WHERE e.extname = 'pgstattuple'",
+    )
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some(schema) = schema else {
+        return Ok(Err(
+            "`exact: true`, but the pgstattuple extension is not installed in this database: \
+                       figures are estimates (dbmaint never installs extensions; \
+                       `CREATE EXTENSION pgstattuple` gives exact ones)"
+                .into(),
+        ));
+    };
+    let s = quote_ident(&schema);
+    let oids = |kind: &str| -> Vec<i64> {
+        measured
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, s)| s.oid as i64)
+            .collect()
+    };
+    // table_len, tuple_count, tuple_len
+    let tables: Vec<(i64, i64, i64, i64)> = match sqlx::query_as(sql(format!(
+        "SELECT o, (t).table_len, (t).tuple_count, (t).tuple_len \
+         FROM (SELECT o, {s}.pgstattuple(o::oid::regclass) t FROM unnest($1::int8[]) o) x"
+    )))
+    .bind(oids("table"))
+    .fetch_all(&mut *c)
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return Ok(Err(unusable(e))),
+    };
+    // index_size, internal, leaf, empty, deleted pages, avg leaf density
+    type IndexRow = (i64, i64, i64, i64, f64);
+    let indexes: Vec<IndexRow> = match sqlx::query_as(sql(format!(
+        "SELECT o, (t).index_size, (t).internal_pages, (t).leaf_pages, \
+           CASE WHEN (t).avg_leaf_density = 'NaN' THEN 0 ELSE (t).avg_leaf_density END::float8 \
+         FROM (SELECT o, {s}.pgstatindex(o::oid::regclass) t FROM unnest($1::int8[]) o) x"
+    )))
+    .bind(oids("index"))
+    .fetch_all(&mut *c)
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return Ok(Err(unusable(e))),
+    };
+    let find = |oid: i64| measured.iter().find(|(_, s)| s.oid as i64 == oid).map(|(_, s)| s);
+    let mut out = vec![];
+    for (oid, len, count, tuple_len) in tables {
+        let Some(s) = find(oid) else { continue };
+        let avg = if count > 0 {
+            tuple_len as f64 / count as f64
+        } else {
+            0.0
+        };
+        let tuple = ITEM_ID + align(avg);
+        let need = per_page_pages(count as f64, (8192.0 - PAGE_HEADER) * s.fillfactor / 100.0, tuple, true);
+        let waste = len as f64 - need * BLOCK as f64;
+        out.push(BloatEntry::new(
+            "table",
+            s.name.clone(),
+            s.table.clone(),
+            len.max(0) as u64,
+            waste as i64,
+            Method::Pgstattuple,
+        ));
+    }
+    for (oid, size, internal, leaf, density) in indexes {
+        let Some(s) = find(oid) else { continue };
+        // Leaf pages the entries would fill at the index's fillfactor.
+        let need_leaf = (leaf as f64 * density / s.fillfactor).ceil();
+        let waste = size as f64 - (1.0 + internal as f64 + need_leaf) * BLOCK as f64;
+        out.push(BloatEntry::new(
+            "index",
+            s.name.clone(),
+            s.table.clone(),
+            size.max(0) as u64,
+            waste as i64,
+            Method::Pgstattuple,
+        ));
+    }
+    Ok(Ok(out))
+}
+
+fn unusable(e: sqlx::Error) -> String {
+    format!(
+        "`exact: true`, but pgstattuple failed ({}): figures are estimates; \
+         its functions need superuser or the pg_stat_scan_tables role",
+        DbError::from(e).message
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(tuples: f64, width: f64, ff: f64) -> Shape {
+        Shape {
+            oid: 1,
+            name: "public.t".into(),
+            table: "public.t".into(),
+            pages: 0,
+            tuples,
+            fillfactor: ff,
+            columns: 2,
+            columns_with_stats: 2,
+            has_name_column: false,
+            nullable: false,
+            data_width: width,
+            dedup: false,
+            distinct: None,
+        }
+    }
+
+    #[test]
+    fn heap_pages_follow_the_page_layout() {
+        // 100-byte rows: 4 + 24 + 104 = 132 bytes, 61 per 8168-byte page.
+        assert_eq!(shape(6100.0, 100.0, 100.0).heap_pages(), 100.0);
+        // Half the space at fillfactor 50.
+        assert_eq!(shape(6100.0, 100.0, 50.0).heap_pages(), 204.0);
+        // 1-byte rows take 36 bytes: 226 per page.
+        assert_eq!(shape(2260.0, 1.0, 100.0).heap_pages(), 10.0);
+        // Rows without data (28 bytes) stop at 291 per page, not 291.7.
+        assert_eq!(shape(2910.0, 0.0, 100.0).heap_pages(), 10.0);
+        assert_eq!(shape(0.0, 100.0, 100.0).heap_pages(), 0.0);
+    }
+
+    #[test]
+    fn btree_pages_count_leaves_and_the_metapage() {
+        // int8 key: 4 + align(8 + 8) = 20 bytes; (8152 * 0.9) / 20 = 366 per page.
+        assert_eq!(shape(36600.0, 8.0, 90.0).btree_pages(), 101.0);
+    }
+
+    #[test]
+    fn deduplicated_btrees_store_one_key_per_posting_list() {
+        // 80,000 rows over 1,000 int4 keys: 80 heap pointers (480 bytes)
+        // per key plus one 20-byte tuple: ~500 KB, 69 pages at 90%.
+        let mut s = shape(80_000.0, 4.0, 90.0);
+        s.dedup = true;
+        s.distinct = Some(1000.0);
+        assert_eq!(
+            s.btree_pages(),
+            1.0 + ((1000.0 * 20.0 + 80_000.0 * 6.0) / (8152.0 * 0.9_f64)).ceil()
+        );
+        // Unique keys are not deduplicated.
+        s.distinct = Some(80_000.0);
+        assert_eq!(s.btree_pages(), shape(80_000.0, 4.0, 90.0).btree_pages());
+    }
+
+    #[test]
+    fn estimates_need_statistics() {
+        assert!(shape(10.0, 8.0, 90.0).estimable());
+        assert!(shape(0.0, 8.0, 90.0).estimable());
+        assert!(!shape(-1.0, 8.0, 90.0).estimable());
+        let mut s = shape(10.0, 8.0, 90.0);
+        s.columns_with_stats = 1;
+        assert!(!s.estimable());
+    }
+}

@@ -1,0 +1,282 @@
+//! `check`: health findings (long queries, unused and duplicate indexes,
+//! foreign keys without an index, connections, locks, xid age, sequences;
+//! SQLite integrity and foreign keys). Acts only on long queries, and only
+//! when `cancel`/`terminate` say so.
+
+pub mod spec;
+
+use super::{OpCheck, OpParams, get};
+use crate::ops::check::spec::{CheckSpec, Severity};
+use crate::plan::decode::Sp;
+use crate::plan::values::{Backend, Duration, Ratio};
+use crate::run::execplan::{Action, Marker};
+use crate::run::planner::{Draft, PlanCx};
+
+crate::keywords! {
+    /// One health check.
+    pub enum CheckName ("a check name") {
+        LongQueries = "long_queries",
+        UnusedIndexes = "unused_indexes",
+        DuplicateIndexes = "duplicate_indexes",
+        FkWithoutIndex = "fk_without_index",
+        Connections = "connections",
+        Locks = "locks",
+        XidAge = "xid_age",
+        Sequences = "sequences",
+        Integrity = "integrity",
+        ForeignKeys = "foreign_keys",
+    }
+}
+
+impl CheckName {
+    pub fn backend(self) -> Backend {
+        match self {
+            Self::Integrity | Self::ForeignKeys => Backend::Sqlite,
+            _ => Backend::Postgres,
+        }
+    }
+
+    /// The checks a backend offers (the default of `checks`).
+    pub fn for_backend(backend: Backend) -> Vec<Self> {
+        use CheckName::*;
+        [
+            LongQueries,
+            UnusedIndexes,
+            DuplicateIndexes,
+            FkWithoutIndex,
+            Connections,
+            Locks,
+            XidAge,
+            Sequences,
+            Integrity,
+            ForeignKeys,
+        ]
+        .into_iter()
+        .filter(|c| c.backend() == backend)
+        .collect()
+    }
+}
+
+crate::keywords! {
+    /// Which findings fail the step (so its dependents are skipped).
+    pub enum FailOn ("`warning` or `error`") {
+        Warning = "warning",
+        Error = "error",
+    }
+}
+
+crate::params! {
+    /// Parameters of `check`.
+    pub struct Check ("check parameters") {
+        required {}
+        optional {
+            /// Which checks to run; default all the backend offers.
+            checks: Vec<Sp<CheckName>>,
+            /// Fail the step on findings of this severity or worse.
+            fail_on: FailOn,
+            /// `long_queries`: report queries running longer than this (default 10m).
+            max_query_age: Duration,
+            /// `long_queries`: cancel them (`pg_cancel_backend`).
+            cancel: bool,
+            /// `long_queries`: terminate those still running `grace` after the cancel.
+            terminate: bool,
+            /// Time between cancel and terminate (default 30s).
+            grace: Duration,
+            /// `connections`: warn above this share of `max_connections` (default 0.8).
+            max_connections_ratio: Ratio,
+            /// `sequences`: warn above this share of the column type's maximum (default 0.75).
+            max_sequence_ratio: Ratio,
+            /// `xid_age`: warn when this share of the wraparound horizon is used (default 0.5).
+            max_xid_age_ratio: Ratio,
+        }
+    }
+}
+
+impl OpParams for Check {
+    const BACKENDS: &'static [Backend] = super::BOTH;
+
+    fn check(&self, c: &mut OpCheck<'_>) {
+        let step = c.step;
+        if let (Some(checks), Some(backend)) = (&self.checks, c.backend) {
+            for name in checks.value.iter().filter(|n| n.backend() != backend) {
+                let offered: Vec<&str> = CheckName::for_backend(backend).iter().map(|c| c.as_str()).collect();
+                c.error(
+                    "unsupported-check",
+                    name.pos,
+                    format!("check `{}` in step `{step}` does not exist for {backend}", name.value),
+                    &format!("{backend} offers: {}", offered.join(", ")),
+                );
+            }
+        }
+        let runs_long_queries = self
+            .checks
+            .as_ref()
+            .is_none_or(|cs| cs.value.iter().any(|c| c.value == CheckName::LongQueries));
+        for (field, key) in [(&self.cancel, "cancel"), (&self.terminate, "terminate")] {
+            if let Some(f) = field.as_ref().filter(|f| f.value) {
+                if !runs_long_queries {
+                    c.error(
+                        "invalid-combination",
+                        f.pos,
+                        format!("`{key}: true` acts on long queries, but `checks` leaves out `long_queries`"),
+                        "add `long_queries` to `checks`",
+                    );
+                }
+                if c.backend == Some(Backend::Sqlite) {
+                    c.error(
+                        "unsupported-backend",
+                        f.pos,
+                        format!("`{key}` needs PostgreSQL sessions; SQLite has none"),
+                        "",
+                    );
+                }
+            }
+        }
+        let cancels = self.cancel.as_ref().is_some_and(|f| f.value);
+        if let Some(t) = self.terminate.as_ref().filter(|t| t.value && !cancels) {
+            c.error(
+                "invalid-combination",
+                t.pos,
+                "`terminate: true` needs `cancel: true`: a query is terminated only if a cancel did not stop it"
+                    .to_string(),
+                "add `cancel: true`",
+            );
+        }
+    }
+}
+
+impl Check {
+    /// The checks to run, with thresholds resolved.
+    pub fn spec(&self, backend: Backend) -> CheckSpec {
+        let checks = get(&self.checks)
+            .map(|cs| {
+                cs.into_iter()
+                    .map(|c| c.value)
+                    .filter(|c| c.backend() == backend)
+                    .collect()
+            })
+            .unwrap_or_else(|| CheckName::for_backend(backend));
+        CheckSpec {
+            checks: checks.iter().map(|c| c.as_str().to_string()).collect(),
+            max_query_age_ms: get(&self.max_query_age).map_or(crate::ops::check::spec::DEFAULT_MAX_QUERY_AGE_MS, |d| {
+                d.0.as_millis() as u64
+            }),
+            max_connections_ratio: get(&self.max_connections_ratio)
+                .map_or(crate::ops::check::spec::DEFAULT_MAX_CONNECTIONS_RATIO, |r| r.0),
+            max_sequence_ratio: get(&self.max_sequence_ratio)
+                .map_or(crate::ops::check::spec::DEFAULT_MAX_SEQUENCE_RATIO, |r| r.0),
+            max_xid_age_ratio: get(&self.max_xid_age_ratio)
+                .map_or(crate::ops::check::spec::DEFAULT_MAX_XID_AGE_RATIO, |r| r.0),
+            fail_on: get(&self.fail_on).map(|f| match f {
+                FailOn::Warning => Severity::Warning,
+                FailOn::Error => Severity::Error,
+            }),
+            act: self.act(),
+            targets: vec![],
+        }
+    }
+
+    /// What `cancel`/`terminate` ask for; `None` when neither.
+    fn act(&self) -> Option<crate::ops::check::spec::SessionAct> {
+        let cancel = get(&self.cancel).unwrap_or(false);
+        let terminate = get(&self.terminate).unwrap_or(false);
+        (cancel || terminate).then(|| crate::ops::check::spec::SessionAct {
+            cancel,
+            terminate,
+            grace_ms: get(&self.grace).map_or(crate::ops::check::spec::DEFAULT_GRACE_MS, |d| d.0.as_millis() as u64),
+        })
+    }
+
+    /// The diff shows what the checks find now, on the read-only session;
+    /// apply runs them again and reports what it found then.
+    pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        let mut spec = self.spec(cx.backend);
+        let mut d = Draft {
+            marker: Some(Marker::Read),
+            lock: "none: catalog and statistics views only".into(),
+            compensation: "nothing to undo: checks only read".into(),
+            ..Draft::default()
+        };
+        match cx.insp.findings.get(&cx.step.id) {
+            Some(Ok(found)) => {
+                for f in found {
+                    let target = spec
+                        .act
+                        .and(crate::ops::check::spec::SessionTarget::of(f))
+                        .filter(|_| cx.backend == Backend::Postgres);
+                    let (marker, then) = match (&target, spec.act) {
+                        (Some(_), Some(a)) => (Marker::Sessions, format!(": would {}", a.describe())),
+                        _ => (Marker::Read, String::new()),
+                    };
+                    d.object(
+                        marker,
+                        &f.check,
+                        f.object.clone(),
+                        format!("{}: {}{then}", f.severity.as_str(), f.message),
+                        f.figures.clone(),
+                    );
+                    spec.targets.extend(target);
+                }
+                if !spec.targets.is_empty() {
+                    d.marker = Some(Marker::Sessions);
+                    d.lock = "none; signals the listed sessions (pg_cancel_backend / pg_terminate_backend)".into();
+                    d.compensation = "none: a cancelled query is rolled back by its own session".into();
+                }
+                let failing = spec
+                    .fail_on
+                    .map_or(0, |at| found.iter().filter(|f| f.severity >= at).count());
+                d.summary = format!(
+                    "{} checks ({}): {} findings now{}",
+                    spec.checks.len(),
+                    spec.checks.join(", "),
+                    found.len(),
+                    if failing > 0 {
+                        format!(", {failing} at or above `fail_on` would fail the step")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Some(Err(e)) => d.errors.push(format!("a check query failed: {e}")),
+            None => d.summary = format!("{} checks ({})", spec.checks.len(), spec.checks.join(", ")),
+        }
+        d.statements
+            .push(format!("-- read-only checks: {}", spec.checks.join(", ")));
+        d.actions.push(Action::Check(spec));
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::findings;
+
+    #[test]
+    fn checks_must_exist_for_the_backend() {
+        assert_eq!(
+            findings::<Check>("{checks: [integrity]}", Backend::Postgres),
+            ["unsupported-check"]
+        );
+        assert!(findings::<Check>("{checks: [integrity, foreign_keys]}", Backend::Sqlite).is_empty());
+        assert_eq!(
+            findings::<Check>("{checks: [long_query]}", Backend::Postgres),
+            ["invalid-value"]
+        );
+    }
+
+    #[test]
+    fn terminate_follows_a_cancel() {
+        assert_eq!(
+            findings::<Check>("{terminate: true}", Backend::Postgres),
+            ["invalid-combination"]
+        );
+        assert!(
+            findings::<Check>(
+                "{checks: [long_queries], cancel: true, terminate: true, max_query_age: 10m}",
+                Backend::Postgres
+            )
+            .is_empty()
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Health checks of the `check` operation: what a finding is, and the
+//! thresholds a run applies. The SQL lives with each backend
+//! (`db::pg::run_checks`, `db::sqlite::run_checks`); the same code answers
+//! `plan diff` (read-only session) and `plan apply` (the step's session).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ops::check::CheckName;
+
+/// How bad a finding is; `fail_on` compares against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One thing a check found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub check: String,
+    pub severity: Severity,
+    /// The table, index, session, sequence … it is about.
+    pub object: String,
+    pub message: String,
+    pub figures: serde_json::Value,
+}
+
+impl Finding {
+    pub fn new(check: CheckName, severity: Severity, object: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            check: check.as_str().to_string(),
+            severity,
+            object: object.into(),
+            message: message.into(),
+            figures: serde_json::Value::Null,
+        }
+    }
+
+    pub fn with(mut self, figures: serde_json::Value) -> Self {
+        self.figures = figures;
+        self
+    }
+}
+
+/// What a `check` step runs, with its thresholds resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckSpec {
+    pub checks: Vec<String>,
+    /// `long_queries`: older than this.
+    pub max_query_age_ms: u64,
+    /// `connections`: warn above this share of `max_connections`.
+    pub max_connections_ratio: f64,
+    /// `sequences`: warn above this share of the type's maximum.
+    pub max_sequence_ratio: f64,
+    /// `xid_age`: warn above this share of the 2^31 wraparound horizon.
+    pub max_xid_age_ratio: f64,
+    /// Findings at or above this fail the step.
+    pub fail_on: Option<Severity>,
+    /// `cancel`/`terminate`: what to do to the long queries the diff listed.
+    #[serde(default)]
+    pub act: Option<SessionAct>,
+    /// The long queries the diff listed (the only sessions ever signalled).
+    #[serde(default)]
+    pub targets: Vec<SessionTarget>,
+}
+
+/// `pg_cancel_backend`, then (with `terminate`) `pg_terminate_backend`
+/// after `grace_ms` for those still running the same query: the gentlest
+/// signal first, as a DBA would.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SessionAct {
+    pub cancel: bool,
+    pub terminate: bool,
+    pub grace_ms: u64,
+}
+
+/// A session as the diff saw it. It is signalled only while the same
+/// backend (pid and `backend_start`) still runs the same query
+/// (`query_start`): a pid reused by a new session is never touched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTarget {
+    pub pid: i32,
+    pub backend_start: String,
+    pub query_start: String,
+}
+
+impl SessionTarget {
+    /// The session a `long_queries` finding is about.
+    pub fn of(f: &Finding) -> Option<Self> {
+        (f.check == CheckName::LongQueries.as_str()).then_some(())?;
+        Some(Self {
+            pid: f.figures.get("pid")?.as_i64()? as i32,
+            backend_start: f.figures.get("backend_start")?.as_str()?.to_string(),
+            query_start: f.figures.get("query_start")?.as_str()?.to_string(),
+        })
+    }
+}
+
+impl SessionAct {
+    /// `cancel`, `cancel, then terminate after 30 s if still running`, …
+    pub fn describe(&self) -> String {
+        let grace = format!("{} s", self.grace_ms / 1000);
+        if self.terminate {
+            format!("cancel, then terminate after {grace} if still running")
+        } else {
+            "cancel".into()
+        }
+    }
+}
+
+/// Default grace between cancel and terminate.
+pub const DEFAULT_GRACE_MS: u64 = 30_000;
+
+impl CheckSpec {
+    /// Every check the backend offers, at the default thresholds (what
+    /// `dbmaint inspect checks` and `check: {}` run).
+    pub fn defaults(backend: crate::plan::values::Backend) -> Self {
+        Self {
+            checks: CheckName::for_backend(backend)
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
+            max_query_age_ms: DEFAULT_MAX_QUERY_AGE_MS,
+            max_connections_ratio: DEFAULT_MAX_CONNECTIONS_RATIO,
+            max_sequence_ratio: DEFAULT_MAX_SEQUENCE_RATIO,
+            max_xid_age_ratio: DEFAULT_MAX_XID_AGE_RATIO,
+            fail_on: None,
+            act: None,
+            targets: vec![],
+        }
+    }
+
+    pub fn runs(&self, c: CheckName) -> bool {
+        self.checks.iter().any(|n| n == c.as_str())
+    }
+}
+
+/// Transaction IDs before wraparound: 2^31.
+pub const XID_HORIZON: f64 = 2_147_483_648.0;
+
+/// Default thresholds (also in docs/operations.md).
+pub const DEFAULT_MAX_QUERY_AGE_MS: u64 = 10 * 60 * 1000;
+pub const DEFAULT_MAX_CONNECTIONS_RATIO: f64 = 0.8;
+pub const DEFAULT_MAX_SEQUENCE_RATIO: f64 = 0.75;
+pub const DEFAULT_MAX_XID_AGE_RATIO: f64 = 0.5;

@@ -1,0 +1,304 @@
+//! `reindex`: `REINDEX INDEX CONCURRENTLY` of selected, bloated indexes on
+//! PostgreSQL; `REINDEX` on SQLite.
+
+pub mod pg;
+
+use super::{BOTH, OpCheck, OpParams, get, globs};
+use crate::db::quote_name;
+use crate::ops::bloat::figures::BloatSpec;
+use crate::plan::values::{Backend, NameGlob, Ratio};
+use crate::run::execplan::{Action, Estimate, Fidelity, Marker, ReindexWork, human_bytes};
+use crate::run::planner::{Draft, PlanCx, matches_any, percent, unmatched};
+
+crate::params! {
+    /// Parameters of `reindex`.
+    pub struct Reindex ("reindex parameters") {
+        required {}
+        optional {
+            /// Indexes to consider (globs); default all.
+            indexes: Vec<NameGlob>,
+            /// Consider the indexes of these tables (globs).
+            tables: Vec<NameGlob>,
+            /// Indexes to leave out (globs).
+            exclude: Vec<NameGlob>,
+            /// `REINDEX … CONCURRENTLY` (default true). `false` takes ACCESS EXCLUSIVE on the table.
+            concurrently: bool,
+            /// Acknowledges a non-concurrent rebuild blocks the table.
+            allow_exclusive_lock: bool,
+            /// Rebuild indexes whose estimated bloat reaches this ratio.
+            min_bloat_ratio: Ratio,
+        }
+    }
+}
+
+impl OpParams for Reindex {
+    const BACKENDS: &'static [Backend] = BOTH;
+
+    fn check(&self, c: &mut OpCheck<'_>) {
+        exclusive_unless_concurrent(c, &self.concurrently, &self.allow_exclusive_lock, "REINDEX");
+        c.not_on(&self.concurrently, "concurrently", Backend::Sqlite);
+        c.not_on(&self.min_bloat_ratio, "min_bloat_ratio", Backend::Sqlite);
+    }
+}
+
+/// Default `min_bloat_ratio` when the plan names no `indexes`: rebuilding
+/// every index every night is work with nothing to show for it.
+pub const DEFAULT_MIN_BLOAT_RATIO: f64 = 0.3;
+
+impl Reindex {
+    /// The bloat figures the selection needs: estimates of every index of
+    /// the selected tables (indexes under 1 MiB are not estimated).
+    pub fn bloat_spec(&self) -> BloatSpec {
+        BloatSpec {
+            exact: false,
+            min_bytes: crate::ops::bloat::figures::DEFAULT_MIN_BYTES,
+            tables: globs(&self.tables).into_iter().map(|g| g.0).collect(),
+        }
+    }
+
+    fn concurrent(&self, backend: Backend) -> bool {
+        backend == Backend::Postgres && get(&self.concurrently).unwrap_or(true)
+    }
+
+    pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        let concurrently = self.concurrent(cx.backend);
+        let mut d = Draft {
+            marker: Some(Marker::Change),
+            lock: match (cx.backend, concurrently) {
+                (Backend::Sqlite, _) => "EXCLUSIVE (the database file, while each index is rebuilt)".into(),
+                (_, true) => "SHARE UPDATE EXCLUSIVE on each table (CONCURRENTLY: reads and writes go on)".into(),
+                (_, false) => {
+                    "ACCESS EXCLUSIVE on each index and SHARE on its table: writes, and reads through the index, wait"
+                        .into()
+                }
+            },
+            transactional: !concurrently,
+            compensation: if concurrently {
+                "a failed rebuild's INVALID _ccnew/_ccold index is dropped at once (or by the next run, from the journal)".into()
+            } else {
+                "a failed REINDEX rolls back: the old index stays".into()
+            },
+            ..Draft::default()
+        };
+        let leftovers = self.plan_leftovers(cx, &mut d);
+        let index_globs: Vec<String> = globs(&self.indexes).into_iter().map(|g| g.0).collect();
+        let exclude: Vec<String> = globs(&self.exclude).into_iter().map(|g| g.0).collect();
+        // Named indexes are rebuilt as named; otherwise bloat decides.
+        let min_ratio =
+            get(&self.min_bloat_ratio)
+                .map(|r| r.0)
+                .or(if index_globs.is_empty() && cx.backend == Backend::Postgres {
+                    Some(DEFAULT_MIN_BLOAT_RATIO)
+                } else {
+                    None
+                });
+        let bloat = match cx.insp.bloat.get(&cx.step.id) {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => {
+                d.errors.push(format!("the bloat estimate failed: {e}"));
+                None
+            }
+            None => None,
+        };
+        let (mut considered, mut below, mut unknown, mut waste) = (0usize, 0usize, 0usize, 0u64);
+        let tables = cx.select_tables(&globs(&self.tables), &[], &mut d);
+        let index_names: Vec<String> = tables
+            .iter()
+            .flat_map(|t| t.indexes.iter().map(move |i| format!("{}.{}", t.schema, i.name)))
+            .collect();
+        unmatched("index", "indexes", &index_globs, &index_names, &mut d);
+        unmatched("index", "exclude", &exclude, &index_names, &mut d);
+        for t in tables {
+            for i in &t.indexes {
+                let full = format!("{}.{}", t.schema, i.name);
+                if !matches_any(&index_globs, &full)
+                    || (!exclude.is_empty() && matches_any(&exclude, &full))
+                    || !i.valid
+                    || leftovers.contains(&full)
+                {
+                    continue;
+                }
+                considered += 1;
+                let figures = bloat.and_then(|b| b.entry("index", &full));
+                if let Some(min) = min_ratio {
+                    match figures {
+                        Some(e) if e.ratio >= min => {}
+                        Some(_) => {
+                            below += 1;
+                            continue;
+                        }
+                        None => {
+                            unknown += 1;
+                            continue;
+                        }
+                    }
+                }
+                let (quoted, detail) = match cx.backend {
+                    Backend::Postgres => (
+                        quote_name(Some(&t.schema), &i.name),
+                        figures.map_or_else(
+                            || format!("{}, bloat not estimated", human_bytes(i.bytes)),
+                            |e| e.detail(),
+                        ),
+                    ),
+                    Backend::Sqlite => (quote_name(None, &i.name), "rebuilt from its table".to_string()),
+                };
+                waste += figures.map_or(0, |e| e.waste_bytes);
+                d.object(
+                    Marker::Change,
+                    "index",
+                    full.clone(),
+                    format!("on {}: {detail}", cx.display(t)),
+                    serde_json::json!({
+                        "bytes": i.bytes, "waste_bytes": figures.map(|e| e.waste_bytes),
+                        "bloat_ratio": figures.map(|e| e.ratio),
+                    }),
+                );
+                let sql = if concurrently {
+                    format!("REINDEX INDEX CONCURRENTLY {quoted}")
+                } else {
+                    format!(
+                        "REINDEX {}{quoted}",
+                        if cx.backend == Backend::Postgres { "INDEX " } else { "" }
+                    )
+                };
+                d.statements.push(sql.clone());
+                d.actions.push(Action::Reindex(ReindexWork {
+                    schema: t.schema.clone(),
+                    table: t.name.clone(),
+                    index: i.name.clone(),
+                    sql,
+                    concurrently,
+                }));
+            }
+        }
+        let rebuilds = d.actions.iter().filter(|a| matches!(a, Action::Reindex(_))).count();
+        d.no_op = d.actions.is_empty();
+        let mut why = vec![];
+        if let Some(min) = min_ratio {
+            why.push(format!("{below} below {} bloat", percent(min)));
+            if unknown > 0 {
+                why.push(format!(
+                    "{unknown} without an estimate (under 1 MiB, not btree, or never analyzed)"
+                ));
+            }
+        }
+        d.summary = format!(
+            "rebuild {rebuilds} of {considered} indexes{}{}{}",
+            if concurrently { " concurrently" } else { "" },
+            if waste > 0 {
+                format!(", ~{} of bloat to give back", human_bytes(waste))
+            } else {
+                String::new()
+            },
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", why.join(", "))
+            }
+        );
+        d.estimate = Some(Estimate {
+            rows: 0,
+            bytes: waste,
+            fidelity: Fidelity::Estimate,
+        });
+        d
+    }
+
+    /// Journaled leftovers of the engine's interrupted rebuilds: dropped
+    /// first (`-` lines). Other INVALID indexes are reported, never
+    /// touched. Returns the leftovers' `schema.name`s.
+    fn plan_leftovers(&self, cx: &PlanCx<'_>, d: &mut Draft) -> Vec<String> {
+        let mut ours: Vec<String> = vec![];
+        if cx.backend != Backend::Postgres {
+            return ours;
+        }
+        let (mut drops, mut records) = (vec![], vec![]);
+        match &cx.insp.leftovers {
+            Some(Ok(open)) => {
+                for l in open {
+                    records.push(l.record);
+                    for n in &l.invalid {
+                        let full = format!("{}.{n}", l.schema);
+                        d.object(
+                            Marker::Remove,
+                            "index",
+                            full.clone(),
+                            format!(
+                                "INVALID leftover of dbmaint's interrupted rebuild of {}.{} (journal record {})",
+                                l.schema, l.index, l.record
+                            ),
+                            serde_json::json!({"record": l.record}),
+                        );
+                        d.statements.push(format!(
+                            "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                            quote_name(Some(&l.schema), n)
+                        ));
+                        drops.push((l.schema.clone(), n.clone()));
+                        ours.push(full);
+                    }
+                }
+            }
+            Some(Err(e)) => d.errors.push(format!("reading the rebuild journal failed: {e}")),
+            None => {}
+        }
+        if !records.is_empty() {
+            d.actions.push(Action::DropLeftovers {
+                indexes: drops,
+                records,
+            });
+        }
+        for t in &cx.insp.tables {
+            for i in t.indexes.iter().filter(|i| !i.valid) {
+                let full = format!("{}.{}", t.schema, i.name);
+                if !ours.contains(&full) {
+                    d.warnings.push(format!(
+                        "index {full} on {} is INVALID and not a leftover of dbmaint's: left alone \
+                         (drop it, or REINDEX INDEX CONCURRENTLY it, yourself)",
+                        cx.display(t)
+                    ));
+                }
+            }
+        }
+        ours
+    }
+}
+
+/// `concurrently: false` on PostgreSQL blocks readers for the whole rebuild;
+/// a plan must say it accepts that, or it gets a warning.
+pub(crate) fn exclusive_unless_concurrent(
+    c: &mut OpCheck<'_>,
+    concurrently: &Option<crate::plan::decode::Sp<bool>>,
+    allow: &Option<crate::plan::decode::Sp<bool>>,
+    what: &str,
+) {
+    let Some(conc) = concurrently.as_ref().filter(|c| !c.value) else {
+        return;
+    };
+    if c.backend == Some(Backend::Sqlite) || allow.as_ref().is_some_and(|a| a.value) {
+        return;
+    }
+    let step = c.step;
+    c.warn(
+        "exclusive-lock",
+        conc.pos,
+        format!("`concurrently: false` in step `{step}` runs {what} under an ACCESS EXCLUSIVE lock: readers wait until it finishes"),
+        "keep `concurrently: true`, or add `allow_exclusive_lock: true` to acknowledge the lock",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::findings;
+
+    #[test]
+    fn non_concurrent_reindex_warns_unless_acknowledged() {
+        assert_eq!(
+            findings::<Reindex>("{concurrently: false}", Backend::Postgres),
+            ["exclusive-lock"]
+        );
+        assert!(findings::<Reindex>("{concurrently: false, allow_exclusive_lock: true}", Backend::Postgres).is_empty());
+        assert!(findings::<Reindex>("{min_bloat_ratio: 0.3}", Backend::Postgres).is_empty());
+    }
+}

@@ -1,0 +1,87 @@
+//! `stats`: a size and activity report; changes nothing.
+
+pub mod report;
+
+use super::{BOTH, OpCheck, OpParams, get};
+use crate::plan::values::Backend;
+use crate::run::execplan::{Action, Marker};
+use crate::run::planner::{Draft, PlanCx};
+
+crate::params! {
+    /// Parameters of `stats`.
+    pub struct Stats ("stats parameters") {
+        required {}
+        optional {
+            /// How many of the largest tables and indexes to list (default 20).
+            top: u64,
+        }
+    }
+}
+
+impl OpParams for Stats {
+    const BACKENDS: &'static [Backend] = BOTH;
+
+    fn check(&self, c: &mut OpCheck<'_>) {
+        c.in_range(&self.top, "top", 1..=10_000);
+    }
+}
+
+/// Default `top`.
+pub const DEFAULT_TOP: u64 = 20;
+
+impl Stats {
+    pub fn top_n(&self) -> u64 {
+        get(&self.top).unwrap_or(DEFAULT_TOP)
+    }
+
+    /// The diff shows the report as it reads now; apply measures again and
+    /// puts it in the final report.
+    pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        let mut d = Draft {
+            marker: Some(Marker::Read),
+            lock: "none: sizes and statistics views only".into(),
+            compensation: "nothing to undo: a report".into(),
+            ..Draft::default()
+        };
+        match cx.insp.stats.get(&cx.step.id) {
+            Some(Ok(report)) => {
+                d.summary = format!(
+                    "report the database size and the {} largest tables and indexes",
+                    self.top_n()
+                );
+                d.object(
+                    Marker::Read,
+                    "database",
+                    crate::run::execplan::human_bytes(report.database_bytes),
+                    String::new(),
+                    serde_json::json!({"bytes": report.database_bytes}),
+                );
+                for t in &report.tables {
+                    d.object(
+                        Marker::Read,
+                        "table",
+                        t.name.clone(),
+                        t.detail(),
+                        serde_json::to_value(t).unwrap_or_default(),
+                    );
+                }
+                for i in &report.indexes {
+                    d.object(
+                        Marker::Read,
+                        "index",
+                        i.name.clone(),
+                        i.detail(),
+                        serde_json::to_value(i).unwrap_or_default(),
+                    );
+                }
+                if let Some(n) = &report.note {
+                    d.warnings.push(n.clone());
+                }
+            }
+            Some(Err(e)) => d.errors.push(format!("a stats query failed: {e}")),
+            None => d.summary = "report sizes and statistics".into(),
+        }
+        d.actions.push(Action::Stats { top: self.top_n() });
+        d
+    }
+}

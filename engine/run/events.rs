@@ -1,0 +1,172 @@
+//! What the executor says while it runs. The executor emits these and
+//! nothing else; progress bars, log lines, the JSON Lines log, the journal
+//! and the final report are all reporters of these events.
+
+use serde::Serialize;
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Succeeded,
+    Failed,
+    /// Not run: a step it needs did not succeed, or the run was aborted.
+    Skipped,
+    /// Not finished because `limits` ran out; a rerun continues it.
+    Deferred,
+    /// Finished, but did less than it chose to: some rows a retention
+    /// batch selected were kept (a trigger's veto, a row-level security
+    /// policy, a concurrent change). Steps that need it still run; the run
+    /// exits 1 so that the difference is looked at.
+    Partial,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Deferred => "deferred",
+            Self::Partial => "partial",
+        }
+    }
+}
+
+/// Rows a retention step's deletes reached through one foreign key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cascaded {
+    pub foreign_key: String,
+    /// `CASCADE` (deleted), `SET NULL` / `SET DEFAULT` (changed).
+    pub on_delete: String,
+    pub rows: u64,
+}
+
+/// A finished step's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepResult {
+    pub step: String,
+    pub op: String,
+    pub status: Status,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub statements: u64,
+    pub batches: u64,
+    /// Lock-timeout retries taken.
+    pub retries: u64,
+    pub error: Option<String>,
+    /// What was undone: a rolled-back batch, a removed partial file.
+    pub rolled_back: Option<String>,
+    /// What is left for a person when a cleanup itself failed.
+    pub cleanup_failed: Option<String>,
+    /// Work not done because of `limits`.
+    pub deferred: Option<String>,
+    /// Why the step is `partial`: what it did and what it left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
+    /// `on_cascade: allow`: the rows of other tables the deletes reached.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cascaded: Vec<Cascaded>,
+    /// What a `check` step found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::ops::check::spec::Finding>,
+    /// What a `stats` step measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::ops::stats::report::StatsReport>,
+    /// What a `bloat` step measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bloat: Option<crate::ops::bloat::figures::BloatReport>,
+}
+
+/// The events, in the order a run emits them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run_id: i64,
+        plan: String,
+        hash: String,
+        steps: usize,
+    },
+    StepStarted {
+        step: String,
+        op: String,
+        /// Batches or objects the step expects to go through.
+        units: u64,
+        /// Rows it expects to touch.
+        rows: u64,
+    },
+    /// One retention batch committed.
+    BatchDone {
+        step: String,
+        batch: u64,
+        rows: u64,
+        rows_total: u64,
+        duration_ms: u64,
+    },
+    /// One object (a table's VACUUM, a backup file) finished.
+    ObjectDone {
+        step: String,
+        object: String,
+        done: u64,
+        duration_ms: u64,
+    },
+    /// A lock was not granted in time; the step waits and tries again.
+    Retrying {
+        step: String,
+        attempt: u64,
+        wait_ms: u64,
+        error: String,
+    },
+    RolledBack {
+        step: String,
+        what: String,
+    },
+    /// Something the operator should know that does not stop the step.
+    Warning {
+        step: String,
+        message: String,
+    },
+    StepFinished {
+        result: StepResult,
+    },
+    StepFailed {
+        result: StepResult,
+    },
+    StepSkipped {
+        step: String,
+        op: String,
+        reason: String,
+    },
+    StepDeferred {
+        result: StepResult,
+    },
+    RunFinished {
+        run_id: i64,
+        status: String,
+        exit_code: i32,
+        duration_ms: u64,
+    },
+}
+
+impl Event {
+    /// The step a step-level event is about.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Event::StepStarted { step, .. }
+            | Event::BatchDone { step, .. }
+            | Event::ObjectDone { step, .. }
+            | Event::Retrying { step, .. }
+            | Event::RolledBack { step, .. }
+            | Event::Warning { step, .. }
+            | Event::StepSkipped { step, .. } => Some(step),
+            Event::StepFinished { result } | Event::StepFailed { result } | Event::StepDeferred { result } => {
+                Some(&result.step)
+            }
+            Event::RunStarted { .. } | Event::RunFinished { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! The commands' orchestration, between the command line and the stages:
+//! `compute` (connect read-only, inspect, plan) for `plan diff` and
+//! `plan apply`, and `apply` (lock, journal, execute, report). The command
+//! line renders; this module decides nothing about what a step does.
+
+pub mod events;
+pub mod execplan;
+pub mod executor;
+pub mod exit;
+pub mod inspect;
+pub mod planner;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::db::applylock::{ApplyLock, LockError, hostname};
+use crate::db::{Conn, DbError, RunRecord, SessionLimits, StepRecord, connect};
+use crate::plan::Plan;
+use crate::plan::graph::StepGraph;
+use crate::plan::values::{Backend, Target};
+use crate::report::reporter::{Collector, JsonLog, Lines, Report, Reporter};
+use crate::run::events::{Event, Status};
+use crate::run::execplan::ExecutionPlan;
+use crate::run::executor::{RunOptions, execute};
+use crate::run::inspect::Inspection;
+
+/// An error that ends a command, with its exit code.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            code: crate::run::exit::ERROR,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Self {
+        Self::error(e.message)
+    }
+}
+
+/// The plan's target (after `--target` and `DATABASE_URL`), or an error
+/// saying how to name one.
+pub fn target_of(plan: &Plan) -> Result<Target, Failure> {
+    plan.target.clone().ok_or_else(|| {
+        Failure::error(format!(
+            "plan `{}` names no target: set `target:` in the plan, pass `--target URL`, or set DATABASE_URL",
+            plan.name
+        ))
+    })
+}
+
+/// `limits.window`: apply refuses to start outside it.
+pub fn check_window(plan: &Plan, now: DateTime<Utc>) -> Result<(), Failure> {
+    let Some(window) = &plan.limits.window else {
+        return Ok(());
+    };
+    let local = now.with_timezone(&plan.limits.tz.0);
+    let minute = chrono::Timelike::hour(&local) as u16 * 60 + chrono::Timelike::minute(&local) as u16;
+    if window.contains(minute) {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: crate::run::exit::LIMITS,
+            message: format!(
+                "outside the maintenance window {window} ({}; it is {} there): nothing was done; run again inside the window",
+                plan.limits.tz.0,
+                local.format("%H:%M")
+            ),
+        })
+    }
+}
+
+/// Inspects the target read-only and computes the execution plan.
+pub async fn compute(
+    plan: &Plan,
+    graph: &StepGraph,
+    target: &Target,
+    now: DateTime<Utc>,
+    digest: bool,
+) -> Result<ExecutionPlan, Failure> {
+    let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
+    let mut identity = conn.identity(target).await?;
+    identity.source = plan.target_origin.clone().unwrap_or_default();
+    let backend = target.backend;
+    let probes = move |insp: &Inspection| crate::run::planner::retention_probes(plan, insp, backend, now, digest);
+    let mut insp = conn.inspect(&probes).await.map_err(|e| match e.kind {
+        crate::db::ErrorKind::LockTimeout => Failure::error(format!(
+            "inspecting {} waited for a lock another session holds ({}); nothing was done: run again when that session is done",
+            target.redacted(),
+            e.message
+        )),
+        _ => Failure::from(e),
+    })?;
+    // What the read-only steps would report, on the same read-only session
+    // (a `sql` dry_run that tries to write is refused by the server).
+    for step in plan.steps.values() {
+        use crate::ops::Operation;
+        let id = step.id.clone();
+        match &step.op {
+            Operation::Sql(s) => {
+                if let Some(q) = &s.dry_run {
+                    insp.previews.insert(id, conn.preview(&q.value).await);
+                }
+            }
+            Operation::Stats(s) => {
+                insp.stats
+                    .insert(id, conn.stats(s.top_n()).await.map_err(|e| e.message));
+            }
+            Operation::Bloat(b) => {
+                insp.bloat
+                    .insert(id, conn.bloat(&b.spec()).await.map_err(|e| e.message));
+            }
+            // Index bloat decides what is rebuilt; the journal says which
+            // INVALID indexes are the engine's own leftovers.
+            Operation::Reindex(r) if backend == Backend::Postgres => {
+                insp.bloat
+                    .insert(id, conn.bloat(&r.bloat_spec()).await.map_err(|e| e.message));
+                if insp.leftovers.is_none() {
+                    insp.leftovers = Some(conn.rebuild_leftovers().await.map_err(|e| e.message));
+                }
+            }
+            Operation::RefreshViews(_) if insp.matviews.is_none() => {
+                insp.matviews = Some(conn.matviews().await.map_err(|e| e.message));
+            }
+            Operation::Check(c) => {
+                insp.findings
+                    .insert(id, conn.run_checks(&c.spec(backend)).await.map_err(|e| e.message));
+            }
+            _ => {}
+        }
+    }
+    close(conn).await;
+    let mut ep = crate::run::planner::execution_plan(plan, graph, &insp, target, now);
+    ep.identity = Some(identity);
+    Ok(ep)
+}
+
+async fn close(conn: Conn) {
+    use sqlx::Connection;
+    match conn {
+        Conn::Pg(c) => {
+            let _ = c.close().await;
+        }
+        Conn::Sqlite(c) => {
+            let _ = c.close().await;
+        }
+    }
+}
+
+/// How `apply` reports.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub parallelism: usize,
+    pub only: Option<Vec<String>>,
+    pub log_dir: Option<PathBuf>,
+    /// Draw progress bars (a TTY); otherwise log lines.
+    pub bars: bool,
+    /// Neither bars nor lines.
+    pub quiet: bool,
+}
+
+async fn lock(target: &Target) -> Result<Arc<ApplyLock>, Failure> {
+    match ApplyLock::acquire(target).await {
+        Ok(l) => Ok(Arc::new(l)),
+        Err(LockError::Held(holder)) => Err(Failure {
+            code: crate::run::exit::LOCKED,
+            message: format!(
+                "another apply holds the lock on {}: {holder}; nothing was done",
+                target.redacted()
+            ),
+        }),
+        Err(LockError::Failed(e)) => Err(Failure::error(format!("cannot take the apply lock: {e}"))),
+    }
+}
+
+/// Applies a computed plan: lock, journal, execute, report. The report is
+/// also written under `log_dir` with the JSON Lines event log.
+pub async fn apply(ep: &ExecutionPlan, target: &Target, opts: &ApplyOptions) -> Result<Report, Failure> {
+    let started = Instant::now();
+    let deadline = ep.max_runtime_ms.map(|ms| started + Duration::from_millis(ms));
+    let guard = lock(target).await?;
+    // SQLite has one writer at a time: the journal waits for it as long as
+    // the plan lets its steps wait (lock_timeout × tries), not a constant.
+    let journal_wait = match target.backend {
+        Backend::Postgres => Duration::from_secs(5),
+        Backend::Sqlite => Duration::from_millis(
+            ep.steps
+                .iter()
+                .map(|s| s.lock_timeout_ms.saturating_mul(s.retries + 1))
+                .max()
+                .unwrap_or(5000),
+        ),
+    };
+    let journal_limits = SessionLimits {
+        lock_timeout: journal_wait,
+        statement_timeout: Duration::from_secs(60),
+        read_only: false,
+    };
+    let mut journal = connect(target, journal_limits).await?;
+    journal.journal_setup().await.map_err(|e| {
+        Failure::error(match e.kind {
+            crate::db::ErrorKind::LockTimeout => format!(
+                "cannot create the journal: another connection held a lock on the database for longer than {} ms \
+                 (the plan's lock_timeout × tries); nothing was done: run again when it is done",
+                journal_wait.as_millis()
+            ),
+            _ => format!("cannot create the journal: {}", e.message),
+        })
+    })?;
+    // We hold the lock, so a run still `running` in the journal is one whose
+    // process died (kill -9, lost host): close it so history tells the truth.
+    for (id, rows) in journal.journal_close_interrupted().await? {
+        eprintln!(
+            "note: run {id} did not finish (its process was killed or lost its connection); \
+             marked `interrupted` in the journal; its {rows} committed rows stay done and this run continues the work"
+        );
+    }
+    let run_id = journal
+        .journal_run_started(&RunRecord {
+            plan: ep.plan.clone(),
+            plan_hash: ep.hash.clone(),
+            env: ep.env.clone(),
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            host: hostname(),
+        })
+        .await?;
+
+    let mut reporters: Vec<Box<dyn Reporter>> = vec![];
+    let mut log_path = None;
+    if let Some(dir) = &opts.log_dir {
+        let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+        let path = dir.join(format!("{}-run{run_id}-{stamp}.jsonl", ep.plan));
+        match JsonLog::create(&path) {
+            Ok(log) => {
+                reporters.push(Box::new(log));
+                log_path = Some(path);
+            }
+            Err(e) => eprintln!("warning: cannot write the event log `{}`: {e}", path.display()),
+        }
+    }
+    if !opts.quiet {
+        if opts.bars {
+            let selected = ep
+                .steps
+                .iter()
+                .filter(|s| opts.only.as_ref().is_none_or(|o| o.contains(&s.id)))
+                .count();
+            reporters.push(Box::new(crate::report::reporter::progress::Bars::new(selected as u64)));
+        } else {
+            reporters.push(Box::new(Lines));
+        }
+    }
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let collector = Collector::new(ep);
+    let consumer = tokio::spawn(async move {
+        let mut collector = collector;
+        let mut journal_errors = vec![];
+        while let Some(e) = rx.recv().await {
+            collector.event(&e);
+            for r in reporters.iter_mut() {
+                r.event(&e);
+            }
+            if let Some(rec) = step_record(&e)
+                && let Err(err) = journal.journal_step(run_id, &rec).await
+            {
+                journal_errors.push(err.message);
+            }
+        }
+        (collector, journal, journal_errors)
+    });
+
+    let _ = tx.send(Event::RunStarted {
+        run_id,
+        plan: ep.plan.clone(),
+        hash: ep.hash.clone(),
+        steps: ep.steps.len(),
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signals = tokio::spawn(stop_on_signals(stop.clone()));
+    let run_opts = RunOptions {
+        parallelism: opts.parallelism,
+        only: opts.only.clone(),
+        deadline,
+        stop,
+        run_id,
+        lock: Some(guard.clone()),
+    };
+    let outcome = execute(ep, target, &run_opts, tx.clone()).await;
+    signals.abort();
+    if outcome.lock_lost {
+        eprintln!(
+            "error: the apply lock on {} was lost during the run (its session was ended); no step or batch started after that, \
+             the running ones finished; the journal marks this run `lock lost`",
+            target.redacted()
+        );
+    }
+    let exit_code = outcome.exit_code();
+    let _ = tx.send(Event::RunFinished {
+        run_id,
+        status: outcome.status().to_string(),
+        exit_code,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    drop(tx);
+    let (collector, mut journal, journal_errors) = consumer
+        .await
+        .map_err(|e| Failure::error(format!("internal error in the reporters: {e}")))?;
+    if let Err(e) = journal.journal_run_finished(run_id, outcome.status(), exit_code).await {
+        eprintln!("warning: could not close run {run_id} in the journal: {}", e.message);
+    }
+    for e in journal_errors {
+        eprintln!("warning: journal write failed: {e}");
+    }
+    close(journal).await;
+    if let Ok(guard) = Arc::try_unwrap(guard) {
+        guard.release().await;
+    }
+    let report = collector.finish();
+    if let Some(path) = log_path {
+        let report_path = path.with_extension("report.json");
+        let _ = std::fs::write(
+            &report_path,
+            serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+        );
+    }
+    Ok(report)
+}
+
+/// First SIGINT/SIGTERM: no new step or batch starts; the running batches
+/// and statements finish, the run is reported and journaled, exit 130.
+/// Second: exit at once — as safe as a kill (open transactions roll back,
+/// `pg_dump` dies with us, the next apply marks the run interrupted).
+async fn stop_on_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    for n in 0.. {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if n > 0 {
+            eprintln!("dbmaint: second signal, exiting now; the next apply will mark this run interrupted");
+            std::process::exit(crate::run::exit::INTERRUPTED);
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!(
+            "dbmaint: stopping: running batches and statements finish, nothing new starts (signal again to exit at once)"
+        );
+    }
+}
+
+/// The journal row an event implies, if any.
+fn step_record(e: &Event) -> Option<StepRecord> {
+    match e {
+        Event::StepFinished { result } | Event::StepFailed { result } | Event::StepDeferred { result } => {
+            Some(StepRecord {
+                step: result.step.clone(),
+                op: result.op.clone(),
+                status: result.status.as_str().into(),
+                started_at: result.started_at.clone(),
+                finished_at: result.finished_at.clone(),
+                rows: result.rows,
+                bytes: result.bytes,
+                statements: result.statements,
+                error: result
+                    .error
+                    .clone()
+                    .or(result.deferred.clone())
+                    .map(|m| crate::db::one_line(&m)),
+                rolled_back: result.rolled_back.clone().or(result.cleanup_failed.clone()),
+            })
+        }
+        // Written at the start so a killed run leaves a `running` row that
+        // the next apply marks `interrupted` (with its committed batches).
+        Event::StepStarted { step, op, .. } => Some(StepRecord {
+            step: step.clone(),
+            op: op.clone(),
+            status: "running".into(),
+            started_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ..StepRecord::default()
+        }),
+        Event::StepSkipped { step, op, reason } => Some(StepRecord {
+            step: step.clone(),
+            op: op.clone(),
+            status: Status::Skipped.as_str().into(),
+            error: Some(reason.clone()),
+            ..StepRecord::default()
+        }),
+        _ => None,
+    }
+}
+
+/// How a database drifted from a saved plan.
+#[derive(Debug, Default)]
+pub struct Drift {
+    /// The plan itself no longer holds: never applied.
+    pub hard: Vec<String>,
+    /// Retention steps would take other rows than were reviewed: applied
+    /// only with `--accept-drift`, and said in the report.
+    pub rows: Vec<String>,
+}
+
+/// Compares a saved plan with the same plan computed now (at the saved
+/// reference time): a retention step would now take more rows or other
+/// rows than were reviewed, or an object a step names is gone or changed.
+pub fn drift(saved: &ExecutionPlan, fresh: &ExecutionPlan) -> Drift {
+    let mut problems = vec![];
+    let mut rows = vec![];
+    if saved.hash != fresh.hash {
+        problems.push("the plan file changed since the plan was saved".to_string());
+    }
+    for s in &saved.steps {
+        let Some(f) = fresh.step(&s.id) else {
+            problems.push(format!("step `{}` is no longer in the plan", s.id));
+            continue;
+        };
+        if !f.errors.is_empty() && s.errors.is_empty() {
+            problems.push(format!("step `{}` can no longer run: {}", s.id, f.errors.join("; ")));
+        }
+        if s.op == "retention" && f.estimate.rows > s.estimate.rows {
+            rows.push(format!(
+                "step `{}` would now remove {} rows, {} more than the {} reviewed",
+                s.id,
+                f.estimate.rows,
+                f.estimate.rows - s.estimate.rows,
+                s.estimate.rows
+            ));
+        }
+        if s.statements != f.statements && s.op != "backup" {
+            problems.push(format!(
+                "step `{}` would now run different statements (an object it names changed)",
+                s.id
+            ));
+        }
+        if let (Some(then), Some(now)) = (retention_digest(s), retention_digest(f))
+            && let Some(c) = then.change_to(now)
+            && f.estimate.rows <= s.estimate.rows
+        {
+            rows.push(format!(
+                "step `{}` would now take other rows than were reviewed: {} rows eligible then, {} now; \
+                 at least {} left the set and {} joined it",
+                s.id, then.rows, now.rows, c.left, c.joined
+            ));
+        }
+    }
+    Drift { hard: problems, rows }
+}
+
+/// The eligible-key digest a retention step recorded.
+fn retention_digest(s: &crate::run::execplan::PlannedStep) -> Option<&crate::ops::retention::keydigest::KeyDigest> {
+    s.actions.iter().find_map(|a| match a {
+        crate::run::execplan::Action::Retention(w) => w.eligible_digest.as_ref(),
+        _ => None,
+    })
+}
+
+/// Reads the journal.
+pub async fn history(
+    target: &Target,
+    origin: &str,
+    run: Option<i64>,
+    limit: u64,
+) -> Result<serde_json::Value, Failure> {
+    let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
+    let mut identity = conn.identity(target).await?;
+    identity.source = origin.to_string();
+    let mut v = conn.history(run, limit).await?;
+    close(conn).await;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("identity".into(), serde_json::to_value(&identity).unwrap_or_default());
+    }
+    Ok(v)
+}
+
+/// The header line(s) naming the database, for history and inspect.
+fn identity_header(identity: &serde_json::Value) -> String {
+    match serde_json::from_value::<crate::run::execplan::TargetIdentity>(identity.clone()) {
+        Ok(i) if i.source.is_empty() => format!("target: {}\n", i.describe()),
+        Ok(i) => format!("target: {}\ntarget from {}\n", i.describe(), i.source),
+        Err(_) => String::new(),
+    }
+}
+
+/// `dbmaint history` as text.
+pub fn render_history(v: &serde_json::Value) -> String {
+    let mut out = identity_header(&v["identity"]);
+    let runs = v["runs"].as_array().cloned().unwrap_or_default();
+    if runs.is_empty() {
+        out.push_str("no runs in the journal yet\n");
+        return out;
+    }
+    for r in &runs {
+        crate::report::textsafe::line(
+            &mut out,
+            format!(
+                "run {} `{}` {} (exit {}) {} → {}, hash {}, engine {}{}",
+                r["id"],
+                r["plan"].as_str().unwrap_or(""),
+                r["status"].as_str().unwrap_or(""),
+                r["exit_code"],
+                r["started_at"].as_str().unwrap_or(""),
+                r["finished_at"].as_str().unwrap_or("-"),
+                &r["plan_hash"].as_str().unwrap_or("")[..12.min(r["plan_hash"].as_str().unwrap_or("").len())],
+                r["engine_version"].as_str().unwrap_or(""),
+                r["env"].as_str().map(|e| format!(", env {e}")).unwrap_or_default()
+            ),
+        );
+        for s in r["steps"].as_array().cloned().unwrap_or_default() {
+            crate::report::textsafe::line(
+                &mut out,
+                format!(
+                    "    {:<24} {:<10} {:<9} rows {:>10} bytes {:>12} batches {:>5}{}{}",
+                    s["step"].as_str().unwrap_or(""),
+                    s["op"].as_str().unwrap_or(""),
+                    s["status"].as_str().unwrap_or(""),
+                    s["rows"],
+                    s["bytes"],
+                    s["batches"],
+                    s["error"].as_str().map(|e| format!("  error: {e}")).unwrap_or_default(),
+                    s["rolled_back"]
+                        .as_str()
+                        .map(|e| format!("  rolled back: {e}"))
+                        .unwrap_or_default(),
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// Which report `dbmaint inspect` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InspectWhat {
+    Stats,
+    Bloat,
+    Checks,
+}
+
+/// What `dbmaint inspect` found: the read-only report of `stats`, `bloat`
+/// or `check` at their defaults, without a plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InspectReport {
+    pub report: InspectWhat,
+    pub target: String,
+    pub identity: crate::run::execplan::TargetIdentity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::ops::stats::report::StatsReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bloat: Option<crate::ops::bloat::figures::BloatReport>,
+    /// Check findings, or the bloat over the default threshold.
+    pub findings: Vec<crate::ops::check::spec::Finding>,
+}
+
+/// Runs one report on a read-only session.
+pub async fn inspect_report(
+    target: &Target,
+    origin: &str,
+    what: InspectWhat,
+    top: u64,
+    exact: bool,
+) -> Result<InspectReport, Failure> {
+    let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
+    let mut identity = conn.identity(target).await?;
+    identity.source = origin.to_string();
+    let mut r = InspectReport {
+        report: what,
+        target: target.redacted(),
+        identity,
+        stats: None,
+        bloat: None,
+        findings: vec![],
+    };
+    let result = match what {
+        InspectWhat::Stats => conn.stats(top).await.map(|s| r.stats = Some(s)),
+        InspectWhat::Bloat => {
+            let spec = crate::ops::bloat::figures::BloatSpec {
+                exact,
+                min_bytes: crate::ops::bloat::figures::DEFAULT_MIN_BYTES,
+                tables: vec![],
+            };
+            conn.bloat(&spec).await.map(|b| {
+                r.findings = b.findings(crate::ops::bloat::figures::DEFAULT_MIN_WASTE_RATIO);
+                r.bloat = Some(b);
+            })
+        }
+        InspectWhat::Checks => conn
+            .run_checks(&crate::ops::check::spec::CheckSpec::defaults(target.backend))
+            .await
+            .map(|f| r.findings = f),
+    };
+    close(conn).await;
+    result?;
+    Ok(r)
+}
+
+/// `dbmaint inspect` as text.
+pub fn render_inspect(r: &InspectReport) -> String {
+    let mut out = identity_header(&serde_json::to_value(&r.identity).unwrap_or_default());
+    let lines = r
+        .stats
+        .iter()
+        .flat_map(|s| s.lines())
+        .chain(r.bloat.iter().flat_map(|b| b.lines()));
+    for line in lines {
+        crate::report::textsafe::line(&mut out, line);
+    }
+    for f in &r.findings {
+        crate::report::textsafe::line(
+            &mut out,
+            format!("{} {} {}: {}", f.severity.as_str(), f.check, f.object, f.message),
+        );
+    }
+    if r.report == InspectWhat::Checks && r.findings.is_empty() {
+        crate::report::textsafe::line(&mut out, "no findings");
+    }
+    out
+}
