@@ -274,19 +274,12 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
             return exit::ERROR;
         }
     }
-    let bars = match cli.progress {
-        Progress::Always => true,
-        Progress::Never => false,
-        Progress::Auto => std::io::stderr().is_terminal() && std::env::var_os("CI").is_none(),
-    };
     let opts = ApplyOptions {
         parallelism: args.parallelism,
         only: (!args.steps.is_empty()).then(|| args.steps.clone()),
         log_dir: Some(args.log_dir.clone()),
-        bars,
-        quiet: cli.quiet,
     };
-    match run::apply(&ep, &ready.target, &opts).await {
+    match run::apply(&ep, &ready.target, &opts, display(cli, opts.selected(&ep))).await {
         Ok(report) => {
             match cli.output {
                 Output::Json => println!(
@@ -341,15 +334,15 @@ pub async fn inspect(cli: &Cli, target: &TargetArgs, what: crate::InspectArg, to
         Err(code) => return code,
     };
     let what = match what {
-        crate::InspectArg::Stats => run::InspectWhat::Stats,
-        crate::InspectArg::Bloat => run::InspectWhat::Bloat,
-        crate::InspectArg::Checks => run::InspectWhat::Checks,
+        crate::InspectArg::Stats => dbmaint::ops::inspect::InspectWhat::Stats,
+        crate::InspectArg::Bloat => dbmaint::ops::inspect::InspectWhat::Bloat,
+        crate::InspectArg::Checks => dbmaint::ops::inspect::InspectWhat::Checks,
     };
-    match run::inspect_report(&target, &origin, what, top.max(1), exact).await {
+    match dbmaint::ops::inspect::inspect_report(&target, &origin, what, top.max(1), exact).await {
         Ok(r) => {
             match cli.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
-                Output::Text => print!("{}", run::render_inspect(&r)),
+                Output::Text => print!("{}", dbmaint::report::text::render_inspect(&r)),
             }
             exit::OK
         }
@@ -366,7 +359,7 @@ pub async fn history(cli: &Cli, target: &TargetArgs, limit: u64, run_id: Option<
         Ok(v) => {
             match cli.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
-                Output::Text => print!("{}", run::render_history(&v)),
+                Output::Text => print!("{}", dbmaint::report::text::render_history(&v)),
             }
             exit::OK
         }
@@ -425,19 +418,35 @@ pub async fn demo(cli: &Cli, db: &Path, force: bool, seed: u64, scale: f64) -> i
         parallelism: 2,
         only: None,
         log_dir: Some("dbmaint-logs".into()),
-        bars: cli.progress == Progress::Always
-            || (cli.progress == Progress::Auto && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()),
-        quiet: cli.quiet,
     };
-    let report = match run::apply(&ep, &target, &opts).await {
+    let report = match run::apply(&ep, &target, &opts, display(cli, opts.selected(&ep))).await {
         Ok(r) => r,
         Err(f) => return fail(cli, &f),
     };
     print!("\n{}", dbmaint::report::reporter::render_text(&report));
     eprintln!("== dbmaint history --target sqlite:{}", db.display());
     match run::history(&target, "the demo", None, 5).await {
-        Ok(v) => print!("{}", run::render_history(&v)),
+        Ok(v) => print!("{}", dbmaint::report::text::render_history(&v)),
         Err(f) => return fail(cli, &f),
     }
     report.exit_code
+}
+
+/// What the operator watches during `apply`: progress bars on a TTY (not
+/// under CI), start/finish lines otherwise, nothing with `--quiet`.
+fn display(cli: &Cli, selected: usize) -> Vec<Box<dyn dbmaint::run::collect::Reporter>> {
+    use dbmaint::report::reporter::{Lines, progress::Bars};
+    if cli.quiet {
+        return vec![];
+    }
+    let bars = match cli.progress {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => std::io::stderr().is_terminal() && std::env::var_os("CI").is_none(),
+    };
+    if bars {
+        vec![Box::new(Bars::new(selected as u64))]
+    } else {
+        vec![Box::new(Lines)]
+    }
 }

@@ -153,6 +153,7 @@ macro_rules! ranged_batch {
 pub mod applylock;
 pub mod conninfo;
 pub mod pg;
+pub mod query;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -587,6 +588,20 @@ pub struct StepRecord {
 }
 
 impl Conn {
+    /// Ends the session politely (a Terminate message, the SQLite file
+    /// closed); errors are ignored, the session is done either way.
+    pub async fn close(self) {
+        use sqlx::Connection;
+        match self {
+            Conn::Pg(c) => {
+                let _ = c.close().await;
+            }
+            Conn::Sqlite(c) => {
+                let _ = c.close().await;
+            }
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Conn::Pg(_) => Backend::Postgres,

@@ -10,6 +10,7 @@ pub mod analyze;
 pub mod backup;
 pub mod bloat;
 pub mod check;
+pub mod inspect;
 pub mod refresh_views;
 pub mod reindex;
 pub mod retention;

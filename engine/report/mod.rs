@@ -5,4 +5,5 @@
 
 pub mod diff;
 pub mod reporter;
+pub mod text;
 pub mod textsafe;

@@ -3,6 +3,7 @@
 //! `plan apply`, and `apply` (lock, journal, execute, report). The command
 //! line renders; this module decides nothing about what a step does.
 
+pub mod collect;
 pub mod events;
 pub mod execplan;
 pub mod executor;
@@ -17,11 +18,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::db::applylock::{ApplyLock, LockError, hostname};
-use crate::db::{Conn, DbError, RunRecord, SessionLimits, StepRecord, connect};
+use crate::db::{DbError, RunRecord, SessionLimits, StepRecord, connect};
 use crate::plan::Plan;
 use crate::plan::graph::StepGraph;
 use crate::plan::values::{Backend, Target};
-use crate::report::reporter::{Collector, JsonLog, Lines, Report, Reporter};
+use crate::run::collect::{Collector, JsonLog, Report, Reporter};
 use crate::run::events::{Event, Status};
 use crate::run::execplan::ExecutionPlan;
 use crate::run::executor::{RunOptions, execute};
@@ -140,22 +141,10 @@ pub async fn compute(
             _ => {}
         }
     }
-    close(conn).await;
+    conn.close().await;
     let mut ep = crate::run::planner::execution_plan(plan, graph, &insp, target, now);
     ep.identity = Some(identity);
     Ok(ep)
-}
-
-async fn close(conn: Conn) {
-    use sqlx::Connection;
-    match conn {
-        Conn::Pg(c) => {
-            let _ = c.close().await;
-        }
-        Conn::Sqlite(c) => {
-            let _ = c.close().await;
-        }
-    }
 }
 
 /// How `apply` reports.
@@ -164,10 +153,17 @@ pub struct ApplyOptions {
     pub parallelism: usize,
     pub only: Option<Vec<String>>,
     pub log_dir: Option<PathBuf>,
-    /// Draw progress bars (a TTY); otherwise log lines.
-    pub bars: bool,
-    /// Neither bars nor lines.
-    pub quiet: bool,
+}
+
+impl ApplyOptions {
+    /// How many of the plan's steps this run selects (`--step`), for a
+    /// progress display's total.
+    pub fn selected(&self, ep: &ExecutionPlan) -> usize {
+        ep.steps
+            .iter()
+            .filter(|s| self.only.as_ref().is_none_or(|o| o.contains(&s.id)))
+            .count()
+    }
 }
 
 async fn lock(target: &Target) -> Result<Arc<ApplyLock>, Failure> {
@@ -186,7 +182,14 @@ async fn lock(target: &Target) -> Result<Arc<ApplyLock>, Failure> {
 
 /// Applies a computed plan: lock, journal, execute, report. The report is
 /// also written under `log_dir` with the JSON Lines event log.
-pub async fn apply(ep: &ExecutionPlan, target: &Target, opts: &ApplyOptions) -> Result<Report, Failure> {
+/// `display` are the caller's listeners (progress bars or log lines); they
+/// see every event after the run's own collector.
+pub async fn apply(
+    ep: &ExecutionPlan,
+    target: &Target,
+    opts: &ApplyOptions,
+    display: Vec<Box<dyn Reporter>>,
+) -> Result<Report, Failure> {
     let started = Instant::now();
     let deadline = ep.max_runtime_ms.map(|ms| started + Duration::from_millis(ms));
     let guard = lock(target).await?;
@@ -249,18 +252,7 @@ pub async fn apply(ep: &ExecutionPlan, target: &Target, opts: &ApplyOptions) -> 
             Err(e) => eprintln!("warning: cannot write the event log `{}`: {e}", path.display()),
         }
     }
-    if !opts.quiet {
-        if opts.bars {
-            let selected = ep
-                .steps
-                .iter()
-                .filter(|s| opts.only.as_ref().is_none_or(|o| o.contains(&s.id)))
-                .count();
-            reporters.push(Box::new(crate::report::reporter::progress::Bars::new(selected as u64)));
-        } else {
-            reporters.push(Box::new(Lines));
-        }
-    }
+    reporters.extend(display);
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let collector = Collector::new(ep);
@@ -323,7 +315,7 @@ pub async fn apply(ep: &ExecutionPlan, target: &Target, opts: &ApplyOptions) -> 
     for e in journal_errors {
         eprintln!("warning: journal write failed: {e}");
     }
-    close(journal).await;
+    journal.close().await;
     if let Ok(guard) = Arc::try_unwrap(guard) {
         guard.release().await;
     }
@@ -479,154 +471,9 @@ pub async fn history(
     let mut identity = conn.identity(target).await?;
     identity.source = origin.to_string();
     let mut v = conn.history(run, limit).await?;
-    close(conn).await;
+    conn.close().await;
     if let Some(o) = v.as_object_mut() {
         o.insert("identity".into(), serde_json::to_value(&identity).unwrap_or_default());
     }
     Ok(v)
-}
-
-/// The header line(s) naming the database, for history and inspect.
-fn identity_header(identity: &serde_json::Value) -> String {
-    match serde_json::from_value::<crate::run::execplan::TargetIdentity>(identity.clone()) {
-        Ok(i) if i.source.is_empty() => format!("target: {}\n", i.describe()),
-        Ok(i) => format!("target: {}\ntarget from {}\n", i.describe(), i.source),
-        Err(_) => String::new(),
-    }
-}
-
-/// `dbmaint history` as text.
-pub fn render_history(v: &serde_json::Value) -> String {
-    let mut out = identity_header(&v["identity"]);
-    let runs = v["runs"].as_array().cloned().unwrap_or_default();
-    if runs.is_empty() {
-        out.push_str("no runs in the journal yet\n");
-        return out;
-    }
-    for r in &runs {
-        crate::report::textsafe::line(
-            &mut out,
-            format!(
-                "run {} `{}` {} (exit {}) {} → {}, hash {}, engine {}{}",
-                r["id"],
-                r["plan"].as_str().unwrap_or(""),
-                r["status"].as_str().unwrap_or(""),
-                r["exit_code"],
-                r["started_at"].as_str().unwrap_or(""),
-                r["finished_at"].as_str().unwrap_or("-"),
-                &r["plan_hash"].as_str().unwrap_or("")[..12.min(r["plan_hash"].as_str().unwrap_or("").len())],
-                r["engine_version"].as_str().unwrap_or(""),
-                r["env"].as_str().map(|e| format!(", env {e}")).unwrap_or_default()
-            ),
-        );
-        for s in r["steps"].as_array().cloned().unwrap_or_default() {
-            crate::report::textsafe::line(
-                &mut out,
-                format!(
-                    "    {:<24} {:<10} {:<9} rows {:>10} bytes {:>12} batches {:>5}{}{}",
-                    s["step"].as_str().unwrap_or(""),
-                    s["op"].as_str().unwrap_or(""),
-                    s["status"].as_str().unwrap_or(""),
-                    s["rows"],
-                    s["bytes"],
-                    s["batches"],
-                    s["error"].as_str().map(|e| format!("  error: {e}")).unwrap_or_default(),
-                    s["rolled_back"]
-                        .as_str()
-                        .map(|e| format!("  rolled back: {e}"))
-                        .unwrap_or_default(),
-                ),
-            );
-        }
-    }
-    out
-}
-
-/// Which report `dbmaint inspect` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InspectWhat {
-    Stats,
-    Bloat,
-    Checks,
-}
-
-/// What `dbmaint inspect` found: the read-only report of `stats`, `bloat`
-/// or `check` at their defaults, without a plan.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct InspectReport {
-    pub report: InspectWhat,
-    pub target: String,
-    pub identity: crate::run::execplan::TargetIdentity,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stats: Option<crate::ops::stats::report::StatsReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bloat: Option<crate::ops::bloat::figures::BloatReport>,
-    /// Check findings, or the bloat over the default threshold.
-    pub findings: Vec<crate::ops::check::spec::Finding>,
-}
-
-/// Runs one report on a read-only session.
-pub async fn inspect_report(
-    target: &Target,
-    origin: &str,
-    what: InspectWhat,
-    top: u64,
-    exact: bool,
-) -> Result<InspectReport, Failure> {
-    let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
-    let mut identity = conn.identity(target).await?;
-    identity.source = origin.to_string();
-    let mut r = InspectReport {
-        report: what,
-        target: target.redacted(),
-        identity,
-        stats: None,
-        bloat: None,
-        findings: vec![],
-    };
-    let result = match what {
-        InspectWhat::Stats => conn.stats(top).await.map(|s| r.stats = Some(s)),
-        InspectWhat::Bloat => {
-            let spec = crate::ops::bloat::figures::BloatSpec {
-                exact,
-                min_bytes: crate::ops::bloat::figures::DEFAULT_MIN_BYTES,
-                tables: vec![],
-            };
-            conn.bloat(&spec).await.map(|b| {
-                r.findings = b.findings(crate::ops::bloat::figures::DEFAULT_MIN_WASTE_RATIO);
-                r.bloat = Some(b);
-            })
-        }
-        InspectWhat::Checks => conn
-            .run_checks(&crate::ops::check::spec::CheckSpec::defaults(target.backend))
-            .await
-            .map(|f| r.findings = f),
-    };
-    close(conn).await;
-    result?;
-    Ok(r)
-}
-
-/// `dbmaint inspect` as text.
-pub fn render_inspect(r: &InspectReport) -> String {
-    let mut out = identity_header(&serde_json::to_value(&r.identity).unwrap_or_default());
-    let lines = r
-        .stats
-        .iter()
-        .flat_map(|s| s.lines())
-        .chain(r.bloat.iter().flat_map(|b| b.lines()));
-    for line in lines {
-        crate::report::textsafe::line(&mut out, line);
-    }
-    for f in &r.findings {
-        crate::report::textsafe::line(
-            &mut out,
-            format!("{} {} {}: {}", f.severity.as_str(), f.check, f.object, f.message),
-        );
-    }
-    if r.report == InspectWhat::Checks && r.findings.is_empty() {
-        crate::report::textsafe::line(&mut out, "no findings");
-    }
-    out
 }

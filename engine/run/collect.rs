@@ -1,0 +1,244 @@
+//! The run's own listeners of executor events: the [`Collector`] that
+//! builds the final [`Report`] (data, rendered by `report/`), and the JSON
+//! Lines event log under `--log-dir`. [`Reporter`] is the listener trait
+//! every display implements too; the journal is written from the same
+//! event stream by `run/mod.rs`.
+
+use std::io::Write as _;
+
+use serde::Serialize;
+
+use crate::run::events::{Event, Status, StepResult};
+use crate::run::execplan::{Estimate, ExecutionPlan};
+
+/// Something that listens to a run.
+pub trait Reporter: Send {
+    fn event(&mut self, e: &Event);
+}
+
+/// One step in the final report: predicted against actual.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportStep {
+    pub id: String,
+    pub op: String,
+    pub status: Status,
+    pub predicted: Estimate,
+    pub rows: u64,
+    pub bytes: u64,
+    pub batches: u64,
+    pub statements: u64,
+    pub retries: u64,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup_failed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cascaded: Vec<crate::run::events::Cascaded>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::ops::check::spec::Finding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::ops::stats::report::StatsReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bloat: Option<crate::ops::bloat::figures::BloatReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReportTotals {
+    pub rows_predicted: u64,
+    pub rows: u64,
+    pub bytes_predicted: u64,
+    pub bytes: u64,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub deferred: usize,
+    /// Steps that did less than they chose to (see `Status::Partial`).
+    #[serde(default)]
+    pub partial: usize,
+}
+
+/// The final report of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: i64,
+    pub plan: String,
+    pub hash: String,
+    pub target: String,
+    pub env: Option<String>,
+    pub status: String,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub steps: Vec<ReportStep>,
+    pub totals: ReportTotals,
+    /// What `--accept-drift` let through: retention steps of a saved plan
+    /// that took other rows than were reviewed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_drift: Vec<String>,
+}
+
+/// Collects step results into a [`Report`].
+#[derive(Debug)]
+pub struct Collector {
+    report: Report,
+}
+
+impl Collector {
+    pub fn new(plan: &ExecutionPlan) -> Self {
+        Self {
+            report: Report {
+                run_id: 0,
+                plan: plan.plan.clone(),
+                hash: plan.hash.clone(),
+                target: plan.target.clone(),
+                env: plan.env.clone(),
+                status: "running".into(),
+                exit_code: 0,
+                duration_ms: 0,
+                accepted_drift: plan.accepted_drift.clone(),
+                steps: plan
+                    .steps
+                    .iter()
+                    .map(|s| ReportStep {
+                        id: s.id.clone(),
+                        op: s.op.clone(),
+                        status: Status::Skipped,
+                        predicted: s.estimate,
+                        rows: 0,
+                        bytes: 0,
+                        batches: 0,
+                        statements: 0,
+                        retries: 0,
+                        duration_ms: 0,
+                        error: None,
+                        rolled_back: None,
+                        cleanup_failed: None,
+                        deferred: None,
+                        partial: None,
+                        cascaded: vec![],
+                        skipped: Some("not selected (--step)".into()),
+                        findings: vec![],
+                        stats: None,
+                        bloat: None,
+                    })
+                    .collect(),
+                totals: ReportTotals::default(),
+            },
+        }
+    }
+
+    fn record(&mut self, r: &StepResult) {
+        if let Some(s) = self.report.steps.iter_mut().find(|s| s.id == r.step) {
+            s.status = r.status;
+            s.rows = r.rows;
+            s.bytes = r.bytes;
+            s.batches = r.batches;
+            s.statements = r.statements;
+            s.retries = r.retries;
+            s.duration_ms = r.duration_ms;
+            s.error = r.error.clone();
+            s.rolled_back = r.rolled_back.clone();
+            s.cleanup_failed = r.cleanup_failed.clone();
+            s.deferred = r.deferred.clone();
+            s.partial = r.partial.clone();
+            s.cascaded = r.cascaded.clone();
+            s.findings = r.findings.clone();
+            s.stats = r.stats.clone();
+            s.bloat = r.bloat.clone();
+            s.skipped = None;
+        }
+    }
+
+    pub fn finish(mut self) -> Report {
+        let mut t = ReportTotals::default();
+        for s in &self.report.steps {
+            if s.skipped.as_deref() == Some("not selected (--step)") {
+                continue;
+            }
+            t.rows_predicted += s.predicted.rows;
+            t.rows += s.rows;
+            t.bytes_predicted += s.predicted.bytes;
+            t.bytes += s.bytes;
+            match s.status {
+                Status::Succeeded => t.succeeded += 1,
+                Status::Failed => t.failed += 1,
+                Status::Skipped => t.skipped += 1,
+                Status::Deferred => t.deferred += 1,
+                Status::Partial => t.partial += 1,
+            }
+        }
+        self.report
+            .steps
+            .retain(|s| s.skipped.as_deref() != Some("not selected (--step)"));
+        self.report.totals = t;
+        self.report
+    }
+}
+
+impl Reporter for Collector {
+    fn event(&mut self, e: &Event) {
+        match e {
+            Event::RunStarted { run_id, .. } => self.report.run_id = *run_id,
+            Event::StepFinished { result } | Event::StepFailed { result } | Event::StepDeferred { result } => {
+                self.record(result)
+            }
+            Event::StepSkipped { step, reason, .. } => {
+                if let Some(s) = self.report.steps.iter_mut().find(|s| &s.id == step) {
+                    s.status = Status::Skipped;
+                    s.skipped = Some(reason.clone());
+                }
+            }
+            Event::RunFinished {
+                status,
+                exit_code,
+                duration_ms,
+                ..
+            } => {
+                self.report.status = status.clone();
+                self.report.exit_code = *exit_code;
+                self.report.duration_ms = *duration_ms;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The JSON Lines event log under `--log-dir`.
+#[derive(Debug)]
+pub struct JsonLog {
+    file: std::fs::File,
+}
+
+impl JsonLog {
+    pub fn create(path: &std::path::Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(Self {
+            file: std::fs::File::create(path)?,
+        })
+    }
+}
+
+impl Reporter for JsonLog {
+    fn event(&mut self, e: &Event) {
+        let mut v = serde_json::to_value(e).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "at".into(),
+                chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    .into(),
+            );
+        }
+        let _ = writeln!(self.file, "{v}");
+    }
+}
