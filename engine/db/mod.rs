@@ -670,65 +670,6 @@ impl Conn {
         })
     }
 
-    /// The `stats` report (read-only queries).
-    pub async fn stats(&mut self, top: u64) -> Result<crate::ops::stats::report::StatsReport, DbError> {
-        match self {
-            Conn::Pg(c) => pg::stats(c, top).await,
-            Conn::Sqlite(c) => sqlite::stats(c, top).await,
-        }
-    }
-
-    /// Bloat figures (read-only queries; `pgstattuple` reads every page).
-    pub async fn bloat(
-        &mut self,
-        spec: &crate::ops::bloat::figures::BloatSpec,
-    ) -> Result<crate::ops::bloat::figures::BloatReport, DbError> {
-        match self {
-            Conn::Pg(c) => crate::ops::bloat::pg::bloat(c, spec).await,
-            Conn::Sqlite(c) => sqlite::bloat(c).await,
-        }
-    }
-
-    /// Unfinished rebuilds of earlier runs and what they left (PostgreSQL;
-    /// SQLite's REINDEX is transactional and leaves nothing).
-    pub async fn rebuild_leftovers(&mut self) -> Result<Vec<crate::run::inspect::Leftover>, DbError> {
-        match self {
-            Conn::Pg(c) => crate::ops::reindex::pg::open_leftovers(c).await,
-            Conn::Sqlite(_) => Ok(vec![]),
-        }
-    }
-
-    /// Materialized views (PostgreSQL; SQLite has none).
-    pub async fn matviews(&mut self) -> Result<Vec<crate::run::inspect::MatView>, DbError> {
-        match self {
-            Conn::Pg(c) => pg::matviews(c).await,
-            Conn::Sqlite(_) => Ok(vec![]),
-        }
-    }
-
-    /// Cancels (and terminates) the long queries a diff listed (PostgreSQL).
-    pub async fn signal_sessions(
-        &mut self,
-        targets: &[crate::ops::check::spec::SessionTarget],
-        act: crate::ops::check::spec::SessionAct,
-    ) -> Result<Vec<(i32, String)>, DbError> {
-        match self {
-            Conn::Pg(c) => pg::signal_sessions(c, targets, act).await,
-            Conn::Sqlite(_) => Ok(vec![]),
-        }
-    }
-
-    /// Runs a `check` step's checks (read-only queries).
-    pub async fn run_checks(
-        &mut self,
-        spec: &crate::ops::check::spec::CheckSpec,
-    ) -> Result<Vec<crate::ops::check::spec::Finding>, DbError> {
-        match self {
-            Conn::Pg(c) => pg::run_checks(c, spec).await,
-            Conn::Sqlite(c) => sqlite::run_checks(c, spec).await,
-        }
-    }
-
     /// Creates the journal tables when missing.
     /// Prepares a windowed retention step's statement on this session.
     pub async fn prepare_window(&mut self, statement: &str) -> Result<(), DbError> {

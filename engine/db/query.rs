@@ -29,6 +29,8 @@ pub enum Param {
     Time(DateTime<Utc>),
     /// PostgreSQL `text[]`.
     TextArray(Vec<String>),
+    /// PostgreSQL `int8[]`.
+    I64Array(Vec<i64>),
 }
 
 macro_rules! param_from {
@@ -39,7 +41,19 @@ macro_rules! param_from {
     )*};
 }
 param_from!(bool => Bool, i64 => I64, i32 => I64, u32 => I64, f64 => F64, String => Text, &str => Text,
-    &String => Text, serde_json::Value => Json, DateTime<Utc> => Time, Vec<String> => TextArray);
+    &String => Text, serde_json::Value => Json, DateTime<Utc> => Time, Vec<String> => TextArray, Vec<i64> => I64Array);
+
+impl From<&[String]> for Param {
+    fn from(x: &[String]) -> Self {
+        Param::TextArray(x.to_vec())
+    }
+}
+
+impl From<&[i64]> for Param {
+    fn from(x: &[i64]) -> Self {
+        Param::I64Array(x.to_vec())
+    }
+}
 
 impl<T: Into<Param>> From<Option<T>> for Param {
     fn from(x: Option<T>) -> Self {
@@ -83,6 +97,19 @@ impl Exec for Conn {
             Conn::Pg(c) => Raw::Pg(c),
             Conn::Sqlite(c) => Raw::Sqlite(c),
         }
+    }
+}
+
+// The driver connections themselves, for `db/`'s own code.
+impl Exec for PgConnection {
+    fn raw(&mut self) -> Raw<'_> {
+        Raw::Pg(self)
+    }
+}
+
+impl Exec for SqliteConnection {
+    fn raw(&mut self) -> Raw<'_> {
+        Raw::Sqlite(self)
     }
 }
 
@@ -209,6 +236,29 @@ impl Query {
         self.fetch_one(on).await?.get(0)
     }
 
+    /// Every row as a tuple of column types.
+    pub async fn fetch_all_as<T: FromRow>(self, on: &mut impl Exec) -> Result<Vec<T>, DbError> {
+        self.fetch_all(on).await?.iter().map(T::from_row).collect()
+    }
+
+    pub async fn fetch_one_as<T: FromRow>(self, on: &mut impl Exec) -> Result<T, DbError> {
+        T::from_row(&self.fetch_one(on).await?)
+    }
+
+    pub async fn fetch_optional_as<T: FromRow>(self, on: &mut impl Exec) -> Result<Option<T>, DbError> {
+        self.fetch_optional(on).await?.as_ref().map(T::from_row).transpose()
+    }
+
+    /// The first column of every row.
+    pub async fn scalars<T: Decode>(self, on: &mut impl Exec) -> Result<Vec<T>, DbError> {
+        self.fetch_all(on).await?.iter().map(|r| r.get(0)).collect()
+    }
+
+    /// The first column of the row, when there is one.
+    pub async fn scalar_optional<T: Decode>(self, on: &mut impl Exec) -> Result<Option<T>, DbError> {
+        self.fetch_optional(on).await?.map(|r| r.get(0)).transpose()
+    }
+
     /// Streams the rows through `each` without holding them all: for reads
     /// whose size the table decides (digests of eligible keys).
     pub async fn for_each(
@@ -234,6 +284,17 @@ impl Query {
     }
 }
 
+/// Runs `text` as written, through the simple query protocol: no
+/// parameters, no prepared statement, several statements allowed (the
+/// server runs them as one implicit transaction unless they say otherwise).
+/// For DDL and maintenance statements (`VACUUM`, `… CONCURRENTLY`).
+pub async fn execute_raw(on: &mut impl Exec, text: &str) -> Result<u64, DbError> {
+    Ok(match on.raw() {
+        Raw::Pg(c) => sqlx::raw_sql(sql(text.to_string())).execute(c).await?.rows_affected(),
+        Raw::Sqlite(c) => sqlx::raw_sql(sql(text.to_string())).execute(c).await?.rows_affected(),
+    })
+}
+
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
 
@@ -249,6 +310,7 @@ fn pg_bound(q: PgQuery<'_>, params: Vec<Param>) -> PgQuery<'_> {
             Param::Json(v) => q.bind(v),
             Param::Time(v) => q.bind(v),
             Param::TextArray(v) => q.bind(v),
+            Param::I64Array(v) => q.bind(v),
         };
     }
     q
@@ -266,6 +328,7 @@ fn sqlite_bound(q: SqliteQuery<'_>, params: Vec<Param>) -> SqliteQuery<'_> {
             Param::Json(v) => q.bind(v),
             Param::Time(v) => q.bind(v),
             Param::TextArray(v) => q.bind(sqlite_array(v)),
+            Param::I64Array(v) => q.bind(serde_json::Value::from(v).to_string()),
         };
     }
     q
@@ -363,4 +426,35 @@ macro_rules! decode_pg_only {
         }
     )*};
 }
-decode_pg_only!(i16, f32, Vec<String>, Vec<i64>);
+decode_pg_only!(i16, f32, Vec<String>, Vec<i64>, Vec<i32>);
+
+/// A whole row as a tuple of column types, in column order.
+pub trait FromRow: Sized {
+    fn from_row(r: &Row) -> Result<Self, DbError>;
+}
+
+macro_rules! tuple_from_row {
+    ($( ($($t:ident $i:tt),+) )*) => {$(
+        impl<$($t: Decode),+> FromRow for ($($t,)+) {
+            fn from_row(r: &Row) -> Result<Self, DbError> {
+                Ok(($(r.get::<$t>($i)?,)+))
+            }
+        }
+    )*};
+}
+tuple_from_row! {
+    (A 0)
+    (A 0, B 1)
+    (A 0, B 1, C 2)
+    (A 0, B 1, C 2, D 3)
+    (A 0, B 1, C 2, D 3, E 4)
+    (A 0, B 1, C 2, D 3, E 4, F 5)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13)
+}

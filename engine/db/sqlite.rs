@@ -9,6 +9,8 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
 
+use super::query::{Exec, query};
+
 use super::{
     ArchiveSpec, BatchAt, BatchDone, BatchJournal, DbError, ErrorKind, Keys, ProbeFn, RetentionSpec, RetentionSql,
     RunRecord, SessionLimits, StepRecord, retention_predicate, sql,
@@ -832,21 +834,23 @@ pub async fn history(c: &mut SqliteConnection, run: Option<i64>, limit: u64) -> 
     Ok(serde_json::json!({ "runs": runs }))
 }
 
-pub async fn free_ratio(c: &mut SqliteConnection) -> Result<f64, DbError> {
-    let (free, pages): (i64, i64) = sqlx::query_as(
+/// The share of the file's pages on the free list (what `VACUUM` gives back).
+pub async fn free_ratio(c: &mut impl Exec) -> Result<f64, DbError> {
+    let r = query(
         "SELECT (SELECT freelist_count FROM pragma_freelist_count()), (SELECT page_count FROM pragma_page_count())",
     )
     .fetch_one(c)
     .await?;
+    let (free, pages): (i64, i64) = (r.get(0)?, r.get(1)?);
     Ok(if pages > 0 { free as f64 / pages as f64 } else { 0.0 })
 }
 
-pub async fn file_bytes(c: &mut SqliteConnection) -> Result<u64, DbError> {
-    let (pages, size): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT page_size FROM pragma_page_size())",
-    )
-    .fetch_one(c)
-    .await?;
+/// The database file's size: pages × page size.
+pub async fn file_bytes(c: &mut impl Exec) -> Result<u64, DbError> {
+    let r = query("SELECT (SELECT page_count FROM pragma_page_count()), (SELECT page_size FROM pragma_page_size())")
+        .fetch_one(c)
+        .await?;
+    let (pages, size): (i64, i64) = (r.get(0)?, r.get(1)?);
     Ok((pages.max(0) * size.max(0)) as u64)
 }
 
@@ -870,117 +874,4 @@ pub async fn integrity_check(path: &str) -> Result<(), DbError> {
             lines.join("; ")
         )))
     }
-}
-
-// ---------------------------------------------------------------- checks
-
-/// SQLite's checks: `PRAGMA integrity_check` and `PRAGMA foreign_key_check`.
-pub async fn run_checks(
-    c: &mut SqliteConnection,
-    spec: &crate::ops::check::spec::CheckSpec,
-) -> Result<Vec<crate::ops::check::spec::Finding>, DbError> {
-    use crate::ops::check::CheckName as C;
-    use crate::ops::check::spec::{Finding, Severity};
-    let mut out = vec![];
-    if spec.runs(C::Integrity) {
-        // At most 100 problems, as SQLite reports them.
-        let lines: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check(100)")
-            .fetch_all(&mut *c)
-            .await?;
-        if !(lines.len() == 1 && lines[0] == "ok") {
-            for line in lines {
-                out.push(Finding::new(C::Integrity, Severity::Error, "database", line));
-            }
-        }
-    }
-    if spec.runs(C::ForeignKeys) {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT \"table\", parent, count(*) FROM pragma_foreign_key_check GROUP BY 1, 2 ORDER BY 1, 2",
-        )
-        .fetch_all(&mut *c)
-        .await?;
-        for (table, parent, n) in rows {
-            out.push(
-                Finding::new(
-                    C::ForeignKeys,
-                    Severity::Error,
-                    table.clone(),
-                    format!("{n} rows reference missing rows of `{parent}`"),
-                )
-                .with(serde_json::json!({"rows": n, "parent": parent})),
-            );
-        }
-    }
-    Ok(out)
-}
-
-// ---------------------------------------------------------------- stats
-
-/// The `stats` report: sizes per table and index from `dbstat` when SQLite
-/// was built with it; otherwise the file size and the list of tables.
-pub async fn stats(c: &mut SqliteConnection, top: u64) -> Result<crate::ops::stats::report::StatsReport, DbError> {
-    use crate::ops::stats::report::{IndexStats, StatsReport, TableStats};
-    let database_bytes = file_bytes(c).await?;
-    let sized: Result<Vec<(String, String, String, i64)>, sqlx::Error> = sqlx::query_as(
-        "SELECT m.type, m.name, m.tbl_name, sum(d.pgsize) AS bytes FROM dbstat d \
-         JOIN sqlite_schema m ON m.name = d.name WHERE m.type IN ('table', 'index') \
-           AND m.tbl_name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.tbl_name NOT LIKE 'dbmaint\\_%' ESCAPE '\\' \
-         GROUP BY m.type, m.name, m.tbl_name ORDER BY bytes DESC, m.name",
-    )
-    .fetch_all(&mut *c)
-    .await;
-    let mut report = StatsReport {
-        database_bytes,
-        ..StatsReport::default()
-    };
-    match sized {
-        Ok(rows) => {
-            for (kind, name, table, bytes) in rows {
-                if kind == "table" && (report.tables.len() as u64) < top {
-                    report.tables.push(TableStats {
-                        name,
-                        total_bytes: bytes.max(0) as u64,
-                        rows: None,
-                        dead_tuples: None,
-                        last_vacuum: None,
-                        last_analyze: None,
-                    });
-                } else if kind == "index" && (report.indexes.len() as u64) < top {
-                    report.indexes.push(IndexStats {
-                        name,
-                        table,
-                        bytes: bytes.max(0) as u64,
-                        scans: None,
-                    });
-                }
-            }
-        }
-        Err(_) => {
-            report.note = Some("this SQLite has no dbstat table: per-table sizes are not available".into());
-        }
-    }
-    Ok(report)
-}
-
-/// SQLite's bloat: the file's free-list pages over its page count (what
-/// `VACUUM` gives back). Exact: SQLite keeps the count in the file header.
-pub async fn bloat(c: &mut SqliteConnection) -> Result<crate::ops::bloat::figures::BloatReport, DbError> {
-    let (free, pages, size, path): (i64, i64, i64, String) = sqlx::query_as(
-        "SELECT (SELECT freelist_count FROM pragma_freelist_count()), (SELECT page_count FROM pragma_page_count()), \
-         (SELECT page_size FROM pragma_page_size()), (SELECT file FROM pragma_database_list() WHERE name = 'main')",
-    )
-    .fetch_one(c)
-    .await?;
-    let bytes = (pages.max(0) * size.max(0)) as u64;
-    Ok(crate::ops::bloat::figures::BloatReport {
-        entries: vec![crate::ops::bloat::figures::BloatEntry::new(
-            "database",
-            path.clone(),
-            path,
-            bytes,
-            free.max(0) * size.max(0),
-            crate::ops::bloat::figures::Method::Freelist,
-        )],
-        ..Default::default()
-    })
 }

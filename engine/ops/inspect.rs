@@ -50,22 +50,23 @@ pub async fn inspect_report(
         findings: vec![],
     };
     let result = match what {
-        InspectWhat::Stats => conn.stats(top).await.map(|s| r.stats = Some(s)),
+        InspectWhat::Stats => crate::ops::stats::read(&mut conn, top).await.map(|s| r.stats = Some(s)),
         InspectWhat::Bloat => {
             let spec = crate::ops::bloat::figures::BloatSpec {
                 exact,
                 min_bytes: crate::ops::bloat::figures::DEFAULT_MIN_BYTES,
                 tables: vec![],
             };
-            conn.bloat(&spec).await.map(|b| {
+            crate::ops::bloat::read(&mut conn, &spec).await.map(|b| {
                 r.findings = b.findings(crate::ops::bloat::figures::DEFAULT_MIN_WASTE_RATIO);
                 r.bloat = Some(b);
             })
         }
-        InspectWhat::Checks => conn
-            .run_checks(&crate::ops::check::spec::CheckSpec::defaults(target.backend))
-            .await
-            .map(|f| r.findings = f),
+        InspectWhat::Checks => {
+            crate::ops::check::read(&mut conn, &crate::ops::check::spec::CheckSpec::defaults(target.backend))
+                .await
+                .map(|f| r.findings = f)
+        }
     };
     conn.close().await;
     result?;

@@ -18,7 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
 use crate::db::{BatchJournal, Conn, DbError, ErrorKind, SessionLimits, connect};
-use crate::plan::values::Target;
+use crate::plan::values::{Backend, Target};
 use crate::run::events::{Event, Status, StepResult};
 use crate::run::execplan::{Action, ExecutionPlan, PlannedStep, RetentionWork};
 
@@ -465,14 +465,12 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
             }
             Action::Check(spec) => {
                 let c = read_session(&mut conn, step, ctx, acc).await?;
-                let mut found = c
-                    .run_checks(spec)
+                let mut found = crate::ops::check::read(c, spec)
                     .await
                     .map_err(|e| StepErr::failed(format!("a check query failed: {}", e.message)))?;
                 acc.r.statements += spec.checks.len() as u64;
                 if let Some(act) = spec.act.filter(|_| !spec.targets.is_empty()) {
-                    let done = c
-                        .signal_sessions(&spec.targets, act)
+                    let done = crate::ops::check::signal_sessions(c, &spec.targets, act)
                         .await
                         .map_err(|e| StepErr::failed(format!("signalling long queries failed: {}", e.message)))?;
                     acc.r.statements += done.len() as u64;
@@ -514,8 +512,7 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
             }
             Action::Stats { top } => {
                 let c = read_session(&mut conn, step, ctx, acc).await?;
-                let report = c
-                    .stats(*top)
+                let report = crate::ops::stats::read(c, *top)
                     .await
                     .map_err(|e| StepErr::failed(format!("a stats query failed: {}", e.message)))?;
                 acc.r.statements += 3;
@@ -529,8 +526,7 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
             }
             Action::Bloat { spec, min_waste_ratio } => {
                 let c = read_session(&mut conn, step, ctx, acc).await?;
-                let report = c
-                    .bloat(spec)
+                let report = crate::ops::bloat::read(c, spec)
                     .await
                     .map_err(|e| StepErr::failed(format!("a bloat query failed: {}", e.message)))?;
                 acc.r.statements += if spec.exact { 4 } else { 2 };
@@ -737,24 +733,24 @@ async fn reindex(
 ) -> Result<(), StepErr> {
     let name = format!("{}.{}", work.schema, work.index);
     let timeout = ctx.statement_timeout(step);
-    let Conn::Pg(pg) = c else {
+    if c.backend() != Backend::Postgres {
         with_retries(step, ctx, acc, c, DbOp::Exec(&work.sql, timeout))
             .await
             .map_err(|e| StepErr::failed(format!("`{name}`: {}", e.message)))?;
         acc.r.statements += 1;
         return Ok(());
-    };
+    }
     let failed = |e: DbError| StepErr::failed(format!("`{name}`: {}", e.message));
-    let before = crate::ops::reindex::pg::index_state(pg, &work.schema, &work.index)
+    let before = crate::ops::reindex::pg::index_state(c, &work.schema, &work.index)
         .await
         .map_err(failed)?
         .ok_or_else(|| StepErr::failed(format!("`{name}` no longer exists")))?;
     let record = if work.concurrently {
-        let invalid = crate::ops::reindex::pg::invalid_indexes(pg, &work.schema, &work.table)
+        let invalid = crate::ops::reindex::pg::invalid_indexes(c, &work.schema, &work.table)
             .await
             .map_err(failed)?;
         let id = crate::ops::reindex::pg::rebuild_started(
-            pg,
+            c,
             ctx.run_id,
             &step.id,
             &work.schema,
@@ -775,9 +771,11 @@ async fn reindex(
     };
     let result = with_retries(step, ctx, acc, c, op).await;
     acc.r.statements += 1;
-    let Conn::Pg(pg) = c else { return Ok(()) };
+    if c.backend() != Backend::Postgres {
+        return Ok(());
+    }
     let verified = match result {
-        Ok(_) => match crate::ops::reindex::pg::index_state(pg, &work.schema, &work.index).await {
+        Ok(_) => match crate::ops::reindex::pg::index_state(c, &work.schema, &work.index).await {
             Ok(Some((true, node, bytes))) if node != before.1 => Ok(bytes),
             Ok(Some((true, _, _))) => Err(format!(
                 "`{name}`: the server did not rebuild it (its storage is unchanged): nothing was done"
@@ -798,7 +796,7 @@ async fn reindex(
         } else {
             "failed; leftovers dropped"
         };
-        let _ = crate::ops::reindex::pg::rebuilds_finished(pg, &[*id], outcome).await;
+        let _ = crate::ops::reindex::pg::rebuilds_finished(c, &[*id], outcome).await;
     }
     let after = verified.map_err(StepErr::failed)?;
     acc.r.bytes += (before.2.max(0) as u64).saturating_sub(after.max(0) as u64);
@@ -815,8 +813,10 @@ async fn drop_failed_copies(
     acc: &mut Acc,
     e: DbError,
 ) -> DbError {
-    let Conn::Pg(pg) = c else { return e };
-    let left = match crate::ops::reindex::pg::leftovers_since(pg, &work.schema, &work.table, before).await {
+    if c.backend() != Backend::Postgres {
+        return e;
+    }
+    let left = match crate::ops::reindex::pg::leftovers_since(c, &work.schema, &work.table, before).await {
         Ok(left) => left,
         Err(e2) => {
             acc.r.cleanup_failed = Some(format!(
@@ -830,7 +830,7 @@ async fn drop_failed_copies(
     if left.is_empty() {
         return e;
     }
-    match crate::ops::reindex::pg::drop_concurrently(pg, &work.schema, &left).await {
+    match crate::ops::reindex::pg::drop_concurrently(c, &work.schema, &left).await {
         Ok(()) => {
             let dropped = format!("dropped the INVALID index {} the failed rebuild left", left.join(", "));
             acc.r.rolled_back = Some(match acc.r.rolled_back.take() {
@@ -882,8 +882,8 @@ async fn drop_leftovers(
         acc.r.statements += 1;
         dropped.push(format!("{schema}.{name}"));
     }
-    if let Conn::Pg(pg) = c {
-        crate::ops::reindex::pg::rebuilds_finished(pg, records, "leftovers dropped by a later run")
+    if c.backend() == Backend::Postgres {
+        crate::ops::reindex::pg::rebuilds_finished(c, records, "leftovers dropped by a later run")
             .await
             .map_err(|e| StepErr::failed(format!("closing the rebuild journal: {}", e.message)))?;
     }

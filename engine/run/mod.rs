@@ -115,28 +115,48 @@ pub async fn compute(
                 }
             }
             Operation::Stats(s) => {
-                insp.stats
-                    .insert(id, conn.stats(s.top_n()).await.map_err(|e| e.message));
+                insp.stats.insert(
+                    id,
+                    crate::ops::stats::read(&mut conn, s.top_n())
+                        .await
+                        .map_err(|e| e.message),
+                );
             }
             Operation::Bloat(b) => {
-                insp.bloat
-                    .insert(id, conn.bloat(&b.spec()).await.map_err(|e| e.message));
+                insp.bloat.insert(
+                    id,
+                    crate::ops::bloat::read(&mut conn, &b.spec())
+                        .await
+                        .map_err(|e| e.message),
+                );
             }
             // Index bloat decides what is rebuilt; the journal says which
             // INVALID indexes are the engine's own leftovers.
             Operation::Reindex(r) if backend == Backend::Postgres => {
-                insp.bloat
-                    .insert(id, conn.bloat(&r.bloat_spec()).await.map_err(|e| e.message));
+                insp.bloat.insert(
+                    id,
+                    crate::ops::bloat::read(&mut conn, &r.bloat_spec())
+                        .await
+                        .map_err(|e| e.message),
+                );
                 if insp.leftovers.is_none() {
-                    insp.leftovers = Some(conn.rebuild_leftovers().await.map_err(|e| e.message));
+                    insp.leftovers = Some(crate::ops::reindex::leftovers(&mut conn).await.map_err(|e| e.message));
                 }
             }
             Operation::RefreshViews(_) if insp.matviews.is_none() => {
-                insp.matviews = Some(conn.matviews().await.map_err(|e| e.message));
+                insp.matviews = Some(
+                    crate::ops::refresh_views::matviews(&mut conn)
+                        .await
+                        .map_err(|e| e.message),
+                );
             }
             Operation::Check(c) => {
-                insp.findings
-                    .insert(id, conn.run_checks(&c.spec(backend)).await.map_err(|e| e.message));
+                insp.findings.insert(
+                    id,
+                    crate::ops::check::read(&mut conn, &c.spec(backend))
+                        .await
+                        .map_err(|e| e.message),
+                );
             }
             _ => {}
         }

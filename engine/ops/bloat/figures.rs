@@ -1,7 +1,7 @@
 //! Bloat figures, shared by the `bloat` report and `reindex`'s
 //! `min_bloat_ratio`: what one relation wastes, how it was measured, and the
 //! findings a threshold turns them into. The SQL lives with each backend
-//! (`ops::bloat::pg`, `db::sqlite::bloat`).
+//! (`pg.rs`, `sqlite.rs` beside this file).
 //!
 //! "Waste" is what a rebuild would give back: the relation's size minus
 //! the size its live rows need at its fillfactor. PostgreSQL estimates it

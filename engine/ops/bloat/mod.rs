@@ -3,6 +3,16 @@
 
 pub mod figures;
 pub mod pg;
+pub mod sqlite;
+
+/// The bloat figures of this session's database (read-only statements;
+/// `pgstattuple` reads every page when `exact` asks for it).
+pub async fn read(c: &mut crate::db::Conn, spec: &BloatSpec) -> Result<figures::BloatReport, crate::db::DbError> {
+    match c.backend() {
+        Backend::Postgres => pg::bloat(c, spec).await,
+        Backend::Sqlite => sqlite::bloat(c).await,
+    }
+}
 
 use super::{BOTH, OpCheck, OpParams, get, globs};
 use crate::ops::bloat::figures::{BloatSpec, DEFAULT_MIN_BYTES, DEFAULT_MIN_WASTE_RATIO};

@@ -10,10 +10,9 @@
 //! figures read every page with `pgstattuple`/`pgstatindex`, one statement
 //! for all relations, only when the extension is installed.
 
-use sqlx::postgres::PgConnection;
-
 use crate::db::pg::USER_RELATIONS;
-use crate::db::{DbError, quote_ident, sql};
+use crate::db::query::{Exec, query};
+use crate::db::{DbError, quote_ident};
 use crate::ops::bloat::figures::{BloatEntry, BloatReport, BloatSpec, Method};
 use crate::run::planner::matches_any;
 
@@ -211,12 +210,12 @@ fn shape(r: ShapeRow) -> Shape {
 
 /// The bloat report: estimates for every user table and btree index at
 /// least `min_bytes` large, exact figures instead when asked and possible.
-pub async fn bloat(c: &mut PgConnection, spec: &BloatSpec) -> Result<BloatReport, DbError> {
+pub async fn bloat(c: &mut impl Exec, spec: &BloatSpec) -> Result<BloatReport, DbError> {
     let mut report = BloatReport::default();
     let [tables_sql, indexes_sql] = estimate_sql();
     let mut measured: Vec<(&str, Shape)> = vec![];
     for (kind, q) in [("table", tables_sql), ("index", indexes_sql)] {
-        let rows: Vec<ShapeRow> = sqlx::query_as(sql(q)).fetch_all(&mut *c).await?;
+        let rows: Vec<ShapeRow> = query(q).fetch_all_as(&mut *c).await?;
         for s in rows.into_iter().map(shape) {
             if !matches_any(&spec.tables, &s.table) {
                 continue;
@@ -261,12 +260,12 @@ pub async fn bloat(c: &mut PgConnection, spec: &BloatSpec) -> Result<BloatReport
 }
 
 /// `pgstattuple` figures, or `Ok(Err(note))` saying why there are none.
-async fn exact(c: &mut PgConnection, measured: &[(&str, Shape)]) -> Result<Result<Vec<BloatEntry>, String>, DbError> {
-    let schema: Option<String> = sqlx::query_scalar(
+async fn exact(c: &mut impl Exec, measured: &[(&str, Shape)]) -> Result<Result<Vec<BloatEntry>, String>, DbError> {
+    let schema: Option<String> = query(
         "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
          WHERE e.extname = 'pgstattuple'",
     )
-    .fetch_optional(&mut *c)
+    .scalar_optional(&mut *c)
     .await?;
     let Some(schema) = schema else {
         return Ok(Err(
@@ -285,12 +284,12 @@ async fn exact(c: &mut PgConnection, measured: &[(&str, Shape)]) -> Result<Resul
             .collect()
     };
     // table_len, tuple_count, tuple_len
-    let tables: Vec<(i64, i64, i64, i64)> = match sqlx::query_as(sql(format!(
+    let tables: Vec<(i64, i64, i64, i64)> = match query(format!(
         "SELECT o, (t).table_len, (t).tuple_count, (t).tuple_len \
          FROM (SELECT o, {s}.pgstattuple(o::oid::regclass) t FROM unnest($1::int8[]) o) x"
-    )))
+    ))
     .bind(oids("table"))
-    .fetch_all(&mut *c)
+    .fetch_all_as(&mut *c)
     .await
     {
         Ok(rows) => rows,
@@ -298,13 +297,13 @@ async fn exact(c: &mut PgConnection, measured: &[(&str, Shape)]) -> Result<Resul
     };
     // index_size, internal, leaf, empty, deleted pages, avg leaf density
     type IndexRow = (i64, i64, i64, i64, f64);
-    let indexes: Vec<IndexRow> = match sqlx::query_as(sql(format!(
+    let indexes: Vec<IndexRow> = match query(format!(
         "SELECT o, (t).index_size, (t).internal_pages, (t).leaf_pages, \
            CASE WHEN (t).avg_leaf_density = 'NaN' THEN 0 ELSE (t).avg_leaf_density END::float8 \
          FROM (SELECT o, {s}.pgstatindex(o::oid::regclass) t FROM unnest($1::int8[]) o) x"
-    )))
+    ))
     .bind(oids("index"))
-    .fetch_all(&mut *c)
+    .fetch_all_as(&mut *c)
     .await
     {
         Ok(rows) => rows,
@@ -348,11 +347,11 @@ async fn exact(c: &mut PgConnection, measured: &[(&str, Shape)]) -> Result<Resul
     Ok(Ok(out))
 }
 
-fn unusable(e: sqlx::Error) -> String {
+fn unusable(e: DbError) -> String {
     format!(
         "`exact: true`, but pgstattuple failed ({}): figures are estimates; \
          its functions need superuser or the pg_stat_scan_tables role",
-        DbError::from(e).message
+        e.message
     )
 }
 

@@ -3,7 +3,30 @@
 //! SQLite integrity and foreign keys). Acts only on long queries, and only
 //! when `cancel`/`terminate` say so.
 
+pub mod pg;
 pub mod spec;
+pub mod sqlite;
+
+/// Runs the checks `spec` selects on this session (read-only statements).
+pub async fn read(c: &mut crate::db::Conn, spec: &spec::CheckSpec) -> Result<Vec<spec::Finding>, crate::db::DbError> {
+    match c.backend() {
+        Backend::Postgres => pg::run_checks(c, spec).await,
+        Backend::Sqlite => sqlite::run_checks(c, spec).await,
+    }
+}
+
+/// Cancels (and terminates) the long queries a diff listed (PostgreSQL;
+/// SQLite has no other sessions to signal).
+pub async fn signal_sessions(
+    c: &mut crate::db::Conn,
+    targets: &[spec::SessionTarget],
+    act: spec::SessionAct,
+) -> Result<Vec<(i32, String)>, crate::db::DbError> {
+    match c.backend() {
+        Backend::Postgres => pg::signal_sessions(c, targets, act).await,
+        Backend::Sqlite => Ok(vec![]),
+    }
+}
 
 use super::{OpCheck, OpParams, get};
 use crate::ops::check::spec::{CheckSpec, Severity};

@@ -3,6 +3,15 @@
 
 pub mod pg;
 
+/// Unfinished rebuilds of earlier runs and what they left (PostgreSQL;
+/// SQLite's REINDEX is transactional and leaves nothing).
+pub async fn leftovers(c: &mut crate::db::Conn) -> Result<Vec<crate::run::inspect::Leftover>, crate::db::DbError> {
+    match c.backend() {
+        Backend::Postgres => pg::open_leftovers(c).await,
+        Backend::Sqlite => Ok(vec![]),
+    }
+}
+
 use super::{BOTH, OpCheck, OpParams, get, globs};
 use crate::db::quote_name;
 use crate::ops::bloat::figures::BloatSpec;

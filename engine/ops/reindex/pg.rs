@@ -10,22 +10,21 @@
 //! not in the record is the engine's, and only those are ever dropped: at
 //! once after a failure, or by the next run when the engine was killed.
 
-use sqlx::postgres::PgConnection;
-
-use crate::db::{DbError, quote_name, sql};
+use crate::db::query::{Exec, execute_raw, query};
+use crate::db::{DbError, quote_name};
 use crate::run::inspect::Leftover;
 
 /// Names of the INVALID (or not ready) indexes of a table.
-pub async fn invalid_indexes(c: &mut PgConnection, schema: &str, table: &str) -> Result<Vec<String>, DbError> {
-    Ok(sqlx::query_scalar(
+pub async fn invalid_indexes(c: &mut impl Exec, schema: &str, table: &str) -> Result<Vec<String>, DbError> {
+    query(
         "SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
          JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
          WHERE n.nspname = $1 AND t.relname = $2 AND NOT (x.indisvalid AND x.indisready) ORDER BY 1",
     )
     .bind(schema)
     .bind(table)
-    .fetch_all(c)
-    .await?)
+    .scalars(c)
+    .await
 }
 
 /// True for the names `REINDEX … CONCURRENTLY` gives its transient copies.
@@ -39,7 +38,7 @@ pub fn transient_name(name: &str) -> bool {
 /// The engine's leftovers on a table: INVALID transient copies that were
 /// not there when the rebuild began.
 pub async fn leftovers_since(
-    c: &mut PgConnection,
+    c: &mut impl Exec,
     schema: &str,
     table: &str,
     before: &[String],
@@ -54,7 +53,7 @@ pub async fn leftovers_since(
 /// Journals a rebuild before it starts (committed at once, so a killed
 /// engine's next run finds it); returns the record's id.
 pub async fn rebuild_started(
-    c: &mut PgConnection,
+    c: &mut impl Exec,
     run_id: i64,
     step: &str,
     schema: &str,
@@ -62,7 +61,7 @@ pub async fn rebuild_started(
     index: &str,
     before: &[String],
 ) -> Result<i64, DbError> {
-    Ok(sqlx::query_scalar(
+    query(
         "INSERT INTO dbmaint.rebuilds (run_id, step, schema_name, table_name, index_name, invalid_before) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
@@ -72,13 +71,13 @@ pub async fn rebuild_started(
     .bind(table)
     .bind(index)
     .bind(before)
-    .fetch_one(c)
-    .await?)
+    .scalar(c)
+    .await
 }
 
 /// Closes rebuild records: nothing of theirs is left to clean.
-pub async fn rebuilds_finished(c: &mut PgConnection, ids: &[i64], outcome: &str) -> Result<(), DbError> {
-    sqlx::query("UPDATE dbmaint.rebuilds SET finished_at = clock_timestamp(), outcome = $2 WHERE id = ANY($1)")
+pub async fn rebuilds_finished(c: &mut impl Exec, ids: &[i64], outcome: &str) -> Result<(), DbError> {
+    query("UPDATE dbmaint.rebuilds SET finished_at = clock_timestamp(), outcome = $2 WHERE id = ANY($1)")
         .bind(ids)
         .bind(outcome)
         .execute(c)
@@ -87,24 +86,24 @@ pub async fn rebuilds_finished(c: &mut PgConnection, ids: &[i64], outcome: &str)
 }
 
 /// `(valid and ready, relfilenode, bytes)` of an index, `None` when gone.
-pub async fn index_state(c: &mut PgConnection, schema: &str, index: &str) -> Result<Option<(bool, i64, i64)>, DbError> {
-    Ok(sqlx::query_as(
+pub async fn index_state(c: &mut impl Exec, schema: &str, index: &str) -> Result<Option<(bool, i64, i64)>, DbError> {
+    query(
         "SELECT x.indisvalid AND x.indisready, pg_relation_filenode(x.indexrelid)::int8, \
            pg_relation_size(x.indexrelid)::int8 \
          FROM pg_index x WHERE x.indexrelid = to_regclass($1)",
     )
     .bind(quote_name(Some(schema), index))
-    .fetch_optional(c)
-    .await?)
+    .fetch_optional_as(c)
+    .await
 }
 
 /// Drops the named indexes of `schema` concurrently, one statement each;
 /// stops at the first that fails and says which.
-pub async fn drop_concurrently(c: &mut PgConnection, schema: &str, names: &[String]) -> Result<(), (String, DbError)> {
+pub async fn drop_concurrently(c: &mut impl Exec, schema: &str, names: &[String]) -> Result<(), (String, DbError)> {
     for n in names {
         let statement = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", quote_name(Some(schema), n));
-        if let Err(e) = sqlx::raw_sql(sql(statement)).execute(&mut *c).await {
-            return Err((n.clone(), e.into()));
+        if let Err(e) = execute_raw(c, &statement).await {
+            return Err((n.clone(), e));
         }
     }
     Ok(())
@@ -112,19 +111,19 @@ pub async fn drop_concurrently(c: &mut PgConnection, schema: &str, names: &[Stri
 
 /// Read in the inspection: every unfinished rebuild record and the
 /// leftovers it explains now. `Ok(vec![])` when there is no journal yet.
-pub async fn open_leftovers(c: &mut PgConnection) -> Result<Vec<Leftover>, DbError> {
-    let journal: bool = sqlx::query_scalar("SELECT to_regclass('dbmaint.rebuilds') IS NOT NULL")
-        .fetch_one(&mut *c)
+pub async fn open_leftovers(c: &mut impl Exec) -> Result<Vec<Leftover>, DbError> {
+    let journal: bool = query("SELECT to_regclass('dbmaint.rebuilds') IS NOT NULL")
+        .scalar(&mut *c)
         .await?;
     if !journal {
         return Ok(vec![]);
     }
     type Row = (i64, String, String, String, Vec<String>);
-    let open: Vec<Row> = sqlx::query_as(
+    let open: Vec<Row> = query(
         "SELECT id, schema_name, table_name, index_name, invalid_before FROM dbmaint.rebuilds \
          WHERE finished_at IS NULL ORDER BY id",
     )
-    .fetch_all(&mut *c)
+    .fetch_all_as(&mut *c)
     .await?;
     let mut out = vec![];
     for (id, schema, table, index, before) in open {

@@ -1,6 +1,16 @@
 //! `stats`: a size and activity report; changes nothing.
 
+pub mod pg;
 pub mod report;
+pub mod sqlite;
+
+/// The report on this session's database (read-only statements).
+pub async fn read(c: &mut crate::db::Conn, top: u64) -> Result<report::StatsReport, crate::db::DbError> {
+    match c.backend() {
+        Backend::Postgres => pg::stats(c, top).await,
+        Backend::Sqlite => sqlite::stats(c, top).await,
+    }
+}
 
 use super::{BOTH, OpCheck, OpParams, get};
 use crate::plan::values::Backend;

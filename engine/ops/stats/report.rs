@@ -1,6 +1,6 @@
 //! The `stats` report: database size, the largest tables and indexes with
 //! their activity figures. Read-only; the same queries answer `plan diff`
-//! and `plan apply` (`db::pg::stats`, `db::sqlite::stats`).
+//! and `plan apply` (`pg.rs`, `sqlite.rs` beside this file).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,15 @@
 //! `refresh_views`: `REFRESH MATERIALIZED VIEW [CONCURRENTLY]` (PostgreSQL only).
 
+pub mod pg;
+
+/// Materialized views (PostgreSQL; SQLite has none).
+pub async fn matviews(c: &mut crate::db::Conn) -> Result<Vec<crate::run::inspect::MatView>, crate::db::DbError> {
+    match c.backend() {
+        Backend::Postgres => pg::matviews(c).await,
+        Backend::Sqlite => Ok(vec![]),
+    }
+}
+
 use super::{OpCheck, OpParams, get, globs};
 use crate::db::quote_name;
 use crate::plan::values::{Backend, NameGlob};
