@@ -12,18 +12,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
+use super::catalog::Catalog;
 use super::conninfo::{ConnInfo, SslMode};
-use super::{
-    ArchiveSpec, BatchAt, BatchDone, BatchJournal, DbError, Keys, ProbeFn, RetentionSpec, RetentionSql, RunRecord,
-    SessionLimits, StepRecord, Window, quote_literal, retention_predicate, sql,
-};
-use crate::ops::retention::archive::ArchiveFile;
+use super::{DbError, RunRecord, SessionLimits, StepRecord, sql};
+use crate::db::catalog::{Column, IndexFacts, TableFacts};
 use crate::plan::values::Target;
-use crate::run::execplan::{BatchSql, RetentionWork};
-use crate::run::inspect::{
-    Column, EXACT_COUNT_LIMIT, IndexFacts, Inspection, PREVIEW_ROWS, QueryPreview, RetentionFacts, RetentionProbe,
-    TableFacts,
-};
 
 /// The advisory lock key: `dbmt` in ASCII, and 0. Advisory locks are per
 /// database, so one key serves every database of a server.
@@ -134,7 +127,7 @@ pub async fn connect_named(target: &Target, limits: SessionLimits, app: &str) ->
 /// identifier needs `pg_control_system()` (granted to superusers and
 /// `pg_monitor`-like roles only on some servers): without it the identity
 /// rests on host, port and database name.
-pub async fn identity(c: &mut PgConnection, target: &Target) -> Result<crate::run::execplan::TargetIdentity, DbError> {
+pub async fn identity(c: &mut PgConnection, target: &Target) -> Result<crate::db::identity::TargetIdentity, DbError> {
     let ci = conninfo(target)?;
     let row = sqlx::query(
         "SELECT current_database()::text, current_user::text, \
@@ -148,7 +141,7 @@ pub async fn identity(c: &mut PgConnection, target: &Target) -> Result<crate::ru
         .fetch_one(&mut *c)
         .await
         .ok();
-    Ok(crate::run::execplan::TargetIdentity {
+    Ok(crate::db::identity::TargetIdentity {
         backend: crate::plan::values::Backend::Postgres,
         host: Some(ci.host.clone()),
         port: Some(ci.port),
@@ -276,16 +269,9 @@ pub fn catalog_sql() -> [String; 4] {
     ]
 }
 
-/// Four catalog queries in one read-only repeatable-read transaction,
-/// whatever the number of tables, then one probe per retention step.
-pub async fn inspect(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
-    execute(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-    let result = inspect_in(c, probes).await;
-    let _ = execute(c, "COMMIT").await;
-    result
-}
-
-async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
+/// The catalog: the four catalog queries plus inheritance, triggers and
+/// foreign keys, whatever the number of tables (in the caller's snapshot).
+pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
     let [facts, tables, columns, indexes] = catalog_sql();
     let head = sqlx::query(sql(facts)).fetch_one(&mut *c).await?;
     let server_version: String = head.get(0);
@@ -400,9 +386,9 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         if let Some(i) = find(&schema, &name) {
             let timing: String = r.get(3);
             let body: String = r.get(6);
-            tables[i].delete_triggers.push(crate::run::inspect::DeleteTrigger {
+            tables[i].delete_triggers.push(crate::db::catalog::DeleteTrigger {
                 name: r.get(2),
-                reads: crate::ops::retention::triggerbody::Body::read(&body, timing == "BEFORE"),
+                reads: crate::db::triggerbody::Body::read(&body, timing == "BEFORE"),
                 timing,
                 per_row: r.get(4),
                 function: r.get(5),
@@ -424,19 +410,19 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
     .fetch_all(&mut *c)
     .await?
     .iter()
-    .map(|r| crate::run::inspect::ForeignKey {
+    .map(|r| crate::db::catalog::ForeignKey {
         name: r.get(0),
         child_schema: r.get(1),
         child_table: r.get(2),
         parent_schema: r.get(3),
         parent_table: r.get(4),
-        on_delete: crate::run::inspect::OnDelete::parse(&r.get::<String, _>(5)),
+        on_delete: crate::db::catalog::OnDelete::parse(&r.get::<String, _>(5)),
         child_columns: r.get(6),
         parent_columns: r.get(7),
     })
     .collect();
 
-    let mut inspection = Inspection {
+    Ok(Catalog {
         server_version,
         default_schema,
         search_path,
@@ -445,247 +431,17 @@ async fn inspect_in(c: &mut PgConnection, probes: &ProbeFn<'_>) -> Result<Inspec
         tables,
         foreign_keys,
         sqlite: None,
-        retention: indexmap::IndexMap::new(),
-        previews: indexmap::IndexMap::new(),
-        findings: indexmap::IndexMap::new(),
-        stats: indexmap::IndexMap::new(),
-        bloat: indexmap::IndexMap::new(),
-        leftovers: None,
-        matviews: None,
         // The catalog queries, inheritance, triggers and the foreign keys.
         catalog_queries: catalog_sql().len() as u32 + 3,
-    };
-    for p in probes(&inspection) {
-        let facts = probe(c, &p).await?;
-        inspection.retention.insert(p.step.clone(), facts);
-    }
-    Ok(inspection)
-}
-
-/// True for the integer types, whose time columns hold epoch seconds.
-fn is_integer_type(t: &str) -> bool {
-    matches!(t, "smallint" | "integer" | "bigint" | "int2" | "int4" | "int8")
-}
-
-fn cast(param: &str, ty: &str) -> String {
-    format!("CAST({param}::text AS {ty})")
-}
-
-/// The archive table, when missing: the source's columns and primary key.
-fn create_archive_table(spec: &RetentionSpec, name: &str, exists: bool) -> Vec<String> {
-    if exists {
-        return vec![];
-    }
-    let pk = if spec.primary_key.is_empty() {
-        spec.key.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
-    } else {
-        spec.primary_key.join(", ")
-    };
-    vec![
-        format!("CREATE TABLE {name} (LIKE {})", spec.table),
-        format!("ALTER TABLE {name} ADD PRIMARY KEY ({pk})"),
-    ]
-}
-
-/// A retention key in PostgreSQL's SQL: one column, or a composite key
-/// compared as a row value. Its text form is `k::text` for one column and
-/// `ARRAY[a::text, b::text]::text` for several (array quoting keeps any
-/// value intact), read back by [`PgKey::param`].
-struct PgKey<'a>(&'a [(String, String)]);
-
-impl PgKey<'_> {
-    /// `k` or `(a, b)`, prefixed by `alias.` when given.
-    fn tuple(&self, alias: &str) -> String {
-        let cols: Vec<String> = self.0.iter().map(|(c, _)| format!("{alias}{c}")).collect();
-        if cols.len() == 1 {
-            cols[0].clone()
-        } else {
-            format!("({})", cols.join(", "))
-        }
-    }
-
-    /// `a, b` (ascending) or `a DESC, b DESC`, for ORDER BY.
-    fn order(&self, alias: &str, desc: bool) -> String {
-        self.0
-            .iter()
-            .map(|(c, _)| format!("{alias}{c}{}", if desc { " DESC" } else { "" }))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// The key as text.
-    fn text(&self, alias: &str) -> String {
-        let cols: Vec<String> = self.0.iter().map(|(c, _)| format!("{alias}{c}::text")).collect();
-        if cols.len() == 1 {
-            cols[0].clone()
-        } else {
-            format!("ARRAY[{}]::text", cols.join(", "))
-        }
-    }
-
-    /// Parameter `$n` (key text) as a value comparable with [`Self::tuple`].
-    fn param(&self, n: u8) -> String {
-        if let [(_, ty)] = self.0 {
-            return cast(&format!("${n}"), ty);
-        }
-        let parts: Vec<String> = self
-            .0
-            .iter()
-            .enumerate()
-            .map(|(i, (_, ty))| format!("CAST((${n}::text[])[{}] AS {ty})", i + 1))
-            .collect();
-        format!("({})", parts.join(", "))
-    }
-
-    /// One integer column: batches are key windows.
-    fn integer(&self) -> bool {
-        matches!(self.0, [(_, ty)] if matches!(ty.as_str(), "bigint" | "integer" | "smallint"))
-    }
-
-    /// One column of a type with `min`/`max` (uuid, for one, has neither).
-    fn aggregable(&self) -> bool {
-        const ORDERED: [&str; 8] = [
-            "bigint",
-            "integer",
-            "smallint",
-            "numeric",
-            "text",
-            "character",
-            "date",
-            "timestamp",
-        ];
-        matches!(self.0, [(_, ty)] if ORDERED.iter().any(|o| ty.starts_with(o)))
-    }
-}
-
-/// A key as text (see [`PgKey`]).
-pub fn key_text(key: &[(String, String)]) -> String {
-    PgKey(key).text("")
-}
-
-/// PostgreSQL's retention statements: key windows for an integer key, else
-/// ranged batches whose `LIMIT` is a parameter (safe: every session plans
-/// with `plan_cache_mode=force_custom_plan`, so no generic plan ever runs
-/// with an unknown limit or bound).
-pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
-    // The cutoff arrives as text; `(SELECT CAST(…))` converts it once per
-    // statement (an InitPlan). A bare CAST is a stable function call that a
-    // filter evaluates per row: on a key-range scan that parsed the cutoff
-    // 10,000 times per batch and doubled the batch's time.
-    let pred = retention_predicate(spec, &format!("(SELECT {})", cast("$1", &spec.column_type)));
-    let key = PgKey(&spec.key);
-    // Read and delete this table's own rows only, never its inheritance
-    // children's (`LIKE` below names the table itself).
-    let only_t = if spec.only {
-        format!("ONLY {}", spec.table)
-    } else {
-        spec.table.clone()
-    };
-    let t = &only_t;
-    let cols = spec
-        .columns
-        .iter()
-        .map(|(c, _)| c.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut create_archive = vec![];
-    if let Some(ArchiveSpec::Table { name, exists }) = &spec.archive {
-        create_archive.extend(create_archive_table(spec, name, *exists));
-    }
-    // The eligible rows and their key span, in one pass over them.
-    let count = if key.aggregable() {
-        let k = key.tuple("");
-        format!("SELECT count(*)::int8, min({k})::text, max({k})::text FROM {t} WHERE {pred}")
-    } else {
-        let end = |desc| {
-            format!(
-                "(SELECT {} FROM {t} WHERE {pred} ORDER BY {} LIMIT 1)",
-                key.text(""),
-                key.order("", desc)
-            )
-        };
-        format!(
-            "SELECT count(*)::int8, {}, {} FROM {t} WHERE {pred}",
-            end(false),
-            end(true)
-        )
-    };
-    let (batch, cascade_range) = if key.integer() && !matches!(spec.archive, Some(ArchiveSpec::File { .. })) {
-        let k = key.tuple("");
-        let window = format!(" AND {k} >= $2::int8 AND {k} <= $3::int8");
-        let delete = format!("DELETE FROM {t} WHERE {pred}{window}");
-        let batch = BatchSql::Window {
-            statement: match &spec.archive {
-                // The DBA's loop: key windows, one plain statement each.
-                None => delete,
-                Some(ArchiveSpec::Table { name, .. }) => {
-                    format!("WITH moved AS ({delete} RETURNING *) INSERT INTO {name} ({cols}) SELECT {cols} FROM moved")
-                }
-                Some(ArchiveSpec::File { .. }) => unreachable!("file archives take ranged batches"),
-            },
-            left: spec
-                .check_left
-                .then(|| format!("SELECT count(*)::int8 FROM {t} WHERE {pred}{window}")),
-            next_key: format!("SELECT min({k})::int8 FROM {t} WHERE {k} > $1::int8"),
-            first_key: format!("SELECT min({k})::int8 FROM {t} WHERE {pred}"),
-        };
-        (batch, window)
-    } else {
-        let kt = key.tuple("");
-        // (rows, first key, last key) of a batch: the first `limit`
-        // eligible keys after `from`, up to the span's end `to`.
-        let bound = |op: &str| {
-            let sel: Vec<String> = spec.key.iter().map(|(c, _)| c.clone()).collect();
-            format!(
-                "SELECT count(*)::int8, (array_agg({txt} ORDER BY {asc}))[1], (array_agg({txt} ORDER BY {desc}))[1] \
-                 FROM (SELECT {sel} FROM {t} WHERE {pred} AND {kt} {op} {from} AND {kt} <= {to} ORDER BY {order} LIMIT $3) b",
-                txt = key.text("b."),
-                asc = key.order("b.", false),
-                desc = key.order("b.", true),
-                sel = sel.join(", "),
-                from = key.param(2),
-                to = key.param(4),
-                order = key.order("", false),
-            )
-        };
-        let range = format!(" AND {kt} >= {} AND {kt} <= {}", key.param(2), key.param(3));
-        let delete = format!("DELETE FROM {t} WHERE {pred}{range}");
-        let batch = BatchSql::Ranged {
-            bound_first: bound(">="),
-            bound_next: bound(">"),
-            copy: None,
-            delete: match &spec.archive {
-                // Plain retention: one key-range DELETE; no RETURNING to
-                // materialise, no row locks taken twice.
-                None => delete,
-                Some(ArchiveSpec::Table { name, .. }) => {
-                    format!("WITH moved AS ({delete} RETURNING *) INSERT INTO {name} ({cols}) SELECT {cols} FROM moved")
-                }
-                // The rows the delete really removed, for the file (a row a
-                // trigger kept is not written).
-                Some(ArchiveSpec::File { .. }) => format!(
-                    "WITH moved AS ({delete} RETURNING *) SELECT {}, row_to_json(moved)::text FROM moved ORDER BY {}",
-                    key.text("moved."),
-                    key.order("moved.", false)
-                ),
-            },
-        };
-        (batch, range)
-    };
-    RetentionSql {
-        create_archive,
-        count,
-        batch,
-        cascades: super::cascade_counts(spec, t, &pred, &cascade_range),
-    }
+    })
 }
 
 /// Views, materialized views and foreign tables from the facts query's
 /// JSON: `[[schema, name, relkind], …]`.
-fn other_relations(json: &str) -> Vec<crate::run::inspect::OtherRelation> {
+fn other_relations(json: &str) -> Vec<crate::db::catalog::OtherRelation> {
     let rows: Vec<(String, String, String)> = serde_json::from_str(json).unwrap_or_default();
     rows.into_iter()
-        .map(|(schema, name, kind)| crate::run::inspect::OtherRelation {
+        .map(|(schema, name, kind)| crate::db::catalog::OtherRelation {
             schema,
             name,
             kind: match kind.as_str() {
@@ -696,432 +452,6 @@ fn other_relations(json: &str) -> Vec<crate::run::inspect::OtherRelation> {
             .into(),
         })
         .collect()
-}
-
-/// A table whose heap is at most this size is counted whole for the diff's
-/// share and `max_ratio` (a sequential read of 64 MiB takes a fraction of
-/// a second); larger ones use `reltuples`, the planner's figure.
-const TABLE_COUNT_BYTES: i64 = 64 * 1024 * 1024;
-
-/// Counts a retention predicate, unless the planner expects more than
-/// [`EXACT_COUNT_LIMIT`] rows: then its estimate, flagged as such.
-async fn probe(c: &mut PgConnection, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
-    use crate::ops::retention::timefmt::{Sample, TimeFormat, cutoff_value, decide, is_zone_less};
-    let ty = p.column_type.to_ascii_lowercase();
-    // The rows a DELETE on this table would reach: `ONLY` when it has
-    // inheritance children (their rows are not this step's).
-    let from = if p.only {
-        format!("ONLY {}", p.table)
-    } else {
-        p.table.clone()
-    };
-    // Native date/time types need no sample; numbers and text do (min and
-    // max use the column's index when it has one).
-    let mut sample = Sample {
-        declared: ty.clone(),
-        ..Sample::default()
-    };
-    if !(ty.starts_with("timestamp") || ty == "date") {
-        let numeric = is_integer_type(&ty) || ["numeric", "real", "double", "decimal"].iter().any(|k| ty.contains(k));
-        let num = |f: &str| {
-            if numeric {
-                format!("{f}({})::float8", p.column)
-            } else {
-                "NULL::float8".into()
-            }
-        };
-        let r = sqlx::query(sql(format!(
-            "SELECT {}, {}, min({c})::text, max({c})::text FROM {from}",
-            num("min"),
-            num("max"),
-            c = p.column
-        )))
-        .fetch_one(&mut *c)
-        .await?;
-        sample.min_num = r.get(0);
-        sample.max_num = r.get(1);
-        sample.min_text = r.get(2);
-        sample.max_text = r.get(3);
-    }
-    let format = match decide(&sample, p.stated_format) {
-        Ok(f) => f,
-        Err(e) => {
-            return Ok(RetentionFacts {
-                rows: 0,
-                exact: true,
-                oldest: sample.min_text,
-                newest: sample.max_text,
-                cutoff: String::new(),
-                format: None,
-                format_error: Some(e),
-                ..RetentionFacts::default()
-            });
-        }
-    };
-    let zone_less = is_zone_less(format, &ty, sample.min_text.as_deref());
-    let cutoff = if format == TimeFormat::Native && !zone_less {
-        p.cutoff.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
-    } else {
-        let t_sep = sample
-            .min_text
-            .as_ref()
-            .is_some_and(|t| t.as_bytes().get(10) == Some(&b'T'));
-        cutoff_value(format, p.cutoff, p.zone, t_sep)
-    };
-    let zone = zone_less.then(|| p.zone.to_string());
-    // Row-level security filters this role's count and delete alike unless
-    // it is a superuser, has BYPASSRLS, or owns the table without FORCE.
-    let rls_applies: bool = sqlx::query_scalar(sql(format!(
-        "SELECT c.relrowsecurity AND NOT (r.rolsuper OR r.rolbypassrls OR (c.relowner = r.oid AND NOT c.relforcerowsecurity)) \
-         FROM pg_class c, pg_roles r WHERE c.oid = {}::regclass AND r.rolname = current_user",
-        quote_literal(&p.table)
-    )))
-    .fetch_optional(&mut *c)
-    .await?
-    .unwrap_or(false);
-    let mut pred = format!("{} < CAST({} AS {})", p.column, quote_literal(&cutoff), p.column_type);
-    if let Some(w) = &p.where_sql {
-        pred.push_str(&format!(" AND ({w})"));
-    }
-    let children = child_counts!(c, p, &pred)?;
-    let referenced = match &p.guard_sql {
-        Some(g) => {
-            let n: i64 = sqlx::query_scalar(sql(super::referenced_count_sql(&from, &pred, g)))
-                .fetch_one(&mut *c)
-                .await?;
-            pred.push_str(&format!(" AND {g}"));
-            n.max(0) as u64
-        }
-        None => 0,
-    };
-    let digest = match &p.digest_key {
-        Some(k) => Some(digest_keys(c, format!("SELECT {k} FROM {from} WHERE {pred}")).await?),
-        None => None,
-    };
-    let plan: serde_json::Value =
-        sqlx::query_scalar(sql(format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {from} WHERE {pred}")))
-            .fetch_one(&mut *c)
-            .await?;
-    let estimate = plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0).max(0.0) as u64;
-    // The table's rows: counted when its heap is small enough to read in a
-    // moment, else the planner's figure.
-    let reg = quote_literal(&p.table);
-    // A partitioned table's heap and row figures are its leaf partitions'.
-    let (counted, reltuples): (Option<i64>, i64) = sqlx::query_as(sql(format!(
-        "SELECT CASE WHEN s.bytes <= {TABLE_COUNT_BYTES} THEN (SELECT count(*)::int8 FROM {from}) END, s.tuples \
-         FROM (SELECT coalesce(sum(pg_relation_size(l.relid)), 0)::int8 AS bytes, \
-                      coalesce(sum(greatest(lc.reltuples, 0)), 0)::int8 AS tuples \
-               FROM (SELECT c.oid AS relid FROM pg_class c WHERE c.oid = {reg}::regclass AND c.relkind <> 'p' \
-                     UNION ALL SELECT t.relid FROM pg_partition_tree({reg}::regclass) t \
-                     WHERE t.isleaf AND (SELECT relkind FROM pg_class WHERE oid = {reg}::regclass) = 'p') l \
-               JOIN pg_class lc ON lc.oid = l.relid) s"
-    )))
-    .fetch_one(&mut *c)
-    .await?;
-    // Per partition, the eligible rows (one pass over them, grouped by
-    // the partition each lives in) beside the partition's own row figure.
-    let partitions = if p.partitioned {
-        let pred_now = pred.clone();
-        sqlx::query_as::<_, (String, i64, i64)>(sql(format!(
-            "SELECT e.part, e.n, greatest(pc.reltuples, 0)::int8 FROM \
-               (SELECT tableoid AS oid, tableoid::regclass::text AS part, count(*)::int8 AS n FROM {from} WHERE {pred_now} GROUP BY 1, 2) e \
-             JOIN pg_class pc ON pc.oid = e.oid ORDER BY 2"
-        )))
-        .fetch_all(&mut *c)
-        .await?
-        .into_iter()
-        .map(|(name, eligible, rows)| crate::run::inspect::PartitionCount {
-            name,
-            eligible: eligible.max(0) as u64,
-            rows: rows.max(0) as u64,
-        })
-        .collect()
-    } else {
-        vec![]
-    };
-    let (table_rows, table_rows_exact) = match counted {
-        Some(n) => (n.max(0) as u64, true),
-        None => (reltuples.max(0) as u64, false),
-    };
-    if estimate > EXACT_COUNT_LIMIT {
-        return Ok(RetentionFacts {
-            rows: estimate,
-            exact: false,
-            oldest: None,
-            newest: None,
-            cutoff,
-            format: Some(format),
-            format_error: None,
-            nulls: 0,
-            zone,
-            children,
-            referenced,
-            all_rows: false,
-            rls_applies,
-            table_rows,
-            table_rows_exact,
-            partitions,
-            digest,
-        });
-    }
-    // Whether any row would survive is asked only when the eligible rows
-    // are at least half the planner's row count: finding the first survivor
-    // can mean reading past every eligible row.
-    let r = sqlx::query(sql(format!(
-        "SELECT count(*)::int8, min({c})::text, max({c})::text, \
-         (SELECT count(*)::int8 FROM {from} WHERE {c} IS NULL), \
-         CASE WHEN count(*) * 2 >= (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = {reg}::regclass) \
-              THEN NOT EXISTS (SELECT 1 FROM {from} WHERE ({pred}) IS NOT TRUE) ELSE false END \
-         FROM {from} WHERE {pred}",
-        reg = quote_literal(&p.table),
-        c = p.column
-    )))
-    .fetch_one(&mut *c)
-    .await?;
-    Ok(RetentionFacts {
-        rows: r.get::<i64, _>(0).max(0) as u64,
-        exact: true,
-        oldest: r.get(1),
-        newest: r.get(2),
-        cutoff,
-        format: Some(format),
-        format_error: None,
-        nulls: r.get::<i64, _>(3).max(0) as u64,
-        zone,
-        children,
-        referenced,
-        all_rows: r.get(4),
-        rls_applies,
-        table_rows,
-        table_rows_exact,
-        partitions,
-        digest,
-    })
-}
-
-/// The digest of the keys `query` returns, streamed (never all in memory).
-async fn digest_keys(
-    c: &mut PgConnection,
-    query: String,
-) -> Result<crate::ops::retention::keydigest::KeyDigest, DbError> {
-    use futures_util::TryStreamExt;
-    let mut d = crate::ops::retention::keydigest::KeyDigest::default();
-    let mut keys = sqlx::query_scalar::<_, String>(sql(query)).fetch(&mut *c);
-    while let Some(k) = keys.try_next().await? {
-        d.add(&k);
-    }
-    Ok(d)
-}
-
-/// A `dry_run` query's first rows: each row through `row_to_json`, so every
-/// type shows as PostgreSQL prints it in JSON.
-pub async fn preview(c: &mut PgConnection, query: &str) -> Result<QueryPreview, DbError> {
-    let query = query.trim().trim_end_matches(';');
-    let rows: Vec<String> = sqlx::query_scalar(sql(format!(
-        "SELECT row_to_json(q)::text FROM ({query}\n) q LIMIT {}",
-        PREVIEW_ROWS + 1
-    )))
-    .fetch_all(&mut *c)
-    .await?;
-    let mut p = QueryPreview {
-        truncated: rows.len() > PREVIEW_ROWS,
-        ..QueryPreview::default()
-    };
-    for r in rows.iter().take(PREVIEW_ROWS) {
-        let v: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(r).map_err(|e| DbError::other(format!("row_to_json gave bad JSON: {e}")))?;
-        if p.columns.is_empty() {
-            p.columns = v.keys().cloned().collect();
-        }
-        p.rows.push(
-            v.values()
-                .map(|x| match x {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Null => "NULL".into(),
-                    other => other.to_string(),
-                })
-                .collect(),
-        );
-    }
-    Ok(p)
-}
-
-// ---------------------------------------------------------------- retention
-
-/// The name a windowed step's statement is prepared under, per session.
-const WINDOW_STATEMENT: &str = "dbmaint_window";
-
-/// Prepares a windowed walk's statement on this session (each step has its
-/// own connection; a step that walks several tables, `include_children`,
-/// replaces the statement of the walk before). Executions get custom
-/// plans: `plan_cache_mode=force_custom_plan`.
-pub async fn prepare_window(c: &mut PgConnection, statement: &str) -> Result<(), DbError> {
-    let prepared: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = $1)")
-        .bind(WINDOW_STATEMENT)
-        .fetch_one(&mut *c)
-        .await?;
-    if prepared {
-        execute(c, &format!("DEALLOCATE {WINDOW_STATEMENT}")).await?;
-    }
-    execute(
-        c,
-        &format!("PREPARE {WINDOW_STATEMENT} (text, int8, int8) AS {statement}"),
-    )
-    .await
-    .map(|_| ())
-}
-
-/// One key window in two round trips, as a DBA's loop would run it inside
-/// the server: `BEGIN; EXECUTE …` (the delete, or the archive-and-delete),
-/// then the journal row and `COMMIT` — one transaction, so the batch and
-/// its journal row commit together or not at all (safety.md rules 5, 6).
-/// With `left`, a statement after the delete counts the eligible rows the
-/// window kept; with cascades, statements before it count the child rows
-/// it will reach.
-async fn window_batch(
-    c: &mut PgConnection,
-    work: &RetentionWork,
-    w: Window,
-    journal: &BatchJournal,
-) -> Result<BatchDone, DbError> {
-    let result = window_in(c, work, w, journal).await;
-    if result.is_err() {
-        let _ = execute(c, "ROLLBACK").await;
-    }
-    result
-}
-
-async fn window_in(
-    c: &mut PgConnection,
-    work: &RetentionWork,
-    Window { lo, hi }: Window,
-    journal: &BatchJournal,
-) -> Result<BatchDone, DbError> {
-    let BatchSql::Window { left, .. } = &work.batch else {
-        return Err(DbError::other("a key window needs a windowed step"));
-    };
-    let exec = format!(
-        "EXECUTE {WINDOW_STATEMENT}({}, {lo}, {hi})",
-        quote_literal(&work.cutoff)
-    );
-    let mut cascaded = vec![];
-    // The rows affected add up over the statements; BEGIN affects none.
-    let rows = if work.cascades.is_empty() {
-        sqlx::raw_sql(sql(format!("BEGIN; {exec}")))
-            .execute(&mut *c)
-            .await?
-            .rows_affected()
-    } else {
-        execute(c, "BEGIN").await?;
-        for cc in &work.cascades {
-            let n: i64 = sqlx::query_scalar(sql(cc.count.clone()))
-                .bind(&work.cutoff)
-                .bind(lo)
-                .bind(hi)
-                .fetch_one(&mut *c)
-                .await?;
-            cascaded.push(n.max(0) as u64);
-        }
-        sqlx::raw_sql(sql(exec)).execute(&mut *c).await?.rows_affected()
-    };
-    let kept = match left {
-        None => 0,
-        Some(q) => {
-            let n: i64 = sqlx::query_scalar(sql(q.clone()))
-                .bind(&work.cutoff)
-                .bind(lo)
-                .bind(hi)
-                .fetch_one(&mut *c)
-                .await?;
-            n.max(0) as u64
-        }
-    };
-    let last_key = hi.to_string();
-    let mut finish = String::new();
-    if rows > 0 {
-        finish.push_str(&format!(
-            "INSERT INTO dbmaint.batches (run_id, step, batch_no, last_key, rows) VALUES ({}, {}, {}, {}, {rows}); ",
-            journal.run_id,
-            quote_literal(&journal.step),
-            journal.batch_no,
-            quote_literal(&last_key)
-        ));
-        for (cc, n) in work.cascades.iter().zip(&cascaded).filter(|(_, n)| **n > 0) {
-            finish.push_str(&cascade_journal_sql(journal, cc, *n));
-        }
-    }
-    finish.push_str("COMMIT");
-    sqlx::raw_sql(sql(finish)).execute(&mut *c).await?;
-    Ok(BatchDone {
-        rows,
-        selected: rows + kept,
-        last_key: Some(last_key),
-        cascaded,
-    })
-}
-
-/// The journal row of the child rows one batch's delete reached through
-/// one foreign key.
-fn cascade_journal_sql(journal: &BatchJournal, cc: &crate::run::execplan::CascadeCount, rows: u64) -> String {
-    format!(
-        "INSERT INTO dbmaint.cascades (run_id, step, batch_no, foreign_key, on_delete, rows) VALUES ({}, {}, {}, {}, {}, {rows}); ",
-        journal.run_id,
-        quote_literal(&journal.step),
-        journal.batch_no,
-        quote_literal(&cc.foreign_key),
-        quote_literal(&cc.on_delete)
-    )
-}
-
-/// One batch, one transaction: the batch statement(s) and the batch's
-/// journal row commit together or not at all (safety.md rules 5 and 6).
-pub async fn retention_batch(
-    c: &mut PgConnection,
-    work: &RetentionWork,
-    at: BatchAt<'_>,
-    journal: &BatchJournal,
-    archive_file: Option<&mut ArchiveFile>,
-) -> Result<BatchDone, DbError> {
-    let keys = match at {
-        BatchAt::Window(w) => return window_batch(c, work, w, journal).await,
-        BatchAt::Ranged(keys) => keys,
-    };
-    let mut tx = c.begin().await?;
-    let result = batch_in(&mut tx, work, keys, journal, archive_file).await;
-    super::settle(tx, result).await
-}
-
-async fn batch_in(
-    c: &mut PgConnection,
-    work: &RetentionWork,
-    keys: Keys<'_>,
-    journal: &BatchJournal,
-    archive_file: Option<&mut ArchiveFile>,
-) -> Result<BatchDone, DbError> {
-    let BatchSql::Ranged {
-        bound_first,
-        bound_next,
-        copy,
-        delete,
-    } = &work.batch
-    else {
-        return Err(DbError::other("a windowed step takes key windows, not ranged batches"));
-    };
-    let done = ranged_batch!(c, work, keys, archive_file, bound_first, bound_next, copy, delete)?;
-    if done.rows > 0 {
-        sqlx::query("INSERT INTO dbmaint.batches (run_id, step, batch_no, last_key, rows) VALUES ($1, $2, $3, $4, $5)")
-            .bind(journal.run_id)
-            .bind(&journal.step)
-            .bind(journal.batch_no as i64)
-            .bind(&done.last_key)
-            .bind(done.rows as i64)
-            .execute(&mut *c)
-            .await?;
-        for (cc, n) in work.cascades.iter().zip(&done.cascaded).filter(|(_, n)| **n > 0) {
-            execute(c, &cascade_journal_sql(journal, cc, *n)).await?;
-        }
-    }
-    Ok(done)
 }
 
 // ---------------------------------------------------------------- journal

@@ -125,12 +125,15 @@ enum TxInner<'c> {
 }
 
 impl Conn {
-    /// Begins a transaction (`BEGIN`; SQLite's deferred kind).
+    /// Begins a writing transaction: `BEGIN`, and on SQLite `BEGIN
+    /// IMMEDIATE`, which takes the write lock at once (waiting up to the
+    /// session's busy timeout) instead of failing on the first write when
+    /// another writer got there between.
     pub async fn begin(&mut self) -> Result<Tx<'_>, DbError> {
         use sqlx::Connection as _;
         Ok(Tx(match self {
             Conn::Pg(c) => TxInner::Pg(c.begin().await?),
-            Conn::Sqlite(c) => TxInner::Sqlite(c.begin().await?),
+            Conn::Sqlite(c) => TxInner::Sqlite(c.begin_with("BEGIN IMMEDIATE").await?),
         }))
     }
 }
@@ -142,6 +145,21 @@ impl Tx<'_> {
             TxInner::Sqlite(t) => t.commit().await?,
         }
         Ok(())
+    }
+
+    /// Commits when `result` is `Ok`, rolls back otherwise; the result
+    /// (or the commit's error) comes back.
+    pub async fn settle<T>(self, result: Result<T, DbError>) -> Result<T, DbError> {
+        match result {
+            Ok(v) => {
+                self.commit().await?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.rollback().await;
+                Err(e)
+            }
+        }
     }
 
     pub async fn rollback(self) -> Result<(), DbError> {
@@ -364,6 +382,15 @@ impl Row {
     /// storage classes vary per row).
     pub fn try_get<T: Decode>(&self, i: usize) -> Option<T> {
         self.get(i).ok()
+    }
+
+    /// Column `i` is NULL (any type).
+    pub fn is_null(&self, i: usize) -> bool {
+        use sqlx::{Row as _, ValueRef as _};
+        match &self.0 {
+            RowInner::Pg(r) => r.try_get_raw(i).is_ok_and(|v| v.is_null()),
+            RowInner::Sqlite(r) => r.try_get_raw(i).is_ok_and(|v| v.is_null()),
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -11,16 +11,10 @@ use sqlx::{Connection, Row};
 
 use super::query::{Exec, query};
 
-use super::{
-    ArchiveSpec, BatchAt, BatchDone, BatchJournal, DbError, ErrorKind, Keys, ProbeFn, RetentionSpec, RetentionSql,
-    RunRecord, SessionLimits, StepRecord, retention_predicate, sql,
-};
-use crate::ops::retention::archive::ArchiveFile;
+use super::catalog::Catalog;
+use super::{DbError, ErrorKind, RunRecord, SessionLimits, StepRecord, sql};
+use crate::db::catalog::{Column, IndexFacts, SqliteFile, TableFacts};
 use crate::plan::values::Target;
-use crate::run::execplan::{BatchSql, RetentionWork};
-use crate::run::inspect::{
-    Column, IndexFacts, Inspection, PREVIEW_ROWS, QueryPreview, RetentionFacts, RetentionProbe, SqliteFile, TableFacts,
-};
 
 pub fn options(target: &Target) -> Result<SqliteConnectOptions, DbError> {
     SqliteConnectOptions::from_str(target.expose_url())
@@ -53,12 +47,12 @@ pub async fn connect(target: &Target, limits: SessionLimits) -> Result<SqliteCon
 
 /// The database file's real path (symlinks and `..` resolved) and its
 /// device and inode: two names for one file are one identity.
-pub fn identity(target: &Target) -> Result<crate::run::execplan::TargetIdentity, DbError> {
+pub fn identity(target: &Target) -> Result<crate::db::identity::TargetIdentity, DbError> {
     use std::os::unix::fs::MetadataExt;
     let path = std::path::Path::new(&target.database);
     let real = std::fs::canonicalize(path).map_err(|e| DbError::other(format!("`{}`: {e}", target.database)))?;
     let meta = std::fs::metadata(&real).map_err(|e| DbError::other(format!("`{}`: {e}", real.display())))?;
-    Ok(crate::run::execplan::TargetIdentity {
+    Ok(crate::db::identity::TargetIdentity {
         backend: crate::plan::values::Backend::Sqlite,
         host: None,
         port: None,
@@ -82,42 +76,6 @@ pub async fn execute_in_transaction(c: &mut SqliteConnection, statements: &[Stri
     super::statements_in(c.begin_with("BEGIN IMMEDIATE").await?, statements).await
 }
 
-/// A `dry_run` query's first rows: SQLite values are text, integers,
-/// reals, NULL or blobs (shown by size).
-pub async fn preview(c: &mut SqliteConnection, query: &str) -> Result<QueryPreview, DbError> {
-    use sqlx::{Column, ValueRef};
-    let mut p = QueryPreview::default();
-    let query = query.trim().trim_end_matches(';');
-    let rows = sqlx::query(sql(format!("SELECT * FROM ({query}\n) LIMIT {}", PREVIEW_ROWS + 1)))
-        .fetch_all(&mut *c)
-        .await?;
-    p.truncated = rows.len() > PREVIEW_ROWS;
-    for r in rows.iter().take(PREVIEW_ROWS) {
-        if p.columns.is_empty() {
-            p.columns = r.columns().iter().map(|c| c.name().to_string()).collect();
-        }
-        let cells = (0..r.columns().len())
-            .map(|i| {
-                if r.try_get_raw(i).is_ok_and(|v| v.is_null()) {
-                    "NULL".to_string()
-                } else if let Ok(v) = r.try_get::<i64, _>(i) {
-                    v.to_string()
-                } else if let Ok(v) = r.try_get::<f64, _>(i) {
-                    v.to_string()
-                } else if let Ok(v) = r.try_get::<String, _>(i) {
-                    v
-                } else if let Ok(v) = r.try_get::<Vec<u8>, _>(i) {
-                    format!("<{} bytes>", v.len())
-                } else {
-                    "?".into()
-                }
-            })
-            .collect();
-        p.rows.push(cells);
-    }
-    Ok(p)
-}
-
 // ---------------------------------------------------------------- inspection
 
 const USER_TABLES: &str = "m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
@@ -125,14 +83,7 @@ const USER_TABLES: &str = "m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESC
 
 /// Three catalog queries in one read transaction, whatever the number of
 /// tables (`pragma_*` table-valued functions joined to `sqlite_schema`).
-pub async fn inspect(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
-    execute(c, "BEGIN").await?;
-    let result = inspect_in(c, probes).await;
-    let _ = execute(c, "COMMIT").await;
-    result
-}
-
-async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<Inspection, DbError> {
+pub async fn catalog(c: &mut SqliteConnection) -> Result<Catalog, DbError> {
     let head = sqlx::query(
         "SELECT sqlite_version(), (SELECT page_size FROM pragma_page_size()), \
          (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count()), \
@@ -246,12 +197,12 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
             "AFTER"
         };
         if let Some(t) = tables.iter_mut().find(|t| t.name.eq_ignore_ascii_case(&table)) {
-            t.delete_triggers.push(crate::run::inspect::DeleteTrigger {
+            t.delete_triggers.push(crate::db::catalog::DeleteTrigger {
                 name,
                 timing: timing.into(),
                 per_row: true,
                 function: String::new(),
-                reads: crate::ops::retention::triggerbody::Body::read(&text, timing == "BEFORE"),
+                reads: crate::db::triggerbody::Body::read(&text, timing == "BEFORE"),
             });
         }
     }
@@ -263,13 +214,13 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
     )))
     .fetch_all(&mut *c)
     .await?;
-    let mut foreign_keys: Vec<crate::run::inspect::ForeignKey> = vec![];
+    let mut foreign_keys: Vec<crate::db::catalog::ForeignKey> = vec![];
     let mut last: Option<(String, i64)> = None;
     for r in &fk_rows {
         let (child, id, parent): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
         let to: Option<String> = r.get(4);
         if last.as_ref() != Some(&(child.clone(), id)) {
-            foreign_keys.push(crate::run::inspect::ForeignKey {
+            foreign_keys.push(crate::db::catalog::ForeignKey {
                 name: format!("{child}_fk{id}"),
                 child_schema: "main".into(),
                 child_table: child.clone(),
@@ -277,7 +228,7 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
                 parent_schema: "main".into(),
                 parent_table: parent.clone(),
                 parent_columns: vec![],
-                on_delete: crate::run::inspect::OnDelete::parse(&r.get::<String, _>(5)),
+                on_delete: crate::db::catalog::OnDelete::parse(&r.get::<String, _>(5)),
             });
             last = Some((child, id));
         }
@@ -296,13 +247,13 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
             .fetch_all(&mut *c)
             .await?
             .into_iter()
-            .map(|name| crate::run::inspect::OtherRelation {
+            .map(|name| crate::db::catalog::OtherRelation {
                 schema: "main".into(),
                 name,
                 kind: "view".into(),
             })
             .collect();
-    let mut inspection = Inspection {
+    Ok(Catalog {
         server_version: head.get(0),
         default_schema: "main".into(),
         search_path: vec!["main".into()],
@@ -317,369 +268,8 @@ async fn inspect_in(c: &mut SqliteConnection, probes: &ProbeFn<'_>) -> Result<In
             freelist_count,
             file_bytes,
         }),
-        retention: indexmap::IndexMap::new(),
-        previews: indexmap::IndexMap::new(),
-        findings: indexmap::IndexMap::new(),
-        stats: indexmap::IndexMap::new(),
-        bloat: indexmap::IndexMap::new(),
-        leftovers: None,
-        matviews: None,
         catalog_queries: 6,
-    };
-    for p in probes(&inspection) {
-        let facts = probe(c, &p).await?;
-        inspection.retention.insert(p.step.clone(), facts);
-    }
-    Ok(inspection)
-}
-
-/// SQLite has no row estimates, so retention is always counted exactly.
-/// One scan samples the column (storage classes, smallest and largest
-/// value, NULLs) to decide how it stores time; the cutoff is then built in
-/// that form and compared as that storage class.
-async fn probe(c: &mut SqliteConnection, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
-    use crate::ops::retention::timefmt::{Sample, TimeFormat, cutoff_value, decide, is_zone_less};
-    let r = sqlx::query(sql(format!(
-        "SELECT CAST(min({c}) AS REAL), CAST(max({c}) AS REAL), CAST(min({c}) AS TEXT), CAST(max({c}) AS TEXT), \
-         coalesce(sum({c} IS NULL), 0), group_concat(DISTINCT typeof({c})) FROM {t}",
-        c = p.column,
-        t = p.table
-    )))
-    .fetch_one(&mut *c)
-    .await?;
-    let classes: Option<String> = r.get(5);
-    let sample = Sample {
-        declared: p.column_type.to_ascii_lowercase(),
-        storage: classes
-            .unwrap_or_default()
-            .split(',')
-            .filter(|s| !s.is_empty() && *s != "null")
-            .map(str::to_string)
-            .collect(),
-        min_num: r.get(0),
-        max_num: r.get(1),
-        min_text: r.get(2),
-        max_text: r.get(3),
-    };
-    let nulls = r.get::<i64, _>(4).max(0) as u64;
-    let format = match decide(&sample, p.stated_format) {
-        Ok(f) => f,
-        Err(e) => {
-            return Ok(RetentionFacts {
-                rows: 0,
-                exact: true,
-                oldest: sample.min_text,
-                newest: sample.max_text,
-                cutoff: String::new(),
-                format: None,
-                format_error: Some(e),
-                nulls,
-                ..RetentionFacts::default()
-            });
-        }
-    };
-    let t_sep = sample
-        .min_text
-        .as_ref()
-        .is_some_and(|t| t.as_bytes().get(10) == Some(&b'T'));
-    let zone_less = is_zone_less(format, &sample.declared, sample.min_text.as_deref());
-    let cutoff = cutoff_value(format, p.cutoff, p.zone, t_sep);
-    let param = match format {
-        TimeFormat::JulianDay => "CAST(?1 AS REAL)",
-        f if f.is_numeric() => "CAST(?1 AS INTEGER)",
-        _ => "?1",
-    };
-    let mut pred = format!("{} < {param}", p.column);
-    if let Some(w) = &p.where_sql {
-        pred.push_str(&format!(" AND ({w})"));
-    }
-    let children = child_counts!(c, p, &pred, &cutoff)?;
-    let referenced = match &p.guard_sql {
-        Some(g) => {
-            let n: i64 = sqlx::query_scalar(sql(super::referenced_count_sql(&p.table, &pred, g)))
-                .bind(&cutoff)
-                .fetch_one(&mut *c)
-                .await?;
-            pred.push_str(&format!(" AND {g}"));
-            n.max(0) as u64
-        }
-        None => 0,
-    };
-    let digest = match &p.digest_key {
-        Some(k) => {
-            use futures_util::TryStreamExt;
-            let mut d = crate::ops::retention::keydigest::KeyDigest::default();
-            let mut keys = sqlx::query_scalar::<_, String>(sql(format!("SELECT {k} FROM {} WHERE {pred}", p.table)))
-                .bind(&cutoff)
-                .fetch(&mut *c);
-            while let Some(k) = keys.try_next().await? {
-                d.add(&k);
-            }
-            Some(d)
-        }
-        None => None,
-    };
-    let r = sqlx::query(sql(format!(
-        "SELECT count(*), CAST(min({c}) AS TEXT), CAST(max({c}) AS TEXT), \
-         NOT EXISTS (SELECT 1 FROM {t} WHERE ({pred}) IS NOT 1), (SELECT count(*) FROM {t}) FROM {t} WHERE {pred}",
-        t = p.table,
-        c = p.column
-    )))
-    .bind(&cutoff)
-    .fetch_one(&mut *c)
-    .await?;
-    Ok(RetentionFacts {
-        rows: r.get::<i64, _>(0).max(0) as u64,
-        exact: true,
-        oldest: r.get(1),
-        newest: r.get(2),
-        cutoff,
-        format: Some(format),
-        format_error: None,
-        nulls,
-        zone: zone_less.then(|| p.zone.to_string()),
-        children,
-        referenced,
-        all_rows: r.get::<i64, _>(3) != 0,
-        rls_applies: false,
-        table_rows: r.get::<i64, _>(4).max(0) as u64,
-        table_rows_exact: true,
-        partitions: vec![],
-        digest,
     })
-}
-
-/// A retention key in SQLite's SQL: one column (or `rowid`), or a composite
-/// key compared as a row value. Keys travel as `json_array(k, …)` text and
-/// come back through `json_extract`, which returns each value in the
-/// storage class it had: a typeless key holding numbers compares as
-/// numbers, text as text, as SQLite itself orders them.
-struct SqliteKey<'a>(&'a [(String, String)]);
-
-impl SqliteKey<'_> {
-    fn cols(&self) -> Vec<&str> {
-        self.0.iter().map(|(c, _)| c.as_str()).collect()
-    }
-
-    /// `k` or `(a, b)`.
-    fn tuple(&self) -> String {
-        match self.cols().as_slice() {
-            [one] => one.to_string(),
-            many => format!("({})", many.join(", ")),
-        }
-    }
-
-    fn order(&self, desc: bool) -> String {
-        self.cols()
-            .iter()
-            .map(|c| format!("{c}{}", if desc { " DESC" } else { "" }))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// The key as walk text.
-    fn text(&self) -> String {
-        format!("json_array({})", self.cols().join(", "))
-    }
-
-    /// Parameter `?n` (walk text) as a value comparable with [`Self::tuple`].
-    fn param(&self, n: u8) -> String {
-        let parts: Vec<String> = (0..self.0.len())
-            .map(|i| format!("json_extract(?{n}, '$[{i}]')"))
-            .collect();
-        match parts.as_slice() {
-            [one] => one.clone(),
-            many => format!("({})", many.join(", ")),
-        }
-    }
-
-    /// The key a file archive's line carries: the value itself for one
-    /// column, a JSON array for several.
-    fn file_key(&self) -> String {
-        match self.cols().as_slice() {
-            [one] => format!("CAST({one} AS TEXT)"),
-            _ => self.text(),
-        }
-    }
-}
-
-/// A key as text (see [`SqliteKey`]).
-pub fn key_text(key: &[(String, String)]) -> String {
-    SqliteKey(key).text()
-}
-
-/// SQLite's retention statements: SQLite has no DELETE inside a CTE, so a
-/// batch is its key range, then copy and delete over that range, in one
-/// `BEGIN IMMEDIATE` transaction.
-pub fn retention_sql(spec: &RetentionSpec) -> RetentionSql {
-    let param = spec
-        .cutoff_cast
-        .map_or_else(|| "?1".to_string(), |c| format!("CAST(?1 AS {c})"));
-    let pred = retention_predicate(spec, &param);
-    let t = &spec.table;
-    let key = SqliteKey(&spec.key);
-    let kt = key.tuple();
-    let cols = spec
-        .columns
-        .iter()
-        .map(|(c, _)| c.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let range = format!(" AND {kt} >= {} AND {kt} <= {}", key.param(2), key.param(3));
-    // The eligible rows and their key span; (rows, first key, last key) of
-    // a batch. One column: min and max (which order storage classes as
-    // comparisons do); several: the ends of the ordered rows.
-    let (count, bound_first, bound_next) = if let [(k, _)] = spec.key.as_slice() {
-        let bound = |op: &str| {
-            format!(
-                "SELECT count(*), json_array(min(b.k)), json_array(max(b.k)) \
-                 FROM (SELECT {k} AS k FROM {t} WHERE {pred} AND {k} {op} {} AND {k} <= {} ORDER BY {k} LIMIT ?3) b",
-                key.param(2),
-                key.param(4)
-            )
-        };
-        (
-            format!("SELECT count(*), json_array(min({k})), json_array(max({k})) FROM {t} WHERE {pred}"),
-            bound(">="),
-            bound(">"),
-        )
-    } else {
-        let end = |from: &str, desc| {
-            format!(
-                "(SELECT {} FROM {from} ORDER BY {} LIMIT 1)",
-                key.text(),
-                key.order(desc)
-            )
-        };
-        let eligible = format!("{t} WHERE {pred}");
-        let bound = |op: &str| {
-            format!(
-                "WITH b AS MATERIALIZED (SELECT {} FROM {t} WHERE {pred} AND {kt} {op} {} AND {kt} <= {} ORDER BY {} LIMIT ?3) \
-                 SELECT (SELECT count(*) FROM b), {}, {}",
-                key.cols().join(", "),
-                key.param(2),
-                key.param(4),
-                key.order(false),
-                end("b", false),
-                end("b", true)
-            )
-        };
-        (
-            format!(
-                "SELECT count(*), {}, {} FROM {t} WHERE {pred}",
-                end(&eligible, false),
-                end(&eligible, true)
-            ),
-            bound(">="),
-            bound(">"),
-        )
-    };
-    let mut create_archive = vec![];
-    let mut copy = None;
-    let delete = format!("DELETE FROM {t} WHERE {pred}{range}");
-    let delete = match &spec.archive {
-        Some(ArchiveSpec::Table { name, exists }) => {
-            if !exists {
-                let mut defs: Vec<String> = spec.columns.iter().map(|(c, ty)| format!("{c} {ty}")).collect();
-                let pk = if spec.primary_key.is_empty() && kt != "rowid" {
-                    key.cols().iter().map(|c| c.to_string()).collect()
-                } else {
-                    spec.primary_key.clone()
-                };
-                if !pk.is_empty() {
-                    defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
-                }
-                create_archive.push(format!("CREATE TABLE {name} ({})", defs.join(", ")));
-            }
-            copy = Some(format!(
-                "INSERT INTO {name} ({cols}) SELECT {cols} FROM {t} WHERE {pred}{range}"
-            ));
-            delete
-        }
-        // The rows the delete really removed, for the file (a row a
-        // trigger kept is not written).
-        Some(ArchiveSpec::File { .. }) => {
-            let fields = spec
-                .columns
-                .iter()
-                .map(|(c, _)| format!("'{}', {c}", c.trim_matches('"').replace('\'', "''")))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("{delete} RETURNING {}, json_object({fields})", key.file_key())
-        }
-        None => delete,
-    };
-    RetentionSql {
-        create_archive,
-        count,
-        batch: BatchSql::Ranged {
-            bound_first,
-            bound_next,
-            copy,
-            delete,
-        },
-        cascades: super::cascade_counts(spec, t, &pred, &range),
-    }
-}
-
-/// One batch in one `BEGIN IMMEDIATE` transaction with its journal row.
-pub async fn retention_batch(
-    c: &mut SqliteConnection,
-    work: &RetentionWork,
-    at: BatchAt<'_>,
-    journal: &BatchJournal,
-    archive_file: Option<&mut ArchiveFile>,
-) -> Result<BatchDone, DbError> {
-    let BatchAt::Ranged(keys) = at else {
-        return Err(DbError::other("key windows are a PostgreSQL batch style"));
-    };
-    let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
-    let result = batch_in(&mut tx, work, keys, journal, archive_file).await;
-    super::settle(tx, result).await
-}
-
-async fn batch_in(
-    c: &mut SqliteConnection,
-    work: &RetentionWork,
-    keys: Keys<'_>,
-    journal: &BatchJournal,
-    archive_file: Option<&mut ArchiveFile>,
-) -> Result<BatchDone, DbError> {
-    let BatchSql::Ranged {
-        bound_first,
-        bound_next,
-        copy,
-        delete,
-    } = &work.batch
-    else {
-        return Err(DbError::other("a SQLite retention step needs ranged batches"));
-    };
-    let done = ranged_batch!(c, work, keys, archive_file, bound_first, bound_next, copy, delete)?;
-    if done.rows == 0 {
-        return Ok(done);
-    }
-    sqlx::query("INSERT INTO dbmaint_batches (run_id, step, batch_no, last_key, rows) VALUES (?, ?, ?, ?, ?)")
-        .bind(journal.run_id)
-        .bind(&journal.step)
-        .bind(journal.batch_no as i64)
-        .bind(&done.last_key)
-        .bind(done.rows as i64)
-        .execute(&mut *c)
-        .await?;
-    for (cc, n) in work.cascades.iter().zip(&done.cascaded).filter(|(_, n)| **n > 0) {
-        sqlx::query(
-            "INSERT INTO dbmaint_cascades (run_id, step, batch_no, foreign_key, on_delete, rows) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(journal.run_id)
-        .bind(&journal.step)
-        .bind(journal.batch_no as i64)
-        .bind(&cc.foreign_key)
-        .bind(&cc.on_delete)
-        .bind(*n as i64)
-        .execute(&mut *c)
-        .await?;
-    }
-    Ok(done)
 }
 
 // ---------------------------------------------------------------- journal

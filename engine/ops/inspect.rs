@@ -21,7 +21,7 @@ pub enum InspectWhat {
 pub struct InspectReport {
     pub report: InspectWhat,
     pub target: String,
-    pub identity: crate::run::execplan::TargetIdentity,
+    pub identity: crate::db::identity::TargetIdentity,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<crate::ops::stats::report::StatsReport>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,7 @@ use crate::ops::inspect::{InspectReport, InspectWhat};
 
 /// The header line(s) naming the database, for history and inspect.
 fn identity_header(identity: &serde_json::Value) -> String {
-    match serde_json::from_value::<crate::run::execplan::TargetIdentity>(identity.clone()) {
+    match serde_json::from_value::<crate::db::identity::TargetIdentity>(identity.clone()) {
         Ok(i) if i.source.is_empty() => format!("target: {}\n", i.describe()),
         Ok(i) => format!("target: {}\ntarget from {}\n", i.describe(), i.source),
         Err(_) => String::new(),

@@ -921,7 +921,7 @@ enum DbOp<'a> {
     /// One retention batch, after capping the statement timeout.
     Batch {
         work: &'a RetentionWork,
-        at: crate::db::BatchAt<'a>,
+        at: crate::ops::retention::batch::BatchAt<'a>,
         journal: &'a BatchJournal,
         file: Option<&'a mut crate::ops::retention::archive::ArchiveFile>,
         timeout: Duration,
@@ -933,8 +933,8 @@ enum DbOp<'a> {
 enum Done {
     /// A statement or transaction went through.
     Ran,
-    Batch(crate::db::BatchDone),
-    Count(crate::db::Eligible),
+    Batch(crate::ops::retention::batch::BatchDone),
+    Count(crate::ops::retention::batch::Eligible),
     NextKey(Option<i64>),
 }
 
@@ -967,8 +967,10 @@ async fn with_retries(
                 },
                 Err(e) => Err(e),
             },
-            DbOp::Count(work) => c.retention_count(work).await.map(Done::Count),
-            DbOp::NextKey(sql, after) => c.retention_next_key(sql, *after).await.map(Done::NextKey),
+            DbOp::Count(work) => crate::ops::retention::batch::count(c, work).await.map(Done::Count),
+            DbOp::NextKey(sql, after) => crate::ops::retention::batch::next_key(c, sql, *after)
+                .await
+                .map(Done::NextKey),
             DbOp::Batch {
                 work,
                 at,
@@ -976,8 +978,7 @@ async fn with_retries(
                 file,
                 timeout,
             } => match set_timeout(c, acc, *timeout).await {
-                Ok(()) => c
-                    .retention_batch(work, *at, journal, file.as_deref_mut())
+                Ok(()) => crate::ops::retention::batch::take(c, work, *at, journal, file.as_deref_mut())
                     .await
                     .map(Done::Batch),
                 Err(e) => Err(e),
@@ -1076,10 +1077,12 @@ async fn retention_walk(
     // first; a key-window walk starts at the first eligible key at once
     // and learns the span's end from a second session reading it beside
     // the first windows (the pass a DBA's loop waits for up front).
-    let mut span_read: Option<tokio::task::JoinHandle<Result<crate::db::Eligible, crate::db::DbError>>> = None;
+    let mut span_read: Option<
+        tokio::task::JoinHandle<Result<crate::ops::retention::batch::Eligible, crate::db::DbError>>,
+    > = None;
     let (mut walk, first, last, eligible_rows) = match &work.batch {
         crate::run::execplan::BatchSql::Window { statement, .. } => {
-            let first = match c.retention_first_key(work).await {
+            let first = match crate::ops::retention::batch::first_key(c, work).await {
                 Ok(Some(k)) => k,
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -1096,9 +1099,9 @@ async fn retention_walk(
                 // One core: the windows' deletes keep the others (a
                 // parallel read here took them from the deletes).
                 s.execute("SET max_parallel_workers_per_gather = 0").await?;
-                s.retention_count(&span_work).await
+                crate::ops::retention::batch::count(&mut s, &span_work).await
             }));
-            c.prepare_window(statement)
+            crate::ops::retention::batch::prepare_window(c, statement)
                 .await
                 .map_err(|e| StepErr::failed(format!("preparing the batch statement: {}", e.message)))?;
             acc.r.statements += 1;
@@ -1135,7 +1138,7 @@ async fn retention_walk(
         crate::run::execplan::BatchSql::Ranged { .. } => {
             let eligible = match with_retries(step, ctx, acc, c, DbOp::Count(work)).await {
                 Ok(Done::Count(e)) => e,
-                Ok(_) => crate::db::Eligible { rows: 0, span: None },
+                Ok(_) => crate::ops::retention::batch::Eligible { rows: 0, span: None },
                 Err(e) => return Err(StepErr::failed(format!("counting the eligible rows: {}", e.message))),
             };
             acc.r.statements += 1;
@@ -1197,7 +1200,7 @@ async fn walk_batches(
     walk: &mut Walk,
     first: &str,
     last: &str,
-    span_read: &mut Option<tokio::task::JoinHandle<Result<crate::db::Eligible, crate::db::DbError>>>,
+    span_read: &mut Option<tokio::task::JoinHandle<Result<crate::ops::retention::batch::Eligible, crate::db::DbError>>>,
     mut file: Option<&mut crate::ops::retention::archive::ArchiveFile>,
 ) -> Result<(u64, u64), StepErr> {
     // Pass 1 of a key-window walk ends at the span's end, once known.
@@ -1228,7 +1231,7 @@ async fn walk_batches(
                             e.message
                         ),
                     });
-                    c.retention_count(work).await
+                    crate::ops::retention::batch::count(c, work).await
                 }
             };
             let end = match read {
@@ -1272,12 +1275,12 @@ async fn walk_batches(
                 next: Some(lo), last, ..
             } => {
                 let hi = lo.saturating_add(room as i64 - 1);
-                crate::db::BatchAt::Window(crate::db::Window {
+                crate::ops::retention::batch::BatchAt::Window(crate::ops::retention::batch::Window {
                     lo: *lo,
                     hi: last.map_or(hi, |l| hi.min(l)),
                 })
             }
-            Walk::Ranged { .. } => crate::db::BatchAt::Ranged(crate::db::Keys {
+            Walk::Ranged { .. } => crate::ops::retention::batch::BatchAt::Ranged(crate::ops::retention::batch::Keys {
                 from: after.as_deref().unwrap_or(first),
                 inclusive: after.is_none(),
                 to: last,
@@ -1309,7 +1312,7 @@ async fn walk_batches(
         };
         let done = match with_retries(step, ctx, acc, c, op).await {
             Ok(Done::Batch(b)) => b,
-            Ok(_) => crate::db::BatchDone {
+            Ok(_) => crate::ops::retention::batch::BatchDone {
                 rows: 0,
                 selected: 0,
                 last_key: None,
@@ -1333,7 +1336,7 @@ async fn walk_batches(
         acc.r.statements += 1;
         // Where the next batch starts; `None` ends the walk.
         match (&mut *walk, at) {
-            (Walk::Window { next, last, .. }, crate::db::BatchAt::Window(w)) => {
+            (Walk::Window { next, last, .. }, crate::ops::retention::batch::BatchAt::Window(w)) => {
                 *next = match *last {
                     Some(l) if w.hi >= l => None,
                     _ => w.hi.checked_add(1),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::db::applylock::{ApplyLock, LockError, hostname};
-use crate::db::{DbError, RunRecord, SessionLimits, StepRecord, connect};
+use crate::db::{Conn, DbError, RunRecord, SessionLimits, StepRecord, connect};
 use crate::plan::Plan;
 use crate::plan::graph::StepGraph;
 use crate::plan::values::{Backend, Target};
@@ -82,6 +82,23 @@ pub fn check_window(plan: &Plan, now: DateTime<Utc>) -> Result<(), Failure> {
     }
 }
 
+/// The catalog, then the retention counts it lets the planner derive, in
+/// the caller's snapshot.
+async fn inspect_in(
+    conn: &mut Conn,
+    plan: &Plan,
+    backend: Backend,
+    now: DateTime<Utc>,
+    digest: bool,
+) -> Result<Inspection, DbError> {
+    let mut insp = Inspection::new(conn.catalog().await?);
+    for p in crate::run::planner::retention_probes(plan, &insp, backend, now, digest) {
+        let facts = crate::ops::retention::batch::probe(conn, &p).await?;
+        insp.retention.insert(p.step.clone(), facts);
+    }
+    Ok(insp)
+}
+
 /// Inspects the target read-only and computes the execution plan.
 pub async fn compute(
     plan: &Plan,
@@ -94,8 +111,10 @@ pub async fn compute(
     let mut identity = conn.identity(target).await?;
     identity.source = plan.target_origin.clone().unwrap_or_default();
     let backend = target.backend;
-    let probes = move |insp: &Inspection| crate::run::planner::retention_probes(plan, insp, backend, now, digest);
-    let mut insp = conn.inspect(&probes).await.map_err(|e| match e.kind {
+    conn.snapshot_begin().await?;
+    let read = inspect_in(&mut conn, plan, backend, now, digest).await;
+    conn.snapshot_end().await;
+    let mut insp = read.map_err(|e| match e.kind {
         crate::db::ErrorKind::LockTimeout => Failure::error(format!(
             "inspecting {} waited for a lock another session holds ({}); nothing was done: run again when that session is done",
             target.redacted(),
@@ -111,7 +130,8 @@ pub async fn compute(
         match &step.op {
             Operation::Sql(s) => {
                 if let Some(q) = &s.dry_run {
-                    insp.previews.insert(id, conn.preview(&q.value).await);
+                    insp.previews
+                        .insert(id, crate::ops::sql::preview::preview(&mut conn, &q.value).await);
                 }
             }
             Operation::Stats(s) => {

@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 
 use crate::db::quote_name;
 use crate::ops::Operation;
+use crate::ops::retention::facts::RetentionProbe;
 use crate::plan::graph::StepGraph;
 use crate::plan::values::{Backend, Ident, NameGlob, Target};
 use crate::plan::{Plan, Step};
 use crate::run::execplan::{Action, Estimate, ExecutionPlan, Marker, Object, PlannedStep};
-use crate::run::inspect::{Inspection, RetentionProbe, TableFacts};
+use crate::run::inspect::{Inspection, TableFacts};
 
 /// What an operation's planning sees.
 #[derive(Debug)]

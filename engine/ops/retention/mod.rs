@@ -3,17 +3,22 @@
 
 pub mod archive;
 pub mod archivetypes;
+pub mod batch;
+pub mod facts;
 pub mod keydigest;
+pub mod pg;
+pub mod sql;
+pub mod sqlite;
 pub mod timefmt;
-pub mod triggerbody;
 
 use super::{BOTH, OpCheck, OpParams, get};
-use crate::db::{ArchiveSpec, RetentionSpec, quote_ident, quote_name, retention_sql};
+use crate::db::{quote_ident, quote_name};
+use crate::ops::retention::facts::RetentionProbe;
 use crate::plan::decode::did_you_mean;
 use crate::plan::values::{Backend, Duration, Ident, Ratio, Tz};
 use crate::run::execplan::{Action, ArchiveTo, BatchSql, Estimate, Fidelity, Marker, RetentionWork, human_count};
-use crate::run::inspect::RetentionProbe;
 use crate::run::planner::{Draft, PlanCx};
+use sql::{ArchiveSpec, RetentionSpec, retention_sql};
 
 crate::params! {
     /// Where deleted rows are kept: exactly one of `table` or `file`.
@@ -254,13 +259,13 @@ impl Retention {
             digest_key: digest
                 .then(|| batch_key(get(&self.key).map(|k| k.0), t, cx.backend).ok())
                 .flatten()
-                .map(|k| crate::db::key_text_sql(cx.backend, &quote_key(&k))),
+                .map(|k| crate::ops::retention::sql::key_text_sql(cx.backend, &quote_key(&k))),
             guard_sql: self.guard(cx, t),
         })
     }
 
     /// The foreign keys that reference `t`, each ready to count.
-    fn children(cx: &PlanCx<'_>, t: &crate::run::inspect::TableFacts) -> Vec<crate::run::inspect::ChildProbe> {
+    fn children(cx: &PlanCx<'_>, t: &crate::run::inspect::TableFacts) -> Vec<crate::ops::retention::facts::ChildProbe> {
         let parent = cx.quoted(t);
         cx.insp
             .foreign_keys
@@ -278,7 +283,7 @@ impl Retention {
                     .map(|(c, p)| format!("dbmaint_c.{} = {parent}.{}", quote_ident(c), quote_ident(p)))
                     .collect::<Vec<_>>()
                     .join(" AND ");
-                crate::run::inspect::ChildProbe {
+                crate::ops::retention::facts::ChildProbe {
                     label: format!(
                         "{}.{} → {}.{} ({})",
                         fk.child_table,
@@ -302,14 +307,17 @@ impl Retention {
     /// the path its rows are reached through (depth at most 4; a key that
     /// leads back to a table on its path is marked a cycle and not
     /// followed).
-    fn cascade_paths(cx: &PlanCx<'_>, t: &crate::run::inspect::TableFacts) -> Vec<crate::run::inspect::ChildProbe> {
+    fn cascade_paths(
+        cx: &PlanCx<'_>,
+        t: &crate::run::inspect::TableFacts,
+    ) -> Vec<crate::ops::retention::facts::ChildProbe> {
         const MAX_DEPTH: usize = 4;
         let quoted = |schema: &str, table: &str| match cx.backend {
             Backend::Postgres => quote_name(Some(schema), table),
             Backend::Sqlite => quote_name(None, table),
         };
         // (probe, tables on its path) for every cascading key to expand.
-        let mut todo: Vec<(crate::run::inspect::ChildProbe, Vec<(String, String)>)> = Self::children(cx, t)
+        let mut todo: Vec<(crate::ops::retention::facts::ChildProbe, Vec<(String, String)>)> = Self::children(cx, t)
             .into_iter()
             .filter(|c| c.on_delete == crate::run::inspect::OnDelete::Cascade && !c.self_ref)
             .filter_map(|c| {
@@ -354,7 +362,7 @@ impl Retention {
                 let cycle = path.iter().any(|(s, n)| *s == fk.child_schema && *n == fk.child_table);
                 let mut via = parent.via.clone();
                 via.push((parent.from.clone(), parent.join.clone()));
-                let probe = crate::run::inspect::ChildProbe {
+                let probe = crate::ops::retention::facts::ChildProbe {
                     label: format!(
                         "{}.{} → {}.{} ({}), through {}",
                         fk.child_table,
@@ -425,7 +433,7 @@ impl Retention {
     fn cascade_refusal(
         &self,
         t: &crate::run::inspect::TableFacts,
-        facts: &crate::run::inspect::RetentionFacts,
+        facts: &crate::ops::retention::facts::RetentionFacts,
     ) -> Option<String> {
         let name = &t.name;
         for c in facts.children.iter().filter(|c| c.on_delete.acts()) {
@@ -749,7 +757,7 @@ impl Retention {
                     // A self-reference reaches only eligible rows (else the
                     // step is refused), which the walk deletes itself.
                     .filter(|c| c.on_delete.acts() && !c.self_ref && !c.cycle)
-                    .map(|c| crate::db::CascadeSpec {
+                    .map(|c| crate::ops::retention::sql::CascadeSpec {
                         label: c.label,
                         on_delete: c.on_delete.sql().to_string(),
                         from: c.from,

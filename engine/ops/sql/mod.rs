@@ -2,6 +2,7 @@
 //! diff and report. The escape hatch: the engine cannot predict its effect.
 
 pub mod authorsql;
+pub mod preview;
 
 use super::{BOTH, OpCheck, OpParams, get};
 use crate::plan::values::Backend;
