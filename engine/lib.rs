@@ -27,4 +27,20 @@ pub mod plan;
 pub mod report;
 pub mod run;
 
-pub use plan::load::{LoadOptions, Loaded, load, load_str};
+pub use plan::load::{LoadOptions, Loaded};
+
+/// Loads a plan file through every stage (see [`plan::load::load`]), with
+/// the operations of [`ops::REGISTRY`].
+pub fn load(path: &std::path::Path, opts: &LoadOptions) -> Loaded {
+    plan::load::load(path, opts, &ops::REGISTRY)
+}
+
+/// Loads a plan from text (see [`plan::load::load_str`]).
+pub fn load_str(name: &str, text: &str, opts: &LoadOptions) -> Loaded {
+    plan::load::load_str(name, text, opts, &ops::REGISTRY)
+}
+
+/// The JSON Schema of plan files, with every operation's parameters.
+pub fn plan_schema_json() -> String {
+    plan::schema::plan_schema_json(&ops::REGISTRY)
+}

@@ -1,6 +1,6 @@
 //! The committed JSON Schema is current, and every plan and example passes it.
 
-use dbmaint::plan::schema::plan_schema_json;
+use dbmaint::plan_schema_json;
 
 const COMMITTED: &str = "schemas/plan.schema.json";
 

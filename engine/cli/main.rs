@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use dbmaint::plan::diag::{Diagnostics, render_text, summary, to_json};
-use dbmaint::plan::load::{LoadOptions, Loaded, load};
 use dbmaint::run::exit;
+use dbmaint::{LoadOptions, Loaded, load};
 
 mod commands;
 use commands::{apply, demo, diff, history, inspect, runtime};
@@ -241,7 +241,7 @@ fn main() -> ExitCode {
         } => runtime().block_on(inspect(&cli, target, *report, *top, *exact)),
         Command::Demo { db, force, seed, scale } => runtime().block_on(demo(&cli, db, *force, *seed, *scale)),
         Command::Schema => {
-            print!("{}", dbmaint::plan::schema::plan_schema_json());
+            print!("{}", dbmaint::plan_schema_json());
             exit::OK
         }
         Command::Completions { shell } => {

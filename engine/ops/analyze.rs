@@ -24,6 +24,7 @@ crate::params! {
 }
 
 impl OpParams for Analyze {
+    const KEY: &'static str = "analyze";
     const BACKENDS: &'static [Backend] = BOTH;
 
     fn check(&self, c: &mut OpCheck<'_>) {

@@ -10,7 +10,6 @@ pub mod analyze;
 pub mod backup;
 pub mod bloat;
 pub mod check;
-pub mod inspect;
 pub mod refresh_views;
 pub mod reindex;
 pub mod retention;
@@ -18,122 +17,72 @@ pub mod sql;
 pub mod stats;
 pub mod vacuum;
 
+pub mod inspect;
+
 use crate::plan::decode::{Cx, Decode, Sp};
-use crate::plan::diag::Diag;
-use crate::plan::node::{Node, Pos};
+use crate::plan::node::Node;
+use crate::plan::op::{OpCatalog, StepOp};
+pub use crate::plan::op::{OpCheck, OpParams};
 use crate::plan::values::Backend;
 
-/// What an operation's rules may look at: the backend (when the target is
-/// known), the step, and where to report.
-#[derive(Debug)]
-pub struct OpCheck<'a> {
-    pub backend: Option<Backend>,
-    pub step: &'a str,
-    pub cx: &'a mut Cx,
-}
-
-impl OpCheck<'_> {
-    pub fn error(&mut self, code: &'static str, pos: Pos, message: String, hint: &str) {
-        let d = Diag::error(code, message).at(pos, None);
-        self.cx.error(if hint.is_empty() { d } else { d.hint(hint) });
-    }
-
-    pub fn warn(&mut self, code: &'static str, pos: Pos, message: String, hint: &str) {
-        let d = Diag::warning(code, message).at(pos, None);
-        self.cx.error(if hint.is_empty() { d } else { d.hint(hint) });
-    }
-
-    /// Warns that a parameter means nothing on this backend (it is ignored).
-    pub fn not_on<T>(&mut self, field: &Option<Sp<T>>, key: &str, backend: Backend) {
-        if let (Some(f), Some(b)) = (field, self.backend)
-            && b == backend
-        {
-            let step = self.step;
-            self.warn(
-                "ignored-param",
-                f.pos,
-                format!("`{key}` has no effect on {b} (step `{step}`)"),
-                "remove it, or keep it for a plan that also targets the other backend",
-            );
-        }
-    }
-
-    /// Reports a `batch_size`-like integer outside `range`.
-    pub fn in_range(&mut self, field: &Option<Sp<u64>>, key: &str, range: std::ops::RangeInclusive<u64>) {
-        if let Some(f) = field
-            && !range.contains(&f.value)
-        {
-            self.error(
-                "out-of-range",
-                f.pos,
-                format!("`{key}` is {}, outside {}..={}", f.value, range.start(), range.end()),
-                "",
-            );
-        }
-    }
-}
-
-/// Behaviour every operation's parameters provide.
-pub trait OpParams: Decode {
-    /// Backends that can run the operation.
-    const BACKENDS: &'static [Backend];
-    /// Rules beyond types; report through `check`.
-    fn check(&self, _check: &mut OpCheck<'_>) {}
-}
-
 macro_rules! operations {
-    ($( $(#[$m:meta])* $variant:ident($ty:ty) = $key:literal ),+ $(,)?) => {
-        /// One step's operation and its parameters.
-        #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-        #[serde(rename_all = "snake_case")]
-        // One value per step of a plan, built once: boxing the larger
-        // parameter sets would save nothing worth an indirection.
-        #[allow(clippy::large_enum_variant)]
-        pub enum Operation { $( $(#[$m])* $variant($ty) ),+ }
+    ($( $(#[$m:meta])* $variant:ident($ty:ty) ),+ $(,)?) => {
+        /// A plan step's operation, borrowed with its concrete parameters:
+        /// what the engine matches on (`Operation::of(&*step.op)`).
+        #[derive(Debug, Clone, Copy)]
+        pub enum Operation<'a> { $( $(#[$m])* $variant(&'a $ty) ),+ }
 
         /// Every operation key, in the spec's order.
-        pub const OP_KEYS: &[&str] = &[$($key),+];
+        pub const OP_KEYS: &[&str] = &[$( <$ty as OpParams>::KEY ),+];
 
-        impl Operation {
-            pub fn key(&self) -> &'static str {
-                match self { $( Self::$variant(_) => $key ),+ }
+        impl<'a> Operation<'a> {
+            /// The concrete parameters of a step's operation. Every
+            /// `StepOp` of a loaded plan was decoded by [`REGISTRY`], so
+            /// one of its types matches.
+            pub fn of(op: &'a dyn StepOp) -> Self {
+                let any = op.as_any();
+                $( if let Some(p) = any.downcast_ref::<$ty>() { return Self::$variant(p); } )+
+                unreachable!("operation `{}` was not decoded by ops::REGISTRY", op.key())
+            }
+        }
+
+        /// The operations plans may use, for the plan language.
+        #[derive(Debug)]
+        pub struct Registry;
+
+        /// The one registry: a new operation is one line in the list below.
+        pub static REGISTRY: Registry = Registry;
+
+        impl OpCatalog for Registry {
+            fn keys(&self) -> &'static [&'static str] {
+                OP_KEYS
             }
 
-            pub fn backends(&self) -> &'static [Backend] {
-                match self { $( Self::$variant(_) => <$ty as OpParams>::BACKENDS ),+ }
+            fn decode(&self, key: &str, node: &Node, cx: &mut Cx) -> Option<Box<dyn StepOp>> {
+                $( if key == <$ty as OpParams>::KEY {
+                    return <$ty as Decode>::decode(node, cx).map(|p| Box::new(p) as Box<dyn StepOp>);
+                } )+
+                None
             }
 
-            /// Decodes the parameters under operation key `key`.
-            pub fn decode(key: &str, node: &Node, cx: &mut Cx) -> Option<Self> {
-                match key {
-                    $( $key => <$ty as Decode>::decode(node, cx).map(Self::$variant), )+
-                    _ => None,
-                }
-            }
-
-            pub fn check(&self, check: &mut OpCheck<'_>) {
-                match self { $( Self::$variant(p) => p.check(check) ),+ }
-            }
-
-            /// JSON Schema of each operation key's value, for the step schema.
-            pub fn schemas(generator: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
-                vec![$( ($key, generator.subschema_for::<$ty>()) ),+]
+            fn schemas(&self, generator: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
+                vec![$( (<$ty as OpParams>::KEY, generator.subschema_for::<$ty>()) ),+]
             }
         }
     };
 }
 
 operations! {
-    Backup(backup::Backup) = "backup",
-    Vacuum(vacuum::Vacuum) = "vacuum",
-    Analyze(analyze::Analyze) = "analyze",
-    Reindex(reindex::Reindex) = "reindex",
-    Retention(retention::Retention) = "retention",
-    RefreshViews(refresh_views::RefreshViews) = "refresh_views",
-    Stats(stats::Stats) = "stats",
-    Bloat(bloat::Bloat) = "bloat",
-    Check(check::Check) = "check",
-    Sql(sql::Sql) = "sql",
+    Backup(backup::Backup),
+    Vacuum(vacuum::Vacuum),
+    Analyze(analyze::Analyze),
+    Reindex(reindex::Reindex),
+    Retention(retention::Retention),
+    RefreshViews(refresh_views::RefreshViews),
+    Stats(stats::Stats),
+    Bloat(bloat::Bloat),
+    Check(check::Check),
+    Sql(sql::Sql),
 }
 
 pub const BOTH: &[Backend] = &[Backend::Postgres, Backend::Sqlite];

@@ -34,6 +34,7 @@ crate::params! {
 }
 
 impl OpParams for Vacuum {
+    const KEY: &'static str = "vacuum";
     const BACKENDS: &'static [Backend] = BOTH;
 
     fn check(&self, c: &mut OpCheck<'_>) {

@@ -12,10 +12,10 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use crate::ops::{OP_KEYS, Operation};
 use crate::plan::decode::{Cx, Decode, MapReader, Sp, did_you_mean};
 use crate::plan::diag::Diag;
 use crate::plan::node::{Kind, Node, Pos};
+use crate::plan::op::{StepOp, catalog};
 use crate::plan::values::{Duration, PlanName, Schedule, Target, Tz, Window};
 
 crate::keywords! {
@@ -105,7 +105,7 @@ pub struct StepDoc {
     pub settings: Option<Settings>,
     /// The operation and where its key is written; `None` when missing or
     /// invalid (already reported).
-    pub op: Option<Sp<Operation>>,
+    pub op: Option<Sp<Box<dyn StepOp>>>,
     /// False when any part of the step was reported as wrong. An incomplete
     /// step still takes part in `needs` and cycle checks, so one pass finds
     /// every mistake, but never reaches a resolved plan.
@@ -126,32 +126,33 @@ impl StepDoc {
         let description = r.opt::<String>("description", cx);
         let enabled = r.opt::<bool>("enabled", cx);
 
+        let op_keys = catalog().keys();
         let entries = node.entries().unwrap_or(&[]);
         let op_entries: Vec<_> = entries
             .iter()
-            .filter(|(k, _)| OP_KEYS.contains(&k.name.as_str()))
+            .filter(|(k, _)| op_keys.contains(&k.name.as_str()))
             .collect();
         let mut op = None;
         for (key, value) in &op_entries {
             r.raw(&key.name);
-            if let Some(o) = Operation::decode(&key.name, value, cx) {
+            if let Some(o) = catalog().decode(&key.name, value, cx) {
                 op.get_or_insert(Sp::new(o, key.pos));
             }
         }
         let mut known: Vec<&str> = Settings::KEYS.to_vec();
         known.extend(STEP_KEYS);
-        known.extend(OP_KEYS);
+        known.extend(op_keys);
         // An unknown key that looks like an operation already explains a
         // missing operation; don't report the same mistake twice.
         let typo_of_op = entries.iter().any(|(k, _)| {
-            !known.contains(&k.name.as_str()) && did_you_mean(&k.name, OP_KEYS.iter().copied()).is_some()
+            !known.contains(&k.name.as_str()) && did_you_mean(&k.name, op_keys.iter().copied()).is_some()
         });
         let clean = r.finish(cx, &what, &known);
         match op_entries.as_slice() {
             [] if !typo_of_op => cx.error(
                 Diag::error("op-count", format!("step `{id}` has no operation"))
                     .at(id_pos, "no operation key".to_string())
-                    .hint(format!("add exactly one of: {}", OP_KEYS.join(", "))),
+                    .hint(format!("add exactly one of: {}", op_keys.join(", "))),
             ),
             [_] | [] => {}
             [(first, _), rest @ ..] => {
@@ -230,7 +231,7 @@ impl Serialize for StepDoc {
             crate::plan::serialize_settings(&mut m, settings)?;
         }
         if let Some(op) = &self.op {
-            crate::plan::serialize_op(&mut m, &op.value)?;
+            crate::plan::serialize_op(&mut m, op.value.as_ref())?;
         }
         m.end()
     }
@@ -277,7 +278,7 @@ impl JsonSchema for StepSchema {
                 .into(),
         );
         let mut one_of = Vec::new();
-        for (key, schema) in Operation::schemas(generator) {
+        for (key, schema) in catalog().schemas(generator) {
             properties.insert(key.into(), schema.into());
             one_of.push(json_schema!({"required": [key]}));
         }

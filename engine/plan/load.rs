@@ -12,6 +12,7 @@ use crate::plan::diag::{Diag, Diagnostics};
 use crate::plan::doc::{PlanDoc, Steps};
 use crate::plan::graph::StepGraph;
 use crate::plan::node::{Kind, Node};
+use crate::plan::op::OpCatalog;
 use crate::plan::overlay::{VarOverride, apply_vars, env_vars, merge, parse_cli_var};
 use crate::plan::source::Sources;
 use crate::plan::template::{Context, render_plan};
@@ -146,8 +147,10 @@ fn io_error(path: &Path, what: &str, e: &std::io::Error) -> Diag {
         .hint("check the path and its permissions")
 }
 
-/// Loads, overlays, renders and validates the plan at `path`.
-pub fn load(path: &Path, opts: &LoadOptions) -> Loaded {
+/// Loads, overlays, renders and validates the plan at `path`; steps may
+/// use the operations of `ops` (the crate root passes `ops::REGISTRY`).
+pub fn load(path: &Path, opts: &LoadOptions, ops: &'static dyn OpCatalog) -> Loaded {
+    crate::plan::op::install(ops);
     let mut sources = Sources::new();
     let mut diags = Diagnostics::default();
     let plan = load_inner(path, opts, &mut sources, &mut diags);
@@ -167,7 +170,8 @@ fn loaded(sources: Sources, mut diags: Diagnostics, plan: Option<Plan>) -> Loade
 }
 
 /// Parses a plan from text (no overlay), for tests, fuzzing and benchmarks.
-pub fn load_str(name: &str, text: &str, opts: &LoadOptions) -> Loaded {
+pub fn load_str(name: &str, text: &str, opts: &LoadOptions, ops: &'static dyn OpCatalog) -> Loaded {
+    crate::plan::op::install(ops);
     let mut sources = Sources::new();
     let mut diags = Diagnostics::default();
     let file = sources.add(name, text);

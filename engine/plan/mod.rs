@@ -9,6 +9,7 @@ pub mod doc;
 pub mod graph;
 pub mod load;
 pub mod node;
+pub mod op;
 pub mod overlay;
 pub mod schema;
 pub mod source;
@@ -20,8 +21,8 @@ pub mod yaml;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use crate::ops::Operation;
 use crate::plan::doc::{OnFailure, Settings};
+use crate::plan::op::StepOp;
 use crate::plan::values::{Duration, Schedule, Target, Tz, Window};
 
 /// The engine's defaults, used where neither the step nor `defaults` says.
@@ -64,13 +65,25 @@ impl StepSettings {
 }
 
 /// One enabled step, ready to plan.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Step {
     pub id: String,
     pub description: Option<String>,
     pub needs: Vec<String>,
     pub settings: StepSettings,
-    pub op: Operation,
+    pub op: Box<dyn StepOp>,
+}
+
+// By hand: a derived `PartialEq` cannot compare a `Box<dyn …>` field
+// (rust-lang/rust#31740); the operation compares through `StepOp::same_as`.
+impl PartialEq for Step {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.description == other.description
+            && self.needs == other.needs
+            && self.settings == other.settings
+            && self.op.same_as(other.op.as_ref())
+    }
 }
 
 impl Serialize for Step {
@@ -89,25 +102,14 @@ impl Serialize for Step {
         if let Some(t) = &self.settings.timeout {
             m.serialize_entry("timeout", t)?;
         }
-        serialize_op(&mut m, &self.op)?;
+        serialize_op(&mut m, self.op.as_ref())?;
         m.end()
     }
 }
 
 /// Writes `key: params` for an operation, the shape a plan file uses.
-pub fn serialize_op<M: SerializeMap>(m: &mut M, op: &Operation) -> Result<(), M::Error> {
-    match op {
-        Operation::Backup(p) => m.serialize_entry("backup", p),
-        Operation::Vacuum(p) => m.serialize_entry("vacuum", p),
-        Operation::Analyze(p) => m.serialize_entry("analyze", p),
-        Operation::Reindex(p) => m.serialize_entry("reindex", p),
-        Operation::Retention(p) => m.serialize_entry("retention", p),
-        Operation::RefreshViews(p) => m.serialize_entry("refresh_views", p),
-        Operation::Stats(p) => m.serialize_entry("stats", p),
-        Operation::Bloat(p) => m.serialize_entry("bloat", p),
-        Operation::Check(p) => m.serialize_entry("check", p),
-        Operation::Sql(p) => m.serialize_entry("sql", p),
-    }
+pub fn serialize_op<M: SerializeMap>(m: &mut M, op: &dyn StepOp) -> Result<(), M::Error> {
+    m.serialize_entry(op.key(), &op.params_json())
 }
 
 /// Writes the settings a step document sets explicitly.

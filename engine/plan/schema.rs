@@ -1,5 +1,5 @@
 //! The plan's JSON Schema (draft-07, for yaml-language-server), generated
-//! from the document types in `doc.rs` and `ops/`. `schemas/plan.schema.json`
+//! from the document types in `doc.rs` and the installed operations. `schemas/plan.schema.json`
 //! is this output, committed; a test fails when it is stale.
 
 use crate::plan::decode::Template;
@@ -9,7 +9,8 @@ use crate::plan::doc::PlanDoc;
 pub const MODELINE: &str = "# yaml-language-server: $schema=../schemas/plan.schema.json";
 
 /// The schema as pretty JSON with a trailing newline.
-pub fn plan_schema_json() -> String {
+pub fn plan_schema_json(ops: &'static dyn crate::plan::op::OpCatalog) -> String {
+    crate::plan::op::install(ops);
     let mut generator = schemars::generate::SchemaSettings::draft07().into_generator();
     // Referenced by every templatable value's `anyOf`.
     generator.subschema_for::<Template>();

@@ -8,14 +8,13 @@
 
 use std::collections::HashMap;
 
-use crate::ops::OpCheck;
-use crate::ops::Operation;
 use crate::plan::decode::Sp;
 use crate::plan::decode::{Cx, did_you_mean};
 use crate::plan::diag::Diag;
 use crate::plan::doc::{PlanDoc, Settings, Steps};
 use crate::plan::graph::{Edge, find_cycles};
 use crate::plan::node::Pos;
+use crate::plan::op::{OpCheck, StepOp};
 use crate::plan::values::{Backend, Target, Tz, check_step_id};
 use crate::plan::{Plan, PlanLimits, Step, StepSettings};
 
@@ -319,7 +318,7 @@ fn check_settings(s: Option<&Settings>, what: &str, cx: &mut Cx) {
     }
 }
 
-fn check_op(id: &str, op: &Sp<Operation>, backend: Option<Backend>, cx: &mut Cx) {
+fn check_op(id: &str, op: &Sp<Box<dyn StepOp>>, backend: Option<Backend>, cx: &mut Cx) {
     if let Some(b) = backend
         && !op.value.backends().contains(&b)
     {

@@ -127,7 +127,7 @@ pub async fn compute(
     for step in plan.steps.values() {
         use crate::ops::Operation;
         let id = step.id.clone();
-        match &step.op {
+        match crate::ops::Operation::of(step.op.as_ref()) {
             Operation::Sql(s) => {
                 if let Some(q) = &s.dry_run {
                     insp.previews

@@ -196,7 +196,7 @@ pub fn retention_probes(
 ) -> Vec<RetentionProbe> {
     plan.steps
         .values()
-        .flat_map(|step| match &step.op {
+        .flat_map(|step| match crate::ops::Operation::of(step.op.as_ref()) {
             Operation::Retention(r) => r.probe(&PlanCx::new(plan, step, insp, backend, now), digest),
             _ => vec![],
         })
@@ -238,7 +238,7 @@ pub fn execution_plan(
             let ancestors = ancestors(plan, &step.id);
             let mut cx = PlanCx::new(plan, step, insp, backend, now);
             cx.upstream = done.iter().filter(|u| ancestors.contains(&u.step)).cloned().collect();
-            let draft = match &step.op {
+            let draft = match crate::ops::Operation::of(step.op.as_ref()) {
                 Operation::Backup(p) => p.plan(&cx),
                 Operation::Vacuum(p) => p.plan(&cx),
                 Operation::Analyze(p) => p.plan(&cx),

@@ -98,6 +98,7 @@ crate::params! {
 }
 
 impl OpParams for Backup {
+    const KEY: &'static str = "backup";
     const BACKENDS: &'static [Backend] = BOTH;
 
     fn check(&self, c: &mut OpCheck<'_>) {

@@ -38,6 +38,7 @@ crate::params! {
 }
 
 impl OpParams for Bloat {
+    const KEY: &'static str = "bloat";
     const BACKENDS: &'static [Backend] = BOTH;
 
     fn check(&self, c: &mut OpCheck<'_>) {

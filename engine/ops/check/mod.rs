@@ -116,6 +116,7 @@ crate::params! {
 }
 
 impl OpParams for Check {
+    const KEY: &'static str = "check";
     const BACKENDS: &'static [Backend] = super::BOTH;
 
     fn check(&self, c: &mut OpCheck<'_>) {

@@ -35,6 +35,7 @@ crate::params! {
 }
 
 impl OpParams for RefreshViews {
+    const KEY: &'static str = "refresh_views";
     const BACKENDS: &'static [Backend] = &[Backend::Postgres];
 
     fn check(&self, c: &mut OpCheck<'_>) {

@@ -41,6 +41,7 @@ crate::params! {
 }
 
 impl OpParams for Reindex {
+    const KEY: &'static str = "reindex";
     const BACKENDS: &'static [Backend] = BOTH;
 
     fn check(&self, c: &mut OpCheck<'_>) {

@@ -99,6 +99,7 @@ fn same_table(a: &Ident, b: &Ident) -> bool {
 }
 
 impl OpParams for Retention {
+    const KEY: &'static str = "retention";
     const BACKENDS: &'static [Backend] = BOTH;
 
     fn check(&self, c: &mut OpCheck<'_>) {
@@ -473,17 +474,20 @@ impl Retention {
     /// The source table of a retention step in the plan that archives into
     /// this step's table (and so creates it when missing).
     fn creator_source<'a>(&self, cx: &'a PlanCx<'_>) -> Option<&'a crate::run::inspect::TableFacts> {
-        cx.plan.steps.values().find_map(|s| match &s.op {
-            crate::ops::Operation::Retention(r)
-                if r.archive
-                    .as_ref()
-                    .and_then(|a| a.value.table.as_ref())
-                    .is_some_and(|a| same_table(&a.value, &self.table.value)) =>
-            {
-                cx.table(&r.table.value)
-            }
-            _ => None,
-        })
+        cx.plan
+            .steps
+            .values()
+            .find_map(|s| match crate::ops::Operation::of(s.op.as_ref()) {
+                crate::ops::Operation::Retention(r)
+                    if r.archive
+                        .as_ref()
+                        .and_then(|a| a.value.table.as_ref())
+                        .is_some_and(|a| same_table(&a.value, &self.table.value)) =>
+                {
+                    cx.table(&r.table.value)
+                }
+                _ => None,
+            })
     }
 
     /// The quoted name an archive table has (or will have).

@@ -26,6 +26,7 @@ crate::params! {
 }
 
 impl OpParams for Sql {
+    const KEY: &'static str = "sql";
     const BACKENDS: &'static [Backend] = BOTH;
 
     fn check(&self, c: &mut OpCheck<'_>) {

@@ -29,6 +29,7 @@ crate::params! {
 }
 
 impl OpParams for Stats {
+    const KEY: &'static str = "stats";
     const BACKENDS: &'static [Backend] = BOTH;
 
     fn check(&self, c: &mut OpCheck<'_>) {
