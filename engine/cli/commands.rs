@@ -71,7 +71,7 @@ async fn compute(cli: &Cli, r: &Ready, digest: bool) -> Result<ExecutionPlan, i3
     let (Some(plan), Some(graph)) = (&r.loaded.plan, &r.loaded.graph) else {
         return Err(exit::ERROR);
     };
-    run::compute(plan, graph, &r.target, r.now, digest)
+    run::compute(plan, graph, &r.target, r.now, digest, &dbmaint::ops::REGISTRY)
         .await
         .map_err(|f| fail(cli, &f))
 }
@@ -408,7 +408,7 @@ pub async fn demo(cli: &Cli, db: &Path, force: bool, seed: u64, scale: f64) -> i
         Err(f) => return fail(cli, &f),
     };
     eprintln!("== dbmaint plan diff plans/demo.yaml");
-    let ep = match run::compute(plan, graph, &target, now, false).await {
+    let ep = match run::compute(plan, graph, &target, now, false, &dbmaint::ops::REGISTRY).await {
         Ok(ep) => ep,
         Err(f) => return fail(cli, &f),
     };

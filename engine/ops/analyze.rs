@@ -103,6 +103,12 @@ impl Analyze {
     }
 }
 
+impl crate::run::operation::Operation for Analyze {
+    fn plan(&self, cx: &PlanCx) -> Draft {
+        Analyze::plan(self, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

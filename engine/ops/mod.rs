@@ -69,6 +69,12 @@ macro_rules! operations {
                 vec![$( (<$ty as OpParams>::KEY, generator.subschema_for::<$ty>()) ),+]
             }
         }
+
+        impl crate::run::operation::Registry for Registry {
+            fn operation<'a>(&self, op: &'a dyn StepOp) -> &'a dyn crate::run::operation::Operation {
+                match Operation::of(op) { $( Operation::$variant(p) => p ),+ }
+            }
+        }
     };
 }
 

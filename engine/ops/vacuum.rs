@@ -237,6 +237,12 @@ impl Vacuum {
     }
 }
 
+impl crate::run::operation::Operation for Vacuum {
+    fn plan(&self, cx: &PlanCx) -> Draft {
+        Vacuum::plan(self, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

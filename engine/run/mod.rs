@@ -9,6 +9,7 @@ pub mod execplan;
 pub mod executor;
 pub mod exit;
 pub mod inspect;
+pub mod operation;
 pub mod planner;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ use crate::run::events::{Event, Status};
 use crate::run::execplan::ExecutionPlan;
 use crate::run::executor::{RunOptions, execute};
 use crate::run::inspect::Inspection;
+use crate::run::operation::Registry;
+use crate::run::planner::PlanCx;
 
 /// An error that ends a command, with its exit code.
 #[derive(Debug, Clone)]
@@ -82,37 +85,43 @@ pub fn check_window(plan: &Plan, now: DateTime<Utc>) -> Result<(), Failure> {
     }
 }
 
-/// The catalog, then the retention counts it lets the planner derive, in
-/// the caller's snapshot.
+/// The catalog, then what each step's operation counts in the same
+/// snapshot (retention's eligible rows), in the caller's snapshot.
 async fn inspect_in(
     conn: &mut Conn,
     plan: &Plan,
+    ops: &dyn Registry,
     backend: Backend,
     now: DateTime<Utc>,
     digest: bool,
 ) -> Result<Inspection, DbError> {
     let mut insp = Inspection::new(conn.catalog().await?);
-    for p in crate::run::planner::retention_probes(plan, &insp, backend, now, digest) {
-        let facts = crate::ops::retention::batch::probe(conn, &p).await?;
-        insp.retention.insert(p.step.clone(), facts);
+    for step in plan.steps.values() {
+        let cx = PlanCx::new(plan, step, &insp, backend, now);
+        let facts = ops.operation(step.op.as_ref()).probe(&cx, digest, conn).await?;
+        for (key, fact) in facts {
+            insp.facts.insert(key, fact);
+        }
     }
     Ok(insp)
 }
 
-/// Inspects the target read-only and computes the execution plan.
+/// Inspects the target read-only and computes the execution plan; `ops`
+/// are the operations (`dbmaint::ops::REGISTRY`).
 pub async fn compute(
     plan: &Plan,
     graph: &StepGraph,
     target: &Target,
     now: DateTime<Utc>,
     digest: bool,
+    ops: &dyn Registry,
 ) -> Result<ExecutionPlan, Failure> {
     let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
     let mut identity = conn.identity(target).await?;
     identity.source = plan.target_origin.clone().unwrap_or_default();
     let backend = target.backend;
     conn.snapshot_begin().await?;
-    let read = inspect_in(&mut conn, plan, backend, now, digest).await;
+    let read = inspect_in(&mut conn, plan, ops, backend, now, digest).await;
     conn.snapshot_end().await;
     let mut insp = read.map_err(|e| match e.kind {
         crate::db::ErrorKind::LockTimeout => Failure::error(format!(
@@ -125,64 +134,10 @@ pub async fn compute(
     // What the read-only steps would report, on the same read-only session
     // (a `sql` dry_run that tries to write is refused by the server).
     for step in plan.steps.values() {
-        use crate::ops::Operation;
-        let id = step.id.clone();
-        match crate::ops::Operation::of(step.op.as_ref()) {
-            Operation::Sql(s) => {
-                if let Some(q) = &s.dry_run {
-                    insp.previews
-                        .insert(id, crate::ops::sql::preview::preview(&mut conn, &q.value).await);
-                }
-            }
-            Operation::Stats(s) => {
-                insp.stats.insert(
-                    id,
-                    crate::ops::stats::read(&mut conn, s.top_n())
-                        .await
-                        .map_err(|e| e.message),
-                );
-            }
-            Operation::Bloat(b) => {
-                insp.bloat.insert(
-                    id,
-                    crate::ops::bloat::read(&mut conn, &b.spec())
-                        .await
-                        .map_err(|e| e.message),
-                );
-            }
-            // Index bloat decides what is rebuilt; the journal says which
-            // INVALID indexes are the engine's own leftovers.
-            Operation::Reindex(r) if backend == Backend::Postgres => {
-                insp.bloat.insert(
-                    id,
-                    crate::ops::bloat::read(&mut conn, &r.bloat_spec())
-                        .await
-                        .map_err(|e| e.message),
-                );
-                if insp.leftovers.is_none() {
-                    insp.leftovers = Some(crate::ops::reindex::leftovers(&mut conn).await.map_err(|e| e.message));
-                }
-            }
-            Operation::RefreshViews(_) if insp.matviews.is_none() => {
-                insp.matviews = Some(
-                    crate::ops::refresh_views::matviews(&mut conn)
-                        .await
-                        .map_err(|e| e.message),
-                );
-            }
-            Operation::Check(c) => {
-                insp.findings.insert(
-                    id,
-                    crate::ops::check::read(&mut conn, &c.spec(backend))
-                        .await
-                        .map_err(|e| e.message),
-                );
-            }
-            _ => {}
-        }
+        ops.operation(step.op.as_ref()).read(step, &mut insp, &mut conn).await;
     }
     conn.close().await;
-    let mut ep = crate::run::planner::execution_plan(plan, graph, &insp, target, now);
+    let mut ep = crate::run::planner::execution_plan(plan, graph, &insp, target, now, ops);
     ep.identity = Some(identity);
     Ok(ep)
 }

@@ -7,13 +7,12 @@
 use chrono::{DateTime, Utc};
 
 use crate::db::quote_name;
-use crate::ops::Operation;
-use crate::ops::retention::facts::RetentionProbe;
 use crate::plan::graph::StepGraph;
 use crate::plan::values::{Backend, Ident, NameGlob, Target};
 use crate::plan::{Plan, Step};
 use crate::run::execplan::{Action, Estimate, ExecutionPlan, Marker, Object, PlannedStep};
 use crate::run::inspect::{Inspection, TableFacts};
+use crate::run::operation::Registry;
 
 /// What an operation's planning sees.
 #[derive(Debug)]
@@ -156,6 +155,9 @@ pub struct Draft {
     pub estimate: Option<Estimate>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// What the step leaves for the steps that need it (rows it removes
+    /// from a table, an archive table it creates); `step` is filled in.
+    pub leaves: Vec<Upstream>,
 }
 
 impl Draft {
@@ -185,24 +187,6 @@ impl Draft {
     }
 }
 
-/// The probes the inspection answers for the plan's retention steps;
-/// `digest`: also the digest of each step's eligible keys (saved plans).
-pub fn retention_probes(
-    plan: &Plan,
-    insp: &Inspection,
-    backend: Backend,
-    now: DateTime<Utc>,
-    digest: bool,
-) -> Vec<RetentionProbe> {
-    plan.steps
-        .values()
-        .flat_map(|step| match crate::ops::Operation::of(step.op.as_ref()) {
-            Operation::Retention(r) => r.probe(&PlanCx::new(plan, step, insp, backend, now), digest),
-            _ => vec![],
-        })
-        .collect()
-}
-
 /// Steps in execution order: by level, then in file order.
 pub fn execution_order<'a>(plan: &'a Plan, graph: &StepGraph) -> Vec<&'a Step> {
     let mut order: Vec<(usize, usize, &Step)> = plan
@@ -229,6 +213,7 @@ pub fn execution_plan(
     insp: &Inspection,
     target: &Target,
     now: DateTime<Utc>,
+    ops: &dyn Registry,
 ) -> ExecutionPlan {
     let backend = target.backend;
     let mut done: Vec<Upstream> = vec![];
@@ -238,31 +223,12 @@ pub fn execution_plan(
             let ancestors = ancestors(plan, &step.id);
             let mut cx = PlanCx::new(plan, step, insp, backend, now);
             cx.upstream = done.iter().filter(|u| ancestors.contains(&u.step)).cloned().collect();
-            let draft = match crate::ops::Operation::of(step.op.as_ref()) {
-                Operation::Backup(p) => p.plan(&cx),
-                Operation::Vacuum(p) => p.plan(&cx),
-                Operation::Analyze(p) => p.plan(&cx),
-                Operation::Retention(p) => p.plan(&cx),
-                Operation::Sql(p) => p.plan(&cx),
-                Operation::Check(p) => p.plan(&cx),
-                Operation::Stats(p) => p.plan(&cx),
-                Operation::Bloat(p) => p.plan(&cx),
-                Operation::Reindex(p) => p.plan(&cx),
-                Operation::RefreshViews(p) => p.plan(&cx),
-            };
+            let draft = ops.operation(step.op.as_ref()).plan(&cx);
+            let leaves = draft.leaves.clone();
             let planned = finish(step, draft);
-            for a in &planned.actions {
-                if let Action::Retention(w) = a {
-                    done.push(Upstream {
-                        step: planned.id.clone(),
-                        table: w.table.clone(),
-                        rows: planned.estimate.rows,
-                        creates: match (&w.archive, w.create_archive.is_empty()) {
-                            (Some(crate::run::execplan::ArchiveTo::Table { name }), false) => Some(name.clone()),
-                            _ => None,
-                        },
-                    });
-                }
+            for mut u in leaves {
+                u.step = planned.id.clone();
+                done.push(u);
             }
             planned
         })

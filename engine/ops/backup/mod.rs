@@ -276,6 +276,12 @@ impl Backup {
     }
 }
 
+impl crate::run::operation::Operation for Backup {
+    fn plan(&self, cx: &PlanCx) -> Draft {
+        Backup::plan(self, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,7 +76,7 @@ impl Bloat {
             compensation: "nothing to undo: a report".into(),
             ..Draft::default()
         };
-        match cx.insp.bloat.get(&cx.step.id) {
+        match cx.insp.fact::<Result<figures::BloatReport, String>>(&cx.step.id) {
             Some(Ok(report)) => {
                 let over = report.findings(min);
                 for f in &over {
@@ -120,5 +120,24 @@ impl Bloat {
             min_waste_ratio: min,
         });
         d
+    }
+}
+
+impl crate::run::operation::Operation for Bloat {
+    /// The figures themselves, on the read-only session.
+    fn read<'a>(
+        &'a self,
+        step: &'a crate::plan::Step,
+        insp: &'a mut crate::run::inspect::Inspection,
+        conn: &'a mut crate::db::Conn,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let report = read(conn, &self.spec()).await.map_err(|e| e.message);
+            insp.keep(step.id.clone(), report);
+        })
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Draft {
+        Bloat::plan(self, cx)
     }
 }

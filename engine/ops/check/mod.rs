@@ -221,7 +221,7 @@ impl Check {
             compensation: "nothing to undo: checks only read".into(),
             ..Draft::default()
         };
-        match cx.insp.findings.get(&cx.step.id) {
+        match cx.insp.fact::<Result<Vec<spec::Finding>, String>>(&cx.step.id) {
             Some(Ok(found)) => {
                 for f in found {
                     let target = spec
@@ -268,6 +268,26 @@ impl Check {
             .push(format!("-- read-only checks: {}", spec.checks.join(", ")));
         d.actions.push(Action::Check(spec));
         d
+    }
+}
+
+impl crate::run::operation::Operation for Check {
+    /// The checks themselves, on the read-only session: the diff shows
+    /// their findings.
+    fn read<'a>(
+        &'a self,
+        step: &'a crate::plan::Step,
+        insp: &'a mut crate::run::inspect::Inspection,
+        conn: &'a mut crate::db::Conn,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let found = read(conn, &self.spec(conn.backend())).await.map_err(|e| e.message);
+            insp.keep(step.id.clone(), found);
+        })
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Draft {
+        Check::plan(self, cx)
     }
 }
 

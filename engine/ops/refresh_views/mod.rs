@@ -3,7 +3,7 @@
 pub mod pg;
 
 /// Materialized views (PostgreSQL; SQLite has none).
-pub async fn matviews(c: &mut crate::db::Conn) -> Result<Vec<crate::run::inspect::MatView>, crate::db::DbError> {
+pub async fn matviews(c: &mut crate::db::Conn) -> Result<Vec<MatView>, crate::db::DbError> {
     match c.backend() {
         Backend::Postgres => pg::matviews(c).await,
         Backend::Sqlite => Ok(vec![]),
@@ -14,7 +14,6 @@ use super::{OpCheck, OpParams, get, globs};
 use crate::db::quote_name;
 use crate::plan::values::{Backend, NameGlob};
 use crate::run::execplan::{Marker, human_bytes};
-use crate::run::inspect::MatView;
 use crate::run::planner::{Draft, PlanCx, matches_any, unmatched};
 
 crate::params! {
@@ -62,7 +61,7 @@ impl RefreshViews {
             compensation: "a failed refresh rolls back: the view keeps its old rows".into(),
             ..Draft::default()
         };
-        let views = match &cx.insp.matviews {
+        let views = match cx.insp.fact::<Result<Vec<MatView>, String>>(MATVIEWS) {
             Some(Ok(v)) => v,
             Some(Err(e)) => return Draft::error(format!("listing materialized views failed: {e}")),
             None => return Draft::error("no materialized views in the inspection".into()),
@@ -148,6 +147,44 @@ fn dependency_order<'a>(views: &[&'a MatView]) -> Vec<&'a MatView> {
         out.push(left.remove(ready));
     }
     out
+}
+
+/// A materialized view (PostgreSQL), for `refresh_views`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MatView {
+    pub schema: String,
+    pub name: String,
+    pub populated: bool,
+    pub bytes: u64,
+    /// A valid unique index on plain columns without a predicate, which
+    /// `REFRESH … CONCURRENTLY` needs; `None` when there is none.
+    pub unique_index: Option<String>,
+    /// Other materialized views its query reads (`schema.name`).
+    pub reads: Vec<String>,
+}
+
+/// Where the inspection keeps the materialized views, read once for every
+/// `refresh_views` step of a plan.
+const MATVIEWS: &str = "refresh_views#matviews";
+
+impl crate::run::operation::Operation for RefreshViews {
+    fn read<'a>(
+        &'a self,
+        _step: &'a crate::plan::Step,
+        insp: &'a mut crate::run::inspect::Inspection,
+        conn: &'a mut crate::db::Conn,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if !insp.facts.contains_key(MATVIEWS) {
+                let views = matviews(conn).await.map_err(|e| e.message);
+                insp.keep(MATVIEWS, views);
+            }
+        })
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Draft {
+        RefreshViews::plan(self, cx)
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use crate::db::DbError;
 use crate::db::pg::{BUSY, USER_RELATIONS};
 use crate::db::query::{Exec, query};
-use crate::run::inspect::MatView;
+use crate::ops::refresh_views::MatView;
 
 /// Every materialized view with what `refresh_views` needs to know: one
 /// query (dependencies through the view's rewrite rule).

@@ -5,7 +5,7 @@ pub mod pg;
 
 /// Unfinished rebuilds of earlier runs and what they left (PostgreSQL;
 /// SQLite's REINDEX is transactional and leaves nothing).
-pub async fn leftovers(c: &mut crate::db::Conn) -> Result<Vec<crate::run::inspect::Leftover>, crate::db::DbError> {
+pub async fn leftovers(c: &mut crate::db::Conn) -> Result<Vec<Leftover>, crate::db::DbError> {
     match c.backend() {
         Backend::Postgres => pg::open_leftovers(c).await,
         Backend::Sqlite => Ok(vec![]),
@@ -102,7 +102,10 @@ impl Reindex {
                 } else {
                     None
                 });
-        let bloat = match cx.insp.bloat.get(&cx.step.id) {
+        let bloat = match cx
+            .insp
+            .fact::<Result<crate::ops::bloat::figures::BloatReport, String>>(&cx.step.id)
+        {
             Some(Ok(b)) => Some(b),
             Some(Err(e)) => {
                 d.errors.push(format!("the bloat estimate failed: {e}"));
@@ -224,7 +227,7 @@ impl Reindex {
             return ours;
         }
         let (mut drops, mut records) = (vec![], vec![]);
-        match &cx.insp.leftovers {
+        match cx.insp.fact::<Result<Vec<Leftover>, String>>(LEFTOVERS) {
             Some(Ok(open)) => {
                 for l in open {
                     records.push(l.record);
@@ -295,6 +298,51 @@ pub(crate) fn exclusive_unless_concurrent(
         format!("`concurrently: false` in step `{step}` runs {what} under an ACCESS EXCLUSIVE lock: readers wait until it finishes"),
         "keep `concurrently: true`, or add `allow_exclusive_lock: true` to acknowledge the lock",
     );
+}
+
+/// An unfinished rebuild in the journal (`dbmaint.rebuilds`) and the
+/// INVALID transient indexes it left on its table (none when it was
+/// cleaned some other way: the record is then just closed).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Leftover {
+    pub record: i64,
+    pub schema: String,
+    pub table: String,
+    pub index: String,
+    pub invalid: Vec<String>,
+}
+
+/// Where the inspection keeps the unfinished rebuilds, read once for every
+/// `reindex` step of a plan.
+const LEFTOVERS: &str = "reindex#leftovers";
+
+impl crate::run::operation::Operation for Reindex {
+    /// Index bloat decides what is rebuilt; the journal says which INVALID
+    /// indexes are the engine's own leftovers (PostgreSQL).
+    fn read<'a>(
+        &'a self,
+        step: &'a crate::plan::Step,
+        insp: &'a mut crate::run::inspect::Inspection,
+        conn: &'a mut crate::db::Conn,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if conn.backend() != Backend::Postgres {
+                return;
+            }
+            let bloat = crate::ops::bloat::read(conn, &self.bloat_spec())
+                .await
+                .map_err(|e| e.message);
+            insp.keep(step.id.clone(), bloat);
+            if !insp.facts.contains_key(LEFTOVERS) {
+                let left = leftovers(conn).await.map_err(|e| e.message);
+                insp.keep(LEFTOVERS, left);
+            }
+        })
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Draft {
+        Reindex::plan(self, cx)
+    }
 }
 
 #[cfg(test)]

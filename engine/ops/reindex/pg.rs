@@ -12,7 +12,7 @@
 
 use crate::db::query::{Exec, execute_raw, query};
 use crate::db::{DbError, quote_name};
-use crate::run::inspect::Leftover;
+use crate::ops::reindex::Leftover;
 
 /// Names of the INVALID (or not ready) indexes of a table.
 pub async fn invalid_indexes(c: &mut impl Exec, schema: &str, table: &str) -> Result<Vec<String>, DbError> {

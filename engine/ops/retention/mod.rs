@@ -598,7 +598,7 @@ impl Retention {
             Err(e) => return Draft::error(format!("{e} (step `{step}`)")),
         };
         let facts_key = child.map_or_else(|| step.clone(), |ct| child_key(step, ct));
-        let Some(facts) = cx.insp.retention.get(&facts_key) else {
+        let Some(facts) = cx.insp.fact::<facts::RetentionFacts>(&facts_key) else {
             return Draft::error(format!("no row count for step `{step}` in the inspection"));
         };
         if let Some(e) = &facts.format_error {
@@ -1265,6 +1265,51 @@ pub(crate) fn batch_key(
         // one integer.
         [_, _, ..] if rowid => Ok(vec![("rowid".into(), "INTEGER".into())]),
         cols => Ok(cols.iter().map(|c| (c.name.clone(), c.data_type.clone())).collect()),
+    }
+}
+
+impl crate::run::operation::Operation for Retention {
+    /// The eligible rows of the table (and of each inheritance child with
+    /// `include_children`), counted in the inspection's snapshot.
+    fn probe<'a>(
+        &'a self,
+        cx: &'a PlanCx<'a>,
+        digest: bool,
+        conn: &'a mut crate::db::Conn,
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<(String, crate::run::operation::Fact)>, crate::db::DbError>>
+    {
+        Box::pin(async move {
+            let mut out: Vec<(String, crate::run::operation::Fact)> = vec![];
+            for p in Retention::probe(self, cx, digest) {
+                let facts = batch::probe(conn, &p).await?;
+                out.push((p.step.clone(), std::sync::Arc::new(facts)));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The plan, and what it leaves for the steps that need it: the rows it
+    /// removes from each table, the archive table it creates.
+    fn plan(&self, cx: &PlanCx) -> Draft {
+        let mut d = Retention::plan(self, cx);
+        let rows = d.estimate.map_or(0, |e| e.rows);
+        d.leaves = d
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Retention(w) => Some(crate::run::planner::Upstream {
+                    step: String::new(),
+                    table: w.table.clone(),
+                    rows,
+                    creates: match (&w.archive, w.create_archive.is_empty()) {
+                        (Some(crate::run::execplan::ArchiveTo::Table { name }), false) => Some(name.clone()),
+                        _ => None,
+                    },
+                }),
+                _ => None,
+            })
+            .collect();
+        d
     }
 }
 

@@ -92,7 +92,7 @@ impl Sql {
             ..Draft::default()
         };
         if let Some(q) = &self.dry_run {
-            match cx.insp.previews.get(&cx.step.id) {
+            match cx.insp.fact::<preview::QueryPreview>(&cx.step.id) {
                 Some(p) if p.error.is_some() => d.errors.push(format!(
                     "the `dry_run` query failed on a read-only session: {}; it must be a read-only query describing the effect",
                     p.error.as_deref().unwrap_or("")
@@ -133,6 +133,26 @@ impl Sql {
             statements,
         });
         d
+    }
+}
+
+impl crate::run::operation::Operation for Sql {
+    /// The `dry_run` query's first rows, on the read-only session.
+    fn read<'a>(
+        &'a self,
+        step: &'a crate::plan::Step,
+        insp: &'a mut crate::run::inspect::Inspection,
+        conn: &'a mut crate::db::Conn,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(q) = &self.dry_run {
+                insp.keep(step.id.clone(), preview::preview(conn, &q.value).await);
+            }
+        })
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Draft {
+        Sql::plan(self, cx)
     }
 }
 

@@ -54,7 +54,7 @@ impl Stats {
             compensation: "nothing to undo: a report".into(),
             ..Draft::default()
         };
-        match cx.insp.stats.get(&cx.step.id) {
+        match cx.insp.fact::<Result<report::StatsReport, String>>(&cx.step.id) {
             Some(Ok(report)) => {
                 d.summary = format!(
                     "report the database size and the {} largest tables and indexes",
@@ -94,5 +94,24 @@ impl Stats {
         }
         d.actions.push(Action::Stats { top: self.top_n() });
         d
+    }
+}
+
+impl crate::run::operation::Operation for Stats {
+    /// The report itself, on the read-only session (the diff shows it).
+    fn read<'a>(
+        &'a self,
+        step: &'a crate::plan::Step,
+        insp: &'a mut crate::run::inspect::Inspection,
+        conn: &'a mut crate::db::Conn,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let report = read(conn, self.top_n()).await.map_err(|e| e.message);
+            insp.keep(step.id.clone(), report);
+        })
+    }
+
+    fn plan(&self, cx: &PlanCx) -> Draft {
+        Stats::plan(self, cx)
     }
 }
