@@ -1,24 +1,21 @@
 //! dbmaint: declarative maintenance plans for PostgreSQL and SQLite.
 //!
-//! The pipeline (see `docs/architecture.md`):
+//! One room (folder) per stage, each importing only rooms below it
+//! (docs/architecture.md has the owns/must-not table):
 //!
 //! ```text
-//! plan.yaml ─yaml─▶ Node tree (spans) ─overlay+vars─▶ Node ─template─▶ Node
-//!           ─decode─▶ PlanDoc ─validate─▶ Plan ─graph─▶ StepGraph
+//! plan/   plan.yaml ─yaml─▶ Node ─overlay+vars─▶ Node ─template─▶ Node
+//!                   ─decode─▶ PlanDoc ─validate─▶ Plan ─graph─▶ StepGraph
+//! db/     sessions, db::query, catalog, journal, lock (knows no operation)
+//! run/    Plan ─compute─▶ Inspection ─planner─▶ ExecutionPlan ─executor─▶ events
+//! ops/    one folder per operation: parameters, probe/read/plan, its SQL
+//! report/ diff, progress and log lines, history and inspect text
 //! ```
 //!
-//! Each stage is a module with one input type and one output type;
-//! diagnostics from every stage collect in one [`diag::Diagnostics`].
-//!
-//! The engine half then runs a validated plan against a database:
-//!
-//! ```text
-//! Plan ─run::compute─▶ db::inspect (read-only) ─planner + ops─▶ ExecutionPlan
-//!      ─diff─▶ text | JSON        ─executor─▶ events ─reporter─▶ report, journal
-//! ```
-//!
-//! `db/` is the only module that talks to the database; `ops/` holds each
-//! operation's parameters and planning; docs/architecture.md has the map.
+//! This file is the composition root for library users: [`load`],
+//! [`load_str`] and [`plan_schema_json`] hand the plan language the
+//! operations of [`ops::REGISTRY`]; the command line (`cli/`) hands the
+//! same registry to `run::compute`.
 
 pub mod db;
 pub mod demo;

@@ -1,10 +1,14 @@
-//! The backend interface: connecting with self-limiting sessions, and the
-//! maintenance verbs the planner and the executor use (inspect, run one
-//! statement, take one retention batch, journal, lock). `pg.rs` and
-//! `sqlite.rs` implement it; only they name sqlx driver types.
+//! The backend, knowing no operation: self-limiting sessions ([`connect`],
+//! [`SessionLimits`], snapshots), statements for everyone else
+//! ([`query`]), the catalog ([`catalog`]), the journal (runs, steps,
+//! batches, cascades, history), the apply lock ([`applylock`]) and the
+//! target's identity. `pg.rs` and `sqlite.rs` hold each driver's
+//! connection and journal dialect; operations keep their own SQL in
+//! `ops/<op>/`. Only this room names sqlx types.
 //!
-//! This file also owns the only two ways SQL text is built from names:
-//! [`quote_ident`] for identifiers and [`sql`] to hand audited text to sqlx.
+//! This file also owns the only ways SQL text is built from names:
+//! [`quote_ident`] / [`quote_name`] / [`quote_literal`], and [`sql`] to
+//! hand audited text to sqlx.
 
 pub mod applylock;
 pub mod catalog;
@@ -267,6 +271,22 @@ pub struct StepRecord {
     pub statements: u64,
     pub error: Option<String>,
     pub rolled_back: Option<String>,
+}
+
+/// A PostgreSQL session under its own `application_name` (a side session,
+/// such as `verify: restore`'s snapshot and scratch database).
+pub async fn connect_named(target: &Target, limits: SessionLimits, app: &str) -> Result<Conn, DbError> {
+    Ok(Conn::Pg(pg::connect_named(target, limits, app).await?))
+}
+
+/// A SQLite file opened on its own, not as a plan's target (a backup's
+/// copy, the demo database): read-only, or created when missing.
+pub async fn open_sqlite_file(path: &std::path::Path, read_only: bool, create: bool) -> Result<Conn, DbError> {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(read_only)
+        .create_if_missing(create);
+    Ok(Conn::Sqlite(sqlx::ConnectOptions::connect(&opts).await?))
 }
 
 impl Conn {

@@ -445,8 +445,8 @@ pub async fn file_bytes(c: &mut impl Exec) -> Result<u64, DbError> {
 }
 
 /// `VACUUM INTO` a new file (the SQLite backup), as one statement.
-pub async fn vacuum_into(c: &mut SqliteConnection, path: &str) -> Result<(), DbError> {
-    sqlx::query("VACUUM INTO ?").bind(path).execute(c).await?;
+pub async fn vacuum_into(c: &mut impl Exec, path: &str) -> Result<(), DbError> {
+    query("VACUUM INTO ?").bind(path).execute(c).await?;
     Ok(())
 }
 

@@ -4,9 +4,9 @@
 //! seed. The same rows seed SQLite (`dbmaint demo`) and PostgreSQL (tests).
 
 use chrono::{DateTime, Duration, Utc};
-use sqlx::Connection;
 
-use crate::db::{DbError, sql};
+use crate::db::DbError;
+use crate::db::query::{Exec, execute_raw, query};
 
 /// A small, fast, reproducible generator (splitmix64).
 #[derive(Debug, Clone)]
@@ -264,22 +264,21 @@ pub fn is_demo_database(path: &std::path::Path) -> bool {
 
 pub async fn seed_sqlite(path: &std::path::Path, tables: &[Table]) -> Result<(), DbError> {
     let _ = std::fs::remove_file(path);
-    let opts = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true);
-    let mut c = sqlx::ConnectOptions::connect(&opts).await?;
-    sqlx::raw_sql(sql(format!("PRAGMA application_id = {}", DEMO_APPLICATION_ID as i32)))
-        .execute(&mut c)
-        .await?;
+    let mut c = crate::db::open_sqlite_file(path, false, true).await?;
+    execute_raw(
+        &mut c,
+        &format!("PRAGMA application_id = {}", DEMO_APPLICATION_ID as i32),
+    )
+    .await?;
     let mut tx = c.begin().await?;
     for t in tables {
         for s in ddl(t, false) {
-            sqlx::raw_sql(sql(s)).execute(&mut *tx).await?;
+            execute_raw(&mut tx, &s).await?;
         }
         let params = vec!["?"; t.columns.len()].join(", ");
         let insert = format!("INSERT INTO {} VALUES ({params})", t.name);
         for row in &t.rows {
-            let mut q = sqlx::query(sql(insert.clone()));
+            let mut q = query(insert.clone());
             for v in row {
                 q = match v {
                     Val::Int(i) => q.bind(*i),
@@ -287,21 +286,21 @@ pub async fn seed_sqlite(path: &std::path::Path, tables: &[Table]) -> Result<(),
                     Val::Null => q.bind(None::<String>),
                 };
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut tx).await?;
         }
     }
     tx.commit().await?;
-    sqlx::raw_sql("ANALYZE").execute(&mut c).await?;
-    c.close().await?;
+    execute_raw(&mut c, "ANALYZE").await?;
+    c.close().await;
     Ok(())
 }
 
 /// Creates and fills the tables in a PostgreSQL database, in chunks of
 /// multi-row INSERTs with bound values.
-pub async fn seed_postgres(c: &mut sqlx::PgConnection, tables: &[Table]) -> Result<(), DbError> {
+pub async fn seed_postgres(c: &mut impl Exec, tables: &[Table]) -> Result<(), DbError> {
     for t in tables {
         for s in ddl(t, true) {
-            sqlx::raw_sql(sql(s)).execute(&mut *c).await?;
+            execute_raw(&mut *c, &s).await?;
         }
         let width = t.columns.len();
         for chunk in t.rows.chunks(1000) {
@@ -321,7 +320,7 @@ pub async fn seed_postgres(c: &mut sqlx::PgConnection, tables: &[Table]) -> Resu
                     .collect();
                 text.push_str(&format!("({})", cells.join(", ")));
             }
-            let mut q = sqlx::query(sql(text));
+            let mut q = query(text);
             for row in chunk {
                 debug_assert_eq!(row.len(), width);
                 for v in row {
@@ -335,7 +334,7 @@ pub async fn seed_postgres(c: &mut sqlx::PgConnection, tables: &[Table]) -> Resu
             q.execute(&mut *c).await?;
         }
     }
-    sqlx::raw_sql("ANALYZE").execute(&mut *c).await?;
+    execute_raw(&mut *c, "ANALYZE").await?;
     Ok(())
 }
 

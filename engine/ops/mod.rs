@@ -1,10 +1,14 @@
-//! The operations a step can run, one file each. Each file owns its
-//! parameters struct (declared with `params!`, so unknown keys are errors and
-//! the JSON Schema comes from the same declaration), its validation rules and
-//! its unit tests. Adding an operation touches its file and the `operations!`
-//! list below.
+//! The operations a step can run, one folder (or file) each. Each owns its
+//! parameters (declared with `params!`, so unknown keys are errors and the
+//! JSON Schema comes from the same declaration) and rules (`OpParams`),
+//! what it reads and how it plans (`impl run::operation::Operation`), its
+//! SQL per backend (`pg.rs`, `sqlite.rs`, over `db::query`) and its unit
+//! tests. Adding an operation is its folder and one line in `operations!`
+//! below, which builds [`REGISTRY`]: the plan language decodes through it
+//! (`OpCatalog`) and the engine plans through it (`run::operation::Registry`).
 //!
-//! Executing operations is not here: this stage only knows what a plan says.
+//! Still outside: executing actions lives in `run/executor.rs` (issue 12
+//! moves each operation's execution here next).
 
 pub mod analyze;
 pub mod backup;

@@ -133,7 +133,7 @@ async fn write_and_verify(
     let restore = work.verify == "restore";
     match target.backend {
         Backend::Sqlite => {
-            let mut conn = crate::db::sqlite::connect(target, crate::db::SessionLimits::READ_ONLY)
+            let mut conn = crate::db::connect(target, crate::db::SessionLimits::READ_ONLY)
                 .await
                 .map_err(|e| e.message)?;
             let copy_failed = |e: crate::db::DbError| format!("VACUUM INTO `{}` failed: {e}", work.temp_path);

@@ -19,9 +19,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection, SqliteConnection};
-
-use crate::db::{DbError, SessionLimits, quote_literal, quote_name, sql};
+use crate::db::query::{Exec, execute_raw, query};
+use crate::db::{Conn, DbError, SessionLimits, quote_literal, quote_name};
 use crate::plan::values::Target;
 
 /// Row counts per table, by quoted name.
@@ -30,7 +29,7 @@ pub type Counts = BTreeMap<String, i64>;
 /// An open snapshot the dump and the counts share.
 #[derive(Debug)]
 pub struct PgSnapshot {
-    conn: PgConnection,
+    conn: Conn,
     pub id: String,
 }
 
@@ -42,26 +41,19 @@ pub async fn pg_snapshot(target: &Target, statement_timeout: Duration) -> Result
         statement_timeout,
         read_only: true,
     };
-    let mut conn = crate::db::pg::connect_named(target, limits, "dbmaint verify")
+    let mut conn = crate::db::connect_named(target, limits, "dbmaint verify")
         .await
         .map_err(|e| e.message)?;
     let id: String = async {
-        sqlx::raw_sql(
+        execute_raw(
+            &mut conn,
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL idle_in_transaction_session_timeout = 0",
         )
-        .execute(&mut conn)
         .await?;
-        sqlx::query_scalar("SELECT pg_export_snapshot()")
-            .fetch_one(&mut conn)
-            .await
+        query("SELECT pg_export_snapshot()").scalar(&mut conn).await
     }
     .await
-    .map_err(|e| {
-        format!(
-            "cannot export a snapshot for `verify: restore`: {}",
-            DbError::from(e).message
-        )
-    })?;
+    .map_err(|e: DbError| format!("cannot export a snapshot for `verify: restore`: {}", e.message))?;
     Ok(PgSnapshot { conn, id })
 }
 
@@ -69,8 +61,8 @@ impl PgSnapshot {
     /// Counts every table in the snapshot, then ends the transaction.
     pub async fn counts(mut self) -> Result<Counts, String> {
         let counts = pg_counts(&mut self.conn).await.map_err(|e| e.message);
-        let _ = sqlx::raw_sql("COMMIT").execute(&mut self.conn).await;
-        let _ = self.conn.close().await;
+        let _ = execute_raw(&mut self.conn, "COMMIT").await;
+        self.conn.close().await;
         counts
     }
 }
@@ -81,13 +73,13 @@ const PG_TABLES: &str = "SELECT n.nspname::text, c.relname::text FROM pg_class c
      WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
        AND n.nspname !~ '^pg_(toast|temp)' ORDER BY 1, 2";
 
-async fn pg_counts(c: &mut PgConnection) -> Result<Counts, DbError> {
-    let tables: Vec<(String, String)> = sqlx::query_as(PG_TABLES).fetch_all(&mut *c).await?;
+async fn pg_counts(c: &mut impl Exec) -> Result<Counts, DbError> {
+    let tables: Vec<(String, String)> = query(PG_TABLES).fetch_all_as(&mut *c).await?;
     let names: Vec<String> = tables.iter().map(|(s, t)| quote_name(Some(s), t)).collect();
-    let Some(query) = count_query(&names) else {
+    let Some(text) = count_query(&names) else {
         return Ok(Counts::new());
     };
-    let rows: Vec<(String, i64)> = sqlx::query_as(sql(query)).fetch_all(&mut *c).await?;
+    let rows: Vec<(String, i64)> = query(text).fetch_all_as(&mut *c).await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -147,7 +139,7 @@ pub fn compare(source: &Counts, restored: &Counts, exact: bool) -> Result<String
 /// A scratch database on the target's server, dropped by [`Scratch::drop_db`].
 #[derive(Debug)]
 pub struct Scratch {
-    admin: PgConnection,
+    admin: Conn,
     name: String,
     pub target: Target,
 }
@@ -158,7 +150,7 @@ pub async fn create_scratch(target: &Target) -> Result<Scratch, String> {
         statement_timeout: Duration::from_secs(300),
         read_only: false,
     };
-    let mut admin = crate::db::pg::connect_named(target, limits, "dbmaint verify")
+    let mut admin = crate::db::connect_named(target, limits, "dbmaint verify")
         .await
         .map_err(|e| e.message)?;
     let name = format!("dbmaint_verify_{}", std::process::id());
@@ -166,22 +158,15 @@ pub async fn create_scratch(target: &Target) -> Result<Scratch, String> {
     let quoted = crate::db::quote_ident(&name);
     // A scratch database left by a killed run has this process's name only
     // by coincidence; drop it first so CREATE cannot fail on it.
-    sqlx::raw_sql(sql(format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")))
-        .execute(&mut admin)
+    execute_raw(&mut admin, &format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
         .await
-        .map_err(|e| {
-            format!(
-                "cannot drop a stale scratch database {quoted}: {}",
-                DbError::from(e).message
-            )
-        })?;
-    sqlx::raw_sql(sql(format!("CREATE DATABASE {quoted} TEMPLATE template0")))
-        .execute(&mut admin)
+        .map_err(|e| format!("cannot drop a stale scratch database {quoted}: {}", e.message))?;
+    execute_raw(&mut admin, &format!("CREATE DATABASE {quoted} TEMPLATE template0"))
         .await
         .map_err(|e| {
             format!(
                 "`verify: restore` cannot create its scratch database {quoted}: {}; grant CREATEDB to the plan's user or use `verify: read`",
-                DbError::from(e).message
+                e.message
             )
         })?;
     Ok(Scratch {
@@ -199,25 +184,27 @@ impl Scratch {
             statement_timeout: Duration::from_secs(3600),
             read_only: true,
         };
-        let mut c = crate::db::pg::connect_named(&self.target, limits, "dbmaint verify")
+        let mut c = crate::db::connect_named(&self.target, limits, "dbmaint verify")
             .await
             .map_err(|e| e.message)?;
         let counts = pg_counts(&mut c).await.map_err(|e| e.message);
-        let _ = c.close().await;
+        c.close().await;
         counts
     }
 
     /// Drops the scratch database; `Err` names what is left for a person.
     pub async fn drop_db(mut self) -> Result<(), String> {
         let quoted = crate::db::quote_ident(&self.name);
-        let r = sqlx::raw_sql(sql(format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")))
-            .execute(&mut self.admin)
-            .await;
-        let _ = self.admin.close().await;
+        let r = execute_raw(
+            &mut self.admin,
+            &format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"),
+        )
+        .await;
+        self.admin.close().await;
         r.map(|_| ()).map_err(|e| {
             format!(
                 "could not drop the scratch database {quoted}: {}; drop it by hand",
-                DbError::from(e).message
+                e.message
             )
         })
     }
@@ -225,36 +212,35 @@ impl Scratch {
 
 /// SQLite: `VACUUM INTO` and count on one connection, bracketed by
 /// `data_version`; returns the source counts and whether they are exact.
-pub async fn sqlite_copy_and_count(c: &mut SqliteConnection, path: &str) -> Result<(Counts, bool), DbError> {
-    let v1: i64 = sqlx::query_scalar("PRAGMA data_version").fetch_one(&mut *c).await?;
+pub async fn sqlite_copy_and_count(c: &mut impl Exec, path: &str) -> Result<(Counts, bool), DbError> {
+    let v1: i64 = query("PRAGMA data_version").scalar(&mut *c).await?;
     crate::db::sqlite::vacuum_into(c, path).await?;
     let counts = sqlite_counts(c).await?;
-    let v2: i64 = sqlx::query_scalar("PRAGMA data_version").fetch_one(&mut *c).await?;
+    let v2: i64 = query("PRAGMA data_version").scalar(&mut *c).await?;
     Ok((counts, v1 == v2))
 }
 
 /// Row counts of every table but SQLite's own and the journal's.
-pub async fn sqlite_counts(c: &mut SqliteConnection) -> Result<Counts, DbError> {
-    let tables: Vec<String> = sqlx::query_scalar(
+pub async fn sqlite_counts(c: &mut impl Exec) -> Result<Counts, DbError> {
+    let tables: Vec<String> = query(
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
          AND name NOT LIKE 'dbmaint\\_%' ESCAPE '\\' ORDER BY name",
     )
-    .fetch_all(&mut *c)
+    .scalars(&mut *c)
     .await?;
     let names: Vec<String> = tables.iter().map(|t| quote_name(None, t)).collect();
-    let Some(query) = count_query(&names) else {
+    let Some(text) = count_query(&names) else {
         return Ok(Counts::new());
     };
-    let rows: Vec<(String, i64)> = sqlx::query_as(sql(query)).fetch_all(&mut *c).await?;
+    let rows: Vec<(String, i64)> = query(text).fetch_all_as(&mut *c).await?;
     Ok(rows.into_iter().collect())
 }
 
 /// Counts the tables of a SQLite file opened read-only.
 pub async fn sqlite_file_counts(path: &str) -> Result<Counts, DbError> {
-    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path).read_only(true);
-    let mut c = sqlx::ConnectOptions::connect(&opts).await?;
+    let mut c = crate::db::open_sqlite_file(std::path::Path::new(path), true, false).await?;
     let counts = sqlite_counts(&mut c).await;
-    let _ = c.close().await;
+    c.close().await;
     counts
 }
 
