@@ -196,7 +196,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
                     )),
                 );
             }
-            let drift = run::drift(&s.execution, &fresh);
+            let drift = run::drift(&s.execution, &fresh, &dbmaint::ops::REGISTRY);
             if !drift.hard.is_empty() || (!drift.rows.is_empty() && !args.accept_drift) {
                 let all: Vec<String> = drift.hard.iter().chain(&drift.rows).cloned().collect();
                 return fail(
@@ -279,7 +279,15 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
         only: (!args.steps.is_empty()).then(|| args.steps.clone()),
         log_dir: Some(args.log_dir.clone()),
     };
-    match run::apply(&ep, &ready.target, &opts, display(cli, opts.selected(&ep))).await {
+    match run::apply(
+        &ep,
+        &ready.target,
+        &opts,
+        display(cli, opts.selected(&ep)),
+        &dbmaint::ops::REGISTRY,
+    )
+    .await
+    {
         Ok(report) => {
             match cli.output {
                 Output::Json => println!(
@@ -419,7 +427,15 @@ pub async fn demo(cli: &Cli, db: &Path, force: bool, seed: u64, scale: f64) -> i
         only: None,
         log_dir: Some("dbmaint-logs".into()),
     };
-    let report = match run::apply(&ep, &target, &opts, display(cli, opts.selected(&ep))).await {
+    let report = match run::apply(
+        &ep,
+        &target,
+        &opts,
+        display(cli, opts.selected(&ep)),
+        &dbmaint::ops::REGISTRY,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(f) => return fail(cli, &f),
     };

@@ -78,9 +78,25 @@ macro_rules! operations {
             fn operation<'a>(&self, op: &'a dyn StepOp) -> &'a dyn crate::run::operation::Operation {
                 match Operation::of(op) { $( Operation::$variant(p) => p ),+ }
             }
+
+            fn execution(&self, op: &str) -> Option<&'static dyn crate::run::operation::Executes> {
+                EXECUTIONS.iter().copied().find(|x| x.key() == op)
+            }
         }
     };
 }
+
+/// The operations that run work of their own (`Action::Op`); the others'
+/// actions are statements the executor runs itself.
+static EXECUTIONS: &[&dyn crate::run::operation::Executes] = &[
+    &backup::Run,
+    &vacuum::Run,
+    &reindex::Run,
+    &retention::work::Run,
+    &stats::Run,
+    &bloat::Run,
+    &check::Run,
+];
 
 operations! {
     Backup(backup::Backup),

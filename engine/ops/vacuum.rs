@@ -210,12 +210,15 @@ impl Vacuum {
             d.statements.push("ANALYZE".into());
         }
         let decided_later = f.free_ratio() < min_ratio;
-        d.actions.push(Action::SqliteVacuum {
-            need_free_bytes: 2 * f.file_bytes,
-            dirs: vec![db_dir, std::env::temp_dir().display().to_string()],
-            analyze,
-            min_free_ratio: decided_later.then_some(min_ratio),
-        });
+        d.actions.push(Action::op(
+            <Vacuum as OpParams>::KEY,
+            &SqliteVacuum {
+                need_free_bytes: 2 * f.file_bytes,
+                dirs: vec![db_dir, std::env::temp_dir().display().to_string()],
+                analyze,
+                min_free_ratio: decided_later.then_some(min_ratio),
+            },
+        ));
         d.summary = if decided_later {
             // SQLite keeps no per-table sizes, so the pages the deletes free
             // are known only after them: the step checks when it starts.
@@ -241,6 +244,88 @@ impl crate::run::operation::Operation for Vacuum {
     fn plan(&self, cx: &PlanCx) -> Draft {
         Vacuum::plan(self, cx)
     }
+}
+
+/// SQLite `VACUUM` of the whole file, after checking free disk space.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SqliteVacuum {
+    /// Bytes that must be free in the database's and the temp directory.
+    pub need_free_bytes: u64,
+    pub dirs: Vec<String>,
+    pub analyze: bool,
+    /// When set, the step first checks the free-page ratio and does
+    /// nothing below it (the pages upstream deletes free are known only then).
+    #[serde(default)]
+    pub min_free_ratio: Option<f64>,
+}
+
+/// Runs a SQLite whole-file vacuum (PostgreSQL's are plain statements).
+#[derive(Debug)]
+pub struct Run;
+
+impl crate::run::operation::Executes for Run {
+    fn key(&self) -> &'static str {
+        <Vacuum as OpParams>::KEY
+    }
+
+    fn execute<'a, 'r: 'a>(
+        &'a self,
+        work: &'a serde_json::Value,
+        run: &'a mut crate::run::steprun::StepRun<'r>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
+        Box::pin(async move {
+            use crate::run::steprun::StepErr;
+            let w: SqliteVacuum =
+                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("vacuum work: {e}")))?;
+            let c = run.session().await?;
+            if let Some(min) = w.min_free_ratio {
+                let now = crate::db::sqlite::free_ratio(c)
+                    .await
+                    .map_err(|e| StepErr::failed(e.message))?;
+                if now < min {
+                    run.object_done(format!(
+                        "database: free pages {:.1}% below {:.1}%, nothing to do",
+                        now * 100.0,
+                        min * 100.0
+                    ));
+                    return Ok(());
+                }
+            }
+            for d in &w.dirs {
+                let free = free_bytes(d).map_err(StepErr::failed)?;
+                if free < w.need_free_bytes {
+                    return Err(StepErr::failed(format!(
+                        "VACUUM needs up to {} free in `{d}`, which has {}: free space, or point TMPDIR elsewhere",
+                        human_bytes(w.need_free_bytes),
+                        human_bytes(free)
+                    )));
+                }
+            }
+            let before = crate::db::sqlite::file_bytes(run.session().await?).await.unwrap_or(0);
+            let mut statements = vec!["VACUUM"];
+            if w.analyze {
+                statements.push("ANALYZE");
+            }
+            for s in statements {
+                run.exec(s)
+                    .await
+                    .map_err(|e| StepErr::failed(format!("`{s}`: {}", e.message)))?;
+                run.result().statements += 1;
+            }
+            let after = crate::db::sqlite::file_bytes(run.session().await?)
+                .await
+                .unwrap_or(before);
+            run.object_done("database");
+            run.result().bytes += before.saturating_sub(after);
+            Ok(())
+        })
+    }
+}
+
+/// Free bytes for unprivileged users in the filesystem holding `dir`.
+fn free_bytes(dir: &str) -> Result<u64, String> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| format!("cannot read free space of `{dir}`: {e}"))?;
+    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
 #[cfg(test)]

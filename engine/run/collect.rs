@@ -44,11 +44,11 @@ pub struct ReportStep {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub findings: Vec<crate::ops::check::spec::Finding>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stats: Option<crate::ops::stats::report::StatsReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bloat: Option<crate::ops::bloat::figures::BloatReport>,
+    pub findings: Vec<crate::run::events::Finding>,
+    #[serde(flatten)]
+    pub measured: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip)]
+    pub lines: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -126,8 +126,8 @@ impl Collector {
                         cascaded: vec![],
                         skipped: Some("not selected (--step)".into()),
                         findings: vec![],
-                        stats: None,
-                        bloat: None,
+                        measured: serde_json::Map::new(),
+                        lines: vec![],
                     })
                     .collect(),
                 totals: ReportTotals::default(),
@@ -151,8 +151,8 @@ impl Collector {
             s.partial = r.partial.clone();
             s.cascaded = r.cascaded.clone();
             s.findings = r.findings.clone();
-            s.stats = r.stats.clone();
-            s.bloat = r.bloat.clone();
+            s.measured = r.measured.clone();
+            s.lines = r.lines.clone();
             s.skipped = None;
         }
     }

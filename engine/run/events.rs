@@ -42,6 +42,57 @@ pub struct Cascaded {
     pub rows: u64,
 }
 
+/// How bad a finding is; `fail_on` compares against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One thing a health check (or a threshold, such as bloat) found: what
+/// `check` steps fail on and every report lists.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Finding {
+    pub check: String,
+    pub severity: Severity,
+    /// The table, index, session, sequence … it is about.
+    pub object: String,
+    pub message: String,
+    pub figures: serde_json::Value,
+}
+
+impl Finding {
+    pub fn new(
+        check: impl AsRef<str>,
+        severity: Severity,
+        object: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            check: check.as_ref().to_string(),
+            severity,
+            object: object.into(),
+            message: message.into(),
+            figures: serde_json::Value::Null,
+        }
+    }
+
+    pub fn with(mut self, figures: serde_json::Value) -> Self {
+        self.figures = figures;
+        self
+    }
+}
+
 /// A finished step's figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepResult {
@@ -70,15 +121,16 @@ pub struct StepResult {
     /// `on_cascade: allow`: the rows of other tables the deletes reached.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cascaded: Vec<Cascaded>,
-    /// What a `check` step found.
+    /// What the step found (`check`, `bloat`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub findings: Vec<crate::ops::check::spec::Finding>,
-    /// What a `stats` step measured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stats: Option<crate::ops::stats::report::StatsReport>,
-    /// What a `bloat` step measured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bloat: Option<crate::ops::bloat::figures::BloatReport>,
+    pub findings: Vec<Finding>,
+    /// What the step measured, under a key its operation names (`stats`,
+    /// `bloat`): the report's JSON keeps each at the step's top level.
+    #[serde(flatten)]
+    pub measured: serde_json::Map<String, serde_json::Value>,
+    /// The same, as lines for the text report.
+    #[serde(skip)]
+    pub lines: Vec<String>,
 }
 
 /// The events, in the order a run emits them.

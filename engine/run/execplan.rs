@@ -12,7 +12,7 @@ use crate::db::identity::TargetIdentity;
 use crate::plan::values::Backend;
 
 /// Version tag of a saved plan file; a different tag is refused.
-pub const SAVED_FORMAT: &str = "dbmaint-saved-plan/1";
+pub const SAVED_FORMAT: &str = "dbmaint-saved-plan/2";
 
 /// How sure an estimate is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,126 +88,6 @@ pub struct Object {
     pub figures: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Where archived rows go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ArchiveTo {
-    /// An archive table (quoted name), filled in the batch's own statement.
-    Table { name: String },
-    /// A JSON Lines file, written and fsynced before the batch's delete commits.
-    File { path: String },
-}
-
-/// A retention step's work, with every statement built at plan time. Every
-/// statement binds the cutoff first, as text the column's type parses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RetentionWork {
-    /// The source table, quoted.
-    pub table: String,
-    /// The cutoff, in the form the column compares with.
-    pub cutoff: String,
-    pub batch_size: u64,
-    pub max_rows: Option<u64>,
-    pub pause_ms: u64,
-    /// Statements creating the archive table when it does not exist yet.
-    pub create_archive: Vec<String>,
-    pub archive: Option<ArchiveTo>,
-    /// Binds (cutoff); returns (eligible rows, first key, last key) when
-    /// the step starts. The walk covers that key span whole, whatever the
-    /// count: rows kept by a trigger or made eligible by a concurrent
-    /// update never end it early. Keys are text in the backend's key form:
-    /// PostgreSQL `k::text`, or `ARRAY[a::text, b::text]::text` for a
-    /// composite key; SQLite `json_array(k, …)`, which keeps each value's
-    /// storage class (a typeless key holding numbers compares as numbers).
-    pub count: String,
-    pub batch: BatchSql,
-    /// The eligible rows the plan counted (key-window walks report against
-    /// it: their own span read runs beside the first batches).
-    #[serde(default)]
-    pub planned_rows: u64,
-    /// The digest of the keys the step would delete, recorded in saved
-    /// plans (see `keydigest`); apply of a saved plan compares it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eligible_digest: Option<crate::ops::retention::keydigest::KeyDigest>,
-    /// `on_cascade: allow`: per foreign key that acts, the statement that
-    /// counts the child rows a batch's delete reaches (binds cutoff, lo, hi
-    /// like the batch), run in the batch's transaction before its delete.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cascades: Vec<CascadeCount>,
-    /// SQLite `sqlite_foreign_keys: off`: the batches run with
-    /// `PRAGMA foreign_keys = OFF` on the step's connection.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub foreign_keys_off: bool,
-}
-
-/// A foreign key whose ON DELETE acts on rows of another table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CascadeCount {
-    /// `child.col → parent.col (name)`.
-    pub foreign_key: String,
-    /// `CASCADE`, `SET NULL`, `SET DEFAULT`.
-    pub on_delete: String,
-    pub count: String,
-}
-
-/// How one batch is taken.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "style", rename_all = "snake_case")]
-pub enum BatchSql {
-    /// The batch's key range first, then statements over `[lo, hi]` in the
-    /// same transaction. `bound_first` and `bound_next` bind (cutoff, from,
-    /// limit, to) and return (rows, lo, hi): the first `limit` eligible
-    /// keys from `from` (inclusive for the first batch, exclusive after) up
-    /// to `to`. `copy` (SQLite archive table) and `delete` bind (cutoff,
-    /// lo, hi); with a file archive `delete` returns (key, JSON row) of
-    /// each row it deleted, and on PostgreSQL with an archive table it is
-    /// `WITH moved AS (DELETE … RETURNING *) INSERT INTO archive …`.
-    Ranged {
-        bound_first: String,
-        bound_next: String,
-        copy: Option<String>,
-        delete: String,
-    },
-    /// Windows of `batch_size` keys (PostgreSQL, one integer key), as a DBA's
-    /// loop over primary-key ranges: `statement` binds (cutoff, lo, hi) and
-    /// deletes — and archives, in the same statement — the eligible rows
-    /// with `lo <= key <= hi`. `left` (when something can keep rows, see
-    /// `db::RetentionSpec::check_left`) binds the same and counts the
-    /// eligible rows the window still holds after its delete. `next_key`
-    /// binds (after) and returns the first key above it, so a run of empty
-    /// windows is one jump. A window holds at most `batch_size` rows and
-    /// costs one key-range scan, however sparse the eligible rows are.
-    Window {
-        statement: String,
-        left: Option<String>,
-        next_key: String,
-        /// Binds (cutoff); the first eligible key (int8). The walk starts
-        /// there at once while another session reads the span's end
-        /// (`RetentionWork::count`) — the pass a DBA's loop waits for.
-        #[serde(default)]
-        first_key: String,
-    },
-}
-
-/// A backup's work.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BackupWork {
-    /// The final path, written only after verification.
-    pub path: String,
-    /// The temporary path the child writes to.
-    pub temp_path: String,
-    /// `custom`, `directory`, `plain` (pg_dump) or `sqlite` (`VACUUM INTO`).
-    pub format: String,
-    pub jobs: Option<u64>,
-    pub compress: Option<u64>,
-    /// `no`, `read` or `restore`.
-    pub verify: String,
-    pub keep: Option<u64>,
-    /// Names of this plan's and step's older backups start with this.
-    pub prune_prefix: String,
-    pub dir: String,
-}
-
 /// One unit of work of a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -218,19 +98,6 @@ pub enum Action {
         object: String,
         sql: String,
     },
-    /// SQLite `VACUUM` of the whole file, after checking free disk space.
-    SqliteVacuum {
-        /// Bytes that must be free in the database's and the temp directory.
-        need_free_bytes: u64,
-        dirs: Vec<String>,
-        analyze: bool,
-        /// When set, the step first checks the free-page ratio and does
-        /// nothing below it (the pages upstream deletes free are known only then).
-        #[serde(default)]
-        min_free_ratio: Option<f64>,
-    },
-    Retention(RetentionWork),
-    Backup(BackupWork),
     /// Author SQL from a `sql` step, run as written: in one transaction
     /// (rolled back whole on failure), or (`transaction: false`) its
     /// `statements` one by one, each committed as it succeeds.
@@ -240,36 +107,27 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         statements: Vec<String>,
     },
-    /// The health checks of a `check` step.
-    Check(crate::ops::check::spec::CheckSpec),
-    /// The `stats` report, of the `top` largest tables and indexes.
-    Stats {
-        top: u64,
-    },
-    /// One index rebuild (`REINDEX INDEX [CONCURRENTLY]`, SQLite `REINDEX`).
-    Reindex(ReindexWork),
-    /// INVALID indexes the engine's interrupted rebuilds left, dropped
-    /// concurrently, then their journal records closed.
-    DropLeftovers {
-        /// (schema, index name).
-        indexes: Vec<(String, String)>,
-        records: Vec<i64>,
-    },
-    /// The `bloat` report; relations at or over `min_waste_ratio` are findings.
-    Bloat {
-        spec: crate::ops::bloat::figures::BloatSpec,
-        min_waste_ratio: f64,
-    },
+    /// Work an operation runs itself (`run::operation::Executes`): `op`
+    /// names it in the registry, `work` is that operation's own type.
+    Op { op: String, work: serde_json::Value },
 }
 
-/// One index to rebuild.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReindexWork {
-    pub schema: String,
-    pub table: String,
-    pub index: String,
-    pub sql: String,
-    pub concurrently: bool,
+impl Action {
+    /// The action of operation `op` doing `work`.
+    pub fn op(op: &str, work: &impl Serialize) -> Self {
+        Self::Op {
+            op: op.to_string(),
+            work: serde_json::to_value(work).unwrap_or_default(),
+        }
+    }
+
+    /// The work of an `Op` action of operation `op`, as its type.
+    pub fn work<T: serde::de::DeserializeOwned>(&self, op: &str) -> Option<T> {
+        match self {
+            Self::Op { op: o, work } if o == op => serde_json::from_value(work.clone()).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// A step as it will run.
@@ -293,6 +151,9 @@ pub struct PlannedStep {
     /// What undoes a half-done step.
     pub compensation: String,
     pub estimate: Estimate,
+    /// Batches or objects the step expects to go through (progress).
+    #[serde(default)]
+    pub units: u64,
     /// Settings in effect, in milliseconds, for the executor.
     pub lock_timeout_ms: u64,
     pub statement_timeout_ms: u64,

@@ -11,6 +11,7 @@ pub mod exit;
 pub mod inspect;
 pub mod operation;
 pub mod planner;
+pub mod steprun;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -184,6 +185,7 @@ pub async fn apply(
     target: &Target,
     opts: &ApplyOptions,
     display: Vec<Box<dyn Reporter>>,
+    ops: &'static dyn Registry,
 ) -> Result<Report, Failure> {
     let started = Instant::now();
     let deadline = ep.max_runtime_ms.map(|ms| started + Duration::from_millis(ms));
@@ -283,6 +285,7 @@ pub async fn apply(
         stop,
         run_id,
         lock: Some(guard.clone()),
+        ops,
     };
     let outcome = execute(ep, target, &run_opts, tx.clone()).await;
     signals.abort();
@@ -404,7 +407,7 @@ pub struct Drift {
 /// Compares a saved plan with the same plan computed now (at the saved
 /// reference time): a retention step would now take more rows or other
 /// rows than were reviewed, or an object a step names is gone or changed.
-pub fn drift(saved: &ExecutionPlan, fresh: &ExecutionPlan) -> Drift {
+pub fn drift(saved: &ExecutionPlan, fresh: &ExecutionPlan, ops: &dyn Registry) -> Drift {
     let mut problems = vec![];
     let mut rows = vec![];
     if saved.hash != fresh.hash {
@@ -418,41 +421,14 @@ pub fn drift(saved: &ExecutionPlan, fresh: &ExecutionPlan) -> Drift {
         if !f.errors.is_empty() && s.errors.is_empty() {
             problems.push(format!("step `{}` can no longer run: {}", s.id, f.errors.join("; ")));
         }
-        if s.op == "retention" && f.estimate.rows > s.estimate.rows {
-            rows.push(format!(
-                "step `{}` would now remove {} rows, {} more than the {} reviewed",
-                s.id,
-                f.estimate.rows,
-                f.estimate.rows - s.estimate.rows,
-                s.estimate.rows
-            ));
-        }
-        if s.statements != f.statements && s.op != "backup" {
-            problems.push(format!(
-                "step `{}` would now run different statements (an object it names changed)",
-                s.id
-            ));
-        }
-        if let (Some(then), Some(now)) = (retention_digest(s), retention_digest(f))
-            && let Some(c) = then.change_to(now)
-            && f.estimate.rows <= s.estimate.rows
-        {
-            rows.push(format!(
-                "step `{}` would now take other rows than were reviewed: {} rows eligible then, {} now; \
-                 at least {} left the set and {} joined it",
-                s.id, then.rows, now.rows, c.left, c.joined
-            ));
-        }
+        let d = match ops.execution(&s.op) {
+            Some(x) => x.drift(s, f),
+            None => crate::run::operation::default_drift(s, f),
+        };
+        problems.extend(d.hard);
+        rows.extend(d.rows);
     }
     Drift { hard: problems, rows }
-}
-
-/// The eligible-key digest a retention step recorded.
-fn retention_digest(s: &crate::run::execplan::PlannedStep) -> Option<&crate::ops::retention::keydigest::KeyDigest> {
-    s.actions.iter().find_map(|a| match a {
-        crate::run::execplan::Action::Retention(w) => w.eligible_digest.as_ref(),
-        _ => None,
-    })
 }
 
 /// Reads the journal.

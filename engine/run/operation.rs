@@ -1,5 +1,5 @@
-//! The engine's side of an operation: what a step reads before planning
-//! and how it plans. Each operation implements [`Operation`] in its folder
+//! The engine's side of an operation: what a step reads before planning,
+//! how it plans, and how it runs the work it planned. Each operation implements [`Operation`] in its folder
 //! under `ops/`; the engine reaches it through the [`Registry`] the command
 //! line hands to `run::compute`, so nothing in `run/` names an operation
 //! (as Terraform's core drives providers through one interface).
@@ -9,8 +9,10 @@ use futures_util::future::BoxFuture;
 use crate::db::{Conn, DbError};
 use crate::plan::Step;
 use crate::plan::op::StepOp;
+use crate::run::execplan::PlannedStep;
 use crate::run::inspect::Inspection;
 use crate::run::planner::{Draft, PlanCx};
+use crate::run::steprun::{StepErr, StepRun};
 
 /// What an operation reads and how it plans.
 pub trait Operation: Send + Sync {
@@ -41,7 +43,52 @@ pub trait Operation: Send + Sync {
 /// Something an operation read, kept in the inspection for its planning.
 pub type Fact = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
+/// How an operation runs the `Action::Op` work it planned, and what about
+/// its planned step must not have changed before a saved plan is applied.
+pub trait Executes: Send + Sync {
+    /// The operation key (`Action::Op::op`).
+    fn key(&self) -> &'static str;
+
+    /// Runs one `Action::Op` of this operation.
+    fn execute<'a, 'r: 'a>(
+        &'a self,
+        work: &'a serde_json::Value,
+        run: &'a mut StepRun<'r>,
+    ) -> BoxFuture<'a, Result<(), StepErr>>;
+
+    /// What changed between the step as reviewed (`saved`) and as it would
+    /// run now (`fresh`): refusals, and row changes `--accept-drift` may
+    /// accept. By default, any other statement is a refusal.
+    fn drift(&self, saved: &PlannedStep, fresh: &PlannedStep) -> StepDrift {
+        default_drift(saved, fresh)
+    }
+}
+
+/// What a step's drift check found.
+#[derive(Debug, Default)]
+pub struct StepDrift {
+    pub hard: Vec<String>,
+    pub rows: Vec<String>,
+}
+
+/// The drift check of an operation that does not say otherwise: a step
+/// that would run other statements than were reviewed is refused.
+pub fn default_drift(saved: &PlannedStep, fresh: &PlannedStep) -> StepDrift {
+    let mut d = StepDrift::default();
+    if saved.statements != fresh.statements {
+        d.hard.push(format!(
+            "step `{}` would now run different statements (an object it names changed)",
+            saved.id
+        ));
+    }
+    d
+}
+
 /// Finds the engine side of a plan step's operation.
-pub trait Registry: Send + Sync {
+pub trait Registry: std::fmt::Debug + Send + Sync {
     fn operation<'a>(&self, op: &'a dyn StepOp) -> &'a dyn Operation;
+
+    /// How operation `op` runs its `Action::Op` work; `None` for an
+    /// operation whose actions are all statements.
+    fn execution(&self, op: &str) -> Option<&'static dyn Executes>;
 }

@@ -158,6 +158,8 @@ pub struct Draft {
     /// What the step leaves for the steps that need it (rows it removes
     /// from a table, an archive table it creates); `step` is filled in.
     pub leaves: Vec<Upstream>,
+    /// Batches or objects it expects to go through; `None`: one per action.
+    pub units: Option<u64>,
 }
 
 impl Draft {
@@ -267,6 +269,7 @@ pub fn ancestors(plan: &Plan, id: &str) -> Vec<String> {
 
 fn finish(step: &Step, d: Draft) -> PlannedStep {
     let s = &step.settings;
+    let units = d.units.unwrap_or(d.actions.len() as u64);
     PlannedStep {
         id: step.id.clone(),
         op: step.op.key().to_string(),
@@ -281,6 +284,7 @@ fn finish(step: &Step, d: Draft) -> PlannedStep {
         transactional: d.transactional,
         compensation: d.compensation,
         estimate: d.estimate.unwrap_or(Estimate::NONE),
+        units,
         lock_timeout_ms: s.lock_timeout.0.as_millis() as u64,
         statement_timeout_ms: s.statement_timeout.0.as_millis() as u64,
         retries: s.retries,

@@ -12,9 +12,9 @@ use std::process::Stdio;
 
 use std::time::Duration;
 
+use super::BackupWork;
 use crate::ops::backup::verify;
 use crate::plan::values::{Backend, Target};
-use crate::run::execplan::BackupWork;
 
 /// A failed backup: what went wrong, and whether its cleanup worked.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use super::{BOTH, OpCheck, OpParams, get};
 use crate::plan::decode::{Cx, Decode, scalar_text};
 use crate::plan::node::{Kind, Node};
 use crate::plan::values::Backend;
-use crate::run::execplan::{Action, BackupWork, Estimate, Fidelity, Marker, human_bytes};
+use crate::run::execplan::{Action, Estimate, Fidelity, Marker, human_bytes};
 use crate::run::planner::{Draft, PlanCx};
 
 crate::keywords! {
@@ -261,17 +261,20 @@ impl Backup {
             bytes,
             fidelity,
         });
-        d.actions.push(Action::Backup(BackupWork {
-            path: path.display().to_string(),
-            temp_path: temp.display().to_string(),
-            format,
-            jobs: get(&self.jobs),
-            compress: get(&self.compress),
-            verify: verify.into(),
-            keep,
-            prune_prefix: prefix,
-            dir,
-        }));
+        d.actions.push(Action::op(
+            <Backup as OpParams>::KEY,
+            &BackupWork {
+                path: path.display().to_string(),
+                temp_path: temp.display().to_string(),
+                format,
+                jobs: get(&self.jobs),
+                compress: get(&self.compress),
+                verify: verify.into(),
+                keep,
+                prune_prefix: prefix,
+                dir,
+            },
+        ));
         d
     }
 }
@@ -279,6 +282,78 @@ impl Backup {
 impl crate::run::operation::Operation for Backup {
     fn plan(&self, cx: &PlanCx) -> Draft {
         Backup::plan(self, cx)
+    }
+}
+
+/// A backup's work.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct BackupWork {
+    /// The final path, written only after verification.
+    pub path: String,
+    /// The temporary path the child writes to.
+    pub temp_path: String,
+    /// `custom`, `directory`, `plain` (pg_dump) or `sqlite` (`VACUUM INTO`).
+    pub format: String,
+    pub jobs: Option<u64>,
+    pub compress: Option<u64>,
+    /// `no`, `read` or `restore`.
+    pub verify: String,
+    pub keep: Option<u64>,
+    /// Names of this plan's and step's older backups start with this.
+    pub prune_prefix: String,
+    pub dir: String,
+}
+
+/// Runs a backup: the child (or `VACUUM INTO`), verification, the rename.
+#[derive(Debug)]
+pub struct Run;
+
+impl crate::run::operation::Executes for Run {
+    fn key(&self) -> &'static str {
+        <Backup as OpParams>::KEY
+    }
+
+    fn execute<'a, 'r: 'a>(
+        &'a self,
+        work: &'a serde_json::Value,
+        run: &'a mut crate::run::steprun::StepRun<'r>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
+        Box::pin(async move {
+            use crate::run::steprun::StepErr;
+            let work: BackupWork =
+                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("backup work: {e}")))?;
+            for stale in exec::remove_stale_partials(&work) {
+                run.undone(format!("removed `{stale}`, left by an interrupted run"));
+            }
+            let timeouts = (run.step.lock_timeout_ms, run.step.statement_timeout_ms);
+            let target = run.target().clone();
+            match exec::run(&work, &target, timeouts).await {
+                Ok(done) => {
+                    let r = run.result();
+                    r.bytes += done.bytes;
+                    r.statements += 1;
+                    r.cleanup_failed = done.cleanup_failed;
+                    run.object_done(format!("{} ({})", work.path, done.verified));
+                    Ok(())
+                }
+                Err(e) => {
+                    let r = run.result();
+                    r.rolled_back = e.rolled_back;
+                    r.cleanup_failed = e.cleanup_failed;
+                    Err(StepErr::failed(e.message))
+                }
+            }
+        })
+    }
+
+    /// A backup's statements name its file, whose name carries the time:
+    /// they differ on every computation and say nothing of drift.
+    fn drift(
+        &self,
+        _saved: &crate::run::execplan::PlannedStep,
+        _fresh: &crate::run::execplan::PlannedStep,
+    ) -> crate::run::operation::StepDrift {
+        crate::run::operation::StepDrift::default()
     }
 }
 

@@ -115,10 +115,13 @@ impl Bloat {
                 (_, false) => "bloat estimate from pg_class and pg_stats",
             }
         ));
-        d.actions.push(Action::Bloat {
-            spec,
-            min_waste_ratio: min,
-        });
+        d.actions.push(Action::op(
+            <Bloat as OpParams>::KEY,
+            &BloatWork {
+                spec,
+                min_waste_ratio: min,
+            },
+        ));
         d
     }
 }
@@ -139,5 +142,52 @@ impl crate::run::operation::Operation for Bloat {
 
     fn plan(&self, cx: &PlanCx) -> Draft {
         Bloat::plan(self, cx)
+    }
+}
+
+/// What a `bloat` step runs: the figures, and the ratio at which a
+/// relation is a finding.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BloatWork {
+    pub spec: BloatSpec,
+    pub min_waste_ratio: f64,
+}
+
+/// Runs a `bloat` step's report on the step's session.
+#[derive(Debug)]
+pub struct Run;
+
+impl crate::run::operation::Executes for Run {
+    fn key(&self) -> &'static str {
+        <Bloat as OpParams>::KEY
+    }
+
+    fn execute<'a, 'r: 'a>(
+        &'a self,
+        work: &'a serde_json::Value,
+        run: &'a mut crate::run::steprun::StepRun<'r>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
+        Box::pin(async move {
+            use crate::run::steprun::StepErr;
+            let w: BloatWork =
+                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("bloat work: {e}")))?;
+            let c = run.read_session().await?;
+            let report = read(c, &w.spec)
+                .await
+                .map_err(|e| StepErr::failed(format!("a bloat query failed: {}", e.message)))?;
+            run.result().statements += if w.spec.exact { 4 } else { 2 };
+            let found = report.findings(w.min_waste_ratio);
+            run.object_done(format!(
+                "{} relations, {} over the threshold",
+                report.entries.len(),
+                found.len()
+            ));
+            let r = run.result();
+            r.findings = found;
+            r.lines = report.lines();
+            r.measured
+                .insert("bloat".into(), serde_json::to_value(&report).unwrap_or_default());
+            Ok(())
+        })
     }
 }

@@ -51,6 +51,12 @@ crate::keywords! {
     }
 }
 
+impl AsRef<str> for CheckName {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl CheckName {
     pub fn backend(self) -> Backend {
         match self {
@@ -266,7 +272,7 @@ impl Check {
         }
         d.statements
             .push(format!("-- read-only checks: {}", spec.checks.join(", ")));
-        d.actions.push(Action::Check(spec));
+        d.actions.push(Action::op(<Check as OpParams>::KEY, &spec));
         d
     }
 }
@@ -288,6 +294,70 @@ impl crate::run::operation::Operation for Check {
 
     fn plan(&self, cx: &PlanCx) -> Draft {
         Check::plan(self, cx)
+    }
+}
+
+/// Runs a `check` step's work: the checks, then the session signals the
+/// diff listed.
+#[derive(Debug)]
+pub struct Run;
+
+impl crate::run::operation::Executes for Run {
+    fn key(&self) -> &'static str {
+        <Check as OpParams>::KEY
+    }
+
+    fn execute<'a, 'r: 'a>(
+        &'a self,
+        work: &'a serde_json::Value,
+        run: &'a mut crate::run::steprun::StepRun<'r>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
+        Box::pin(async move {
+            use crate::run::steprun::StepErr;
+            let spec: CheckSpec =
+                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("check work: {e}")))?;
+            let c = run.read_session().await?;
+            let mut found = read(c, &spec)
+                .await
+                .map_err(|e| StepErr::failed(format!("a check query failed: {}", e.message)))?;
+            let mut statements = spec.checks.len() as u64;
+            let mut done_lines = vec![];
+            if let Some(act) = spec.act.filter(|_| !spec.targets.is_empty()) {
+                let done = signal_sessions(c, &spec.targets, act)
+                    .await
+                    .map_err(|e| StepErr::failed(format!("signalling long queries failed: {}", e.message)))?;
+                statements += done.len() as u64;
+                for (pid, what) in done {
+                    done_lines.push(format!("pid {pid}: {what}"));
+                    match found.iter_mut().find(|f| f.object == format!("pid {pid}")) {
+                        Some(f) => f.message = format!("{}; {what}", f.message),
+                        None => found.push(spec::Finding {
+                            check: "long_queries".into(),
+                            severity: Severity::Warning,
+                            object: format!("pid {pid}"),
+                            message: format!("listed by the diff; {what}"),
+                            figures: serde_json::json!({"pid": pid}),
+                        }),
+                    }
+                }
+            }
+            for line in done_lines {
+                run.object_done(line);
+            }
+            run.result().statements += statements;
+            let failing = spec
+                .fail_on
+                .map_or(0, |at| found.iter().filter(|f| f.severity >= at).count());
+            run.object_done(format!("{} checks, {} findings", spec.checks.len(), found.len()));
+            run.result().findings = found;
+            if failing > 0 {
+                return Err(StepErr::failed(format!(
+                    "{failing} findings at or above `fail_on: {}`",
+                    spec.fail_on.map_or("", |s| s.as_str())
+                )));
+            }
+            Ok(())
+        })
     }
 }
 

@@ -1,56 +1,12 @@
-//! Health checks of the `check` operation: what a finding is, and the
-//! thresholds a run applies. The SQL lives with each backend
-//! (`db::pg::run_checks`, `db::sqlite::run_checks`); the same code answers
+//! Health checks of the `check` operation: the thresholds a run applies
+//! (a finding is the engine's generic `run::events::Finding`). The SQL
+//! lives beside this file (`pg.rs`, `sqlite.rs`); the same code answers
 //! `plan diff` (read-only session) and `plan apply` (the step's session).
 
 use serde::{Deserialize, Serialize};
 
 use crate::ops::check::CheckName;
-
-/// How bad a finding is; `fail_on` compares against it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Warning,
-    Error,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Warning => "warning",
-            Self::Error => "error",
-        }
-    }
-}
-
-/// One thing a check found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Finding {
-    pub check: String,
-    pub severity: Severity,
-    /// The table, index, session, sequence … it is about.
-    pub object: String,
-    pub message: String,
-    pub figures: serde_json::Value,
-}
-
-impl Finding {
-    pub fn new(check: CheckName, severity: Severity, object: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            check: check.as_str().to_string(),
-            severity,
-            object: object.into(),
-            message: message.into(),
-            figures: serde_json::Value::Null,
-        }
-    }
-
-    pub fn with(mut self, figures: serde_json::Value) -> Self {
-        self.figures = figures;
-        self
-    }
-}
+pub use crate::run::events::{Finding, Severity};
 
 /// What a `check` step runs, with its thresholds resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! `reindex`: `REINDEX INDEX CONCURRENTLY` of selected, bloated indexes on
 //! PostgreSQL; `REINDEX` on SQLite.
 
+pub mod exec;
 pub mod pg;
 
 /// Unfinished rebuilds of earlier runs and what they left (PostgreSQL;
@@ -16,8 +17,9 @@ use super::{BOTH, OpCheck, OpParams, get, globs};
 use crate::db::quote_name;
 use crate::ops::bloat::figures::BloatSpec;
 use crate::plan::values::{Backend, NameGlob, Ratio};
-use crate::run::execplan::{Action, Estimate, Fidelity, Marker, ReindexWork, human_bytes};
+use crate::run::execplan::{Action, Estimate, Fidelity, Marker, human_bytes};
 use crate::run::planner::{Draft, PlanCx, matches_any, percent, unmatched};
+use exec::{ReindexWork, Work};
 
 crate::params! {
     /// Parameters of `reindex`.
@@ -176,16 +178,19 @@ impl Reindex {
                     )
                 };
                 d.statements.push(sql.clone());
-                d.actions.push(Action::Reindex(ReindexWork {
-                    schema: t.schema.clone(),
-                    table: t.name.clone(),
-                    index: i.name.clone(),
-                    sql,
-                    concurrently,
-                }));
+                d.actions.push(Action::op(
+                    <Reindex as OpParams>::KEY,
+                    &Work::Rebuild(ReindexWork {
+                        schema: t.schema.clone(),
+                        table: t.name.clone(),
+                        index: i.name.clone(),
+                        sql,
+                        concurrently,
+                    }),
+                ));
             }
         }
-        let rebuilds = d.actions.iter().filter(|a| matches!(a, Action::Reindex(_))).count();
+        let rebuilds = d.actions.len();
         d.no_op = d.actions.is_empty();
         let mut why = vec![];
         if let Some(min) = min_ratio {
@@ -256,10 +261,13 @@ impl Reindex {
             None => {}
         }
         if !records.is_empty() {
-            d.actions.push(Action::DropLeftovers {
-                indexes: drops,
-                records,
-            });
+            d.actions.push(Action::op(
+                <Reindex as OpParams>::KEY,
+                &Work::DropLeftovers {
+                    indexes: drops,
+                    records,
+                },
+            ));
         }
         for t in &cx.insp.tables {
             for i in t.indexes.iter().filter(|i| !i.valid) {
@@ -342,6 +350,31 @@ impl crate::run::operation::Operation for Reindex {
 
     fn plan(&self, cx: &PlanCx) -> Draft {
         Reindex::plan(self, cx)
+    }
+}
+
+/// Runs `reindex` work: rebuilds, and drops of earlier leftovers.
+#[derive(Debug)]
+pub struct Run;
+
+impl crate::run::operation::Executes for Run {
+    fn key(&self) -> &'static str {
+        <Reindex as OpParams>::KEY
+    }
+
+    fn execute<'a, 'r: 'a>(
+        &'a self,
+        work: &'a serde_json::Value,
+        run: &'a mut crate::run::steprun::StepRun<'r>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
+        Box::pin(async move {
+            let w: Work = serde_json::from_value(work.clone())
+                .map_err(|e| crate::run::steprun::StepErr::failed(format!("reindex work: {e}")))?;
+            match &w {
+                Work::Rebuild(r) => exec::rebuild(run, r).await,
+                Work::DropLeftovers { indexes, records } => exec::drop_leftovers(run, indexes, records).await,
+            }
+        })
     }
 }
 

@@ -6,17 +6,17 @@
 
 use super::archive::ArchiveFile;
 use super::facts::{ChildCount, RetentionFacts, RetentionProbe};
+use super::work::{BatchSql, RetentionWork};
 use crate::db::query::{Exec, query};
 use crate::db::{BatchJournal, Conn, DbError};
 use crate::plan::values::Backend;
-use crate::run::execplan::{BatchSql, RetentionWork};
 
 /// The next retention batch of a ranged walk: the eligible rows with a key
 /// from `from` (inclusive for the first batch, exclusive after) up to `to`,
 /// the last eligible key counted when the step began, at most `limit`. The
 /// upper bound ends the walk at the key span's end instead of reading the
 /// rest of the key index for rows that are not there; keys are text in the
-/// backend's key form (see `execplan::RetentionWork::count`). The LIMIT is a
+/// backend's key form (see `work::RetentionWork::count`). The LIMIT is a
 /// parameter: every dbmaint session plans with `plan_cache_mode =
 /// force_custom_plan`, so no generic plan ever sees it as unknown.
 #[derive(Debug, Clone, Copy)]

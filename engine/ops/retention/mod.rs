@@ -10,15 +10,18 @@ pub mod pg;
 pub mod sql;
 pub mod sqlite;
 pub mod timefmt;
+pub mod walk;
+pub mod work;
 
 use super::{BOTH, OpCheck, OpParams, get};
 use crate::db::{quote_ident, quote_name};
 use crate::ops::retention::facts::RetentionProbe;
 use crate::plan::decode::did_you_mean;
 use crate::plan::values::{Backend, Duration, Ident, Ratio, Tz};
-use crate::run::execplan::{Action, ArchiveTo, BatchSql, Estimate, Fidelity, Marker, RetentionWork, human_count};
+use crate::run::execplan::{Action, Estimate, Fidelity, Marker, human_count};
 use crate::run::planner::{Draft, PlanCx};
 use sql::{ArchiveSpec, RetentionSpec, retention_sql};
+use work::{ArchiveTo, BatchSql, RetentionWork};
 
 crate::params! {
     /// Where deleted rows are kept: exactly one of `table` or `file`.
@@ -1136,21 +1139,24 @@ impl Retention {
                 Fidelity::Estimate
             },
         });
-        d.actions.push(Action::Retention(RetentionWork {
-            table: spec.table.clone(),
-            cutoff: facts.cutoff.clone(),
-            batch_size,
-            max_rows,
-            pause_ms: get(&self.pause).map_or(0, |p| p.0.as_millis() as u64),
-            create_archive: sql.create_archive,
-            count: sql.count,
-            archive: archive_to,
-            batch: sql.batch,
-            eligible_digest: facts.digest.clone(),
-            planned_rows: facts.rows,
-            cascades: sql.cascades,
-            foreign_keys_off: fk_off,
-        }));
+        d.actions.push(Action::op(
+            <Retention as OpParams>::KEY,
+            &RetentionWork {
+                table: spec.table.clone(),
+                cutoff: facts.cutoff.clone(),
+                batch_size,
+                max_rows,
+                pause_ms: get(&self.pause).map_or(0, |p| p.0.as_millis() as u64),
+                create_archive: sql.create_archive,
+                count: sql.count,
+                archive: archive_to,
+                batch: sql.batch,
+                eligible_digest: facts.digest.clone(),
+                planned_rows: facts.rows,
+                cascades: sql.cascades,
+                foreign_keys_off: fk_off,
+            },
+        ));
         d
     }
 }
@@ -1293,22 +1299,25 @@ impl crate::run::operation::Operation for Retention {
     fn plan(&self, cx: &PlanCx) -> Draft {
         let mut d = Retention::plan(self, cx);
         let rows = d.estimate.map_or(0, |e| e.rows);
-        d.leaves = d
+        let works: Vec<RetentionWork> = d
             .actions
             .iter()
-            .filter_map(|a| match a {
-                Action::Retention(w) => Some(crate::run::planner::Upstream {
-                    step: String::new(),
-                    table: w.table.clone(),
-                    rows,
-                    creates: match (&w.archive, w.create_archive.is_empty()) {
-                        (Some(crate::run::execplan::ArchiveTo::Table { name }), false) => Some(name.clone()),
-                        _ => None,
-                    },
-                }),
-                _ => None,
+            .filter_map(|a| a.work::<RetentionWork>(<Retention as OpParams>::KEY))
+            .collect();
+        d.leaves = works
+            .iter()
+            .map(|w| crate::run::planner::Upstream {
+                step: String::new(),
+                table: w.table.clone(),
+                rows,
+                creates: match (&w.archive, w.create_archive.is_empty()) {
+                    (Some(ArchiveTo::Table { name }), false) => Some(name.clone()),
+                    _ => None,
+                },
             })
             .collect();
+        // Progress counts batches: the rows over the batch size.
+        d.units = Some(works.iter().map(|w| rows.div_ceil(w.batch_size.max(1))).sum());
         d
     }
 }

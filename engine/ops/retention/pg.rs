@@ -6,10 +6,10 @@
 use super::batch::{BatchDone, Window};
 use super::facts::{EXACT_COUNT_LIMIT, PartitionCount, RetentionFacts, RetentionProbe};
 use super::sql::{ArchiveSpec, RetentionSpec, RetentionSql, retention_predicate};
+use super::work::{BatchSql, RetentionWork};
 use crate::db::query::{Exec, execute_raw, query};
 use crate::db::{BatchJournal, DbError, journal_batch_sql, journal_cascade_sql, quote_literal};
 use crate::plan::values::Backend;
-use crate::run::execplan::{BatchSql, RetentionWork};
 
 /// True for the integer types, whose time columns hold epoch seconds.
 fn is_integer_type(t: &str) -> bool {

@@ -59,14 +59,14 @@ pub enum ArchiveSpec {
 pub struct RetentionSql {
     pub create_archive: Vec<String>,
     /// Binds (cutoff); returns (eligible rows, first key, last key) when
-    /// the step starts (see `execplan::RetentionWork::count`).
+    /// the step starts (see `work::RetentionWork::count`).
     pub count: String,
-    pub batch: crate::run::execplan::BatchSql,
-    pub cascades: Vec<crate::run::execplan::CascadeCount>,
+    pub batch: super::work::BatchSql,
+    pub cascades: Vec<super::work::CascadeCount>,
 }
 
 /// A retention key as text, in the backend's key form (see
-/// `execplan::RetentionWork::count`).
+/// `work::RetentionWork::count`).
 pub fn key_text_sql(backend: Backend, key: &[(String, String)]) -> String {
     match backend {
         Backend::Postgres => super::pg::key_text(key),
@@ -142,15 +142,10 @@ pub fn outside_count_sql(ch: &ChildProbe, table: &str, pred: &str) -> String {
 
 /// `RetentionWork::cascades` for a spec, each count over `range` (the
 /// batch's key condition, binding lo and hi as the batch does).
-pub fn cascade_counts(
-    spec: &RetentionSpec,
-    table: &str,
-    pred: &str,
-    range: &str,
-) -> Vec<crate::run::execplan::CascadeCount> {
+pub fn cascade_counts(spec: &RetentionSpec, table: &str, pred: &str, range: &str) -> Vec<super::work::CascadeCount> {
     spec.cascades
         .iter()
-        .map(|c| crate::run::execplan::CascadeCount {
+        .map(|c| super::work::CascadeCount {
             foreign_key: c.label.clone(),
             on_delete: c.on_delete.clone(),
             count: reach_sql(&c.from, &c.join, &c.via, table, &format!("{pred}{range}")),

@@ -3,9 +3,9 @@
 
 use super::facts::{RetentionFacts, RetentionProbe};
 use super::sql::{ArchiveSpec, RetentionSpec, RetentionSql, retention_predicate};
+use super::work::BatchSql;
 use crate::db::DbError;
 use crate::db::query::{Exec, query};
-use crate::run::execplan::BatchSql;
 
 /// SQLite has no row estimates, so retention is always counted exactly.
 /// One scan samples the column (storage classes, smallest and largest

@@ -92,7 +92,8 @@ impl Stats {
             Some(Err(e)) => d.errors.push(format!("a stats query failed: {e}")),
             None => d.summary = "report sizes and statistics".into(),
         }
-        d.actions.push(Action::Stats { top: self.top_n() });
+        d.actions
+            .push(Action::op(<Stats as OpParams>::KEY, &StatsWork { top: self.top_n() }));
         d
     }
 }
@@ -113,5 +114,48 @@ impl crate::run::operation::Operation for Stats {
 
     fn plan(&self, cx: &PlanCx) -> Draft {
         Stats::plan(self, cx)
+    }
+}
+
+/// What a `stats` step runs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StatsWork {
+    pub top: u64,
+}
+
+/// Runs a `stats` step's report on the step's session.
+#[derive(Debug)]
+pub struct Run;
+
+impl crate::run::operation::Executes for Run {
+    fn key(&self) -> &'static str {
+        <Stats as OpParams>::KEY
+    }
+
+    fn execute<'a, 'r: 'a>(
+        &'a self,
+        work: &'a serde_json::Value,
+        run: &'a mut crate::run::steprun::StepRun<'r>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
+        Box::pin(async move {
+            use crate::run::steprun::StepErr;
+            let w: StatsWork =
+                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("stats work: {e}")))?;
+            let c = run.read_session().await?;
+            let report = read(c, w.top)
+                .await
+                .map_err(|e| StepErr::failed(format!("a stats query failed: {}", e.message)))?;
+            run.result().statements += 3;
+            run.object_done(format!(
+                "{} tables, {} indexes",
+                report.tables.len(),
+                report.indexes.len()
+            ));
+            let r = run.result();
+            r.lines = report.lines();
+            r.measured
+                .insert("stats".into(), serde_json::to_value(&report).unwrap_or_default());
+            Ok(())
+        })
     }
 }

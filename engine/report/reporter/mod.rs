@@ -106,8 +106,7 @@ pub fn render_text(r: &Report) -> String {
                 ),
             );
         }
-        let bloat = s.bloat.iter().flat_map(|b| b.lines());
-        for line in s.stats.iter().flat_map(|st| st.lines()).chain(bloat) {
+        for line in &s.lines {
             crate::report::textsafe::line(&mut out, format!("      {line}"));
         }
         for f in &s.findings {
