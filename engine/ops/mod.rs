@@ -1,14 +1,13 @@
 //! The operations a step can run, one folder (or file) each. Each owns its
 //! parameters (declared with `params!`, so unknown keys are errors and the
 //! JSON Schema comes from the same declaration) and rules (`OpParams`),
-//! what it reads and how it plans (`impl run::operation::Operation`), its
-//! SQL per backend (`pg.rs`, `sqlite.rs`, over `db::query`) and its unit
-//! tests. Adding an operation is its folder and one line in `operations!`
-//! below, which builds [`REGISTRY`]: the plan language decodes through it
-//! (`OpCatalog`) and the engine plans through it (`run::operation::Registry`).
-//!
-//! Still outside: executing actions lives in `run/executor.rs` (issue 12
-//! moves each operation's execution here next).
+//! what it reads and how it plans (`impl run::operation::Operation`), the
+//! work it runs and its drift rule (`Executes`), its SQL per backend
+//! (`pg.rs`, `sqlite.rs`, over `db::query`) and its unit tests. Adding an
+//! operation is its folder and one line in `operations!` below (and one in
+//! `EXECUTIONS` when it runs work of its own): they build [`REGISTRY`],
+//! through which the plan language decodes (`OpCatalog`) and the engine
+//! inspects, plans, executes and checks drift (`run::operation::Registry`).
 
 pub mod analyze;
 pub mod backup;
@@ -92,7 +91,7 @@ static EXECUTIONS: &[&dyn crate::run::operation::Executes] = &[
     &backup::Run,
     &vacuum::Run,
     &reindex::Run,
-    &retention::work::Run,
+    &retention::walk::Run,
     &stats::Run,
     &bloat::Run,
     &check::Run,

@@ -103,8 +103,8 @@ pub async fn execute(
         stop: opts.stop.clone(),
         run_id: opts.run_id,
         lock: opts.lock.clone(),
-        ops: opts.ops,
     });
+    let ops = opts.ops;
     let selected: Vec<&PlannedStep> = plan
         .steps
         .iter()
@@ -193,7 +193,7 @@ pub async fn execute(
             }
             let step = s.clone();
             let ctx = ctx.clone();
-            let handle = running.spawn(async move { run_step(&step, &ctx).await });
+            let handle = running.spawn(async move { run_step(&step, &ctx, ops).await });
             tasks.insert(handle.id(), s);
         }
         let Some(joined) = running.join_next_with_id().await else {
@@ -272,7 +272,7 @@ fn empty_result(s: &PlannedStep, status: Status, deferred: Option<String>) -> St
     }
 }
 
-async fn run_step(step: &PlannedStep, ctx: &Ctx) -> StepResult {
+async fn run_step(step: &PlannedStep, ctx: &Ctx, ops: &'static dyn Registry) -> StepResult {
     let units = step.units;
     ctx.emit(Event::StepStarted {
         step: step.id.clone(),
@@ -291,7 +291,7 @@ async fn run_step(step: &PlannedStep, ctx: &Ctx) -> StepResult {
         acc.r.status = Status::Failed;
         acc.r.error = Some(step.errors.join("; "));
     } else if !step.no_op
-        && let Err(e) = run_actions(step, ctx, &mut acc).await
+        && let Err(e) = run_actions(step, ctx, &mut acc, ops).await
     {
         {
             acc.r.status = if e.kind == StepErrKind::Deferred {
@@ -321,7 +321,7 @@ async fn run_step(step: &PlannedStep, ctx: &Ctx) -> StepResult {
 
 /// Runs a step's actions in order on one session: statements and author
 /// SQL here, an operation's own work through its `Executes`.
-async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(), StepErr> {
+async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, ops: &dyn Registry) -> Result<(), StepErr> {
     let mut conn: Option<Conn> = None;
     let total = step.actions.len() as u64;
     for (i, action) in step.actions.iter().enumerate() {
@@ -347,7 +347,7 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc) -> Result<(),
                 statements,
             } => author_sql(&mut run, sql, *transaction, statements).await?,
             Action::Op { op, work } => {
-                let Some(x) = ctx.ops.execution(op) else {
+                let Some(x) = ops.execution(op) else {
                     return Err(StepErr::failed(format!(
                         "this dbmaint cannot run `{op}` work (a saved plan from another version?): compute the plan again"
                     )));

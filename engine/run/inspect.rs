@@ -2,7 +2,8 @@
 //! transaction: the catalog (`db::catalog`), then what each step's
 //! operation reads (retention counts over live data, previews, reports).
 
-use crate::run::operation::Fact;
+/// Something an operation read, kept in the inspection for its planning.
+pub type Fact = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 pub use crate::db::catalog::{
     Catalog, Column, DeleteTrigger, ForeignKey, IndexFacts, OnDelete, OtherRelation, SqliteFile, TableFacts,

@@ -138,7 +138,8 @@ pub async fn compute(
         ops.operation(step.op.as_ref()).read(step, &mut insp, &mut conn).await;
     }
     conn.close().await;
-    let mut ep = crate::run::planner::execution_plan(plan, graph, &insp, target, now, ops);
+    let plan_step = |step: &crate::plan::Step, cx: &PlanCx| ops.operation(step.op.as_ref()).plan(cx);
+    let mut ep = crate::run::planner::execution_plan(plan, graph, &insp, target, now, &plan_step);
     ep.identity = Some(identity);
     Ok(ep)
 }

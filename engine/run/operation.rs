@@ -40,8 +40,7 @@ pub trait Operation: Send + Sync {
     fn plan(&self, cx: &PlanCx) -> Draft;
 }
 
-/// Something an operation read, kept in the inspection for its planning.
-pub type Fact = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+pub use crate::run::inspect::Fact;
 
 /// How an operation runs the `Action::Op` work it planned, and what about
 /// its planned step must not have changed before a saved plan is applied.

@@ -12,7 +12,6 @@ use crate::plan::values::{Backend, Ident, NameGlob, Target};
 use crate::plan::{Plan, Step};
 use crate::run::execplan::{Action, Estimate, ExecutionPlan, Marker, Object, PlannedStep};
 use crate::run::inspect::{Inspection, TableFacts};
-use crate::run::operation::Registry;
 
 /// What an operation's planning sees.
 #[derive(Debug)]
@@ -215,7 +214,7 @@ pub fn execution_plan(
     insp: &Inspection,
     target: &Target,
     now: DateTime<Utc>,
-    ops: &dyn Registry,
+    plan_step: &dyn Fn(&Step, &PlanCx) -> Draft,
 ) -> ExecutionPlan {
     let backend = target.backend;
     let mut done: Vec<Upstream> = vec![];
@@ -225,7 +224,7 @@ pub fn execution_plan(
             let ancestors = ancestors(plan, &step.id);
             let mut cx = PlanCx::new(plan, step, insp, backend, now);
             cx.upstream = done.iter().filter(|u| ancestors.contains(&u.step)).cloned().collect();
-            let draft = ops.operation(step.op.as_ref()).plan(&cx);
+            let draft = plan_step(step, &cx);
             let leaves = draft.leaves.clone();
             let planned = finish(step, draft);
             for mut u in leaves {

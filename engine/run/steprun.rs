@@ -33,7 +33,6 @@ pub(crate) struct Ctx {
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) run_id: i64,
     pub(crate) lock: Option<Arc<crate::db::applylock::ApplyLock>>,
-    pub(crate) ops: &'static dyn crate::run::operation::Registry,
 }
 
 impl Ctx {

@@ -5,11 +5,10 @@
 //! both backends, over `db::query`; key windows are PostgreSQL's (`pg.rs`).
 
 use super::archive::ArchiveFile;
-use super::facts::{ChildCount, RetentionFacts, RetentionProbe};
+use super::facts::{ChildCount, RetentionProbe};
 use super::work::{BatchSql, RetentionWork};
 use crate::db::query::{Exec, query};
 use crate::db::{BatchJournal, Conn, DbError};
-use crate::plan::values::Backend;
 
 /// The next retention batch of a ranged walk: the eligible rows with a key
 /// from `from` (inclusive for the first batch, exclusive after) up to `to`,
@@ -190,7 +189,7 @@ pub(super) async fn ranged_batch(
 /// One ranged batch in one writing transaction with its journal rows: the
 /// batch and its journal row commit together or not at all (safety.md
 /// rules 5 and 6).
-async fn ranged_in_tx(
+pub(super) async fn ranged_in_tx(
     c: &mut Conn,
     work: &RetentionWork,
     keys: Keys<'_>,
@@ -221,30 +220,6 @@ async fn ranged_in_tx(
     tx.settle(result).await
 }
 
-/// Takes one retention batch in one transaction, with its journal row.
-/// `archive_file` receives the rows of a file archive before the delete.
-pub async fn take(
-    c: &mut Conn,
-    work: &RetentionWork,
-    at: BatchAt<'_>,
-    journal: &BatchJournal,
-    archive_file: Option<&mut ArchiveFile>,
-) -> Result<BatchDone, DbError> {
-    match at {
-        BatchAt::Window(w) if c.backend() == Backend::Postgres => super::pg::window_batch(c, work, w, journal).await,
-        BatchAt::Window(_) => Err(DbError::other("key windows are a PostgreSQL batch style")),
-        BatchAt::Ranged(keys) => ranged_in_tx(c, work, keys, journal, archive_file).await,
-    }
-}
-
-/// Prepares a windowed retention step's statement on this session.
-pub async fn prepare_window(c: &mut Conn, statement: &str) -> Result<(), DbError> {
-    match c.backend() {
-        Backend::Postgres => super::pg::prepare_window(c, statement).await,
-        Backend::Sqlite => Err(DbError::other("key windows are a PostgreSQL batch style")),
-    }
-}
-
 /// The first existing key after `after`, for a windowed walk to jump over
 /// a run of empty windows (sparse keys: 1, 10¹², 2·10¹²).
 pub async fn next_key(c: &mut Conn, next_key: &str, after: i64) -> Result<Option<i64>, DbError> {
@@ -268,12 +243,4 @@ pub async fn count(c: &mut Conn, work: &RetentionWork) -> Result<Eligible, DbErr
         rows: n.max(0) as u64,
         span: first.zip(last),
     })
-}
-
-/// A retention step's counts, in the inspection's snapshot.
-pub async fn probe(c: &mut Conn, p: &RetentionProbe) -> Result<RetentionFacts, DbError> {
-    match c.backend() {
-        Backend::Postgres => super::pg::probe(c, p).await,
-        Backend::Sqlite => super::sqlite::probe(c, p).await,
-    }
 }

@@ -20,7 +20,7 @@ use crate::plan::decode::did_you_mean;
 use crate::plan::values::{Backend, Duration, Ident, Ratio, Tz};
 use crate::run::execplan::{Action, Estimate, Fidelity, Marker, human_count};
 use crate::run::planner::{Draft, PlanCx};
-use sql::{ArchiveSpec, RetentionSpec, retention_sql};
+use sql::{ArchiveSpec, RetentionSpec};
 use work::{ArchiveTo, BatchSql, RetentionWork};
 
 crate::params! {
@@ -263,7 +263,7 @@ impl Retention {
             digest_key: digest
                 .then(|| batch_key(get(&self.key).map(|k| k.0), t, cx.backend).ok())
                 .flatten()
-                .map(|k| crate::ops::retention::sql::key_text_sql(cx.backend, &quote_key(&k))),
+                .map(|k| key_text_sql(cx.backend, &quote_key(&k))),
             guard_sql: self.guard(cx, t),
         })
     }
@@ -1287,7 +1287,7 @@ impl crate::run::operation::Operation for Retention {
         Box::pin(async move {
             let mut out: Vec<(String, crate::run::operation::Fact)> = vec![];
             for p in Retention::probe(self, cx, digest) {
-                let facts = batch::probe(conn, &p).await?;
+                let facts = probe(conn, &p).await?;
                 out.push((p.step.clone(), std::sync::Arc::new(facts)));
             }
             Ok(out)
@@ -1319,6 +1319,34 @@ impl crate::run::operation::Operation for Retention {
         // Progress counts batches: the rows over the batch size.
         d.units = Some(works.iter().map(|w| rows.div_ceil(w.batch_size.max(1))).sum());
         d
+    }
+}
+
+/// A retention key as text, in the backend's key form (see
+/// `work::RetentionWork::count`).
+pub fn key_text_sql(backend: Backend, key: &[(String, String)]) -> String {
+    match backend {
+        Backend::Postgres => pg::key_text(key),
+        Backend::Sqlite => sqlite::key_text(key),
+    }
+}
+
+/// Writes a retention step's statements in the backend's dialect.
+pub fn retention_sql(backend: Backend, spec: &sql::RetentionSpec) -> sql::RetentionSql {
+    match backend {
+        Backend::Postgres => pg::retention_sql(spec),
+        Backend::Sqlite => sqlite::retention_sql(spec),
+    }
+}
+
+/// A retention step's counts, in the inspection's snapshot.
+pub async fn probe(
+    c: &mut crate::db::Conn,
+    p: &facts::RetentionProbe,
+) -> Result<facts::RetentionFacts, crate::db::DbError> {
+    match c.backend() {
+        Backend::Postgres => pg::probe(c, p).await,
+        Backend::Sqlite => sqlite::probe(c, p).await,
     }
 }
 

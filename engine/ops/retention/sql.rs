@@ -4,7 +4,6 @@
 //! counts and the cascade counts. Text only; `batch.rs` runs them.
 
 use super::facts::ChildProbe;
-use crate::plan::values::Backend;
 
 /// What the backend needs to write a retention step's statements.
 #[derive(Debug, Clone)]
@@ -63,23 +62,6 @@ pub struct RetentionSql {
     pub count: String,
     pub batch: super::work::BatchSql,
     pub cascades: Vec<super::work::CascadeCount>,
-}
-
-/// A retention key as text, in the backend's key form (see
-/// `work::RetentionWork::count`).
-pub fn key_text_sql(backend: Backend, key: &[(String, String)]) -> String {
-    match backend {
-        Backend::Postgres => super::pg::key_text(key),
-        Backend::Sqlite => super::sqlite::key_text(key),
-    }
-}
-
-/// Writes a retention step's statements in the backend's dialect.
-pub fn retention_sql(backend: Backend, spec: &RetentionSpec) -> RetentionSql {
-    match backend {
-        Backend::Postgres => super::pg::retention_sql(spec),
-        Backend::Sqlite => super::sqlite::retention_sql(spec),
-    }
 }
 
 /// The predicate shared by every retention statement; binds the cutoff as

@@ -7,11 +7,16 @@
 
 use std::time::{Duration, Instant};
 
+use super::Retention;
 use super::archive::ArchiveFile;
 use super::batch::{self, BatchAt, Eligible, Keys, Window};
 use super::work::{ArchiveTo, BatchSql, RetentionWork};
 use crate::db::{BatchJournal, DbError, connect};
+use crate::plan::op::OpParams;
+use crate::plan::values::Backend;
 use crate::run::events::Event;
+use crate::run::execplan::PlannedStep;
+use crate::run::operation::StepDrift;
 use crate::run::steprun::{StepErr, StepRun};
 
 /// Runs one table's retention walk (SQLite `sqlite_foreign_keys: off`
@@ -81,7 +86,7 @@ async fn retention_walk(run: &mut StepRun<'_>, work: &RetentionWork) -> Result<(
                 s.execute("SET max_parallel_workers_per_gather = 0").await?;
                 batch::count(&mut s, &span_work).await
             }));
-            batch::prepare_window(run.session().await?, statement)
+            prepare_window(run.session().await?, statement)
                 .await
                 .map_err(|e| StepErr::failed(format!("preparing the batch statement: {}", e.message)))?;
             run.result().statements += 1;
@@ -271,7 +276,7 @@ async fn walk_batches(
         let mut tries = 0;
         let taken = loop {
             let r = match run.attempt(Some(timeout)).await {
-                Ok((c, _)) => batch::take(c, work, at, &journal, file.as_deref_mut()).await,
+                Ok((c, _)) => take(c, work, at, &journal, file.as_deref_mut()).await,
                 Err(e) => Err(e),
             };
             if let Some(r) = run.retrying(&mut tries, r).await {
@@ -403,4 +408,83 @@ enum Walk {
         last: Option<i64>,
         then: Option<(i64, i64)>,
     },
+}
+
+/// Takes one retention batch in one transaction, with its journal row.
+/// `archive_file` receives the rows of a file archive before the delete.
+pub async fn take(
+    c: &mut crate::db::Conn,
+    work: &RetentionWork,
+    at: BatchAt<'_>,
+    journal: &BatchJournal,
+    archive_file: Option<&mut ArchiveFile>,
+) -> Result<batch::BatchDone, DbError> {
+    match at {
+        BatchAt::Window(w) if c.backend() == Backend::Postgres => super::pg::window_batch(c, work, w, journal).await,
+        BatchAt::Window(_) => Err(DbError::other("key windows are a PostgreSQL batch style")),
+        BatchAt::Ranged(keys) => batch::ranged_in_tx(c, work, keys, journal, archive_file).await,
+    }
+}
+
+/// Prepares a windowed retention step's statement on this session.
+pub async fn prepare_window(c: &mut crate::db::Conn, statement: &str) -> Result<(), DbError> {
+    match c.backend() {
+        Backend::Postgres => super::pg::prepare_window(c, statement).await,
+        Backend::Sqlite => Err(DbError::other("key windows are a PostgreSQL batch style")),
+    }
+}
+
+/// Runs retention work, one table's walk per action.
+#[derive(Debug)]
+pub struct Run;
+
+impl crate::run::operation::Executes for Run {
+    fn key(&self) -> &'static str {
+        <Retention as OpParams>::KEY
+    }
+
+    fn execute<'a, 'r: 'a>(
+        &'a self,
+        work: &'a serde_json::Value,
+        run: &'a mut StepRun<'r>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), StepErr>> {
+        Box::pin(async move {
+            let w: RetentionWork =
+                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("retention work: {e}")))?;
+            retention(run, &w).await
+        })
+    }
+
+    /// Besides other statements: more rows than reviewed, or other rows
+    /// (the eligible keys' digest), are row drift `--accept-drift` may
+    /// accept.
+    fn drift(&self, s: &PlannedStep, f: &PlannedStep) -> StepDrift {
+        let mut d = crate::run::operation::default_drift(s, f);
+        if f.estimate.rows > s.estimate.rows {
+            d.rows.push(format!(
+                "step `{}` would now remove {} rows, {} more than the {} reviewed",
+                s.id,
+                f.estimate.rows,
+                f.estimate.rows - s.estimate.rows,
+                s.estimate.rows
+            ));
+        }
+        let digest = |p: &PlannedStep| {
+            p.actions
+                .iter()
+                .find_map(|a| a.work::<RetentionWork>(<Retention as OpParams>::KEY))
+                .and_then(|w| w.eligible_digest)
+        };
+        if let (Some(then), Some(now)) = (digest(s), digest(f))
+            && let Some(c) = then.change_to(&now)
+            && f.estimate.rows <= s.estimate.rows
+        {
+            d.rows.push(format!(
+                "step `{}` would now take other rows than were reviewed: {} rows eligible then, {} now; \
+                 at least {} left the set and {} joined it",
+                s.id, then.rows, now.rows, c.left, c.joined
+            ));
+        }
+        d
+    }
 }

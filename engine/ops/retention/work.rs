@@ -1,15 +1,9 @@
 //! A retention step's work as the execution plan carries it (`Action::Op`
 //! with key `retention`): every statement built at plan time, the archive,
-//! the batch style, the eligible keys' digest for saved plans. `Run` runs
-//! it (`walk.rs`) and says what drift a saved plan may not hide.
+//! the batch style, the eligible keys' digest for saved plans. `walk.rs` runs
+//! it and says what drift a saved plan may not hide.
 
 use serde::{Deserialize, Serialize};
-
-use super::Retention;
-use crate::plan::op::OpParams;
-use crate::run::execplan::PlannedStep;
-use crate::run::operation::StepDrift;
-use crate::run::steprun::{StepErr, StepRun};
 
 /// Where archived rows go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,59 +104,4 @@ pub enum BatchSql {
         #[serde(default)]
         first_key: String,
     },
-}
-
-/// Runs retention work, one table's walk per action.
-#[derive(Debug)]
-pub struct Run;
-
-impl crate::run::operation::Executes for Run {
-    fn key(&self) -> &'static str {
-        <Retention as OpParams>::KEY
-    }
-
-    fn execute<'a, 'r: 'a>(
-        &'a self,
-        work: &'a serde_json::Value,
-        run: &'a mut StepRun<'r>,
-    ) -> futures_util::future::BoxFuture<'a, Result<(), StepErr>> {
-        Box::pin(async move {
-            let w: RetentionWork =
-                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("retention work: {e}")))?;
-            super::walk::retention(run, &w).await
-        })
-    }
-
-    /// Besides other statements: more rows than reviewed, or other rows
-    /// (the eligible keys' digest), are row drift `--accept-drift` may
-    /// accept.
-    fn drift(&self, s: &PlannedStep, f: &PlannedStep) -> StepDrift {
-        let mut d = crate::run::operation::default_drift(s, f);
-        if f.estimate.rows > s.estimate.rows {
-            d.rows.push(format!(
-                "step `{}` would now remove {} rows, {} more than the {} reviewed",
-                s.id,
-                f.estimate.rows,
-                f.estimate.rows - s.estimate.rows,
-                s.estimate.rows
-            ));
-        }
-        let digest = |p: &PlannedStep| {
-            p.actions
-                .iter()
-                .find_map(|a| a.work::<RetentionWork>(<Retention as OpParams>::KEY))
-                .and_then(|w| w.eligible_digest)
-        };
-        if let (Some(then), Some(now)) = (digest(s), digest(f))
-            && let Some(c) = then.change_to(&now)
-            && f.estimate.rows <= s.estimate.rows
-        {
-            d.rows.push(format!(
-                "step `{}` would now take other rows than were reviewed: {} rows eligible then, {} now; \
-                 at least {} left the set and {} joined it",
-                s.id, then.rows, now.rows, c.left, c.joined
-            ));
-        }
-        d
-    }
 }
