@@ -557,3 +557,32 @@ impl Drop for PgBouncer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The statements the server ran in `url`'s database while `during` ran,
+/// as pg_stat_statements recorded them (normalized: constants become `$n`).
+pub fn statements_ran(url: &str, during: impl FnOnce()) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db_counters = "(SELECT oid FROM pg_database WHERE datname = current_database())";
+    rt.block_on(async {
+        let mut c = connect(url).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset(0, {db_counters}, 0)"
+        )))
+        .execute(&mut c)
+        .await
+        .expect("reset pg_stat_statements");
+    });
+    during();
+    rt.block_on(async {
+        let mut c = connect(url).await;
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT query FROM pg_stat_statements WHERE dbid = {db_counters} AND query NOT LIKE '%pg_stat_statements%'"
+        )))
+        .fetch_all(&mut c)
+        .await
+        .expect("read pg_stat_statements")
+    })
+}

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::engine::{dbmaint, pg_count, rt, seed_pg};
-use crate::pg::seeded_db;
+use crate::pg::{seeded_db, statements_ran};
 
 /// `plan diff` then `plan apply` of `plans/<name>.yaml`, run in `dir` (so
 /// backups land there) with `env` set; returns the apply's JSON report.
@@ -194,4 +194,139 @@ fn sqlite_app_plan_runs_end_to_end() {
         std::fs::read_dir(dir.path().join("backups")).expect("backups").count(),
         1
     );
+}
+
+/// A statement as both sides can be compared: constants and parameters
+/// (`'…'`, numbers, `$n`, `?n`) become `?`, a `PREPARE name (…) AS` prefix
+/// goes (the server records a prepared statement by its PREPARE text),
+/// case and spacing are folded.
+fn shape(sql: &str) -> String {
+    let mut s = sql.trim().trim_end_matches(';').to_lowercase();
+    if s.starts_with("prepare ")
+        && let Some(at) = s.find(" as ")
+    {
+        s = s[at + 4..].to_string();
+    }
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\'' => {
+                while let Some(c) = chars.next() {
+                    if c == '\'' {
+                        if chars.peek() == Some(&'\'') {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+                out.push('?');
+            }
+            '$' | '?' if chars.peek().is_some_and(|c| c.is_ascii_digit()) => {
+                while chars.peek().is_some_and(|c| c.is_ascii_digit()) {
+                    chars.next();
+                }
+                out.push('?');
+            }
+            c if c.is_ascii_digit() && !out.ends_with(|p: char| p.is_alphanumeric() || p == '_' || p == '"') => {
+                while chars.peek().is_some_and(|c| c.is_ascii_digit() || *c == '.') {
+                    chars.next();
+                }
+                out.push('?');
+            }
+            c if c.is_whitespace() => {
+                if !out.ends_with(' ') {
+                    out.push(' ');
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.trim().to_string()
+}
+
+/// Every statement `plan diff` shows for a step (but comments and a
+/// backup's, which name a file `pg_dump` writes) is one the server ran
+/// during `plan apply`: the diff and the apply come from one execution plan.
+fn assert_diff_statements_ran(name: &str, diff: &serde_json::Value, ran: &[String]) {
+    let ran: Vec<String> = ran.iter().map(|s| shape(s)).collect();
+    let mut checked = 0;
+    for step in diff["steps"].as_array().expect("steps") {
+        if step["op"] == "backup" || step["no_op"] == true {
+            continue;
+        }
+        for s in step["statements"].as_array().expect("statements") {
+            let s = s.as_str().expect("text");
+            if s.trim_start().starts_with("--") {
+                continue;
+            }
+            let want = shape(s);
+            assert!(
+                ran.contains(&want),
+                "{name}: step `{}` shows `{s}`, which the server never ran; it ran:\n{}",
+                step["id"],
+                ran.join("\n")
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "{name}: no statement compared");
+}
+
+/// The Django database of `django_nightly_plan_runs_end_to_end`.
+fn django_db() -> String {
+    let url = seeded_db("SELECT 1", &[]);
+    rt().block_on(seed_pg(&url));
+    rt().block_on(async {
+        let mut c = crate::pg::connect(&url).await;
+        sqlx::raw_sql(
+            "CREATE MATERIALIZED VIEW daily_audit AS
+               SELECT date_trunc('day', created_at) AS day, count(*) AS n FROM core_audit_log GROUP BY 1;
+             CREATE UNIQUE INDEX daily_audit_day ON daily_audit (day);",
+        )
+        .execute(&mut c)
+        .await
+        .expect("view");
+    });
+    url
+}
+
+#[test]
+fn postgres_sample_plans_run_exactly_the_statements_their_diff_shows() {
+    let window = window_around_now();
+    for name in ["standard", "full", "django-nightly"] {
+        let url = if name == "django-nightly" {
+            django_db()
+        } else {
+            cryoprotect_db()
+        };
+        let vars: Vec<&str> = if name == "django-nightly" {
+            vec!["--var", &window]
+        } else {
+            vec![]
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("plans/{name}.yaml"));
+        let out = dbmaint(dir.path())
+            .env("DATABASE_URL", &url)
+            .args(["--output", "json", "plan", "diff"])
+            .arg(&plan)
+            .args(&vars)
+            .output()
+            .expect("diff");
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let diff: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diff json");
+        let ran = statements_ran(&url, || {
+            let out = dbmaint(dir.path())
+                .env("DATABASE_URL", &url)
+                .args(["plan", "apply", "--auto-approve"])
+                .arg(&plan)
+                .args(&vars)
+                .output()
+                .expect("apply");
+            assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        });
+        assert_diff_statements_ran(name, &diff, &ran);
+    }
 }
