@@ -12,6 +12,7 @@ mod limits;
 mod lock;
 mod names;
 mod overlays;
+mod partitions;
 mod pg;
 mod plans;
 mod props;

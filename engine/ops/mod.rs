@@ -13,6 +13,7 @@ pub mod analyze;
 pub mod backup;
 pub mod bloat;
 pub mod check;
+pub mod partitions;
 pub mod refresh_views;
 pub mod reindex;
 pub mod retention;
@@ -103,6 +104,7 @@ operations! {
     Analyze(analyze::Analyze),
     Reindex(reindex::Reindex),
     Retention(retention::Retention),
+    Partitions(partitions::Partitions),
     RefreshViews(refresh_views::RefreshViews),
     Stats(stats::Stats),
     Bloat(bloat::Bloat),

@@ -1,0 +1,299 @@
+//! `partitions` on a real cluster: a monthly range-partitioned table of 36
+//! partitions (one straddling the cutoff) with a default partition; the
+//! diff lists what goes with its bounds and changes nothing, apply drops
+//! exactly the partitions whose whole range is older, keeps every other row;
+//! `detach` into an archive schema keeps every row; an interrupted
+//! `DETACH … CONCURRENTLY` is finished by the next run; SQLite is refused.
+
+use chrono::{Datelike, NaiveDate, Utc};
+
+use crate::engine::{dbmaint, pg_count, rt};
+use crate::pg::seeded_db;
+
+/// First day of the month `back` months before this one (UTC).
+fn month_start(back: i32) -> NaiveDate {
+    let now = Utc::now().date_naive();
+    let months = now.year() * 12 + now.month0() as i32 - back;
+    NaiveDate::from_ymd_opt(months.div_euclid(12), months.rem_euclid(12) as u32 + 1, 1).expect("date")
+}
+
+/// `events` partitioned by month over the last 36 months (`events_00` is
+/// this month, `events_35` the oldest), 10 rows in each, and optionally a
+/// default partition holding 7 rows dated 2100. Returns the URL and the
+/// partitions whose whole range ends a year or more ago.
+fn partitioned_db(with_default: bool) -> (String, Vec<String>) {
+    let cutoff = (Utc::now() - chrono::Duration::days(365)).date_naive();
+    let mut sql = String::from(
+        "CREATE TABLE events (id bigint NOT NULL, created_at timestamptz NOT NULL, body text) PARTITION BY RANGE (created_at);\n",
+    );
+    let mut old = vec![];
+    for back in 0..36 {
+        let (from, to) = (month_start(back), month_start(back - 1));
+        sql.push_str(&format!(
+            "CREATE TABLE events_{back:02} PARTITION OF events FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00');\n\
+             INSERT INTO events SELECT g, '{from} 12:00:00+00'::timestamptz + g * interval '1 hour', 'x' FROM generate_series(1, 10) g;\n"
+        ));
+        if to <= cutoff {
+            old.push(format!("events_{back:02}"));
+        }
+    }
+    if with_default {
+        sql.push_str(
+            "CREATE TABLE events_default PARTITION OF events DEFAULT;\n\
+             INSERT INTO events SELECT g, '2100-01-01'::timestamptz, 'future' FROM generate_series(1, 7) g;\n",
+        );
+    }
+    (seeded_db(&sql, &["ANALYZE events"]), old)
+}
+
+fn plan(dir: &std::path::Path, url: &str, params: &str) -> std::path::PathBuf {
+    let path = dir.join("plan.yaml");
+    std::fs::write(
+        &path,
+        format!("version: 1\nname: parts\ntarget: \"{url}\"\nsteps:\n  old-events:\n    partitions: {{ {params} }}\n"),
+    )
+    .expect("plan");
+    path
+}
+
+fn partitions_of(url: &str) -> Vec<String> {
+    rt().block_on(async {
+        let mut c = crate::pg::connect(url).await;
+        sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'events'::regclass ORDER BY 1",
+        )
+        .fetch_all(&mut c)
+        .await
+        .expect("partitions")
+    })
+}
+
+fn diff_json(dir: &std::path::Path, plan: &std::path::Path) -> serde_json::Value {
+    let out = dbmaint(dir)
+        .args(["--output", "json", "plan", "diff"])
+        .arg(plan)
+        .output()
+        .expect("diff");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("diff json")
+}
+
+fn apply(dir: &std::path::Path, plan: &std::path::Path) {
+    let out = dbmaint(dir)
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(plan)
+        .output()
+        .expect("apply");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn postgres_partitions_drop_exactly_those_older_than_the_cutoff_and_never_the_default() {
+    let (url, old) = partitioned_db(true);
+    assert!(
+        old.len() >= 22,
+        "the fixture has a year and more of old partitions: {old:?}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(dir.path(), &url, "table: events, older_than: 365d");
+    let before = partitions_of(&url);
+    assert_eq!(before.len(), 37);
+
+    let diff = diff_json(dir.path(), &p);
+    let step = &diff["steps"][0];
+    let objects = step["objects"].as_array().expect("objects");
+    let named = |marker: &str| -> Vec<String> {
+        objects
+            .iter()
+            .filter(|o| o["marker"] == marker)
+            .map(|o| {
+                o["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .trim_start_matches("public.")
+                    .to_string()
+            })
+            .collect()
+    };
+    let mut dropped = named("-");
+    dropped.sort();
+    let mut want = old.clone();
+    want.sort();
+    assert_eq!(dropped, want, "{step}");
+    let kept = named("=");
+    assert!(kept.contains(&"events_default".to_string()), "{step}");
+    assert_eq!(
+        kept.len(),
+        2,
+        "the default and the partition holding the cutoff are listed: {step}"
+    );
+    let straddling = kept.iter().find(|k| *k != "events_default").expect("straddling");
+    assert!(!old.contains(straddling));
+    let text = step.to_string();
+    assert!(text.contains("FOR VALUES FROM"), "bounds are shown: {text}");
+    assert!(
+        step["warnings"].to_string().contains("no backup step"),
+        "a backup is suggested: {step}"
+    );
+    // A default partition rules out CONCURRENTLY: plain DETACH, then DROP.
+    let statements = step["statements"].to_string();
+    assert!(
+        statements.contains("DETACH PARTITION") && !statements.contains("CONCURRENTLY"),
+        "{statements}"
+    );
+    let text = dbmaint(dir.path())
+        .args(["plan", "diff", "-v"])
+        .arg(&p)
+        .output()
+        .expect("diff");
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    for want in [
+        "detach and drop",
+        "holds the cutoff",
+        "the default partition is never touched",
+        "DROP TABLE",
+    ] {
+        assert!(text.contains(want), "`{want}` in:\n{text}");
+    }
+    println!("{text}");
+    assert_eq!(partitions_of(&url), before, "the diff changed nothing");
+
+    apply(dir.path(), &p);
+    let after = partitions_of(&url);
+    assert_eq!(after.len(), 37 - old.len(), "{after:?}");
+    for o in &old {
+        assert!(!after.contains(o), "{o} is still attached");
+        let gone = rt().block_on(pg_count(
+            &url,
+            &format!("SELECT count(*) FROM pg_class WHERE relname = '{o}'"),
+        ));
+        assert_eq!(gone, 0, "{o} was dropped, not only detached");
+    }
+    assert!(after.contains(&"events_default".to_string()) && after.contains(straddling));
+    let rows = rt().block_on(pg_count(&url, "SELECT count(*) FROM events"));
+    assert_eq!(
+        rows,
+        10 * (36 - old.len() as i64) + 7,
+        "every row of a kept partition stays"
+    );
+}
+
+#[test]
+fn postgres_partitions_detach_into_an_archive_schema_keeping_every_row() {
+    let (url, old) = partitioned_db(false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(
+        dir.path(),
+        &url,
+        "table: events, older_than: 365d, archive: {schema: old_events}",
+    );
+    let diff = diff_json(dir.path(), &p);
+    let statements = diff["steps"][0]["statements"].to_string();
+    assert!(statements.contains("CREATE SCHEMA IF NOT EXISTS"), "{statements}");
+    assert!(
+        statements.contains("CONCURRENTLY"),
+        "no default partition: DETACH … CONCURRENTLY: {statements}"
+    );
+    apply(dir.path(), &p);
+    assert_eq!(partitions_of(&url).len(), 36 - old.len());
+    for o in &old {
+        let n = rt().block_on(pg_count(&url, &format!("SELECT count(*) FROM old_events.{o}")));
+        assert_eq!(n, 10, "{o} kept its rows in the archive schema");
+    }
+    let attached = rt().block_on(pg_count(&url, "SELECT count(*) FROM events"));
+    assert_eq!(attached, 10 * (36 - old.len() as i64));
+}
+
+#[test]
+fn postgres_an_interrupted_concurrent_detach_is_finished_by_the_next_run() {
+    let (url, old) = partitioned_db(false);
+    let victim = old[0].clone();
+    rt().block_on(async {
+        // An old snapshot makes DETACH … CONCURRENTLY wait in its second
+        // transaction; cancelling it there leaves the partition pending.
+        let mut holder = crate::pg::connect(&url).await;
+        sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM events")
+            .execute(&mut holder)
+            .await
+            .expect("snapshot");
+        let detach_url = url.clone();
+        let stmt = format!("ALTER TABLE events DETACH PARTITION {victim} CONCURRENTLY");
+        let detach = tokio::spawn(async move {
+            let mut c = crate::pg::connect(&detach_url).await;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(&mut c).await
+        });
+        let mut admin = crate::pg::connect(&url).await;
+        let mut cancelled = false;
+        for _ in 0..500 {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE events DETACH%' \
+                 AND wait_event_type = 'Lock' AND pg_cancel_backend(pid)",
+            )
+            .fetch_one(&mut admin)
+            .await
+            .expect("cancel");
+            if n > 0 {
+                cancelled = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(cancelled, "the concurrent detach never waited");
+        assert!(detach.await.expect("task").is_err(), "the detach was cancelled");
+        sqlx::raw_sql("COMMIT").execute(&mut holder).await.expect("commit");
+    });
+    let pending = rt().block_on(pg_count(
+        &url,
+        &format!("SELECT count(*) FROM pg_inherits WHERE inhrelid = '{victim}'::regclass AND inhdetachpending"),
+    ));
+    assert_eq!(pending, 1, "the fixture left {victim} detach pending");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(dir.path(), &url, "table: events, older_than: 365d");
+    let diff = diff_json(dir.path(), &p);
+    let step = diff["steps"][0].to_string();
+    assert!(
+        step.contains(&format!("DETACH PARTITION \\\"public\\\".\\\"{victim}\\\" FINALIZE")),
+        "{step}"
+    );
+    assert!(step.contains("was interrupted"), "the diff says why: {step}");
+    apply(dir.path(), &p);
+    let left = rt().block_on(pg_count(
+        &url,
+        &format!("SELECT count(*) FROM pg_class WHERE relname = '{victim}'"),
+    ));
+    assert_eq!(left, 0, "{victim} was finished and dropped");
+    assert_eq!(partitions_of(&url).len(), 36 - old.len());
+}
+
+#[test]
+fn sqlite_refuses_a_partitions_step_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    crate::retention_time::sqlite(&db, "CREATE TABLE events (id INTEGER PRIMARY KEY, created_at TEXT)");
+    let p = plan(
+        dir.path(),
+        &format!("sqlite:{}", db.display()),
+        "table: events, older_than: 30d",
+    );
+    let out = dbmaint(dir.path())
+        .args(["plan", "validate"])
+        .arg(&p)
+        .output()
+        .expect("validate");
+    assert_eq!(out.status.code(), Some(1));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("old-events") && text.contains("partitions"), "{text}");
+    assert!(text.to_lowercase().contains("sqlite"), "{text}");
+}
