@@ -417,6 +417,18 @@ impl Cluster {
 /// measurement from the server's side, not a figure the engine reports
 /// about itself. Only this database's counters are reset and read.
 pub fn statements_during(url: &str, during: impl FnOnce()) -> i64 {
+    server_statements(url, during).iter().map(|(_, calls)| calls).sum()
+}
+
+/// The statements the server ran in `url`'s database while `during` ran,
+/// as pg_stat_statements recorded them (normalized: constants become `$n`).
+pub fn statements_ran(url: &str, during: impl FnOnce()) -> Vec<String> {
+    server_statements(url, during).into_iter().map(|(q, _)| q).collect()
+}
+
+/// pg_stat_statements' entries (text, calls) for `url`'s database from
+/// `during` alone: its counters are reset first.
+fn server_statements(url: &str, during: impl FnOnce()) -> Vec<(String, i64)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -434,11 +446,11 @@ pub fn statements_during(url: &str, during: impl FnOnce()) -> i64 {
     during();
     rt.block_on(async {
         let mut c = connect(url).await;
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements \
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT query, calls FROM pg_stat_statements \
              WHERE dbid = {db_counters} AND query NOT LIKE '%pg_stat_statements%'"
         )))
-        .fetch_one(&mut c)
+        .fetch_all(&mut c)
         .await
         .expect("read pg_stat_statements")
     })
@@ -556,33 +568,4 @@ impl Drop for PgBouncer {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// The statements the server ran in `url`'s database while `during` ran,
-/// as pg_stat_statements recorded them (normalized: constants become `$n`).
-pub fn statements_ran(url: &str, during: impl FnOnce()) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let db_counters = "(SELECT oid FROM pg_database WHERE datname = current_database())";
-    rt.block_on(async {
-        let mut c = connect(url).await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset(0, {db_counters}, 0)"
-        )))
-        .execute(&mut c)
-        .await
-        .expect("reset pg_stat_statements");
-    });
-    during();
-    rt.block_on(async {
-        let mut c = connect(url).await;
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT query FROM pg_stat_statements WHERE dbid = {db_counters} AND query NOT LIKE '%pg_stat_statements%'"
-        )))
-        .fetch_all(&mut c)
-        .await
-        .expect("read pg_stat_statements")
-    })
 }

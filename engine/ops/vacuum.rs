@@ -275,8 +275,7 @@ impl crate::run::operation::Executes for Run {
     ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
         Box::pin(async move {
             use crate::run::steprun::StepErr;
-            let w: SqliteVacuum =
-                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("vacuum work: {e}")))?;
+            let w: SqliteVacuum = crate::run::operation::decode_work(self.key(), work)?;
             let c = run.session().await?;
             if let Some(min) = w.min_free_ratio {
                 let now = crate::db::sqlite::free_ratio(c)

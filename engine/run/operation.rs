@@ -63,6 +63,12 @@ pub trait Executes: Send + Sync {
     }
 }
 
+/// The work of an `Action::Op` as the operation's own type; a payload that
+/// does not decode (a saved plan from another version) fails the step.
+pub fn decode_work<W: serde::de::DeserializeOwned>(op: &str, work: &serde_json::Value) -> Result<W, StepErr> {
+    serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("`{op}` work: {e}")))
+}
+
 /// What a step's drift check found.
 #[derive(Debug, Default)]
 pub struct StepDrift {

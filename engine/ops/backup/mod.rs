@@ -320,8 +320,7 @@ impl crate::run::operation::Executes for Run {
     ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
         Box::pin(async move {
             use crate::run::steprun::StepErr;
-            let work: BackupWork =
-                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("backup work: {e}")))?;
+            let work: BackupWork = crate::run::operation::decode_work(self.key(), work)?;
             for stale in exec::remove_stale_partials(&work) {
                 run.undone(format!("removed `{stale}`, left by an interrupted run"));
             }

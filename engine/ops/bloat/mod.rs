@@ -169,8 +169,7 @@ impl crate::run::operation::Executes for Run {
     ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
         Box::pin(async move {
             use crate::run::steprun::StepErr;
-            let w: BloatWork =
-                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("bloat work: {e}")))?;
+            let w: BloatWork = crate::run::operation::decode_work(self.key(), work)?;
             let c = run.read_session().await?;
             let report = read(c, &w.spec)
                 .await

@@ -314,8 +314,7 @@ impl crate::run::operation::Executes for Run {
     ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
         Box::pin(async move {
             use crate::run::steprun::StepErr;
-            let spec: CheckSpec =
-                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("check work: {e}")))?;
+            let spec: CheckSpec = crate::run::operation::decode_work(self.key(), work)?;
             let c = run.read_session().await?;
             let mut found = read(c, &spec)
                 .await

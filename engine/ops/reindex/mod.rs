@@ -368,8 +368,7 @@ impl crate::run::operation::Executes for Run {
         run: &'a mut crate::run::steprun::StepRun<'r>,
     ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
         Box::pin(async move {
-            let w: Work = serde_json::from_value(work.clone())
-                .map_err(|e| crate::run::steprun::StepErr::failed(format!("reindex work: {e}")))?;
+            let w: Work = crate::run::operation::decode_work(self.key(), work)?;
             match &w {
                 Work::Rebuild(r) => exec::rebuild(run, r).await,
                 Work::DropLeftovers { indexes, records } => exec::drop_leftovers(run, indexes, records).await,

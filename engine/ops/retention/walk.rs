@@ -460,8 +460,7 @@ impl crate::run::operation::Executes for Run {
         run: &'a mut StepRun<'r>,
     ) -> futures_util::future::BoxFuture<'a, Result<(), StepErr>> {
         Box::pin(async move {
-            let w: RetentionWork =
-                serde_json::from_value(work.clone()).map_err(|e| StepErr::failed(format!("retention work: {e}")))?;
+            let w: RetentionWork = crate::run::operation::decode_work(self.key(), work)?;
             retention(run, &w).await
         })
     }
