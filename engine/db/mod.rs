@@ -99,17 +99,13 @@ pub enum ErrorKind {
     Other,
 }
 
-/// A database error with its password-free message.
-#[derive(Debug, Clone)]
+/// A database error with its password-free message (the driver's error
+/// is reduced to it on conversion, so no password can ride along).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct DbError {
     pub kind: ErrorKind,
     pub message: String,
-}
-
-impl std::fmt::Display for DbError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
 }
 
 impl DbError {

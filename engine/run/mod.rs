@@ -33,7 +33,8 @@ use crate::run::operation::Registry;
 use crate::run::planner::PlanCx;
 
 /// An error that ends a command, with its exit code.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct Failure {
     pub code: i32,
     pub message: String,

@@ -101,7 +101,8 @@ pub enum StepErrKind {
 }
 
 /// Why a step ended before its work was done.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct StepErr {
     pub kind: StepErrKind,
     pub message: String,

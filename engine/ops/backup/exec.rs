@@ -17,7 +17,8 @@ use crate::ops::backup::verify;
 use crate::plan::values::{Backend, Target};
 
 /// A failed backup: what went wrong, and whether its cleanup worked.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct BackupError {
     pub message: String,
     /// What was removed.
@@ -162,18 +163,24 @@ async fn write_and_verify(
                         .await
                         .map_err(|e| format!("cannot open the copy `{}`: {e}", work.temp_path))?;
                     if exact {
-                        return verify::compare(&source, &copy, true);
+                        return verify::compare(&source, &copy, true).map_err(|e| e.to_string());
                     }
                     // Written meanwhile: the copy may still match the source now.
                     let now = verify::sqlite_counts(&mut conn).await.map_err(|e| e.message)?;
-                    verify::compare(&now, &copy, true).or_else(|_| verify::compare(&source, &copy, false))
+                    verify::compare(&now, &copy, true)
+                        .or_else(|_| verify::compare(&source, &copy, false))
+                        .map_err(|e| e.to_string())
                 }
             }
         }
         Backend::Postgres => {
             let conn = PgChildEnv::from_target(target)?;
             let snapshot = if restore {
-                Some(verify::pg_snapshot(target, Duration::from_millis(statement_timeout_ms)).await?)
+                Some(
+                    verify::pg_snapshot(target, Duration::from_millis(statement_timeout_ms))
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
             } else {
                 None
             };
@@ -195,7 +202,7 @@ async fn write_and_verify(
             run_child("pg_dump", &args, &conn).await?;
             match (snapshot, work.verify.as_str(), work.format.as_str()) {
                 (Some(snapshot), _, _) => {
-                    let source = snapshot.counts().await?;
+                    let source = snapshot.counts().await.map_err(|e| e.to_string())?;
                     restore_and_compare(work, target, &source, leftover).await
                 }
                 (None, "no", _) => Ok("not verified (verify: no)".into()),
@@ -220,7 +227,7 @@ async fn restore_and_compare(
     source: &verify::Counts,
     leftover: &mut Option<String>,
 ) -> Result<String, String> {
-    let scratch = verify::create_scratch(target).await?;
+    let scratch = verify::create_scratch(target).await.map_err(|e| e.to_string())?;
     let result = async {
         let scratch_env = PgChildEnv::from_target(&scratch.target)?;
         let (program, args) = if work.format == "plain" {
@@ -244,12 +251,12 @@ async fn restore_and_compare(
         run_child(program, &args, &scratch_env)
             .await
             .map_err(|e| format!("verification failed, the backup does not restore: {e}"))?;
-        let restored = scratch.counts().await?;
-        verify::compare(source, &restored, true)
+        let restored = scratch.counts().await.map_err(|e| e.to_string())?;
+        verify::compare(source, &restored, true).map_err(|e| e.to_string())
     }
     .await;
     if let Err(e) = scratch.drop_db().await {
-        *leftover = Some(e);
+        *leftover = Some(e.to_string());
     }
     result
 }

@@ -23,6 +23,28 @@ use crate::db::query::{Exec, execute_raw, query};
 use crate::db::{Conn, DbError, SessionLimits, quote_literal, quote_name};
 use crate::plan::values::Target;
 
+/// Why `verify: restore` could not vouch for a backup.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot connect for `verify: restore`: {0}")]
+    Connect(#[source] DbError),
+    #[error("cannot export a snapshot for `verify: restore`: {0}")]
+    Snapshot(#[source] DbError),
+    #[error("counting rows for `verify: restore` failed: {0}")]
+    Count(#[source] DbError),
+    #[error("cannot drop a stale scratch database {db}: {source}")]
+    StaleScratch { db: String, source: DbError },
+    #[error(
+        "`verify: restore` cannot create its scratch database {db}: {source}; grant CREATEDB to the plan's user or use `verify: read`"
+    )]
+    CreateScratch { db: String, source: DbError },
+    #[error("could not drop the scratch database {db}: {source}; drop it by hand")]
+    DropScratch { db: String, source: DbError },
+    /// The restored copy's counts differ from the source's.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
 /// Row counts per table, by quoted name.
 pub type Counts = BTreeMap<String, i64>;
 
@@ -35,7 +57,7 @@ pub struct PgSnapshot {
 
 /// Opens the exporting transaction. It stays open (idle while `pg_dump`
 /// runs, hence no idle timeout for it) until [`PgSnapshot::counts`].
-pub async fn pg_snapshot(target: &Target, statement_timeout: Duration) -> Result<PgSnapshot, String> {
+pub async fn pg_snapshot(target: &Target, statement_timeout: Duration) -> Result<PgSnapshot, VerifyError> {
     let limits = SessionLimits {
         lock_timeout: Duration::from_secs(5),
         statement_timeout,
@@ -43,7 +65,7 @@ pub async fn pg_snapshot(target: &Target, statement_timeout: Duration) -> Result
     };
     let mut conn = crate::db::connect_named(target, limits, "dbmaint verify")
         .await
-        .map_err(|e| e.message)?;
+        .map_err(VerifyError::Connect)?;
     let id: String = async {
         execute_raw(
             &mut conn,
@@ -53,14 +75,14 @@ pub async fn pg_snapshot(target: &Target, statement_timeout: Duration) -> Result
         query("SELECT pg_export_snapshot()").scalar(&mut conn).await
     }
     .await
-    .map_err(|e: DbError| format!("cannot export a snapshot for `verify: restore`: {}", e.message))?;
+    .map_err(VerifyError::Snapshot)?;
     Ok(PgSnapshot { conn, id })
 }
 
 impl PgSnapshot {
     /// Counts every table in the snapshot, then ends the transaction.
-    pub async fn counts(mut self) -> Result<Counts, String> {
-        let counts = pg_counts(&mut self.conn).await.map_err(|e| e.message);
+    pub async fn counts(mut self) -> Result<Counts, VerifyError> {
+        let counts = pg_counts(&mut self.conn).await.map_err(VerifyError::Count);
         let _ = execute_raw(&mut self.conn, "COMMIT").await;
         self.conn.close().await;
         counts
@@ -95,7 +117,7 @@ fn count_query(names: &[String]) -> Option<String> {
 }
 
 /// Compares counts; `Ok(summary)` or `Err(first differences)`.
-pub fn compare(source: &Counts, restored: &Counts, exact: bool) -> Result<String, String> {
+pub fn compare(source: &Counts, restored: &Counts, exact: bool) -> Result<String, VerifyError> {
     let mut problems = vec![];
     for (table, n) in source {
         match restored.get(table) {
@@ -124,7 +146,7 @@ pub fn compare(source: &Counts, restored: &Counts, exact: bool) -> Result<String
     } else {
         let more = problems.len().saturating_sub(5);
         problems.truncate(5);
-        Err(format!(
+        Err(VerifyError::Mismatch(format!(
             "verification by restore failed: {}{}",
             problems.join("; "),
             if more > 0 {
@@ -132,7 +154,7 @@ pub fn compare(source: &Counts, restored: &Counts, exact: bool) -> Result<String
             } else {
                 String::new()
             }
-        ))
+        )))
     }
 }
 
@@ -144,7 +166,7 @@ pub struct Scratch {
     pub target: Target,
 }
 
-pub async fn create_scratch(target: &Target) -> Result<Scratch, String> {
+pub async fn create_scratch(target: &Target) -> Result<Scratch, VerifyError> {
     let limits = SessionLimits {
         lock_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(300),
@@ -152,7 +174,7 @@ pub async fn create_scratch(target: &Target) -> Result<Scratch, String> {
     };
     let mut admin = crate::db::connect_named(target, limits, "dbmaint verify")
         .await
-        .map_err(|e| e.message)?;
+        .map_err(VerifyError::Connect)?;
     let name = format!("dbmaint_verify_{}", std::process::id());
     let scratch_target = target.with_database(&name);
     let quoted = crate::db::quote_ident(&name);
@@ -160,14 +182,15 @@ pub async fn create_scratch(target: &Target) -> Result<Scratch, String> {
     // by coincidence; drop it first so CREATE cannot fail on it.
     execute_raw(&mut admin, &format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
         .await
-        .map_err(|e| format!("cannot drop a stale scratch database {quoted}: {}", e.message))?;
+        .map_err(|source| VerifyError::StaleScratch {
+            db: quoted.clone(),
+            source,
+        })?;
     execute_raw(&mut admin, &format!("CREATE DATABASE {quoted} TEMPLATE template0"))
         .await
-        .map_err(|e| {
-            format!(
-                "`verify: restore` cannot create its scratch database {quoted}: {}; grant CREATEDB to the plan's user or use `verify: read`",
-                e.message
-            )
+        .map_err(|source| VerifyError::CreateScratch {
+            db: quoted.clone(),
+            source,
         })?;
     Ok(Scratch {
         admin,
@@ -178,7 +201,7 @@ pub async fn create_scratch(target: &Target) -> Result<Scratch, String> {
 
 impl Scratch {
     /// Counts the restored tables.
-    pub async fn counts(&self) -> Result<Counts, String> {
+    pub async fn counts(&self) -> Result<Counts, VerifyError> {
         let limits = SessionLimits {
             lock_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(3600),
@@ -186,14 +209,14 @@ impl Scratch {
         };
         let mut c = crate::db::connect_named(&self.target, limits, "dbmaint verify")
             .await
-            .map_err(|e| e.message)?;
-        let counts = pg_counts(&mut c).await.map_err(|e| e.message);
+            .map_err(VerifyError::Connect)?;
+        let counts = pg_counts(&mut c).await.map_err(VerifyError::Count);
         c.close().await;
         counts
     }
 
     /// Drops the scratch database; `Err` names what is left for a person.
-    pub async fn drop_db(mut self) -> Result<(), String> {
+    pub async fn drop_db(mut self) -> Result<(), VerifyError> {
         let quoted = crate::db::quote_ident(&self.name);
         let r = execute_raw(
             &mut self.admin,
@@ -201,12 +224,8 @@ impl Scratch {
         )
         .await;
         self.admin.close().await;
-        r.map(|_| ()).map_err(|e| {
-            format!(
-                "could not drop the scratch database {quoted}: {}; drop it by hand",
-                e.message
-            )
-        })
+        r.map(|_| ())
+            .map_err(|source| VerifyError::DropScratch { db: quoted, source })
     }
 }
 
@@ -256,7 +275,9 @@ mod tests {
     fn compare_names_missing_extra_and_different_tables() {
         let src = counts(&[("\"a\"", 3), ("\"b\"", 5)]);
         assert!(compare(&src, &src, true).is_ok_and(|s| s.contains("2 tables, 8 rows match")));
-        let err = compare(&src, &counts(&[("\"a\"", 2), ("\"c\"", 1)]), true).expect_err("differs");
+        let err = compare(&src, &counts(&[("\"a\"", 2), ("\"c\"", 1)]), true)
+            .expect_err("differs")
+            .to_string();
         assert!(err.contains("\"a\" has 2 rows, the source had 3"), "{err}");
         assert!(err.contains("\"b\" is missing"), "{err}");
         assert!(err.contains("\"c\" is not in the source"), "{err}");

@@ -31,14 +31,30 @@ pub struct ArchiveFile {
     pub repaired_bytes: u64,
 }
 
+/// Why an archive file could not be used; the batch that needed it rolls
+/// back (nothing is deleted that is not on disk).
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot create archive directory `{dir}`: {source}")]
+    CreateDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot open archive file `{path}`: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("cannot read archive file `{path}`: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write archive file `{path}`: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
 impl ArchiveFile {
     /// Opens (creating) the file for appending; creates its directory;
     /// repairs a torn last line and remembers the keys of the last `tail`
     /// lines (the most a batch that did not commit can have written).
-    pub fn open(path: &Path, tail: usize) -> Result<Self, String> {
+    pub fn open(path: &Path, tail: usize) -> Result<Self, ArchiveError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create archive directory `{}`: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| ArchiveError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         }
         let mut file = OpenOptions::new()
             .create(true)
@@ -46,9 +62,14 @@ impl ArchiveFile {
             .read(true)
             .append(true)
             .open(path)
-            .map_err(|e| format!("cannot open archive file `{}`: {e}", path.display()))?;
-        let (tail_text, repaired_bytes) =
-            read_tail(&mut file, tail).map_err(|e| format!("cannot read archive file `{}`: {e}", path.display()))?;
+            .map_err(|source| ArchiveError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let (tail_text, repaired_bytes) = read_tail(&mut file, tail).map_err(|source| ArchiveError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let tail_keys = tail_text
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -64,7 +85,7 @@ impl ArchiveFile {
     }
 
     /// Appends `(key, row JSON)` lines and fsyncs them.
-    pub fn append(&mut self, rows: &[(String, String)]) -> Result<(), String> {
+    pub fn append(&mut self, rows: &[(String, String)]) -> Result<(), ArchiveError> {
         let mut buf = String::new();
         let mut written = 0;
         for (key, row) in rows {
@@ -81,7 +102,10 @@ impl ArchiveFile {
         self.file
             .write_all(buf.as_bytes())
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| format!("cannot write archive file `{}`: {e}", self.path.display()))?;
+            .map_err(|source| ArchiveError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
         self.rows_written += written;
         Ok(())
     }

@@ -163,7 +163,7 @@ pub(super) async fn ranged_batch(
     let deleted = match archive_file {
         Some(file) => {
             let lines: Vec<(String, String)> = in_range(delete).fetch_all_as(&mut *c).await?;
-            file.append(&lines).map_err(DbError::other)?;
+            file.append(&lines).map_err(|e| DbError::other(e.to_string()))?;
             lines.len() as u64
         }
         None => in_range(delete).execute(&mut *c).await?,

@@ -48,7 +48,8 @@ async fn retention_walk(run: &mut StepRun<'_>, work: &RetentionWork) -> Result<(
     }
     let mut file = match &work.archive {
         Some(ArchiveTo::File { path }) => {
-            let f = ArchiveFile::open(std::path::Path::new(path), work.batch_size as usize).map_err(StepErr::failed)?;
+            let f = ArchiveFile::open(std::path::Path::new(path), work.batch_size as usize)
+                .map_err(|e| StepErr::failed(e.to_string()))?;
             if f.repaired_bytes > 0 {
                 run.undone(format!(
                     "cut a torn last line ({} bytes) an interrupted run left in `{path}`",
