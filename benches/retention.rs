@@ -25,7 +25,7 @@
 //! run a minute apart, so the machine's slow and fast spells move both).
 
 #[allow(dead_code)]
-#[path = "../tests/pg.rs"]
+#[path = "../tests/support/cluster.rs"]
 mod pg;
 
 use std::path::{Path, PathBuf};

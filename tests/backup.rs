@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::engine::{dbmaint, pg_count, rt, seed_pg};
-use crate::pg::{Cluster, PW_SECRET, connect};
+use crate::support::cli::{dbmaint, pg_count, rt, seed_pg};
+use crate::support::cluster::{Cluster, PW_SECRET, connect};
 
 /// A backup step and a retention step that needs it.
 fn backup_plan(dir: &Path, url: &str, backup: &str) -> PathBuf {
@@ -337,7 +337,13 @@ fn a_passfile_supplies_the_password_to_dbmaint_and_to_pg_dump() {
     // directory, sqlx matches the host as `localhost` and libpq (pg_dump) as
     // the directory: one line each. Over TCP both match the host name.
     let passfile = dir.path().join("pgpass");
-    let line = |host: &str| format!("{host}:{}:*:{}:{PW_SECRET}\n", cluster.port, crate::pg::PW_USER);
+    let line = |host: &str| {
+        format!(
+            "{host}:{}:*:{}:{PW_SECRET}\n",
+            cluster.port,
+            crate::support::cluster::PW_USER
+        )
+    };
     std::fs::write(
         &passfile,
         line("localhost") + &line(&cluster.socket_dir.display().to_string()),
@@ -346,7 +352,7 @@ fn a_passfile_supplies_the_password_to_dbmaint_and_to_pg_dump() {
     std::fs::set_permissions(&passfile, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let no_password = format!(
         "postgres://{}@localhost:{}/{db}?host={}",
-        crate::pg::PW_USER,
+        crate::support::cluster::PW_USER,
         cluster.port,
         cluster.socket_dir.display()
     );

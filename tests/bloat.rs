@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use crate::engine::{dbmaint, rt};
-use crate::pg::{connect, seeded_db};
+use crate::support::cli::{dbmaint, rt};
+use crate::support::cluster::{connect, seeded_db};
 
 fn bloat_plan(dir: &Path, url: &str, params: &str) -> std::path::PathBuf {
     let path = dir.join("bloat.yaml");

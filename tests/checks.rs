@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::{apply, dbmaint, rt};
-use crate::pg::{Cluster, connect};
+use crate::support::cli::{apply, dbmaint, rt};
+use crate::support::cluster::{Cluster, connect};
 
 fn check_plan(dir: &std::path::Path, url: &str, params: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.join("plan.yaml");
@@ -79,7 +79,7 @@ fn postgres_checks_find_what_was_planted() {
     // A long query and a session blocked behind a lock.
     let (sleeper_url, holder_url, waiter_url) = (url.clone(), url.clone(), url.clone());
     let sleeper = std::thread::spawn(move || {
-        crate::engine::rt().block_on(async {
+        crate::support::cli::rt().block_on(async {
             let mut c = connect(&sleeper_url).await;
             let _ = sqlx::query("SELECT pg_sleep(3)").execute(&mut c).await;
         })
@@ -88,7 +88,7 @@ fn postgres_checks_find_what_was_planted() {
     rt.block_on(sqlx::raw_sql("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE").execute(&mut holder))
         .expect("lock");
     let waiter = std::thread::spawn(move || {
-        crate::engine::rt().block_on(async {
+        crate::support::cli::rt().block_on(async {
             let mut c = connect(&waiter_url).await;
             let _ = sqlx::query("SELECT count(*) FROM t").execute(&mut c).await;
         })
@@ -183,7 +183,7 @@ fn postgres_diff_runs_the_same_statements_with_2000_extra_tables() {
     // checks), counted by pg_stat_statements; and the objects it planned.
     let diff = || -> (i64, usize) {
         let mut objects = 0;
-        let statements = crate::pg::statements_during(&url, || {
+        let statements = crate::support::cluster::statements_during(&url, || {
             let out = dbmaint(dir.path())
                 .args(["--output", "json", "plan", "diff"])
                 .arg(&plan)
@@ -228,7 +228,7 @@ fn postgres_diff_runs_the_same_statements_with_2000_extra_tables() {
 fn stats_report_the_largest_tables_and_indexes_on_both_backends() {
     let rt = rt();
     let url = rt.block_on(Cluster::get().fresh_db());
-    rt.block_on(crate::engine::seed_pg(&url));
+    rt.block_on(crate::support::cli::seed_pg(&url));
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("plan.yaml");
     std::fs::write(
@@ -236,7 +236,7 @@ fn stats_report_the_largest_tables_and_indexes_on_both_backends() {
         format!("version: 1\nname: stats\ntarget: \"{url}\"\nsteps:\n  sizes:\n    stats: {{ top: 2 }}\n"),
     )
     .expect("plan");
-    let biggest = rt.block_on(crate::engine::pg_count(
+    let biggest = rt.block_on(crate::support::cli::pg_count(
         &url,
         "SELECT pg_total_relation_size('core_audit_log')::int8",
     ));
@@ -281,11 +281,11 @@ fn stats_report_the_largest_tables_and_indexes_on_both_backends() {
 
 #[test]
 fn postgres_long_query_is_cancelled_when_asked_and_untouched_by_the_diff() {
-    let url = crate::pg::seeded_db("SELECT 1", &[]);
+    let url = crate::support::cluster::seeded_db("SELECT 1", &[]);
     let sleeper_url = url.clone();
     // The sleeper reports how its query ended.
     let sleeper = std::thread::spawn(move || {
-        crate::engine::rt().block_on(async {
+        crate::support::cli::rt().block_on(async {
             let mut c = connect(&sleeper_url).await;
             let started = Instant::now();
             let r = sqlx::query("SELECT pg_sleep(30)").execute(&mut c).await;
@@ -314,7 +314,7 @@ fn postgres_long_query_is_cancelled_when_asked_and_untouched_by_the_diff() {
         "{found:?}"
     );
     assert!(!sleeper.is_finished(), "the diff left the query running");
-    let out = crate::engine::dbmaint(dir.path())
+    let out = crate::support::cli::dbmaint(dir.path())
         .args(["--output", "json", "plan", "apply", "--auto-approve"])
         .arg(&plan)
         .output()
@@ -331,7 +331,7 @@ fn postgres_long_query_is_cancelled_when_asked_and_untouched_by_the_diff() {
 
 #[test]
 fn postgres_saved_plan_never_signals_a_different_session() {
-    let url = crate::pg::seeded_db("SELECT 1", &[]);
+    let url = crate::support::cluster::seeded_db("SELECT 1", &[]);
     let dir = tempfile::tempdir().expect("tempdir");
     let plan = check_plan(
         dir.path(),
@@ -342,7 +342,7 @@ fn postgres_saved_plan_never_signals_a_different_session() {
     // The diff (saved) lists one sleeper ...
     let first_url = url.clone();
     let first = std::thread::spawn(move || {
-        crate::engine::rt().block_on(async {
+        crate::support::cli::rt().block_on(async {
             let mut c = connect(&first_url).await;
             let _ = sqlx::query("SELECT pg_sleep(2)").execute(&mut c).await;
         })
@@ -350,7 +350,7 @@ fn postgres_saved_plan_never_signals_a_different_session() {
     let saved = dir.path().join("saved.json");
     let t0 = Instant::now();
     loop {
-        let out = crate::engine::dbmaint(dir.path())
+        let out = crate::support::cli::dbmaint(dir.path())
             .args(["plan", "diff", "--out"])
             .arg(&saved)
             .arg(&plan)
@@ -366,13 +366,13 @@ fn postgres_saved_plan_never_signals_a_different_session() {
     // ... which ends; another long query runs when the saved plan is applied.
     let second_url = url.clone();
     let second = std::thread::spawn(move || {
-        crate::engine::rt().block_on(async {
+        crate::support::cli::rt().block_on(async {
             let mut c = connect(&second_url).await;
             sqlx::query("SELECT pg_sleep(3)").execute(&mut c).await.map(|_| ())
         })
     });
     std::thread::sleep(Duration::from_millis(1200));
-    let out = crate::engine::dbmaint(dir.path())
+    let out = crate::support::cli::dbmaint(dir.path())
         .args(["--output", "json", "plan", "apply", "--auto-approve"])
         .arg(&saved)
         .output()

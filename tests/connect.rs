@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::engine::{dbmaint, rt};
-use crate::pg::{Cluster, ODD_SECRET, ODD_USER, TlsCluster, db_name};
+use crate::support::cli::{dbmaint, rt};
+use crate::support::cluster::{Cluster, ODD_SECRET, ODD_USER, TlsCluster, db_name};
 
 fn plan(dir: &Path, target: Option<&str>, steps: &str) -> PathBuf {
     let target = target.map(|t| format!("target: \"{t}\"\n")).unwrap_or_default();
@@ -148,7 +148,7 @@ fn postgres_backup_with_restore_check_over_tls_with_an_odd_password() {
     let tls = TlsCluster::get();
     let db = tls.fresh_db();
     let rt = rt();
-    rt.block_on(crate::engine::seed_pg(&tls.socket_url(&db)));
+    rt.block_on(crate::support::cli::seed_pg(&tls.socket_url(&db)));
     let dir = tempfile::tempdir().expect("tempdir");
     let backups = dir.path().join("backups");
     // `+ @ : / % space`, percent-encoded where a URL needs it; `+` stays.
@@ -260,7 +260,7 @@ fn saved_plan_is_refused_on_any_other_database() {
     assert!(stderr.contains("saved plan is refused"), "{stderr}");
     assert!(stderr.contains(r) && stderr.contains(o), "names both: {stderr}");
     // Nothing ran there: no journal in the other database.
-    let journal = rt.block_on(crate::engine::pg_count(
+    let journal = rt.block_on(crate::support::cli::pg_count(
         &other,
         "SELECT count(*) FROM pg_namespace WHERE nspname = 'dbmaint'",
     ));

@@ -3,94 +3,10 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
 use sqlx::Row;
 
-use crate::pg::{Cluster, connect};
-
-pub(crate) fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
-}
-
-/// A plan against `url` with the demo's retention policy (no backup, so
-/// tests need no pg_dump unless they ask).
-pub(crate) fn retention_plan(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
-    let text = format!(
-        r#"version: 1
-name: test
-target: "{url}"
-defaults: {{ lock_timeout: 1s, retries: 1 }}
-steps:
-  audit-logs:
-    retention: {{ table: core_audit_log, column: created_at, older_than: 90 days, batch_size: 1000 }}
-  failed-tasks-archive:
-    retention:
-      table: failed_task
-      column: deleted_at
-      older_than: 365 days
-      batch_size: 10
-      archive: {{ table: failed_task_archive }}
-  after-archive:
-    needs: [failed-tasks-archive]
-    analyze: {{}}
-{extra}"#
-    );
-    let path = dir.join("plan.yaml");
-    std::fs::write(&path, text).expect("write plan");
-    path
-}
-
-pub(crate) fn dbmaint(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("dbmaint").expect("binary");
-    c.current_dir(dir).env_remove("DATABASE_URL").env("NO_COLOR", "1");
-    c
-}
-
-/// `dbmaint plan apply --auto-approve PLAN` in `dir`; its output.
-pub(crate) fn apply(dir: &Path, plan: &Path) -> std::process::Output {
-    dbmaint(dir)
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(plan)
-        .output()
-        .expect("run apply")
-}
-
-pub(crate) fn diff_json(dir: &Path, plan: &Path) -> serde_json::Value {
-    let out = dbmaint(dir)
-        .args(["--output", "json", "plan", "diff"])
-        .arg(plan)
-        .output()
-        .expect("run diff");
-    assert!(
-        out.status.success(),
-        "diff failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("diff JSON")
-}
-
-pub(crate) fn step_rows(diff: &serde_json::Value, id: &str) -> u64 {
-    diff["steps"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["id"] == id))
-        .and_then(|s| s["estimate"]["rows"].as_u64())
-        .unwrap_or_else(|| panic!("no step {id} in the diff"))
-}
-
-pub(crate) async fn seed_pg(url: &str) {
-    let mut c = connect(url).await;
-    let tables = dbmaint::demo::generate(7, dbmaint::demo::Size::scaled(0.1), now());
-    dbmaint::demo::seed_postgres(&mut c, &tables)
-        .await
-        .expect("seed PostgreSQL");
-}
+use crate::support::cli::{apply, dbmaint, diff_json, pg_count, retention_plan, rt, seed_pg, step_rows};
+use crate::support::cluster::{Cluster, connect};
 
 async fn pg_counters(url: &str) -> Vec<(String, i64, i64, i64, i64)> {
     let mut c = connect(url).await;
@@ -104,14 +20,6 @@ async fn pg_counters(url: &str) -> Vec<(String, i64, i64, i64, i64)> {
     .iter()
     .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
     .collect()
-}
-
-pub(crate) async fn pg_count(url: &str, sql: &str) -> i64 {
-    let mut c = connect(url).await;
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-        .fetch_one(&mut c)
-        .await
-        .expect("count")
 }
 
 /// The database's directory under the cluster: (file name, size) of each.
@@ -364,7 +272,7 @@ fn sqlite_diff_leaves_the_file_byte_identical() {
     let rt = rt();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("app.db");
-    let tables = dbmaint::demo::generate(3, dbmaint::demo::Size::scaled(0.05), now());
+    let tables = dbmaint::demo::generate(3, dbmaint::demo::Size::scaled(0.05), chrono::Utc::now());
     rt.block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
     let plan = retention_plan(dir.path(), &format!("sqlite:{}", db.display()), "");
     let before = sha256(&db);
@@ -378,7 +286,7 @@ fn sqlite_apply_archives_exactly_the_deleted_rows() {
     let rt = rt();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("app.db");
-    let tables = dbmaint::demo::generate(5, dbmaint::demo::Size::scaled(0.05), now());
+    let tables = dbmaint::demo::generate(5, dbmaint::demo::Size::scaled(0.05), chrono::Utc::now());
     rt.block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
     let url = format!("sqlite:{}", db.display());
     let plan = retention_plan(dir.path(), &url, "");
@@ -392,7 +300,7 @@ fn sqlite_apply_archives_exactly_the_deleted_rows() {
             .expect("sqlite3");
         String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
     };
-    let cutoff = (now() - chrono::Duration::days(365))
+    let cutoff = (chrono::Utc::now() - chrono::Duration::days(365))
         .format("%Y-%m-%d %H:%M:%S")
         .to_string();
     let expected = query(&format!(
@@ -447,7 +355,7 @@ fn sqlite_apply_step_shows_only_that_step_and_warns_about_the_needs_it_skips() {
     let rt = rt();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("app.db");
-    let tables = dbmaint::demo::generate(5, dbmaint::demo::Size::scaled(0.05), now());
+    let tables = dbmaint::demo::generate(5, dbmaint::demo::Size::scaled(0.05), chrono::Utc::now());
     rt.block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
     let plan = retention_plan(dir.path(), &format!("sqlite:{}", db.display()), "");
     let out = dbmaint(dir.path())

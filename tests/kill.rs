@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use dbmaint::demo::Rng;
 
-use crate::pg::{Cluster, connect};
+use crate::support::cluster::{Cluster, connect};
 
 const ROWS: i64 = 40_000;
 const SEED: u64 = 0x6b696c6c;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::engine::{apply, dbmaint, diff_json, pg_count, retention_plan, rt, seed_pg, step_rows};
-use crate::pg::{Cluster, connect};
+use crate::support::cli::{apply, dbmaint, diff_json, pg_count, retention_plan, rt, seed_pg, step_rows};
+use crate::support::cluster::{Cluster, connect};
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);

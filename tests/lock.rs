@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::engine::{dbmaint, pg_count, rt, seed_pg};
-use crate::pg::{Cluster, connect};
+use crate::support::cli::{dbmaint, pg_count, rt, seed_pg};
+use crate::support::cluster::{Cluster, connect};
 
 /// A slow first step (`pg_sleep`) and a retention step after it.
 fn slow_plan(dir: &Path, url: &str, seconds: u32) -> std::path::PathBuf {
@@ -70,7 +70,7 @@ fn postgres_idle_session_timeout_never_lets_a_second_apply_run_beside_the_first(
     let rt = rt();
     let url = rt.block_on(Cluster::get().fresh_db());
     rt.block_on(seed_pg(&url));
-    let name = crate::pg::db_name(&url);
+    let name = crate::support::cluster::db_name(&url);
     rt.block_on(async {
         let mut c = connect(&url).await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -269,8 +269,8 @@ fn postgres_apply_through_a_transaction_mode_pooler_is_refused_clearly() {
     let rt = rt();
     let url = rt.block_on(Cluster::get().fresh_db());
     rt.block_on(seed_pg(&url));
-    let name = crate::pg::db_name(&url);
-    let bouncer = crate::pg::PgBouncer::start(Cluster::get());
+    let name = crate::support::cluster::db_name(&url);
+    let bouncer = crate::support::cluster::PgBouncer::start(Cluster::get());
     let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
     let dir = tempfile::tempdir().expect("tempdir");
     let plan = dir.path().join("p.yaml");

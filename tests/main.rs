@@ -13,7 +13,6 @@ mod lock;
 mod names;
 mod overlays;
 mod partitions;
-mod pg;
 mod plans;
 mod props;
 mod refresh_views;

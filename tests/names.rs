@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use crate::engine::{dbmaint, rt};
-use crate::pg::seeded_db;
+use crate::support::cli::{dbmaint, rt};
+use crate::support::cluster::seeded_db;
 
 fn plan(dir: &Path, url: &str, steps: &str) -> std::path::PathBuf {
     let path = dir.join("plan.yaml");

@@ -7,8 +7,8 @@
 
 use chrono::{Datelike, NaiveDate, Utc};
 
-use crate::engine::{dbmaint, pg_count, rt};
-use crate::pg::seeded_db;
+use crate::support::cli::{apply, dbmaint, diff_json, pg_count, rt};
+use crate::support::cluster::seeded_db;
 
 /// First day of the month `back` months before this one (UTC).
 fn month_start(back: i32) -> NaiveDate {
@@ -58,7 +58,7 @@ fn plan(dir: &std::path::Path, url: &str, params: &str) -> std::path::PathBuf {
 
 fn partitions_of(url: &str) -> Vec<String> {
     rt().block_on(async {
-        let mut c = crate::pg::connect(url).await;
+        let mut c = crate::support::cluster::connect(url).await;
         sqlx::query_scalar(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
              WHERE i.inhparent = 'events'::regclass ORDER BY 1",
@@ -69,22 +69,8 @@ fn partitions_of(url: &str) -> Vec<String> {
     })
 }
 
-fn diff_json(dir: &std::path::Path, plan: &std::path::Path) -> serde_json::Value {
-    let out = dbmaint(dir)
-        .args(["--output", "json", "plan", "diff"])
-        .arg(plan)
-        .output()
-        .expect("diff");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("diff json")
-}
-
-fn apply(dir: &std::path::Path, plan: &std::path::Path) {
-    let out = dbmaint(dir)
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(plan)
-        .output()
-        .expect("apply");
+fn apply_ok(dir: &std::path::Path, plan: &std::path::Path) {
+    let out = apply(dir, plan);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -164,7 +150,7 @@ fn postgres_partitions_drop_exactly_those_older_than_the_cutoff_and_never_the_de
     println!("{text}");
     assert_eq!(partitions_of(&url), before, "the diff changed nothing");
 
-    apply(dir.path(), &p);
+    apply_ok(dir.path(), &p);
     let after = partitions_of(&url);
     assert_eq!(after.len(), 37 - old.len(), "{after:?}");
     for o in &old {
@@ -200,7 +186,7 @@ fn postgres_partitions_detach_into_an_archive_schema_keeping_every_row() {
         statements.contains("CONCURRENTLY"),
         "no default partition: DETACH … CONCURRENTLY: {statements}"
     );
-    apply(dir.path(), &p);
+    apply_ok(dir.path(), &p);
     assert_eq!(partitions_of(&url).len(), 36 - old.len());
     for o in &old {
         let n = rt().block_on(pg_count(&url, &format!("SELECT count(*) FROM old_events.{o}")));
@@ -217,7 +203,7 @@ fn postgres_an_interrupted_concurrent_detach_is_finished_by_the_next_run() {
     rt().block_on(async {
         // An old snapshot makes DETACH … CONCURRENTLY wait in its second
         // transaction; cancelling it there leaves the partition pending.
-        let mut holder = crate::pg::connect(&url).await;
+        let mut holder = crate::support::cluster::connect(&url).await;
         sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM events")
             .execute(&mut holder)
             .await
@@ -225,10 +211,10 @@ fn postgres_an_interrupted_concurrent_detach_is_finished_by_the_next_run() {
         let detach_url = url.clone();
         let stmt = format!("ALTER TABLE events DETACH PARTITION {victim} CONCURRENTLY");
         let detach = tokio::spawn(async move {
-            let mut c = crate::pg::connect(&detach_url).await;
+            let mut c = crate::support::cluster::connect(&detach_url).await;
             sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(&mut c).await
         });
-        let mut admin = crate::pg::connect(&url).await;
+        let mut admin = crate::support::cluster::connect(&url).await;
         let mut cancelled = false;
         for _ in 0..500 {
             let n: i64 = sqlx::query_scalar(
@@ -264,7 +250,7 @@ fn postgres_an_interrupted_concurrent_detach_is_finished_by_the_next_run() {
         "{step}"
     );
     assert!(step.contains("was interrupted"), "the diff says why: {step}");
-    apply(dir.path(), &p);
+    apply_ok(dir.path(), &p);
     let left = rt().block_on(pg_count(
         &url,
         &format!("SELECT count(*) FROM pg_class WHERE relname = '{victim}'"),

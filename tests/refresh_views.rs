@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::engine::{apply, dbmaint, diff_json, rt};
-use crate::pg::{connect, seeded_db};
+use crate::support::cli::{apply, dbmaint, diff_json, rt};
+use crate::support::cluster::{connect, seeded_db};
 
 fn views_plan(dir: &std::path::Path, url: &str, params: &str) -> std::path::PathBuf {
     let path = dir.join("views.yaml");

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::engine::{apply, dbmaint, diff_json, rt};
-use crate::pg::{connect, seeded_db};
+use crate::support::cli::{apply, dbmaint, diff_json, rt};
+use crate::support::cluster::{connect, seeded_db};
 
 fn reindex_plan(dir: &Path, url: &str, params: &str, defaults: &str) -> std::path::PathBuf {
     let path = dir.join("reindex.yaml");

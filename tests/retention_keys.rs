@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::engine::{dbmaint, pg_count, rt};
-use crate::pg::seeded_db;
 use crate::retention_time::{apply, diff_json, plan, sqlite, step_rows};
+use crate::support::cli::{dbmaint, pg_count, rt};
+use crate::support::cluster::seeded_db;
 
 /// The run's report as JSON (`--output json`): exit code and document.
 pub(crate) fn apply_json(dir: &Path, p: &Path) -> (Option<i32>, serde_json::Value) {
@@ -474,7 +474,7 @@ fn a_saved_plan_whose_eligible_rows_changed_but_not_their_count_is_refused_unles
     // After the review, 10 reviewed rows become recent and 10 unreviewed
     // rows old: still 70 eligible, but not the 70 that were approved.
     rt.block_on(async {
-        let mut c = crate::pg::connect(&url).await;
+        let mut c = crate::support::cluster::connect(&url).await;
         sqlx::raw_sql(
             "UPDATE ev SET created_at = now() WHERE id <= 10; \
              UPDATE ev SET created_at = now() - interval '400 days' WHERE id BETWEEN 71 AND 80;",
@@ -506,7 +506,7 @@ fn a_saved_plan_whose_eligible_rows_changed_but_not_their_count_is_refused_unles
     );
     // --accept-drift applies a drifted plan and says so in the report.
     rt.block_on(async {
-        let mut c = crate::pg::connect(&url).await;
+        let mut c = crate::support::cluster::connect(&url).await;
         sqlx::raw_sql("UPDATE ev SET created_at = now() WHERE id = 11; UPDATE ev SET created_at = now() - interval '400 days' WHERE id = 81;")
             .execute(&mut c)
             .await
@@ -591,7 +591,7 @@ fn postgres_a_rerun_resumes_after_the_last_committed_key_and_still_walks_the_key
     // Between the runs the trigger goes, and an old row appears below the
     // resume point: the rerun must still reach it.
     rt.block_on(async {
-        let mut c = crate::pg::connect(&url).await;
+        let mut c = crate::support::cluster::connect(&url).await;
         sqlx::raw_sql("DROP TRIGGER no_55 ON ev; INSERT INTO ev VALUES (5, now() - interval '500 days');")
             .execute(&mut c)
             .await
@@ -630,7 +630,7 @@ fn postgres_a_key_window_walk_without_a_second_session_reads_the_span_between_ba
         &[],
     );
     // Three connections at most: the apply lock's, the journal's and the step's.
-    let as_role = crate::pg::role_url(&url, "lim", |role, db| {
+    let as_role = crate::support::cluster::role_url(&url, "lim", |role, db| {
         vec![
             format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 3"),
             format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use crate::engine::{dbmaint, pg_count, rt};
-use crate::pg::seeded_db;
 use crate::retention_time::{apply, diff_json, plan, sqlite};
+use crate::support::cli::{dbmaint, pg_count, rt};
+use crate::support::cluster::seeded_db;
 
 #[test]
 fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() {
@@ -43,7 +43,7 @@ fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() 
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM pay_archive")), 0);
     // With the source's types the same plan archives and deletes.
     rt.block_on(async {
-        let mut c = crate::pg::connect(&url).await;
+        let mut c = crate::support::cluster::connect(&url).await;
         sqlx::raw_sql("ALTER TABLE pay_archive ALTER created_at TYPE timestamptz, ALTER amount TYPE numeric(12,4)")
             .execute(&mut c)
             .await
@@ -223,7 +223,7 @@ fn postgres_on_cascade_allow_follows_a_cascade_down_and_refuses_one_a_deeper_key
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 30);
     // Without the hold, both levels are predicted and counted per batch.
     rt.block_on(async {
-        let mut c = crate::pg::connect(&url).await;
+        let mut c = crate::support::cluster::connect(&url).await;
         sqlx::raw_sql("DELETE FROM item_holds")
             .execute(&mut c)
             .await
@@ -439,7 +439,7 @@ fn postgres_row_level_security_that_hides_rows_is_said_in_the_diff() {
          CREATE POLICY only_tenant_1 ON tenant_log USING (tenant = 1);",
         &[],
     );
-    let as_role = crate::pg::role_url(&url, "maint", |role, _| {
+    let as_role = crate::support::cluster::role_url(&url, "maint", |role, _| {
         vec![
             format!("CREATE ROLE {role} LOGIN"),
             format!("GRANT SELECT, DELETE ON tenant_log TO {role}"),
@@ -536,7 +536,7 @@ fn postgres_unqualified_names_resolve_through_the_search_path_and_views_are_refu
     );
     // Once app.events exists, the same name means it, as in the application.
     rt.block_on(async {
-        let mut c = crate::pg::connect(&url).await;
+        let mut c = crate::support::cluster::connect(&url).await;
         sqlx::raw_sql(
             "CREATE TABLE app.events (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
              INSERT INTO app.events SELECT g, now() - interval '400 days' FROM generate_series(1, 5) g; \

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use crate::engine::{dbmaint, pg_count, rt};
-use crate::pg::seeded_db;
+use crate::support::cli::{dbmaint, pg_count, rt};
+use crate::support::cluster::seeded_db;
 
 /// Runs SQL with the sqlite3 binary; its trimmed output.
 pub(crate) fn sqlite(db: &Path, sql: &str) -> String {

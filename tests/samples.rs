@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use crate::engine::{dbmaint, pg_count, rt, seed_pg};
-use crate::pg::{seeded_db, statements_ran};
+use crate::support::cli::{dbmaint, pg_count, rt, seed_pg};
+use crate::support::cluster::{seeded_db, statements_ran};
 
 /// `plan diff` then `plan apply` of `plans/<name>.yaml`, run in `dir` (so
 /// backups land there) with `env` set; returns the apply's JSON report.
@@ -83,7 +83,7 @@ fn django_nightly_plan_runs_end_to_end() {
     let url = seeded_db("SELECT 1", &[]);
     rt().block_on(seed_pg(&url));
     rt().block_on(async {
-        let mut c = crate::pg::connect(&url).await;
+        let mut c = crate::support::cluster::connect(&url).await;
         sqlx::raw_sql(
             "CREATE MATERIALIZED VIEW daily_audit AS
                SELECT date_trunc('day', created_at) AS day, count(*) AS n FROM core_audit_log GROUP BY 1;
@@ -299,7 +299,7 @@ fn django_db() -> String {
     let url = seeded_db("SELECT 1", &[]);
     rt().block_on(seed_pg(&url));
     rt().block_on(async {
-        let mut c = crate::pg::connect(&url).await;
+        let mut c = crate::support::cluster::connect(&url).await;
         sqlx::raw_sql(
             "CREATE MATERIALIZED VIEW daily_audit AS
                SELECT date_trunc('day', created_at) AS day, count(*) AS n FROM core_audit_log GROUP BY 1;

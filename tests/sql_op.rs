@@ -1,8 +1,8 @@
 //! The `sql` operation: author SQL, previewed by its read-only `dry_run`
 //! in the diff (which changes nothing), run in one transaction by default.
 
-use crate::engine::{apply, dbmaint, pg_count, rt, seed_pg};
-use crate::pg::Cluster;
+use crate::support::cli::{apply, dbmaint, pg_count, rt, seed_pg};
+use crate::support::cluster::Cluster;
 
 fn sql_plan(dir: &std::path::Path, url: &str, steps: &str) -> std::path::PathBuf {
     let path = dir.join("plan.yaml");
@@ -158,7 +158,7 @@ fn sqlite_sql_previews_and_runs() {
 #[test]
 fn postgres_sql_without_a_transaction_runs_statement_by_statement() {
     let rt = rt();
-    let url = crate::pg::seeded_db(
+    let url = crate::support::cluster::seeded_db(
         "CREATE TABLE a (id int); CREATE TABLE b (id int); INSERT INTO a VALUES (1); INSERT INTO b VALUES (1);",
         &[],
     );

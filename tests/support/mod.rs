@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
 
+pub mod cli;
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 
 use dbmaint::LoadOptions;
