@@ -167,10 +167,55 @@ pub fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
+/// Why a target does not name one connection dbmaint can make as libpq
+/// would. Each says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnInfoError {
+    #[error("a PostgreSQL target starts with `postgres://` or `postgresql://`")]
+    NotPostgres,
+    #[error("a `%` in the URL is not followed by two hex digits (write `%25` for a percent sign)")]
+    BadPercent,
+    #[error("a percent-encoded part of the URL is not UTF-8")]
+    NotUtf8,
+    #[error("an IPv6 host misses its `]`")]
+    Ipv6Bracket,
+    #[error(
+        "URL parameter `{0}` is not supported by dbmaint (it would be ignored); supported: host, port, dbname, user, password, sslmode, sslrootcert, sslcert, sslkey, service"
+    )]
+    UnsupportedParameter(String),
+    #[error("port `{0}` is not a port number")]
+    BadPort(String),
+    #[error("both `host` ({host}) and `hostaddr` ({hostaddr}) are set; dbmaint connects by `host` only: unset one")]
+    HostAndHostaddr { host: String, hostaddr: String },
+    #[error("`{0}` names several hosts; dbmaint maintains one server at a time: name the primary")]
+    SeveralHosts(String),
+    #[error("no user: set one in the URL or PGUSER")]
+    NoUser,
+    #[error("sslmode `{0}` is not one of disable, allow, prefer, require, verify-ca, verify-full")]
+    BadSslMode(String),
+    #[error(
+        "service `{name}` is not defined in {looked}; define it there or point PGSERVICEFILE at the file that does"
+    )]
+    UndefinedService { name: String, looked: String },
+    #[error("{file}:{line}: `{text}` is not `key=value`")]
+    ServiceLine { file: String, line: usize, text: String },
+    #[error("{file}:{line}: a service cannot name another service")]
+    ServiceNamesService { file: String, line: usize },
+    #[error(
+        "{file}:{line}: service `{name}` sets `{key}`, which dbmaint does not support; remove it or connect with a URL"
+    )]
+    ServiceKey {
+        file: String,
+        line: usize,
+        name: String,
+        key: String,
+    },
+}
+
 impl ConnInfo {
     /// Resolves a `postgres://` URL (possibly just `postgres://`, all from
     /// the environment) into one connection.
-    pub fn resolve(url: &str, env: EnvFn<'_>) -> Result<Self, String> {
+    pub fn resolve(url: &str, env: EnvFn<'_>) -> Result<Self, ConnInfoError> {
         let mut s = from_url(url)?;
         let service = s.service.clone().or_else(|| env("PGSERVICE"));
         let mut service_used = None;
@@ -182,9 +227,7 @@ impl ConnInfo {
         s.fill_from(from_env(env));
 
         let port = match &s.port {
-            Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| format!("port `{p}` is not a port number"))?,
+            Some(p) => p.parse::<u16>().map_err(|_| ConnInfoError::BadPort(p.clone()))?,
             None => 5432,
         };
         // hostaddr is where libpq connects; host then only names the
@@ -192,27 +235,21 @@ impl ConnInfo {
         // refuse the combination rather than pick one silently.
         let host = match (s.host, s.hostaddr) {
             (Some(h), Some(a)) if h != a => {
-                return Err(format!(
-                    "both `host` ({h}) and `hostaddr` ({a}) are set; dbmaint connects by `host` only: unset one"
-                ));
+                return Err(ConnInfoError::HostAndHostaddr { host: h, hostaddr: a });
             }
             (Some(h), _) | (None, Some(h)) => h,
             (None, None) => default_host(port),
         };
         if host.contains(',') {
-            return Err(format!(
-                "`{host}` names several hosts; dbmaint maintains one server at a time: name the primary"
-            ));
+            return Err(ConnInfoError::SeveralHosts(host));
         }
         let user = match s.user {
             Some(u) => u,
-            None => os_user().ok_or("no user: set one in the URL or PGUSER")?,
+            None => os_user().ok_or(ConnInfoError::NoUser)?,
         };
         let dbname = s.dbname.unwrap_or_else(|| user.clone());
         let sslmode = match &s.sslmode {
-            Some(m) => SslMode::parse(m).ok_or_else(|| {
-                format!("sslmode `{m}` is not one of disable, allow, prefer, require, verify-ca, verify-full")
-            })?,
+            Some(m) => SslMode::parse(m).ok_or_else(|| ConnInfoError::BadSslMode(m.clone()))?,
             None => SslMode::Prefer,
         };
         Ok(Self {
@@ -281,11 +318,11 @@ impl ConnInfo {
 
 /// The settings a URL gives: authority, path and query, percent-decoded
 /// (`+` is a plus sign, as in libpq; only `%XX` decodes).
-fn from_url(url: &str) -> Result<Settings, String> {
+fn from_url(url: &str) -> Result<Settings, ConnInfoError> {
     let rest = url
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
-        .ok_or("a PostgreSQL target starts with `postgres://` or `postgresql://`")?;
+        .ok_or(ConnInfoError::NotPostgres)?;
     let (main, query) = match rest.split_once('?') {
         Some((m, q)) => (m, Some(q)),
         None => (rest, None),
@@ -302,11 +339,9 @@ fn from_url(url: &str) -> Result<Settings, String> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let key = decode(k)?;
         let value = decode(v)?;
-        from_query.set(&key, value).map_err(|k| {
-            format!(
-                "URL parameter `{k}` is not supported by dbmaint (it would be ignored); supported: host, port, dbname, user, password, sslmode, sslrootcert, sslcert, sslkey, service"
-            )
-        })?;
+        from_query
+            .set(&key, value)
+            .map_err(ConnInfoError::UnsupportedParameter)?;
     }
     let (userinfo, hostport) = match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
@@ -326,7 +361,7 @@ fn from_url(url: &str) -> Result<Settings, String> {
     }
     if !hostport.is_empty() {
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, rest) = v6.split_once(']').ok_or("an IPv6 host misses its `]`")?;
+            let (h, rest) = v6.split_once(']').ok_or(ConnInfoError::Ipv6Bracket)?;
             (h.to_string(), rest.strip_prefix(':'))
         } else {
             match hostport.rsplit_once(':') {
@@ -370,7 +405,7 @@ fn from_env(env: EnvFn<'_>) -> Settings {
 
 /// A service's settings: the user's file first, then the system's; the
 /// first file that defines the service is the only one read (libpq).
-fn service_settings(name: &str, env: EnvFn<'_>) -> Result<(Settings, PathBuf), String> {
+fn service_settings(name: &str, env: EnvFn<'_>) -> Result<(Settings, PathBuf), ConnInfoError> {
     let mut files = Vec::new();
     match env("PGSERVICEFILE") {
         Some(f) => files.push(PathBuf::from(f)),
@@ -397,19 +432,19 @@ fn service_settings(name: &str, env: EnvFn<'_>) -> Result<(Settings, PathBuf), S
         }
     }
     let looked: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    Err(format!(
-        "service `{name}` is not defined in {}; define it there or point PGSERVICEFILE at the file that does",
-        if looked.is_empty() {
+    Err(ConnInfoError::UndefinedService {
+        name: name.to_string(),
+        looked: if looked.is_empty() {
             "any service file".to_string()
         } else {
             looked.join(" or ")
-        }
-    ))
+        },
+    })
 }
 
 /// One service's section of a `pg_service.conf` (INI: `[name]`, then
 /// `key=value` lines; `#` comments).
-fn parse_service(text: &str, name: &str, file: &Path) -> Result<Option<Settings>, String> {
+fn parse_service(text: &str, name: &str, file: &Path) -> Result<Option<Settings>, ConnInfoError> {
     let mut inside = false;
     let mut found = None::<Settings>;
     for (n, line) in text.lines().enumerate() {
@@ -430,24 +465,25 @@ fn parse_service(text: &str, name: &str, file: &Path) -> Result<Option<Settings>
         let Some(s) = found.as_mut().filter(|_| inside) else {
             continue;
         };
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| format!("{}:{}: `{line}` is not `key=value`", file.display(), n + 1))?;
+        let (k, v) = line.split_once('=').ok_or_else(|| ConnInfoError::ServiceLine {
+            file: file.display().to_string(),
+            line: n + 1,
+            text: line.to_string(),
+        })?;
         let key = k.trim();
         if key == "service" {
-            return Err(format!(
-                "{}:{}: a service cannot name another service",
-                file.display(),
-                n + 1
-            ));
+            return Err(ConnInfoError::ServiceNamesService {
+                file: file.display().to_string(),
+                line: n + 1,
+            });
         }
-        s.set(key, v.trim().to_string()).map_err(|k| {
-            format!(
-                "{}:{}: service `{name}` sets `{k}`, which dbmaint does not support; remove it or connect with a URL",
-                file.display(),
-                n + 1
-            )
-        })?;
+        s.set(key, v.trim().to_string())
+            .map_err(|key| ConnInfoError::ServiceKey {
+                file: file.display().to_string(),
+                line: n + 1,
+                name: name.to_string(),
+                key,
+            })?;
     }
     Ok(found)
 }
@@ -483,7 +519,9 @@ fn os_user() -> Option<String> {
 /// Percent-decoding of URL parts as libpq does it: `%XX` decodes, every
 /// other character (`+` included) stands for itself.
 mod percent_encoding_lite {
-    pub fn decode(text: &str) -> Result<String, String> {
+    use super::ConnInfoError;
+
+    pub fn decode(text: &str) -> Result<String, ConnInfoError> {
         let bytes = text.as_bytes();
         let mut out = Vec::with_capacity(bytes.len());
         let mut i = 0;
@@ -493,7 +531,7 @@ mod percent_encoding_lite {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or("a `%` in the URL is not followed by two hex digits (write `%25` for a percent sign)")?;
+                    .ok_or(ConnInfoError::BadPercent)?;
                 out.push(hex);
                 i += 3;
             } else {
@@ -501,7 +539,7 @@ mod percent_encoding_lite {
                 i += 1;
             }
         }
-        String::from_utf8(out).map_err(|_| "a percent-encoded part of the URL is not UTF-8".to_string())
+        String::from_utf8(out).map_err(|_| ConnInfoError::NotUtf8)
     }
 }
 
@@ -552,17 +590,21 @@ mod tests {
         assert_eq!(c.user, "env-user");
         assert_eq!(c.sslmode, SslMode::Require);
         let e = ConnInfo::resolve("postgres://?service=missing", &env).expect_err("refused");
-        assert!(e.contains("service `missing` is not defined"), "{e}");
+        assert!(
+            matches!(&e, ConnInfoError::UndefinedService { name, .. } if name == "missing"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("service `missing` is not defined"), "{e}");
     }
 
     #[test]
     fn settings_dbmaint_would_drop_are_refused() {
         let e = ConnInfo::resolve("postgres://h/db?target_session_attrs=read-write", &env_of(&[])).expect_err("no");
-        assert!(e.contains("target_session_attrs"), "{e}");
+        assert_eq!(e, ConnInfoError::UnsupportedParameter("target_session_attrs".into()));
         let e = ConnInfo::resolve("postgres://h1,h2/db", &env_of(&[])).expect_err("no");
-        assert!(e.contains("several hosts"), "{e}");
+        assert_eq!(e, ConnInfoError::SeveralHosts("h1,h2".into()));
         let e = ConnInfo::resolve("postgres://h/db?sslmode=verify", &env_of(&[])).expect_err("no");
-        assert!(e.contains("sslmode `verify`"), "{e}");
+        assert_eq!(e, ConnInfoError::BadSslMode("verify".into()));
     }
 
     #[test]
