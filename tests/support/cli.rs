@@ -86,6 +86,7 @@ pub(crate) async fn seed_pg(url: &str) {
     ::dbmaint::demo::seed_postgres(&mut c, &tables)
         .await
         .expect("seed PostgreSQL");
+    crate::support::cluster::flush_stats(&mut c).await;
 }
 
 pub(crate) async fn pg_count(url: &str, sql: &str) -> i64 {

@@ -483,8 +483,26 @@ pub fn seeded_db(statements: &str, each: &[&str]) -> String {
                 .await
                 .unwrap_or_else(|e| panic!("`{s}` failed: {e}"));
         }
+        flush_stats(&mut c).await;
         url
     })
+}
+
+/// Makes this session's statistics (rows inserted, updated, deleted)
+/// visible to every other session now, rather than when its backend exits
+/// some time after the client left: a test comparing counters before and
+/// after a command must not see a seed's arrive in between.
+pub async fn flush_stats(c: &mut sqlx::PgConnection) {
+    sqlx::raw_sql("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *c)
+        .await
+        .expect("flush statistics");
+    // The flush happens when the backend goes idle after that statement,
+    // before it reads the next one.
+    sqlx::raw_sql("SELECT 1")
+        .execute(&mut *c)
+        .await
+        .expect("statistics flushed");
 }
 
 /// A PgBouncer in transaction pooling mode in front of the shared test
