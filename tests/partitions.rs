@@ -210,28 +210,44 @@ fn postgres_an_interrupted_concurrent_detach_is_finished_by_the_next_run() {
             .expect("snapshot");
         let detach_url = url.clone();
         let stmt = format!("ALTER TABLE events DETACH PARTITION {victim} CONCURRENTLY");
+        let (pid_tx, pid_rx) = tokio::sync::oneshot::channel::<i32>();
         let detach = tokio::spawn(async move {
             let mut c = crate::support::cluster::connect(&detach_url).await;
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut c)
+                .await
+                .expect("pid");
+            let _ = pid_tx.send(pid);
             sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(&mut c).await
         });
+        let pid = pid_rx.await.expect("the detach session's pid");
         let mut admin = crate::support::cluster::connect(&url).await;
+        // Its first transaction has committed (the partition is pending)
+        // and its second waits for the old snapshot: cancel it there.
+        let pending_now =
+            format!("SELECT count(*) FROM pg_inherits WHERE inhrelid = '{victim}'::regclass AND inhdetachpending");
         let mut cancelled = false;
-        for _ in 0..500 {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE events DETACH%' \
-                 AND wait_event_type = 'Lock' AND pg_cancel_backend(pid)",
-            )
-            .fetch_one(&mut admin)
-            .await
-            .expect("cancel");
-            if n > 0 {
-                cancelled = true;
+        for _ in 0..1000 {
+            assert!(
+                !detach.is_finished(),
+                "the detach ended before it waited: {:?}",
+                detach.await
+            );
+            let pending: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(pending_now.clone()))
+                .fetch_one(&mut admin)
+                .await
+                .expect("pending");
+            if pending == 1 {
+                cancelled = sqlx::query_scalar("SELECT pg_cancel_backend($1)")
+                    .bind(pid)
+                    .fetch_one(&mut admin)
+                    .await
+                    .expect("cancel");
                 break;
             }
-            tokio::task::yield_now().await;
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        assert!(cancelled, "the concurrent detach never waited");
+        assert!(cancelled, "the concurrent detach never reached its second phase");
         assert!(detach.await.expect("task").is_err(), "the detach was cancelled");
         sqlx::raw_sql("COMMIT").execute(&mut holder).await.expect("commit");
     });
@@ -282,4 +298,68 @@ fn sqlite_refuses_a_partitions_step_naming_it() {
     );
     assert!(text.contains("old-events") && text.contains("partitions"), "{text}");
     assert!(text.to_lowercase().contains("sqlite"), "{text}");
+}
+
+#[test]
+fn postgres_a_concurrent_detach_that_gives_up_waiting_is_finished_by_its_retry() {
+    use std::io::BufRead as _;
+    let (url, old) = partitioned_db(false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("plan.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "version: 1\nname: parts\ntarget: \"{url}\"\nsteps:\n  old-events:\n    lock_timeout: 300ms\n    retries: 3\n    \
+             partitions: {{ table: events, older_than: 365d }}\n"
+        ),
+    )
+    .expect("plan");
+    rt().block_on(async {
+        // An old snapshot: the first DETACH … CONCURRENTLY marks its
+        // partition pending, then times out waiting for it.
+        let mut holder = crate::support::cluster::connect(&url).await;
+        sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM events")
+            .execute(&mut holder)
+            .await
+            .expect("snapshot");
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .args(["--progress", "never", "plan", "apply", "--auto-approve"])
+            .arg(&p)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("apply");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let mut seen = vec![];
+        // The step's first attempt gave up: only now let the retry through.
+        for line in lines.by_ref() {
+            let line = line.expect("stderr line");
+            let retrying = line.contains("retry 1");
+            seen.push(line);
+            if retrying {
+                break;
+            }
+        }
+        sqlx::raw_sql("COMMIT").execute(&mut holder).await.expect("commit");
+        seen.extend(lines.map_while(Result::ok));
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "{}", seen.join("\n"));
+        assert!(seen.iter().any(|l| l.contains("retry 1")), "{}", seen.join("\n"));
+    });
+    assert_eq!(partitions_of(&url).len(), 36 - old.len());
+    let pending = rt().block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM pg_inherits WHERE inhdetachpending",
+    ));
+    assert_eq!(pending, 0);
+    for o in &old {
+        let gone = rt().block_on(pg_count(
+            &url,
+            &format!("SELECT count(*) FROM pg_class WHERE relname = '{o}'"),
+        ));
+        assert_eq!(gone, 0, "{o}");
+    }
 }

@@ -96,6 +96,7 @@ static EXECUTIONS: &[&dyn crate::run::operation::Executes] = &[
     &stats::Run,
     &bloat::Run,
     &check::Run,
+    &partitions::Run,
 ];
 
 operations! {

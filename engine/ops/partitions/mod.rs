@@ -284,14 +284,21 @@ impl Partitions {
                             full.clone(),
                             format!("ALTER TABLE {parent} DETACH PARTITION {quoted} FINALIZE"),
                         );
+                    } else if concurrently {
+                        // Run as the operation's own work: a retry after it
+                        // gave up in its second phase must FINALIZE.
+                        let sql = format!("ALTER TABLE {parent} DETACH PARTITION {quoted} CONCURRENTLY");
+                        d.statements.push(sql.clone());
+                        d.actions.push(crate::run::execplan::Action::op(
+                            <Partitions as OpParams>::KEY,
+                            &Detach {
+                                partition: quoted.clone(),
+                                sql,
+                                finalize: format!("ALTER TABLE {parent} DETACH PARTITION {quoted} FINALIZE"),
+                            },
+                        ));
                     } else {
-                        d.statement(
-                            full.clone(),
-                            format!(
-                                "ALTER TABLE {parent} DETACH PARTITION {quoted}{}",
-                                if concurrently { " CONCURRENTLY" } else { "" }
-                            ),
-                        );
+                        d.statement(full.clone(), format!("ALTER TABLE {parent} DETACH PARTITION {quoted}"));
                     }
                     match (action, &archive) {
                         (PartitionAction::Drop, _) => d.statement(full.clone(), format!("DROP TABLE {quoted}")),
@@ -394,6 +401,62 @@ impl crate::run::operation::Operation for Partitions {
 
     fn plan(&self, cx: &PlanCx) -> Draft {
         Partitions::plan(self, cx)
+    }
+}
+
+/// One `DETACH … CONCURRENTLY`, with the `FINALIZE` that finishes it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Detach {
+    /// The partition, quoted.
+    pub partition: String,
+    pub sql: String,
+    pub finalize: String,
+}
+
+/// Runs a concurrent detach under the step's lock timeout and retries.
+/// Its first phase marks the partition *detach pending* and commits; its
+/// second waits for older snapshots. When that wait gives up, the retry
+/// cannot run the same statement again (the partition is pending): it
+/// runs `FINALIZE`, which finishes the same detach.
+#[derive(Debug)]
+pub struct Run;
+
+impl crate::run::operation::Executes for Run {
+    fn key(&self) -> &'static str {
+        <Partitions as OpParams>::KEY
+    }
+
+    fn execute<'a, 'r: 'a>(
+        &'a self,
+        work: &'a serde_json::Value,
+        run: &'a mut crate::run::steprun::StepRun<'r>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
+        Box::pin(async move {
+            let w: Detach = crate::run::operation::decode_work(self.key(), work)?;
+            let timeout = run.statement_timeout();
+            let mut sql = w.sql.clone();
+            let mut tries = 0;
+            let done = loop {
+                let r = match run.attempt(Some(timeout)).await {
+                    Ok((c, _)) => c.execute(&sql).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if r.is_err()
+                    && sql != w.finalize
+                    && let Ok((c, _)) = run.attempt(None).await
+                    && pg::detach_pending(c, &w.partition).await.unwrap_or(false)
+                {
+                    sql = w.finalize.clone();
+                }
+                if let Some(r) = run.retrying(&mut tries, r).await {
+                    break r;
+                }
+            };
+            done.map_err(|e| crate::run::steprun::StepErr::failed(format!("`{}`: {}", w.partition, e.message)))?;
+            run.result().statements += 1;
+            run.object_done(w.partition.clone());
+            Ok(())
+        })
     }
 }
 

@@ -108,3 +108,14 @@ pub async fn read(
         archive_schema_exists,
     }))
 }
+
+/// A `DETACH … CONCURRENTLY` of `partition` (quoted) is pending.
+pub async fn detach_pending(c: &mut impl Exec, partition: &str) -> Result<bool, DbError> {
+    query(
+        "SELECT coalesce(bool_or(coalesce((to_jsonb(i) ->> 'inhdetachpending')::bool, false)), false) \
+         FROM pg_inherits i WHERE i.inhrelid = to_regclass($1)",
+    )
+    .bind(partition)
+    .scalar(c)
+    .await
+}
