@@ -89,7 +89,7 @@ pub enum BatchSql {
     /// loop over primary-key ranges: `statement` binds (cutoff, lo, hi) and
     /// deletes — and archives, in the same statement — the eligible rows
     /// with `lo <= key <= hi`. `left` (when something can keep rows, see
-    /// `db::RetentionSpec::check_left`) binds the same and counts the
+    /// `sql::RetentionSpec::check_left`) binds the same and counts the
     /// eligible rows the window still holds after its delete. `next_key`
     /// binds (after) and returns the first key above it, so a run of empty
     /// windows is one jump. A window holds at most `batch_size` rows and
