@@ -214,20 +214,10 @@ fn postgres_inspect_reports_without_a_plan_and_writes_nothing() {
             .expect("counters")
         })
     };
-    // The seeding session's counters reach the cumulative statistics when
-    // its backend exits, which can be after it closed: wait until its
-    // 100,000 inserts and 75,000 deletes are counted, or the comparison
-    // below would see them arrive as if inspect had written.
-    let seeded = (0..500)
-        .map(|_| {
-            let c = counters();
-            if c.0 < 175_000 {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            c
-        })
-        .find(|c| c.0 >= 175_000);
-    let before = seeded.expect("the seed's writes reach pg_stat_user_tables");
+    // `seeded_db` flushed the seed's statistics: its 100,000 inserts and
+    // 75,000 deletes are counted before inspect runs.
+    let before = counters();
+    assert_eq!(before.0, 175_000, "the seed's writes are counted");
     let dir = tempfile::tempdir().expect("tempdir");
     let stats = inspect(dir.path(), &url, "stats");
     assert_eq!(stats["stats"]["tables"][0]["name"], "public.churn", "{stats}");

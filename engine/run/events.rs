@@ -133,6 +133,16 @@ pub struct StepResult {
     pub lines: Vec<String>,
 }
 
+impl StepResult {
+    /// Keeps a report the step measured: its JSON under `key` (a top-level
+    /// key of the step in the report) and its lines for the text report.
+    pub fn keep_report(&mut self, key: &str, report: &impl Serialize, lines: Vec<String>) {
+        self.measured
+            .insert(key.into(), serde_json::to_value(report).unwrap_or_default());
+        self.lines = lines;
+    }
+}
+
 /// The events, in the order a run emits them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]

@@ -365,16 +365,7 @@ async fn author_sql(run: &mut StepRun<'_>, sql: &str, transaction: bool, stateme
     if transaction {
         let timeout = run.statement_timeout();
         let one = [sql.to_string()];
-        let mut tries = 0;
-        let result = loop {
-            let r = match run.attempt(Some(timeout)).await {
-                Ok((c, _)) => c.execute_in_transaction(&one).await,
-                Err(e) => Err(e),
-            };
-            if let Some(r) = run.retrying(&mut tries, r).await {
-                break r;
-            }
-        };
+        let result = crate::with_retries!(run, Some(timeout), |c, _| c.execute_in_transaction(&one).await);
         if let Err(e) = result {
             run.result().rolled_back = Some("the author SQL's transaction rolled back: none of it stayed".into());
             return Err(StepErr::failed(format!("author SQL failed: {}", e.message)));

@@ -265,16 +265,9 @@ impl<'a> StepRun<'a> {
     /// After one attempt: `None` when it met a lock timeout and the step
     /// has retries left (the backoff has been waited; attempt again), else
     /// the result to keep — every other error, and the last lock timeout
-    /// with the attempts it took. The loop is the caller's:
-    ///
-    /// ```ignore
-    /// let mut tries = 0;
-    /// let r = loop {
-    ///     let (c, _) = run.attempt(Some(timeout)).await?;
-    ///     let r = c.execute(sql).await;
-    ///     if let Some(r) = run.retrying(&mut tries, r).await { break r; }
-    /// };
-    /// ```
+    /// with the attempts it took. [`with_retries!`](crate::with_retries)
+    /// writes the loop; write it by hand only to change what the next
+    /// attempt runs (`partitions` does: a pending detach is finalized).
     pub async fn retrying<T>(&mut self, tries: &mut u64, result: Result<T, DbError>) -> Option<Result<T, DbError>> {
         let (step, ctx) = (self.step, self.ctx);
         match result {
@@ -311,31 +304,35 @@ impl<'a> StepRun<'a> {
     /// retries.
     pub async fn exec(&mut self, sql: &str) -> Result<(), DbError> {
         let timeout = self.statement_timeout();
-        let mut tries = 0;
-        loop {
-            let r = match self.attempt(Some(timeout)).await {
-                Ok((c, _)) => c.execute(sql).await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            if let Some(r) = self.retrying(&mut tries, r).await {
-                return r;
-            }
-        }
+        crate::with_retries!(self, Some(timeout), |c, _| c.execute(sql).await.map(|_| ()))
     }
 
     /// Statements in one writing transaction, with retries.
     pub async fn transaction(&mut self, statements: &[String]) -> Result<(), DbError> {
+        crate::with_retries!(self, None, |c, _| c.execute_in_transaction(statements).await)
+    }
+}
+
+/// Runs `$body` on the step's session (`$c`, with the step's figures as
+/// `$r`) until it succeeds, fails otherwise than on a lock timeout, or the
+/// step's retries are spent: [`StepRun::attempt`] then
+/// [`StepRun::retrying`], the one loop every operation's execution uses.
+/// A macro, not a closure-taking method: an async closure borrowing the
+/// session makes the step's future not `Send`.
+#[macro_export]
+macro_rules! with_retries {
+    ($run:expr, $timeout:expr, |$c:pat_param, $r:pat_param| $body:expr) => {{
         let mut tries = 0;
         loop {
-            let r = match self.attempt(None).await {
-                Ok((c, _)) => c.execute_in_transaction(statements).await,
+            let result = match $run.attempt($timeout).await {
+                Ok(($c, $r)) => $body,
                 Err(e) => Err(e),
             };
-            if let Some(r) = self.retrying(&mut tries, r).await {
-                return r;
+            if let Some(result) = $run.retrying(&mut tries, result).await {
+                break result;
             }
         }
-    }
+    }};
 }
 
 /// A step's session limits.

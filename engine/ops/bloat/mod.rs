@@ -183,9 +183,7 @@ impl crate::run::operation::Executes for Run {
             ));
             let r = run.result();
             r.findings = found;
-            r.lines = report.lines();
-            r.measured
-                .insert("bloat".into(), serde_json::to_value(&report).unwrap_or_default());
+            r.keep_report("bloat", &report, report.lines());
             Ok(())
         })
     }

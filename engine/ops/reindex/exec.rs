@@ -69,20 +69,15 @@ pub(super) async fn rebuild(run: &mut StepRun<'_>, work: &ReindexWork) -> Result
         None
     };
     let invalid_before = record.as_ref().map(|(_, b)| b.as_slice());
-    let mut tries = 0;
-    let result = loop {
-        let r = match run.attempt(Some(timeout)).await {
-            Ok((c, r)) => match (c.execute(&work.sql).await, invalid_before) {
-                (Ok(_), _) => Ok(()),
-                (Err(e), Some(before)) => Err(drop_failed_copies(c, work, before, r, e).await),
-                (Err(e), None) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        if let Some(r) = run.retrying(&mut tries, r).await {
-            break r;
+    let result = crate::with_retries!(
+        run,
+        Some(timeout),
+        |c, r| match (c.execute(&work.sql).await, invalid_before) {
+            (Ok(_), _) => Ok(()),
+            (Err(e), Some(before)) => Err(drop_failed_copies(c, work, before, r, e).await),
+            (Err(e), None) => Err(e),
         }
-    };
+    );
     run.result().statements += 1;
     let c = run.session().await?;
     let verified = match result {

@@ -120,16 +120,7 @@ async fn retention_walk(run: &mut StepRun<'_>, work: &RetentionWork) -> Result<(
             (walk, String::new(), String::new(), work.planned_rows)
         }
         BatchSql::Ranged { .. } => {
-            let mut tries = 0;
-            let counted = loop {
-                let r = match run.attempt(None).await {
-                    Ok((c, _)) => batch::count(c, work).await,
-                    Err(e) => Err(e),
-                };
-                if let Some(r) = run.retrying(&mut tries, r).await {
-                    break r;
-                }
-            };
+            let counted = crate::with_retries!(run, None, |c, _| batch::count(c, work).await);
             let eligible = match counted {
                 Ok(e) => e,
                 Err(e) => return Err(StepErr::failed(format!("counting the eligible rows: {}", e.message))),
@@ -285,16 +276,14 @@ async fn walk_batches(
         };
         let t0 = Instant::now();
         let timeout = run.statement_timeout();
-        let mut tries = 0;
-        let taken = loop {
-            let r = match run.attempt(Some(timeout)).await {
-                Ok((c, _)) => take(c, work, at, &journal, file.as_deref_mut()).await,
-                Err(e) => Err(e),
-            };
-            if let Some(r) = run.retrying(&mut tries, r).await {
-                break r;
-            }
-        };
+        let taken = crate::with_retries!(run, Some(timeout), |c, _| take(
+            c,
+            work,
+            at,
+            &journal,
+            file.as_deref_mut()
+        )
+        .await);
         let done = match taken {
             Ok(b) => b,
             Err(e) => {
@@ -327,16 +316,7 @@ async fn walk_batches(
                     && let Some(from) = *next
                 {
                     let sql = next_key_sql(work);
-                    let mut tries = 0;
-                    let found = loop {
-                        let r = match run.attempt(None).await {
-                            Ok((c, _)) => batch::next_key(c, sql, from - 1).await,
-                            Err(e) => Err(e),
-                        };
-                        if let Some(r) = run.retrying(&mut tries, r).await {
-                            break r;
-                        }
-                    };
+                    let found = crate::with_retries!(run, None, |c, _| batch::next_key(c, sql, from - 1).await);
                     *next = match found {
                         Ok(k) => k.filter(|k| last.is_none_or(|l| *k <= l)),
                         Err(e) => return Err(StepErr::failed(format!("finding the next key: {}", e.message))),

@@ -151,9 +151,7 @@ impl crate::run::operation::Executes for Run {
                 report.indexes.len()
             ));
             let r = run.result();
-            r.lines = report.lines();
-            r.measured
-                .insert("stats".into(), serde_json::to_value(&report).unwrap_or_default());
+            r.keep_report("stats", &report, report.lines());
             Ok(())
         })
     }
