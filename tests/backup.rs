@@ -190,6 +190,13 @@ fn killed_pg_dump_leaves_no_file_skips_dependents_and_never_saw_the_password() {
     );
     assert_eq!(steps[1]["status"], "skipped");
     assert_eq!(files_in(&backups), Vec::<String>::new(), "no file, partial or final");
+    // The write's undo action ran (pg_dump died waiting for its lock, before
+    // it wrote a byte: the undo found no partial file).
+    assert_eq!(
+        steps[0]["rolled_back"], "no partial file was left",
+        "the write's undo action ran: {}",
+        steps[0]
+    );
     // Nowhere in what dbmaint wrote: stdout, stderr, logs, journal.
     let mut everything = format!(
         "{}{}",

@@ -135,6 +135,13 @@ fn postgres_failed_concurrent_reindex_drops_its_invalid_copy_and_leaves_a_foreig
         "lock_timeout: 300ms, retries: 1",
     );
     let diff = diff_json(dir.path(), &plan);
+    let undo = diff["steps"][0]["actions"][0]["undo"][0]["shows"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        undo.starts_with("DROP INDEX CONCURRENTLY the INVALID copy of public.churn_n"),
+        "the rebuild carries its undo: {diff}"
+    );
     let warnings = diff["steps"][0]["warnings"].to_string();
     assert!(
         warnings.contains("public.hand_made") && warnings.contains("left alone"),
@@ -154,8 +161,25 @@ fn postgres_failed_concurrent_reindex_drops_its_invalid_copy_and_leaves_a_foreig
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
     let step = &report["report"]["steps"][0];
     assert_eq!(step["retries"], 1, "{step}");
+    // Two attempts, two copies dropped: the first before the retry, the
+    // last by the rebuild's undo action, which the executor ran.
     let rolled = step["rolled_back"].as_str().unwrap_or("");
-    assert!(rolled.contains("churn_n_ccnew"), "{step}");
+    assert_eq!(
+        rolled.matches("dropped the INVALID index churn_n_ccnew").count(),
+        2,
+        "{step}"
+    );
+    let outcomes: Vec<String> = rt().block_on(async {
+        sqlx::query_scalar("SELECT coalesce(outcome, 'open') FROM dbmaint.rebuilds ORDER BY id")
+            .fetch_all(&mut connect(&url).await)
+            .await
+            .expect("rebuilds")
+    });
+    assert_eq!(
+        outcomes,
+        ["failed; leftovers dropped"],
+        "the undo closed the journal record"
+    );
     let after = indexes(&url);
     assert_eq!(
         after.keys().collect::<Vec<_>>(),

@@ -121,6 +121,10 @@ pub fn render_text(plan: &ExecutionPlan, verbose: bool) -> String {
             if !s.compensation.is_empty() {
                 crate::report::textsafe::line(&mut out, format!("    undo: {}", s.compensation));
             }
+            // The undo actions the executor runs when an action fails.
+            for u in s.actions.iter().flat_map(|a| a.undo()) {
+                crate::report::textsafe::line(&mut out, format!("    on failure: {}", u.shows));
+            }
         }
         out.push('\n');
     }

@@ -12,7 +12,7 @@ use crate::db::identity::TargetIdentity;
 use crate::plan::values::Backend;
 
 /// Version tag of a saved plan file; a different tag is refused.
-pub const SAVED_FORMAT: &str = "dbmaint-saved-plan/2";
+pub const SAVED_FORMAT: &str = "dbmaint-saved-plan/3";
 
 /// How sure an estimate is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +97,8 @@ pub enum Action {
         /// What the statement acts on, for progress and the report.
         object: String,
         sql: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        undo: Vec<Undo>,
     },
     /// Author SQL from a `sql` step, run as written: in one transaction
     /// (rolled back whole on failure), or (`transaction: false`) its
@@ -109,7 +111,24 @@ pub enum Action {
     },
     /// Work an operation runs itself (`run::operation::Executes`): `op`
     /// names it in the registry, `work` is that operation's own type.
-    Op { op: String, work: serde_json::Value },
+    Op {
+        op: String,
+        work: serde_json::Value,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        undo: Vec<Undo>,
+    },
+}
+
+/// What undoes an action that failed (atlas' `Change.Reverse`): the
+/// executor runs these actions, in order and on a fresh session, once the
+/// action's own retries gave up — the operation plans them, the executor
+/// never invents one. An undo is idempotent: it finds what the failure
+/// left (a partial file, an INVALID index copy) and removes only that.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Undo {
+    /// What the diff shows for it (`-v`): the statement, or what it does.
+    pub shows: String,
+    pub action: Action,
 }
 
 impl Action {
@@ -118,13 +137,36 @@ impl Action {
         Self::Op {
             op: op.to_string(),
             work: serde_json::to_value(work).unwrap_or_default(),
+            undo: vec![],
+        }
+    }
+
+    /// This action, undone on failure by `action` (shown as `shows`).
+    pub fn undone_by(mut self, shows: impl Into<String>, action: Action) -> Self {
+        let u = Undo {
+            shows: shows.into(),
+            action,
+        };
+        match &mut self {
+            Self::Statement { undo, .. } | Self::Op { undo, .. } => undo.push(u),
+            // Author SQL is undone by its own transaction, or not at all.
+            Self::Sql { .. } => {}
+        }
+        self
+    }
+
+    /// What undoes this action when it fails.
+    pub fn undo(&self) -> &[Undo] {
+        match self {
+            Self::Statement { undo, .. } | Self::Op { undo, .. } => undo,
+            Self::Sql { .. } => &[],
         }
     }
 
     /// The work of an `Op` action of operation `op`, as its type.
     pub fn work<T: serde::de::DeserializeOwned>(&self, op: &str) -> Option<T> {
         match self {
-            Self::Op { op: o, work } if o == op => serde_json::from_value(work.clone()).ok(),
+            Self::Op { op: o, work, .. } if o == op => serde_json::from_value(work.clone()).ok(),
             _ => None,
         }
     }

@@ -320,7 +320,9 @@ async fn run_step(step: &PlannedStep, ctx: &Ctx, ops: &'static dyn Registry) -> 
 }
 
 /// Runs a step's actions in order on one session: statements and author
-/// SQL here, an operation's own work through its `Executes`.
+/// SQL here, an operation's own work through its `Executes`. An action that
+/// fails is undone by the actions it carries (`Action::undo`) before the
+/// step ends.
 async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, ops: &dyn Registry) -> Result<(), StepErr> {
     let mut conn: Option<Conn> = None;
     let total = step.actions.len() as u64;
@@ -333,30 +335,58 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, ops: &dyn Reg
             )));
         }
         let mut run = StepRun::new(step, ctx, acc, &mut conn, i as u64 + 1);
-        match action {
-            Action::Statement { object, sql } => {
-                run.exec(sql)
-                    .await
-                    .map_err(|e| StepErr::failed(format!("`{object}`: {}", e.message)))?;
-                run.result().statements += 1;
-                run.object_done(object.clone());
-            }
-            Action::Sql {
-                sql,
-                transaction,
-                statements,
-            } => author_sql(&mut run, sql, *transaction, statements).await?,
-            Action::Op { op, work } => {
-                let Some(x) = ops.execution(op) else {
-                    return Err(StepErr::failed(format!(
-                        "this dbmaint cannot run `{op}` work (a saved plan from another version?): compute the plan again"
-                    )));
-                };
-                x.execute(work, &mut run).await?;
-            }
+        if let Err(e) = run_one(&mut run, action, ops).await {
+            undo(step, ctx, acc, i as u64 + 1, action, ops).await;
+            return Err(e);
         }
     }
     Ok(())
+}
+
+/// One action: a statement, author SQL, or an operation's work.
+async fn run_one(run: &mut StepRun<'_>, action: &Action, ops: &dyn Registry) -> Result<(), StepErr> {
+    match action {
+        Action::Statement { object, sql, .. } => {
+            run.exec(sql)
+                .await
+                .map_err(|e| StepErr::failed(format!("`{object}`: {}", e.message)))?;
+            run.result().statements += 1;
+            run.object_done(object.clone());
+        }
+        Action::Sql {
+            sql,
+            transaction,
+            statements,
+        } => author_sql(run, sql, *transaction, statements).await?,
+        Action::Op { op, work, .. } => {
+            let Some(x) = ops.execution(op) else {
+                return Err(StepErr::failed(format!(
+                    "this dbmaint cannot run `{op}` work (a saved plan from another version?): compute the plan again"
+                )));
+            };
+            x.execute(work, run).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the undo of a failed action, in order, on a fresh session (the
+/// failed one may be dead or mid-statement). An undo reports what it
+/// removed in the step's `rolled_back`; one that fails leaves
+/// `cleanup_failed` naming what is left, and the undo after it still runs.
+async fn undo(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, index: u64, action: &Action, ops: &dyn Registry) {
+    let mut conn: Option<Conn> = None;
+    for u in action.undo() {
+        let mut run = StepRun::new(step, ctx, acc, &mut conn, index);
+        if let Err(e) = run_one(&mut run, &u.action, ops).await {
+            let left = format!("undoing the failed action ({}) failed: {}", u.shows, e.message);
+            let r = run.result();
+            r.cleanup_failed = Some(match r.cleanup_failed.take() {
+                Some(earlier) => format!("{earlier}; {left}"),
+                None => left,
+            });
+        }
+    }
 }
 
 /// Author SQL: in one transaction (rolled back whole on failure), or

@@ -174,7 +174,11 @@ impl Draft {
     /// One statement to run on its own: shown in the diff and executed.
     pub fn statement(&mut self, object: String, sql: String) {
         self.statements.push(sql.clone());
-        self.actions.push(Action::Statement { object, sql });
+        self.actions.push(Action::Statement {
+            object,
+            sql,
+            undo: vec![],
+        });
     }
 
     pub fn object(&mut self, marker: Marker, kind: &str, name: String, detail: String, figures: serde_json::Value) {

@@ -1,8 +1,8 @@
 //! Running a planned backup: the child process (`pg_dump`) or `VACUUM
 //! INTO`, verification, fsync, the rename into place, and pruning. The
 //! backup is written under a temporary name and renamed only after the
-//! child succeeded and verification passed; any failure removes the
-//! temporary file (safety.md rule 8). The password reaches `pg_dump` through
+//! child succeeded and verification passed; a failed backup's action is
+//! undone by [`remove_partial`], which the executor runs (safety.md rule 8). The password reaches `pg_dump` through
 //! `PGPASSWORD` in its environment, never its argv (rule 11), and the child
 //! is started under `setpriv --pdeathsig KILL` when available, so it dies
 //! with a killed engine instead of writing on.
@@ -16,14 +16,13 @@ use super::BackupWork;
 use crate::ops::backup::verify;
 use crate::plan::values::{Backend, Target};
 
-/// A failed backup: what went wrong, and whether its cleanup worked.
+/// A failed backup: what went wrong, and what of verification is left for
+/// a person (the partial file is its action's undo).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct BackupError {
     pub message: String,
-    /// What was removed.
-    pub rolled_back: Option<String>,
-    /// What could not be removed.
+    /// A scratch database verification could not drop.
     pub cleanup_failed: Option<String>,
 }
 
@@ -43,10 +42,18 @@ pub async fn run(work: &BackupWork, target: &Target, timeouts: (u64, u64)) -> Re
     let mut leftover = None;
     let verified = match write_and_verify(work, target, timeouts, &mut leftover).await {
         Ok(v) => v,
-        Err(message) => return Err(cleanup(work, message, leftover)),
+        Err(message) => {
+            return Err(BackupError {
+                message,
+                cleanup_failed: leftover,
+            });
+        }
     };
     if let Err(message) = fsync_and_rename(work) {
-        return Err(cleanup(work, message, leftover));
+        return Err(BackupError {
+            message,
+            cleanup_failed: leftover,
+        });
     }
     let bytes = size_of(Path::new(&work.path));
     if let Some(keep) = work.keep {
@@ -83,43 +90,24 @@ pub fn remove_stale_partials(work: &BackupWork) -> Vec<String> {
     removed
 }
 
-fn cleanup(work: &BackupWork, message: String, leftover: Option<String>) -> BackupError {
-    let temp = Path::new(&work.temp_path);
-    let mut e = if !temp.exists() {
-        BackupError {
-            message,
-            rolled_back: Some("no partial file was left".into()),
-            cleanup_failed: None,
-        }
-    } else {
-        let removed = if temp.is_dir() {
-            std::fs::remove_dir_all(temp)
-        } else {
-            std::fs::remove_file(temp)
-        };
-        match removed {
-            Ok(()) => BackupError {
-                message,
-                rolled_back: Some(format!("removed the partial backup `{}`", work.temp_path)),
-                cleanup_failed: None,
-            },
-            Err(e) => BackupError {
-                message,
-                rolled_back: None,
-                cleanup_failed: Some(format!(
-                    "could not remove the partial backup `{}`: {e}; delete it by hand",
-                    work.temp_path
-                )),
-            },
-        }
-    };
-    if let Some(l) = leftover {
-        e.cleanup_failed = Some(match e.cleanup_failed {
-            Some(c) => format!("{c}; {l}"),
-            None => l,
-        });
+/// Undoes a failed backup: removes its partial file (or directory) when
+/// there is one. Returns what it removed, or what is left and why.
+pub fn remove_partial(temp_path: &str) -> Result<Option<String>, String> {
+    let temp = Path::new(temp_path);
+    if !temp.exists() {
+        return Ok(None);
     }
-    e
+    let removed = if temp.is_dir() {
+        std::fs::remove_dir_all(temp)
+    } else {
+        std::fs::remove_file(temp)
+    };
+    match removed {
+        Ok(()) => Ok(Some(format!("removed the partial backup `{temp_path}`"))),
+        Err(e) => Err(format!(
+            "the partial backup `{temp_path}` is left ({e}): delete it by hand"
+        )),
+    }
 }
 
 /// Writes the backup under its temp name and verifies it; returns how it
@@ -410,5 +398,30 @@ fn prune(work: &BackupWork, keep: u64) {
         } else {
             std::fs::remove_file(&p)
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_partial;
+
+    #[test]
+    fn the_undo_removes_a_partial_file_or_directory_and_says_when_there_was_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join(".p-dump-1.dump.partial");
+        std::fs::write(&file, b"half a dump").expect("write");
+        let tree = dir.path().join(".p-dump-2.dir.partial");
+        std::fs::create_dir_all(tree.join("sub")).expect("mkdir");
+        std::fs::write(tree.join("sub/toc.dat"), b"x").expect("write");
+        for p in [&file, &tree] {
+            let said = remove_partial(&p.display().to_string()).expect("removed");
+            assert!(said.is_some_and(|s| s.starts_with("removed the partial backup")));
+            assert!(!p.exists(), "{} is gone", p.display());
+        }
+        assert_eq!(
+            remove_partial(&file.display().to_string()),
+            Ok(None),
+            "nothing left: nothing said"
+        );
     }
 }

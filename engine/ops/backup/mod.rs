@@ -261,9 +261,10 @@ impl Backup {
             bytes,
             fidelity,
         });
-        d.actions.push(Action::op(
+        let temp_path = temp.display().to_string();
+        let write = Action::op(
             <Backup as OpParams>::KEY,
-            &BackupWork {
+            &Work::Write(BackupWork {
                 path: path.display().to_string(),
                 temp_path: temp.display().to_string(),
                 format,
@@ -273,7 +274,11 @@ impl Backup {
                 keep,
                 prune_prefix: prefix,
                 dir,
-            },
+            }),
+        );
+        d.actions.push(write.undone_by(
+            format!("remove the partial file `{temp_path}`"),
+            Action::op(<Backup as OpParams>::KEY, &Work::RemovePartial { temp_path }),
         ));
         d
     }
@@ -285,7 +290,18 @@ impl crate::run::operation::Operation for Backup {
     }
 }
 
-/// A backup's work.
+/// What a `backup` action does.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum Work {
+    Write(BackupWork),
+    /// The undo of a failed `Write`: its partial file removed.
+    RemovePartial {
+        temp_path: String,
+    },
+}
+
+/// A backup to write.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct BackupWork {
     /// The final path, written only after verification.
@@ -320,7 +336,22 @@ impl crate::run::operation::Executes for Run {
     ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
         Box::pin(async move {
             use crate::run::steprun::StepErr;
-            let work: BackupWork = crate::run::operation::decode_work(self.key(), work)?;
+            let work = match crate::run::operation::decode_work(self.key(), work)? {
+                Work::Write(work) => work,
+                Work::RemovePartial { temp_path } => {
+                    return match exec::remove_partial(&temp_path) {
+                        Ok(Some(removed)) => {
+                            run.result().rolled_back = Some(removed);
+                            Ok(())
+                        }
+                        Ok(None) => {
+                            run.result().rolled_back = Some("no partial file was left".into());
+                            Ok(())
+                        }
+                        Err(left) => Err(StepErr::failed(left)),
+                    };
+                }
+            };
             for stale in exec::remove_stale_partials(&work) {
                 run.undone(format!("removed `{stale}`, left by an interrupted run"));
             }
@@ -336,9 +367,7 @@ impl crate::run::operation::Executes for Run {
                     Ok(())
                 }
                 Err(e) => {
-                    let r = run.result();
-                    r.rolled_back = e.rolled_back;
-                    r.cleanup_failed = e.cleanup_failed;
+                    run.result().cleanup_failed = e.cleanup_failed;
                     Err(StepErr::failed(e.message))
                 }
             }

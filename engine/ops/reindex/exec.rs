@@ -1,7 +1,9 @@
 //! Running `reindex` work: one index rebuild, journaled before it starts
 //! when concurrent, its failed attempt's INVALID copy dropped before the
 //! next attempt (safety.md rule 7), its success checked in the catalog;
-//! and the drop of leftovers earlier runs' interrupted rebuilds left.
+//! the undo of a rebuild that failed for good ([`Work::DropCopies`], run by
+//! the executor); and the drop of leftovers earlier runs' interrupted
+//! rebuilds left.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +34,14 @@ pub enum Work {
         /// (schema, index name).
         indexes: Vec<(String, String)>,
         records: Vec<i64>,
+    },
+    /// The undo of a failed concurrent `Rebuild` of `index`: the INVALID
+    /// copies this run's rebuild left (those its journal record did not
+    /// list before it began) dropped, and the record closed.
+    DropCopies {
+        schema: String,
+        table: String,
+        index: String,
     },
 }
 
@@ -69,15 +79,28 @@ pub(super) async fn rebuild(run: &mut StepRun<'_>, work: &ReindexWork) -> Result
         None
     };
     let invalid_before = record.as_ref().map(|(_, b)| b.as_slice());
-    let result = crate::with_retries!(
-        run,
-        Some(timeout),
-        |c, r| match (c.execute(&work.sql).await, invalid_before) {
-            (Ok(_), _) => Ok(()),
-            (Err(e), Some(before)) => Err(drop_failed_copies(c, work, before, r, e).await),
-            (Err(e), None) => Err(e),
+    // The retry loop by hand: a failed attempt's INVALID copy is dropped
+    // before the next attempt; the last attempt's is the undo's to drop.
+    let mut tries = 0;
+    let result = loop {
+        let attempt = match run.attempt(Some(timeout)).await {
+            Ok((c, _)) => c.execute(&work.sql).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match run.retrying(&mut tries, attempt).await {
+            Some(result) => break result,
+            None => {
+                if let Some(before) = invalid_before {
+                    let c = run.session().await?;
+                    match drop_copies_since(c, &work.schema, &work.table, before).await {
+                        Ok(dropped) => note_dropped(run.result(), &dropped),
+                        // What is left is the undo's (or the next run's).
+                        Err(left) => break Err(DbError::other(left)),
+                    }
+                }
+            }
         }
-    );
+    };
     run.result().statements += 1;
     let c = run.session().await?;
     let verified = match result {
@@ -92,18 +115,10 @@ pub(super) async fn rebuild(run: &mut StepRun<'_>, work: &ReindexWork) -> Result
         },
         Err(e) => Err(format!("`{name}`: {}", e.message)),
     };
-    // A record stays open only when a leftover could not be dropped: the
-    // next run's inspection finds it and drops it.
-    if let Some((id, _)) = &record {
-        let cleanup_failed = run.result().cleanup_failed.is_some();
-        if !cleanup_failed {
-            let outcome = if verified.is_ok() {
-                "rebuilt"
-            } else {
-                "failed; leftovers dropped"
-            };
-            let _ = pg::rebuilds_finished(run.session().await?, &[*id], outcome).await;
-        }
+    // A failed rebuild's record stays open for its undo (`DropCopies`),
+    // and past it for the next run when the undo could not finish.
+    if let (Some((id, _)), Ok(_)) = (&record, &verified) {
+        let _ = pg::rebuilds_finished(run.session().await?, &[*id], "rebuilt").await;
     }
     let after = verified.map_err(StepErr::failed)?;
     run.result().bytes += (before.2.max(0) as u64).saturating_sub(after.max(0) as u64);
@@ -111,55 +126,64 @@ pub(super) async fn rebuild(run: &mut StepRun<'_>, work: &ReindexWork) -> Result
     Ok(())
 }
 
-/// After a failed concurrent rebuild: drops the INVALID copies it left
-/// (those not in `before`), and says so in the step's result; returns the
-/// error to report, no longer retryable when the drop itself failed.
-async fn drop_failed_copies(
-    c: &mut Conn,
-    work: &ReindexWork,
-    before: &[String],
-    r: &mut StepResult,
-    e: DbError,
-) -> DbError {
-    if c.backend() != Backend::Postgres {
-        return e;
+/// Drops the engine's INVALID copies on a table (those not in `before`);
+/// returns their names, or what is left and why.
+async fn drop_copies_since(c: &mut Conn, schema: &str, table: &str, before: &[String]) -> Result<Vec<String>, String> {
+    let left = pg::leftovers_since(c, schema, table, before).await.map_err(|e| {
+        format!(
+            "could not list the INVALID indexes a failed rebuild left on {schema}.{table} ({}): \
+             the next run drops them, from the journal",
+            e.message
+        )
+    })?;
+    match pg::drop_concurrently(c, schema, &left).await {
+        Ok(()) => Ok(left),
+        Err((index, e)) => Err(format!(
+            "INVALID index {schema}.{index} is left on {schema}.{table} (dropping it failed: {}): \
+             the next run drops it, or run DROP INDEX CONCURRENTLY {}",
+            e.message,
+            quote_name(Some(schema), &index)
+        )),
     }
-    let left = match pg::leftovers_since(c, &work.schema, &work.table, before).await {
-        Ok(left) => left,
-        Err(e2) => {
-            r.cleanup_failed = Some(format!(
-                "could not list the INVALID indexes the failed rebuild of {}.{} left on {}.{} ({}): \
-                 the next run drops them, from the journal",
-                work.schema, work.index, work.schema, work.table, e2.message
-            ));
-            return DbError::other(e.message);
-        }
+}
+
+/// Says in the step's result which copies were dropped.
+fn note_dropped(r: &mut StepResult, dropped: &[String]) {
+    if dropped.is_empty() {
+        return;
+    }
+    let what = format!(
+        "dropped the INVALID index {} the failed rebuild left",
+        dropped.join(", ")
+    );
+    r.rolled_back = Some(match r.rolled_back.take() {
+        Some(earlier) => format!("{earlier}; {what}"),
+        None => what,
+    });
+}
+
+/// The undo of a failed concurrent rebuild: this run's journal record of
+/// it says which INVALID indexes were there before; the others of its
+/// kind are the rebuild's, dropped; the record is closed. An error leaves
+/// the record open, and the next run drops what is left.
+pub(super) async fn drop_copies(run: &mut StepRun<'_>, schema: &str, table: &str, index: &str) -> Result<(), StepErr> {
+    let (run_id, step_id) = (run.run_id(), run.step.id.clone());
+    let c = run.session().await?;
+    let Some((id, before)) = pg::open_rebuild(c, run_id, &step_id, schema, index)
+        .await
+        .map_err(|e| StepErr::failed(format!("reading the rebuild journal: {}", e.message)))?
+    else {
+        // Not journaled: the rebuild failed before it started.
+        return Ok(());
     };
-    if left.is_empty() {
-        return e;
-    }
-    match pg::drop_concurrently(c, &work.schema, &left).await {
-        Ok(()) => {
-            let dropped = format!("dropped the INVALID index {} the failed rebuild left", left.join(", "));
-            r.rolled_back = Some(match r.rolled_back.take() {
-                Some(earlier) => format!("{earlier}; {dropped}"),
-                None => dropped,
-            });
-            e
-        }
-        Err((index, e2)) => {
-            r.cleanup_failed = Some(format!(
-                "INVALID index {}.{index} is left on {}.{} (dropping it failed: {}): the next run drops it, \
-                 or run DROP INDEX CONCURRENTLY {}",
-                work.schema,
-                work.schema,
-                work.table,
-                e2.message,
-                quote_name(Some(&work.schema), &index)
-            ));
-            DbError::other(e.message)
-        }
-    }
+    let dropped = drop_copies_since(c, schema, table, &before)
+        .await
+        .map_err(StepErr::failed)?;
+    pg::rebuilds_finished(c, &[id], "failed; leftovers dropped")
+        .await
+        .map_err(|e| StepErr::failed(format!("closing the rebuild journal: {}", e.message)))?;
+    note_dropped(run.result(), &dropped);
+    Ok(())
 }
 
 /// Drops the INVALID leftovers of earlier runs' rebuilds and closes their

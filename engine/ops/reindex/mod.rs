@@ -178,7 +178,7 @@ impl Reindex {
                     )
                 };
                 d.statements.push(sql.clone());
-                d.actions.push(Action::op(
+                let rebuild = Action::op(
                     <Reindex as OpParams>::KEY,
                     &Work::Rebuild(ReindexWork {
                         schema: t.schema.clone(),
@@ -187,7 +187,24 @@ impl Reindex {
                         sql,
                         concurrently,
                     }),
-                ));
+                );
+                // A concurrent rebuild is not transactional: its failure is
+                // undone by dropping the INVALID copy it left (rule 7).
+                d.actions.push(if concurrently && cx.backend == Backend::Postgres {
+                    rebuild.undone_by(
+                        format!("DROP INDEX CONCURRENTLY the INVALID copy of {full} the failed rebuild left"),
+                        Action::op(
+                            <Reindex as OpParams>::KEY,
+                            &Work::DropCopies {
+                                schema: t.schema.clone(),
+                                table: t.name.clone(),
+                                index: i.name.clone(),
+                            },
+                        ),
+                    )
+                } else {
+                    rebuild
+                });
             }
         }
         let rebuilds = d.actions.len();
@@ -372,6 +389,7 @@ impl crate::run::operation::Executes for Run {
             match &w {
                 Work::Rebuild(r) => exec::rebuild(run, r).await,
                 Work::DropLeftovers { indexes, records } => exec::drop_leftovers(run, indexes, records).await,
+                Work::DropCopies { schema, table, index } => exec::drop_copies(run, schema, table, index).await,
             }
         })
     }

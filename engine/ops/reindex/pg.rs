@@ -75,6 +75,27 @@ pub async fn rebuild_started(
     .await
 }
 
+/// This run's open record of its rebuild of `schema.index` by `step`:
+/// `(id, invalid_before)`.
+pub async fn open_rebuild(
+    c: &mut impl Exec,
+    run_id: i64,
+    step: &str,
+    schema: &str,
+    index: &str,
+) -> Result<Option<(i64, Vec<String>)>, DbError> {
+    query(
+        "SELECT id, invalid_before FROM dbmaint.rebuilds WHERE run_id = $1 AND step = $2 \
+         AND schema_name = $3 AND index_name = $4 AND finished_at IS NULL ORDER BY id DESC LIMIT 1",
+    )
+    .bind(run_id)
+    .bind(step)
+    .bind(schema)
+    .bind(index)
+    .fetch_optional_as(c)
+    .await
+}
+
 /// Closes rebuild records: nothing of theirs is left to clean.
 pub async fn rebuilds_finished(c: &mut impl Exec, ids: &[i64], outcome: &str) -> Result<(), DbError> {
     query("UPDATE dbmaint.rebuilds SET finished_at = clock_timestamp(), outcome = $2 WHERE id = ANY($1)")
