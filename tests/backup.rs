@@ -4,11 +4,12 @@
 //! printed, logged, journaled or put in a child's argv.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::support::cli::{dbmaint, pg_count, rt, seed_pg};
 use crate::support::cluster::{Cluster, PW_SECRET, connect};
+use crate::support::test::spawn_apply;
 
 /// A backup step and a retention step that needs it.
 fn backup_plan(dir: &Path, url: &str, backup: &str) -> PathBuf {
@@ -38,25 +39,6 @@ fn files_in(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-pub(crate) fn spawn(dir: &Path, plan: &Path) -> Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
-        .current_dir(dir)
-        .args([
-            "--output",
-            "json",
-            "plan",
-            "apply",
-            "--auto-approve",
-            "--log-dir",
-            "logs",
-        ])
-        .arg(plan)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dbmaint")
 }
 
 /// The `pg_dump` child of `child`, once it is running.
@@ -124,7 +106,7 @@ fn backup_into_a_bad_dir_fails_leaves_no_file_and_skips_dependents() {
     let bad = dir.path().join("not-a-dir/backups");
     let plan = backup_plan(dir.path(), &url, &format!("{{ dir: \"{}\" }}", bad.display()));
     let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
-    let out = spawn(dir.path(), &plan).wait_with_output().expect("apply");
+    let out = spawn_apply(dir.path(), &plan).wait_with_output().expect("apply");
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let steps = &v["report"]["steps"];
@@ -164,7 +146,7 @@ fn killed_pg_dump_leaves_no_file_skips_dependents_and_never_saw_the_password() {
     let backups = dir.path().join("backups");
     let plan = backup_plan(dir.path(), &pw_url, &format!("{{ dir: \"{}\" }}", backups.display()));
     let mut blocker = rt.block_on(block_dump(&url));
-    let mut child = spawn(dir.path(), &plan);
+    let mut child = spawn_apply(dir.path(), &plan);
     let dump = pg_dump_of(&mut child);
     let argv = std::fs::read(format!("/proc/{dump}/cmdline")).expect("cmdline");
     assert!(
@@ -230,7 +212,7 @@ fn killed_engine_takes_pg_dump_with_it_and_the_rerun_clears_the_partial() {
         &format!("{{ dir: \"{}\", format: directory }}", backups.display()),
     );
     let mut blocker = rt.block_on(block_dump(&url));
-    let mut child = spawn(dir.path(), &plan);
+    let mut child = spawn_apply(dir.path(), &plan);
     let dump = pg_dump_of(&mut child);
     child.kill().expect("kill -9 dbmaint");
     let _ = child.wait();
@@ -246,7 +228,7 @@ fn killed_engine_takes_pg_dump_with_it_and_the_rerun_clears_the_partial() {
         left.iter().all(|f| f.ends_with(".partial")),
         "only a partial can be left: {left:?}"
     );
-    let out = spawn(dir.path(), &plan).wait_with_output().expect("rerun");
+    let out = spawn_apply(dir.path(), &plan).wait_with_output().expect("rerun");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let now = files_in(&backups);
     assert_eq!(now.len(), 1, "{now:?}");
@@ -285,7 +267,7 @@ fn postgres_verify_restore_restores_and_compares_counts_from_the_dump_snapshot()
         &url,
         &format!("{{ dir: \"{}\", verify: restore }}", backups.display()),
     );
-    let out = spawn(dir.path(), &plan).wait_with_output().expect("apply");
+    let out = spawn_apply(dir.path(), &plan).wait_with_output().expect("apply");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let log = logs_text(dir.path());
     // 4 demo tables; the journal tables exist once apply started.
@@ -311,7 +293,7 @@ fn sqlite_verify_restore_compares_the_copy_with_the_source() {
         &format!("sqlite:{}", db.display()),
         "{ dir: backups, verify: restore }",
     );
-    let out = spawn(dir.path(), &plan).wait_with_output().expect("apply");
+    let out = spawn_apply(dir.path(), &plan).wait_with_output().expect("apply");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let log = logs_text(dir.path());
     let rows: usize = tables.iter().map(|t| t.rows.len()).sum();

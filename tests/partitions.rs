@@ -9,6 +9,7 @@ use chrono::{Datelike, NaiveDate, Utc};
 
 use crate::support::cli::{apply, dbmaint, diff_json, pg_count, rt};
 use crate::support::cluster::seeded_db;
+use crate::support::test::{Test, sqlite};
 
 /// First day of the month `back` months before this one (UTC).
 fn month_start(back: i32) -> NaiveDate {
@@ -86,12 +87,12 @@ fn postgres_partitions_drop_exactly_those_older_than_the_cutoff_and_never_the_de
         old.len() >= 22,
         "the fixture has a year and more of old partitions: {old:?}"
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(dir.path(), &url, "table: events, older_than: 365d");
+    let t = Test::new();
+    let p = plan(t.path(), &url, "table: events, older_than: 365d");
     let before = partitions_of(&url);
     assert_eq!(before.len(), 37);
 
-    let diff = diff_json(dir.path(), &p);
+    let diff = diff_json(t.path(), &p);
     let step = &diff["steps"][0];
     let objects = step["objects"].as_array().expect("objects");
     let named = |marker: &str| -> Vec<String> {
@@ -133,7 +134,7 @@ fn postgres_partitions_drop_exactly_those_older_than_the_cutoff_and_never_the_de
         statements.contains("DETACH PARTITION") && !statements.contains("CONCURRENTLY"),
         "{statements}"
     );
-    let text = dbmaint(dir.path())
+    let text = dbmaint(t.path())
         .args(["plan", "diff", "-v"])
         .arg(&p)
         .output()
@@ -150,7 +151,7 @@ fn postgres_partitions_drop_exactly_those_older_than_the_cutoff_and_never_the_de
     println!("{text}");
     assert_eq!(partitions_of(&url), before, "the diff changed nothing");
 
-    apply_ok(dir.path(), &p);
+    apply_ok(t.path(), &p);
     let after = partitions_of(&url);
     assert_eq!(after.len(), 37 - old.len(), "{after:?}");
     for o in &old {
@@ -173,20 +174,20 @@ fn postgres_partitions_drop_exactly_those_older_than_the_cutoff_and_never_the_de
 #[test]
 fn postgres_partitions_detach_into_an_archive_schema_keeping_every_row() {
     let (url, old) = partitioned_db(false);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Test::new();
     let p = plan(
-        dir.path(),
+        t.path(),
         &url,
         "table: events, older_than: 365d, archive: {schema: old_events}",
     );
-    let diff = diff_json(dir.path(), &p);
+    let diff = diff_json(t.path(), &p);
     let statements = diff["steps"][0]["statements"].to_string();
     assert!(statements.contains("CREATE SCHEMA IF NOT EXISTS"), "{statements}");
     assert!(
         statements.contains("CONCURRENTLY"),
         "no default partition: DETACH … CONCURRENTLY: {statements}"
     );
-    apply_ok(dir.path(), &p);
+    apply_ok(t.path(), &p);
     assert_eq!(partitions_of(&url).len(), 36 - old.len());
     for o in &old {
         let n = rt().block_on(pg_count(&url, &format!("SELECT count(*) FROM old_events.{o}")));
@@ -257,16 +258,16 @@ fn postgres_an_interrupted_concurrent_detach_is_finished_by_the_next_run() {
     ));
     assert_eq!(pending, 1, "the fixture left {victim} detach pending");
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(dir.path(), &url, "table: events, older_than: 365d");
-    let diff = diff_json(dir.path(), &p);
+    let t = Test::new();
+    let p = plan(t.path(), &url, "table: events, older_than: 365d");
+    let diff = diff_json(t.path(), &p);
     let step = diff["steps"][0].to_string();
     assert!(
         step.contains(&format!("DETACH PARTITION \\\"public\\\".\\\"{victim}\\\" FINALIZE")),
         "{step}"
     );
     assert!(step.contains("was interrupted"), "the diff says why: {step}");
-    apply_ok(dir.path(), &p);
+    apply_ok(t.path(), &p);
     let left = rt().block_on(pg_count(
         &url,
         &format!("SELECT count(*) FROM pg_class WHERE relname = '{victim}'"),
@@ -277,15 +278,15 @@ fn postgres_an_interrupted_concurrent_detach_is_finished_by_the_next_run() {
 
 #[test]
 fn sqlite_refuses_a_partitions_step_naming_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("app.db");
-    crate::retention_time::sqlite(&db, "CREATE TABLE events (id INTEGER PRIMARY KEY, created_at TEXT)");
+    let t = Test::new();
+    let db = t.path().join("app.db");
+    sqlite(&db, "CREATE TABLE events (id INTEGER PRIMARY KEY, created_at TEXT)");
     let p = plan(
-        dir.path(),
+        t.path(),
         &format!("sqlite:{}", db.display()),
         "table: events, older_than: 30d",
     );
-    let out = dbmaint(dir.path())
+    let out = dbmaint(t.path())
         .args(["plan", "validate"])
         .arg(&p)
         .output()
@@ -304,8 +305,8 @@ fn sqlite_refuses_a_partitions_step_naming_it() {
 fn postgres_a_concurrent_detach_that_gives_up_waiting_is_finished_by_its_retry() {
     use std::io::BufRead as _;
     let (url, old) = partitioned_db(false);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = dir.path().join("plan.yaml");
+    let t = Test::new();
+    let p = t.path().join("plan.yaml");
     std::fs::write(
         &p,
         format!(
@@ -323,7 +324,7 @@ fn postgres_a_concurrent_detach_that_gives_up_waiting_is_finished_by_its_retry()
             .await
             .expect("snapshot");
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
-            .current_dir(dir.path())
+            .current_dir(t.path())
             .env_remove("DATABASE_URL")
             .args(["--progress", "never", "plan", "apply", "--auto-approve"])
             .arg(&p)

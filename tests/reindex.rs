@@ -202,7 +202,7 @@ fn postgres_killed_concurrent_reindex_is_cleaned_by_the_next_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plan = reindex_plan(dir.path(), &url, "{indexes: [churn_n]}", "lock_timeout: 60s");
     let (release, holder) = hold_snapshot(&url);
-    let mut child = crate::backup::spawn(dir.path(), &plan);
+    let mut child = crate::support::test::spawn_apply(dir.path(), &plan);
     // Kill it while its REINDEX waits for the old snapshot, after the new
     // copy was built.
     let waiting = || {

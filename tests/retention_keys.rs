@@ -7,34 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::retention_time::{apply, diff_json, plan, sqlite, step_rows};
 use crate::support::cli::{dbmaint, pg_count, rt};
 use crate::support::cluster::seeded_db;
-
-/// The run's report as JSON (`--output json`): exit code and document.
-pub(crate) fn apply_json(dir: &Path, p: &Path) -> (Option<i32>, serde_json::Value) {
-    let out = dbmaint(dir)
-        .args([
-            "--output",
-            "json",
-            "plan",
-            "apply",
-            "--auto-approve",
-            "--log-dir",
-            "logs",
-        ])
-        .arg(p)
-        .output()
-        .expect("apply");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "apply printed no JSON: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), v["report"].clone())
-}
+use crate::support::test::{Ran, Test, retention_rows, sqlite};
 
 #[test]
 fn postgres_uuid_and_composite_keys_delete_exactly_the_eligible_rows() {
@@ -49,17 +24,21 @@ fn postgres_uuid_and_composite_keys_delete_exactly_the_eligible_rows() {
            FROM generate_series(1, 90) g;",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Test::new();
     // UUID key, archive table: ranged batches over a key without min().
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &url,
         "table: sessions, column: created_at, older_than: 30 days, batch_size: 7, archive: { table: sessions_archive }",
     );
-    let (code, v, err) = diff_json(dir.path(), &p);
+    let Ran {
+        code,
+        json: v,
+        stderr: err,
+        ..
+    } = t.diff(&p);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(step_rows(&v), 70);
-    let (code, r) = apply_json(dir.path(), &p);
+    assert_eq!(retention_rows(&v), 70);
+    let Ran { code, report: r, .. } = t.apply_json(&p);
     assert_eq!(code, Some(0), "{r}");
     assert_eq!(r["steps"][0]["rows"], 70);
     assert_eq!(
@@ -72,15 +51,19 @@ fn postgres_uuid_and_composite_keys_delete_exactly_the_eligible_rows() {
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM sessions")), 30);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM sessions_archive")), 70);
     // Composite key (tenant, id), file archive: row-value keyset batches.
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &url,
         "table: tenant_events, column: created_at, older_than: 30 days, batch_size: 8, archive: { file: te.jsonl }",
     );
-    let (code, v, err) = diff_json(dir.path(), &p);
+    let Ran {
+        code,
+        json: v,
+        stderr: err,
+        ..
+    } = t.diff(&p);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(step_rows(&v), 60);
-    let (code, r) = apply_json(dir.path(), &p);
+    assert_eq!(retention_rows(&v), 60);
+    let Ran { code, report: r, .. } = t.apply_json(&p);
     assert_eq!(code, Some(0), "{r}");
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM tenant_events")), 30);
     assert_eq!(
@@ -88,7 +71,7 @@ fn postgres_uuid_and_composite_keys_delete_exactly_the_eligible_rows() {
         0,
         "every row older than 30 days is gone"
     );
-    let lines = std::fs::read_to_string(dir.path().join("te.jsonl")).expect("archive");
+    let lines = std::fs::read_to_string(t.path().join("te.jsonl")).expect("archive");
     let mut ids: Vec<i64> = lines
         .lines()
         .map(|l| {
@@ -118,15 +101,19 @@ fn postgres_a_before_delete_veto_ends_partial_and_the_walk_goes_on() {
          CREATE TRIGGER keep BEFORE DELETE ON jobs_u FOR EACH ROW EXECUTE FUNCTION keep_pinned();",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Test::new();
     for table in ["jobs", "jobs_u"] {
-        let p = plan(
-            dir.path(),
+        let p = t.retention_plan(
             &url,
             &format!("table: {table}, column: created_at, older_than: 365 days, batch_size: 20"),
         );
         // The diff names the trigger, what it writes, and that it may keep rows.
-        let (code, v, err) = diff_json(dir.path(), &p);
+        let Ran {
+            code,
+            json: v,
+            stderr: err,
+            ..
+        } = t.diff(&p);
         assert_eq!(code, Some(0), "{err}");
         let objects = v["steps"][0]["objects"].to_string();
         assert!(objects.contains(&format!("{table}.keep")), "{objects}");
@@ -135,7 +122,7 @@ fn postgres_a_before_delete_veto_ends_partial_and_the_walk_goes_on() {
             v["steps"][0]["warnings"].to_string().contains("also writes audit"),
             "{v}"
         );
-        let (code, r) = apply_json(dir.path(), &p);
+        let Ran { code, report: r, .. } = t.apply_json(&p);
         assert_eq!(code, Some(1), "a partial step is not success: {r}");
         let s = &r["steps"][0];
         assert_eq!(s["status"], "partial", "{r}");
@@ -184,15 +171,14 @@ fn postgres_a_row_made_eligible_during_the_walk_is_deleted_too() {
          CREATE TRIGGER age AFTER DELETE ON evi FOR EACH ROW EXECUTE FUNCTION age_138i();",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Test::new();
     // A text key (ranged batches) and an integer key (key windows).
     for table in ["ev", "evi"] {
-        let p = plan(
-            dir.path(),
+        let p = t.retention_plan(
             &url,
             &format!("table: {table}, column: created_at, older_than: 365 days, batch_size: 10"),
         );
-        let (code, r) = apply_json(dir.path(), &p);
+        let Ran { code, report: r, .. } = t.apply_json(&p);
         assert_eq!(code, Some(0), "{r}");
         assert_eq!(r["steps"][0]["rows"], 71, "{table}: {r}");
         assert_eq!(
@@ -209,26 +195,6 @@ fn postgres_a_row_made_eligible_during_the_walk_is_deleted_too() {
     }
 }
 
-/// Runs `apply`, killing it past `limit` (the exit code is then `None`).
-fn apply_within(dir: &Path, p: &Path, limit: Duration) -> (Option<i32>, serde_json::Value) {
-    let out = dbmaint(dir)
-        .args([
-            "--output",
-            "json",
-            "plan",
-            "apply",
-            "--auto-approve",
-            "--log-dir",
-            "logs",
-        ])
-        .arg(p)
-        .timeout(limit)
-        .output()
-        .expect("apply");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (out.status.code(), v["report"].clone())
-}
-
 #[test]
 fn postgres_keys_at_the_bigint_maximum_and_sparse_keys_finish_in_few_statements() {
     let rt = rt();
@@ -239,13 +205,12 @@ fn postgres_keys_at_the_bigint_maximum_and_sparse_keys_finish_in_few_statements(
            (9223372036854775806, now()), (9223372036854775807, now() - interval '400 days');",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
+    let t = Test::new();
+    let p = t.retention_plan(
         &url,
         "table: ev, column: created_at, older_than: 365 days, batch_size: 100",
     );
-    let (code, r) = apply_within(dir.path(), &p, Duration::from_secs(60));
+    let Ran { code, report: r, .. } = t.apply_within(&p, Duration::from_secs(60));
     assert_eq!(code, Some(0), "{r}");
     assert_eq!(r["steps"][0]["rows"], 4, "{r}");
     // Windows with rows, and one jump over each empty stretch: a handful of
@@ -273,17 +238,21 @@ fn postgres_max_rows_is_predicted_and_deleted_exactly() {
          INSERT INTO ev_u SELECT md5(id::text)::uuid, created_at FROM ev;",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Test::new();
     for table in ["ev", "ev_u"] {
-        let p = plan(
-            dir.path(),
+        let p = t.retention_plan(
             &url,
             &format!("table: {table}, column: created_at, older_than: 365 days, batch_size: 100, max_rows: 250"),
         );
-        let (code, v, err) = diff_json(dir.path(), &p);
+        let Ran {
+            code,
+            json: v,
+            stderr: err,
+            ..
+        } = t.diff(&p);
         assert_eq!(code, Some(0), "{err}");
-        assert_eq!(step_rows(&v), 250, "{v}");
-        let (code, r) = apply_json(dir.path(), &p);
+        assert_eq!(retention_rows(&v), 250, "{v}");
+        let Ran { code, report: r, .. } = t.apply_json(&p);
         assert_eq!(code, Some(0), "{r}");
         assert_eq!(r["steps"][0]["rows"], 250, "{r}");
         assert_eq!(
@@ -301,18 +270,14 @@ fn postgres_a_key_that_is_not_unique_or_may_be_null_is_refused_naming_a_usable_k
          CREATE TABLE loose (ref int NOT NULL UNIQUE, created_at timestamptz NOT NULL);",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Test::new();
     for (params, says) in [
         ("table: ev, key: batch", "`key: batch` is not unique"),
         ("table: ev, key: ext", "`key: ext` may be NULL"),
         ("table: loose", "usable key: `key: ref`"),
     ] {
-        let p = plan(
-            dir.path(),
-            &url,
-            &format!("{params}, column: created_at, older_than: 365 days"),
-        );
-        let (code, v, _) = diff_json(dir.path(), &p);
+        let p = t.retention_plan(&url, &format!("{params}, column: created_at, older_than: 365 days"));
+        let Ran { code, json: v, .. } = t.diff(&p);
         assert_eq!(code, Some(1), "{params}: {v}");
         let e = v["steps"][0]["errors"].to_string();
         assert!(e.contains(says), "{params}: {e}");
@@ -325,8 +290,8 @@ fn postgres_a_key_that_is_not_unique_or_may_be_null_is_refused_naming_a_usable_k
 
 #[test]
 fn sqlite_without_rowid_composite_keys_and_a_raise_ignore_veto() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("app.db");
+    let t = Test::new();
+    let db = t.path().join("app.db");
     sqlite(
         &db,
         "CREATE TABLE tagged (a TEXT NOT NULL, b INTEGER NOT NULL, created TEXT NOT NULL, pinned INT NOT NULL DEFAULT 0, \
@@ -336,17 +301,21 @@ fn sqlite_without_rowid_composite_keys_and_a_raise_ignore_veto() {
          CREATE TRIGGER keep BEFORE DELETE ON tagged WHEN old.pinned BEGIN SELECT RAISE(IGNORE); END;",
     );
     let target = format!("sqlite:{}", db.display());
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &target,
         "table: tagged, column: created, batch_size: 7, older_than: 30 days",
     );
-    let (code, v, err) = diff_json(dir.path(), &p);
+    let Ran {
+        code,
+        json: v,
+        stderr: err,
+        ..
+    } = t.diff(&p);
     assert_eq!(code, Some(0), "{err} {v}");
     // Ages 30.5 … 90.5 days: 61 rows, two of them pinned.
-    assert_eq!(step_rows(&v), 61);
+    assert_eq!(retention_rows(&v), 61);
     assert!(v["steps"][0]["objects"].to_string().contains("may keep rows"), "{v}");
-    let (code, r) = apply_json(dir.path(), &p);
+    let Ran { code, report: r, .. } = t.apply_json(&p);
     assert_eq!(code, Some(1), "{r}");
     assert_eq!(r["steps"][0]["status"], "partial", "{r}");
     assert_eq!(r["steps"][0]["rows"], 59, "{r}");
@@ -362,8 +331,8 @@ fn sqlite_without_rowid_composite_keys_and_a_raise_ignore_veto() {
 
 #[test]
 fn sqlite_a_typeless_stated_key_compares_as_the_numbers_it_holds() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("app.db");
+    let t = Test::new();
+    let db = t.path().join("app.db");
     // `ext` has no type and holds integers; text bounds would match none
     // of them (the bug: 0 deleted).
     sqlite(
@@ -373,12 +342,11 @@ fn sqlite_a_typeless_stated_key_compares_as_the_numbers_it_holds() {
          INSERT INTO ev SELECT i * 1000, datetime('now', '-' || i || ' days', '-12 hours') FROM n;",
     );
     let target = format!("sqlite:{}", db.display());
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &target,
         "table: ev, column: created, key: ext, batch_size: 9, older_than: 30 days",
     );
-    assert!(apply(dir.path(), &p).status.success());
+    assert!(t.apply(&p).success());
     assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "29");
     assert_eq!(sqlite(&db, "SELECT max(ext) FROM ev"), "29000");
 }
@@ -392,26 +360,29 @@ fn max_ratio_refuses_a_run_that_would_delete_too_much_of_a_table_before_any_batc
          INSERT INTO ev SELECT g, now() FROM generate_series(61, 100) g;",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
+    let t = Test::new();
+    let p = t.retention_plan(
         &url,
         "table: ev, column: created_at, older_than: 365 days, max_ratio: 0.5",
     );
-    let (code, v, _) = diff_json(dir.path(), &p);
+    let Ran { code, json: v, .. } = t.diff(&p);
     assert_eq!(code, Some(1), "{v}");
     let e = v["steps"][0]["errors"].to_string();
     assert!(e.contains("60.0% of `ev` (60 of 100 rows)"), "{e}");
     assert!(e.contains("max_ratio: 0.5"), "{e}");
-    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(t.apply(&p).code, Some(1));
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 100);
     // Within the cap the diff shows the share and the step runs.
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &url,
         "table: ev, column: created_at, older_than: 365 days, max_ratio: 0.6",
     );
-    let (code, v, err) = diff_json(dir.path(), &p);
+    let Ran {
+        code,
+        json: v,
+        stderr: err,
+        ..
+    } = t.diff(&p);
     assert_eq!(code, Some(0), "{err}");
     assert!(
         v["steps"][0]["objects"]
@@ -419,23 +390,22 @@ fn max_ratio_refuses_a_run_that_would_delete_too_much_of_a_table_before_any_batc
             .contains("60 rows (60.0% of 100 rows)"),
         "{v}"
     );
-    let (code, r) = apply_json(dir.path(), &p);
+    let Ran { code, report: r, .. } = t.apply_json(&p);
     assert_eq!(code, Some(0), "{r}");
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 40);
     // SQLite counts its table the same way.
-    let db = dir.path().join("app.db");
+    let db = t.path().join("app.db");
     sqlite(
         &db,
         "CREATE TABLE ev (id INTEGER PRIMARY KEY, created TEXT NOT NULL); \
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
          INSERT INTO ev SELECT i, datetime('now', '-' || i || ' days', '-12 hours') FROM n;",
     );
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &format!("sqlite:{}", db.display()),
         "table: ev, column: created, older_than: 30 days, max_ratio: 0.25",
     );
-    let (code, v, _) = diff_json(dir.path(), &p);
+    let Ran { code, json: v, .. } = t.diff(&p);
     assert_eq!(code, Some(1), "{v}");
     assert!(
         v["steps"][0]["errors"]
@@ -443,7 +413,7 @@ fn max_ratio_refuses_a_run_that_would_delete_too_much_of_a_table_before_any_batc
             .contains("71.0% of `ev` (71 of 100 rows)"),
         "{v}"
     );
-    assert!(!apply(dir.path(), &p).status.success());
+    assert!(!t.apply(&p).success());
     assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "100");
 }
 
@@ -467,10 +437,10 @@ fn a_saved_plan_whose_eligible_rows_changed_but_not_their_count_is_refused_unles
            FROM generate_series(1, 100) g;",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(dir.path(), &url, "table: ev, column: created_at, older_than: 365 days");
-    let saved = dir.path().join("reviewed.json");
-    save(dir.path(), &p, &saved);
+    let t = Test::new();
+    let p = t.retention_plan(&url, "table: ev, column: created_at, older_than: 365 days");
+    let saved = t.path().join("reviewed.json");
+    save(t.path(), &p, &saved);
     // After the review, 10 reviewed rows become recent and 10 unreviewed
     // rows old: still 70 eligible, but not the 70 that were approved.
     rt.block_on(async {
@@ -483,9 +453,9 @@ fn a_saved_plan_whose_eligible_rows_changed_but_not_their_count_is_refused_unles
         .await
         .expect("update");
     });
-    let out = apply(dir.path(), &saved);
+    let out = t.apply(&saved);
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = out.stderr;
     assert!(
         stderr.contains("would now take other rows than were reviewed"),
         "{stderr}"
@@ -498,7 +468,7 @@ fn a_saved_plan_whose_eligible_rows_changed_but_not_their_count_is_refused_unles
         "nothing deleted"
     );
     // Unchanged rows apply as reviewed (a second save, then apply).
-    save(dir.path(), &p, &saved);
+    save(t.path(), &p, &saved);
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&saved).expect("saved")).expect("json");
     assert!(
         v.to_string().contains("eligible_digest"),
@@ -512,7 +482,7 @@ fn a_saved_plan_whose_eligible_rows_changed_but_not_their_count_is_refused_unles
             .await
             .expect("update");
     });
-    let out = dbmaint(dir.path())
+    let out = dbmaint(t.path())
         .args([
             "--output",
             "json",
@@ -535,32 +505,31 @@ fn a_saved_plan_whose_eligible_rows_changed_but_not_their_count_is_refused_unles
 
 #[test]
 fn sqlite_saved_plans_digest_their_eligible_keys_too() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("app.db");
+    let t = Test::new();
+    let db = t.path().join("app.db");
     sqlite(
         &db,
         "CREATE TABLE ev (id INTEGER PRIMARY KEY, created TEXT NOT NULL); \
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
          INSERT INTO ev SELECT i, CASE WHEN i <= 70 THEN datetime('now', '-400 days') ELSE datetime('now') END FROM n;",
     );
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &format!("sqlite:{}", db.display()),
         "table: ev, column: created, older_than: 365 days",
     );
-    let saved = dir.path().join("reviewed.json");
-    save(dir.path(), &p, &saved);
+    let saved = t.path().join("reviewed.json");
+    save(t.path(), &p, &saved);
     sqlite(
         &db,
         "UPDATE ev SET created = datetime('now') WHERE id = 1; \
          UPDATE ev SET created = datetime('now', '-400 days') WHERE id = 100;",
     );
-    let out = apply(dir.path(), &saved);
+    let out = t.apply(&saved);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("at least 1 left the set and 1 joined it"),
+        out.stderr.contains("at least 1 left the set and 1 joined it"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
     assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "100");
 }
@@ -579,13 +548,12 @@ fn postgres_a_rerun_resumes_after_the_last_committed_key_and_still_walks_the_key
          CREATE TRIGGER no_55 BEFORE DELETE ON ev FOR EACH ROW EXECUTE FUNCTION no_55();",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
+    let t = Test::new();
+    let p = t.retention_plan(
         &url,
         "table: ev, column: created_at, older_than: 365 days, batch_size: 10",
     );
-    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(t.apply(&p).code, Some(1));
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev WHERE id <= 50")), 0);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 60);
     // Between the runs the trigger goes, and an old row appears below the
@@ -597,13 +565,9 @@ fn postgres_a_rerun_resumes_after_the_last_committed_key_and_still_walks_the_key
             .await
             .expect("between runs");
     });
-    let out = apply(dir.path(), &p);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("resuming after key 50"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = t.apply(&p);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("resuming after key 50"), "{}", out.stderr);
     assert_eq!(
         rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")),
         10,
@@ -637,14 +601,13 @@ fn postgres_a_key_window_walk_without_a_second_session_reads_the_span_between_ba
             format!("GRANT CREATE ON DATABASE {db} TO {role}"),
         ]
     });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
+    let t = Test::new();
+    let p = t.retention_plan(
         &as_role,
         "table: ev, column: created_at, older_than: 365 days, batch_size: 10",
     );
-    let out = apply(dir.path(), &p);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = t.apply(&p);
+    let stderr = out.stderr;
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("reading it between them instead"), "{stderr}");
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 30);

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use crate::retention_time::{apply, diff_json, plan, sqlite};
 use crate::support::cli::{dbmaint, pg_count, rt};
 use crate::support::cluster::seeded_db;
+use crate::support::test::{Ran, Test, sqlite};
 
 #[test]
 fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() {
@@ -19,17 +19,12 @@ fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() 
          CREATE TABLE pay_archive (id int PRIMARY KEY, created_at date, amount integer, note text);",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
+    let t = Test::new();
+    let p = t.retention_plan(
         &url,
         "table: pay, column: created_at, older_than: 30 days, archive: { table: pay_archive }",
     );
-    let out = dbmaint(dir.path())
-        .args(["plan", "diff"])
-        .arg(&p)
-        .output()
-        .expect("diff");
+    let out = dbmaint(t.path()).args(["plan", "diff"]).arg(&p).output().expect("diff");
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("would change values of `pay`"), "{text}");
@@ -37,7 +32,7 @@ fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() 
     assert!(text.contains("created_at timestamp with time zone → date"), "{text}");
     // varchar(40) → text keeps every value: not listed.
     assert!(!text.contains("note character varying"), "{text}");
-    let out = apply(dir.path(), &p);
+    let out = t.apply(&p);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM pay")), 100);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM pay_archive")), 0);
@@ -49,8 +44,8 @@ fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() 
             .await
             .expect("alter");
     });
-    let out = apply(dir.path(), &p);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = t.apply(&p);
+    assert!(out.status.success(), "{}", out.stdout);
     assert_eq!(
         rt.block_on(pg_count(
             &url,
@@ -60,9 +55,9 @@ fn postgres_an_archive_that_would_narrow_a_value_is_refused_and_nothing_moves() 
     );
 }
 
-fn diff(dir: &Path, p: &Path) -> (Option<i32>, serde_json::Value) {
-    let (code, v, _) = diff_json(dir, p);
-    (code, v)
+fn diff(t: &Test, p: &Path) -> (Option<i32>, serde_json::Value) {
+    let r = t.diff(p);
+    (r.code, r.json)
 }
 
 #[test]
@@ -77,33 +72,28 @@ fn postgres_a_self_referencing_cascade_is_refused_and_no_reply_is_lost() {
          INSERT INTO comments SELECT 100 + g, 1 + g % 10, now() - interval '1 day' FROM generate_series(1, 50) g;",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
-        &url,
-        "table: comments, column: created_at, older_than: 365 days",
-    );
-    let (code, v) = diff(dir.path(), &p);
+    let t = Test::new();
+    let p = t.retention_plan(&url, "table: comments, column: created_at, older_than: 365 days");
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(1));
     let error = v["steps"][0]["errors"][0].as_str().unwrap_or("").to_string();
     assert!(error.contains("50 rows of comments.root_id → comments.id"), "{error}");
     assert!(error.contains("ON DELETE CASCADE"), "{error}");
-    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(t.apply(&p).code, Some(1));
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM comments")), 60);
     // `on_cascade: allow` never lets a cascade reach rows younger than the cutoff.
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &url,
         "table: comments, column: created_at, older_than: 365 days, on_cascade: allow",
     );
-    let (code, v) = diff(dir.path(), &p);
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(1));
     let error = v["steps"][0]["errors"].to_string();
     assert!(
         error.contains("would reach 50 rows of `comments` that are not older than the cutoff"),
         "{error}"
     );
-    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(t.apply(&p).code, Some(1));
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM comments")), 60);
 }
 
@@ -119,13 +109,9 @@ fn postgres_cascade_and_set_null_children_are_refused_by_default_and_allowed_one
          INSERT INTO notes (order_id) SELECT 31 + g % 70 FROM generate_series(0, 69) g;",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
-        &url,
-        "table: orders, column: created_at, older_than: 30 days",
-    );
-    let (code, v) = diff(dir.path(), &p);
+    let t = Test::new();
+    let p = t.retention_plan(&url, "table: orders, column: created_at, older_than: 30 days");
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(1));
     let error = v["steps"][0]["errors"][0].as_str().unwrap_or("").to_string();
     // Orders 30..=100 are older than 30 days (ages are whole days plus 12
@@ -135,7 +121,7 @@ fn postgres_cascade_and_set_null_children_are_refused_by_default_and_allowed_one
         error.contains("70 rows of notes.order_id → orders.id") && error.contains("SET NULL"),
         "{error}"
     );
-    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(t.apply(&p).code, Some(1));
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM items")), 300);
     assert_eq!(
         rt.block_on(pg_count(&url, "SELECT count(*) FROM notes WHERE order_id IS NOT NULL")),
@@ -144,12 +130,11 @@ fn postgres_cascade_and_set_null_children_are_refused_by_default_and_allowed_one
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 100);
     // `on_cascade: allow`: the diff predicts the child rows, apply reaches
     // exactly those, and the report and the journal count them.
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &url,
         "table: orders, column: created_at, older_than: 30 days, batch_size: 20, on_cascade: allow",
     );
-    let (code, v) = diff(dir.path(), &p);
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
     let objects = v["steps"][0]["objects"].to_string();
     assert!(
@@ -160,7 +145,7 @@ fn postgres_cascade_and_set_null_children_are_refused_by_default_and_allowed_one
         objects.contains("ON DELETE SET NULL (on_cascade: allow): 70 rows changed"),
         "{objects}"
     );
-    let (code, r) = crate::retention_keys::apply_json(dir.path(), &p);
+    let Ran { code, report: r, .. } = t.apply_json(&p);
     assert_eq!(code, Some(0), "{r}");
     let cascaded = r["steps"][0]["cascaded"].as_array().expect("cascaded").clone();
     let rows_of = |fk: &str| {
@@ -204,14 +189,13 @@ fn postgres_on_cascade_allow_follows_a_cascade_down_and_refuses_one_a_deeper_key
          CREATE INDEX ON item_holds (item_id);",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
+    let t = Test::new();
+    let p = t.retention_plan(
         &url,
         "table: orders, column: created_at, older_than: 365 days, batch_size: 8, on_cascade: allow",
     );
     // A hold on item 7 (of old order 7) would make the cascade fail.
-    let (code, v) = diff(dir.path(), &p);
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(1), "{v}");
     let error = v["steps"][0]["errors"].to_string();
     assert!(
@@ -219,7 +203,7 @@ fn postgres_on_cascade_allow_follows_a_cascade_down_and_refuses_one_a_deeper_key
         "{error}"
     );
     assert!(error.contains("through orders → items"), "{error}");
-    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(t.apply(&p).code, Some(1));
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 30);
     // Without the hold, both levels are predicted and counted per batch.
     rt.block_on(async {
@@ -229,7 +213,7 @@ fn postgres_on_cascade_allow_follows_a_cascade_down_and_refuses_one_a_deeper_key
             .await
             .expect("release the hold");
     });
-    let (code, v) = diff(dir.path(), &p);
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
     let objects = v["steps"][0]["objects"].to_string();
     assert!(objects.contains("item_notes.item_id → items.id"), "{objects}");
@@ -237,8 +221,8 @@ fn postgres_on_cascade_allow_follows_a_cascade_down_and_refuses_one_a_deeper_key
         objects.contains("20 rows deleted with the rows they reference"),
         "{objects}"
     );
-    let out = apply(dir.path(), &p);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = t.apply(&p);
+    assert!(out.status.success(), "{}", out.stdout);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 10);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM items")), 10);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM item_notes")), 10);
@@ -264,13 +248,12 @@ fn postgres_rows_a_restrict_child_references_stay_and_every_rerun_succeeds() {
          INSERT INTO audits (order_id) VALUES (70), (5);",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
+    let t = Test::new();
+    let p = t.retention_plan(
         &url,
         "table: orders, column: created_at, older_than: 30 days, batch_size: 7",
     );
-    let (code, v) = diff(dir.path(), &p);
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
     // 71 old orders (30..=100), 5 of them still referenced (4 invoices, 1 audit).
     let table = v["steps"][0]["objects"]
@@ -287,8 +270,8 @@ fn postgres_rows_a_restrict_child_references_stay_and_every_rerun_succeeds() {
         "{warnings}"
     );
     for _ in 0..2 {
-        let out = apply(dir.path(), &p);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let out = t.apply(&p);
+        assert!(out.status.success(), "{}", out.stdout);
     }
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 34);
     assert_eq!(
@@ -303,8 +286,8 @@ fn postgres_rows_a_restrict_child_references_stay_and_every_rerun_succeeds() {
 
 #[test]
 fn sqlite_cascading_children_are_refused_with_foreign_keys_enforced() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("app.db");
+    let t = Test::new();
+    let db = t.path().join("app.db");
     sqlite(
         &db,
         "CREATE TABLE orders (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL); \
@@ -314,35 +297,33 @@ fn sqlite_cascading_children_are_refused_with_foreign_keys_enforced() {
              WITH RECURSIVE n(i) AS (SELECT 61 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
              INSERT INTO items (order_id) SELECT i FROM n;",
     );
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &format!("sqlite:{}", db.display()),
         "table: orders, column: created_at, older_than: 30 days",
     );
-    let (code, v) = diff(dir.path(), &p);
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(1));
     let error = v["steps"][0]["errors"][0].as_str().unwrap_or("").to_string();
     assert!(error.contains("40 rows of items.order_id → orders.id"), "{error}");
-    assert_eq!(apply(dir.path(), &p).status.code(), Some(1));
+    assert_eq!(t.apply(&p).code, Some(1));
     let count = |sql: &str| sqlite(&db, sql);
     assert_eq!(count("SELECT count(*) FROM items"), "40");
     assert_eq!(count("SELECT count(*) FROM orders"), "100");
     // An application that runs without enforcement: `sqlite_foreign_keys:
     // off` deletes as it would — no cascade — and the diff lists the
     // orphans it leaves.
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &format!("sqlite:{}", db.display()),
         "table: orders, column: created_at, older_than: 30 days, sqlite_foreign_keys: off",
     );
-    let (code, v) = diff(dir.path(), &p);
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
     let objects = v["steps"][0]["objects"].to_string();
     assert!(
         objects.contains("40 rows would be left referencing deleted rows (orphans)"),
         "{objects}"
     );
-    assert!(apply(dir.path(), &p).status.success());
+    assert!(t.apply(&p).success());
     assert_eq!(count("SELECT count(*) FROM orders"), "29", "ages 1..=29 days stay");
     assert_eq!(count("SELECT count(*) FROM items"), "40", "no cascade ran");
     assert_eq!(
@@ -363,13 +344,9 @@ fn postgres_retention_on_an_inheritance_parent_deletes_only_the_parents_own_rows
          INSERT INTO events_legacy SELECT 1000 + g, now() - interval '400 days', 'x' FROM generate_series(1, 20) g;",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
-        &url,
-        "table: events, column: created_at, older_than: 365 days",
-    );
-    let (code, v) = diff(dir.path(), &p);
+    let t = Test::new();
+    let p = t.retention_plan(&url, "table: events, column: created_at, older_than: 365 days");
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
     let objects = v["steps"][0]["objects"].as_array().expect("objects").clone();
     let table = objects.iter().find(|o| o["kind"] == "table").expect("table");
@@ -380,7 +357,7 @@ fn postgres_retention_on_an_inheritance_parent_deletes_only_the_parents_own_rows
             .any(|o| o["kind"] == "inheritance child" && o["name"] == "public.events_legacy"),
         "{objects:?}"
     );
-    assert!(apply(dir.path(), &p).status.success());
+    assert!(t.apply(&p).success());
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ONLY events")), 10);
     assert_eq!(
         rt.block_on(pg_count(&url, "SELECT count(*) FROM events_legacy")),
@@ -396,14 +373,13 @@ fn postgres_include_children_processes_each_inheritance_child_with_its_own_colum
         "CREATE TABLE events (id int PRIMARY KEY, created_at timestamptz NOT NULL);          CREATE TABLE events_legacy (id int PRIMARY KEY, extra text NOT NULL) INHERITS (events);          INSERT INTO events SELECT g, now() - interval '400 days' FROM generate_series(1, 30) g;          INSERT INTO events SELECT g, now() FROM generate_series(31, 40) g;          INSERT INTO events_legacy SELECT 1000 + g, now() - interval '400 days', 'legacy ' || g FROM generate_series(1, 20) g;          INSERT INTO events_legacy SELECT 2000 + g, now(), 'new' FROM generate_series(1, 5) g;",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
+    let t = Test::new();
+    let p = t.retention_plan(
         &url,
         "table: events, column: created_at, older_than: 365 days, include_children: true, batch_size: 7, \
          archive: { table: events_archive }",
     );
-    let (code, v) = diff(dir.path(), &p);
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(
         v["steps"][0]["estimate"]["rows"], 50,
@@ -414,8 +390,8 @@ fn postgres_include_children_processes_each_inheritance_child_with_its_own_colum
         objects.contains("events_archive_events_legacy"),
         "the child's own archive: {objects}"
     );
-    let out = apply(dir.path(), &p);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = t.apply(&p);
+    assert!(out.status.success(), "{}", out.stdout);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ONLY events")), 10);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM events_legacy")), 5);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM events_archive")), 30);
@@ -445,13 +421,9 @@ fn postgres_row_level_security_that_hides_rows_is_said_in_the_diff() {
             format!("GRANT SELECT, DELETE ON tenant_log TO {role}"),
         ]
     });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
-        &as_role,
-        "table: tenant_log, column: created_at, older_than: 365 days",
-    );
-    let (code, v) = diff(dir.path(), &p);
+    let t = Test::new();
+    let p = t.retention_plan(&as_role, "table: tenant_log, column: created_at, older_than: 365 days");
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
     let warnings = v["steps"][0]["warnings"].to_string();
     assert!(
@@ -459,12 +431,8 @@ fn postgres_row_level_security_that_hides_rows_is_said_in_the_diff() {
         "{warnings}"
     );
     // The owner is not filtered: no warning.
-    let p = plan(
-        dir.path(),
-        &url,
-        "table: tenant_log, column: created_at, older_than: 365 days",
-    );
-    let (code, v) = diff(dir.path(), &p);
+    let p = t.retention_plan(&url, "table: tenant_log, column: created_at, older_than: 365 days");
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
     assert!(
         !v["steps"][0]["warnings"].to_string().contains("row-level security"),
@@ -474,8 +442,8 @@ fn postgres_row_level_security_that_hides_rows_is_said_in_the_diff() {
 
 #[test]
 fn sqlite_typeless_and_text_keys_batch_by_rowid_and_without_rowid_by_its_composite_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("app.db");
+    let t = Test::new();
+    let db = t.path().join("app.db");
     // `id PRIMARY KEY` has no type: its integers never equal a text bound.
     sqlite(
         &db,
@@ -486,24 +454,19 @@ fn sqlite_typeless_and_text_keys_batch_by_rowid_and_without_rowid_by_its_composi
          INSERT INTO tagged VALUES ('x', 'y', datetime('now', '-400 days'));",
     );
     let target = format!("sqlite:{}", db.display());
-    let p = plan(
-        dir.path(),
+    let p = t.retention_plan(
         &target,
         "table: ev, column: created, batch_size: 7, older_than: 30 days",
     );
-    let (code, v) = diff(dir.path(), &p);
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
-    assert!(apply(dir.path(), &p).status.success());
+    assert!(t.apply(&p).success());
     assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "29", "ages 1..=29 days stay");
     // A WITHOUT ROWID table with a two-column key batches by that key.
-    let p = plan(
-        dir.path(),
-        &target,
-        "table: tagged, column: created, older_than: 30 days",
-    );
-    let (code, v) = diff(dir.path(), &p);
+    let p = t.retention_plan(&target, "table: tagged, column: created, older_than: 30 days");
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
-    assert!(apply(dir.path(), &p).status.success());
+    assert!(t.apply(&p).success());
     assert_eq!(sqlite(&db, "SELECT count(*) FROM tagged"), "0");
 }
 
@@ -521,13 +484,9 @@ fn postgres_unqualified_names_resolve_through_the_search_path_and_views_are_refu
          DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = app, public', current_database()); END $$;",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
-        &url,
-        "table: events, column: created_at, older_than: 365 days",
-    );
-    let (code, v) = diff(dir.path(), &p);
+    let t = Test::new();
+    let p = t.retention_plan(&url, "table: events, column: created_at, older_than: 365 days");
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
     let objects = v["steps"][0]["objects"].to_string();
     assert!(
@@ -546,7 +505,7 @@ fn postgres_unqualified_names_resolve_through_the_search_path_and_views_are_refu
         .await
         .expect("app.events");
     });
-    let (code, v) = diff(dir.path(), &p);
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
     assert!(
         v["steps"][0]["objects"]
@@ -554,17 +513,16 @@ fn postgres_unqualified_names_resolve_through_the_search_path_and_views_are_refu
             .contains("resolved to `app.events`"),
         "{v}"
     );
-    assert!(apply(dir.path(), &p).status.success());
+    assert!(t.apply(&p).success());
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM app.events")), 3);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM public.events")), 40);
     // A view or a materialized view is named for what it is.
     for (name, kind) in [("old_events", "a view"), ("event_counts", "a materialized view")] {
-        let p = plan(
-            dir.path(),
+        let p = t.retention_plan(
             &url,
             &format!("table: {name}, column: created_at, older_than: 365 days"),
         );
-        let (code, v) = diff(dir.path(), &p);
+        let (code, v) = diff(&t, &p);
         assert_eq!(code, Some(1), "{v}");
         let e = v["steps"][0]["errors"].to_string();
         assert!(e.contains(&format!("`{name}` is {kind}")), "{e}");
@@ -595,14 +553,13 @@ fn postgres_a_partitioned_parent_is_deleted_through_with_per_partition_counts_in
          ANALYZE measurements;",
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = plan(
-        dir.path(),
+    let t = Test::new();
+    let p = t.retention_plan(
         &url,
         "table: measurements, column: taken_at, older_than: 365 days, batch_size: 40, \
          archive: { table: measurements_archive }",
     );
-    let (code, v) = diff(dir.path(), &p);
+    let (code, v) = diff(&t, &p);
     assert_eq!(code, Some(0), "{v}");
     // Ages 365.5 … 449.5 days: 85 rows; 50 in m_old (400.5 …), 35 in m_mid.
     let objects = v["steps"][0]["objects"].as_array().expect("objects");
@@ -625,8 +582,8 @@ fn postgres_a_partitioned_parent_is_deleted_through_with_per_partition_counts_in
         !objects.iter().any(|o| o["marker"] == "+"),
         "the partitioned archive exists and is used as is: {v}"
     );
-    let out = apply(dir.path(), &p);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = t.apply(&p);
+    assert!(out.status.success(), "{}", out.stdout);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM measurements")), 365);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM m_old")), 0);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM m_mid")), 265);

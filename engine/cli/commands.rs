@@ -124,33 +124,36 @@ pub async fn diff(cli: &Cli, args: &PlanArgs, detailed: bool, out: Option<&Path>
     }
 }
 
-/// Reads a saved plan, if `path` is one.
-fn read_saved(path: &Path) -> Option<Result<SavedPlan, String>> {
+/// Why a file that looks like a saved plan cannot be applied.
+#[derive(Debug, thiserror::Error)]
+enum SavedPlanError {
+    #[error("`{path}` is not a saved dbmaint plan: {source}")]
+    NotAPlan { path: String, source: serde_json::Error },
+    #[error(
+        "`{path}` is a saved plan of format `{found}`, expected `{SAVED_FORMAT}`: compute it again with `plan diff --out`"
+    )]
+    OtherFormat { path: String, found: String },
+}
+
+/// Reads a saved plan, if `path` is one (a JSON object, where a plan is
+/// YAML).
+fn read_saved(path: &Path) -> Option<Result<SavedPlan, SavedPlanError>> {
     let text = std::fs::read_to_string(path).ok()?;
     if !text.trim_start().starts_with('{') {
         return None;
     }
-    Some(
-        serde_json::from_str::<SavedPlan>(&text)
-            .map_err(|e| format!("`{}` is not a saved dbmaint plan: {e}", path.display()))
-            .and_then(|s| {
-                if s.format == SAVED_FORMAT {
-                    Ok(s)
-                } else {
-                    Err(format!(
-                        "`{}` is a saved plan of format `{}`, expected `{SAVED_FORMAT}`",
-                        path.display(),
-                        s.format
-                    ))
-                }
-            }),
-    )
+    let path = path.display().to_string();
+    Some(match serde_json::from_str::<SavedPlan>(&text) {
+        Err(source) => Err(SavedPlanError::NotAPlan { path, source }),
+        Ok(s) if s.format != SAVED_FORMAT => Err(SavedPlanError::OtherFormat { path, found: s.format }),
+        Ok(s) => Ok(s),
+    })
 }
 
 pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
     let saved = match read_saved(&args.plan.plan) {
         Some(Ok(s)) => Some(s),
-        Some(Err(e)) => return fail(cli, &Failure::error(e)),
+        Some(Err(e)) => return fail(cli, &Failure::error(e.to_string())),
         None => None,
     };
     let plan_args = match &saved {

@@ -291,7 +291,8 @@ impl crate::run::operation::Executes for Run {
                 }
             }
             for d in &w.dirs {
-                let free = free_bytes(d).map_err(StepErr::failed)?;
+                let free =
+                    free_bytes(d).map_err(|e| StepErr::failed(format!("cannot read free space of `{d}`: {e}")))?;
                 if free < w.need_free_bytes {
                     return Err(StepErr::failed(format!(
                         "VACUUM needs up to {} free in `{d}`, which has {}: free space, or point TMPDIR elsewhere",
@@ -322,8 +323,8 @@ impl crate::run::operation::Executes for Run {
 }
 
 /// Free bytes for unprivileged users in the filesystem holding `dir`.
-fn free_bytes(dir: &str) -> Result<u64, String> {
-    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| format!("cannot read free space of `{dir}`: {e}"))?;
+fn free_bytes(dir: &str) -> nix::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(dir)?;
     Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 

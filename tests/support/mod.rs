@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod test;
 
 use std::path::{Path, PathBuf};
 

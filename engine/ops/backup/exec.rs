@@ -13,7 +13,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::BackupWork;
-use crate::ops::backup::verify;
+use crate::db::DbError;
+use crate::ops::backup::verify::{self, VerifyError};
 use crate::plan::values::{Backend, Target};
 
 /// A failed backup: what went wrong, and what of verification is left for
@@ -24,6 +25,43 @@ pub struct BackupError {
     pub message: String,
     /// A scratch database verification could not drop.
     pub cleanup_failed: Option<String>,
+}
+
+/// Why writing or verifying a backup failed, with its source; the step
+/// reports it as text ([`BackupError::message`]).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot create backup directory `{dir}`: {source}")]
+    CreateDir { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("VACUUM INTO `{path}` failed: {source}")]
+    VacuumInto { path: String, source: DbError },
+    #[error("cannot open the copy `{path}`: {source}")]
+    OpenCopy { path: String, source: DbError },
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("cannot start `{bin}`: {source}; install the PostgreSQL client tools")]
+    Start { bin: String, source: std::io::Error },
+    /// A client binary exited badly; `stderr` is on one line, passwords redacted.
+    #[error("`{program}` failed ({status}): {stderr}")]
+    Child {
+        program: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("verification failed, the backup is unreadable: {0}")]
+    Unreadable(Box<WriteError>),
+    #[error("verification failed, the backup does not restore: {0}")]
+    DoesNotRestore(Box<WriteError>),
+    #[error("cannot read `{path}` back: {source}")]
+    ReadBack { path: String, source: std::io::Error },
+    #[error("verification failed: `{path}` does not end with pg_dump's completion line")]
+    Incomplete { path: String },
+    #[error("cannot fsync `{path}`: {source}")]
+    Fsync { path: String, source: std::io::Error },
+    #[error("cannot rename to `{path}`: {source}")]
+    Rename { path: String, source: std::io::Error },
 }
 
 /// A backup written, verified and renamed into place.
@@ -42,16 +80,16 @@ pub async fn run(work: &BackupWork, target: &Target, timeouts: (u64, u64)) -> Re
     let mut leftover = None;
     let verified = match write_and_verify(work, target, timeouts, &mut leftover).await {
         Ok(v) => v,
-        Err(message) => {
+        Err(e) => {
             return Err(BackupError {
-                message,
+                message: e.to_string(),
                 cleanup_failed: leftover,
             });
         }
     };
-    if let Err(message) = fsync_and_rename(work) {
+    if let Err(e) = fsync_and_rename(work) {
         return Err(BackupError {
-            message,
+            message: e.to_string(),
             cleanup_failed: leftover,
         });
     }
@@ -117,15 +155,19 @@ async fn write_and_verify(
     target: &Target,
     (lock_timeout_ms, statement_timeout_ms): (u64, u64),
     leftover: &mut Option<String>,
-) -> Result<String, String> {
-    std::fs::create_dir_all(&work.dir).map_err(|e| format!("cannot create backup directory `{}`: {e}", work.dir))?;
+) -> Result<String, WriteError> {
+    std::fs::create_dir_all(&work.dir).map_err(|source| WriteError::CreateDir {
+        dir: work.dir.clone(),
+        source,
+    })?;
     let restore = work.verify == "restore";
     match target.backend {
         Backend::Sqlite => {
-            let mut conn = crate::db::connect(target, crate::db::SessionLimits::READ_ONLY)
-                .await
-                .map_err(|e| e.message)?;
-            let copy_failed = |e: crate::db::DbError| format!("VACUUM INTO `{}` failed: {e}", work.temp_path);
+            let mut conn = crate::db::connect(target, crate::db::SessionLimits::READ_ONLY).await?;
+            let copy_failed = |source| WriteError::VacuumInto {
+                path: work.temp_path.clone(),
+                source,
+            };
             let source = if restore {
                 Some(
                     verify::sqlite_copy_and_count(&mut conn, &work.temp_path)
@@ -141,34 +183,30 @@ async fn write_and_verify(
             if work.verify == "no" {
                 return Ok("not verified (verify: no)".into());
             }
-            crate::db::sqlite::integrity_check(&work.temp_path)
-                .await
-                .map_err(|e| e.message)?;
+            crate::db::sqlite::integrity_check(&work.temp_path).await?;
             match source {
                 None => Ok("integrity_check ok".into()),
                 Some((source, exact)) => {
-                    let copy = verify::sqlite_file_counts(&work.temp_path)
-                        .await
-                        .map_err(|e| format!("cannot open the copy `{}`: {e}", work.temp_path))?;
+                    let copy =
+                        verify::sqlite_file_counts(&work.temp_path)
+                            .await
+                            .map_err(|source| WriteError::OpenCopy {
+                                path: work.temp_path.clone(),
+                                source,
+                            })?;
                     if exact {
-                        return verify::compare(&source, &copy, true).map_err(|e| e.to_string());
+                        return Ok(verify::compare(&source, &copy, true)?);
                     }
                     // Written meanwhile: the copy may still match the source now.
-                    let now = verify::sqlite_counts(&mut conn).await.map_err(|e| e.message)?;
-                    verify::compare(&now, &copy, true)
-                        .or_else(|_| verify::compare(&source, &copy, false))
-                        .map_err(|e| e.to_string())
+                    let now = verify::sqlite_counts(&mut conn).await?;
+                    Ok(verify::compare(&now, &copy, true).or_else(|_| verify::compare(&source, &copy, false))?)
                 }
             }
         }
         Backend::Postgres => {
             let conn = PgChildEnv::from_target(target)?;
             let snapshot = if restore {
-                Some(
-                    verify::pg_snapshot(target, Duration::from_millis(statement_timeout_ms))
-                        .await
-                        .map_err(|e| e.to_string())?,
-                )
+                Some(verify::pg_snapshot(target, Duration::from_millis(statement_timeout_ms)).await?)
             } else {
                 None
             };
@@ -190,7 +228,7 @@ async fn write_and_verify(
             run_child("pg_dump", &args, &conn).await?;
             match (snapshot, work.verify.as_str(), work.format.as_str()) {
                 (Some(snapshot), _, _) => {
-                    let source = snapshot.counts().await.map_err(|e| e.to_string())?;
+                    let source = snapshot.counts().await?;
                     restore_and_compare(work, target, &source, leftover).await
                 }
                 (None, "no", _) => Ok("not verified (verify: no)".into()),
@@ -200,7 +238,7 @@ async fn write_and_verify(
                     run_child("pg_restore", &args, &conn)
                         .await
                         .map(|()| "pg_restore read every block".into())
-                        .map_err(|e| format!("verification failed, the backup is unreadable: {e}"))
+                        .map_err(|e| WriteError::Unreadable(Box::new(e)))
                 }
             }
         }
@@ -214,8 +252,8 @@ async fn restore_and_compare(
     target: &Target,
     source: &verify::Counts,
     leftover: &mut Option<String>,
-) -> Result<String, String> {
-    let scratch = verify::create_scratch(target).await.map_err(|e| e.to_string())?;
+) -> Result<String, WriteError> {
+    let scratch = verify::create_scratch(target).await?;
     let result = async {
         let scratch_env = PgChildEnv::from_target(&scratch.target)?;
         let (program, args) = if work.format == "plain" {
@@ -238,9 +276,9 @@ async fn restore_and_compare(
         };
         run_child(program, &args, &scratch_env)
             .await
-            .map_err(|e| format!("verification failed, the backup does not restore: {e}"))?;
-        let restored = scratch.counts().await.map_err(|e| e.to_string())?;
-        verify::compare(source, &restored, true).map_err(|e| e.to_string())
+            .map_err(|e| WriteError::DoesNotRestore(Box::new(e)))?;
+        let restored = scratch.counts().await?;
+        Ok(verify::compare(source, &restored, true)?)
     }
     .await;
     if let Err(e) = scratch.drop_db().await {
@@ -250,15 +288,16 @@ async fn restore_and_compare(
 }
 
 /// A plain dump is complete when pg_dump wrote its closing comment.
-fn verify_plain(path: &str) -> Result<(), String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read `{path}` back: {e}"))?;
+fn verify_plain(path: &str) -> Result<(), WriteError> {
+    let text = std::fs::read(path).map_err(|source| WriteError::ReadBack {
+        path: path.to_string(),
+        source,
+    })?;
     let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(512)..]).to_string();
     if tail.contains("PostgreSQL database dump complete") {
         Ok(())
     } else {
-        Err(format!(
-            "verification failed: `{path}` does not end with pg_dump's completion line"
-        ))
+        Err(WriteError::Incomplete { path: path.to_string() })
     }
 }
 
@@ -269,14 +308,14 @@ struct PgChildEnv {
 }
 
 impl PgChildEnv {
-    fn from_target(target: &Target) -> Result<Self, String> {
-        let ci = crate::db::pg::conninfo(target).map_err(|e| e.message)?;
+    fn from_target(target: &Target) -> Result<Self, WriteError> {
+        let ci = crate::db::pg::conninfo(target)?;
         Ok(Self { vars: ci.child_env() })
     }
 }
 
 /// Runs a PostgreSQL client binary; kills it if this future is dropped.
-async fn run_child(program: &str, args: &[String], env: &PgChildEnv) -> Result<(), String> {
+async fn run_child(program: &str, args: &[String], env: &PgChildEnv) -> Result<(), WriteError> {
     let bin = pg_bin(program);
     let mut cmd = if setpriv_available() {
         let mut c = tokio::process::Command::new("setpriv");
@@ -297,19 +336,16 @@ async fn run_child(program: &str, args: &[String], env: &PgChildEnv) -> Result<(
             None => cmd.env_remove(k),
         };
     }
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| format!("cannot start `{bin}`: {e}; install the PostgreSQL client tools"))?;
+    let out = cmd.output().await.map_err(|source| WriteError::Start { bin, source })?;
     if out.status.success() {
         Ok(())
     } else {
         let stderr = crate::plan::source::redact_passwords(String::from_utf8_lossy(&out.stderr).trim());
-        Err(format!(
-            "`{program}` failed ({}): {}",
-            out.status,
-            crate::db::one_line(&stderr)
-        ))
+        Err(WriteError::Child {
+            program: program.to_string(),
+            status: out.status,
+            stderr: crate::db::one_line(&stderr),
+        })
     }
 }
 
@@ -352,10 +388,16 @@ fn fsync_tree(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()
 }
 
-fn fsync_and_rename(work: &BackupWork) -> Result<(), String> {
+fn fsync_and_rename(work: &BackupWork) -> Result<(), WriteError> {
     let temp = Path::new(&work.temp_path);
-    fsync_tree(temp).map_err(|e| format!("cannot fsync `{}`: {e}", work.temp_path))?;
-    std::fs::rename(temp, &work.path).map_err(|e| format!("cannot rename to `{}`: {e}", work.path))?;
+    fsync_tree(temp).map_err(|source| WriteError::Fsync {
+        path: work.temp_path.clone(),
+        source,
+    })?;
+    std::fs::rename(temp, &work.path).map_err(|source| WriteError::Rename {
+        path: work.path.clone(),
+        source,
+    })?;
     if let Ok(dir) = std::fs::File::open(&work.dir) {
         let _ = dir.sync_all();
     }

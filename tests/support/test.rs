@@ -1,0 +1,155 @@
+//! A scratch directory to run the CLI in, the way an operator does
+//! (just's `Test`): write a plan, run `plan diff` / `plan apply`, get a
+//! [`Ran`] with the exit code, the JSON document and the output as text.
+//!
+//! ```ignore
+//! let t = Test::new();
+//! let p = t.retention_plan(&target, "table: ev, column: ts, older_than: 30 days");
+//! let Ran { code, json, stderr, .. } = t.diff(&p);
+//! assert!(t.apply(&p).success());
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use crate::support::cli::dbmaint;
+
+/// One test's scratch directory (removed when dropped).
+pub(crate) struct Test {
+    dir: tempfile::TempDir,
+}
+
+/// What one command did.
+#[derive(Debug)]
+pub(crate) struct Ran {
+    /// The exit code; `None` when the process was killed (`apply_within`).
+    pub code: Option<i32>,
+    pub status: ExitStatus,
+    /// The whole JSON document printed (`Null` for text output).
+    pub json: serde_json::Value,
+    /// `json["report"]`: an apply's report.
+    pub report: serde_json::Value,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+}
+
+impl Test {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `plan.yaml`: one retention step `purge` with `params` inline.
+    pub fn retention_plan(&self, target: &str, params: &str) -> PathBuf {
+        let path = self.path().join("plan.yaml");
+        std::fs::write(
+            &path,
+            format!("version: 1\nname: rt\ntarget: \"{target}\"\nsteps:\n  purge:\n    retention: {{ {params} }}\n"),
+        )
+        .expect("plan");
+        path
+    }
+
+    /// `plan diff --output json PLAN`.
+    pub fn diff(&self, plan: &Path) -> Ran {
+        self.run(&["--output", "json", "plan", "diff"], plan, None)
+    }
+
+    /// `plan apply --auto-approve PLAN`, text output, logs in `logs/`.
+    pub fn apply(&self, plan: &Path) -> Ran {
+        self.run(&["plan", "apply", "--auto-approve", "--log-dir", "logs"], plan, None)
+    }
+
+    /// The same with `--output json` (see [`Ran::report`]).
+    pub fn apply_json(&self, plan: &Path) -> Ran {
+        let ran = self.run(JSON_APPLY, plan, None);
+        assert!(
+            !ran.json.is_null(),
+            "apply printed no JSON: {}\n{}",
+            ran.stdout,
+            ran.stderr
+        );
+        ran
+    }
+
+    /// [`Self::apply_json`], the process killed past `limit` (its code is
+    /// then `None`).
+    pub fn apply_within(&self, plan: &Path, limit: Duration) -> Ran {
+        self.run(JSON_APPLY, plan, Some(limit))
+    }
+
+    fn run(&self, args: &[&str], plan: &Path, limit: Option<Duration>) -> Ran {
+        let mut cmd = dbmaint(self.path());
+        cmd.args(args).arg(plan);
+        if let Some(l) = limit {
+            cmd.timeout(l);
+        }
+        let out = cmd.output().expect("run dbmaint");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        Ran {
+            code: out.status.code(),
+            status: out.status,
+            report: json["report"].clone(),
+            json,
+            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
+}
+
+/// `plan apply --output json` started in `dir` and left running (to kill
+/// it, or its children, midway), its output piped.
+pub(crate) fn spawn_apply(dir: &Path, plan: &Path) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
+        .current_dir(dir)
+        .args(JSON_APPLY)
+        .arg(plan)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dbmaint")
+}
+
+const JSON_APPLY: &[&str] = &[
+    "--output",
+    "json",
+    "plan",
+    "apply",
+    "--auto-approve",
+    "--log-dir",
+    "logs",
+];
+
+/// Runs SQL with the sqlite3 binary; its trimmed output.
+pub(crate) fn sqlite(db: &Path, sql: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The rows the diff says its first (retention) step deletes.
+pub(crate) fn retention_rows(diff: &serde_json::Value) -> u64 {
+    diff["steps"][0]["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["kind"] == "table")
+        .and_then(|o| o["figures"]["rows"].as_u64())
+        .expect("rows")
+}
