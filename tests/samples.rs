@@ -1,7 +1,9 @@
 //! The sample plans in `plans/` diff and apply end to end against seeded
 //! databases: Django nightly and the standard/full pair on PostgreSQL,
-//! sqlite-app on SQLite. Each apply exits 0 and removes exactly the rows
-//! its retention steps select.
+//! sqlite-app and demo on SQLite. Each apply exits 0 and removes exactly
+//! the rows its retention steps select; each `plan diff -v` is pinned in
+//! `tests/snapshots/diff-<plan>.snap` (times, sizes, counts redacted); on
+//! PostgreSQL the server ran exactly the statements the diff showed.
 
 use std::path::Path;
 
@@ -26,7 +28,7 @@ fn diff_and_apply(dir: &Path, name: &str, env: (&str, &str), vars: &[&str]) -> s
         String::from_utf8_lossy(&diff.stderr)
     );
     assert!(!text.contains("cannot plan"), "{name}:\n{text}");
-    if ["sqlite-app", "standard", "full"].contains(&name) {
+    if ["sqlite-app", "standard", "full", "django-nightly", "demo"].contains(&name) {
         // What a reviewer reads, pinned: steps, markers, objects,
         // statements; times, sizes, counts and paths redacted.
         let verbose = dbmaint(dir)
@@ -212,6 +214,42 @@ fn sqlite_app_plan_runs_end_to_end() {
     );
     assert_eq!(
         std::fs::read_dir(dir.path().join("backups")).expect("backups").count(),
+        1
+    );
+}
+
+#[test]
+fn demo_plan_runs_end_to_end_on_the_demo_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("demo.db");
+    let tables = dbmaint::demo::generate(7, dbmaint::demo::Size::scaled(0.1), chrono::Utc::now());
+    rt().block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
+    let sqlite = |q: &str| crate::support::test::sqlite(&db, q);
+    let old_audit = "SELECT count(*) FROM core_audit_log WHERE created_at < datetime('now', '-90 days', '-1 minute')";
+    assert_ne!(sqlite(old_audit), "0", "the seed has audit rows older than 90 days");
+    let archived_before: i64 =
+        sqlite("SELECT count(*) FROM failed_task WHERE deleted_at < datetime('now', '-365 days', '-1 minute')")
+            .parse()
+            .expect("count");
+    let report = diff_and_apply(dir.path(), "demo", ("DBMAINT_DEMO_DB", db.to_str().expect("path")), &[]);
+    let s = statuses(&report);
+    assert!(s.iter().all(|x| x.ends_with(" succeeded")), "{s:?}");
+    assert_eq!(sqlite(old_audit), "0");
+    assert_eq!(
+        sqlite("SELECT count(*) FROM django_session WHERE expire_date < datetime('now', '-1 minute')"),
+        "0"
+    );
+    let archived: i64 = sqlite("SELECT count(*) FROM failed_task_archive")
+        .parse()
+        .expect("count");
+    assert!(
+        archived > 0 && archived <= archived_before,
+        "{archived} of {archived_before} archived (the purge may drop some)"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("dbmaint-demo-backups"))
+            .expect("backups")
+            .count(),
         1
     );
 }
