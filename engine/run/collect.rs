@@ -16,39 +16,23 @@ pub trait Reporter: Send {
     fn event(&mut self, e: &Event);
 }
 
-/// One step in the final report: predicted against actual.
+/// One step in the final report: its result against what was predicted,
+/// or why it did not run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportStep {
-    pub id: String,
-    pub op: String,
-    pub status: Status,
+    #[serde(flatten)]
+    pub result: StepResult,
     pub predicted: Estimate,
-    pub rows: u64,
-    pub bytes: u64,
-    pub batches: u64,
-    pub statements: u64,
-    pub retries: u64,
-    pub duration_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rolled_back: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cleanup_failed: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deferred: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub partial: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub cascaded: Vec<crate::run::events::Cascaded>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub findings: Vec<crate::run::events::Finding>,
-    #[serde(flatten)]
-    pub measured: serde_json::Map<String, serde_json::Value>,
-    #[serde(skip)]
-    pub lines: Vec<String>,
+}
+
+impl std::ops::Deref for ReportStep {
+    type Target = StepResult;
+
+    fn deref(&self) -> &StepResult {
+        &self.result
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -108,26 +92,9 @@ impl Collector {
                     .steps
                     .iter()
                     .map(|s| ReportStep {
-                        id: s.id.clone(),
-                        op: s.op.clone(),
-                        status: Status::Skipped,
+                        result: StepResult::new(&s.id, &s.op, Status::Skipped),
                         predicted: s.estimate,
-                        rows: 0,
-                        bytes: 0,
-                        batches: 0,
-                        statements: 0,
-                        retries: 0,
-                        duration_ms: 0,
-                        error: None,
-                        rolled_back: None,
-                        cleanup_failed: None,
-                        deferred: None,
-                        partial: None,
-                        cascaded: vec![],
                         skipped: Some("not selected (--step)".into()),
-                        findings: vec![],
-                        measured: serde_json::Map::new(),
-                        lines: vec![],
                     })
                     .collect(),
                 totals: ReportTotals::default(),
@@ -136,23 +103,8 @@ impl Collector {
     }
 
     fn record(&mut self, r: &StepResult) {
-        if let Some(s) = self.report.steps.iter_mut().find(|s| s.id == r.step) {
-            s.status = r.status;
-            s.rows = r.rows;
-            s.bytes = r.bytes;
-            s.batches = r.batches;
-            s.statements = r.statements;
-            s.retries = r.retries;
-            s.duration_ms = r.duration_ms;
-            s.error = r.error.clone();
-            s.rolled_back = r.rolled_back.clone();
-            s.cleanup_failed = r.cleanup_failed.clone();
-            s.deferred = r.deferred.clone();
-            s.partial = r.partial.clone();
-            s.cascaded = r.cascaded.clone();
-            s.findings = r.findings.clone();
-            s.measured = r.measured.clone();
-            s.lines = r.lines.clone();
+        if let Some(s) = self.report.steps.iter_mut().find(|s| s.step == r.step) {
+            s.result = r.clone();
             s.skipped = None;
         }
     }
@@ -191,8 +143,8 @@ impl Reporter for Collector {
                 self.record(result)
             }
             Event::StepSkipped { step, reason, .. } => {
-                if let Some(s) = self.report.steps.iter_mut().find(|s| &s.id == step) {
-                    s.status = Status::Skipped;
+                if let Some(s) = self.report.steps.iter_mut().find(|s| &s.step == step) {
+                    s.result.status = Status::Skipped;
                     s.skipped = Some(reason.clone());
                 }
             }

@@ -93,9 +93,13 @@ impl Finding {
     }
 }
 
-/// A finished step's figures.
+/// A finished step's figures: what the executor returns, the event log
+/// carries and the final report shows (`run::collect::ReportStep` adds the
+/// prediction to it).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepResult {
+    /// The step's id.
+    #[serde(rename = "id")]
     pub step: String,
     pub op: String,
     pub status: Status,
@@ -108,12 +112,16 @@ pub struct StepResult {
     pub batches: u64,
     /// Lock-timeout retries taken.
     pub retries: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What was undone: a rolled-back batch, a removed partial file.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<String>,
     /// What is left for a person when a cleanup itself failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup_failed: Option<String>,
     /// Work not done because of `limits`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub deferred: Option<String>,
     /// Why the step is `partial`: what it did and what it left.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,6 +142,32 @@ pub struct StepResult {
 }
 
 impl StepResult {
+    /// A step with nothing done yet.
+    pub fn new(step: &str, op: &str, status: Status) -> Self {
+        Self {
+            step: step.to_string(),
+            op: op.to_string(),
+            status,
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_ms: 0,
+            rows: 0,
+            bytes: 0,
+            statements: 0,
+            batches: 0,
+            retries: 0,
+            error: None,
+            rolled_back: None,
+            cleanup_failed: None,
+            deferred: None,
+            partial: None,
+            cascaded: vec![],
+            findings: vec![],
+            measured: serde_json::Map::new(),
+            lines: vec![],
+        }
+    }
+
     /// Keeps a report the step measured: its JSON under `key` (a top-level
     /// key of the step in the report) and its lines for the text report.
     pub fn keep_report(&mut self, key: &str, report: &impl Serialize, lines: Vec<String>) {

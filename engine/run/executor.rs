@@ -249,26 +249,8 @@ fn now_text() -> String {
 
 fn empty_result(s: &PlannedStep, status: Status, deferred: Option<String>) -> StepResult {
     StepResult {
-        step: s.id.clone(),
-        op: s.op.clone(),
-        status,
-        started_at: String::new(),
-        finished_at: String::new(),
-        duration_ms: 0,
-        rows: 0,
-        bytes: 0,
-        statements: 0,
-        batches: 0,
-        retries: 0,
-        error: None,
-        rolled_back: None,
-        cleanup_failed: None,
         deferred,
-        partial: None,
-        cascaded: vec![],
-        findings: vec![],
-        measured: serde_json::Map::new(),
-        lines: vec![],
+        ..StepResult::new(&s.id, &s.op, status)
     }
 }
 

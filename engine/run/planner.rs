@@ -139,7 +139,11 @@ impl<'a> PlanCx<'a> {
     }
 }
 
-/// An operation's part of a planned step.
+/// An operation's part of a planned step, as it builds it: `Option`s for
+/// what the planner fills in when the operation says nothing (marker,
+/// estimate, units). [`finish`] resolves it, with the step's settings, into
+/// the `PlannedStep` that is data only — the two stages just keeps as
+/// `UnresolvedRecipe` and `Recipe`, not a copy to merge.
 #[derive(Debug, Default)]
 pub struct Draft {
     pub marker: Option<Marker>,

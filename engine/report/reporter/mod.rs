@@ -64,7 +64,7 @@ pub fn render_text(r: &Report) -> String {
             &mut out,
             format!(
                 "  {mark} {} ({}) {}{}{}",
-                s.id,
+                s.step,
                 if s.op == "sql" {
                     "sql: author SQL"
                 } else {
