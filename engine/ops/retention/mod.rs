@@ -550,12 +550,386 @@ impl Retention {
 
     /// Plans the step's own table (`child: None`) or one of its
     /// inheritance children (`include_children`).
-    fn plan_table(&self, cx: &PlanCx<'_>, child: Option<&crate::run::inspect::TableFacts>) -> Draft {
+    /// Where the step's deleted rows go (`archive:`), checked against the
+    /// table: an archive table must hold every column without changing a
+    /// value. Returns what the SQL needs, what the work needs, and the
+    /// archive table's name with whether this run creates it.
+    fn archive_target(
+        &self,
+        cx: &PlanCx<'_>,
+        t: &crate::run::inspect::TableFacts,
+        child: Option<&crate::run::inspect::TableFacts>,
+    ) -> Result<ArchiveTarget, String> {
+        let (name, step) = (&self.table_name(child), &cx.step.id);
+        let mut archive = None;
+        let mut archive_to = None;
+        let mut archive_note = None;
+        match get(&self.archive) {
+            Some(Archive { table: Some(a), .. }) => {
+                // A child archives into a table of its own columns.
+                let a = match child {
+                    Some(ct) => {
+                        let (schema, n) = a.value.parts();
+                        Ident(match schema {
+                            Some(s) => format!("{s}.{n}_{}", ct.name),
+                            None => format!("{n}_{}", ct.name),
+                        })
+                    }
+                    None => a.value,
+                };
+                let found = cx.table(&a);
+                if let Some(at) = found {
+                    let missing: Vec<&str> = t
+                        .columns
+                        .iter()
+                        .filter(|c| at.column(&c.name).is_none())
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    if !missing.is_empty() {
+                        return Err(format!(
+                            "archive table `{}` lacks columns of `{name}`: {} (step `{step}`); add them or archive elsewhere",
+                            a.0,
+                            missing.join(", ")
+                        ));
+                    }
+                    // An archive that converts a value is a deleted row
+                    // that cannot be restored as it was.
+                    let narrowed: Vec<String> = t
+                        .columns
+                        .iter()
+                        .filter_map(|c| {
+                            let to = at.column(&c.name)?;
+                            (!crate::ops::retention::archivetypes::keeps_values(
+                                cx.backend,
+                                &c.data_type,
+                                &to.data_type,
+                            ))
+                            .then(|| format!("{} {} → {}", c.name, c.data_type, to.data_type))
+                        })
+                        .collect();
+                    if !narrowed.is_empty() {
+                        return Err(format!(
+                            "archive table `{}` would change values of `{name}` (step `{step}`): {}; \
+                                 give those archive columns the source's types (or a lossless widening: see docs/operations.md), \
+                                 or archive into a new table",
+                            a.0,
+                            narrowed.join(", ")
+                        ));
+                    }
+                }
+                let quoted = match found {
+                    Some(at) => cx.quoted(at),
+                    None => Self::archive_name(cx, &a, &t.schema),
+                };
+                archive_note = Some((a.0.clone(), found.is_none()));
+                archive_to = Some(ArchiveTo::Table { name: quoted.clone() });
+                archive = Some(ArchiveSpec::Table {
+                    name: quoted,
+                    exists: found.is_some(),
+                });
+            }
+            Some(Archive { file: Some(f), .. }) => {
+                let f = f.value;
+                archive_to = Some(ArchiveTo::File { path: f.clone() });
+                archive = Some(ArchiveSpec::File { path: f });
+            }
+            _ => {}
+        }
+        Ok(ArchiveTarget {
+            spec: archive,
+            to: archive_to,
+            note: archive_note,
+        })
+    }
+
+    /// What else the deletes touch, shown before they run (safety.md rule
+    /// 13): foreign keys into the table and what they do, their indexes,
+    /// row-level security, DELETE triggers, rows still referenced.
+    fn show_what_deletes_reach(
+        &self,
+        cx: &PlanCx<'_>,
+        t: &crate::run::inspect::TableFacts,
+        facts: &facts::RetentionFacts,
+        name: &str,
+        d: &mut Draft,
+    ) {
         let step = &cx.step.id;
-        let name_owned = match child {
+        let fk_off = self.fk_off(cx);
+        for c in &facts.children {
+            d.object(
+                    match (c.rows > 0, fk_off, self.cascade_allowed() && c.on_delete.acts()) {
+                        (true, true, _) => Marker::Change,
+                        (true, false, true) if c.on_delete == crate::run::inspect::OnDelete::Cascade => Marker::Remove,
+                        (true, false, true) => Marker::Change,
+                        _ => Marker::Read,
+                    },
+                    "foreign key",
+                    c.label.clone(),
+                    if fk_off {
+                        format!(
+                            "ON DELETE {} not enforced (sqlite_foreign_keys: off): {} rows would be left referencing deleted rows (orphans)",
+                            c.on_delete.sql(),
+                            human_count(c.rows)
+                        )
+                    } else if self.cascade_allowed() && c.on_delete == crate::run::inspect::OnDelete::Cascade {
+                        format!(
+                            "ON DELETE CASCADE (on_cascade: allow): {} rows deleted with the rows they reference",
+                            human_count(c.rows)
+                        )
+                    } else if self.cascade_allowed() && c.on_delete.acts() {
+                        format!(
+                            "ON DELETE {} (on_cascade: allow): {} rows changed",
+                            c.on_delete.sql(),
+                            human_count(c.rows)
+                        )
+                    } else {
+                        format!(
+                            "ON DELETE {}: {} referencing rows; rows still referenced are not deleted",
+                            c.on_delete.sql(),
+                            human_count(c.rows)
+                        )
+                    },
+                    serde_json::json!({"on_delete": c.on_delete, "referencing_rows": c.rows, "orphans": fk_off}),
+                );
+        }
+        // SQLite enforces foreign keys per connection: the file cannot say
+        // whether the application does.
+        if cx.backend == Backend::Sqlite && !facts.children.is_empty() && !fk_off {
+            d.warnings.push(format!(
+                "SQLite foreign keys are enforced by this step (PRAGMA foreign_keys=ON, sqlx's default), as counted \
+                     above; if the application runs with them off, set `sqlite_foreign_keys: off` on step `{step}` \
+                     to delete as it would (no cascade; referenced rows deleted, orphans listed)"
+            ));
+        }
+        // The guard looks each deleted row up in every referencing table:
+        // without an index on the referencing columns that is a scan of the
+        // child table per batch.
+        for fk in cx
+            .insp
+            .foreign_keys
+            .iter()
+            .filter(|fk| fk.parent_schema == t.schema && fk.parent_table == t.name)
+        {
+            let indexed = cx
+                .insp
+                .table(Some(&fk.child_schema), &fk.child_table)
+                .is_some_and(|c| fk.child_columns.first().is_some_and(|col| c.has_index_on(col)));
+            if !indexed {
+                d.warnings.push(format!(
+                        "no index on `{}` ({}), which references `{name}`: every batch reads `{}` whole to check that no row references the rows it deletes; add an index on {}({})",
+                        fk.child_table,
+                        fk.child_columns.join(", "),
+                        fk.child_table,
+                        fk.child_table,
+                        fk.child_columns.join(", ")
+                    ));
+            }
+        }
+        if facts.rls_applies {
+            d.warnings.push(format!(
+                    "row-level security on `{name}` applies to this role: rows its policies hide are neither counted nor deleted, \
+                     and stay; run as the table's owner or a role with BYPASSRLS to include them"
+                ));
+        }
+        for tr in &t.delete_triggers {
+            let what = tr.reads.describe();
+            d.object(
+                Marker::Read,
+                "trigger",
+                format!("{name}.{}", tr.name),
+                format!(
+                    "{} DELETE{}{}: fires for the rows this step deletes; {what}",
+                    tr.timing,
+                    if tr.per_row {
+                        " FOR EACH ROW"
+                    } else {
+                        " FOR EACH STATEMENT"
+                    },
+                    if tr.function.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" → {}", tr.function)
+                    }
+                ),
+                serde_json::json!({
+                    "timing": tr.timing, "per_row": tr.per_row, "function": tr.function,
+                    "writes": tr.reads.writes, "may_keep_rows": tr.reads.may_keep_rows,
+                    "may_fail": tr.reads.may_fail, "dynamic_sql": tr.reads.dynamic_sql,
+                }),
+            );
+            if !tr.reads.writes.is_empty() {
+                d.warnings.push(format!(
+                    "trigger `{}` on `{name}` also writes {} for each deleted row: those changes are not in this diff",
+                    tr.name,
+                    tr.reads.writes.join(", ")
+                ));
+            }
+        }
+        if facts.referenced > 0 && get(&self.on_restrict).as_deref() == Some("fail") {
+            d.errors.push(format!(
+                "{} eligible rows of `{name}` are still referenced by other rows (on_restrict: fail): \
+                     delete or detach the referencing rows first, or set `on_restrict: skip` to leave them",
+                human_count(facts.referenced)
+            ));
+        } else if facts.referenced > 0 {
+            d.warnings.push(format!(
+                "{} eligible rows of `{name}` are still referenced by other rows and stay (counted, not deleted)",
+                human_count(facts.referenced)
+            ));
+        }
+    }
+
+    /// The tables around the one the step deletes from: partitions a
+    /// `partitions` step would drop whole, how the name resolved, and
+    /// inheritance children (processed, or not touched and why).
+    fn show_related_tables(
+        &self,
+        cx: &PlanCx<'_>,
+        t: &crate::run::inspect::TableFacts,
+        child: Option<&crate::run::inspect::TableFacts>,
+        facts: &facts::RetentionFacts,
+        name: &str,
+        d: &mut Draft,
+    ) {
+        for part in &facts.partitions {
+            let whole = part.rows > 0 && part.eligible >= part.rows;
+            d.object(
+                Marker::Remove,
+                "partition",
+                part.name.clone(),
+                format!(
+                    "{} of its ~{} rows{}",
+                    human_count(part.eligible),
+                    human_count(part.rows),
+                    if whole {
+                        ": every row is eligible — detaching and dropping this partition would be instant where \
+                             this deletes it row by row"
+                    } else {
+                        ""
+                    }
+                ),
+                serde_json::json!({"eligible_rows": part.eligible, "rows": part.rows, "whole": whole}),
+            );
+        }
+        if let Some(note) = cx.resolution(&self.table.value, t).filter(|_| child.is_none()) {
+            d.object(
+                Marker::Read,
+                "name",
+                self.table.value.0.clone(),
+                note,
+                serde_json::json!({"schema": t.schema, "search_path": cx.insp.search_path}),
+            );
+        }
+        let with_children = get(&self.include_children).unwrap_or(false);
+        for ic in &t.inheritance_children {
+            if with_children {
+                d.object(
+                    Marker::Read,
+                    "inheritance child",
+                    ic.clone(),
+                    "processed too (include_children), ONLY it, with its own columns: see its lines".to_string(),
+                    serde_json::json!({"touched": true}),
+                );
+            } else {
+                d.object(
+                    Marker::Read,
+                    "inheritance child",
+                    ic.clone(),
+                    format!(
+                        "not touched: rows are counted and deleted in `{name}` itself only (DELETE FROM ONLY); \
+                             set `include_children: true`, or give `{ic}` a step of its own"
+                    ),
+                    serde_json::json!({"touched": false}),
+                );
+            }
+        }
+    }
+
+    /// The step's first line, and the refusals of a delete too large to be
+    /// meant: every row (`allow_all_rows`), or more than `max_ratio`.
+    fn summarize(
+        &self,
+        cx: &PlanCx<'_>,
+        facts: &facts::RetentionFacts,
+        z: &Sizing,
+        archive_to: &Option<ArchiveTo>,
+        name: &str,
+        d: &mut Draft,
+    ) {
+        let step = &cx.step.id;
+        let Sizing {
+            rows,
+            batches,
+            batch_size,
+            approx,
+            share,
+            table_rows,
+            windowed,
+        } = *z;
+        d.no_op = rows == 0;
+        let verb = match &archive_to {
+            Some(ArchiveTo::Table { .. }) => "archive and delete",
+            Some(ArchiveTo::File { .. }) => "archive to file and delete",
+            None => "delete",
+        };
+        d.summary = if d.no_op {
+            format!("no rows older than {} in `{name}`", self.older_than.value)
+        } else {
+            let how = if windowed {
+                // Windows of keys: as many batches as windows holding rows.
+                format!(
+                    "key windows of {} (at least {} batch{})",
+                    human_count(batch_size),
+                    human_count(batches),
+                    if batches == 1 { "" } else { "es" }
+                )
+            } else {
+                format!("{} batches of {}", human_count(batches), human_count(batch_size))
+            };
+            format!(
+                "{verb} {approx}{} rows older than {} from `{name}` in {how}",
+                human_count(rows),
+                self.older_than.value,
+            )
+        };
+        // Emptying a table is almost always a wrong cutoff or a wrong unit
+        // (a Julian-day column read as seconds emptied one): say it on the
+        // step's first line and refuse unless the plan says it is meant.
+        if facts.all_rows && rows > ALL_ROWS_MIN {
+            d.summary = format!("ALL ROWS: {}", d.summary);
+            if !get(&self.allow_all_rows).unwrap_or(false) {
+                d.errors.push(format!(
+                        "this would delete every row of `{name}` ({} rows): refused; if that is meant, set `allow_all_rows: true` on step `{step}`",
+                        human_count(rows)
+                    ));
+            }
+        }
+        if let (Some(cap), Some(share)) = (get(&self.max_ratio), share)
+            && share > cap.0
+        {
+            d.errors.push(format!(
+                "this would delete {:.1}% of `{name}` ({} of {}{} rows), more than `max_ratio: {}` allows: refused \
+                     before any batch; check the cutoff, or raise `max_ratio` on step `{step}`",
+                share * 100.0,
+                human_count(rows),
+                if facts.table_rows_exact { "" } else { "~" },
+                human_count(table_rows),
+                cap.0
+            ));
+        }
+    }
+
+    /// The table's name as the diff shows it: the plan's, or a child's.
+    fn table_name(&self, child: Option<&crate::run::inspect::TableFacts>) -> String {
+        match child {
             Some(ct) => format!("{}.{}", ct.schema, ct.name),
             None => self.table.value.0.clone(),
-        };
+        }
+    }
+
+    fn plan_table(&self, cx: &PlanCx<'_>, child: Option<&crate::run::inspect::TableFacts>) -> Draft {
+        let step = &cx.step.id;
+        let name_owned = self.table_name(child);
         let name = &name_owned;
         // The table may be an archive that an upstream step of this run creates.
         let created_by = self.creator_source(cx).filter(|_| child.is_none()).and_then(|src| {
@@ -657,80 +1031,14 @@ impl Retention {
             ..Draft::default()
         };
         let key_quoted = quote_key(&key);
-        let mut archive = None;
-        let mut archive_to = None;
-        let mut archive_note = None;
-        match get(&self.archive) {
-            Some(Archive { table: Some(a), .. }) => {
-                // A child archives into a table of its own columns.
-                let a = match child {
-                    Some(ct) => {
-                        let (schema, n) = a.value.parts();
-                        Ident(match schema {
-                            Some(s) => format!("{s}.{n}_{}", ct.name),
-                            None => format!("{n}_{}", ct.name),
-                        })
-                    }
-                    None => a.value,
-                };
-                let found = cx.table(&a);
-                if let Some(at) = found {
-                    let missing: Vec<&str> = t
-                        .columns
-                        .iter()
-                        .filter(|c| at.column(&c.name).is_none())
-                        .map(|c| c.name.as_str())
-                        .collect();
-                    if !missing.is_empty() {
-                        return Draft::error(format!(
-                            "archive table `{}` lacks columns of `{name}`: {} (step `{step}`); add them or archive elsewhere",
-                            a.0,
-                            missing.join(", ")
-                        ));
-                    }
-                    // An archive that converts a value is a deleted row
-                    // that cannot be restored as it was.
-                    let narrowed: Vec<String> = t
-                        .columns
-                        .iter()
-                        .filter_map(|c| {
-                            let to = at.column(&c.name)?;
-                            (!crate::ops::retention::archivetypes::keeps_values(
-                                cx.backend,
-                                &c.data_type,
-                                &to.data_type,
-                            ))
-                            .then(|| format!("{} {} → {}", c.name, c.data_type, to.data_type))
-                        })
-                        .collect();
-                    if !narrowed.is_empty() {
-                        return Draft::error(format!(
-                            "archive table `{}` would change values of `{name}` (step `{step}`): {}; \
-                             give those archive columns the source's types (or a lossless widening: see docs/operations.md), \
-                             or archive into a new table",
-                            a.0,
-                            narrowed.join(", ")
-                        ));
-                    }
-                }
-                let quoted = match found {
-                    Some(at) => cx.quoted(at),
-                    None => Self::archive_name(cx, &a, &t.schema),
-                };
-                archive_note = Some((a.0.clone(), found.is_none()));
-                archive_to = Some(ArchiveTo::Table { name: quoted.clone() });
-                archive = Some(ArchiveSpec::Table {
-                    name: quoted,
-                    exists: found.is_some(),
-                });
-            }
-            Some(Archive { file: Some(f), .. }) => {
-                let f = f.value;
-                archive_to = Some(ArchiveTo::File { path: f.clone() });
-                archive = Some(ArchiveSpec::File { path: f });
-            }
-            _ => {}
-        }
+        let ArchiveTarget {
+            spec: archive,
+            to: archive_to,
+            note: archive_note,
+        } = match self.archive_target(cx, t, child) {
+            Ok(a) => a,
+            Err(e) => return Draft::error(e),
+        };
         let max_rows = get(&self.max_rows);
         // No batch starts that could pass `max_rows`, so a batch never exceeds it.
         let batch_size = get(&self.batch_size)
@@ -821,181 +1129,9 @@ impl Retention {
                 "oldest": facts.oldest, "newest": facts.newest, "batches": batches, "batch_size": batch_size,
             }),
         );
-        for part in &facts.partitions {
-            let whole = part.rows > 0 && part.eligible >= part.rows;
-            d.object(
-                Marker::Remove,
-                "partition",
-                part.name.clone(),
-                format!(
-                    "{} of its ~{} rows{}",
-                    human_count(part.eligible),
-                    human_count(part.rows),
-                    if whole {
-                        ": every row is eligible — detaching and dropping this partition would be instant where \
-                         this deletes it row by row"
-                    } else {
-                        ""
-                    }
-                ),
-                serde_json::json!({"eligible_rows": part.eligible, "rows": part.rows, "whole": whole}),
-            );
-        }
-        if let Some(note) = cx.resolution(&self.table.value, t).filter(|_| child.is_none()) {
-            d.object(
-                Marker::Read,
-                "name",
-                self.table.value.0.clone(),
-                note,
-                serde_json::json!({"schema": t.schema, "search_path": cx.insp.search_path}),
-            );
-        }
-        let with_children = get(&self.include_children).unwrap_or(false);
-        for ic in &t.inheritance_children {
-            if with_children {
-                d.object(
-                    Marker::Read,
-                    "inheritance child",
-                    ic.clone(),
-                    "processed too (include_children), ONLY it, with its own columns: see its lines".to_string(),
-                    serde_json::json!({"touched": true}),
-                );
-            } else {
-                d.object(
-                    Marker::Read,
-                    "inheritance child",
-                    ic.clone(),
-                    format!(
-                        "not touched: rows are counted and deleted in `{name}` itself only (DELETE FROM ONLY); \
-                         set `include_children: true`, or give `{ic}` a step of its own"
-                    ),
-                    serde_json::json!({"touched": false}),
-                );
-            }
-        }
+        self.show_related_tables(cx, t, child, &facts, name, &mut d);
         let fk_off = self.fk_off(cx);
-        for c in &facts.children {
-            d.object(
-                match (c.rows > 0, fk_off, self.cascade_allowed() && c.on_delete.acts()) {
-                    (true, true, _) => Marker::Change,
-                    (true, false, true) if c.on_delete == crate::run::inspect::OnDelete::Cascade => Marker::Remove,
-                    (true, false, true) => Marker::Change,
-                    _ => Marker::Read,
-                },
-                "foreign key",
-                c.label.clone(),
-                if fk_off {
-                    format!(
-                        "ON DELETE {} not enforced (sqlite_foreign_keys: off): {} rows would be left referencing deleted rows (orphans)",
-                        c.on_delete.sql(),
-                        human_count(c.rows)
-                    )
-                } else if self.cascade_allowed() && c.on_delete == crate::run::inspect::OnDelete::Cascade {
-                    format!(
-                        "ON DELETE CASCADE (on_cascade: allow): {} rows deleted with the rows they reference",
-                        human_count(c.rows)
-                    )
-                } else if self.cascade_allowed() && c.on_delete.acts() {
-                    format!(
-                        "ON DELETE {} (on_cascade: allow): {} rows changed",
-                        c.on_delete.sql(),
-                        human_count(c.rows)
-                    )
-                } else {
-                    format!(
-                        "ON DELETE {}: {} referencing rows; rows still referenced are not deleted",
-                        c.on_delete.sql(),
-                        human_count(c.rows)
-                    )
-                },
-                serde_json::json!({"on_delete": c.on_delete, "referencing_rows": c.rows, "orphans": fk_off}),
-            );
-        }
-        // SQLite enforces foreign keys per connection: the file cannot say
-        // whether the application does.
-        if cx.backend == Backend::Sqlite && !facts.children.is_empty() && !fk_off {
-            d.warnings.push(format!(
-                "SQLite foreign keys are enforced by this step (PRAGMA foreign_keys=ON, sqlx's default), as counted \
-                 above; if the application runs with them off, set `sqlite_foreign_keys: off` on step `{step}` \
-                 to delete as it would (no cascade; referenced rows deleted, orphans listed)"
-            ));
-        }
-        // The guard looks each deleted row up in every referencing table:
-        // without an index on the referencing columns that is a scan of the
-        // child table per batch.
-        for fk in cx
-            .insp
-            .foreign_keys
-            .iter()
-            .filter(|fk| fk.parent_schema == t.schema && fk.parent_table == t.name)
-        {
-            let indexed = cx
-                .insp
-                .table(Some(&fk.child_schema), &fk.child_table)
-                .is_some_and(|c| fk.child_columns.first().is_some_and(|col| c.has_index_on(col)));
-            if !indexed {
-                d.warnings.push(format!(
-                    "no index on `{}` ({}), which references `{name}`: every batch reads `{}` whole to check that no row references the rows it deletes; add an index on {}({})",
-                    fk.child_table,
-                    fk.child_columns.join(", "),
-                    fk.child_table,
-                    fk.child_table,
-                    fk.child_columns.join(", ")
-                ));
-            }
-        }
-        if facts.rls_applies {
-            d.warnings.push(format!(
-                "row-level security on `{name}` applies to this role: rows its policies hide are neither counted nor deleted, \
-                 and stay; run as the table's owner or a role with BYPASSRLS to include them"
-            ));
-        }
-        for tr in &t.delete_triggers {
-            let what = tr.reads.describe();
-            d.object(
-                Marker::Read,
-                "trigger",
-                format!("{name}.{}", tr.name),
-                format!(
-                    "{} DELETE{}{}: fires for the rows this step deletes; {what}",
-                    tr.timing,
-                    if tr.per_row {
-                        " FOR EACH ROW"
-                    } else {
-                        " FOR EACH STATEMENT"
-                    },
-                    if tr.function.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" → {}", tr.function)
-                    }
-                ),
-                serde_json::json!({
-                    "timing": tr.timing, "per_row": tr.per_row, "function": tr.function,
-                    "writes": tr.reads.writes, "may_keep_rows": tr.reads.may_keep_rows,
-                    "may_fail": tr.reads.may_fail, "dynamic_sql": tr.reads.dynamic_sql,
-                }),
-            );
-            if !tr.reads.writes.is_empty() {
-                d.warnings.push(format!(
-                    "trigger `{}` on `{name}` also writes {} for each deleted row: those changes are not in this diff",
-                    tr.name,
-                    tr.reads.writes.join(", ")
-                ));
-            }
-        }
-        if facts.referenced > 0 && get(&self.on_restrict).as_deref() == Some("fail") {
-            d.errors.push(format!(
-                "{} eligible rows of `{name}` are still referenced by other rows (on_restrict: fail): \
-                 delete or detach the referencing rows first, or set `on_restrict: skip` to leave them",
-                human_count(facts.referenced)
-            ));
-        } else if facts.referenced > 0 {
-            d.warnings.push(format!(
-                "{} eligible rows of `{name}` are still referenced by other rows and stay (counted, not deleted)",
-                human_count(facts.referenced)
-            ));
-        }
+        self.show_what_deletes_reach(cx, t, &facts, name, &mut d);
         if let Some(f) = facts.format {
             d.object(
                 Marker::Read,
@@ -1028,37 +1164,7 @@ impl Retention {
                 "no index on `{name}.{column}`: counting and each batch scan the table; consider an index on `{column}`"
             ));
         }
-        match (&archive_to, &archive_note) {
-            (Some(ArchiveTo::Table { .. }), Some((a, created))) => {
-                if *created && rows > 0 {
-                    d.object(
-                        Marker::Create,
-                        "table",
-                        a.clone(),
-                        format!("created with the columns and primary key of `{name}`"),
-                        serde_json::json!({"created": true}),
-                    );
-                }
-                d.object(
-                    Marker::Change,
-                    "table",
-                    a.clone(),
-                    format!("+{approx}{} archived rows", human_count(rows)),
-                    serde_json::json!({"rows": rows}),
-                );
-            }
-            (Some(ArchiveTo::File { path }), _) => d.object(
-                Marker::Create,
-                "file",
-                path.clone(),
-                format!(
-                    "+{approx}{} rows as JSON Lines, fsynced before each batch's delete",
-                    human_count(rows)
-                ),
-                serde_json::json!({"rows": rows}),
-            ),
-            _ => {}
-        }
+        show_archive(&mut d, &archive_to, &archive_note, name, approx, rows);
         if rows > 0 {
             d.statements.extend(sql.create_archive.iter().cloned());
         }
@@ -1079,57 +1185,16 @@ impl Retention {
                 d.statements.push(delete.clone());
             }
         }
-        d.no_op = rows == 0;
-        let verb = match &archive_to {
-            Some(ArchiveTo::Table { .. }) => "archive and delete",
-            Some(ArchiveTo::File { .. }) => "archive to file and delete",
-            None => "delete",
+        let sizing = Sizing {
+            rows,
+            batches,
+            batch_size,
+            approx,
+            share,
+            table_rows,
+            windowed: matches!(sql.batch, BatchSql::Window { .. }),
         };
-        d.summary = if d.no_op {
-            format!("no rows older than {} in `{name}`", self.older_than.value)
-        } else {
-            let how = if matches!(sql.batch, BatchSql::Window { .. }) {
-                // Windows of keys: as many batches as windows holding rows.
-                format!(
-                    "key windows of {} (at least {} batch{})",
-                    human_count(batch_size),
-                    human_count(batches),
-                    if batches == 1 { "" } else { "es" }
-                )
-            } else {
-                format!("{} batches of {}", human_count(batches), human_count(batch_size))
-            };
-            format!(
-                "{verb} {approx}{} rows older than {} from `{name}` in {how}",
-                human_count(rows),
-                self.older_than.value,
-            )
-        };
-        // Emptying a table is almost always a wrong cutoff or a wrong unit
-        // (a Julian-day column read as seconds emptied one): say it on the
-        // step's first line and refuse unless the plan says it is meant.
-        if facts.all_rows && rows > ALL_ROWS_MIN {
-            d.summary = format!("ALL ROWS: {}", d.summary);
-            if !get(&self.allow_all_rows).unwrap_or(false) {
-                d.errors.push(format!(
-                    "this would delete every row of `{name}` ({} rows): refused; if that is meant, set `allow_all_rows: true` on step `{step}`",
-                    human_count(rows)
-                ));
-            }
-        }
-        if let (Some(cap), Some(share)) = (get(&self.max_ratio), share)
-            && share > cap.0
-        {
-            d.errors.push(format!(
-                "this would delete {:.1}% of `{name}` ({} of {}{} rows), more than `max_ratio: {}` allows: refused \
-                 before any batch; check the cutoff, or raise `max_ratio` on step `{step}`",
-                share * 100.0,
-                human_count(rows),
-                if facts.table_rows_exact { "" } else { "~" },
-                human_count(table_rows),
-                cap.0
-            ));
-        }
+        self.summarize(cx, &facts, &sizing, &archive_to, name, &mut d);
         d.estimate = Some(Estimate {
             rows,
             bytes: rows * per_row,
@@ -1158,6 +1223,73 @@ impl Retention {
             },
         ));
         d
+    }
+}
+
+/// A retention step's figures, decided once and shown on several lines.
+#[derive(Debug, Clone, Copy)]
+struct Sizing {
+    /// Rows this run deletes (eligible, capped by `max_rows`).
+    rows: u64,
+    batches: u64,
+    batch_size: u64,
+    /// `~` when the rows are an estimate.
+    approx: &'static str,
+    /// The share of the table's rows, when it has any.
+    share: Option<f64>,
+    table_rows: u64,
+    /// Batches are windows of keys (as many as windows holding rows).
+    windowed: bool,
+}
+
+/// Where a step's deleted rows go, as [`Retention::archive_target`] decided.
+struct ArchiveTarget {
+    spec: Option<ArchiveSpec>,
+    to: Option<ArchiveTo>,
+    /// The archive table's name and whether this run creates it.
+    note: Option<(String, bool)>,
+}
+
+/// The archive's line in the diff: the table created and filled, or the
+/// file written.
+fn show_archive(
+    d: &mut Draft,
+    archive_to: &Option<ArchiveTo>,
+    archive_note: &Option<(String, bool)>,
+    name: &str,
+    approx: &str,
+    rows: u64,
+) {
+    match (&archive_to, &archive_note) {
+        (Some(ArchiveTo::Table { .. }), Some((a, created))) => {
+            if *created && rows > 0 {
+                d.object(
+                    Marker::Create,
+                    "table",
+                    a.clone(),
+                    format!("created with the columns and primary key of `{name}`"),
+                    serde_json::json!({"created": true}),
+                );
+            }
+            d.object(
+                Marker::Change,
+                "table",
+                a.clone(),
+                format!("+{approx}{} archived rows", human_count(rows)),
+                serde_json::json!({"rows": rows}),
+            );
+        }
+        (Some(ArchiveTo::File { path }), _) => d.object(
+            Marker::Create,
+            "file",
+            path.clone(),
+            format!(
+                "+{approx}{} rows as JSON Lines, fsynced before each batch's delete",
+                human_count(rows)
+            ),
+            serde_json::json!({"rows": rows}),
+        ),
+        _ => {}
     }
 }
 
