@@ -7,256 +7,312 @@ use super::spec::{CheckSpec, Finding, SessionAct, SessionTarget};
 use crate::db::DbError;
 use crate::db::pg::USER_RELATIONS;
 use crate::db::query::{Exec, query};
+use crate::ops::check::CheckName as C;
+use crate::ops::check::spec::Severity::{Error, Warning};
 
 /// Runs the `check` step's PostgreSQL checks; each is one set-based query.
 pub async fn run_checks(c: &mut impl Exec, spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
-    use crate::ops::check::CheckName as C;
-    use crate::ops::check::spec::Severity::{Error, Warning};
     let mut out = vec![];
     if spec.runs(C::LongQueries) {
-        // Client sessions only: never autovacuum, replication or dbmaint.
-        type Row = (i32, String, String, f64, String, String, String);
-        let rows: Vec<Row> = query(
-            "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, ''), \
-               extract(epoch FROM clock_timestamp() - query_start)::float8, left(query, 120), \
-               backend_start::text, query_start::text \
-             FROM pg_stat_activity \
-             WHERE backend_type = 'client backend' AND state NOT IN ('idle') AND pid <> pg_backend_pid() \
-               AND coalesce(application_name, '') NOT LIKE 'dbmaint%' AND datname = current_database() \
-               AND query_start < clock_timestamp() - $1 * interval '1 millisecond' ORDER BY query_start",
-        )
-        .bind(spec.max_query_age_ms as f64)
-        .fetch_all_as(&mut *c)
-        .await?;
-        for (pid, user, app, secs, query, backend_start, query_start) in rows {
-            out.push(
-                Finding::new(
-                    C::LongQueries,
-                    Warning,
-                    format!("pid {pid}"),
-                    format!(
-                        "running {secs:.0} s (user `{user}`, application `{app}`): {}",
-                        crate::db::one_line(&query)
-                    ),
-                )
-                .with(serde_json::json!({
-                    "pid": pid, "seconds": secs, "user": user, "application": app,
-                    "backend_start": backend_start, "query_start": query_start,
-                })),
-            );
-        }
+        out.extend(long_queries(c, spec).await?);
     }
     if spec.runs(C::UnusedIndexes) {
-        let rows: Vec<(String, String, String, i64, Option<String>)> = query(format!(
-            "SELECT s.schemaname::text, s.relname::text, s.indexrelname::text, \
-               i.relpages::int8 * current_setting('block_size')::int8, \
-               (SELECT to_char(stats_reset AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
-                  FROM pg_stat_database WHERE datname = current_database()) \
-             FROM pg_stat_user_indexes s JOIN pg_index x ON x.indexrelid = s.indexrelid \
-             JOIN pg_class i ON i.oid = s.indexrelid JOIN pg_namespace n ON n.oid = i.relnamespace \
-             WHERE s.idx_scan = 0 AND NOT x.indisunique AND NOT x.indisprimary AND {USER_RELATIONS} \
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = s.indexrelid) \
-             ORDER BY 4 DESC, 1, 2, 3"
-        ))
-        .fetch_all_as(&mut *c)
-        .await?;
-        for (schema, table, index, bytes, since) in rows {
-            let since = since.map_or("statistics were never reset".into(), |s| {
-                format!("statistics kept since {s}")
-            });
-            out.push(
-                Finding::new(
-                    C::UnusedIndexes,
-                    Warning,
-                    format!("{schema}.{index}"),
-                    format!(
-                        "no scans on `{table}` ({since}); {} to drop or keep",
-                        crate::run::execplan::human_bytes(bytes.max(0) as u64)
-                    ),
-                )
-                .with(serde_json::json!({"table": table, "bytes": bytes})),
-            );
-        }
+        out.extend(unused_indexes(c, spec).await?);
     }
     if spec.runs(C::DuplicateIndexes) {
-        // Same table, key columns, expressions, predicate, operator classes
-        // and collations: identical. A non-unique index whose plain columns
-        // are a left prefix of another's: redundant.
-        let rows: Vec<(String, String, String, String, bool)> = query(format!(
-            "WITH ix AS (SELECT n.nspname::text AS schema, t.relname::text AS tbl, i.relname::text AS idx, \
-                 x.indkey::text AS keys, x.indisunique AS uniq, x.indisprimary AS pk, \
-                 coalesce(pg_get_expr(x.indexprs, x.indrelid), '') AS exprs, \
-                 coalesce(pg_get_expr(x.indpred, x.indrelid), '') AS pred, \
-                 x.indclass::text AS opc, x.indcollation::text AS coll, x.indrelid AS rel \
-               FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
-               JOIN pg_namespace n ON n.oid = t.relnamespace WHERE {USER_RELATIONS}) \
-             SELECT a.schema, a.tbl, a.idx, b.idx, true FROM ix a JOIN ix b ON a.rel = b.rel AND a.idx > b.idx \
-               AND a.keys = b.keys AND a.exprs = b.exprs AND a.pred = b.pred AND a.opc = b.opc AND a.coll = b.coll \
-             UNION ALL \
-             SELECT a.schema, a.tbl, a.idx, b.idx, false FROM ix a JOIN ix b ON a.rel = b.rel AND a.idx <> b.idx \
-               AND NOT a.uniq AND a.exprs = '' AND b.exprs = '' AND a.pred = '' AND b.pred = '' \
-               AND b.keys LIKE a.keys || ' %' AND b.opc LIKE a.opc || ' %' \
-             ORDER BY 1, 2, 3"
-        ))
-        .fetch_all_as(&mut *c)
-        .await?;
-        for (schema, table, index, other, identical) in rows {
-            let message = if identical {
-                format!("identical to `{other}` on `{table}`: one of them can go")
-            } else {
-                format!("its columns lead `{other}` on `{table}`, which serves the same lookups")
-            };
-            out.push(
-                Finding::new(C::DuplicateIndexes, Warning, format!("{schema}.{index}"), message)
-                    .with(serde_json::json!({"table": table, "other": other, "identical": identical})),
-            );
-        }
+        out.extend(duplicate_indexes(c, spec).await?);
     }
     if spec.runs(C::FkWithoutIndex) {
-        // An index serves a foreign key when its leading columns are the
-        // key's columns, in any order.
-        let rows: Vec<(String, String, String, Vec<String>, String)> = query(format!(
-            "SELECT n.nspname::text, t.relname::text, k.conname::text, \
-               ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(attnum, o) \
-                     JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum ORDER BY u.o), \
-               k.confrelid::regclass::text \
-             FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
-             WHERE k.contype = 'f' AND {USER_RELATIONS} AND NOT EXISTS ( \
-               SELECT 1 FROM pg_index x WHERE x.indrelid = k.conrelid AND x.indpred IS NULL \
-                 AND (string_to_array(x.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)] @> k.conkey \
-                 AND (string_to_array(x.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)] <@ k.conkey) \
-             ORDER BY 1, 2, 3"
-        ))
-        .fetch_all_as(&mut *c)
-        .await?;
-        for (schema, table, constraint, columns, parent) in rows {
-            out.push(
-                Finding::new(
-                    C::FkWithoutIndex,
-                    Warning,
-                    format!("{schema}.{table}"),
-                    format!(
-                        "foreign key `{constraint}` ({}) → {parent} has no index: deletes on {parent} scan `{table}`",
-                        columns.join(", ")
-                    ),
-                )
-                .with(serde_json::json!({"constraint": constraint, "columns": columns, "references": parent})),
-            );
-        }
+        out.extend(fk_without_index(c, spec).await?);
     }
     if spec.runs(C::Connections) {
-        let (used, max): (i64, i64) = query(
-            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
-               current_setting('max_connections')::int8",
-        )
-        .fetch_one_as(&mut *c)
-        .await?;
-        let ratio = used as f64 / max.max(1) as f64;
-        if ratio > spec.max_connections_ratio {
-            out.push(
-                Finding::new(
-                    C::Connections,
-                    if ratio >= 0.95 { Error } else { Warning },
-                    "server",
-                    format!("{used} of max_connections {max} in use ({:.0}%)", ratio * 100.0),
-                )
-                .with(serde_json::json!({"used": used, "max": max, "ratio": ratio})),
-            );
-        }
+        out.extend(connections(c, spec).await?);
     }
     if spec.runs(C::Locks) {
-        let rows: Vec<(i32, Vec<i32>, f64, String)> = query(
-            "SELECT pid, pg_blocking_pids(pid), \
-               coalesce(extract(epoch FROM clock_timestamp() - state_change), 0)::float8, left(query, 120) \
-             FROM pg_stat_activity WHERE datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0 \
-             ORDER BY state_change",
-        )
-        .fetch_all_as(&mut *c)
-        .await?;
-        for (pid, blockers, secs, query) in rows {
-            let by: Vec<String> = blockers.iter().map(|b| b.to_string()).collect();
+        out.extend(locks(c, spec).await?);
+    }
+    if spec.runs(C::XidAge) {
+        out.extend(xid_age(c, spec).await?);
+    }
+    if spec.runs(C::Sequences) {
+        out.extend(sequences(c, spec).await?);
+    }
+    Ok(out)
+}
+
+/// Client sessions running one query longer than `max_query_age`.
+async fn long_queries(c: &mut impl Exec, spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
+    let mut out = vec![];
+    // Client sessions only: never autovacuum, replication or dbmaint.
+    type Row = (i32, String, String, f64, String, String, String);
+    let rows: Vec<Row> = query(
+        "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, ''), \
+           extract(epoch FROM clock_timestamp() - query_start)::float8, left(query, 120), \
+           backend_start::text, query_start::text \
+         FROM pg_stat_activity \
+         WHERE backend_type = 'client backend' AND state NOT IN ('idle') AND pid <> pg_backend_pid() \
+           AND coalesce(application_name, '') NOT LIKE 'dbmaint%' AND datname = current_database() \
+           AND query_start < clock_timestamp() - $1 * interval '1 millisecond' ORDER BY query_start",
+    )
+    .bind(spec.max_query_age_ms as f64)
+    .fetch_all_as(&mut *c)
+    .await?;
+    for (pid, user, app, secs, query, backend_start, query_start) in rows {
+        out.push(
+            Finding::new(
+                C::LongQueries,
+                Warning,
+                format!("pid {pid}"),
+                format!(
+                    "running {secs:.0} s (user `{user}`, application `{app}`): {}",
+                    crate::db::one_line(&query)
+                ),
+            )
+            .with(serde_json::json!({
+                "pid": pid, "seconds": secs, "user": user, "application": app,
+                "backend_start": backend_start, "query_start": query_start,
+            })),
+        );
+    }
+    Ok(out)
+}
+
+/// Indexes never scanned since the statistics were reset (not unique, not backing a constraint).
+async fn unused_indexes(c: &mut impl Exec, _spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
+    let mut out = vec![];
+    let rows: Vec<(String, String, String, i64, Option<String>)> = query(format!(
+        "SELECT s.schemaname::text, s.relname::text, s.indexrelname::text, \
+           i.relpages::int8 * current_setting('block_size')::int8, \
+           (SELECT to_char(stats_reset AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+              FROM pg_stat_database WHERE datname = current_database()) \
+         FROM pg_stat_user_indexes s JOIN pg_index x ON x.indexrelid = s.indexrelid \
+         JOIN pg_class i ON i.oid = s.indexrelid JOIN pg_namespace n ON n.oid = i.relnamespace \
+         WHERE s.idx_scan = 0 AND NOT x.indisunique AND NOT x.indisprimary AND {USER_RELATIONS} \
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = s.indexrelid) \
+         ORDER BY 4 DESC, 1, 2, 3"
+    ))
+    .fetch_all_as(&mut *c)
+    .await?;
+    for (schema, table, index, bytes, since) in rows {
+        let since = since.map_or("statistics were never reset".into(), |s| {
+            format!("statistics kept since {s}")
+        });
+        out.push(
+            Finding::new(
+                C::UnusedIndexes,
+                Warning,
+                format!("{schema}.{index}"),
+                format!(
+                    "no scans on `{table}` ({since}); {} to drop or keep",
+                    crate::run::execplan::human_bytes(bytes.max(0) as u64)
+                ),
+            )
+            .with(serde_json::json!({"table": table, "bytes": bytes})),
+        );
+    }
+    Ok(out)
+}
+
+/// Indexes identical to another, or whose columns lead another's.
+async fn duplicate_indexes(c: &mut impl Exec, _spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
+    let mut out = vec![];
+    // Same table, key columns, expressions, predicate, operator classes
+    // and collations: identical. A non-unique index whose plain columns
+    // are a left prefix of another's: redundant.
+    let rows: Vec<(String, String, String, String, bool)> = query(format!(
+        "WITH ix AS (SELECT n.nspname::text AS schema, t.relname::text AS tbl, i.relname::text AS idx, \
+             x.indkey::text AS keys, x.indisunique AS uniq, x.indisprimary AS pk, \
+             coalesce(pg_get_expr(x.indexprs, x.indrelid), '') AS exprs, \
+             coalesce(pg_get_expr(x.indpred, x.indrelid), '') AS pred, \
+             x.indclass::text AS opc, x.indcollation::text AS coll, x.indrelid AS rel \
+           FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
+           JOIN pg_namespace n ON n.oid = t.relnamespace WHERE {USER_RELATIONS}) \
+         SELECT a.schema, a.tbl, a.idx, b.idx, true FROM ix a JOIN ix b ON a.rel = b.rel AND a.idx > b.idx \
+           AND a.keys = b.keys AND a.exprs = b.exprs AND a.pred = b.pred AND a.opc = b.opc AND a.coll = b.coll \
+         UNION ALL \
+         SELECT a.schema, a.tbl, a.idx, b.idx, false FROM ix a JOIN ix b ON a.rel = b.rel AND a.idx <> b.idx \
+           AND NOT a.uniq AND a.exprs = '' AND b.exprs = '' AND a.pred = '' AND b.pred = '' \
+           AND b.keys LIKE a.keys || ' %' AND b.opc LIKE a.opc || ' %' \
+         ORDER BY 1, 2, 3"
+    ))
+    .fetch_all_as(&mut *c)
+    .await?;
+    for (schema, table, index, other, identical) in rows {
+        let message = if identical {
+            format!("identical to `{other}` on `{table}`: one of them can go")
+        } else {
+            format!("its columns lead `{other}` on `{table}`, which serves the same lookups")
+        };
+        out.push(
+            Finding::new(C::DuplicateIndexes, Warning, format!("{schema}.{index}"), message)
+                .with(serde_json::json!({"table": table, "other": other, "identical": identical})),
+        );
+    }
+    Ok(out)
+}
+
+/// Foreign keys without an index on their columns.
+async fn fk_without_index(c: &mut impl Exec, _spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
+    let mut out = vec![];
+    // An index serves a foreign key when its leading columns are the
+    // key's columns, in any order.
+    let rows: Vec<(String, String, String, Vec<String>, String)> = query(format!(
+        "SELECT n.nspname::text, t.relname::text, k.conname::text, \
+           ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(attnum, o) \
+                 JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum ORDER BY u.o), \
+           k.confrelid::regclass::text \
+         FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE k.contype = 'f' AND {USER_RELATIONS} AND NOT EXISTS ( \
+           SELECT 1 FROM pg_index x WHERE x.indrelid = k.conrelid AND x.indpred IS NULL \
+             AND (string_to_array(x.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)] @> k.conkey \
+             AND (string_to_array(x.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)] <@ k.conkey) \
+         ORDER BY 1, 2, 3"
+    ))
+    .fetch_all_as(&mut *c)
+    .await?;
+    for (schema, table, constraint, columns, parent) in rows {
+        out.push(
+            Finding::new(
+                C::FkWithoutIndex,
+                Warning,
+                format!("{schema}.{table}"),
+                format!(
+                    "foreign key `{constraint}` ({}) → {parent} has no index: deletes on {parent} scan `{table}`",
+                    columns.join(", ")
+                ),
+            )
+            .with(serde_json::json!({"constraint": constraint, "columns": columns, "references": parent})),
+        );
+    }
+    Ok(out)
+}
+
+/// Client connections against `max_connections`.
+async fn connections(c: &mut impl Exec, spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
+    let mut out = vec![];
+    let (used, max): (i64, i64) = query(
+        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
+           current_setting('max_connections')::int8",
+    )
+    .fetch_one_as(&mut *c)
+    .await?;
+    let ratio = used as f64 / max.max(1) as f64;
+    if ratio > spec.max_connections_ratio {
+        out.push(
+            Finding::new(
+                C::Connections,
+                if ratio >= 0.95 { Error } else { Warning },
+                "server",
+                format!("{used} of max_connections {max} in use ({:.0}%)", ratio * 100.0),
+            )
+            .with(serde_json::json!({"used": used, "max": max, "ratio": ratio})),
+        );
+    }
+    Ok(out)
+}
+
+/// Sessions blocked by others, and by whom.
+async fn locks(c: &mut impl Exec, _spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
+    let mut out = vec![];
+    let rows: Vec<(i32, Vec<i32>, f64, String)> = query(
+        "SELECT pid, pg_blocking_pids(pid), \
+           coalesce(extract(epoch FROM clock_timestamp() - state_change), 0)::float8, left(query, 120) \
+         FROM pg_stat_activity WHERE datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0 \
+         ORDER BY state_change",
+    )
+    .fetch_all_as(&mut *c)
+    .await?;
+    for (pid, blockers, secs, query) in rows {
+        let by: Vec<String> = blockers.iter().map(|b| b.to_string()).collect();
+        out.push(
+            Finding::new(
+                C::Locks,
+                Warning,
+                format!("pid {pid}"),
+                format!(
+                    "blocked for {secs:.0} s by pid {}: {}",
+                    by.join(", "),
+                    crate::db::one_line(&query)
+                ),
+            )
+            .with(serde_json::json!({"pid": pid, "blocked_by": blockers, "seconds": secs})),
+        );
+    }
+    Ok(out)
+}
+
+/// Transaction ID age of the database and its oldest tables.
+async fn xid_age(c: &mut impl Exec, spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
+    let mut out = vec![];
+    let rows: Vec<(String, i64)> = query(format!(
+        "SELECT 'database ' || current_database(), (SELECT age(datfrozenxid)::int8 FROM pg_database WHERE datname = current_database()) \
+         UNION ALL \
+         (SELECT 'table ' || n.nspname || '.' || c.relname, age(c.relfrozenxid)::int8 FROM pg_class c \
+            JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.relkind IN ('r', 'm', 't') AND {USER_RELATIONS} ORDER BY 2 DESC LIMIT 20)"
+    ))
+    .fetch_all_as(&mut *c)
+    .await?;
+    for (object, age) in rows {
+        let ratio = age as f64 / crate::ops::check::spec::XID_HORIZON;
+        if ratio > spec.max_xid_age_ratio {
             out.push(
                 Finding::new(
-                    C::Locks,
-                    Warning,
-                    format!("pid {pid}"),
+                    C::XidAge,
+                    if ratio >= 0.9 { Error } else { Warning },
+                    object,
                     format!(
-                        "blocked for {secs:.0} s by pid {}: {}",
-                        by.join(", "),
-                        crate::db::one_line(&query)
+                        "transaction ID age {age}: {:.1}% of the wraparound horizon used; VACUUM (FREEZE) it",
+                        ratio * 100.0
                     ),
                 )
-                .with(serde_json::json!({"pid": pid, "blocked_by": blockers, "seconds": secs})),
+                .with(serde_json::json!({"age": age, "ratio": ratio})),
             );
         }
     }
-    if spec.runs(C::XidAge) {
-        let rows: Vec<(String, i64)> = query(format!(
-            "SELECT 'database ' || current_database(), (SELECT age(datfrozenxid)::int8 FROM pg_database WHERE datname = current_database()) \
-             UNION ALL \
-             (SELECT 'table ' || n.nspname || '.' || c.relname, age(c.relfrozenxid)::int8 FROM pg_class c \
-                JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE c.relkind IN ('r', 'm', 't') AND {USER_RELATIONS} ORDER BY 2 DESC LIMIT 20)"
-        ))
-        .fetch_all_as(&mut *c)
-        .await?;
-        for (object, age) in rows {
-            let ratio = age as f64 / crate::ops::check::spec::XID_HORIZON;
-            if ratio > spec.max_xid_age_ratio {
-                out.push(
-                    Finding::new(
-                        C::XidAge,
-                        if ratio >= 0.9 { Error } else { Warning },
-                        object,
-                        format!(
-                            "transaction ID age {age}: {:.1}% of the wraparound horizon used; VACUUM (FREEZE) it",
-                            ratio * 100.0
-                        ),
-                    )
-                    .with(serde_json::json!({"age": age, "ratio": ratio})),
-                );
-            }
-        }
-    }
-    if spec.runs(C::Sequences) {
-        // The owning column's type bounds a sequence before its own maximum.
-        let rows: Vec<(String, Option<i64>, f64, Option<String>)> = query(
-            "SELECT s.schemaname || '.' || s.sequencename, s.last_value, \
-               LEAST(s.max_value::float8, CASE format_type(a.atttypid, NULL) \
-                 WHEN 'smallint' THEN 32767 WHEN 'integer' THEN 2147483647 ELSE s.max_value::float8 END), \
-               t.relname || '.' || a.attname \
-             FROM pg_sequences s \
-             JOIN pg_namespace sn ON sn.nspname = s.schemaname \
-             JOIN pg_class sc ON sc.relname = s.sequencename AND sc.relnamespace = sn.oid \
-             LEFT JOIN pg_depend d ON d.objid = sc.oid AND d.classid = 'pg_class'::regclass \
-               AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') \
-             LEFT JOIN pg_class t ON t.oid = d.refobjid \
-             LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
-             WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema', 'dbmaint') ORDER BY 1",
-        )
-        .fetch_all_as(&mut *c)
-        .await?;
-        for (seq, last, max, column) in rows {
-            let Some(last) = last else { continue };
-            let ratio = last as f64 / max.max(1.0);
-            if ratio > spec.max_sequence_ratio {
-                out.push(
-                    Finding::new(
-                        C::Sequences,
-                        if ratio >= 0.95 { Error } else { Warning },
-                        seq,
-                        format!(
-                            "at {last} of {max:.0} ({:.1}% used){}",
-                            ratio * 100.0,
-                            column
-                                .as_deref()
-                                .map(|c| format!(", feeding `{c}`"))
-                                .unwrap_or_default()
-                        ),
-                    )
-                    .with(serde_json::json!({"last_value": last, "max": max, "ratio": ratio, "column": column})),
-                );
-            }
+    Ok(out)
+}
+
+/// Sequences near their maximum (or their column type's).
+async fn sequences(c: &mut impl Exec, spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
+    let mut out = vec![];
+    // The owning column's type bounds a sequence before its own maximum.
+    let rows: Vec<(String, Option<i64>, f64, Option<String>)> = query(
+        "SELECT s.schemaname || '.' || s.sequencename, s.last_value, \
+           LEAST(s.max_value::float8, CASE format_type(a.atttypid, NULL) \
+             WHEN 'smallint' THEN 32767 WHEN 'integer' THEN 2147483647 ELSE s.max_value::float8 END), \
+           t.relname || '.' || a.attname \
+         FROM pg_sequences s \
+         JOIN pg_namespace sn ON sn.nspname = s.schemaname \
+         JOIN pg_class sc ON sc.relname = s.sequencename AND sc.relnamespace = sn.oid \
+         LEFT JOIN pg_depend d ON d.objid = sc.oid AND d.classid = 'pg_class'::regclass \
+           AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') \
+         LEFT JOIN pg_class t ON t.oid = d.refobjid \
+         LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+         WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema', 'dbmaint') ORDER BY 1",
+    )
+    .fetch_all_as(&mut *c)
+    .await?;
+    for (seq, last, max, column) in rows {
+        let Some(last) = last else { continue };
+        let ratio = last as f64 / max.max(1.0);
+        if ratio > spec.max_sequence_ratio {
+            out.push(
+                Finding::new(
+                    C::Sequences,
+                    if ratio >= 0.95 { Error } else { Warning },
+                    seq,
+                    format!(
+                        "at {last} of {max:.0} ({:.1}% used){}",
+                        ratio * 100.0,
+                        column
+                            .as_deref()
+                            .map(|c| format!(", feeding `{c}`"))
+                            .unwrap_or_default()
+                    ),
+                )
+                .with(serde_json::json!({"last_value": last, "max": max, "ratio": ratio, "column": column})),
+            );
         }
     }
     Ok(out)
