@@ -23,6 +23,7 @@ pub mod ops;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod schedule;
 
 pub use plan::load::{LoadOptions, Loaded};
 

@@ -151,6 +151,13 @@ fn read_saved(path: &Path) -> Option<Result<SavedPlan, SavedPlanError>> {
 }
 
 pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
+    // The log directory first: a run that could not be logged never starts.
+    let log_dir = match crate::state::log_dir(args.log_dir.as_deref())
+        .and_then(|d| crate::state::ensure_writable(&d).map(|()| d))
+    {
+        Ok(d) => d,
+        Err(e) => return fail(cli, &Failure::error(e)),
+    };
     let saved = match read_saved(&args.plan.plan) {
         Some(Ok(s)) => Some(s),
         Some(Err(e)) => return fail(cli, &Failure::error(e.to_string())),
@@ -280,7 +287,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
     let opts = ApplyOptions {
         parallelism: args.parallelism,
         only: (!args.steps.is_empty()).then(|| args.steps.clone()),
-        log_dir: Some(args.log_dir.clone()),
+        log_dir: Some(log_dir.clone()),
     };
     match run::apply(
         &ep,
@@ -292,6 +299,13 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
     .await
     {
         Ok(report) => {
+            if let Some(keep) = args.log_keep {
+                for old in crate::state::prune(&log_dir, &ep.plan, keep) {
+                    if cli.verbose > 0 {
+                        eprintln!("removed the old run log `{}` (--log-keep {keep})", old.display());
+                    }
+                }
+            }
             match cli.output {
                 Output::Json => println!(
                     "{}",

@@ -12,6 +12,8 @@ use dbmaint::run::exit;
 use dbmaint::{LoadOptions, Loaded, load};
 
 mod commands;
+mod schedule;
+mod state;
 use commands::{apply, demo, diff, history, inspect, runtime};
 
 #[derive(Debug, Parser)]
@@ -33,6 +35,12 @@ pub(crate) struct Cli {
     /// Less output.
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
+    /// Run as if started in DIR (like `git -C`): relative paths on the
+    /// command line and in the plan (backup `dir`, archive files, SQLite
+    /// targets) are taken from there — what a scheduler that starts in `/`
+    /// needs.
+    #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
+    pub(crate) directory: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,6 +102,9 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
     },
+    /// Run a plan on its `schedule`: artifacts for cron, systemd or Kubernetes.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Print the plan format's JSON Schema.
     Schema,
     /// Print shell completions.
@@ -157,9 +168,13 @@ pub(crate) struct ApplyArgs {
     /// than were reviewed (said in the report); without it such a plan is refused.
     #[arg(long)]
     pub(crate) accept_drift: bool,
-    /// Where the JSON Lines event log and the report go.
-    #[arg(long, default_value = "dbmaint-logs")]
-    pub(crate) log_dir: PathBuf,
+    /// Where the run's JSON Lines event log goes [default: $XDG_STATE_HOME/dbmaint/logs,
+    /// else ~/.local/state/dbmaint/logs]; a service sets /var/log/dbmaint.
+    #[arg(long, env = "DBMAINT_LOG_DIR", value_name = "DIR")]
+    pub(crate) log_dir: Option<PathBuf>,
+    /// Keep only this plan's newest N run logs in the log directory.
+    #[arg(long, value_name = "N")]
+    pub(crate) log_keep: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +238,12 @@ fn quiet_on_broken_pipe() {
 fn main() -> ExitCode {
     quiet_on_broken_pipe();
     let cli = Cli::parse();
+    if let Some(dir) = &cli.directory
+        && let Err(e) = std::env::set_current_dir(dir)
+    {
+        eprintln!("error: cannot change to directory `{}` (-C): {e}", dir.display());
+        return ExitCode::from(exit::ERROR as u8);
+    }
     let code = match &cli.command {
         Command::Plan(PlanCommand::Validate(args)) => validate(&cli, args),
         Command::Plan(PlanCommand::Show { plan, format }) => show(&cli, plan, *format),
@@ -240,6 +261,7 @@ fn main() -> ExitCode {
             exact,
         } => runtime().block_on(inspect(&cli, target, *report, *top, *exact)),
         Command::Demo { db, force, seed, scale } => runtime().block_on(demo(&cli, db, *force, *seed, *scale)),
+        Command::Schedule(schedule::ScheduleCommand::Export(args)) => schedule::export(&cli, args),
         Command::Schema => {
             print!("{}", dbmaint::plan_schema_json());
             exit::OK
@@ -252,7 +274,7 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-fn load_plan(args: &PlanArgs) -> Loaded {
+pub(crate) fn load_plan(args: &PlanArgs) -> Loaded {
     let mut opts = LoadOptions::from_process();
     opts.env = args.env.clone();
     opts.vars = args.vars.clone();

@@ -45,7 +45,12 @@ steps:
 
 pub(crate) fn dbmaint(dir: &Path) -> Command {
     let mut c = Command::cargo_bin("dbmaint").expect("binary");
-    c.current_dir(dir).env_remove("DATABASE_URL").env("NO_COLOR", "1");
+    // Run logs default to the state directory: the test's own, never HOME's.
+    c.current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("DBMAINT_LOG_DIR")
+        .env("XDG_STATE_HOME", dir.join(".state"))
+        .env("NO_COLOR", "1");
     c
 }
 

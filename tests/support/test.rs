@@ -114,6 +114,7 @@ impl Test {
 pub(crate) fn spawn_apply(dir: &Path, plan: &Path) -> std::process::Child {
     std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
         .current_dir(dir)
+        .env("XDG_STATE_HOME", dir.join(".state"))
         .args(JSON_APPLY)
         .arg(plan)
         .stdout(std::process::Stdio::piped())

@@ -1,0 +1,97 @@
+//! Where run logs go (issue 13 §4): the platform's state directory by
+//! default, never the current directory; an unwritable directory refuses
+//! the run before it touches the database; `--log-keep` prunes a plan's
+//! older run logs.
+
+use std::path::Path;
+
+use crate::support::cli::dbmaint;
+use crate::support::test::sqlite;
+
+fn plan(dir: &Path) -> std::path::PathBuf {
+    sqlite(
+        &dir.join("app.db"),
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, at TEXT NOT NULL); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) \
+         INSERT INTO ev (at) SELECT datetime('now', '-' || i || ' days') FROM n;",
+    );
+    let p = dir.join("p.yaml");
+    std::fs::write(
+        &p,
+        "version: 1\nname: logs\ntarget: \"sqlite:app.db\"\nsteps:\n  purge:\n    retention: { table: ev, column: at, older_than: 40 days }\n",
+    )
+    .expect("plan");
+    p
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn run_logs_go_to_the_state_directory_and_keep_prunes_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(dir.path());
+    let state = dir.path().join("xdg-state");
+    let apply = |extra: &[&str]| {
+        dbmaint(dir.path())
+            .env("XDG_STATE_HOME", &state)
+            .args(["plan", "apply", "--auto-approve"])
+            .args(extra)
+            .arg(&p)
+            .output()
+            .expect("apply")
+    };
+    let out = apply(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let logs = state.join("dbmaint/logs");
+    let first = names(&logs);
+    assert_eq!(first.len(), 2, "the event log and the report: {first:?}");
+    assert!(first.iter().all(|n| n.starts_with("logs-run1-")), "{first:?}");
+    assert!(
+        !names(dir.path()).iter().any(|n| n.contains("log")),
+        "nothing in the current directory: {:?}",
+        names(dir.path())
+    );
+    // Two more runs, keeping two: the first run's files go.
+    assert!(apply(&[]).status.success());
+    assert!(apply(&["--log-keep", "2"]).status.success());
+    let kept = names(&logs);
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert!(!kept.iter().any(|n| n.starts_with("logs-run1-")), "{kept:?}");
+}
+
+#[test]
+fn an_unwritable_log_directory_refuses_the_run_before_any_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(dir.path());
+    std::fs::write(dir.path().join("blocked"), b"a file, not a directory").expect("write");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve", "--log-dir", "blocked/logs"])
+        .arg(&p)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("blocked/logs") && err.contains("not writable"), "{err}");
+    assert_eq!(
+        sqlite(&dir.path().join("app.db"), "SELECT count(*) FROM ev"),
+        "50",
+        "nothing deleted"
+    );
+    // Not even a journal: the run never started.
+    assert_eq!(
+        sqlite(
+            &dir.path().join("app.db"),
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'dbmaint%'"
+        ),
+        "0"
+    );
+}
