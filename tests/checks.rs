@@ -140,7 +140,8 @@ fn postgres_checks_find_what_was_planted() {
         "  after:\n    needs: [health]\n    analyze: {}\n",
     );
     let out = apply(dir.path(), &plan);
-    assert_eq!(out.status.code(), Some(1));
+    // Exit 6: the checks found problems; dbmaint itself worked (not 1).
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("2 findings at or above `fail_on: warning`"), "{stdout}");
     assert!(stdout.contains("error sequences public.s_id_seq"), "{stdout}");

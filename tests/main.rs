@@ -11,6 +11,7 @@ mod kill;
 mod limits;
 mod lock;
 mod logs;
+mod monitor;
 mod names;
 mod overlays;
 mod partitions;

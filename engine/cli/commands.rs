@@ -325,7 +325,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
 /// The target of a command without a plan to run: `--target` > the plan
 /// of `--plan` > DATABASE_URL > the libpq environment; and where it came
 /// from, for the header.
-fn target_arg(cli: &Cli, args: &TargetArgs) -> Result<(dbmaint::plan::values::Target, String), i32> {
+pub(crate) fn target_arg(cli: &Cli, args: &TargetArgs) -> Result<(dbmaint::plan::values::Target, String), i32> {
     let mut opts = dbmaint::LoadOptions::from_process();
     opts.target = args.target.clone();
     if let Some(plan) = &args.plan {

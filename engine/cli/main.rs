@@ -12,6 +12,7 @@ use dbmaint::run::exit;
 use dbmaint::{LoadOptions, Loaded, load};
 
 mod commands;
+mod probe;
 mod schedule;
 mod state;
 use commands::{apply, demo, diff, history, inspect, runtime};
@@ -72,6 +73,16 @@ enum Command {
         limit: u64,
         /// One run's id.
         run_id: Option<i64>,
+        /// A probe instead of the list: exit 6 (ALERT) when the last
+        /// successful run is older than this (e.g. `26h`), or there is none.
+        #[arg(long, value_name = "DURATION", conflicts_with = "run_id")]
+        stale_after: Option<String>,
+        /// With --stale-after: only runs of this plan [default: the plan of --plan, else any].
+        #[arg(long, value_name = "PLAN_NAME")]
+        name: Option<String>,
+        /// text, or nagios: one plugin line and exit 0/1/2/3.
+        #[arg(long, value_enum, default_value_t = ProbeFormat::Text)]
+        format: ProbeFormat,
     },
     /// The read-only reports of `stats`, `bloat` or `check` without a plan.
     Inspect {
@@ -86,6 +97,12 @@ enum Command {
         /// bloat: exact figures from pgstattuple when it is installed (reads every page).
         #[arg(long)]
         exact: bool,
+        /// checks: exit 6 (ALERT) when a finding is at or above this severity.
+        #[arg(long, value_enum, value_name = "SEVERITY")]
+        fail_on: Option<FailOnArg>,
+        /// checks: text, or nagios: one plugin line and exit 0/1/2/3.
+        #[arg(long, value_enum, default_value_t = ProbeFormat::Text)]
+        format: ProbeFormat,
     },
     /// Create a SQLite database with realistic data, diff and apply `plans/demo.yaml` on it.
     Demo {
@@ -112,6 +129,20 @@ enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+}
+
+/// How a probe (`inspect checks`, `history --stale-after`) answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProbeFormat {
+    Text,
+    /// The Nagios plugin format (check_postgres, Icinga, Sensu): exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Nagios,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FailOnArg {
+    Warning,
+    Error,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -253,12 +284,31 @@ fn main() -> ExitCode {
             out,
         }) => runtime().block_on(diff(&cli, plan, *detailed_exitcode, out.as_deref())),
         Command::Plan(PlanCommand::Apply(args)) => runtime().block_on(apply(&cli, args)),
-        Command::History { target, limit, run_id } => runtime().block_on(history(&cli, target, *limit, *run_id)),
+        Command::History {
+            target,
+            stale_after: Some(age),
+            name,
+            format,
+            ..
+        } => runtime().block_on(probe::stale(&cli, target, age, name.as_deref(), *format)),
+        Command::History {
+            target, limit, run_id, ..
+        } => runtime().block_on(history(&cli, target, *limit, *run_id)),
+        Command::Inspect {
+            target,
+            report: InspectArg::Checks,
+            fail_on,
+            format,
+            ..
+        } if fail_on.is_some() || *format == ProbeFormat::Nagios => {
+            runtime().block_on(probe::checks(&cli, target, *fail_on, *format))
+        }
         Command::Inspect {
             target,
             report,
             top,
             exact,
+            ..
         } => runtime().block_on(inspect(&cli, target, *report, *top, *exact)),
         Command::Demo { db, force, seed, scale } => runtime().block_on(demo(&cli, db, *force, *seed, *scale)),
         Command::Schedule(schedule::ScheduleCommand::Export(args)) => schedule::export(&cli, args),

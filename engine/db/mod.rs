@@ -412,6 +412,16 @@ impl Conn {
         }
     }
 
+    /// The journal's last successful run, of plan `plan` when given:
+    /// `(run id, plan, finished_at RFC 3339 UTC)`; `None` when there is none
+    /// (or no journal yet).
+    pub async fn last_success(&mut self, plan: Option<&str>) -> Result<Option<(i64, String, String)>, DbError> {
+        match self {
+            Conn::Pg(c) => pg::last_success(c, plan).await,
+            Conn::Sqlite(c) => sqlite::last_success(c, plan).await,
+        }
+    }
+
     /// SQLite: freelist pages over all pages, now.
     pub async fn free_ratio(&mut self) -> Result<f64, DbError> {
         match self {

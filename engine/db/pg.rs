@@ -651,6 +651,24 @@ pub async fn history(c: &mut PgConnection, run: Option<i64>, limit: u64) -> Resu
     Ok(serde_json::json!({ "runs": runs }))
 }
 
+/// The last run that succeeded, of `plan` when given.
+pub async fn last_success(c: &mut PgConnection, plan: Option<&str>) -> Result<Option<(i64, String, String)>, DbError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('dbmaint.runs') IS NOT NULL")
+        .fetch_one(&mut *c)
+        .await?;
+    if !exists {
+        return Ok(None);
+    }
+    Ok(sqlx::query_as(
+        "SELECT id, plan, to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+         FROM dbmaint.runs WHERE status = 'succeeded' AND finished_at IS NOT NULL \
+           AND ($1::text IS NULL OR plan = $1) ORDER BY finished_at DESC LIMIT 1",
+    )
+    .bind(plan)
+    .fetch_optional(c)
+    .await?)
+}
+
 // ---------------------------------------------------------------- lock
 
 /// Tries the advisory lock once; never waits (safety.md rule 3). On

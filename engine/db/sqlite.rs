@@ -424,6 +424,27 @@ pub async fn history(c: &mut SqliteConnection, run: Option<i64>, limit: u64) -> 
     Ok(serde_json::json!({ "runs": runs }))
 }
 
+/// The last run that succeeded, of `plan` when given.
+pub async fn last_success(
+    c: &mut SqliteConnection,
+    plan: Option<&str>,
+) -> Result<Option<(i64, String, String)>, DbError> {
+    let exists: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'dbmaint_runs'")
+            .fetch_one(&mut *c)
+            .await?;
+    if exists == 0 {
+        return Ok(None);
+    }
+    Ok(sqlx::query_as(
+        "SELECT id, plan, finished_at FROM dbmaint_runs WHERE status = 'succeeded' AND finished_at IS NOT NULL \
+           AND (?1 IS NULL OR plan = ?1) ORDER BY finished_at DESC LIMIT 1",
+    )
+    .bind(plan)
+    .fetch_optional(c)
+    .await?)
+}
+
 /// The share of the file's pages on the free list (what `VACUUM` gives back).
 pub async fn free_ratio(c: &mut impl Exec) -> Result<f64, DbError> {
     let r = query(

@@ -123,6 +123,9 @@ pub struct StepResult {
     /// Work not done because of `limits`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deferred: Option<String>,
+    /// Failed on what it found (`check`'s `fail_on`), not on an error.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub failed_on_findings: bool,
     /// Why the step is `partial`: what it did and what it left.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
@@ -160,6 +163,7 @@ impl StepResult {
             rolled_back: None,
             cleanup_failed: None,
             deferred: None,
+            failed_on_findings: false,
             partial: None,
             cascaded: vec![],
             findings: vec![],

@@ -52,6 +52,8 @@ pub struct RunOutcome {
     pub cleanup_failed: Vec<String>,
     /// Steps that ended `partial` (rows kept from their deletes).
     pub partial: Vec<String>,
+    /// Failed steps that failed on their findings only (`check`).
+    pub alerts: Vec<String>,
     /// The deferrals came from a signal, not from `limits`.
     pub interrupted: bool,
     /// The apply lock was lost during the run: another apply may be running.
@@ -59,14 +61,18 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
-    /// cli.md's exit codes: 5 cleanup failed, 1 a step failed, 3 limits.
+    /// cli.md's exit codes: 5 cleanup failed, 4 lock lost, 1 a step
+    /// failed, 6 only checks failed on their findings, 130 a signal, 3
+    /// limits.
     pub fn exit_code(&self) -> i32 {
         if !self.cleanup_failed.is_empty() {
             crate::run::exit::CLEANUP_FAILED
         } else if self.lock_lost {
             crate::run::exit::LOCKED
-        } else if !self.failed.is_empty() || !self.partial.is_empty() {
+        } else if self.failed.len() > self.alerts.len() || !self.partial.is_empty() {
             crate::run::exit::ERROR
+        } else if !self.alerts.is_empty() {
+            crate::run::exit::ALERT
         } else if !self.deferred.is_empty() && self.interrupted {
             crate::run::exit::INTERRUPTED
         } else if !self.deferred.is_empty() {
@@ -82,6 +88,7 @@ impl RunOutcome {
             crate::run::exit::LIMITS => "deferred",
             crate::run::exit::INTERRUPTED => "interrupted",
             crate::run::exit::LOCKED => "lock lost",
+            crate::run::exit::ALERT => "checks failed",
             crate::run::exit::ERROR if self.failed.is_empty() => "partial",
             _ => "failed",
         }
@@ -218,6 +225,9 @@ pub async fn execute(
         match result.status {
             Status::Failed => {
                 outcome.failed.push(result.step.clone());
+                if result.failed_on_findings {
+                    outcome.alerts.push(result.step.clone());
+                }
                 let continue_on = selected
                     .iter()
                     .find(|s| s.id == result.step)
@@ -281,6 +291,7 @@ async fn run_step(step: &PlannedStep, ctx: &Ctx, ops: &'static dyn Registry) -> 
             } else {
                 Status::Failed
             };
+            acc.r.failed_on_findings = e.kind == StepErrKind::Findings;
             match e.kind {
                 StepErrKind::Deferred => acc.r.deferred = Some(e.message),
                 _ => acc.r.error = Some(e.message),
@@ -407,4 +418,37 @@ async fn author_sql(run: &mut StepRun<'_>, sql: &str, transaction: bool, stateme
     }
     run.object_done("author SQL");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunOutcome;
+    use crate::run::exit;
+
+    #[test]
+    fn checks_that_failed_on_findings_exit_alert_unless_something_else_failed() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let alerts = RunOutcome {
+            failed: ids(&["health"]),
+            alerts: ids(&["health"]),
+            ..RunOutcome::default()
+        };
+        assert_eq!((alerts.exit_code(), alerts.status()), (exit::ALERT, "checks failed"));
+        let both = RunOutcome {
+            failed: ids(&["health", "dump"]),
+            alerts: ids(&["health"]),
+            ..RunOutcome::default()
+        };
+        assert_eq!(both.exit_code(), exit::ERROR, "a step that broke outranks a finding");
+        let cleanup = RunOutcome {
+            cleanup_failed: ids(&["dump"]),
+            ..alerts.clone()
+        };
+        assert_eq!(cleanup.exit_code(), exit::CLEANUP_FAILED);
+        let deferred = RunOutcome {
+            deferred: ids(&["vacuum"]),
+            ..alerts
+        };
+        assert_eq!(deferred.exit_code(), exit::ALERT, "findings outrank limits");
+    }
 }

@@ -15,6 +15,12 @@ pub const LIMITS: i32 = 3;
 pub const LOCKED: i32 = 4;
 /// A rollback or cleanup itself failed.
 pub const CLEANUP_FAILED: i32 = 5;
+/// Monitoring found a problem, and dbmaint itself worked: a `check` step
+/// failed on its findings (`fail_on`), `inspect checks --fail-on` found
+/// some, or `history --stale-after` found the last success too old. An
+/// extension of cli.md's table, distinct from 1 (dbmaint could not do its
+/// job: a bad plan, a refused connection, a failed step).
+pub const ALERT: i32 = 6;
 /// `apply` stopped by SIGINT/SIGTERM with work left (128 + SIGINT, as shells
 /// report it); an extension of cli.md's table.
 pub const INTERRUPTED: i32 = 130;

@@ -433,6 +433,16 @@ pub fn drift(saved: &ExecutionPlan, fresh: &ExecutionPlan, ops: &dyn Registry) -
     Drift { hard: problems, rows }
 }
 
+/// The journal's last successful run, of `plan` when given: read-only,
+/// without the apply lock (a monitoring probe must never wait for, or
+/// block, a run).
+pub async fn last_success(target: &Target, plan: Option<&str>) -> Result<Option<(i64, String, String)>, Failure> {
+    let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
+    let last = conn.last_success(plan).await?;
+    conn.close().await;
+    Ok(last)
+}
+
 /// Reads the journal.
 pub async fn history(
     target: &Target,

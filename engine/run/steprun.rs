@@ -98,6 +98,10 @@ pub enum StepErrKind {
     Failed,
     /// Stopped by `limits`, a signal or a lost lock, with work left.
     Deferred,
+    /// The step did its work and found problems at or above its threshold
+    /// (`check`'s `fail_on`): failed, and the run exits `ALERT`, not
+    /// `ERROR`, unless something else failed.
+    Findings,
 }
 
 /// Why a step ended before its work was done.
@@ -112,6 +116,13 @@ impl StepErr {
     pub fn failed(message: impl Into<String>) -> Self {
         Self {
             kind: StepErrKind::Failed,
+            message: message.into(),
+        }
+    }
+
+    pub fn findings(message: impl Into<String>) -> Self {
+        Self {
+            kind: StepErrKind::Findings,
             message: message.into(),
         }
     }

@@ -350,7 +350,7 @@ impl crate::run::operation::Executes for Run {
             run.object_done(format!("{} checks, {} findings", spec.checks.len(), found.len()));
             run.result().findings = found;
             if failing > 0 {
-                return Err(StepErr::failed(format!(
+                return Err(StepErr::findings(format!(
                     "{failing} findings at or above `fail_on: {}`",
                     spec.fail_on.map_or("", |s| s.as_str())
                 )));
