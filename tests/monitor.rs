@@ -159,3 +159,150 @@ fn postgres_probes_answer_while_an_apply_holds_the_lock() {
     );
     assert_eq!(code, Some(1));
 }
+
+/// A Python with `prometheus_client` (the reference text-format parser):
+/// `DBMAINT_TEST_PYTHON` (what .ci/run sets), else `python3` when it has
+/// the package. `None` outside CI when there is none.
+fn prometheus_python() -> Option<String> {
+    let candidates = std::env::var("DBMAINT_TEST_PYTHON")
+        .ok()
+        .into_iter()
+        .chain(["python3".to_string()]);
+    for py in candidates {
+        let ok = std::process::Command::new(&py)
+            .args(["-c", "import prometheus_client.parser"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(py);
+        }
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no Python with prometheus_client; .ci/run installs it"
+    );
+    eprintln!("skipped: no Python with prometheus_client (.ci/run installs it)");
+    None
+}
+
+/// The metrics file parsed by prometheus_client: `name{labels} value` per
+/// sample, labels sorted, as `(name, labels, value)`.
+fn parse_metrics(py: &str, file: &Path) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
+    let out = std::process::Command::new(py)
+        .args([
+            "-c",
+            "import json, sys\n\
+             from prometheus_client.parser import text_string_to_metric_families\n\
+             out = []\n\
+             for fam in text_string_to_metric_families(open(sys.argv[1]).read()):\n\
+             \x20   for s in fam.samples:\n\
+             \x20       out.append([s.name, s.labels, s.value, fam.type])\n\
+             print(json.dumps(out))",
+        ])
+        .arg(file)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "the parser refused the file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Vec<(String, std::collections::BTreeMap<String, String>, f64, String)> =
+        serde_json::from_slice(&out.stdout).expect("JSON");
+    v.into_iter().map(|(n, l, x, _)| (n, l, x)).collect()
+}
+
+#[test]
+fn sqlite_apply_writes_metrics_a_prometheus_parser_reads() {
+    let Some(py) = prometheus_python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, at TEXT NOT NULL); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60) \
+         INSERT INTO ev (at) SELECT datetime('now', '-' || i || ' days') FROM n; \
+         CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE c (id INTEGER PRIMARY KEY, p INTEGER REFERENCES p (id)); \
+         INSERT INTO c VALUES (1, 99);",
+    );
+    let plan = dir.path().join("p.yaml");
+    std::fs::write(
+        &plan,
+        "version: 1\nname: nightly\ntarget: \"sqlite:app.db\"\noutput: { metrics_file: metrics/dbmaint.prom }\nsteps:\n  \
+         purge:\n    retention: { table: ev, column: at, older_than: 30 days }\n  \
+         health:\n    check: { checks: [foreign_keys], fail_on: error }\n",
+    )
+    .expect("plan");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "the orphan fails the check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = dir.path().join("metrics/dbmaint.prom");
+    let samples = parse_metrics(&py, &file);
+    let one = |name: &str, want: &[(&str, &str)]| -> f64 {
+        let found: Vec<f64> = samples
+            .iter()
+            .filter(|(n, l, _)| n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|(_, _, x)| *x)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {want:?} in {samples:?}");
+        found[0]
+    };
+    let run = [("plan", "nightly"), ("env", "")];
+    assert_eq!(one("dbmaint_run_exit_code", &run), 6.0);
+    assert!(one("dbmaint_run_duration_seconds", &run) >= 0.0);
+    let purge = [("plan", "nightly"), ("step", "purge"), ("op", "retention")];
+    assert_eq!(one("dbmaint_step_rows_total", &purge), 30.0);
+    assert_eq!(
+        one("dbmaint_step_status", &[("step", "purge"), ("status", "succeeded")]),
+        1.0
+    );
+    assert_eq!(
+        one("dbmaint_step_status", &[("step", "health"), ("status", "failed")]),
+        1.0
+    );
+    assert_eq!(
+        one("dbmaint_check_findings", &[("step", "health"), ("severity", "error")]),
+        1.0
+    );
+    // Not successful: no last success yet.
+    assert!(
+        !samples
+            .iter()
+            .any(|(n, _, _)| n == "dbmaint_run_last_success_timestamp_seconds")
+    );
+    // Fix the orphan; the next run succeeds and says when.
+    sqlite(&db, "DELETE FROM c");
+    let before = chrono::Utc::now().timestamp();
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve", "--metrics-file", "other.prom"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let samples = parse_metrics(&py, &dir.path().join("other.prom"));
+    let last = samples
+        .iter()
+        .find(|(n, _, _)| n == "dbmaint_run_last_success_timestamp_seconds")
+        .map(|(_, _, x)| *x as i64)
+        .expect("a last success");
+    assert!(
+        last >= before - 1 && last <= chrono::Utc::now().timestamp() + 1,
+        "{last} vs {before}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).expect("dir").all(|e| !e
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")),
+        "no temporary file left"
+    );
+}

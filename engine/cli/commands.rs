@@ -289,17 +289,25 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
         only: (!args.steps.is_empty()).then(|| args.steps.clone()),
         log_dir: Some(log_dir.clone()),
     };
-    match run::apply(
+    let output = ready.loaded.plan.as_ref().map(|p| p.output.clone()).unwrap_or_default();
+    let result = run::apply(
         &ep,
         &ready.target,
         &opts,
         display(cli, opts.selected(&ep)),
         &dbmaint::ops::REGISTRY,
     )
-    .await
+    .await;
+    if let Some(path) = args
+        .metrics_file
+        .clone()
+        .or_else(|| output.metrics_file.as_ref().map(Into::into))
     {
+        leave_metrics(&path, &ep, &ready.target, &result).await;
+    }
+    match result {
         Ok(report) => {
-            if let Some(keep) = args.log_keep {
+            if let Some(keep) = args.log_keep.or(output.log_keep.map(|k| k as usize)) {
                 for old in crate::state::prune(&log_dir, &ep.plan, keep) {
                     if cli.verbose > 0 {
                         eprintln!("removed the old run log `{}` (--log-keep {keep})", old.display());
@@ -319,6 +327,52 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
             report.exit_code
         }
         Err(f) => fail(cli, &f),
+    }
+}
+
+/// Writes the run's metrics file; a failure to write it is a warning, never
+/// the run's failure. The last success comes from the journal, or, when it
+/// cannot be read, from the file's earlier value.
+async fn leave_metrics(
+    path: &Path,
+    ep: &ExecutionPlan,
+    target: &dbmaint::plan::values::Target,
+    result: &Result<run::collect::Report, Failure>,
+) {
+    use dbmaint::report::metrics;
+    let report = match result {
+        Ok(r) => r.clone(),
+        Err(f) => run::collect::Report {
+            run_id: 0,
+            plan: ep.plan.clone(),
+            hash: ep.hash.clone(),
+            target: ep.target.clone(),
+            env: ep.env.clone(),
+            status: "failed".into(),
+            exit_code: f.code,
+            duration_ms: 0,
+            steps: vec![],
+            totals: Default::default(),
+            accepted_drift: vec![],
+        },
+    };
+    let last = match run::last_success(target, Some(&ep.plan)).await {
+        Ok(l) => l.and_then(|(_, _, at)| chrono::DateTime::parse_from_rfc3339(&at).ok().map(|t| t.timestamp())),
+        Err(_) => std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| metrics::previous_last_success(&t)),
+    };
+    let name = ep
+        .identity
+        .as_ref()
+        .map_or(target.database.clone(), |i| i.database.clone());
+    let labels = metrics::Labels {
+        env: ep.env.as_deref(),
+        target: &name,
+    };
+    let text = metrics::render(&report, &labels, last, chrono::Utc::now().timestamp());
+    if let Err(e) = crate::state::write_atomically(path, &text) {
+        eprintln!("warning: cannot write the metrics file `{}`: {e}", path.display());
     }
 }
 

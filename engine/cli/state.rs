@@ -82,6 +82,26 @@ pub fn prune(dir: &Path, plan: &str, keep: usize) -> Vec<PathBuf> {
     removed
 }
 
+/// Replaces `path` with `text` at once: written beside it under a
+/// temporary name, then renamed over it, so a collector never reads half
+/// a file (node_exporter's textfile collector asks exactly this).
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&temp, text)?;
+    std::fs::rename(&temp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

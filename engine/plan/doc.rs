@@ -309,6 +309,19 @@ impl JsonSchema for Steps {
 }
 
 crate::params! {
+    /// Where a run leaves what operators and monitoring read.
+    pub struct Output ("output") {
+        required {}
+        optional {
+            /// Prometheus text-format metrics written after each apply (atomically), for node_exporter's textfile collector; `--metrics-file` wins.
+            metrics_file: String,
+            /// Keep only this plan's newest N run logs in the log directory; `--log-keep` wins.
+            log_keep: u64,
+        }
+    }
+}
+
+crate::params! {
     /// A dbmaint plan (format version 1).
     pub struct PlanDoc ("the plan") {
         required {
@@ -332,6 +345,8 @@ crate::params! {
             limits: Limits,
             /// 5-field cron expression for `schedule export`.
             schedule: Schedule,
+            /// Metrics file and run-log retention.
+            output: Output,
         }
     }
 }

@@ -132,6 +132,21 @@ pub fn serialize_settings<M: SerializeMap>(m: &mut M, s: &Settings) -> Result<()
     Ok(())
 }
 
+/// `output` of the plan: where a run leaves what monitoring reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PlanOutput {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_keep: Option<u64>,
+}
+
+impl PlanOutput {
+    pub fn is_empty(&self) -> bool {
+        self.metrics_file.is_none() && self.log_keep.is_none()
+    }
+}
+
 /// `limits` after defaults (UTC).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanLimits {
@@ -164,6 +179,9 @@ pub struct Plan {
     pub limits: PlanLimits,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
+    /// `output:`: metrics file and run-log retention.
+    #[serde(skip_serializing_if = "PlanOutput::is_empty")]
+    pub output: PlanOutput,
     /// Enabled steps, in file order.
     pub steps: indexmap::IndexMap<String, Step>,
     /// Steps switched off with `enabled: false`.

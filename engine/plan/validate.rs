@@ -237,6 +237,18 @@ fn resolve(doc: PlanDoc, resolved: Option<(Target, String)>, env: Option<&str>) 
                 .map_or(Tz(chrono_tz::UTC), |t| t.value),
         },
         schedule: doc.schedule.map(|s| s.value),
+        output: crate::plan::PlanOutput {
+            metrics_file: doc
+                .output
+                .as_ref()
+                .and_then(|o| o.value.metrics_file.as_ref())
+                .map(|m| m.value.clone()),
+            log_keep: doc
+                .output
+                .as_ref()
+                .and_then(|o| o.value.log_keep.as_ref())
+                .map(|k| k.value),
+        },
         steps: out_steps,
         disabled,
     })
