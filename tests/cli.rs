@@ -214,3 +214,47 @@ fn a_second_yaml_document_and_a_huge_line_get_clear_bounded_errors() {
     assert!(out.stderr.len() < 4096, "{} bytes of error output", out.stderr.len());
     assert!(String::from_utf8_lossy(&out.stderr).contains('…'));
 }
+
+#[test]
+fn man_pages_cover_every_command_and_groff_reads_them_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
+        .args(["man", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("man");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for page in [
+        "dbmaint.1",
+        "dbmaint-plan-apply.1",
+        "dbmaint-schedule-export.1",
+        "dbmaint-history.1",
+        "dbmaint-inspect.1",
+    ] {
+        let path = dir.path().join(page);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH "), "{page} is a man page");
+        // groff as man runs it (UTF-8 input), every warning on, output
+        // discarded: only its complaints remain.
+        let groff = std::process::Command::new("groff")
+            .args(["-K", "utf8", "-man", "-ww", "-z"])
+            .arg(&path)
+            .output();
+        match groff {
+            Ok(g) => assert!(
+                g.status.success() && g.stderr.is_empty(),
+                "{page}: {}",
+                String::from_utf8_lossy(&g.stderr)
+            ),
+            Err(_) => assert!(
+                std::env::var_os("CI").is_none(),
+                "groff is missing; .ci/run installs it"
+            ),
+        }
+    }
+    let apply = std::fs::read_to_string(dir.path().join("dbmaint-plan-apply.1")).expect("page");
+    assert!(
+        apply.contains("metrics\\-file") && apply.contains("Examples:"),
+        "flags and examples are in the page"
+    );
+}

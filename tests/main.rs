@@ -3,6 +3,7 @@
 mod backup;
 mod bloat;
 mod checks;
+mod ci_examples;
 mod cli;
 mod connect;
 mod engine;

@@ -65,6 +65,9 @@ enum Command {
     #[command(subcommand)]
     Plan(PlanCommand),
     /// Past runs and their steps, from the target's journal.
+    #[command(
+        after_help = "Examples:\n  dbmaint history --plan plans/nightly.yaml --env prod\n  dbmaint history --target \"$DATABASE_URL\" 42                         # one run\n  dbmaint history --plan plans/nightly.yaml --stale-after 26h --format nagios"
+    )]
     History {
         #[command(flatten)]
         target: TargetArgs,
@@ -85,6 +88,9 @@ enum Command {
         format: ProbeFormat,
     },
     /// The read-only reports of `stats`, `bloat` or `check` without a plan.
+    #[command(
+        after_help = "Examples:\n  dbmaint inspect --target \"$DATABASE_URL\" stats --top 20\n  dbmaint inspect --target \"$DATABASE_URL\" bloat --exact\n  dbmaint inspect --target \"$DATABASE_URL\" checks --fail-on warning --format nagios"
+    )]
     Inspect {
         #[command(flatten)]
         target: TargetArgs,
@@ -124,6 +130,13 @@ enum Command {
     Schedule(schedule::ScheduleCommand),
     /// Print the plan format's JSON Schema.
     Schema,
+    /// Print the manual page (roff), or write one page per command with --out-dir.
+    #[command(after_help = "Examples:\n  dbmaint man | man -l -\n  dbmaint man --out-dir /usr/local/share/man/man1")]
+    Man {
+        /// Write dbmaint.1 and one dbmaint-COMMAND.1 page per command here.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Print shell completions.
     Completions {
         /// The shell to complete for.
@@ -155,6 +168,9 @@ pub(crate) enum InspectArg {
 #[derive(Debug, Subcommand)]
 enum PlanCommand {
     /// Load, overlay, render and check a plan; report every problem at once.
+    #[command(
+        after_help = "Examples:\n  dbmaint plan validate plans/nightly.yaml\n  dbmaint plan validate plans/nightly.yaml --env prod --var retention_days=30"
+    )]
     Validate(PlanArgs),
     /// Print the effective plan after overlays and templates, or its graph.
     Show {
@@ -165,6 +181,9 @@ enum PlanCommand {
         format: ShowFormat,
     },
     /// Dry run: inspect the live database read-only and print what each step would do.
+    #[command(
+        after_help = "Examples:\n  dbmaint plan diff plans/nightly.yaml --env prod\n  dbmaint plan diff plans/nightly.yaml -v --out reviewed.json   # with SQL, saved for apply\n  dbmaint plan diff plans/nightly.yaml --detailed-exitcode       # 0 nothing to do, 2 changes"
+    )]
     Diff {
         #[command(flatten)]
         plan: PlanArgs,
@@ -176,6 +195,9 @@ enum PlanCommand {
         out: Option<PathBuf>,
     },
     /// Execute the plan (or a saved plan) against the database.
+    #[command(
+        after_help = "Examples:\n  dbmaint plan apply plans/nightly.yaml --env prod\n  dbmaint plan apply reviewed.json --auto-approve            # exactly what was reviewed\n  dbmaint plan apply plans/nightly.yaml --step vacuum --auto-approve --metrics-file /var/lib/node_exporter/dbmaint.prom"
+    )]
     Apply(ApplyArgs),
 }
 
@@ -320,12 +342,32 @@ fn main() -> ExitCode {
             print!("{}", dbmaint::plan_schema_json());
             exit::OK
         }
+        Command::Man { out_dir } => man(out_dir.as_deref()),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "dbmaint", &mut std::io::stdout());
             exit::OK
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// The manual: the whole command line as roff, from the same definitions
+/// as `--help`.
+fn man(out_dir: Option<&std::path::Path>) -> i32 {
+    let cmd = Cli::command();
+    let result = match out_dir {
+        Some(dir) => std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(cmd, dir)),
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        // `dbmaint man | head`: the reader went away, as for every command.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 128 + 13,
+        Err(e) => {
+            eprintln!("error: cannot write the manual: {e}");
+            exit::ERROR
+        }
+    }
 }
 
 pub(crate) fn load_plan(args: &PlanArgs) -> Loaded {
