@@ -19,6 +19,7 @@
 
 pub mod db;
 pub mod demo;
+pub mod fleet;
 pub mod ops;
 pub mod plan;
 pub mod report;

@@ -8,6 +8,7 @@ mod cli;
 mod connect;
 mod engine;
 mod fixtures;
+mod fleet;
 mod kill;
 mod limits;
 mod lock;

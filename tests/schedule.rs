@@ -361,3 +361,82 @@ fn refusals_name_what_to_change() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("carries a password") && !err.contains("s3cret"), "{err}");
 }
+
+#[test]
+fn kubernetes_fleet_export_is_an_indexed_job_with_one_pod_per_target() {
+    let Some(validate) = tool("kubernetes-validate") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = sqlite_plan(dir.path(), "0 2 * * *", "UTC");
+    let inventory = dir.path().join("targets.yaml");
+    std::fs::write(
+        &inventory,
+        "targets:\n  eu: { url_env: EU_URL, labels: { tier: prod } }\n  us: { url_env: US_URL, labels: { tier: prod } }\n  \
+         dev: { url_env: DEV_URL, labels: { tier: dev } }\n",
+    )
+    .expect("inventory");
+    let out = dbmaint(dir.path())
+        .env("EU_URL", "postgres://maint@eu/app")
+        .env("US_URL", "postgres://maint@us/app")
+        .env("DEV_URL", "postgres://maint@dev/app")
+        .args(["schedule", "export"])
+        .arg(&plan)
+        .args([
+            "--format",
+            "kubernetes",
+            "--select",
+            "tier=prod",
+            "--fleet-parallelism",
+            "1",
+            "--targets",
+        ])
+        .arg(&inventory)
+        .output()
+        .expect("export");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest = dir.path().join("fleet.yaml");
+    std::fs::write(&manifest, &out.stdout).expect("write");
+    let check = Command::new(&validate)
+        .args(["--strict", "--quiet"])
+        .arg(&manifest)
+        .output()
+        .expect("validate");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let docs: Vec<serde_json::Value> = text
+        .split("\n---\n")
+        .skip(1)
+        .map(|d| serde_saphyr::from_str(d).expect("YAML"))
+        .collect();
+    assert!(
+        docs[0]["data"]["targets.yaml"]
+            .as_str()
+            .unwrap_or("")
+            .contains("url_env: EU_URL")
+    );
+    let job = &docs[1]["spec"]["jobTemplate"]["spec"];
+    assert_eq!(job["completionMode"], "Indexed");
+    assert_eq!(job["completions"], 2, "two prod targets");
+    assert_eq!(job["parallelism"], 1);
+    assert_eq!(job["backoffLimitPerIndex"], 0, "one target's failure is its own");
+    // Two waves of one pod: twice one run's deadline (30m + 5m).
+    assert_eq!(job["activeDeadlineSeconds"], 2 * 2100);
+    let args: Vec<String> = job["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().unwrap_or("").to_string())
+        .collect();
+    let joined = args.join(" ");
+    assert!(
+        joined.contains(
+            "--targets /etc/dbmaint/plan/targets.yaml --select tier=prod --target-index $(JOB_COMPLETION_INDEX)"
+        ),
+        "{joined}"
+    );
+    assert!(
+        !text.contains("postgres://maint@"),
+        "no URL in the manifest: the Secret holds them"
+    );
+}

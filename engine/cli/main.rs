@@ -12,6 +12,7 @@ use dbmaint::run::exit;
 use dbmaint::{LoadOptions, Loaded, load};
 
 mod commands;
+mod fleet;
 mod probe;
 mod schedule;
 mod state;
@@ -191,8 +192,10 @@ enum PlanCommand {
         #[arg(long)]
         detailed_exitcode: bool,
         /// Save the computed plan, for `plan apply FILE`.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "targets")]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Execute the plan (or a saved plan) against the database.
     #[command(
@@ -201,7 +204,7 @@ enum PlanCommand {
     Apply(ApplyArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct ApplyArgs {
     #[command(flatten)]
     pub(crate) plan: PlanArgs,
@@ -214,6 +217,8 @@ pub(crate) struct ApplyArgs {
     /// Do not ask for approval.
     #[arg(long)]
     pub(crate) auto_approve: bool,
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
     /// Only show the diff (the same as `plan diff`).
     #[arg(long)]
     pub(crate) dry_run: bool,
@@ -234,7 +239,7 @@ pub(crate) struct ApplyArgs {
     pub(crate) metrics_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct PlanArgs {
     /// The plan file.
     pub(crate) plan: PathBuf,
@@ -245,8 +250,26 @@ pub(crate) struct PlanArgs {
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub(crate) vars: Vec<String>,
     /// Target database URL: replaces the plan's `target:` (said in the header).
-    #[arg(long)]
+    /// DBMAINT_TARGET is the same, for a URL that must not be in argv.
+    #[arg(long, env = "DBMAINT_TARGET", hide_env_values = true)]
     pub(crate) target: Option<String>,
+}
+
+/// One plan over many databases (`docs/operations.md#fleets`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FleetArgs {
+    /// An inventory of databases: run the plan on each selected one, each with its own lock and journal.
+    #[arg(long, value_name = "FILE", conflicts_with = "target")]
+    pub(crate) targets: Option<PathBuf>,
+    /// Only targets whose label KEY is VALUE (`name=ID` for one target); repeatable, all must match.
+    #[arg(long = "select", value_name = "KEY=VALUE", requires = "targets")]
+    pub(crate) select: Vec<String>,
+    /// Databases worked on at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub(crate) fleet_parallelism: usize,
+    /// Only the Nth selected target (from 0), in this process: what pod N of a Kubernetes Indexed Job runs.
+    #[arg(long, value_name = "N", requires = "targets")]
+    pub(crate) target_index: Option<usize>,
 }
 
 /// Which database a command without a plan reads: `--target` > the plan
@@ -308,8 +331,37 @@ fn main() -> ExitCode {
             plan,
             detailed_exitcode,
             out,
-        }) => runtime().block_on(diff(&cli, plan, *detailed_exitcode, out.as_deref())),
-        Command::Plan(PlanCommand::Apply(args)) => runtime().block_on(apply(&cli, args)),
+            fleet: f,
+        }) => match fleet::mode(plan, f) {
+            Ok(fleet::Mode::One(one)) => runtime().block_on(diff(&cli, &one, *detailed_exitcode, out.as_deref())),
+            Ok(fleet::Mode::Fleet(targets)) => runtime().block_on(fleet::run(
+                &cli,
+                plan,
+                f,
+                &targets,
+                fleet::Job::Diff {
+                    detailed: *detailed_exitcode,
+                },
+            )),
+            Err(code) => code,
+        },
+        Command::Plan(PlanCommand::Apply(args)) => match fleet::mode(&args.plan, &args.fleet) {
+            Ok(fleet::Mode::One(one)) => {
+                let args = ApplyArgs {
+                    plan: one,
+                    ..args.clone()
+                };
+                runtime().block_on(apply(&cli, &args))
+            }
+            Ok(fleet::Mode::Fleet(targets)) => runtime().block_on(fleet::run(
+                &cli,
+                &args.plan,
+                &args.fleet,
+                &targets,
+                fleet::Job::Apply(args),
+            )),
+            Err(code) => code,
+        },
         Command::History {
             target,
             stale_after: Some(age),

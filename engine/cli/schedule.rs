@@ -58,6 +58,15 @@ pub(crate) struct ExportArgs {
     /// kubernetes: a PersistentVolumeClaim for the working directory (backups, archive files).
     #[arg(long, value_name = "NAME")]
     volume_claim: Option<String>,
+    /// An inventory: run the plan over its databases (Kubernetes: an Indexed Job, one pod per target).
+    #[arg(long, value_name = "FILE")]
+    targets: Option<PathBuf>,
+    /// With --targets: only targets whose label KEY is VALUE (repeatable).
+    #[arg(long = "select", value_name = "KEY=VALUE", requires = "targets")]
+    select: Vec<String>,
+    /// With --targets: databases at once (cron, systemd) or pods at once (Kubernetes).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    fleet_parallelism: usize,
     /// Write each artifact into this directory instead of printing it.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
@@ -105,6 +114,20 @@ fn artifacts(plan: &dbmaint::plan::Plan, args: &ExportArgs) -> Result<Vec<Artifa
         image: args.image.clone(),
         secret: args.secret.clone(),
         volume_claim: args.volume_claim.clone(),
+        fleet: match &args.targets {
+            None => None,
+            Some(file) => {
+                let inventory =
+                    dbmaint::fleet::Inventory::load(file, &|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+                let count = inventory.select(&args.select).map_err(|e| e.to_string())?.len();
+                Some(schedule::ExportFleet {
+                    file: absolute(file)?,
+                    select: args.select.clone(),
+                    count,
+                    parallelism: args.fleet_parallelism.max(1),
+                })
+            }
+        },
     };
     match args.format {
         Format::Cron => schedule::cron(&e),

@@ -45,6 +45,11 @@ pub(super) fn manifests(e: &Export, schedule: &str) -> Result<String, ScheduleEr
             read(&overlay)?,
         ));
     }
+    // A fleet: the inventory beside the plan, one pod per target.
+    let inventory_in_pod = format!("{PLAN_DIR}/targets.yaml");
+    if let Some(f) = &e.fleet {
+        files.push(("targets.yaml".into(), "targets.yaml".into(), read(&f.file)?));
+    }
     let data: indexmap::IndexMap<String, serde_saphyr::LitString> = files
         .iter()
         .map(|(k, _, text)| (k.clone(), serde_saphyr::LitString(text.clone())))
@@ -60,7 +65,12 @@ pub(super) fn manifests(e: &Export, schedule: &str) -> Result<String, ScheduleEr
         .map(|(k, path, _)| json!({"key": k, "path": path}))
         .collect();
     let plan_in_pod = format!("{PLAN_DIR}/{file_name}");
-    let args = e.apply_args(&plan_in_pod, LOG_DIR, WHAT)?;
+    let args = e.apply_args_with(
+        &plan_in_pod,
+        LOG_DIR,
+        WHAT,
+        e.fleet.as_ref().map(|_| inventory_in_pod.as_str()),
+    )?;
     let secret = e.secret.clone().unwrap_or_else(|| format!("{name}-secrets"));
     let work_volume = match &e.volume_claim {
         Some(claim) => json!({"name": "work", "persistentVolumeClaim": {"claimName": claim}}),
@@ -106,7 +116,21 @@ pub(super) fn manifests(e: &Export, schedule: &str) -> Result<String, ScheduleEr
         },
     });
     if let (Some(deadline), Some(o)) = (e.deadline_s(), job_spec.as_object_mut()) {
-        o.insert("activeDeadlineSeconds".into(), deadline.into());
+        // A fleet's pods share the Job's deadline: waves of `parallelism`.
+        let waves = e
+            .fleet
+            .as_ref()
+            .map_or(1, |f| f.count.div_ceil(f.parallelism.max(1)) as u64);
+        o.insert("activeDeadlineSeconds".into(), (deadline * waves).into());
+    }
+    if let (Some(f), Some(o)) = (&e.fleet, job_spec.as_object_mut()) {
+        // Pod i applies the plan to target i; a failed target fails its own
+        // index only (backoffLimitPerIndex), never the others.
+        o.remove("backoffLimit");
+        o.insert("completionMode".into(), "Indexed".into());
+        o.insert("completions".into(), f.count.into());
+        o.insert("parallelism".into(), f.parallelism.max(1).min(f.count).into());
+        o.insert("backoffLimitPerIndex".into(), 0.into());
     }
     let cron_job = json!({
         "apiVersion": "batch/v1",

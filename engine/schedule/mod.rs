@@ -75,6 +75,22 @@ pub struct Export<'a> {
     /// Kubernetes: a PersistentVolumeClaim for the working directory
     /// (backups, archive files); an emptyDir without it.
     pub volume_claim: Option<String>,
+    /// One plan over an inventory of databases.
+    pub fleet: Option<ExportFleet>,
+}
+
+/// The fleet an export runs the plan over.
+#[derive(Debug, Clone)]
+pub struct ExportFleet {
+    /// The inventory file, absolute.
+    pub file: PathBuf,
+    /// `--select` filters, passed on.
+    pub select: Vec<String>,
+    /// How many targets the selection holds (Kubernetes: one pod each).
+    pub count: usize,
+    /// Targets at once (cron, systemd: `--fleet-parallelism`; Kubernetes:
+    /// the Job's `parallelism`).
+    pub parallelism: usize,
 }
 
 impl Export<'_> {
@@ -120,7 +136,34 @@ impl Export<'_> {
     /// `plan apply …` as each artifact runs it; `plan` and `log_dir` are
     /// where the runner sees them.
     fn apply_args(&self, plan: &str, log_dir: &str, what: &'static str) -> Result<Vec<String>, ScheduleError> {
+        self.apply_args_with(plan, log_dir, what, None)
+    }
+
+    /// The same; with a fleet, `inventory` is where the runner sees the
+    /// inventory (the whole fleet in one process, or — `indexed` — the
+    /// one target of a Kubernetes Indexed Job's pod).
+    fn apply_args_with(
+        &self,
+        plan: &str,
+        log_dir: &str,
+        what: &'static str,
+        indexed: Option<&str>,
+    ) -> Result<Vec<String>, ScheduleError> {
         let mut args: Vec<String> = vec!["plan".into(), "apply".into(), plan.into()];
+        if let Some(f) = &self.fleet {
+            let inventory = match indexed {
+                Some(path) => path.to_string(),
+                None => path_text(&f.file, what)?,
+            };
+            args.extend(["--targets".into(), inventory]);
+            for s in &f.select {
+                args.extend(["--select".into(), s.clone()]);
+            }
+            match indexed {
+                Some(_) => args.extend(["--target-index".into(), "$(JOB_COMPLETION_INDEX)".into()]),
+                None => args.extend(["--fleet-parallelism".into(), f.parallelism.to_string()]),
+            }
+        }
         if let Some(env) = &self.env {
             args.extend(["--env".into(), env.clone()]);
         }
