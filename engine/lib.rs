@@ -20,6 +20,7 @@
 pub mod db;
 pub mod demo;
 pub mod fleet;
+pub mod notify;
 pub mod ops;
 pub mod plan;
 pub mod report;

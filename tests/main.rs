@@ -15,6 +15,7 @@ mod lock;
 mod logs;
 mod monitor;
 mod names;
+mod notify;
 mod overlays;
 mod partitions;
 mod plans;

@@ -305,6 +305,20 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
     {
         leave_metrics(&path, &ep, &ready.target, &result).await;
     }
+    let notify = ready.loaded.plan.as_ref().and_then(|p| p.notify.clone());
+    let deliveries = match &notify {
+        Some(n) => notify_run(n, &ep, &result).await,
+        None => vec![],
+    };
+    for d in deliveries.iter().filter(|d| !d.ok) {
+        eprintln!(
+            "warning: the {} notification failed after {} attempt{}: {}",
+            d.channel,
+            d.attempts,
+            if d.attempts == 1 { "" } else { "s" },
+            d.error.as_deref().unwrap_or("")
+        );
+    }
     match result {
         Ok(report) => {
             if let Some(keep) = args.log_keep.or(output.log_keep.map(|k| k as usize)) {
@@ -318,7 +332,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
                 Output::Json => println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &serde_json::json!({"diff": render::render_json(&shown), "report": report})
+                        &serde_json::json!({"diff": render::render_json(&shown), "report": report, "notifications": deliveries})
                     )
                     .unwrap_or_default()
                 ),
@@ -327,6 +341,41 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
             report.exit_code
         }
         Err(f) => fail(cli, &f),
+    }
+}
+
+/// Sends the plan's notifications when the run's outcome is one it names;
+/// a run that failed before it started (a refused connection, a held lock)
+/// is reported as a run without steps.
+async fn notify_run(
+    n: &dbmaint::plan::PlanNotify,
+    ep: &ExecutionPlan,
+    result: &Result<run::collect::Report, Failure>,
+) -> Vec<dbmaint::notify::Delivery> {
+    let (report, text) = match result {
+        Ok(r) => (r.clone(), dbmaint::report::reporter::render_text(r)),
+        Err(f) => (stepless_report(ep, f), format!("error: {}\n", f.message)),
+    };
+    if !dbmaint::notify::wanted(n, report.exit_code) {
+        return vec![];
+    }
+    dbmaint::notify::send(n, &report, &text).await
+}
+
+/// The report of a run that ended before its first step.
+fn stepless_report(ep: &ExecutionPlan, f: &Failure) -> run::collect::Report {
+    run::collect::Report {
+        run_id: 0,
+        plan: ep.plan.clone(),
+        hash: ep.hash.clone(),
+        target: ep.target.clone(),
+        env: ep.env.clone(),
+        status: "failed".into(),
+        exit_code: f.code,
+        duration_ms: 0,
+        steps: vec![],
+        totals: Default::default(),
+        accepted_drift: vec![],
     }
 }
 
@@ -342,19 +391,7 @@ async fn leave_metrics(
     use dbmaint::report::metrics;
     let report = match result {
         Ok(r) => r.clone(),
-        Err(f) => run::collect::Report {
-            run_id: 0,
-            plan: ep.plan.clone(),
-            hash: ep.hash.clone(),
-            target: ep.target.clone(),
-            env: ep.env.clone(),
-            status: "failed".into(),
-            exit_code: f.code,
-            duration_ms: 0,
-            steps: vec![],
-            totals: Default::default(),
-            accepted_drift: vec![],
-        },
+        Err(f) => stepless_report(ep, f),
     };
     let last = match run::last_success(target, Some(&ep.plan)).await {
         Ok(l) => l.and_then(|(_, _, at)| chrono::DateTime::parse_from_rfc3339(&at).ok().map(|t| t.timestamp())),

@@ -308,6 +308,56 @@ impl JsonSchema for Steps {
     }
 }
 
+crate::keywords! {
+    /// Which run outcomes a notification is sent for.
+    pub enum NotifyOn ("`failure`, `checks`, `limits` or `success`") {
+        /// The run failed: a step failed, the lock was held or lost, a cleanup failed, a signal stopped it (exit 1, 4, 5, 130).
+        Failure = "failure",
+        /// A `check` step failed on its findings (exit 6).
+        Checks = "checks",
+        /// `limits` stopped the run with work left (exit 3).
+        Limits = "limits",
+        /// Everything ran (exit 0).
+        Success = "success",
+    }
+}
+
+crate::params! {
+    /// An email notification (SMTP; STARTTLS on `smtp://`, TLS on `smtps://`).
+    pub struct Email ("email") {
+        required {
+            /// Recipients.
+            to: Vec<String>,
+            /// Sender address.
+            from: String,
+            /// `smtp://[user:password@]host[:port]` (STARTTLS required unless `?tls=none`) or `smtps://…`; a password belongs in a template: `{{ env.SMTP_URL }}`.
+            smtp: String,
+        }
+        optional {}
+    }
+}
+
+crate::params! {
+    /// Who hears about a run, and when.
+    pub struct Notify ("notify") {
+        required {}
+        optional {
+            /// Outcomes to notify on; default `[failure, checks]`.
+            on: Vec<NotifyOn>,
+            /// POST the report as JSON to this URL (a template keeps its secret out of the file: `{{ env.WEBHOOK_URL }}`).
+            webhook: String,
+            /// Email a short text report with the JSON report attached.
+            email: Email,
+            /// Run this program (argv, no shell) with the report JSON on stdin.
+            command: Vec<String>,
+            /// How long one delivery may take; default 10s.
+            timeout: Duration,
+            /// Further attempts after a failed delivery; default 2.
+            retries: u64,
+        }
+    }
+}
+
 crate::params! {
     /// Where a run leaves what operators and monitoring read.
     pub struct Output ("output") {
@@ -347,6 +397,8 @@ crate::params! {
             schedule: Schedule,
             /// Metrics file and run-log retention.
             output: Output,
+            /// Notifications: webhook, email, command.
+            notify: Notify,
         }
     }
 }

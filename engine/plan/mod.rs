@@ -147,6 +147,33 @@ impl PlanOutput {
     }
 }
 
+/// `notify` after defaults.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanNotify {
+    pub on: Vec<crate::plan::doc::NotifyOn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<PlanEmail>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    pub retries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanEmail {
+    pub to: Vec<String>,
+    pub from: String,
+    /// Serialized without its password.
+    #[serde(serialize_with = "redacted_url")]
+    pub smtp: String,
+}
+
+fn redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::plan::source::redact_url(url))
+}
+
 /// `limits` after defaults (UTC).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanLimits {
@@ -182,6 +209,9 @@ pub struct Plan {
     /// `output:`: metrics file and run-log retention.
     #[serde(skip_serializing_if = "PlanOutput::is_empty")]
     pub output: PlanOutput,
+    /// `notify:`: who hears about a run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<PlanNotify>,
     /// Enabled steps, in file order.
     pub steps: indexmap::IndexMap<String, Step>,
     /// Steps switched off with `enabled: false`.

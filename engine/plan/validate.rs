@@ -249,6 +249,29 @@ fn resolve(doc: PlanDoc, resolved: Option<(Target, String)>, env: Option<&str>) 
                 .and_then(|o| o.value.log_keep.as_ref())
                 .map(|k| k.value),
         },
+        notify: doc.notify.as_ref().map(|n| {
+            let n = &n.value;
+            crate::plan::PlanNotify {
+                on: n.on.as_ref().map_or_else(
+                    || vec![crate::plan::doc::NotifyOn::Failure, crate::plan::doc::NotifyOn::Checks],
+                    |o| o.value.clone(),
+                ),
+                webhook: n.webhook.as_ref().map(|w| w.value.clone()),
+                email: n.email.as_ref().map(|e| crate::plan::PlanEmail {
+                    to: e.value.to.value.clone(),
+                    from: e.value.from.value.clone(),
+                    smtp: e.value.smtp.value.clone(),
+                }),
+                command: n.command.as_ref().map(|c| c.value.clone()).unwrap_or_default(),
+                timeout: n
+                    .timeout
+                    .as_ref()
+                    .map_or(crate::plan::values::Duration(std::time::Duration::from_secs(10)), |t| {
+                        t.value
+                    }),
+                retries: n.retries.as_ref().map_or(2, |r| r.value),
+            }
+        }),
         steps: out_steps,
         disabled,
     })
