@@ -173,6 +173,9 @@ fn main() {
             })
         })
     };
+    // The document goes to a file: a pipe nobody reads until the end
+    // would fill and stall the fleet.
+    let doc = dir.path().join("fleet.json");
     let t0 = Instant::now();
     let mut child = Command::new(&bin)
         .current_dir(dir.path())
@@ -181,7 +184,7 @@ fn main() {
         .args(["--fleet-parallelism", &fleet_n.to_string(), "--targets"])
         .arg(&inventory)
         .arg(&plan)
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&doc).expect("document file"))
         .spawn()
         .expect("fleet");
     let mut peak_kb = 0;
@@ -192,8 +195,7 @@ fn main() {
     let fleet = t0.elapsed();
     done.store(true, Ordering::SeqCst);
     watcher.join().expect("watcher");
-    let out = child.wait_with_output().expect("output");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fleet JSON");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&doc).expect("document")).expect("fleet JSON");
     assert_eq!(v["exit_code"], 0, "{v}");
     let rows: u64 = v["targets"]
         .as_array()

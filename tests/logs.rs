@@ -18,7 +18,7 @@ fn plan(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("p.yaml");
     std::fs::write(
         &p,
-        "version: 1\nname: logs\ntarget: \"sqlite:app.db\"\nsteps:\n  purge:\n    retention: { table: ev, column: at, older_than: 40 days }\n",
+        "version: 1\nname: logs\ntarget: \"sqlite:app.db\"\nsteps:\n  purge:\n    retention: { table: ev, column: at, older_than: 40 days }\n  stats:\n    needs: [purge]\n    analyze: {}\n",
     )
     .expect("plan");
     p
@@ -94,4 +94,68 @@ fn an_unwritable_log_directory_refuses_the_run_before_any_work() {
         ),
         "0"
     );
+}
+
+/// The run's stderr log lines as JSON objects (`--log-format json`).
+fn json_log(dir: &Path, p: &Path, extra: &[&str], env: Option<(&str, &str)>) -> Vec<serde_json::Value> {
+    let mut c = dbmaint(dir);
+    c.args(["--log-format", "json", "--progress", "never"]).args(extra);
+    if let Some((k, v)) = env {
+        c.env(k, v);
+    }
+    let out = c
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(p)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn the_stderr_log_has_levels_and_a_json_form_for_log_shippers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(dir.path());
+    let events = |v: &[serde_json::Value]| -> Vec<String> {
+        v.iter()
+            .map(|e| e["event"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let info = json_log(dir.path(), &p, &[], None);
+    assert!(
+        info.iter().all(|e| e["ts"].is_string() && e["level"].is_string()),
+        "{info:?}"
+    );
+    let names = events(&info);
+    assert!(
+        names.contains(&"run_started".to_string()) && names.contains(&"step_finished".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"object_done".to_string()),
+        "objects are debug: {names:?}"
+    );
+    // -v: objects too; -vv: batches too.
+    let sqlite_reset = || {
+        sqlite(
+            &dir.path().join("app.db"),
+            "INSERT INTO ev (at) VALUES (datetime('now', '-45 days'))",
+        )
+    };
+    sqlite_reset();
+    assert!(events(&json_log(dir.path(), &p, &["-v"], None)).contains(&"object_done".to_string()));
+    sqlite_reset();
+    let trace = events(&json_log(dir.path(), &p, &["-vv"], None));
+    assert!(trace.contains(&"batch_done".to_string()), "{trace:?}");
+    // DBMAINT_LOG=warn, or -q: nothing at info.
+    for (extra, env) in [(&[][..], Some(("DBMAINT_LOG", "warn"))), (&["-q"][..], None)] {
+        let quiet = json_log(dir.path(), &p, extra, env);
+        assert!(
+            quiet.iter().all(|e| e["level"] == "warn" || e["level"] == "error"),
+            "{quiet:?}"
+        );
+    }
 }

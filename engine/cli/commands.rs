@@ -559,18 +559,28 @@ pub async fn demo(cli: &Cli, db: &Path, force: bool, seed: u64, scale: f64) -> i
 /// What the operator watches during `apply`: progress bars on a TTY (not
 /// under CI), start/finish lines otherwise, nothing with `--quiet`.
 fn display(cli: &Cli, selected: usize) -> Vec<Box<dyn dbmaint::run::collect::Reporter>> {
-    use dbmaint::report::reporter::{Lines, progress::Bars};
-    if cli.quiet {
-        return vec![];
-    }
-    let bars = match cli.progress {
-        Progress::Always => true,
-        Progress::Never => false,
-        Progress::Auto => std::io::stderr().is_terminal() && std::env::var_os("CI").is_none(),
+    use dbmaint::report::reporter::{Level, Lines, progress::Bars};
+    // -v/-q when given, else DBMAINT_LOG, else info.
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => Level::Warn,
+        (false, 1) => Level::Debug,
+        (false, v) if v >= 2 => Level::Trace,
+        _ => std::env::var("DBMAINT_LOG")
+            .ok()
+            .and_then(|l| Level::parse(&l))
+            .unwrap_or(Level::Info),
     };
+    let json = cli.log_format == crate::LogFormat::Json;
+    let bars = !cli.quiet
+        && !json
+        && match cli.progress {
+            Progress::Always => true,
+            Progress::Never => false,
+            Progress::Auto => std::io::stderr().is_terminal() && std::env::var_os("CI").is_none(),
+        };
     if bars {
         vec![Box::new(Bars::new(selected as u64))]
     } else {
-        vec![Box::new(Lines)]
+        vec![Box::new(Lines { level, json })]
     }
 }

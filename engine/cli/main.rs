@@ -31,12 +31,16 @@ pub(crate) struct Cli {
     /// Progress bars: auto (only on a TTY, never when CI is set), always, never.
     #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
     pub(crate) progress: Progress,
-    /// More detail (repeatable).
+    /// More detail (repeatable): -v adds each object done to the stderr log, -vv each batch.
+    /// Without -v/-q, DBMAINT_LOG=error|warn|info|debug|trace sets the level (default info).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
-    /// Less output.
+    /// Less output: no progress, only warnings and errors in the stderr log.
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
+    /// The stderr log of a run: text lines, or one JSON object per event (for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
     /// Run as if started in DIR (like `git -C`): relative paths on the
     /// command line and in the plan (backup `dir`, archive files, SQLite
     /// targets) are taken from there — what a scheduler that starts in `/`
@@ -49,6 +53,12 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
     Text,
     Json,
 }

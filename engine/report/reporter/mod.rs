@@ -142,24 +142,103 @@ pub fn render_text(r: &Report) -> String {
     out
 }
 
-/// Start and finish lines with figures on stderr, for logs and CI.
-#[derive(Debug, Default)]
-pub struct Lines;
+/// How much of a run the stderr log shows, `RUST_LOG`-style: each level
+/// shows itself and the levels above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl Level {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text.trim().to_ascii_lowercase().as_str() {
+            "error" => Self::Error,
+            "warn" | "warning" => Self::Warn,
+            "info" => Self::Info,
+            "debug" => Self::Debug,
+            "trace" => Self::Trace,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+
+    /// An event's level: failures are errors; warnings, retries, undos
+    /// and deferrals warnings; run and step milestones info; each object
+    /// done debug; each batch trace.
+    pub fn of(e: &Event) -> Self {
+        match e {
+            Event::StepFailed { .. } => Self::Error,
+            Event::Warning { .. } | Event::Retrying { .. } | Event::RolledBack { .. } | Event::StepDeferred { .. } => {
+                Self::Warn
+            }
+            Event::ObjectDone { .. } => Self::Debug,
+            Event::BatchDone { .. } => Self::Trace,
+            _ => Self::Info,
+        }
+    }
+}
+
+/// The run's events on stderr, for logs and CI: a time-stamped line each
+/// (text), or one JSON object each with `ts` and `level` added (json, for
+/// log shippers), down to `level`.
+#[derive(Debug)]
+pub struct Lines {
+    pub level: Level,
+    pub json: bool,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self {
+            level: Level::Info,
+            json: false,
+        }
+    }
+}
 
 impl Reporter for Lines {
     fn event(&mut self, e: &Event) {
-        if let Some(line) = line_for(e) {
+        let level = Level::of(e);
+        if level > self.level {
+            return;
+        }
+        let now = chrono::Utc::now();
+        if self.json {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "ts".into(),
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
+                );
+                o.insert("level".into(), level.as_str().into());
+            }
+            let _ = writeln!(std::io::stderr(), "{v}");
+        } else if let Some(line) = line_for(e) {
             let _ = writeln!(
                 std::io::stderr(),
                 "{} {}",
-                chrono::Utc::now().format("%H:%M:%S"),
+                now.format("%H:%M:%S"),
                 crate::report::textsafe::visible(&line)
             );
         }
     }
 }
 
-/// The log line of an event; `None` for events too frequent to log.
+/// The log line of an event (batches and objects only at the levels that
+/// show them).
 pub fn line_for(e: &Event) -> Option<String> {
     Some(match e {
         Event::RunStarted {
@@ -210,6 +289,22 @@ pub fn line_for(e: &Event) -> Option<String> {
             exit_code,
             ..
         } => format!("run {run_id} {status} (exit code {exit_code})"),
-        Event::BatchDone { .. } | Event::ObjectDone { .. } => return None,
+        Event::ObjectDone {
+            step,
+            object,
+            duration_ms,
+            ..
+        } => format!("{step}: {object} done in {:.1}s", *duration_ms as f64 / 1000.0),
+        Event::BatchDone {
+            step,
+            batch,
+            rows,
+            rows_total,
+            duration_ms,
+        } => format!(
+            "{step}: batch {batch}: {} rows ({} so far) in {duration_ms} ms",
+            human_count(*rows),
+            human_count(*rows_total)
+        ),
     })
 }
