@@ -146,6 +146,34 @@ fn postgres_probes_answer_while_an_apply_holds_the_lock() {
         &["history", "--target", &url, "--stale-after", "1h", "--format", "nagios"],
     );
     assert_eq!(code, Some(2), "no journal: never succeeded: {line}");
+    // A plan of checks only reads: it runs beside the held lock (exit 6 on
+    // its finding, not 4), while a plan that writes is refused with 4.
+    let checks_plan = dir.path().join("checks.yaml");
+    std::fs::write(
+        &checks_plan,
+        format!(
+            "version: 1\nname: probe\ntarget: \"{url}\"\nsteps:\n  health:\n    check: {{ checks: [fk_without_index], fail_on: warning }}\n"
+        ),
+    )
+    .expect("plan");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&checks_plan)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    let writing = dir.path().join("writing.yaml");
+    std::fs::write(
+        &writing,
+        format!("version: 1\nname: w\ntarget: \"{url}\"\nsteps:\n  a:\n    analyze: {{}}\n"),
+    )
+    .expect("plan");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&writing)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
     // A refused connection is UNKNOWN, and exit 1 in text mode.
     let bad = format!("{url}_nope");
     let (code, line) = run(

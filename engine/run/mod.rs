@@ -191,7 +191,15 @@ pub async fn apply(
 ) -> Result<Report, Failure> {
     let started = Instant::now();
     let deadline = ep.max_runtime_ms.map(|ms| started + Duration::from_millis(ms));
-    let guard = lock(target).await?;
+    // A run that only reads (checks, stats, bloat: every selected step's
+    // marker is `=`) takes no apply lock: a monitoring plan answers while
+    // a maintenance run holds it, and never delays one.
+    let reads_only = ep
+        .steps
+        .iter()
+        .filter(|s| opts.only.as_ref().is_none_or(|o| o.contains(&s.id)))
+        .all(|s| s.marker == crate::run::execplan::Marker::Read);
+    let guard = if reads_only { None } else { Some(lock(target).await?) };
     // SQLite has one writer at a time: the journal waits for it as long as
     // the plan lets its steps wait (lock_timeout × tries), not a constant.
     let journal_wait = match target.backend {
@@ -222,7 +230,12 @@ pub async fn apply(
     })?;
     // We hold the lock, so a run still `running` in the journal is one whose
     // process died (kill -9, lost host): close it so history tells the truth.
-    for (id, rows) in journal.journal_close_interrupted().await? {
+    // (A reading run without the lock cannot know that: it leaves them.)
+    let interrupted = match &guard {
+        Some(_) => journal.journal_close_interrupted().await?,
+        None => vec![],
+    };
+    for (id, rows) in interrupted {
         eprintln!(
             "note: run {id} did not finish (its process was killed or lost its connection); \
              marked `interrupted` in the journal; its {rows} committed rows stay done and this run continues the work"
@@ -286,7 +299,7 @@ pub async fn apply(
         deadline,
         stop,
         run_id,
-        lock: Some(guard.clone()),
+        lock: guard.clone(),
         ops,
     };
     let outcome = execute(ep, target, &run_opts, tx.clone()).await;
@@ -316,7 +329,7 @@ pub async fn apply(
         eprintln!("warning: journal write failed: {e}");
     }
     journal.close().await;
-    if let Ok(guard) = Arc::try_unwrap(guard) {
+    if let Some(Ok(guard)) = guard.map(Arc::try_unwrap) {
         guard.release().await;
     }
     let report = collector.finish();
