@@ -9,7 +9,10 @@
 //! db/     sessions, db::query, catalog, journal, lock (knows no operation)
 //! run/    Plan ─compute─▶ Inspection ─planner─▶ ExecutionPlan ─executor─▶ events
 //! ops/    one folder per operation: parameters, probe/read/plan, its SQL
-//! report/ diff, progress and log lines, history and inspect text
+//! report/ diff, progress and log lines, history and inspect text, metrics, probes
+//! schedule/ cron, systemd, Kubernetes artifacts of a plan's `schedule:`
+//! fleet/  inventories of databases and their selection
+//! notify/ webhook, email, command after a run
 //! ```
 //!
 //! This file is the composition root for library users: [`load`],
