@@ -159,3 +159,24 @@ fn the_stderr_log_has_levels_and_a_json_form_for_log_shippers() {
         );
     }
 }
+
+#[test]
+fn the_plans_logs_keep_prunes_like_the_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(dir.path());
+    let text = std::fs::read_to_string(&p)
+        .expect("plan")
+        .replace("steps:\n", "logs: { keep: 1 }\nsteps:\n");
+    std::fs::write(&p, text).expect("plan");
+    for _ in 0..2 {
+        let out = dbmaint(dir.path())
+            .args(["plan", "apply", "--auto-approve", "--log-dir", "runlogs"])
+            .arg(&p)
+            .output()
+            .expect("apply");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let left = names(&dir.path().join("runlogs"));
+    assert_eq!(left.len(), 2, "one run's log and report: {left:?}");
+    assert!(left.iter().all(|n| n.starts_with("logs-run2-")), "{left:?}");
+}

@@ -256,7 +256,7 @@ fn sqlite_apply_writes_metrics_a_prometheus_parser_reads() {
     let plan = dir.path().join("p.yaml");
     std::fs::write(
         &plan,
-        "version: 1\nname: nightly\ntarget: \"sqlite:app.db\"\noutput: { metrics_file: metrics/dbmaint.prom }\nsteps:\n  \
+        "version: 1\nname: nightly\ntarget: \"sqlite:app.db\"\nmetrics_file: metrics/dbmaint.prom\nsteps:\n  \
          purge:\n    retention: { table: ev, column: at, older_than: 30 days }\n  \
          health:\n    check: { checks: [foreign_keys], fail_on: error }\n",
     )

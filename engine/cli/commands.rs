@@ -289,7 +289,11 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
         only: (!args.steps.is_empty()).then(|| args.steps.clone()),
         log_dir: Some(log_dir.clone()),
     };
-    let output = ready.loaded.plan.as_ref().map(|p| p.output.clone()).unwrap_or_default();
+    let (plan_metrics, plan_keep) = ready
+        .loaded
+        .plan
+        .as_ref()
+        .map_or((None, None), |p| (p.metrics_file.clone(), p.log_keep));
     let result = run::apply(
         &ep,
         &ready.target,
@@ -301,7 +305,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
     if let Some(path) = args
         .metrics_file
         .clone()
-        .or_else(|| output.metrics_file.as_ref().map(Into::into))
+        .or_else(|| plan_metrics.as_ref().map(Into::into))
     {
         leave_metrics(&path, &ep, &ready.target, &result).await;
     }
@@ -321,7 +325,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
     }
     match result {
         Ok(report) => {
-            if let Some(keep) = args.log_keep.or(output.log_keep.map(|k| k as usize)) {
+            if let Some(keep) = args.log_keep.or(plan_keep.map(|k| k as usize)) {
                 for old in crate::state::prune(&log_dir, &ep.plan, keep) {
                     if cli.verbose > 0 {
                         eprintln!("removed the old run log `{}` (--log-keep {keep})", old.display());

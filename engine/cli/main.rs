@@ -240,11 +240,11 @@ pub(crate) struct ApplyArgs {
     /// else ~/.local/state/dbmaint/logs]; a service sets /var/log/dbmaint.
     #[arg(long, env = "DBMAINT_LOG_DIR", value_name = "DIR")]
     pub(crate) log_dir: Option<PathBuf>,
-    /// Keep only this plan's newest N run logs in the log directory [default: the plan's `output.log_keep`].
+    /// Keep only this plan's newest N run logs in the log directory [default: the plan's `logs.keep`].
     #[arg(long, value_name = "N")]
     pub(crate) log_keep: Option<usize>,
     /// Write Prometheus text-format metrics of the run here, atomically (node_exporter's
-    /// textfile collector) [default: the plan's `output.metrics_file`].
+    /// textfile collector) [default: the plan's `metrics_file`].
     #[arg(long, value_name = "PATH")]
     pub(crate) metrics_file: Option<PathBuf>,
 }

@@ -359,14 +359,12 @@ crate::params! {
 }
 
 crate::params! {
-    /// Where a run leaves what operators and monitoring read.
-    pub struct Output ("output") {
+    /// The run logs a plan keeps.
+    pub struct Logs ("logs") {
         required {}
         optional {
-            /// Prometheus text-format metrics written after each apply (atomically), for node_exporter's textfile collector; `--metrics-file` wins.
-            metrics_file: String,
             /// Keep only this plan's newest N run logs in the log directory; `--log-keep` wins.
-            log_keep: u64,
+            keep: u64,
         }
     }
 }
@@ -395,8 +393,10 @@ crate::params! {
             limits: Limits,
             /// 5-field cron expression for `schedule export`.
             schedule: Schedule,
-            /// Metrics file and run-log retention.
-            output: Output,
+            /// Prometheus text-format metrics written after each apply (atomically), for node_exporter's textfile collector; `--metrics-file` wins.
+            metrics_file: String,
+            /// Run-log retention: `keep: N`.
+            logs: Logs,
             /// Notifications: webhook, email, command.
             notify: Notify,
         }

@@ -132,21 +132,6 @@ pub fn serialize_settings<M: SerializeMap>(m: &mut M, s: &Settings) -> Result<()
     Ok(())
 }
 
-/// `output` of the plan: where a run leaves what monitoring reads.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct PlanOutput {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_keep: Option<u64>,
-}
-
-impl PlanOutput {
-    pub fn is_empty(&self) -> bool {
-        self.metrics_file.is_none() && self.log_keep.is_none()
-    }
-}
-
 /// `notify` after defaults.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanNotify {
@@ -206,9 +191,12 @@ pub struct Plan {
     pub limits: PlanLimits,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
-    /// `output:`: metrics file and run-log retention.
-    #[serde(skip_serializing_if = "PlanOutput::is_empty")]
-    pub output: PlanOutput,
+    /// `metrics_file:`: Prometheus metrics after each apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_file: Option<String>,
+    /// `logs.keep`: run logs of this plan kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_keep: Option<u64>,
     /// `notify:`: who hears about a run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify: Option<PlanNotify>,

@@ -237,18 +237,8 @@ fn resolve(doc: PlanDoc, resolved: Option<(Target, String)>, env: Option<&str>) 
                 .map_or(Tz(chrono_tz::UTC), |t| t.value),
         },
         schedule: doc.schedule.map(|s| s.value),
-        output: crate::plan::PlanOutput {
-            metrics_file: doc
-                .output
-                .as_ref()
-                .and_then(|o| o.value.metrics_file.as_ref())
-                .map(|m| m.value.clone()),
-            log_keep: doc
-                .output
-                .as_ref()
-                .and_then(|o| o.value.log_keep.as_ref())
-                .map(|k| k.value),
-        },
+        metrics_file: doc.metrics_file.as_ref().map(|m| m.value.clone()),
+        log_keep: doc.logs.as_ref().and_then(|l| l.value.keep.as_ref()).map(|k| k.value),
         notify: doc.notify.as_ref().map(|n| {
             let n = &n.value;
             crate::plan::PlanNotify {
