@@ -31,3 +31,4 @@ mod schema;
 mod sql_op;
 mod support;
 mod templates;
+mod vacuum_stats;

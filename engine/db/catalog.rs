@@ -132,6 +132,12 @@ pub struct TableFacts {
     /// reindex and bloat select its partitions, which hold the data.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partitioned: bool,
+    /// PostgreSQL: the table has storage but its activity counters say
+    /// nothing about it — lost (crash, failover, clone, `pg_upgrade`) or
+    /// reset (`pg_stat_reset`) since it was last vacuumed or analyzed: its
+    /// dead tuples are unknown, not zero.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stats_unknown: bool,
     /// The partitions of a partitioned table, `schema.name`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<String>,

@@ -241,9 +241,16 @@ pub fn catalog_sql() -> [String; 4] {
            coalesce(s.n_live_tup, 0)::int8, coalesce(s.n_dead_tup, 0)::int8, \
            coalesce(s.n_mod_since_analyze, 0)::int8, \
            s.last_vacuum::text, s.last_autovacuum::text, s.last_analyze::text, s.last_autoanalyze::text, \
-           age(c.relfrozenxid)::int8, c.relkind = 'p' \
+           age(c.relfrozenxid)::int8, c.relkind = 'p', \
+           c.relkind = 'r' \
+             AND (CASE WHEN c.oid IN {BUSY} THEN c.relpages > 0 ELSE pg_relation_size(c.oid) > 0 END) \
+             AND (coalesce(s.n_live_tup, 0) + coalesce(s.n_dead_tup, 0) = 0 \
+                  OR (d.stats_reset IS NOT NULL \
+                      AND coalesce(greatest(s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze), \
+                                   '-infinity') < d.stats_reset)) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+         CROSS JOIN (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()) d \
          WHERE c.relkind IN ('r', 'p') AND {USER_RELATIONS} ORDER BY 1, 2"
         ),
         format!(
@@ -302,6 +309,7 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
             without_rowid: false,
             delete_triggers: vec![],
             partitioned: r.get(11),
+            stats_unknown: r.get(12),
             partitions: vec![],
         })
         .collect();

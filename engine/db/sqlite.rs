@@ -129,6 +129,7 @@ pub async fn catalog(c: &mut SqliteConnection) -> Result<Catalog, DbError> {
                 without_rowid: r.get::<i64, _>(5) != 0,
                 delete_triggers: vec![],
                 partitioned: false,
+                stats_unknown: false,
                 partitions: vec![],
             });
             pk_order.push(vec![]);

@@ -69,7 +69,9 @@ impl Analyze {
             let modified = t.mod_since_analyze + removed;
             let ratio = modified as f64 / t.live_tuples.max(1) as f64;
             let never = t.last_analyze.is_none() && t.last_autoanalyze.is_none() && t.live_tuples > 0;
-            if ratio < min_ratio && !never {
+            // Lost or reset statistics: analyze it (what ANALYZE is for).
+            // `min_mod_ratio: 0` means every table.
+            if ratio < min_ratio && !never && !t.stats_unknown && min_ratio > 0.0 {
                 continue;
             }
             let sql = format!("ANALYZE {}", cx.quoted(t));

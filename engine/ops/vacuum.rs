@@ -6,6 +6,16 @@ use crate::plan::values::{Backend, NameGlob, Ratio};
 use crate::run::execplan::{Action, Estimate, Fidelity, Marker, human_bytes, human_count};
 use crate::run::planner::{Draft, PlanCx, percent};
 
+crate::keywords! {
+    /// What `vacuum` does with a table whose statistics are unknown.
+    pub enum OnUnknownStats ("`vacuum` or `skip`") {
+        /// Vacuum it: cheap when it is clean (all-visible pages are skipped), right when it is not.
+        Vacuum = "vacuum",
+        /// Leave it, with a warning in the diff.
+        Skip = "skip",
+    }
+}
+
 crate::params! {
     /// Parameters of `vacuum`.
     pub struct Vacuum ("vacuum parameters") {
@@ -29,6 +39,8 @@ crate::params! {
             min_dead_tuples: u64,
             /// Vacuum tables whose relfrozenxid age reaches this (PostgreSQL).
             min_xid_age: u64,
+            /// A table whose statistics were lost or reset (its dead tuples are unknown): `vacuum` (default) or `skip` (PostgreSQL).
+            on_unknown_stats: OnUnknownStats,
         }
     }
 }
@@ -54,6 +66,7 @@ impl OpParams for Vacuum {
         c.not_on(&self.freeze, "freeze", Backend::Sqlite);
         c.not_on(&self.min_dead_tuples, "min_dead_tuples", Backend::Sqlite);
         c.not_on(&self.min_xid_age, "min_xid_age", Backend::Sqlite);
+        c.not_on(&self.on_unknown_stats, "on_unknown_stats", Backend::Sqlite);
         c.not_on(&self.tables, "tables", Backend::Sqlite);
         c.not_on(&self.exclude, "exclude", Backend::Sqlite);
     }
@@ -75,8 +88,12 @@ impl Vacuum {
 
     fn plan_pg(&self, cx: &PlanCx<'_>) -> Draft {
         let min_ratio = get(&self.min_dead_ratio).map_or(DEFAULT_MIN_DEAD_RATIO, |r| r.0);
-        let min_dead = get(&self.min_dead_tuples).unwrap_or(DEFAULT_MIN_DEAD_TUPLES);
+        // `min_dead_ratio: 0` means every table (as vacuumdb): the dead-tuple
+        // floor applies then only when the plan sets one.
+        let min_dead = get(&self.min_dead_tuples).unwrap_or(if min_ratio == 0.0 { 0 } else { DEFAULT_MIN_DEAD_TUPLES });
         let min_xid = get(&self.min_xid_age);
+        let skip_unknown = get(&self.on_unknown_stats) == Some(OnUnknownStats::Skip);
+        let mut unknown_skipped = vec![];
         let full = get(&self.full).unwrap_or(false);
         let mut options = vec![];
         if full {
@@ -113,7 +130,14 @@ impl Vacuum {
             };
             let by_dead = ratio >= min_ratio && projected_dead >= min_dead;
             let by_xid = min_xid.is_some_and(|x| t.xid_age >= x);
-            if !(by_dead || by_xid) {
+            // Lost or reset statistics say 0 dead tuples of a table that may
+            // be full of them: unknown, so vacuumed unless the plan says skip.
+            let unknown = t.stats_unknown && !by_dead;
+            if unknown && skip_unknown {
+                unknown_skipped.push(cx.display(t));
+                continue;
+            }
+            if !(by_dead || by_xid || unknown) {
                 continue;
             }
             let reclaim = (t.total_bytes as f64 * ratio.min(1.0)) as u64;
@@ -128,22 +152,39 @@ impl Vacuum {
                 Marker::Change,
                 "table",
                 cx.display(t),
-                format!(
-                    "dead {} ({} of {} tuples{}), {}, xid age {}{}",
-                    percent(ratio),
-                    human_count(projected_dead),
-                    human_count(all),
-                    deleted_first,
-                    human_bytes(t.total_bytes),
-                    human_count(t.xid_age),
-                    if by_xid && !by_dead { " (wraparound)" } else { "" }
-                ),
+                if unknown {
+                    format!(
+                        "dead tuples unknown: its statistics were lost or reset since it was last vacuumed or analyzed \
+                         (crash, failover, clone, pg_upgrade, pg_stat_reset), {}, xid age {}; vacuumed to be safe \
+                         (`on_unknown_stats: skip` leaves it)",
+                        human_bytes(t.total_bytes),
+                        human_count(t.xid_age)
+                    )
+                } else {
+                    format!(
+                        "dead {} ({} of {} tuples{}), {}, xid age {}{}",
+                        percent(ratio),
+                        human_count(projected_dead),
+                        human_count(all),
+                        deleted_first,
+                        human_bytes(t.total_bytes),
+                        human_count(t.xid_age),
+                        if by_xid && !by_dead { " (wraparound)" } else { "" }
+                    )
+                },
                 serde_json::json!({
-                    "dead_ratio": t.dead_ratio(), "dead_tuples": t.dead_tuples, "live_tuples": t.live_tuples,
+                    "dead_ratio": (!unknown).then(|| t.dead_ratio()), "dead_tuples": t.dead_tuples, "live_tuples": t.live_tuples,
                     "bytes": t.total_bytes, "xid_age": t.xid_age, "reclaimable_bytes": reclaim,
+                    "stats_unknown": unknown,
                 }),
             );
             d.statement(cx.display(t), sql);
+        }
+        if !unknown_skipped.is_empty() {
+            d.warnings.push(format!(
+                "statistics unknown (lost or reset) for {}: their dead tuples cannot be told, and `on_unknown_stats: skip` leaves them",
+                unknown_skipped.join(", ")
+            ));
         }
         d.no_op = d.actions.is_empty();
         d.summary = if d.no_op {

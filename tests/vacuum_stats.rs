@@ -1,0 +1,132 @@
+//! Statistics you can trust, or a safe fallback (issue 14 §2): after
+//! `pg_stat_reset()` (as after a crash, a failover, a clone or
+//! `pg_upgrade`) a table's zero dead tuples mean *unknown*, so `vacuum`
+//! vacuums it unless `on_unknown_stats: skip`; `min_dead_ratio: 0` selects
+//! every table.
+
+use std::path::Path;
+
+use crate::support::cli::{dbmaint, rt};
+use crate::support::cluster::{connect, flush_stats, seeded_db};
+
+/// A plan with one vacuum step, in a file of its own per parameters.
+fn vacuum_plan(dir: &Path, url: &str, params: &str) -> std::path::PathBuf {
+    let file: String = params.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let p = dir.join(format!("vacuum-{file}.yaml"));
+    std::fs::write(
+        &p,
+        format!("version: 1\nname: v\ntarget: \"{url}\"\nsteps:\n  vacuum:\n    vacuum: {params}\n"),
+    )
+    .expect("plan");
+    p
+}
+
+fn diff_step(dir: &Path, plan: &Path) -> serde_json::Value {
+    let out = dbmaint(dir)
+        .args(["--output", "json", "plan", "diff"])
+        .arg(plan)
+        .output()
+        .expect("diff");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    v["steps"][0].clone()
+}
+
+fn selected(step: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = step["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .filter(|o| o["kind"] == "table")
+        .map(|o| o["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn postgres_reset_statistics_still_vacuum_the_bloated_table() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE churn (id int PRIMARY KEY, body text); \
+         INSERT INTO churn SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g; \
+         DELETE FROM churn WHERE id % 3 = 0; \
+         CREATE TABLE calm (id int PRIMARY KEY); INSERT INTO calm SELECT generate_series(1, 1000); \
+         ANALYZE churn; ANALYZE calm;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = vacuum_plan(dir.path(), &url, "{}");
+    // Before the reset: the counters see churn's 33 % dead tuples.
+    assert_eq!(selected(&diff_step(dir.path(), &plan)), ["churn"]);
+    // The reset: counters zero, as after a failover.
+    rt.block_on(async {
+        let mut c = connect(&url).await;
+        sqlx::raw_sql("SELECT pg_stat_reset()")
+            .execute(&mut c)
+            .await
+            .expect("reset");
+        flush_stats(&mut c).await;
+    });
+    let step = diff_step(dir.path(), &plan);
+    assert_eq!(selected(&step), ["calm", "churn"], "unknown is vacuumed: {step}");
+    let churn = step["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["name"] == "churn")
+        .cloned()
+        .expect("churn");
+    assert!(
+        churn["detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("dead tuples unknown"),
+        "{churn}"
+    );
+    assert_eq!(churn["figures"]["stats_unknown"], true);
+    // `on_unknown_stats: skip` leaves them, and says so.
+    let skip = vacuum_plan(dir.path(), &url, "{ on_unknown_stats: skip }");
+    let step = diff_step(dir.path(), &skip);
+    assert!(selected(&step).is_empty(), "{step}");
+    assert!(
+        step["warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("statistics unknown"),
+        "{step}"
+    );
+    // Apply the default plan: both vacuumed; the next diff trusts the
+    // counters again and selects nothing.
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vacuumed: i64 = rt.block_on(async {
+        let mut c = connect(&url).await;
+        flush_stats(&mut c).await;
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL AND relname IN ('churn', 'calm')",
+        )
+        .fetch_one(&mut c)
+        .await
+        .expect("count")
+    });
+    assert_eq!(vacuumed, 2);
+    assert!(selected(&diff_step(dir.path(), &plan)).is_empty());
+}
+
+#[test]
+fn postgres_min_dead_ratio_zero_selects_every_table() {
+    let url = seeded_db(
+        "CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a SELECT generate_series(1, 100); \
+         CREATE TABLE b (id int PRIMARY KEY); INSERT INTO b SELECT generate_series(1, 100); ANALYZE;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(selected(&diff_step(dir.path(), &vacuum_plan(dir.path(), &url, "{}"))).is_empty());
+    let every = vacuum_plan(dir.path(), &url, "{ min_dead_ratio: 0 }");
+    assert_eq!(selected(&diff_step(dir.path(), &every)), ["a", "b"]);
+}
