@@ -117,7 +117,13 @@ impl Vacuum {
             ..Draft::default()
         };
         let (mut dead, mut bytes, mut considered) = (0u64, 0u64, 0usize);
-        for t in cx.select_tables(&globs(&self.tables), &globs(&self.exclude), &mut d) {
+        let mut tables = cx.select_tables(&globs(&self.tables), &globs(&self.exclude), &mut d);
+        // Freezing: the oldest first (flexible freeze), so a run the window
+        // cuts short has done the tables nearest to wraparound.
+        if get(&self.freeze).unwrap_or(false) || min_xid.is_some() {
+            tables.sort_by_key(|t| std::cmp::Reverse(t.xid_age));
+        }
+        for t in tables {
             considered += 1;
             // Rows that steps before this one delete are dead tuples by the time it runs.
             let (removed, deleted_first) = cx.removed_upstream(&cx.quoted(t));
