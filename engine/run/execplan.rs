@@ -276,6 +276,11 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// `12,345`-style counts for people.
+/// `1 batch`, `3 batches`, `1,204 findings`: a count with its noun.
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", human_count(n), if n == 1 { one } else { many })
+}
+
 pub fn human_count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
@@ -299,5 +304,8 @@ mod tests {
         assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
         assert_eq!(human_count(1234567), "1,234,567");
         assert_eq!(human_count(999), "999");
+        assert_eq!(counted(1, "batch", "batches"), "1 batch");
+        assert_eq!(counted(1204, "finding", "findings"), "1,204 findings");
+        assert_eq!(counted(0, "finding", "findings"), "0 findings");
     }
 }

@@ -32,6 +32,7 @@ use super::{OpCheck, OpParams, get};
 use crate::ops::check::spec::{CheckSpec, Severity};
 use crate::plan::decode::Sp;
 use crate::plan::values::{Backend, Duration, Ratio};
+use crate::run::execplan::counted;
 use crate::run::execplan::{Action, Marker};
 use crate::run::planner::{Draft, PlanCx};
 
@@ -256,10 +257,10 @@ impl Check {
                     .fail_on
                     .map_or(0, |at| found.iter().filter(|f| f.severity >= at).count());
                 d.summary = format!(
-                    "{} checks ({}): {} findings now{}",
-                    spec.checks.len(),
+                    "{} ({}): {} now{}",
+                    counted(spec.checks.len() as u64, "check", "checks"),
                     spec.checks.join(", "),
-                    found.len(),
+                    counted(found.len() as u64, "finding", "findings"),
                     if failing > 0 {
                         format!(", {failing} at or above `fail_on` would fail the step")
                     } else {
@@ -347,7 +348,11 @@ impl crate::run::operation::Executes for Run {
             let failing = spec
                 .fail_on
                 .map_or(0, |at| found.iter().filter(|f| f.severity >= at).count());
-            run.object_done(format!("{} checks, {} findings", spec.checks.len(), found.len()));
+            run.object_done(format!(
+                "{}, {}",
+                counted(spec.checks.len() as u64, "check", "checks"),
+                counted(found.len() as u64, "finding", "findings")
+            ));
             run.result().findings = found;
             if failing > 0 {
                 return Err(StepErr::findings(format!(

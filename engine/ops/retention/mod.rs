@@ -884,7 +884,11 @@ impl Retention {
                     if batches == 1 { "" } else { "es" }
                 )
             } else {
-                format!("{} batches of {}", human_count(batches), human_count(batch_size))
+                format!(
+                    "{} of {}",
+                    crate::run::execplan::counted(batches, "batch", "batches"),
+                    human_count(batch_size)
+                )
             };
             format!(
                 "{verb} {approx}{} rows older than {} from `{name}` in {how}",

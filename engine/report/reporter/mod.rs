@@ -55,7 +55,7 @@ pub fn render_text(r: &Report) -> String {
             figures.push(predicted(&s.predicted, "bytes", s.bytes, human_bytes));
         }
         if s.batches > 0 {
-            figures.push(format!("{} batches", s.batches));
+            figures.push(crate::run::execplan::counted(s.batches, "batch", "batches"));
         }
         if s.retries > 0 {
             figures.push(format!("{} lock retries", s.retries));
