@@ -180,3 +180,20 @@ fn the_plans_logs_keep_prunes_like_the_flag() {
     assert_eq!(left.len(), 2, "one run's log and report: {left:?}");
     assert!(left.iter().all(|n| n.starts_with("logs-run2-")), "{left:?}");
 }
+
+#[test]
+fn progress_always_without_a_terminal_still_logs_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = plan(dir.path());
+    let out = dbmaint(dir.path())
+        .args(["--progress", "always", "plan", "apply", "--auto-approve"])
+        .arg(&p)
+        .output()
+        .expect("apply");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("purge (retention) started") && err.contains("purge finished"),
+        "stderr is a pipe here: the run is logged, not drawn: {err}"
+    );
+}

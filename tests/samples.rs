@@ -405,6 +405,11 @@ fn redact_diff(text: &str, dir: &Path) -> String {
             ),
             (r"\d+(\.\d+)? (B|KiB|MiB|GiB|TiB)\b", "<bytes>"),
             (r"\d+(?:[.,]\d+)*", "N"),
+            // A count's noun follows the count (1 batch, 2 batches): its
+            // number is redacted, so is its plural.
+            (r"\bN (batch|batches)\b", "N batch(es)"),
+            (r"\bN (check|checks)\b", "N check(s)"),
+            (r"\bN (finding|findings)\b", "N finding(s)"),
         ] {
             l = regex::Regex::new(pattern)
                 .expect("redaction pattern")

@@ -575,12 +575,16 @@ fn display(cli: &Cli, selected: usize) -> Vec<Box<dyn dbmaint::run::collect::Rep
             .unwrap_or(Level::Info),
     };
     let json = cli.log_format == crate::LogFormat::Json;
+    // Bars need a terminal to draw on: without one, `always` would print
+    // nothing at all, so it falls back to the log lines too.
+    let tty = std::io::stderr().is_terminal();
     let bars = !cli.quiet
         && !json
+        && tty
         && match cli.progress {
             Progress::Always => true,
             Progress::Never => false,
-            Progress::Auto => std::io::stderr().is_terminal() && std::env::var_os("CI").is_none(),
+            Progress::Auto => std::env::var_os("CI").is_none(),
         };
     if bars {
         vec![Box::new(Bars::new(selected as u64))]
