@@ -2,7 +2,10 @@
 //! overlay it is applied with) and a `batch/v1` CronJob running it — one
 //! run at a time (`concurrencyPolicy: Forbid`), never retried by the Job
 //! (`backoffLimit: 0`: dbmaint resumes from its journal), stopped at
-//! `max_runtime` plus a margin, secrets from a Secret by reference.
+//! `max_runtime` plus a margin, secrets from a Secret by reference. With
+//! an inventory the Job is Indexed: pod *i* applies the plan to the *i*-th
+//! selected target (`--target-index $(JOB_COMPLETION_INDEX)`), and one
+//! target's failure fails its own index only (`backoffLimitPerIndex: 0`).
 
 use serde_json::json;
 
