@@ -18,6 +18,18 @@ fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// Writes `yaml` as `dir/file` and applies it: exit code and stderr.
+fn apply_plan(dir: &Path, file: &str, yaml: &str) -> (Option<i32>, String) {
+    let plan = dir.join(file);
+    std::fs::write(&plan, yaml).expect("plan");
+    let out = dbmaint(dir)
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
 #[test]
 fn sqlite_staleness_is_fresh_after_a_run_and_stale_once_it_is_old() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -36,18 +48,13 @@ fn sqlite_staleness_is_fresh_after_a_run_and_stale_once_it_is_old() {
         line.starts_with("DBMAINT STALENESS CRITICAL - any plan never succeeded"),
         "{line}"
     );
+    let (code, err) = apply_plan(
+        dir.path(),
+        "p.yaml",
+        &format!("version: 1\nname: nightly\ntarget: \"{target}\"\nsteps:\n  a:\n    analyze: {{}}\n"),
+    );
+    assert_eq!(code, Some(0), "{err}");
     let plan = dir.path().join("p.yaml");
-    std::fs::write(
-        &plan,
-        format!("version: 1\nname: nightly\ntarget: \"{target}\"\nsteps:\n  a:\n    analyze: {{}}\n"),
-    )
-    .expect("plan");
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("apply");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (code, line) = probe(&["--name", "nightly"]);
     assert_eq!(code, Some(0), "{line}");
     assert!(
@@ -148,32 +155,20 @@ fn postgres_probes_answer_while_an_apply_holds_the_lock() {
     assert_eq!(code, Some(2), "no journal: never succeeded: {line}");
     // A plan of checks only reads: it runs beside the held lock (exit 6 on
     // its finding, not 4), while a plan that writes is refused with 4.
-    let checks_plan = dir.path().join("checks.yaml");
-    std::fs::write(
-        &checks_plan,
-        format!(
+    let (code, err) = apply_plan(
+        dir.path(),
+        "checks.yaml",
+        &format!(
             "version: 1\nname: probe\ntarget: \"{url}\"\nsteps:\n  health:\n    check: {{ checks: [fk_without_index], fail_on: warning }}\n"
         ),
-    )
-    .expect("plan");
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&checks_plan)
-        .output()
-        .expect("apply");
-    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
-    let writing = dir.path().join("writing.yaml");
-    std::fs::write(
-        &writing,
-        format!("version: 1\nname: w\ntarget: \"{url}\"\nsteps:\n  a:\n    analyze: {{}}\n"),
-    )
-    .expect("plan");
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&writing)
-        .output()
-        .expect("apply");
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    );
+    assert_eq!(code, Some(6), "{err}");
+    let (code, err) = apply_plan(
+        dir.path(),
+        "writing.yaml",
+        &format!("version: 1\nname: w\ntarget: \"{url}\"\nsteps:\n  a:\n    analyze: {{}}\n"),
+    );
+    assert_eq!(code, Some(4), "{err}");
     // A refused connection is UNKNOWN, and exit 1 in text mode.
     let bad = format!("{url}_nope");
     let (code, line) = run(
