@@ -248,25 +248,15 @@ fn sqlite_apply_writes_metrics_a_prometheus_parser_reads() {
          CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE c (id INTEGER PRIMARY KEY, p INTEGER REFERENCES p (id)); \
          INSERT INTO c VALUES (1, 99);",
     );
-    let plan = dir.path().join("p.yaml");
-    std::fs::write(
-        &plan,
+    let (code, err) = apply_plan(
+        dir.path(),
+        "p.yaml",
         "version: 1\nname: nightly\ntarget: \"sqlite:app.db\"\nmetrics_file: metrics/dbmaint.prom\nsteps:\n  \
          purge:\n    retention: { table: ev, column: at, older_than: 30 days }\n  \
          health:\n    check: { checks: [foreign_keys], fail_on: error }\n",
-    )
-    .expect("plan");
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("apply");
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "the orphan fails the check: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(code, Some(6), "the orphan fails the check: {err}");
+    let plan = dir.path().join("p.yaml");
     let file = dir.path().join("metrics/dbmaint.prom");
     let samples = parse_metrics(&py, &file);
     let one = |name: &str, want: &[(&str, &str)]| -> f64 {

@@ -82,19 +82,7 @@ fn statuses(report: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn django_nightly_plan_runs_end_to_end() {
-    let url = seeded_db("SELECT 1", &[]);
-    rt().block_on(seed_pg(&url));
-    rt().block_on(async {
-        let mut c = crate::support::cluster::connect(&url).await;
-        sqlx::raw_sql(
-            "CREATE MATERIALIZED VIEW daily_audit AS
-               SELECT date_trunc('day', created_at) AS day, count(*) AS n FROM core_audit_log GROUP BY 1;
-             CREATE UNIQUE INDEX daily_audit_day ON daily_audit (day);",
-        )
-        .execute(&mut c)
-        .await
-        .expect("view");
-    });
+    let url = django_db();
     let old = rt().block_on(pg_count(
         &url,
         "SELECT count(*) FROM core_audit_log WHERE created_at < now() - interval '90 days'",

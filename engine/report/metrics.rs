@@ -159,3 +159,18 @@ fn seconds(ms: u64) -> String {
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::previous_last_success;
+
+    #[test]
+    fn the_last_success_is_read_back_from_an_earlier_file() {
+        let text = "# HELP dbmaint_run_last_success_timestamp_seconds x\n\
+                    # TYPE dbmaint_run_last_success_timestamp_seconds gauge\n\
+                    dbmaint_run_last_success_timestamp_seconds{plan=\"p\",env=\"\",target=\"t\"} 1764554961\n\
+                    dbmaint_run_exit_code{plan=\"p\",env=\"\",target=\"t\"} 1\n";
+        assert_eq!(previous_last_success(text), Some(1_764_554_961));
+        assert_eq!(previous_last_success("dbmaint_run_exit_code{} 0\n"), None);
+    }
+}

@@ -200,15 +200,6 @@ pub struct Lines {
     pub json: bool,
 }
 
-impl Default for Lines {
-    fn default() -> Self {
-        Self {
-            level: Level::Info,
-            json: false,
-        }
-    }
-}
-
 impl Reporter for Lines {
     fn event(&mut self, e: &Event) {
         let level = Level::of(e);
