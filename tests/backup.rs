@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::support::cli::{dbmaint, pg_count, rt, seed_pg};
+use crate::support::cli::{backup_files as files_in, dbmaint, pg_count, rt, seed_pg};
 use crate::support::cluster::{Cluster, PW_SECRET, connect};
 use crate::support::test::spawn_apply;
 
@@ -29,16 +29,6 @@ steps:
     let path = dir.join("plan.yaml");
     std::fs::write(&path, text).expect("write plan");
     path
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The `pg_dump` child of `child`, once it is running.

@@ -340,14 +340,7 @@ fn demo_command_runs_end_to_end() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("succeeded"), "{stdout}");
-    assert!(
-        dir.path()
-            .join("dbmaint-demo-backups")
-            .read_dir()
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 1
-    );
+    assert!(crate::support::cli::backup_files(&dir.path().join("dbmaint-demo-backups")).len() == 1);
 }
 
 #[test]

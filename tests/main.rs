@@ -1,6 +1,7 @@
 //! All integration tests, in one binary to keep link time down.
 
 mod backup;
+mod backups;
 mod bloat;
 mod checks;
 mod ci_examples;

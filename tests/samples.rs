@@ -105,7 +105,7 @@ fn django_nightly_plan_runs_end_to_end() {
         "SELECT count(*) FROM django_session WHERE expire_date < now()",
     ));
     assert_eq!(expired, 0);
-    let backups = std::fs::read_dir(dir.path().join("backups")).expect("backups").count();
+    let backups = crate::support::cli::backup_files(&dir.path().join("backups")).len();
     assert_eq!(backups, 1);
 }
 
@@ -200,10 +200,7 @@ fn sqlite_app_plan_runs_end_to_end() {
         count("SELECT count(*) FROM sessions WHERE expires_at < strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-1 minute')"),
         0
     );
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("backups")).expect("backups").count(),
-        1
-    );
+    assert_eq!(crate::support::cli::backup_files(&dir.path().join("backups")).len(), 1);
 }
 
 #[test]
@@ -235,9 +232,7 @@ fn demo_plan_runs_end_to_end_on_the_demo_database() {
         "{archived} of {archived_before} archived (the purge may drop some)"
     );
     assert_eq!(
-        std::fs::read_dir(dir.path().join("dbmaint-demo-backups"))
-            .expect("backups")
-            .count(),
+        crate::support::cli::backup_files(&dir.path().join("dbmaint-demo-backups")).len(),
         1
     );
 }

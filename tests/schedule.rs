@@ -116,10 +116,7 @@ fn cron_line_runs_as_printed_from_slash_with_a_plain_shell() {
         "29",
         "the plan ran on the right file"
     );
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("backups")).expect("backups").count(),
-        1
-    );
+    assert_eq!(crate::support::cli::backup_files(&dir.path().join("backups")).len(), 1);
     let mut logged: Vec<String> = std::fs::read_dir(&logs)
         .expect("log dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())

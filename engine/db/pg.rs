@@ -520,12 +520,38 @@ CREATE TABLE IF NOT EXISTS dbmaint.cascades (
   foreign_key text NOT NULL,
   on_delete text NOT NULL,
   rows bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dbmaint.backups (
+  id bigserial PRIMARY KEY,
+  run_id bigint,
+  plan text NOT NULL,
+  step text NOT NULL,
+  path text NOT NULL,
+  format text NOT NULL,
+  bytes bigint NOT NULL,
+  sha256 text NOT NULL,
+  modified text NOT NULL,
+  verified text NOT NULL,
+  verify_note text NOT NULL DEFAULT '',
+  counts text,
+  created_at text NOT NULL,
+  verified_at text,
+  removed_at text,
+  database text NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS dbmaint.scratch_databases (
+  name text NOT NULL,
+  server text NOT NULL,
+  run_id bigint,
+  created_at text NOT NULL,
+  dropped_at text
 );";
 
 pub async fn journal_setup(c: &mut PgConnection) -> Result<(), DbError> {
     let exists: bool = sqlx::query_scalar(
         "SELECT to_regclass('dbmaint.batches') IS NOT NULL AND to_regclass('dbmaint.rebuilds') IS NOT NULL \
-           AND to_regclass('dbmaint.cascades') IS NOT NULL",
+           AND to_regclass('dbmaint.cascades') IS NOT NULL AND to_regclass('dbmaint.backups') IS NOT NULL \
+           AND to_regclass('dbmaint.scratch_databases') IS NOT NULL",
     )
     .fetch_one(&mut *c)
     .await?;

@@ -318,6 +318,24 @@ CREATE TABLE IF NOT EXISTS dbmaint_cascades (
   foreign_key TEXT NOT NULL,
   on_delete TEXT NOT NULL,
   rows INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dbmaint_backups (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  run_id INTEGER,
+  plan TEXT NOT NULL,
+  step TEXT NOT NULL,
+  path TEXT NOT NULL,
+  format TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  modified TEXT NOT NULL,
+  verified TEXT NOT NULL,
+  verify_note TEXT NOT NULL DEFAULT '',
+  counts TEXT,
+  created_at TEXT NOT NULL,
+  verified_at TEXT,
+  removed_at TEXT,
+  database TEXT NOT NULL DEFAULT ''
 );";
 
 pub async fn journal_setup(c: &mut SqliteConnection) -> Result<(), DbError> {

@@ -101,3 +101,17 @@ pub(crate) async fn pg_count(url: &str, sql: &str) -> i64 {
         .await
         .expect("count")
 }
+
+/// The backups in `dir` by file name, sorted; the manifests dbmaint writes
+/// beside them (`NAME.manifest.json`) left out.
+pub(crate) fn backup_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| !n.ends_with(".manifest.json"))
+        .collect();
+    names.sort();
+    names
+}

@@ -12,7 +12,7 @@ use std::process::Stdio;
 
 use std::time::Duration;
 
-use super::BackupWork;
+use super::{BackupWork, journal};
 use crate::db::DbError;
 use crate::ops::backup::verify::{self, VerifyError};
 use crate::plan::values::{Backend, Target};
@@ -70,6 +70,10 @@ pub struct BackupDone {
     pub bytes: u64,
     /// How it was verified, for the report.
     pub verified: String,
+    /// The journal's verification state (`journal::VERIFIED`, …).
+    pub state: &'static str,
+    /// Rows per table at backup time, when verification counted them.
+    pub counts: Option<verify::Counts>,
     /// A leftover of verification a person must remove (a scratch database
     /// that could not be dropped): the backup is good, the run exits 5.
     pub cleanup_failed: Option<String>,
@@ -93,15 +97,114 @@ pub async fn run(work: &BackupWork, target: &Target, timeouts: (u64, u64)) -> Re
             cleanup_failed: leftover,
         });
     }
-    let bytes = size_of(Path::new(&work.path));
-    if let Some(keep) = work.keep {
-        prune(work, keep);
-    }
+    let bytes = journal::size_of(Path::new(&work.path));
     Ok(BackupDone {
         bytes,
-        verified,
+        verified: verified.note,
+        state: verified.state,
+        counts: verified.counts,
         cleanup_failed: leftover,
     })
+}
+
+/// How a backup was verified.
+struct Verified {
+    note: String,
+    state: &'static str,
+    counts: Option<verify::Counts>,
+}
+
+impl Verified {
+    fn read(note: impl Into<String>) -> Self {
+        Self {
+            note: note.into(),
+            state: journal::VERIFIED,
+            counts: None,
+        }
+    }
+    fn not() -> Self {
+        Self {
+            note: "not verified (verify: no)".into(),
+            state: journal::UNVERIFIED,
+            counts: None,
+        }
+    }
+    fn restored(note: String, counts: verify::Counts, exact: bool) -> Self {
+        Self {
+            note,
+            state: if exact { journal::RESTORED } else { journal::VERIFIED },
+            counts: exact.then_some(counts),
+        }
+    }
+}
+
+/// The journal's record of a backup just written: its checksum is read
+/// from the file (off the async workers: it reads the whole backup).
+pub async fn record_of(
+    work: &BackupWork,
+    done: &BackupDone,
+    run_id: i64,
+    database: &str,
+) -> Result<journal::BackupRecord, String> {
+    let path = std::fs::canonicalize(&work.path)
+        .map_err(|e| format!("cannot resolve `{}`: {e}", work.path))?
+        .display()
+        .to_string();
+    let for_hash = path.clone();
+    let sha256 = tokio::task::spawn_blocking(move || journal::digest(Path::new(&for_hash)))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot read `{path}` for its checksum: {e}"))?;
+    let now = journal::now_text();
+    Ok(journal::BackupRecord {
+        id: 0,
+        run_id: Some(run_id),
+        plan: work.plan.clone(),
+        step: work.step.clone(),
+        modified: journal::modified(Path::new(&path)).unwrap_or_default(),
+        path,
+        format: work.format.clone(),
+        bytes: done.bytes,
+        sha256,
+        verified: done.state.to_string(),
+        verify_note: done.verified.clone(),
+        counts: done.counts.clone(),
+        created_at: now.clone(),
+        verified_at: (done.state != journal::UNVERIFIED).then_some(now),
+        removed_at: None,
+        database: database.to_string(),
+    })
+}
+
+/// Removes one earlier backup rotation selected, after checking that the
+/// file is still the one the journal recorded (size and checksum) and is
+/// not the backup just written. Returns what it removed or why not.
+pub async fn remove_known(r: &journal::BackupRecord, new_path: &str) -> Result<String, String> {
+    let same_as_new = std::fs::canonicalize(new_path).is_ok_and(|p| p == Path::new(&r.path));
+    if same_as_new {
+        return Err(format!("`{}` is the backup just written: kept", r.path));
+    }
+    let check = r.clone();
+    let disk = tokio::task::spawn_blocking(move || journal::on_disk(&check, true))
+        .await
+        .map_err(|e| e.to_string())?;
+    if disk != journal::OnDisk::Intact {
+        return Err(format!("`{}` kept: {}", r.path, disk.as_str()));
+    }
+    let p = Path::new(&r.path);
+    let removed = if p.is_dir() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    };
+    removed.map_err(|e| format!("cannot remove `{}`: {e}", r.path))?;
+    let _ = std::fs::remove_file(journal::BackupRecord::manifest_path(&r.path));
+    Ok(format!(
+        "removed `{}` ({} of {})",
+        r.path,
+        crate::run::execplan::human_bytes(r.bytes),
+        r.created_at
+    ))
 }
 
 /// Removes `.{plan}-{step}-*.partial` files a killed run left behind; the
@@ -155,7 +258,7 @@ async fn write_and_verify(
     target: &Target,
     (lock_timeout_ms, statement_timeout_ms): (u64, u64),
     leftover: &mut Option<String>,
-) -> Result<String, WriteError> {
+) -> Result<Verified, WriteError> {
     std::fs::create_dir_all(&work.dir).map_err(|source| WriteError::CreateDir {
         dir: work.dir.clone(),
         source,
@@ -181,11 +284,11 @@ async fn write_and_verify(
                 None
             };
             if work.verify == "no" {
-                return Ok("not verified (verify: no)".into());
+                return Ok(Verified::not());
             }
             crate::db::sqlite::integrity_check(&work.temp_path).await?;
             match source {
-                None => Ok("integrity_check ok".into()),
+                None => Ok(Verified::read("integrity_check ok")),
                 Some((source, exact)) => {
                     let copy =
                         verify::sqlite_file_counts(&work.temp_path)
@@ -195,11 +298,18 @@ async fn write_and_verify(
                                 source,
                             })?;
                     if exact {
-                        return Ok(verify::compare(&source, &copy, true)?);
+                        let note = verify::compare(&source, &copy, true)?;
+                        return Ok(Verified::restored(note, copy, true));
                     }
                     // Written meanwhile: the copy may still match the source now.
                     let now = verify::sqlite_counts(&mut conn).await?;
-                    Ok(verify::compare(&now, &copy, true).or_else(|_| verify::compare(&source, &copy, false))?)
+                    match verify::compare(&now, &copy, true) {
+                        Ok(note) => Ok(Verified::restored(note, copy, true)),
+                        Err(_) => {
+                            let note = verify::compare(&source, &copy, false)?;
+                            Ok(Verified::restored(note, copy, false))
+                        }
+                    }
                 }
             }
         }
@@ -231,13 +341,13 @@ async fn write_and_verify(
                     let source = snapshot.counts().await?;
                     restore_and_compare(work, target, &source, leftover).await
                 }
-                (None, "no", _) => Ok("not verified (verify: no)".into()),
-                (None, _, "plain") => verify_plain(&work.temp_path).map(|()| "completion line present".into()),
+                (None, "no", _) => Ok(Verified::not()),
+                (None, _, "plain") => verify_plain(&work.temp_path).map(|()| Verified::read("completion line present")),
                 (None, _, _) => {
                     let args = vec!["--file=/dev/null".to_string(), work.temp_path.clone()];
                     run_child("pg_restore", &args, &conn)
                         .await
-                        .map(|()| "pg_restore read every block".into())
+                        .map(|()| Verified::read("pg_restore read every block"))
                         .map_err(|e| WriteError::Unreadable(Box::new(e)))
                 }
             }
@@ -252,7 +362,7 @@ async fn restore_and_compare(
     target: &Target,
     source: &verify::Counts,
     leftover: &mut Option<String>,
-) -> Result<String, WriteError> {
+) -> Result<Verified, WriteError> {
     let scratch = verify::create_scratch(target).await?;
     let result = async {
         let scratch_env = PgChildEnv::from_target(&scratch.target)?;
@@ -278,7 +388,8 @@ async fn restore_and_compare(
             .await
             .map_err(|e| WriteError::DoesNotRestore(Box::new(e)))?;
         let restored = scratch.counts().await?;
-        Ok(verify::compare(source, &restored, true)?)
+        let note = verify::compare(source, &restored, true)?;
+        Ok(Verified::restored(note, restored, true))
     }
     .await;
     if let Err(e) = scratch.drop_db().await {
@@ -394,6 +505,15 @@ fn fsync_and_rename(work: &BackupWork) -> Result<(), WriteError> {
         path: work.temp_path.clone(),
         source,
     })?;
+    if Path::new(&work.path).exists() {
+        return Err(WriteError::Rename {
+            path: work.path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file of that name exists and is not overwritten; plan again (`plan diff`) for a new name",
+            ),
+        });
+    }
     std::fs::rename(temp, &work.path).map_err(|source| WriteError::Rename {
         path: work.path.clone(),
         source,
@@ -402,45 +522,6 @@ fn fsync_and_rename(work: &BackupWork) -> Result<(), WriteError> {
         let _ = dir.sync_all();
     }
     Ok(())
-}
-
-fn size_of(path: &Path) -> u64 {
-    if path.is_dir() {
-        std::fs::read_dir(path)
-            .map(|rd| rd.filter_map(Result::ok).map(|e| size_of(&e.path())).sum())
-            .unwrap_or(0)
-    } else {
-        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-    }
-}
-
-/// Removes this plan's and step's oldest backups beyond `keep`; runs only
-/// after the new one verified.
-fn prune(work: &BackupWork, keep: u64) {
-    let ext = Path::new(&work.path)
-        .extension()
-        .map(|e| e.to_string_lossy().to_string());
-    let mut ours: Vec<String> = std::fs::read_dir(&work.dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| {
-                    n.starts_with(&work.prune_prefix)
-                        && Path::new(n).extension().map(|e| e.to_string_lossy().to_string()) == ext
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ours.sort();
-    let excess = ours.len().saturating_sub(keep as usize);
-    for old in ours.into_iter().take(excess) {
-        let p = Path::new(&work.dir).join(old);
-        let _ = if p.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! rules only; running it belongs to the executor.
 
 pub mod exec;
+pub mod journal;
+pub mod rotate;
 pub mod verify;
 
 use std::borrow::Cow;
@@ -91,8 +93,10 @@ crate::params! {
             compress: u64,
             /// Check the backup before keeping it (default `true`).
             verify: Verify,
-            /// Keep this many of this plan's backups; older ones are pruned after the new one verified.
+            /// Keep this many of this step's backups (the new one included); older ones the journal knows are removed after the new one verified.
             keep: u64,
+            /// Keep every backup of this step younger than this many days; with `keep`, both are kept.
+            keep_days: u64,
         }
     }
 }
@@ -116,6 +120,7 @@ impl OpParams for Backup {
         c.in_range(&self.jobs, "jobs", 1..=64);
         c.in_range(&self.compress, "compress", 0..=9);
         c.in_range(&self.keep, "keep", 1..=10_000);
+        c.in_range(&self.keep_days, "keep_days", 1..=36_500);
         if let Some(dir) = &self.dir
             && dir.value.trim().is_empty()
         {
@@ -146,7 +151,16 @@ impl Backup {
             _ => "db",
         };
         let prefix = format!("{}-{}-", cx.plan.name, cx.step.id);
-        let name = format!("{prefix}{}.{ext}", cx.now.format("%Y%m%dT%H%M%SZ"));
+        // Two runs in one second would share a name: the later one gets a
+        // suffix (the rename into place never overwrites, see exec).
+        let stamp = cx.now.format("%Y%m%dT%H%M%SZ").to_string();
+        let name = (0..)
+            .map(|n| match n {
+                0 => format!("{prefix}{stamp}.{ext}"),
+                n => format!("{prefix}{stamp}-{n}.{ext}"),
+            })
+            .find(|n| !std::path::Path::new(&dir).join(n).exists())
+            .unwrap_or_default();
         let path = std::path::Path::new(&dir).join(&name);
         let temp = std::path::Path::new(&dir).join(format!(".{name}.partial"));
         let verify = match get(&self.verify).unwrap_or(Verify::Read) {
@@ -154,33 +168,32 @@ impl Backup {
             Verify::Read => "read",
             Verify::Restore => "restore",
         };
-        let keep = get(&self.keep);
-        // Older backups of this plan and step, oldest first (names sort by time).
-        let mut older: Vec<(String, u64)> = std::fs::read_dir(&dir)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .filter_map(|e| {
-                        let n = e.file_name().to_string_lossy().to_string();
-                        (n.starts_with(&prefix) && n.ends_with(&format!(".{ext}")))
-                            .then(|| (n, e.metadata().map(|m| m.len()).unwrap_or(0)))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        older.sort();
-        let (bytes, fidelity, basis) = match (cx.backend, &cx.insp.sqlite, older.last()) {
-            (Backend::Sqlite, Some(f), _) => (
-                (f.page_count - f.freelist_count) * f.page_size,
-                Fidelity::Estimate,
-                "used pages",
-            ),
-            (_, _, Some((_, size))) if ext != "dir" => (*size, Fidelity::Estimate, "the last backup"),
+        let known = match cx
+            .insp
+            .fact::<Result<Vec<(journal::BackupRecord, journal::OnDisk)>, String>>(&fact_key(&cx.step.id))
+        {
+            Some(Ok(known)) => known.iter().filter(|(r, _)| r.plan == cx.plan.name).cloned().collect(),
+            Some(Err(e)) => {
+                return Draft::error(format!(
+                    "cannot read the backup journal, so rotation cannot tell dbmaint's backups from other files: {e}"
+                ));
+            }
+            None => vec![],
+        };
+        let last = known
+            .iter()
+            .rev()
+            .find(|(r, disk)| r.format == format && *disk != journal::OnDisk::Missing)
+            .map(|(r, _)| r.bytes);
+        let (bytes, basis) = match (cx.backend, &cx.insp.sqlite, last) {
+            (Backend::Sqlite, Some(f), _) => ((f.page_count - f.freelist_count) * f.page_size, "used pages"),
+            (_, _, Some(size)) => (size, "the last backup"),
             _ => (
-                cx.insp.database_bytes,
-                Fidelity::Estimate,
-                "the database size, an upper bound",
+                table_data_bytes(cx),
+                "the tables' data size, an upper bound for a compressed dump",
             ),
         };
+        let fidelity = Fidelity::Estimate;
         let mut d = Draft {
             marker: Some(Marker::Create),
             lock: match cx.backend {
@@ -203,20 +216,41 @@ impl Backup {
             ),
             serde_json::json!({"bytes": bytes, "format": format, "verify": verify}),
         );
-        if let Some(keep) = keep {
-            let prune = (older.len() + 1).saturating_sub(keep as usize);
-            for (old, size) in older.iter().take(prune) {
-                d.object(
-                    Marker::Remove,
-                    "file",
-                    std::path::Path::new(&dir).join(old).display().to_string(),
-                    format!(
-                        "{}, pruned after the new backup verified (keep: {keep})",
-                        human_bytes(*size)
-                    ),
-                    serde_json::json!({"bytes": size}),
-                );
-            }
+        if let Some(problem) = space_problem(&dir, bytes) {
+            d.errors.push(problem);
+        }
+        let rotation = rotate::select(&known, get(&self.keep), get(&self.keep_days), cx.now);
+        let rule = rotation_rule(get(&self.keep), get(&self.keep_days));
+        for r in &rotation.remove {
+            d.object(
+                Marker::Remove,
+                "file",
+                r.path.clone(),
+                format!(
+                    "{} of {}, removed after the new backup verified ({rule})",
+                    human_bytes(r.bytes),
+                    r.created_at
+                ),
+                serde_json::json!({"bytes": r.bytes, "backup_id": r.id}),
+            );
+        }
+        for (r, why) in &rotation.spared {
+            d.object(
+                Marker::Read,
+                "file",
+                r.path.clone(),
+                format!("beyond {rule} but {why}"),
+                serde_json::json!({"backup_id": r.id}),
+            );
+        }
+        for unknown in unknown_files(&dir, &prefix, ext, &known) {
+            d.object(
+                Marker::Read,
+                "file",
+                unknown,
+                "named like this step's backups but not in dbmaint's journal: never removed".into(),
+                serde_json::json!({}),
+            );
         }
         d.statements.push(match cx.backend {
             Backend::Postgres => {
@@ -264,17 +298,19 @@ impl Backup {
         let temp_path = temp.display().to_string();
         let write = Action::op(
             <Backup as OpParams>::KEY,
-            &Work::Write(BackupWork {
+            &Work::Write(Box::new(BackupWork {
                 path: path.display().to_string(),
                 temp_path: temp.display().to_string(),
                 format,
                 jobs: get(&self.jobs),
                 compress: get(&self.compress),
                 verify: verify.into(),
-                keep,
+                prune: rotation.remove,
                 prune_prefix: prefix,
                 dir,
-            }),
+                plan: cx.plan.name.clone(),
+                step: cx.step.id.clone(),
+            })),
         );
         d.actions.push(write.undone_by(
             format!("remove the partial file `{temp_path}`"),
@@ -284,7 +320,152 @@ impl Backup {
     }
 }
 
+/// Journals the backup just written (and writes its manifest), then
+/// removes exactly the earlier backups the diff listed. A backup the
+/// journal could not record is kept and fails the step: without its
+/// record, no later rotation could count it.
+async fn record_and_rotate(
+    run: &mut crate::run::steprun::StepRun<'_>,
+    work: &BackupWork,
+    done: &exec::BackupDone,
+) -> Result<(), crate::run::steprun::StepErr> {
+    use crate::run::steprun::StepErr;
+    let database = run.target().database.clone();
+    let not_recorded = |why: String| {
+        StepErr::failed(format!(
+            "the backup `{}` is written and verified but not journaled ({why}); it is kept, and no older backup was removed",
+            work.path
+        ))
+    };
+    let mut record = exec::record_of(work, done, run.run_id(), &database)
+        .await
+        .map_err(not_recorded)?;
+    let session = run.session().await?;
+    record.id = journal::insert(session, &record)
+        .await
+        .map_err(|e| not_recorded(e.message))?;
+    if let Err(e) = journal::write_manifest(&record) {
+        run.warn(format!("cannot write the manifest beside `{}`: {e}", work.path));
+    }
+    for old in &work.prune {
+        match exec::remove_known(old, &work.path).await {
+            Ok(removed) => {
+                let session = run.session().await?;
+                if let Err(e) = journal::mark_removed(session, old.id).await {
+                    run.warn(format!("{removed}, but the journal still lists it: {}", e.message));
+                }
+                run.object_done(removed);
+            }
+            Err(why) => run.warn(format!("rotation: {why}")),
+        }
+    }
+    Ok(())
+}
+
+/// Where the inspection keeps a step's journaled backups.
+fn fact_key(step: &str) -> String {
+    format!("backup#{step}")
+}
+
+/// `keep: 2`, `keep_days: 3`, or both.
+fn rotation_rule(keep: Option<u64>, keep_days: Option<u64>) -> String {
+    match (keep, keep_days) {
+        (Some(n), Some(d)) => format!("keep: {n}, keep_days: {d}"),
+        (Some(n), None) => format!("keep: {n}"),
+        (None, Some(d)) => format!("keep_days: {d}"),
+        (None, None) => "no rotation".into(),
+    }
+}
+
+/// Heap and TOAST bytes of every table (indexes are not dumped, only
+/// their definitions): the first backup's estimate.
+fn table_data_bytes(cx: &PlanCx<'_>) -> u64 {
+    let tables = &cx.insp.catalog.tables;
+    if tables.is_empty() {
+        return cx.insp.database_bytes;
+    }
+    tables
+        .iter()
+        .map(|t| t.total_bytes.saturating_sub(t.indexes.iter().map(|i| i.bytes).sum()))
+        .sum()
+}
+
+/// Files in `dir` named like this step's backups that the journal does
+/// not know (an operator's copy, a backup from before the journal).
+fn unknown_files(
+    dir: &str,
+    prefix: &str,
+    ext: &str,
+    known: &[(journal::BackupRecord, journal::OnDisk)],
+) -> Vec<String> {
+    let known: std::collections::HashSet<std::path::PathBuf> =
+        known.iter().map(|(r, _)| std::path::PathBuf::from(&r.path)).collect();
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let ours = name.starts_with(prefix) && name.ends_with(&format!(".{ext}"));
+            let path = std::fs::canonicalize(e.path()).unwrap_or(e.path());
+            (ours && !known.contains(&path)).then(|| e.path().display().to_string())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Free space of the filesystem `dir` is (or will be) on.
+pub fn free_bytes(dir: &str) -> Option<u64> {
+    let mut p = std::path::Path::new(dir).to_path_buf();
+    if p.as_os_str().is_empty() {
+        p = ".".into();
+    }
+    // The directory may not exist yet: ask its nearest existing ancestor.
+    let existing = p
+        .ancestors()
+        .find(|a| !a.as_os_str().is_empty() && a.exists())
+        .map(|a| a.to_path_buf());
+    let at = existing.unwrap_or_else(|| ".".into());
+    let s = nix::sys::statvfs::statvfs(&at).ok()?;
+    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
+/// Refuses before writing a backup that cannot fit where it goes.
+fn space_problem(dir: &str, estimate: u64) -> Option<String> {
+    let free = free_bytes(dir)?;
+    (free < estimate).then(|| {
+        format!(
+            "the backup (~{}) does not fit in `{dir}`: {} free; free space there or set `dir` to a larger volume",
+            human_bytes(estimate),
+            human_bytes(free)
+        )
+    })
+}
+
 impl crate::run::operation::Operation for Backup {
+    /// The backups this step made before, from the journal, and what is
+    /// on disk of each (size and time; the checksum when the time moved).
+    fn read<'a>(
+        &'a self,
+        step: &'a crate::plan::Step,
+        insp: &'a mut crate::run::inspect::Inspection,
+        conn: &'a mut crate::db::Conn,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let records = journal::records(conn, false).await.map_err(|e| e.message).map(|all| {
+                all.into_iter()
+                    .filter(|r| r.step == step.id)
+                    .map(|r| {
+                        let disk = journal::on_disk(&r, false);
+                        (r, disk)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            insp.keep(fact_key(&step.id), records);
+        })
+    }
+
     fn plan(&self, cx: &PlanCx) -> Draft {
         Backup::plan(self, cx)
     }
@@ -294,7 +475,7 @@ impl crate::run::operation::Operation for Backup {
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "do", rename_all = "snake_case")]
 pub enum Work {
-    Write(BackupWork),
+    Write(Box<BackupWork>),
     /// The undo of a failed `Write`: its partial file removed.
     RemovePartial {
         temp_path: String,
@@ -314,10 +495,18 @@ pub struct BackupWork {
     pub compress: Option<u64>,
     /// `no`, `read` or `restore`.
     pub verify: String,
-    pub keep: Option<u64>,
-    /// Names of this plan's and step's older backups start with this.
+    /// The earlier backups rotation removes once this one verified: the
+    /// journal's records the diff listed, and no other file.
+    #[serde(default)]
+    pub prune: Vec<journal::BackupRecord>,
+    /// Names of this plan's and step's backups (and partial files) start with this.
     pub prune_prefix: String,
     pub dir: String,
+    /// Plan and step, for the journal's record.
+    #[serde(default)]
+    pub plan: String,
+    #[serde(default)]
+    pub step: String,
 }
 
 /// Runs a backup: the child (or `VACUUM INTO`), verification, the rename.
@@ -362,9 +551,9 @@ impl crate::run::operation::Executes for Run {
                     let r = run.result();
                     r.bytes += done.bytes;
                     r.statements += 1;
-                    r.cleanup_failed = done.cleanup_failed;
+                    r.cleanup_failed = done.cleanup_failed.clone();
                     run.object_done(format!("{} ({})", work.path, done.verified));
-                    Ok(())
+                    record_and_rotate(run, &work, &done).await
                 }
                 Err(e) => {
                     run.result().cleanup_failed = e.cleanup_failed;

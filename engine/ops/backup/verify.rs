@@ -93,7 +93,7 @@ impl PgSnapshot {
 const PG_TABLES: &str = "SELECT n.nspname::text, c.relname::text FROM pg_class c \
      JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-       AND n.nspname !~ '^pg_(toast|temp)' ORDER BY 1, 2";
+       AND n.nspname !~ '^pg_(toast|temp)' AND n.nspname <> 'dbmaint' ORDER BY 1, 2";
 
 async fn pg_counts(c: &mut impl Exec) -> Result<Counts, DbError> {
     let tables: Vec<(String, String)> = query(PG_TABLES).fetch_all_as(&mut *c).await?;

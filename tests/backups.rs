@@ -1,0 +1,199 @@
+//! The other half of backups: rotation that only ever removes what the
+//! journal knows (and exactly what the diff listed), `backups list`,
+//! `backups verify`, `backups restore`, and the `backup_age` check.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::cli::backup_files as backups_in;
+use crate::support::test::{Test, sqlite};
+
+/// A SQLite database with the demo's tables, in the test's directory.
+fn demo_db(t: &Test) -> PathBuf {
+    let db = t.path().join("app.db");
+    let tables = dbmaint::demo::generate(5, dbmaint::demo::Size::scaled(0.02), chrono::Utc::now());
+    crate::support::cli::rt()
+        .block_on(dbmaint::demo::seed_sqlite(&db, &tables))
+        .expect("seed");
+    db
+}
+
+/// `plan.yaml` with one backup step `dump` (name `bk`).
+fn backup_plan(t: &Test, target: &str, params: &str) -> PathBuf {
+    let path = t.path().join("plan.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nname: bk\ntarget: \"{target}\"\nsteps:\n  dump:\n    backup: {{ dir: backups, {params} }}\n"
+        ),
+    )
+    .expect("plan");
+    path
+}
+
+/// The diff's objects of step `dump` with `marker`, as (name, detail).
+fn objects(diff: &serde_json::Value, marker: &str) -> Vec<(String, String)> {
+    diff["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "dump")
+        .expect("step dump")["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .filter(|o| o["marker"] == marker)
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap_or_default().to_string(),
+                o["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn file_name(path: &str) -> String {
+    Path::new(path).file_name().expect("name").to_string_lossy().to_string()
+}
+
+#[test]
+fn keep_1_keeps_the_new_backup_and_an_operators_copy_named_like_a_backup() {
+    let t = Test::new();
+    let db = demo_db(&t);
+    let plan = backup_plan(&t, &format!("sqlite:{}", db.display()), "keep: 1");
+    let first = t.apply(&plan);
+    assert!(first.success(), "{}", first.stderr);
+    let backups = t.path().join("backups");
+    let made = backups_in(&backups);
+    assert_eq!(made.len(), 1, "{made:?}");
+    // The operator's copy sorts after every timestamp, as in the report.
+    let copy = backups.join("bk-dump-manual-copy.db");
+    std::fs::copy(backups.join(&made[0]), &copy).expect("copy");
+
+    let diff = t.diff(&plan);
+    let removed: Vec<String> = objects(&diff.json, "-")
+        .into_iter()
+        .map(|(n, _)| file_name(&n))
+        .collect();
+    assert_eq!(removed, [made[0].clone()], "the diff removes the journaled backup only");
+    let unknown = objects(&diff.json, "=");
+    assert!(
+        unknown
+            .iter()
+            .any(|(n, d)| n.ends_with("bk-dump-manual-copy.db") && d.contains("not in dbmaint's journal")),
+        "{unknown:?}"
+    );
+
+    let second = t.apply(&plan);
+    assert!(second.success(), "{}", second.stderr);
+    let after = backups_in(&backups);
+    assert_eq!(after.len(), 2, "the new backup and the copy: {after:?}");
+    assert!(after.contains(&"bk-dump-manual-copy.db".to_string()));
+    assert!(!after.contains(&made[0]), "the older backup was rotated out");
+    // The journal knows the removal; the new backup is the one left.
+    let live = sqlite(&db, "SELECT path FROM dbmaint_backups WHERE removed_at IS NULL");
+    assert!(
+        Path::new(live.trim()).exists() && !live.contains("manual-copy"),
+        "{live}"
+    );
+    assert_eq!(
+        sqlite(&db, "SELECT count(*) FROM dbmaint_backups WHERE removed_at IS NOT NULL"),
+        "1"
+    );
+}
+
+#[test]
+fn keep_and_keep_days_remove_exactly_what_the_diff_listed() {
+    let t = Test::new();
+    let db = demo_db(&t);
+    let plan = backup_plan(&t, &format!("sqlite:{}", db.display()), "keep: 2, keep_days: 3");
+    for _ in 0..4 {
+        let ran = t.apply(&plan);
+        assert!(ran.success(), "{}", ran.stderr);
+    }
+    // Journal times 5, 4, 2 and 1 days ago, oldest id first.
+    for (id, days) in [(1, 5), (2, 4), (3, 2), (4, 1)] {
+        sqlite(
+            &db,
+            &format!(
+                "UPDATE dbmaint_backups SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{days} days') WHERE id = {id}"
+            ),
+        );
+    }
+    let path_of = |id: i64| sqlite(&db, &format!("SELECT path FROM dbmaint_backups WHERE id = {id}"));
+    let stray = t.path().join("backups").join("bk-dump-stray.db");
+    std::fs::write(&stray, b"not a backup of ours").expect("stray");
+
+    let diff = t.diff(&plan);
+    let mut removed: Vec<String> = objects(&diff.json, "-").into_iter().map(|(n, _)| n).collect();
+    removed.sort();
+    let mut expected = vec![path_of(1), path_of(2)];
+    expected.sort();
+    assert_eq!(removed, expected, "5 and 4 days old: beyond keep 2 and keep_days 3");
+
+    let ran = t.apply(&plan);
+    assert!(ran.success(), "{}", ran.stderr);
+    for id in [1, 2] {
+        assert!(!Path::new(&path_of(id)).exists(), "backup {id} removed");
+    }
+    for id in [3, 4, 5] {
+        assert!(Path::new(&path_of(id)).exists(), "backup {id} kept");
+    }
+    assert!(stray.exists(), "a file the journal does not know is never removed");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT group_concat(id) FROM dbmaint_backups WHERE removed_at IS NOT NULL ORDER BY id"
+        ),
+        "1,2"
+    );
+}
+
+/// A tmpfs of `kib` KiB at `dir`, unmounted when dropped (the tests run as
+/// root, as .ci/run does; a mount that fails fails the test).
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, kib: u64) -> Self {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            ok.success(),
+            "cannot mount a small tmpfs at {} (needs root)",
+            dir.display()
+        );
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_backup_that_cannot_fit_is_refused_in_the_diff_and_nothing_is_written() {
+    let t = Test::new();
+    let db = demo_db(&t);
+    let _fs = SmallFs::mount(&t.path().join("backups"), 64);
+    let plan = backup_plan(&t, &format!("sqlite:{}", db.display()), "keep: 1");
+    let diff = t.diff(&plan);
+    assert!(!diff.success(), "the diff refuses: {}", diff.stdout);
+    let errors = diff.json["steps"][0]["errors"].to_string();
+    assert!(
+        errors.contains("does not fit in `backups`") && errors.contains("free"),
+        "{errors}"
+    );
+    let apply = t.apply(&plan);
+    assert!(!apply.success(), "apply refuses too");
+    assert!(backups_in(&t.path().join("backups")).is_empty(), "nothing written");
+    assert_eq!(
+        sqlite(&db, "SELECT count(*) FROM sqlite_schema WHERE name = 'dbmaint_backups'"),
+        "0",
+        "refused before the run began: no journal either"
+    );
+}
