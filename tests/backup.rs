@@ -256,7 +256,7 @@ fn postgres_verify_restore_restores_and_compares_counts_from_the_dump_snapshot()
     let plan = backup_plan(
         dir.path(),
         &url,
-        &format!("{{ dir: \"{}\", verify: restore }}", backups.display()),
+        &format!("{{ dir: \"{}\", verify: {{ same_server: true }} }}", backups.display()),
     );
     let out = spawn_apply(dir.path(), &plan).wait_with_output().expect("apply");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -197,3 +197,119 @@ fn a_backup_that_cannot_fit_is_refused_in_the_diff_and_nothing_is_written() {
         "refused before the run began: no journal either"
     );
 }
+
+/// A PostgreSQL test database with the demo tables and a table big
+/// enough that restoring it takes a moment.
+fn pg_db_with_bulk(rows: u64) -> String {
+    let rt = crate::support::cli::rt();
+    let url = rt.block_on(crate::support::cluster::Cluster::get().fresh_db());
+    rt.block_on(crate::support::cli::seed_pg(&url));
+    crate::support::cluster::admin_statements(
+        &url,
+        &[format!(
+            "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS payload FROM generate_series(1, {rows}) g"
+        )],
+    );
+    url
+}
+
+fn pg_scalar(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-d", url, "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn postgres_verify_restores_into_the_scratch_server_restore_to_names() {
+    let t = Test::new();
+    let url = pg_db_with_bulk(1000);
+    let scratch = crate::support::cluster::TlsCluster::get().socket_url("postgres");
+    let plan = backup_plan(&t, &url, &format!("verify: {{ restore_to: \"{scratch}\" }}"));
+    let diff = t.diff(&plan);
+    assert!(diff.success(), "{}", diff.stderr);
+    let created = objects(&diff.json, "+");
+    assert!(
+        created
+            .iter()
+            .any(|(n, d)| n.starts_with("dbmaint_verify_") && d.contains("on the scratch server")),
+        "{created:?}"
+    );
+    let ran = t.apply(&plan);
+    assert!(ran.success(), "{}\n{}", ran.stdout, ran.stderr);
+    // The journal names the server it restored into, and the drop.
+    let journaled = pg_scalar(
+        &url,
+        "SELECT server || ' ' || (dropped_at IS NOT NULL) FROM dbmaint.scratch_databases",
+    );
+    assert_eq!(journaled, format!("{scratch} true"));
+    assert_eq!(
+        pg_scalar(&url, "SELECT verified FROM dbmaint.backups"),
+        "restored-and-compared"
+    );
+    let counts = pg_scalar(&url, "SELECT counts FROM dbmaint.backups");
+    assert!(counts.contains("\"\\\"public\\\".\\\"bulk\\\"\":1000"), "{counts}");
+}
+
+#[test]
+fn a_verify_restore_killed_midway_leaves_a_scratch_database_the_next_run_drops() {
+    let t = Test::new();
+    let url = pg_db_with_bulk(400_000);
+    let plan = backup_plan(&t, &url, "verify: { same_server: true }");
+    let server = crate::support::cluster::Cluster::get().url("postgres");
+    let scratch_sql =
+        "SELECT coalesce(string_agg(datname, ','), '') FROM pg_database WHERE datname LIKE 'dbmaint_verify_%'";
+    assert_eq!(pg_scalar(&server, scratch_sql), "", "no scratch database yet");
+    let mut child = crate::support::test::spawn_apply(t.path(), &plan);
+    let t0 = std::time::Instant::now();
+    let name = loop {
+        let found = pg_scalar(&server, scratch_sql);
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the restore never started"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "apply ended before its restore was seen"
+        );
+    };
+    child.kill().expect("kill -9 dbmaint");
+    let _ = child.wait();
+    assert_eq!(
+        pg_scalar(
+            &url,
+            "SELECT name FROM dbmaint.scratch_databases WHERE dropped_at IS NULL"
+        ),
+        name,
+        "journaled before it was created"
+    );
+    let diff = t.diff(&plan);
+    assert!(
+        objects(&diff.json, "-")
+            .iter()
+            .any(|(n, d)| *n == name && d.contains("interrupted")),
+        "the diff shows the leftover it drops: {}",
+        diff.stdout
+    );
+    let ran = t.apply(&plan);
+    assert!(ran.success(), "{}\n{}", ran.stdout, ran.stderr);
+    let said = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(said.contains(&format!("dropped the scratch database {name}")), "{said}");
+    assert_eq!(
+        pg_scalar(&server, scratch_sql),
+        "",
+        "the leftover and this run's scratch are gone"
+    );
+    assert_eq!(
+        pg_scalar(
+            &url,
+            "SELECT count(*) FROM dbmaint.scratch_databases WHERE dropped_at IS NULL"
+        ),
+        "0"
+    );
+}

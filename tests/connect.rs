@@ -167,7 +167,7 @@ fn postgres_backup_with_restore_check_over_tls_with_an_odd_password() {
         dir.path(),
         Some(&url),
         &format!(
-            "  dump:\n    lock_timeout: 30s\n    backup: {{ dir: \"{}\", verify: restore }}\n",
+            "  dump:\n    lock_timeout: 30s\n    backup: {{ dir: \"{}\", verify: {{ same_server: true }} }}\n",
             backups.display()
         ),
     );

@@ -80,9 +80,14 @@ pub struct BackupDone {
 }
 
 /// Runs the backup.
-pub async fn run(work: &BackupWork, target: &Target, timeouts: (u64, u64)) -> Result<BackupDone, BackupError> {
+pub async fn run(
+    work: &BackupWork,
+    target: &Target,
+    timeouts: (u64, u64),
+    run_id: i64,
+) -> Result<BackupDone, BackupError> {
     let mut leftover = None;
-    let verified = match write_and_verify(work, target, timeouts, &mut leftover).await {
+    let verified = match write_and_verify(work, target, timeouts, run_id, &mut leftover).await {
         Ok(v) => v,
         Err(e) => {
             return Err(BackupError {
@@ -257,6 +262,7 @@ async fn write_and_verify(
     work: &BackupWork,
     target: &Target,
     (lock_timeout_ms, statement_timeout_ms): (u64, u64),
+    run_id: i64,
     leftover: &mut Option<String>,
 ) -> Result<Verified, WriteError> {
     std::fs::create_dir_all(&work.dir).map_err(|source| WriteError::CreateDir {
@@ -339,7 +345,7 @@ async fn write_and_verify(
             match (snapshot, work.verify.as_str(), work.format.as_str()) {
                 (Some(snapshot), _, _) => {
                     let source = snapshot.counts().await?;
-                    restore_and_compare(work, target, &source, leftover).await
+                    restore_and_compare(work, target, &source, run_id, leftover).await
                 }
                 (None, "no", _) => Ok(Verified::not()),
                 (None, _, "plain") => verify_plain(&work.temp_path).map(|()| Verified::read("completion line present")),
@@ -355,15 +361,103 @@ async fn write_and_verify(
     }
 }
 
-/// Restores the dump into a scratch database, compares its counts with the
-/// snapshot's, and drops the scratch database whatever happened.
+/// The server `verify: restore` restores into, and its journal key: the
+/// plan's `restore_to` (a URL without password), or the target's own
+/// server (`same`).
+pub fn scratch_server(work: &BackupWork, target: &Target) -> Result<(Target, String), String> {
+    match &work.restore_to {
+        Some(url) => Target::parse(url)
+            .map(|t| (t, url.clone()))
+            .map_err(|e| format!("`restore_to`: {}", e.message)),
+        None => Ok((target.clone(), SAME_SERVER.to_string())),
+    }
+}
+
+/// The journal's `server` of a scratch database on the target's server.
+pub const SAME_SERVER: &str = "same";
+
+/// A short session on the target to write the scratch journal.
+async fn journal_session(target: &Target) -> Result<crate::db::Conn, DbError> {
+    crate::db::connect(
+        target,
+        crate::db::SessionLimits {
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            read_only: false,
+        },
+    )
+    .await
+}
+
+/// Drops the scratch databases earlier (killed) runs left, as journaled;
+/// returns what was dropped, or what is left and why.
+pub async fn drop_scratch_leftovers(target: &Target) -> (Vec<String>, Option<String>) {
+    let mut c = match journal_session(target).await {
+        Ok(c) => c,
+        Err(e) => return (vec![], Some(format!("cannot read the scratch journal: {}", e.message))),
+    };
+    let left = match journal::scratch_leftovers(&mut c).await {
+        Ok(left) => left,
+        Err(e) => return (vec![], Some(format!("cannot read the scratch journal: {}", e.message))),
+    };
+    let mut dropped = vec![];
+    let mut failed = vec![];
+    for l in left {
+        let server = if l.server == SAME_SERVER {
+            Ok(target.clone())
+        } else {
+            Target::parse(&l.server).map_err(|e| e.message)
+        };
+        let result = match server {
+            Ok(server) => verify::drop_leftover(&server, &l.name).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                let _ = journal::scratch_dropped(&mut c, &l.name, &l.server).await;
+                dropped.push(format!(
+                    "dropped the scratch database {} an interrupted run left{}",
+                    l.name,
+                    l.run_id.map(|r| format!(" (run {r})")).unwrap_or_default()
+                ));
+            }
+            Err(e) => failed.push(format!("{} on {}: {e}", l.name, l.server)),
+        }
+    }
+    c.close().await;
+    let failed = (!failed.is_empty()).then(|| {
+        format!(
+            "scratch databases left by interrupted runs could not be dropped: {}; drop them by hand",
+            failed.join("; ")
+        )
+    });
+    (dropped, failed)
+}
+
+/// Restores the dump into a scratch database (journaled before it is
+/// created), compares its counts with the snapshot's, and drops it
+/// whatever happened.
 async fn restore_and_compare(
     work: &BackupWork,
     target: &Target,
     source: &verify::Counts,
+    run_id: i64,
     leftover: &mut Option<String>,
 ) -> Result<Verified, WriteError> {
-    let scratch = verify::create_scratch(target).await?;
+    let (server, key) = scratch_server(work, target).map_err(|e| WriteError::Db(DbError::other(e)))?;
+    let name = format!("dbmaint_verify_{run_id}_{}", std::process::id());
+    {
+        let mut j = journal_session(target).await?;
+        let started = journal::scratch_started(&mut j, &name, &key, Some(run_id)).await;
+        j.close().await;
+        started.map_err(|e| {
+            WriteError::Db(DbError::other(format!(
+                "cannot journal the scratch database before creating it (not created): {}",
+                e.message
+            )))
+        })?;
+    }
+    let scratch = verify::create_scratch(&server, &name).await?;
     let result = async {
         let scratch_env = PgChildEnv::from_target(&scratch.target)?;
         let (program, args) = if work.format == "plain" {
@@ -392,8 +486,14 @@ async fn restore_and_compare(
         Ok(Verified::restored(note, restored, true))
     }
     .await;
-    if let Err(e) = scratch.drop_db().await {
-        *leftover = Some(e.to_string());
+    match scratch.drop_db().await {
+        Err(e) => *leftover = Some(e.to_string()),
+        Ok(()) => {
+            if let Ok(mut j) = journal_session(target).await {
+                let _ = journal::scratch_dropped(&mut j, &name, &key).await;
+                j.close().await;
+            }
+        }
     }
     result
 }

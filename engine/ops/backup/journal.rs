@@ -194,6 +194,69 @@ pub fn now_text() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+// ------------------------------------------------------- scratch databases
+
+/// A scratch database `verify: restore` created and did not drop (a
+/// killed run): on `server` (a URL without password, or `same` for the
+/// target's own server).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScratchLeft {
+    pub name: String,
+    pub server: String,
+    pub run_id: Option<i64>,
+    pub created_at: String,
+}
+
+/// Journals a scratch database before it is created (PostgreSQL).
+pub async fn scratch_started(c: &mut Conn, name: &str, server: &str, run_id: Option<i64>) -> Result<(), DbError> {
+    query("INSERT INTO dbmaint.scratch_databases (name, server, run_id, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(name)
+        .bind(server)
+        .bind(run_id)
+        .bind(now_text())
+        .execute(c)
+        .await
+        .map(|_| ())
+}
+
+/// Closes a scratch database's record once it is dropped.
+pub async fn scratch_dropped(c: &mut Conn, name: &str, server: &str) -> Result<(), DbError> {
+    query("UPDATE dbmaint.scratch_databases SET dropped_at = $1 WHERE name = $2 AND server = $3 AND dropped_at IS NULL")
+        .bind(now_text())
+        .bind(name)
+        .bind(server)
+        .execute(c)
+        .await
+        .map(|_| ())
+}
+
+/// Scratch databases earlier runs created and never dropped.
+pub async fn scratch_leftovers(c: &mut Conn) -> Result<Vec<ScratchLeft>, DbError> {
+    if c.backend() != Backend::Postgres {
+        return Ok(vec![]);
+    }
+    let journal: bool = query("SELECT to_regclass('dbmaint.scratch_databases') IS NOT NULL")
+        .scalar(&mut *c)
+        .await?;
+    if !journal {
+        return Ok(vec![]);
+    }
+    let rows: Vec<(String, String, Option<i64>, String)> = query(
+        "SELECT name, server, run_id, created_at FROM dbmaint.scratch_databases WHERE dropped_at IS NULL ORDER BY created_at",
+    )
+    .fetch_all_as(c)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, server, run_id, created_at)| ScratchLeft {
+            name,
+            server,
+            run_id,
+            created_at,
+        })
+        .collect())
+}
+
 // ------------------------------------------------------------------ files
 
 /// What is on disk at a record's path, compared with what was written.

@@ -31,23 +31,51 @@ crate::keywords! {
 }
 
 /// How the new backup is checked before it replaces older ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Verify {
     /// Not checked.
     No,
     /// Read back entirely (`pg_restore -f /dev/null`; SQLite `integrity_check`).
     Read,
-    /// Restored into a scratch database and row counts compared.
-    Restore,
+    /// Restored into a scratch database and row counts compared; where,
+    /// on PostgreSQL, the map form says (`verify: restore` says nothing).
+    Restore(Option<RestoreVerify>),
+}
+
+crate::params! {
+    /// `verify` as a map: a restore check, and the server it restores into.
+    pub struct RestoreVerify ("verify options") {
+        required {}
+        optional {
+            /// PostgreSQL server the backup is restored into for the check (a URL; its database is only where dbmaint connects to create the scratch database). The safe choice for production: a full copy never lands on the server being verified.
+            restore_to: String,
+            /// Restore into the server the backup is of: its data volume must hold a full copy (the diff says how big).
+            same_server: bool,
+        }
+    }
+}
+
+impl Verify {
+    /// `no`, `read` or `restore`, as the executor and the diff name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::No => "no",
+            Self::Read => "read",
+            Self::Restore(_) => "restore",
+        }
+    }
 }
 
 impl Decode for Verify {
-    const EXPECTED: &'static str = "`true`, `false` or `restore`";
+    const EXPECTED: &'static str = "`true`, `false`, `restore` or a map `{restore_to: URL}` / `{same_server: true}`";
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        if let Kind::Map(_) = &node.kind {
+            return RestoreVerify::decode(node, cx).map(|r| Self::Restore(Some(r)));
+        }
         match (&node.kind, scalar_text(node).as_deref()) {
             (Kind::Bool(true), _) | (Kind::Str(_), Some("true")) => Some(Self::Read),
             (Kind::Bool(false), _) | (Kind::Str(_), Some("false")) => Some(Self::No),
-            (Kind::Str(_), Some("restore")) => Some(Self::Restore),
+            (Kind::Str(_), Some("restore")) => Some(Self::Restore(None)),
             _ => {
                 cx.invalid(node, format!("`verify` must be {}", Self::EXPECTED), None);
                 None
@@ -61,7 +89,8 @@ impl Serialize for Verify {
         match self {
             Self::No => s.serialize_bool(false),
             Self::Read => s.serialize_bool(true),
-            Self::Restore => s.serialize_str("restore"),
+            Self::Restore(None) => s.serialize_str("restore"),
+            Self::Restore(Some(r)) => r.serialize(s),
         }
     }
 }
@@ -70,10 +99,11 @@ impl JsonSchema for Verify {
     fn schema_name() -> Cow<'static, str> {
         "Verify".into()
     }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let map = generator.subschema_for::<RestoreVerify>();
         json_schema!({
-            "description": "true: read the whole backup back; restore: restore into a scratch database and compare row counts",
-            "anyOf": [{"type": "boolean"}, {"const": "restore"}]
+            "description": "true: read the whole backup back; restore (SQLite) or {restore_to: URL} / {same_server: true} (PostgreSQL): restore into a scratch database and compare row counts",
+            "anyOf": [{"type": "boolean"}, {"const": "restore"}, map]
         })
     }
 }
@@ -131,9 +161,65 @@ impl OpParams for Backup {
                 "name a directory, e.g. `backups`",
             );
         }
+        if let Some(v) = &self.verify {
+            check_restore_place(&v.value, v.pos, c);
+        }
         c.not_on(&self.format, "format", Backend::Sqlite);
         c.not_on(&self.jobs, "jobs", Backend::Sqlite);
         c.not_on(&self.compress, "compress", Backend::Sqlite);
+    }
+}
+
+/// `verify: restore` on PostgreSQL restores a full copy: the plan says
+/// where (a scratch server, or the server itself knowingly). A restore
+/// into the verified server once filled its disk and crashed it.
+fn check_restore_place(v: &Verify, pos: crate::plan::node::Pos, c: &mut OpCheck<'_>) {
+    let Verify::Restore(place) = v else { return };
+    let (to, same) = match place {
+        Some(r) => (get(&r.restore_to), get(&r.same_server).unwrap_or(false)),
+        None => (None, false),
+    };
+    if c.backend == Some(Backend::Sqlite) {
+        if place.is_some() {
+            c.error(
+                "unsupported-backend",
+                pos,
+                "`restore_to` and `same_server` are PostgreSQL's; SQLite verifies its copy as a file".to_string(),
+                "write `verify: restore`",
+            );
+        }
+        return;
+    }
+    match (to, same) {
+        (Some(_), true) => c.error(
+            "invalid-combination",
+            pos,
+            "`verify` names both `restore_to` and `same_server: true`".to_string(),
+            "keep one: `restore_to` (a scratch server) is the safe one",
+        ),
+        (None, false) if c.backend == Some(Backend::Postgres) => c.error(
+            "unsafe-verify",
+            pos,
+            "`verify: restore` would restore a full copy into the server it verifies: on a volume with less free space than the copy it fills the disk and stops PostgreSQL".to_string(),
+            "write `verify: {restore_to: \"postgres://scratch-host/postgres\"}` (a separate server), or `verify: {same_server: true}` when the volume holds a second copy",
+        ),
+        (Some(url), false) => match crate::plan::values::Target::parse(&url) {
+            Ok(t) if t.backend != Backend::Postgres => c.error(
+                "invalid-value",
+                pos,
+                "`restore_to` must be a PostgreSQL server".to_string(),
+                "a URL such as `postgres://scratch-host/postgres`",
+            ),
+            Ok(t) if t.redacted() != t.expose_url() => c.error(
+                "password-in-plan",
+                pos,
+                "`restore_to` carries a password".to_string(),
+                "put it in ~/.pgpass or PGPASSFILE: passwords are never written into plans, saved plans or the journal",
+            ),
+            Ok(_) => {}
+            Err(e) => c.error("invalid-value", pos, format!("`restore_to`: {}", e.message), e.hint.as_deref().unwrap_or_default()),
+        },
+        _ => {}
     }
 }
 
@@ -163,10 +249,11 @@ impl Backup {
             .unwrap_or_default();
         let path = std::path::Path::new(&dir).join(&name);
         let temp = std::path::Path::new(&dir).join(format!(".{name}.partial"));
-        let verify = match get(&self.verify).unwrap_or(Verify::Read) {
-            Verify::No => "no",
-            Verify::Read => "read",
-            Verify::Restore => "restore",
+        let verify_param = get(&self.verify).unwrap_or(Verify::Read);
+        let verify = verify_param.name();
+        let restore_to = match &verify_param {
+            Verify::Restore(Some(r)) => get(&r.restore_to),
+            _ => None,
         };
         let known = match cx
             .insp
@@ -216,6 +303,25 @@ impl Backup {
             ),
             serde_json::json!({"bytes": bytes, "format": format, "verify": verify}),
         );
+        if let Some(Ok(left)) = cx.insp.fact::<Result<Vec<journal::ScratchLeft>, String>>(SCRATCH_LEFT) {
+            for l in left {
+                d.object(
+                    Marker::Remove,
+                    "database",
+                    l.name.clone(),
+                    format!(
+                        "scratch database an interrupted `verify: restore` left ({}, {}): dropped before the backup",
+                        if l.server == exec::SAME_SERVER {
+                            "on this server"
+                        } else {
+                            l.server.as_str()
+                        },
+                        l.created_at
+                    ),
+                    serde_json::json!({}),
+                );
+            }
+        }
         if let Some(problem) = space_problem(&dir, bytes) {
             d.errors.push(problem);
         }
@@ -267,13 +373,20 @@ impl Backup {
         });
         if verify == "restore" && cx.backend == Backend::Postgres {
             // The scratch database lives only while verification runs.
-            let scratch = "dbmaint_verify_<pid>";
+            let scratch = "dbmaint_verify_<run>_<pid>";
+            let place = match &restore_to {
+                Some(url) => format!("on the scratch server {url}"),
+                None => format!(
+                    "on the server it verifies (same_server: true): a full copy of ~{} on its data volume",
+                    human_bytes(cx.insp.database_bytes)
+                ),
+            };
             d.object(
-                Marker::Read,
+                Marker::Create,
                 "database",
                 scratch.to_string(),
-                "scratch database for `verify: restore`: created from template0, restored, counted against the dump's snapshot, dropped".to_string(),
-                serde_json::json!({}),
+                format!("scratch database for `verify: restore` {place}: journaled, created from template0, restored, counted against the dump's snapshot, dropped"),
+                serde_json::json!({"bytes": cx.insp.database_bytes}),
             );
             d.statements.extend([
                 format!("CREATE DATABASE {scratch} TEMPLATE template0"),
@@ -310,6 +423,7 @@ impl Backup {
                 dir,
                 plan: cx.plan.name.clone(),
                 step: cx.step.id.clone(),
+                restore_to,
             })),
         );
         d.actions.push(write.undone_by(
@@ -366,6 +480,9 @@ async fn record_and_rotate(
 fn fact_key(step: &str) -> String {
     format!("backup#{step}")
 }
+
+/// Where the inspection keeps the scratch databases killed runs left.
+const SCRATCH_LEFT: &str = "backup#scratch-left";
 
 /// `keep: 2`, `keep_days: 3`, or both.
 fn rotation_rule(keep: Option<u64>, keep_days: Option<u64>) -> String {
@@ -463,6 +580,10 @@ impl crate::run::operation::Operation for Backup {
                     .collect::<Vec<_>>()
             });
             insp.keep(fact_key(&step.id), records);
+            if !insp.facts.contains_key(SCRATCH_LEFT) {
+                let left = journal::scratch_leftovers(conn).await.map_err(|e| e.message);
+                insp.keep(SCRATCH_LEFT, left);
+            }
         })
     }
 
@@ -507,6 +628,9 @@ pub struct BackupWork {
     pub plan: String,
     #[serde(default)]
     pub step: String,
+    /// `verify: {restore_to: URL}`: the scratch server (no password in it).
+    #[serde(default)]
+    pub restore_to: Option<String>,
 }
 
 /// Runs a backup: the child (or `VACUUM INTO`), verification, the rename.
@@ -544,9 +668,19 @@ impl crate::run::operation::Executes for Run {
             for stale in exec::remove_stale_partials(&work) {
                 run.undone(format!("removed `{stale}`, left by an interrupted run"));
             }
+            if run.target().backend == Backend::Postgres {
+                let (dropped, left) = exec::drop_scratch_leftovers(run.target()).await;
+                for d in dropped {
+                    run.undone(d);
+                }
+                if let Some(left) = left {
+                    run.result().cleanup_failed = Some(left.clone());
+                    run.warn(left);
+                }
+            }
             let timeouts = (run.step.lock_timeout_ms, run.step.statement_timeout_ms);
             let target = run.target().clone();
-            match exec::run(&work, &target, timeouts).await {
+            match exec::run(&work, &target, timeouts, run.run_id()).await {
                 Ok(done) => {
                     let r = run.result();
                     r.bytes += done.bytes;
@@ -587,10 +721,32 @@ mod tests {
         );
         assert!(
             findings::<Backup>(
-                "{format: directory, jobs: 4, verify: restore, keep: 7}",
+                "{format: directory, jobs: 4, verify: {same_server: true}, keep: 7}",
                 Backend::Postgres
             )
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_postgres_restore_check_says_where_it_restores() {
+        let pg = |p: &str| findings::<Backup>(p, Backend::Postgres);
+        assert_eq!(pg("{verify: restore}"), ["unsafe-verify"]);
+        assert!(pg("{verify: {restore_to: \"postgres://scratch/postgres\"}}").is_empty());
+        assert!(pg("{verify: {same_server: true}}").is_empty());
+        assert_eq!(
+            pg("{verify: {restore_to: \"postgres://u:secret@scratch/postgres\"}}"),
+            ["password-in-plan"]
+        );
+        assert_eq!(
+            pg("{verify: {restore_to: \"postgres://scratch/postgres\", same_server: true}}"),
+            ["invalid-combination"]
+        );
+        assert_eq!(pg("{verify: {restore_too: x}}").len(), 1, "unknown keys are errors");
+        assert!(findings::<Backup>("{verify: restore}", Backend::Sqlite).is_empty());
+        assert_eq!(
+            findings::<Backup>("{verify: {same_server: true}}", Backend::Sqlite),
+            ["unsupported-backend"]
         );
     }
 

@@ -166,26 +166,19 @@ pub struct Scratch {
     pub target: Target,
 }
 
-pub async fn create_scratch(target: &Target) -> Result<Scratch, VerifyError> {
+/// Creates the scratch database `name` on `server` (the caller journaled
+/// it first, so a killed run's copy is found and dropped by the next).
+pub async fn create_scratch(server: &Target, name: &str) -> Result<Scratch, VerifyError> {
     let limits = SessionLimits {
         lock_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(300),
         read_only: false,
     };
-    let mut admin = crate::db::connect_named(target, limits, "dbmaint verify")
+    let mut admin = crate::db::connect_named(server, limits, "dbmaint verify")
         .await
         .map_err(VerifyError::Connect)?;
-    let name = format!("dbmaint_verify_{}", std::process::id());
-    let scratch_target = target.with_database(&name);
-    let quoted = crate::db::quote_ident(&name);
-    // A scratch database left by a killed run has this process's name only
-    // by coincidence; drop it first so CREATE cannot fail on it.
-    execute_raw(&mut admin, &format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-        .await
-        .map_err(|source| VerifyError::StaleScratch {
-            db: quoted.clone(),
-            source,
-        })?;
+    let scratch_target = server.with_database(name);
+    let quoted = crate::db::quote_ident(name);
     execute_raw(&mut admin, &format!("CREATE DATABASE {quoted} TEMPLATE template0"))
         .await
         .map_err(|source| VerifyError::CreateScratch {
@@ -194,9 +187,26 @@ pub async fn create_scratch(target: &Target) -> Result<Scratch, VerifyError> {
         })?;
     Ok(Scratch {
         admin,
-        name,
+        name: name.to_string(),
         target: scratch_target,
     })
+}
+
+/// Drops a scratch database an earlier run left on `server`.
+pub async fn drop_leftover(server: &Target, name: &str) -> Result<(), VerifyError> {
+    let limits = SessionLimits {
+        lock_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(300),
+        read_only: false,
+    };
+    let mut admin = crate::db::connect_named(server, limits, "dbmaint verify")
+        .await
+        .map_err(VerifyError::Connect)?;
+    let quoted = crate::db::quote_ident(name);
+    let r = execute_raw(&mut admin, &format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")).await;
+    admin.close().await;
+    r.map(|_| ())
+        .map_err(|source| VerifyError::StaleScratch { db: quoted, source })
 }
 
 impl Scratch {
