@@ -313,3 +313,62 @@ fn a_verify_restore_killed_midway_leaves_a_scratch_database_the_next_run_drops()
         "0"
     );
 }
+
+/// `inspect checks --max-backup-age AGE --fail-on error` on `db`: exit
+/// code and output.
+fn backup_age_probe(t: &Test, db: &Path, age: &str) -> (Option<i32>, String) {
+    let out = crate::support::cli::dbmaint(t.path())
+        .args(["inspect", "--target"])
+        .arg(format!("sqlite:{}", db.display()))
+        .args(["checks", "--fail-on", "error", "--max-backup-age", age])
+        .output()
+        .expect("inspect");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn backup_age_alerts_without_a_recent_verified_backup_in_checks_and_probes() {
+    let t = Test::new();
+    let db = demo_db(&t);
+    let (code, said) = backup_age_probe(&t, &db, "26h");
+    assert_eq!(code, Some(6), "no backup yet: {said}");
+    assert!(said.contains("no verified backup"), "{said}");
+
+    let plan = backup_plan(&t, &format!("sqlite:{}", db.display()), "keep: 3");
+    assert!(t.apply(&plan).success());
+    let (code, said) = backup_age_probe(&t, &db, "26h");
+    assert_eq!(code, Some(0), "a fresh verified backup: {said}");
+    assert!(!said.contains("backup_age"), "{said}");
+
+    sqlite(
+        &db,
+        "UPDATE dbmaint_backups SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 days')",
+    );
+    let (code, said) = backup_age_probe(&t, &db, "26h");
+    assert_eq!(code, Some(6), "two days old: {said}");
+    assert!(
+        said.contains("the newest verified backup is 2d old (max 1d 2h)"),
+        "{said}"
+    );
+
+    // The same check as a plan step fails it on its finding (exit 6).
+    let check = t.path().join("check.yaml");
+    std::fs::write(
+        &check,
+        format!(
+            "version: 1\nname: watch\ntarget: \"sqlite:{}\"\nsteps:\n  fresh:\n    check: {{ max_backup_age: 26h, fail_on: error }}\n",
+            db.display()
+        ),
+    )
+    .expect("plan");
+    let ran = t.apply(&check);
+    assert_eq!(ran.code, Some(6), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(ran.stdout.contains("backup_age"), "{}", ran.stdout);
+}

@@ -448,7 +448,14 @@ pub(crate) fn target_arg(cli: &Cli, args: &TargetArgs) -> Result<(dbmaint::plan:
     Ok((target, origin.to_string()))
 }
 
-pub async fn inspect(cli: &Cli, target: &TargetArgs, what: crate::InspectArg, top: u64, exact: bool) -> i32 {
+pub async fn inspect(
+    cli: &Cli,
+    target: &TargetArgs,
+    what: crate::InspectArg,
+    top: u64,
+    exact: bool,
+    max_backup_age_ms: Option<u64>,
+) -> i32 {
     let (target, origin) = match target_arg(cli, target) {
         Ok(t) => t,
         Err(code) => return code,
@@ -458,7 +465,7 @@ pub async fn inspect(cli: &Cli, target: &TargetArgs, what: crate::InspectArg, to
         crate::InspectArg::Bloat => dbmaint::ops::inspect::InspectWhat::Bloat,
         crate::InspectArg::Checks => dbmaint::ops::inspect::InspectWhat::Checks,
     };
-    match dbmaint::ops::inspect::inspect_report(&target, &origin, what, top.max(1), exact).await {
+    match dbmaint::ops::inspect::inspect_report(&target, &origin, what, top.max(1), exact, max_backup_age_ms).await {
         Ok(r) => {
             match cli.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),

@@ -120,6 +120,9 @@ enum Command {
         /// checks: text, or nagios: one plugin line and exit 0/1/2/3.
         #[arg(long, value_enum, default_value_t = ProbeFormat::Text)]
         format: ProbeFormat,
+        /// checks: also run `backup_age` — an error when the newest verified backup in the journal is older (e.g. `26h`).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+        max_backup_age: Option<u64>,
     },
     /// Create a SQLite database with realistic data, diff and apply `plans/demo.yaml` on it.
     Demo {
@@ -153,6 +156,13 @@ enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+}
+
+/// A duration argument (`26h`, `90m`) in milliseconds.
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    dbmaint::plan::values::Duration::parse(text)
+        .map(|d| d.0.as_millis() as u64)
+        .map_err(|e| e.message)
 }
 
 /// How a probe (`inspect checks`, `history --stale-after`) answers.
@@ -387,17 +397,19 @@ fn main() -> ExitCode {
             report: InspectArg::Checks,
             fail_on,
             format,
+            max_backup_age,
             ..
         } if fail_on.is_some() || *format == ProbeFormat::Nagios => {
-            runtime().block_on(probe::checks(&cli, target, *fail_on, *format))
+            runtime().block_on(probe::checks(&cli, target, *fail_on, *format, *max_backup_age))
         }
         Command::Inspect {
             target,
             report,
             top,
             exact,
+            max_backup_age,
             ..
-        } => runtime().block_on(inspect(&cli, target, *report, *top, *exact)),
+        } => runtime().block_on(inspect(&cli, target, *report, *top, *exact, *max_backup_age)),
         Command::Demo { db, force, seed, scale } => runtime().block_on(demo(&cli, db, *force, *seed, *scale)),
         Command::Schedule(schedule::ScheduleCommand::Export(args)) => schedule::export(&cli, args),
         Command::Schema => {

@@ -13,7 +13,13 @@ use crate::commands::target_arg;
 use crate::{Cli, FailOnArg, Output, ProbeFormat, TargetArgs};
 
 /// `inspect checks` as a probe.
-pub(crate) async fn checks(cli: &Cli, args: &TargetArgs, fail_on: Option<FailOnArg>, format: ProbeFormat) -> i32 {
+pub(crate) async fn checks(
+    cli: &Cli,
+    args: &TargetArgs,
+    fail_on: Option<FailOnArg>,
+    format: ProbeFormat,
+    max_backup_age_ms: Option<u64>,
+) -> i32 {
     const SERVICE: &str = "CHECKS";
     let fail_on = match fail_on {
         Some(FailOnArg::Error) => Severity::Error,
@@ -24,7 +30,8 @@ pub(crate) async fn checks(cli: &Cli, args: &TargetArgs, fail_on: Option<FailOnA
         Err(code) => return unknown(format, SERVICE, "no usable target (see the error above)", code),
     };
     let what = dbmaint::ops::inspect::InspectWhat::Checks;
-    let report = match dbmaint::ops::inspect::inspect_report(&target, &origin, what, 1, false).await {
+    let report = match dbmaint::ops::inspect::inspect_report(&target, &origin, what, 1, false, max_backup_age_ms).await
+    {
         Ok(r) => r,
         Err(f) => {
             if format == ProbeFormat::Text {

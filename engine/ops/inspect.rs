@@ -37,6 +37,7 @@ pub async fn inspect_report(
     what: InspectWhat,
     top: u64,
     exact: bool,
+    max_backup_age_ms: Option<u64>,
 ) -> Result<InspectReport, Failure> {
     let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
     let mut identity = conn.identity(target).await?;
@@ -63,9 +64,13 @@ pub async fn inspect_report(
             })
         }
         InspectWhat::Checks => {
-            crate::ops::check::read(&mut conn, &crate::ops::check::spec::CheckSpec::defaults(target.backend))
-                .await
-                .map(|f| r.findings = f)
+            let mut spec = crate::ops::check::spec::CheckSpec::defaults(target.backend);
+            if max_backup_age_ms.is_some() {
+                spec.checks
+                    .push(crate::ops::check::CheckName::BackupAge.as_str().into());
+                spec.max_backup_age_ms = max_backup_age_ms;
+            }
+            crate::ops::check::read(&mut conn, &spec).await.map(|f| r.findings = f)
         }
     };
     conn.close().await;

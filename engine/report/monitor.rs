@@ -118,7 +118,7 @@ pub fn checks(findings: &[Finding], fail_on: Severity) -> Probe {
 /// is CRITICAL.
 pub fn staleness(plan: Option<&str>, last: Option<(i64, &str, &str)>, now: DateTime<Utc>, max_age_s: u64) -> Probe {
     let which = plan.map_or("any plan".to_string(), |p| format!("plan `{p}`"));
-    let limit = human_age(max_age_s);
+    let limit = crate::run::execplan::human_age(max_age_s);
     let Some((run, name, finished)) = last else {
         return Probe {
             service: "STALENESS",
@@ -138,7 +138,7 @@ pub fn staleness(plan: Option<&str>, last: Option<(i64, &str, &str)>, now: DateT
         state: if stale { State::Critical } else { State::Ok },
         summary: format!(
             "plan `{name}` last succeeded {} ago (run {run}, {finished}){}",
-            human_age(age),
+            crate::run::execplan::human_age(age),
             if stale {
                 format!(", more than {limit}")
             } else {
@@ -148,24 +148,6 @@ pub fn staleness(plan: Option<&str>, last: Option<(i64, &str, &str)>, now: DateT
         perfdata: vec![format!("age={age}s;;{max_age_s}")],
         alert: stale,
     }
-}
-
-/// `1d 2h`, `26h 5m`, `40s`: the two largest units.
-fn human_age(s: u64) -> String {
-    let parts = [
-        (s / 86_400, "d"),
-        (s / 3600 % 24, "h"),
-        (s / 60 % 60, "m"),
-        (s % 60, "s"),
-    ];
-    let shown: Vec<String> = parts
-        .iter()
-        .skip_while(|(n, _)| *n == 0)
-        .take(2)
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, u)| format!("{n}{u}"))
-        .collect();
-    if shown.is_empty() { "0s".into() } else { shown.join(" ") }
 }
 
 #[cfg(test)]

@@ -260,6 +260,24 @@ pub struct SavedPlan {
 }
 
 /// `1.2 MiB`-style sizes for people.
+/// `1d 2h`, `26h 5m`, `40s`: the two largest units.
+pub fn human_age(s: u64) -> String {
+    let parts = [
+        (s / 86_400, "d"),
+        (s / 3600 % 24, "h"),
+        (s / 60 % 60, "m"),
+        (s % 60, "s"),
+    ];
+    let shown: Vec<String> = parts
+        .iter()
+        .skip_while(|(n, _)| *n == 0)
+        .take(2)
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect();
+    if shown.is_empty() { "0s".into() } else { shown.join(" ") }
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;

@@ -9,10 +9,59 @@ pub mod sqlite;
 
 /// Runs the checks `spec` selects on this session (read-only statements).
 pub async fn read(c: &mut crate::db::Conn, spec: &spec::CheckSpec) -> Result<Vec<spec::Finding>, crate::db::DbError> {
-    match c.backend() {
-        Backend::Postgres => pg::run_checks(c, spec).await,
-        Backend::Sqlite => sqlite::run_checks(c, spec).await,
+    let mut found = match c.backend() {
+        Backend::Postgres => pg::run_checks(c, spec).await?,
+        Backend::Sqlite => sqlite::run_checks(c, spec).await?,
+    };
+    if spec.runs(CheckName::BackupAge) {
+        found.extend(backup_age(c, spec.max_backup_age_ms.unwrap_or(spec::DEFAULT_MAX_BACKUP_AGE_MS)).await?);
     }
+    Ok(found)
+}
+
+/// `backup_age`: the newest verified backup of this database that is
+/// still on disk unchanged, from the backup journal, must be younger than
+/// `max_ms` (pgBackRest users' first alert: "the last backup is too old").
+async fn backup_age(c: &mut crate::db::Conn, max_ms: u64) -> Result<Vec<spec::Finding>, crate::db::DbError> {
+    use crate::ops::backup::journal;
+    let now = chrono::Utc::now();
+    let records = journal::records(c, false).await?;
+    let newest = records
+        .iter()
+        .rev()
+        .filter(|r| r.verified == journal::VERIFIED || r.verified == journal::RESTORED)
+        .find(|r| journal::on_disk(r, false) == journal::OnDisk::Intact);
+    let max_s = (max_ms / 1000) as i64;
+    let limit = crate::run::execplan::human_age(max_ms / 1000);
+    let finding = match newest {
+        None => Some(
+            spec::Finding::new(
+                CheckName::BackupAge,
+                Severity::Error,
+                "backups",
+                format!(
+                    "no verified backup of this database is on disk ({} journaled): run a `backup` step",
+                    records.len()
+                ),
+            )
+            .with(serde_json::json!({"max_age_s": max_s})),
+        ),
+        Some(r) if r.age_secs(now) > max_s => Some(
+            spec::Finding::new(
+                CheckName::BackupAge,
+                Severity::Error,
+                r.path.clone(),
+                format!(
+                    "the newest verified backup is {} old (max {limit}), from {}",
+                    crate::run::execplan::human_age(r.age_secs(now).max(0) as u64),
+                    r.created_at
+                ),
+            )
+            .with(serde_json::json!({"age_s": r.age_secs(now), "max_age_s": max_s, "backup_id": r.id})),
+        ),
+        Some(_) => None,
+    };
+    Ok(finding.into_iter().collect())
 }
 
 /// Cancels (and terminates) the long queries a diff listed (PostgreSQL;
@@ -49,6 +98,7 @@ crate::keywords! {
         Sequences = "sequences",
         Integrity = "integrity",
         ForeignKeys = "foreign_keys",
+        BackupAge = "backup_age",
     }
 }
 
@@ -59,14 +109,22 @@ impl AsRef<str> for CheckName {
 }
 
 impl CheckName {
-    pub fn backend(self) -> Backend {
+    /// The backend the check exists for; `None`: both.
+    pub fn backend(self) -> Option<Backend> {
         match self {
-            Self::Integrity | Self::ForeignKeys => Backend::Sqlite,
-            _ => Backend::Postgres,
+            Self::Integrity | Self::ForeignKeys => Some(Backend::Sqlite),
+            Self::BackupAge => None,
+            _ => Some(Backend::Postgres),
         }
     }
 
-    /// The checks a backend offers (the default of `checks`).
+    pub fn exists_for(self, backend: Backend) -> bool {
+        self.backend().is_none_or(|b| b == backend)
+    }
+
+    /// The checks a backend runs by default (`checks` left out): all but
+    /// `backup_age`, which needs a backup schedule to judge against and
+    /// runs when named or when `max_backup_age` is set.
     pub fn for_backend(backend: Backend) -> Vec<Self> {
         use CheckName::*;
         [
@@ -82,7 +140,7 @@ impl CheckName {
             ForeignKeys,
         ]
         .into_iter()
-        .filter(|c| c.backend() == backend)
+        .filter(|c| c.backend() == Some(backend))
         .collect()
     }
 }
@@ -118,6 +176,8 @@ crate::params! {
             max_sequence_ratio: Ratio,
             /// `xid_age`: warn when this share of the wraparound horizon is used (default 0.5).
             max_xid_age_ratio: Ratio,
+            /// `backup_age`: fail when the newest verified backup is older (default 26h); setting it runs `backup_age`.
+            max_backup_age: Duration,
         }
     }
 }
@@ -129,7 +189,7 @@ impl OpParams for Check {
     fn check(&self, c: &mut OpCheck<'_>) {
         let step = c.step;
         if let (Some(checks), Some(backend)) = (&self.checks, c.backend) {
-            for name in checks.value.iter().filter(|n| n.backend() != backend) {
+            for name in checks.value.iter().filter(|n| !n.exists_for(backend)) {
                 let offered: Vec<&str> = CheckName::for_backend(backend).iter().map(|c| c.as_str()).collect();
                 c.error(
                     "unsupported-check",
@@ -179,14 +239,17 @@ impl OpParams for Check {
 impl Check {
     /// The checks to run, with thresholds resolved.
     pub fn spec(&self, backend: Backend) -> CheckSpec {
-        let checks = get(&self.checks)
+        let mut checks: Vec<CheckName> = get(&self.checks)
             .map(|cs| {
                 cs.into_iter()
                     .map(|c| c.value)
-                    .filter(|c| c.backend() == backend)
+                    .filter(|c| c.exists_for(backend))
                     .collect()
             })
             .unwrap_or_else(|| CheckName::for_backend(backend));
+        if self.max_backup_age.is_some() && !checks.contains(&CheckName::BackupAge) {
+            checks.push(CheckName::BackupAge);
+        }
         CheckSpec {
             checks: checks.iter().map(|c| c.as_str().to_string()).collect(),
             max_query_age_ms: get(&self.max_query_age).map_or(crate::ops::check::spec::DEFAULT_MAX_QUERY_AGE_MS, |d| {
@@ -198,6 +261,7 @@ impl Check {
                 .map_or(crate::ops::check::spec::DEFAULT_MAX_SEQUENCE_RATIO, |r| r.0),
             max_xid_age_ratio: get(&self.max_xid_age_ratio)
                 .map_or(crate::ops::check::spec::DEFAULT_MAX_XID_AGE_RATIO, |r| r.0),
+            max_backup_age_ms: get(&self.max_backup_age).map(|d| d.0.as_millis() as u64),
             fail_on: get(&self.fail_on).map(|f| match f {
                 FailOn::Warning => Severity::Warning,
                 FailOn::Error => Severity::Error,

@@ -20,6 +20,9 @@ pub struct CheckSpec {
     pub max_sequence_ratio: f64,
     /// `xid_age`: warn above this share of the 2^31 wraparound horizon.
     pub max_xid_age_ratio: f64,
+    /// `backup_age`: older than this fails (default [`DEFAULT_MAX_BACKUP_AGE_MS`]).
+    #[serde(default)]
+    pub max_backup_age_ms: Option<u64>,
     /// Findings at or above this fail the step.
     pub fail_on: Option<Severity>,
     /// `cancel`/`terminate`: what to do to the long queries the diff listed.
@@ -90,6 +93,7 @@ impl CheckSpec {
             max_connections_ratio: DEFAULT_MAX_CONNECTIONS_RATIO,
             max_sequence_ratio: DEFAULT_MAX_SEQUENCE_RATIO,
             max_xid_age_ratio: DEFAULT_MAX_XID_AGE_RATIO,
+            max_backup_age_ms: None,
             fail_on: None,
             act: None,
             targets: vec![],
@@ -109,3 +113,5 @@ pub const DEFAULT_MAX_QUERY_AGE_MS: u64 = 10 * 60 * 1000;
 pub const DEFAULT_MAX_CONNECTIONS_RATIO: f64 = 0.8;
 pub const DEFAULT_MAX_SEQUENCE_RATIO: f64 = 0.75;
 pub const DEFAULT_MAX_XID_AGE_RATIO: f64 = 0.5;
+/// `backup_age`: a nightly backup plus a couple of hours of slack.
+pub const DEFAULT_MAX_BACKUP_AGE_MS: u64 = 26 * 3600 * 1000;
