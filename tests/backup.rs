@@ -264,11 +264,17 @@ fn postgres_verify_restore_restores_and_compares_counts_from_the_dump_snapshot()
     // 4 demo tables; the journal tables exist once apply started.
     assert!(log.contains("restored and compared:"), "{log}");
     assert!(log.contains("rows match"), "{log}");
-    let scratch = rt.block_on(pg_count(
+    // Other tests' scratch databases share the cluster: this run's is the
+    // one its journal names.
+    let left = rt.block_on(pg_count(
         &url,
-        "SELECT count(*) FROM pg_database WHERE datname LIKE 'dbmaint_verify_%'",
+        "SELECT count(*) FROM dbmaint.scratch_databases s JOIN pg_database d ON d.datname = s.name",
     ));
-    assert_eq!(scratch, 0, "the scratch database was dropped");
+    let closed = rt.block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM dbmaint.scratch_databases WHERE dropped_at IS NOT NULL",
+    ));
+    assert_eq!((left, closed), (0, 1), "the scratch database was dropped");
     assert_eq!(files_in(&backups).len(), 1);
 }
 

@@ -259,14 +259,29 @@ fn a_verify_restore_killed_midway_leaves_a_scratch_database_the_next_run_drops()
     let url = pg_db_with_bulk(400_000);
     let plan = backup_plan(&t, &url, "verify: { same_server: true }");
     let server = crate::support::cluster::Cluster::get().url("postgres");
-    let scratch_sql =
-        "SELECT coalesce(string_agg(datname, ','), '') FROM pg_database WHERE datname LIKE 'dbmaint_verify_%'";
-    assert_eq!(pg_scalar(&server, scratch_sql), "", "no scratch database yet");
+    // Other tests' scratch databases live on the same cluster: this run's
+    // is the one its own journal names.
+    let exists = |name: &str| {
+        pg_scalar(
+            &server,
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
+        ) == "1"
+    };
+    let ours = || -> Option<String> {
+        let journal = pg_scalar(&url, "SELECT to_regclass('dbmaint.scratch_databases') IS NOT NULL");
+        (journal == "t")
+            .then(|| {
+                pg_scalar(
+                    &url,
+                    "SELECT coalesce(max(name), '') FROM dbmaint.scratch_databases WHERE dropped_at IS NULL",
+                )
+            })
+            .filter(|n| !n.is_empty() && exists(n))
+    };
     let mut child = crate::support::test::spawn_apply(t.path(), &plan);
     let t0 = std::time::Instant::now();
     let name = loop {
-        let found = pg_scalar(&server, scratch_sql);
-        if !found.is_empty() {
+        if let Some(found) = ours() {
             break found;
         }
         assert!(
@@ -300,11 +315,8 @@ fn a_verify_restore_killed_midway_leaves_a_scratch_database_the_next_run_drops()
     assert!(ran.success(), "{}\n{}", ran.stdout, ran.stderr);
     let said = format!("{}{}", ran.stdout, ran.stderr);
     assert!(said.contains(&format!("dropped the scratch database {name}")), "{said}");
-    assert_eq!(
-        pg_scalar(&server, scratch_sql),
-        "",
-        "the leftover and this run's scratch are gone"
-    );
+    assert!(!exists(&name), "the leftover is gone");
+    assert_eq!(ours(), None, "and so is this run's scratch database");
     assert_eq!(
         pg_scalar(
             &url,
@@ -371,4 +383,277 @@ fn backup_age_alerts_without_a_recent_verified_backup_in_checks_and_probes() {
     let ran = t.apply(&check);
     assert_eq!(ran.code, Some(6), "{}\n{}", ran.stdout, ran.stderr);
     assert!(ran.stdout.contains("backup_age"), "{}", ran.stdout);
+}
+
+/// `dbmaint ARGS…` in the test's directory: (exit code, stdout, stderr).
+fn cli(t: &Test, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = crate::support::cli::dbmaint(t.path())
+        .args(args)
+        .output()
+        .expect("dbmaint");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `backups list --output json` of the plan's target.
+fn listing(t: &Test, plan: &Path) -> serde_json::Value {
+    let (code, out, err) = cli(
+        t,
+        &[
+            "--output",
+            "json",
+            "backups",
+            "list",
+            "--plan",
+            &plan.display().to_string(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    serde_json::from_str(&out).expect("json")
+}
+
+#[test]
+fn postgres_backup_list_restore_into_a_new_database_with_equal_counts() {
+    let t = Test::new();
+    let url = pg_db_with_bulk(5000);
+    let plan = backup_plan(&t, &url, "verify: { same_server: true }");
+    let ran = t.apply(&plan);
+    assert!(ran.success(), "{}\n{}", ran.stdout, ran.stderr);
+    let list = listing(&t, &plan);
+    let b = &list["backups"][0];
+    assert_eq!(b["status"], "restored-and-compared", "{list}");
+    assert_eq!(b["format"], "custom");
+    let id = b["id"].to_string();
+
+    // Into a new, empty database: restored, counts equal to the record's.
+    let rt = crate::support::cli::rt();
+    let fresh = rt.block_on(crate::support::cluster::Cluster::get().fresh_db());
+    let plan_arg = plan.display().to_string();
+    let (code, out, err) = cli(
+        &t,
+        &["backups", "restore", &id, "--plan", &plan_arg, "--target", &fresh],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("\"public\".\"bulk\"") && out.contains("5000"), "{out}");
+    assert_eq!(pg_scalar(&fresh, "SELECT count(*) FROM bulk"), "5000");
+    assert_eq!(
+        pg_scalar(&fresh, "SELECT count(*) FROM core_audit_log"),
+        pg_scalar(&url, "SELECT count(*) FROM core_audit_log")
+    );
+
+    // Again: the database is not empty now; refused, nothing touched.
+    crate::support::cluster::admin_statements(
+        &fresh,
+        &["INSERT INTO bulk VALUES (-1, 'added after the restore')".into()],
+    );
+    let (code, _, err) = cli(
+        &t,
+        &["backups", "restore", &id, "--plan", &plan_arg, "--target", &fresh],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("holds") && err.contains("--clean"), "{err}");
+    assert_eq!(
+        pg_scalar(&fresh, "SELECT count(*) FROM bulk"),
+        "5001",
+        "refused: nothing changed"
+    );
+
+    // --clean without a terminal needs --auto-approve; then drops and restores.
+    let (code, _, err) = cli(
+        &t,
+        &[
+            "backups", "restore", &id, "--plan", &plan_arg, "--target", &fresh, "--clean",
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--auto-approve"), "{err}");
+    let (code, out, err) = cli(
+        &t,
+        &[
+            "backups",
+            "restore",
+            &id,
+            "--plan",
+            &plan_arg,
+            "--target",
+            &fresh,
+            "--clean",
+            "--auto-approve",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        err.contains("- public.bulk (table"),
+        "the preview lists what is dropped: {err}"
+    );
+    assert_eq!(pg_scalar(&fresh, "SELECT count(*) FROM bulk"), "5000");
+
+    // Onto the database it was taken from: refused without --force.
+    let (code, _, err) = cli(
+        &t,
+        &[
+            "backups",
+            "restore",
+            &id,
+            "--plan",
+            &plan_arg,
+            "--target",
+            &url,
+            "--clean",
+            "--auto-approve",
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the database this backup was taken from"), "{err}");
+    assert_eq!(pg_scalar(&url, "SELECT count(*) FROM bulk"), "5000");
+}
+
+#[test]
+fn a_tampered_backup_is_listed_as_changed_and_fails_verify() {
+    let t = Test::new();
+    let db = demo_db(&t);
+    let plan = backup_plan(&t, &format!("sqlite:{}", db.display()), "keep: 3");
+    assert!(t.apply(&plan).success());
+    let plan_arg = plan.display().to_string();
+    let (code, out, err) = cli(&t, &["backups", "verify", "1", "--plan", &plan_arg]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("checksum and integrity_check ok"), "{out}");
+
+    // Flip one byte in the middle: same size, other content.
+    let path = listing(&t, &plan)["backups"][0]["path"]
+        .as_str()
+        .expect("path")
+        .to_string();
+    let mut bytes = std::fs::read(&path).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("tamper");
+    assert_eq!(listing(&t, &plan)["backups"][0]["status"], "size or checksum changed");
+    let (code, out, _) = cli(&t, &["backups", "verify", "1", "--plan", &plan_arg]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("size or checksum changed"), "{out}");
+    assert!(
+        sqlite(&db, "SELECT verified FROM dbmaint_backups WHERE id = 1").starts_with("failed:"),
+        "the journal records the failed verification"
+    );
+    // A restore of it is refused before anything is written.
+    let fresh = t.path().join("fresh.db");
+    let (code, _, err) = cli(
+        &t,
+        &[
+            "backups",
+            "restore",
+            "1",
+            "--plan",
+            &plan_arg,
+            "--target",
+            &format!("sqlite:{}", fresh.display()),
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!fresh.exists(), "nothing written");
+}
+
+#[test]
+fn sqlite_restore_onto_its_source_needs_force_and_keeps_the_backup_journal() {
+    let t = Test::new();
+    let db = demo_db(&t);
+    let target = format!("sqlite:{}", db.display());
+    let plan = backup_plan(&t, &target, "verify: restore, keep: 5");
+    assert!(t.apply(&plan).success());
+    let before = sqlite(&db, "SELECT count(*) FROM core_audit_log");
+    sqlite(&db, "DELETE FROM core_audit_log");
+    assert!(t.apply(&plan).success(), "a second backup, of the emptied table");
+    let plan_arg = plan.display().to_string();
+    let args = [
+        "backups",
+        "restore",
+        "1",
+        "--plan",
+        &plan_arg,
+        "--target",
+        &target,
+        "--clean",
+        "--auto-approve",
+    ];
+    let (code, _, err) = cli(&t, &args);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("taken from") && err.contains("--force"), "{err}");
+    assert_eq!(
+        sqlite(&db, "SELECT count(*) FROM core_audit_log"),
+        "0",
+        "refused: unchanged"
+    );
+
+    let (code, out, err) = cli(&t, &[&args[..], &["--force"]].concat());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        sqlite(&db, "SELECT count(*) FROM core_audit_log"),
+        before,
+        "the rows are back"
+    );
+    // The restored file is the first backup, yet the journal still knows both.
+    assert_eq!(
+        sqlite(&db, "SELECT count(*) FROM dbmaint_backups WHERE removed_at IS NULL"),
+        "2"
+    );
+    assert_eq!(sqlite(&db, "PRAGMA integrity_check"), "ok");
+}
+
+#[test]
+fn a_restore_killed_midway_leaves_nothing_the_next_clean_restore_cannot_fix() {
+    let t = Test::new();
+    let url = pg_db_with_bulk(600_000);
+    let plan = backup_plan(&t, &url, "verify: { same_server: true }");
+    assert!(t.apply(&plan).success());
+    let rt = crate::support::cli::rt();
+    let fresh = rt.block_on(crate::support::cluster::Cluster::get().fresh_db());
+    let plan_arg = plan.display().to_string();
+    let args = ["backups", "restore", "1", "--plan", &plan_arg, "--target", &fresh];
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
+        .current_dir(t.path())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Wait until pg_restore is copying rows into the target, then kill -9.
+    let db = crate::support::cluster::db_name(&fresh).to_string();
+    let copying = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'dbmaint' AND query LIKE 'COPY%'"
+    );
+    let server = crate::support::cluster::Cluster::get().url("postgres");
+    let t0 = std::time::Instant::now();
+    while pg_scalar(&server, &copying) == "0" {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "pg_restore never copied"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the restore ended before it was seen copying"
+        );
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    // pg_restore dies with the engine; its single transaction rolls back.
+    let t0 = std::time::Instant::now();
+    while pg_scalar(&server, &copying) != "0" {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "pg_restore outlived the engine"
+        );
+    }
+    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'";
+    assert_eq!(
+        pg_scalar(&fresh, tables),
+        "0",
+        "a killed restore left no half-restored table"
+    );
+    let (code, out, err) = cli(&t, &[&args[..], &["--clean", "--auto-approve"]].concat());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(pg_scalar(&fresh, "SELECT count(*) FROM bulk"), "600000");
 }

@@ -21,7 +21,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Prints a command-ending error on stderr (or as JSON) and gives its code.
-fn fail(cli: &Cli, f: &Failure) -> i32 {
+pub(crate) fn fail(cli: &Cli, f: &Failure) -> i32 {
     match cli.output {
         Output::Json => println!("{}", serde_json::json!({"error": f.message, "exit_code": f.code})),
         Output::Text => eprintln!("error: {}", dbmaint::report::textsafe::visible(&f.message)),

@@ -11,6 +11,7 @@ use dbmaint::plan::diag::{Diagnostics, render_text, summary, to_json};
 use dbmaint::run::exit;
 use dbmaint::{LoadOptions, Loaded, load};
 
+mod backups;
 mod commands;
 mod fleet;
 mod probe;
@@ -124,6 +125,9 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
         max_backup_age: Option<u64>,
     },
+    /// The backups dbmaint made: list, re-verify one, restore one.
+    #[command(subcommand)]
+    Backups(backups::BackupsCommand),
     /// Create a SQLite database with realistic data, diff and apply `plans/demo.yaml` on it.
     Demo {
         /// The database file to create (an earlier demo database is replaced; any other file is refused).
@@ -410,6 +414,7 @@ fn main() -> ExitCode {
             max_backup_age,
             ..
         } => runtime().block_on(inspect(&cli, target, *report, *top, *exact, *max_backup_age)),
+        Command::Backups(cmd) => runtime().block_on(backups::run(&cli, cmd)),
         Command::Demo { db, force, seed, scale } => runtime().block_on(demo(&cli, db, *force, *seed, *scale)),
         Command::Schedule(schedule::ScheduleCommand::Export(args)) => schedule::export(&cli, args),
         Command::Schema => {

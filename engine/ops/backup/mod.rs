@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod journal;
+pub mod manage;
 pub mod rotate;
 pub mod verify;
 
@@ -360,7 +361,10 @@ impl Backup {
         }
         d.statements.push(match cx.backend {
             Backend::Postgres => {
-                let mut cmd = format!("pg_dump --format={format} --file={} --no-password", temp.display());
+                let mut cmd = format!(
+                    "pg_dump --format={format} --file={} --no-password --exclude-schema=dbmaint",
+                    temp.display()
+                );
                 if let Some(j) = get(&self.jobs) {
                     cmd.push_str(&format!(" --jobs={j}"));
                 }
@@ -444,7 +448,8 @@ async fn record_and_rotate(
     done: &exec::BackupDone,
 ) -> Result<(), crate::run::steprun::StepErr> {
     use crate::run::steprun::StepErr;
-    let database = run.target().database.clone();
+    let target = run.target().clone();
+    let database = source_identity(run.session().await?, &target).await;
     let not_recorded = |why: String| {
         StepErr::failed(format!(
             "the backup `{}` is written and verified but not journaled ({why}); it is kept, and no older backup was removed",
@@ -474,6 +479,21 @@ async fn record_and_rotate(
         }
     }
     Ok(())
+}
+
+/// What a backup is of, as its record says: `<system identifier>/<database>`
+/// on PostgreSQL (one per cluster, so a restore can tell "the same
+/// database" from a namesake elsewhere), the file's real path on SQLite.
+pub async fn source_identity(c: &mut crate::db::Conn, target: &crate::plan::values::Target) -> String {
+    match target.backend {
+        Backend::Sqlite => std::fs::canonicalize(&target.database)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| target.database.clone()),
+        Backend::Postgres => match c.identity(target).await {
+            Ok(i) => format!("{}/{}", i.system_identifier.unwrap_or_default(), i.database),
+            Err(_) => format!("/{}", target.database),
+        },
+    }
 }
 
 /// Where the inspection keeps a step's journaled backups.
