@@ -657,3 +657,41 @@ fn a_restore_killed_midway_leaves_nothing_the_next_clean_restore_cannot_fix() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(pg_scalar(&fresh, "SELECT count(*) FROM bulk"), "600000");
 }
+
+#[test]
+fn directory_and_plain_backups_restore_in_parallel_and_through_psql() {
+    let t = Test::new();
+    let url = pg_db_with_bulk(20_000);
+    let rt = crate::support::cli::rt();
+    for (format, extra) in [("directory", vec!["--jobs", "2"]), ("plain", vec![])] {
+        let plan = backup_plan(&t, &url, &format!("format: {format}, verify: {{ same_server: true }}"));
+        let ran = t.apply(&plan);
+        assert!(ran.success(), "{format}: {}\n{}", ran.stdout, ran.stderr);
+        let newest = listing(&t, &plan)["backups"]
+            .as_array()
+            .expect("backups")
+            .iter()
+            .rfind(|b| b["format"] == format)
+            .expect("this format's backup")["id"]
+            .to_string();
+        let fresh = rt.block_on(crate::support::cluster::Cluster::get().fresh_db());
+        let plan_arg = plan.display().to_string();
+        let args = [
+            &[
+                "backups",
+                "restore",
+                newest.as_str(),
+                "--plan",
+                &plan_arg,
+                "--target",
+                &fresh,
+            ][..],
+            &extra,
+        ]
+        .concat();
+        let (code, out, err) = cli(&t, &args);
+        assert_eq!(code, Some(0), "{format}: {out}\n{err}");
+        assert!(!out.contains("differs"), "{format}: {out}");
+        assert_eq!(pg_scalar(&fresh, "SELECT count(*) FROM bulk"), "20000", "{format}");
+    }
+}

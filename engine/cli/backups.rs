@@ -291,6 +291,27 @@ async fn restore(cli: &Cli, args: &RestoreArgs) -> i32 {
         },
         here.target
     );
+    if here.is_source && !args.force {
+        if !tty {
+            return fail(
+                cli,
+                &Failure::error(format!(
+                    "{} is the database this backup was taken from: nothing was changed; confirm with `--force` (or type its name when asked on a terminal)",
+                    here.target
+                )),
+            );
+        }
+        let name = dest.database.clone();
+        let prompt = format!(
+            "{} is the database this backup was taken from. Type its name (`{name}`) to restore onto it: ",
+            here.target
+        );
+        if !ask(&prompt, &name) {
+            eprintln!("restore cancelled; nothing was done");
+            return exit::ERROR;
+        }
+        req.same_database = true;
+    }
     if args.clean && here.object_count > 0 {
         eprintln!("--clean drops {} objects first:", here.object_count);
         for o in &here.objects {
@@ -311,18 +332,6 @@ async fn restore(cli: &Cli, args: &RestoreArgs) -> i32 {
                 return exit::ERROR;
             }
         }
-    }
-    if here.is_source && !args.force && tty {
-        let name = dest.database.clone();
-        let prompt = format!(
-            "{} is the database this backup was taken from. Type its name (`{name}`) to restore onto it: ",
-            here.target
-        );
-        if !ask(&prompt, &name) {
-            eprintln!("restore cancelled; nothing was done");
-            return exit::ERROR;
-        }
-        req.same_database = true;
     }
     let say = |line: &str| eprintln!("  {}", dbmaint::report::textsafe::visible(line));
     let done = match manage::restore(&req, &here, &say).await {

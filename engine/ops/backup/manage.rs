@@ -381,7 +381,8 @@ pub async fn destination(req: &RestoreRequest) -> Result<Destination, Failure> {
         Backend::Postgres => {
             "SELECT n.nspname || '.' || c.relname || ' (' || CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' \
              WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' ELSE 'foreign table' END \
-             || CASE WHEN c.relkind IN ('r', 'm') THEN ', ~' || greatest(c.reltuples, 0)::int8 || ' rows' ELSE '' END || ')' \
+             || CASE WHEN c.relkind NOT IN ('r', 'm') THEN '' WHEN c.reltuples < 0 THEN ', never analyzed' \
+             ELSE ', ~' || c.reltuples::int8 || ' rows' END || ')' \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbmaint') \
                AND n.nspname !~ '^pg_' ORDER BY 1"
