@@ -67,6 +67,16 @@ fn a_password_in_the_target_is_never_echoed() {
 }
 
 #[test]
+fn a_password_in_restore_to_is_refused_and_never_echoed() {
+    let path = Path::new("tests/fixtures/invalid/restore-to-with-password.yaml");
+    let loaded = load(path, &options_for(path));
+    let text = rendered(&loaded);
+    let json = serde_json::to_string(&to_json(&loaded.diags, &loaded.sources)).expect("json");
+    assert_eq!(codes(&loaded), ["password-in-plan"]);
+    assert!(!text.contains("hunter3") && !json.contains("hunter3"), "{text}\n{json}");
+}
+
+#[test]
 fn oversized_plan_file_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("huge.yaml");

@@ -274,8 +274,10 @@ async fn recheck_file(
             )),
         };
     }
-    let env = PgChildEnv::from_target(journal_target.ok_or("a PostgreSQL backup needs `--plan` or `--from`")?)
-        .map_err(|e| e.to_string())?;
+    let env = PgChildEnv::from_target(
+        journal_target.ok_or("checking a PostgreSQL backup needs its database: `--plan` or `--target`")?,
+    )
+    .map_err(|e| e.to_string())?;
     if r.format == "plain" {
         exec::verify_plain(&r.path).map_err(|e| e.to_string())?;
     } else {
@@ -287,7 +289,7 @@ async fn recheck_file(
     let Some(scratch) = restore else {
         return Ok((journal::VERIFIED, "checksum ok; the whole backup reads back".into()));
     };
-    let target = journal_target.ok_or("`--restore` needs `--plan` or `--from`")?;
+    let target = journal_target.ok_or("`--restore` needs the database: `--plan` or `--target`")?;
     let work = BackupWork {
         path: r.path.clone(),
         temp_path: r.path.clone(),

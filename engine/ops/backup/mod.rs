@@ -164,6 +164,14 @@ impl OpParams for Backup {
         }
         if let Some(v) = &self.verify {
             check_restore_place(&v.value, v.pos, c);
+            if v.value == Verify::No && (self.keep.is_some() || self.keep_days.is_some()) {
+                c.warn(
+                    "unverified-rotation",
+                    v.pos,
+                    "`verify: false` with `keep`/`keep_days`: rotation removes checked backups in favour of one nobody read back".to_string(),
+                    "keep `verify: true` (the default), or drop `keep`/`keep_days`",
+                );
+            }
         }
         c.not_on(&self.format, "format", Backend::Sqlite);
         c.not_on(&self.jobs, "jobs", Backend::Sqlite);
