@@ -17,6 +17,7 @@ mod logs;
 mod monitor;
 mod names;
 mod notify;
+mod objects;
 mod overlays;
 mod partitions;
 mod plans;

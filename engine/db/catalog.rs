@@ -95,6 +95,9 @@ pub struct IndexFacts {
     pub primary: bool,
     pub valid: bool,
     pub partial: bool,
+    /// Backs an exclusion constraint (PostgreSQL cannot rebuild it CONCURRENTLY).
+    #[serde(default)]
+    pub exclusion: bool,
 }
 
 /// A table and its maintenance figures. PostgreSQL fills every field;

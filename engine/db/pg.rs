@@ -268,7 +268,8 @@ pub fn catalog_sql() -> [String; 4] {
            ARRAY(SELECT coalesce(a.attname::text, 'expr') \
                  FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
                  LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
-                 WHERE k.ord <= x.indnkeyatts ORDER BY k.ord) \
+                 WHERE k.ord <= x.indnkeyatts ORDER BY k.ord), \
+           x.indisexclusion \
          FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
          JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
          WHERE t.relkind IN ('r', 'p') AND {USER_RELATIONS} ORDER BY 1, 2, 3"
@@ -346,6 +347,7 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
                 valid: r.get(6),
                 partial: r.get(7),
                 columns: r.get(8),
+                exclusion: r.get(9),
             };
             if idx.primary {
                 tables[i].primary_key = idx.columns.clone();

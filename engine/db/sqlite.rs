@@ -174,6 +174,7 @@ pub async fn catalog(c: &mut SqliteConnection) -> Result<Catalog, DbError> {
                 primary: r.get::<String, _>(3) == "pk",
                 valid: true,
                 partial: r.get::<i64, _>(4) != 0,
+                exclusion: false,
             });
         }
     }

@@ -91,6 +91,7 @@ impl Analyze {
             );
             d.statement(cx.display(t), sql);
         }
+        d.per_object = true;
         d.no_op = d.actions.is_empty();
         d.summary = if d.no_op {
             format!(

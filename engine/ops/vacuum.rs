@@ -186,6 +186,7 @@ impl Vacuum {
             );
             d.statement(cx.display(t), sql);
         }
+        d.per_object = true;
         if !unknown_skipped.is_empty() {
             d.warnings.push(format!(
                 "statistics unknown (lost or reset) for {}: their dead tuples cannot be told, and `on_unknown_stats: skip` leaves them",

@@ -41,6 +41,8 @@ crate::params! {
             retries: u64,
             /// `abort` (default) or `continue`.
             on_failure: OnFailure,
+            /// reindex, refresh_views, vacuum, analyze: `continue` (default) records one object's failure and runs the others (the step ends `partial`); `abort` stops the step at the first.
+            on_object_failure: OnFailure,
             /// Longest the whole step may run.
             timeout: Duration,
         }

@@ -39,6 +39,7 @@ pub struct StepSettings {
     pub statement_timeout: Duration,
     pub retries: u64,
     pub on_failure: OnFailure,
+    pub on_object_failure: OnFailure,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
 }
@@ -59,6 +60,7 @@ impl StepSettings {
             statement_timeout: pick!(statement_timeout).unwrap_or(Duration(DEFAULT_STATEMENT_TIMEOUT)),
             retries: pick!(retries).unwrap_or(DEFAULT_RETRIES),
             on_failure: pick!(on_failure).unwrap_or(OnFailure::Abort),
+            on_object_failure: pick!(on_object_failure).unwrap_or(OnFailure::Continue),
             timeout: pick!(timeout),
         }
     }
@@ -99,6 +101,7 @@ impl Serialize for Step {
         m.serialize_entry("statement_timeout", &self.settings.statement_timeout)?;
         m.serialize_entry("retries", &self.settings.retries)?;
         m.serialize_entry("on_failure", &self.settings.on_failure)?;
+        m.serialize_entry("on_object_failure", &self.settings.on_object_failure)?;
         if let Some(t) = &self.settings.timeout {
             m.serialize_entry("timeout", t)?;
         }
@@ -125,6 +128,9 @@ pub fn serialize_settings<M: SerializeMap>(m: &mut M, s: &Settings) -> Result<()
     }
     if let Some(v) = &s.on_failure {
         m.serialize_entry("on_failure", v)?;
+    }
+    if let Some(v) = &s.on_object_failure {
+        m.serialize_entry("on_object_failure", v)?;
     }
     if let Some(v) = &s.timeout {
         m.serialize_entry("timeout", v)?;

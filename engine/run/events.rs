@@ -129,6 +129,13 @@ pub struct StepResult {
     /// Why the step is `partial`: what it did and what it left.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
+    /// Objects that failed while the step's others went on
+    /// (`on_object_failure: continue`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objects_failed: Vec<ObjectOutcome>,
+    /// Objects not attempted because one they need failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objects_skipped: Vec<ObjectOutcome>,
     /// `on_cascade: allow`: the rows of other tables the deletes reached.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cascaded: Vec<Cascaded>,
@@ -165,6 +172,8 @@ impl StepResult {
             deferred: None,
             failed_on_findings: false,
             partial: None,
+            objects_failed: vec![],
+            objects_skipped: vec![],
             cascaded: vec![],
             findings: vec![],
             measured: serde_json::Map::new(),
@@ -178,6 +187,34 @@ impl StepResult {
         self.measured
             .insert(key.into(), serde_json::to_value(report).unwrap_or_default());
         self.lines = lines;
+    }
+}
+
+/// One object of a step that failed, or was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectOutcome {
+    pub object: String,
+    pub error: String,
+    /// PostgreSQL's error code, when the server gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+}
+
+impl ObjectOutcome {
+    /// An object's failure, its SQLSTATE read from the message (the engine
+    /// writes it as `(SQLSTATE 55000)` beside the server's text).
+    pub fn failed(object: &str, error: &str) -> Self {
+        let sqlstate = error.rfind("(SQLSTATE ").and_then(|i| {
+            let code = error.get(i + 10..i + 15)?;
+            code.chars()
+                .all(|c| c.is_ascii_alphanumeric())
+                .then(|| code.to_string())
+        });
+        Self {
+            object: object.to_string(),
+            error: error.to_string(),
+            sqlstate,
+        }
     }
 }
 

@@ -99,6 +99,10 @@ pub enum Action {
         sql: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         undo: Vec<Undo>,
+        /// Objects of the same step this one needs (a view reading another):
+        /// when one of them failed, this one is skipped.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        after: Vec<String>,
     },
     /// Author SQL from a `sql` step, run as written: in one transaction
     /// (rolled back whole on failure), or (`transaction: false`) its
@@ -116,6 +120,9 @@ pub enum Action {
         work: serde_json::Value,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         undo: Vec<Undo>,
+        /// The one object the work acts on (an index), for per-object outcomes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        object: Option<String>,
     },
 }
 
@@ -138,6 +145,32 @@ impl Action {
             op: op.to_string(),
             work: serde_json::to_value(work).unwrap_or_default(),
             undo: vec![],
+            object: None,
+        }
+    }
+
+    /// This operation work, acting on one `object` of the step.
+    pub fn on_object(mut self, name: impl Into<String>) -> Self {
+        if let Self::Op { object, .. } = &mut self {
+            *object = Some(name.into());
+        }
+        self
+    }
+
+    /// The one object the action acts on, when it acts on one.
+    pub fn object(&self) -> Option<&str> {
+        match self {
+            Self::Statement { object, .. } => Some(object),
+            Self::Op { object, .. } => object.as_deref(),
+            Self::Sql { .. } => None,
+        }
+    }
+
+    /// Objects of the same step this action needs.
+    pub fn after(&self) -> &[String] {
+        match self {
+            Self::Statement { after, .. } => after,
+            _ => &[],
         }
     }
 
@@ -201,6 +234,11 @@ pub struct PlannedStep {
     pub statement_timeout_ms: u64,
     pub retries: u64,
     pub on_failure_continue: bool,
+    /// One object's failure is recorded and the step's other objects still
+    /// run (`on_object_failure: continue`, for operations acting on many
+    /// independent objects); the step then ends `partial`.
+    #[serde(default)]
+    pub objects_continue: bool,
     /// Problems found while planning: the step cannot run as written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::db::Conn;
 use crate::plan::values::Target;
-use crate::run::events::{Event, Status, StepResult};
+use crate::run::events::{Event, ObjectOutcome, Status, StepResult};
 use crate::run::execplan::{Action, ExecutionPlan, PlannedStep};
 use crate::run::operation::Registry;
 use crate::run::steprun::{Acc, Ctx, StepErr, StepErrKind, StepRun};
@@ -319,6 +319,8 @@ async fn run_step(step: &PlannedStep, ctx: &Ctx, ops: &'static dyn Registry) -> 
 async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, ops: &dyn Registry) -> Result<(), StepErr> {
     let mut conn: Option<Conn> = None;
     let total = step.actions.len() as u64;
+    // Objects that failed or were skipped (`objects_continue`).
+    let mut broken: Vec<String> = vec![];
     for (i, action) in step.actions.iter().enumerate() {
         if ctx.expired().await {
             return Err(StepErr::deferred(format!(
@@ -327,12 +329,69 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, ops: &dyn Reg
                 total - i as u64
             )));
         }
+        let object = action.object().unwrap_or_default().to_string();
+        if let Some(needed) = action.after().iter().find(|n| broken.contains(n)) {
+            acc.r.objects_skipped.push(ObjectOutcome {
+                object: object.clone(),
+                error: format!("not attempted: it needs `{needed}`, which did not succeed"),
+                sqlstate: None,
+            });
+            broken.push(object);
+            continue;
+        }
         let mut run = StepRun::new(step, ctx, acc, &mut conn, i as u64 + 1);
         if let Err(e) = run_one(&mut run, action, ops).await {
             undo(step, ctx, acc, i as u64 + 1, action, ops).await;
-            return Err(e);
+            let goes_on = step.objects_continue && total > 1 && e.kind == StepErrKind::Failed && !object.is_empty();
+            if !goes_on {
+                return Err(e);
+            }
+            ctx.emit(Event::Warning {
+                step: step.id.clone(),
+                message: format!("{}; the step's other objects go on", e.message),
+            });
+            acc.r.objects_failed.push(ObjectOutcome::failed(&object, &e.message));
+            broken.push(object);
+            // A failed statement may leave the session unusable (an
+            // aborted transaction, a killed backend): the next object
+            // starts on a fresh one.
+            if let Some(c) = conn.take() {
+                c.close().await;
+            }
         }
     }
+    settle_objects(total, &mut acc.r)
+}
+
+/// After every object had its turn: the step is `partial` when some
+/// failed or were skipped and some succeeded, failed when none succeeded.
+fn settle_objects(total: u64, r: &mut StepResult) -> Result<(), StepErr> {
+    let failed = r.objects_failed.len() as u64;
+    let skipped = r.objects_skipped.len() as u64;
+    if failed + skipped == 0 {
+        return Ok(());
+    }
+    let names = |list: &[ObjectOutcome]| {
+        list.iter()
+            .map(|o| match &o.sqlstate {
+                Some(c) => format!("{} ({c})", o.object),
+                None => o.object.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut said = format!(
+        "{} of {total} objects done; {failed} failed: {}",
+        total - failed - skipped,
+        names(&r.objects_failed)
+    );
+    if skipped > 0 {
+        said.push_str(&format!("; {skipped} skipped: {}", names(&r.objects_skipped)));
+    }
+    if failed + skipped == total {
+        return Err(StepErr::failed(format!("every object failed: {said}")));
+    }
+    r.partial = Some(said);
     Ok(())
 }
 

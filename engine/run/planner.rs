@@ -163,6 +163,9 @@ pub struct Draft {
     pub leaves: Vec<Upstream>,
     /// Batches or objects it expects to go through; `None`: one per action.
     pub units: Option<u64>,
+    /// Its actions act on independent objects (indexes, tables, views):
+    /// `on_object_failure` applies.
+    pub per_object: bool,
 }
 
 impl Draft {
@@ -182,6 +185,7 @@ impl Draft {
             object,
             sql,
             undo: vec![],
+            after: vec![],
         });
     }
 
@@ -296,6 +300,7 @@ fn finish(step: &Step, d: Draft) -> PlannedStep {
         statement_timeout_ms: s.statement_timeout.0.as_millis() as u64,
         retries: s.retries,
         on_failure_continue: s.on_failure == crate::plan::doc::OnFailure::Continue,
+        objects_continue: d.per_object && s.on_object_failure == crate::plan::doc::OnFailure::Continue,
         errors: d.errors,
         warnings: d.warnings,
     }

@@ -78,9 +78,25 @@ impl RefreshViews {
                 matches_any(&include, &full) && (exclude.is_empty() || !matches_any(&exclude, &full))
             })
             .collect();
+        let selected_names: Vec<String> = selected.iter().map(|v| format!("{}.{}", v.schema, v.name)).collect();
+        let mut not_owned: Vec<String> = vec![];
         for v in dependency_order(&selected) {
             let full = format!("{}.{}", v.schema, v.name);
             let quoted = quote_name(Some(&v.schema), &v.name);
+            if !v.owned {
+                d.object(
+                    Marker::Read,
+                    "view",
+                    full.clone(),
+                    format!(
+                        "not refreshed: owned by `{}`, and only its owner (or a member of that role) may refresh it",
+                        v.owner
+                    ),
+                    serde_json::json!({"owner": v.owner}),
+                );
+                not_owned.push(full);
+                continue;
+            }
             if concurrently && !v.populated {
                 d.errors.push(format!(
                     "materialized view {full} is not populated yet, and CONCURRENTLY cannot refresh it: \
@@ -117,6 +133,23 @@ impl RefreshViews {
                     if concurrently { "CONCURRENTLY " } else { "" }
                 ),
             );
+            // A view reading a selected view is refreshed only when that
+            // one was: on stale input it would be wrong in a new way.
+            if let Some(crate::run::execplan::Action::Statement { after, .. }) = d.actions.last_mut() {
+                *after = v
+                    .reads
+                    .iter()
+                    .filter(|r| selected_names.contains(*r))
+                    .cloned()
+                    .collect();
+            }
+        }
+        d.per_object = true;
+        if !not_owned.is_empty() {
+            d.warnings.push(format!(
+                "{} left out: the plan's role does not own them (GRANT the owning role to it, or refresh them as their owner)",
+                not_owned.join(", ")
+            ));
         }
         d.no_op = d.actions.is_empty() && d.errors.is_empty();
         d.summary = if d.no_op {
@@ -161,6 +194,10 @@ pub struct MatView {
     pub unique_index: Option<String>,
     /// Other materialized views its query reads (`schema.name`).
     pub reads: Vec<String>,
+    /// Its owner, and whether the plan's role is it (or a member): only
+    /// the owner may refresh a materialized view.
+    pub owner: String,
+    pub owned: bool,
 }
 
 /// Where the inspection keeps the materialized views, read once for every
@@ -199,6 +236,8 @@ mod tests {
             bytes: 0,
             unique_index: None,
             reads: reads.iter().map(|r| format!("public.{r}")).collect(),
+            owner: "maint".into(),
+            owned: true,
         }
     }
 

@@ -116,6 +116,7 @@ impl Reindex {
             None => None,
         };
         let (mut considered, mut below, mut unknown, mut waste) = (0usize, 0usize, 0usize, 0u64);
+        let mut excluded: Vec<String> = vec![];
         let tables = cx.select_tables(&globs(&self.tables), &[], &mut d);
         let index_names: Vec<String> = tables
             .iter()
@@ -134,6 +135,24 @@ impl Reindex {
                     continue;
                 }
                 considered += 1;
+                if i.exclusion && concurrently && cx.backend == Backend::Postgres {
+                    // PostgreSQL refuses: "concurrent index creation for
+                    // exclusion constraints is not supported". Planned, it
+                    // would fail every run and stop the indexes after it.
+                    d.object(
+                        Marker::Read,
+                        "index",
+                        full.clone(),
+                        format!(
+                            "on {}: not rebuilt — it backs an exclusion constraint, which PostgreSQL cannot rebuild CONCURRENTLY; \
+                             `concurrently: false` with `allow_exclusive_lock: true` rebuilds it under ACCESS EXCLUSIVE",
+                            cx.display(t)
+                        ),
+                        serde_json::json!({"bytes": i.bytes, "exclusion": true}),
+                    );
+                    excluded.push(full.clone());
+                    continue;
+                }
                 let figures = bloat.and_then(|b| b.entry("index", &full));
                 if let Some(min) = min_ratio {
                     match figures {
@@ -187,7 +206,8 @@ impl Reindex {
                         sql,
                         concurrently,
                     }),
-                );
+                )
+                .on_object(full.clone());
                 // A concurrent rebuild is not transactional: its failure is
                 // undone by dropping the INVALID copy it left (rule 7).
                 d.actions.push(if concurrently && cx.backend == Backend::Postgres {
@@ -208,6 +228,13 @@ impl Reindex {
             }
         }
         let rebuilds = d.actions.len();
+        d.per_object = true;
+        if !excluded.is_empty() {
+            d.warnings.push(format!(
+                "{} left out: exclusion-constraint indexes cannot be rebuilt CONCURRENTLY",
+                excluded.join(", ")
+            ));
+        }
         d.no_op = d.actions.is_empty();
         let mut why = vec![];
         if let Some(min) = min_ratio {

@@ -1,0 +1,184 @@
+//! Operations that act on many objects (reindex, refresh_views, vacuum,
+//! analyze): one object's failure never stops the others — the step ends
+//! `partial` with a per-object list — and planning leaves out what the
+//! server cannot do, saying why.
+
+use crate::support::cluster::{Cluster, admin_statements, role_url};
+use crate::support::test::Test;
+
+fn fresh_db() -> String {
+    crate::support::cli::rt().block_on(Cluster::get().fresh_db())
+}
+
+fn scalar(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-d", url, "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `plan.yaml` with one step `views` (refresh_views) or other `op: params`.
+fn plan(t: &Test, target: &str, step: &str, op: &str) -> std::path::PathBuf {
+    let path = t.path().join("plan.yaml");
+    std::fs::write(
+        &path,
+        format!("version: 1\nname: objs\ntarget: \"{target}\"\nsteps:\n  {step}:\n    {op}\n"),
+    )
+    .expect("plan");
+    path
+}
+
+/// Three materialized views over one table; `mv_b` divides by a value
+/// that becomes 0, so its refresh fails (SQLSTATE 22012); `mv_d` reads
+/// `mv_b`.
+fn views_db() -> String {
+    let url = fresh_db();
+    admin_statements(
+        &url,
+        &[
+            "CREATE TABLE src (id int PRIMARY KEY, d int NOT NULL)".into(),
+            "INSERT INTO src SELECT g, 1 FROM generate_series(1, 10) g".into(),
+            "CREATE MATERIALIZED VIEW mv_a AS SELECT count(*) AS n FROM src".into(),
+            "CREATE MATERIALIZED VIEW mv_b AS SELECT id, 10 / d AS q FROM src".into(),
+            "CREATE MATERIALIZED VIEW mv_c AS SELECT max(id) AS top FROM src".into(),
+            "CREATE MATERIALIZED VIEW mv_d AS SELECT count(*) AS n FROM mv_b".into(),
+            // New rows: a refresh shows them; one makes mv_b divide by zero.
+            "INSERT INTO src SELECT g, 1 FROM generate_series(11, 20) g".into(),
+            "UPDATE src SET d = 0 WHERE id = 20".into(),
+        ],
+    );
+    url
+}
+
+#[test]
+fn a_failing_view_does_not_stop_the_others_and_its_dependents_are_skipped() {
+    let t = Test::new();
+    let url = views_db();
+    let p = plan(
+        &t,
+        &url,
+        "views",
+        "refresh_views: { concurrently: false, allow_exclusive_lock: true }",
+    );
+    let ran = t.apply_json(&p);
+    assert_eq!(ran.code, Some(1), "partial is exit 1: {}", ran.stderr);
+    let step = &ran.report["steps"][0];
+    assert_eq!(step["status"], "partial", "{step}");
+    assert_eq!(step["objects_failed"][0]["object"], "public.mv_b", "{step}");
+    assert_eq!(step["objects_failed"][0]["sqlstate"], "22012", "{step}");
+    assert_eq!(step["objects_skipped"][0]["object"], "public.mv_d", "{step}");
+    // The views around the failure were refreshed: they see the new rows.
+    assert_eq!(scalar(&url, "SELECT n FROM mv_a"), "20");
+    assert_eq!(scalar(&url, "SELECT top FROM mv_c"), "20");
+    // The failed one kept its old rows; the skipped one too.
+    assert_eq!(scalar(&url, "SELECT count(*) FROM mv_b"), "10");
+    assert_eq!(scalar(&url, "SELECT n FROM mv_d"), "10");
+}
+
+#[test]
+fn on_object_failure_abort_stops_at_the_first_failure() {
+    let t = Test::new();
+    let url = views_db();
+    let p = plan(
+        &t,
+        &url,
+        "views",
+        "on_object_failure: abort\n    refresh_views: { concurrently: false, allow_exclusive_lock: true }",
+    );
+    let ran = t.apply_json(&p);
+    assert_eq!(ran.code, Some(1));
+    assert_eq!(ran.report["steps"][0]["status"], "failed");
+    assert_eq!(
+        scalar(&url, "SELECT n FROM mv_a"),
+        "20",
+        "before the failure: refreshed"
+    );
+    assert_eq!(scalar(&url, "SELECT top FROM mv_c"), "10", "after it: not attempted");
+}
+
+#[test]
+fn a_view_owned_by_another_role_is_left_out_and_the_others_refreshed() {
+    let t = Test::new();
+    let url = fresh_db();
+    let db = crate::support::cluster::db_name(&url).to_string();
+    let as_maint = role_url(&url, "rv", |role, db| {
+        vec![
+            format!("CREATE ROLE {role} LOGIN"),
+            format!("CREATE ROLE other_{db}"),
+            format!("GRANT CREATE, CONNECT ON DATABASE {db} TO {role}"),
+            format!("GRANT ALL ON SCHEMA public TO {role}, other_{db}"),
+            "CREATE TABLE src (id int PRIMARY KEY)".into(),
+            "INSERT INTO src SELECT generate_series(1, 10)".into(),
+            format!("GRANT SELECT ON src TO {role}, other_{db}"),
+            "CREATE MATERIALIZED VIEW mv_a AS SELECT count(*) AS n FROM src".into(),
+            "CREATE MATERIALIZED VIEW mv_b AS SELECT count(*) AS n FROM src".into(),
+            "CREATE MATERIALIZED VIEW mv_c AS SELECT count(*) AS n FROM src".into(),
+            format!("ALTER MATERIALIZED VIEW mv_a OWNER TO {role}"),
+            format!("ALTER MATERIALIZED VIEW mv_b OWNER TO other_{db}"),
+            format!("ALTER MATERIALIZED VIEW mv_c OWNER TO {role}"),
+            "INSERT INTO src SELECT generate_series(11, 15)".into(),
+        ]
+    });
+    let p = plan(
+        &t,
+        &as_maint,
+        "views",
+        "refresh_views: { concurrently: false, allow_exclusive_lock: true }",
+    );
+    let diff = t.diff(&p);
+    assert!(diff.success(), "{}", diff.stderr);
+    let text = diff.json.to_string();
+    assert!(
+        text.contains(&format!("not refreshed: owned by `other_{db}`")),
+        "{text}"
+    );
+    let ran = t.apply_json(&p);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(scalar(&url, "SELECT n FROM mv_a"), "15");
+    assert_eq!(scalar(&url, "SELECT n FROM mv_b"), "10", "left out");
+    assert_eq!(scalar(&url, "SELECT n FROM mv_c"), "15");
+}
+
+#[test]
+fn an_exclusion_constraint_index_is_left_out_of_a_concurrent_reindex_and_the_others_rebuilt() {
+    let t = Test::new();
+    let url = fresh_db();
+    admin_statements(
+        &url,
+        &[
+            "CREATE EXTENSION IF NOT EXISTS btree_gist".into(),
+            "CREATE TABLE booking (id int PRIMARY KEY, room int NOT NULL, during tsrange NOT NULL, \
+             EXCLUDE USING gist (room WITH =, during WITH &&))"
+                .into(),
+            "CREATE INDEX booking_room ON booking (room)".into(),
+            "INSERT INTO booking SELECT g, g, tsrange('2026-01-01'::timestamp + g * interval '1 hour', \
+             '2026-01-01'::timestamp + (g + 1) * interval '1 hour') FROM generate_series(1, 2000) g"
+                .into(),
+        ],
+    );
+    let file = |idx: &str| scalar(&url, &format!("SELECT pg_relation_filenode('{idx}')"));
+    let (room_before, excl_before) = (file("booking_room"), file("booking_room_during_excl"));
+    let p = plan(&t, &url, "rebuild", "reindex: { indexes: [\"*\"] }");
+    let diff = t.diff(&p);
+    assert!(diff.success(), "{}", diff.stderr);
+    let text = diff.json.to_string();
+    assert!(
+        text.contains("booking_room_during_excl") && text.contains("backs an exclusion constraint"),
+        "{text}"
+    );
+    let ran = t.apply_json(&p);
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert_ne!(file("booking_room"), room_before, "the normal index was rebuilt");
+    assert_eq!(
+        file("booking_room_during_excl"),
+        excl_before,
+        "the exclusion index was left alone"
+    );
+    assert_eq!(
+        scalar(&url, "SELECT count(*) FROM pg_index WHERE NOT indisvalid"),
+        "0",
+        "no INVALID copy left"
+    );
+}
