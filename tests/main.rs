@@ -30,6 +30,7 @@ mod retention_time;
 mod samples;
 mod schedule;
 mod schema;
+mod signals;
 mod sql_op;
 mod support;
 mod templates;

@@ -295,12 +295,29 @@ impl Check {
         match cx.insp.fact::<Result<Vec<spec::Finding>, String>>(&cx.step.id) {
             Some(Ok(found)) => {
                 for f in found {
-                    let target = spec
+                    let long = f.check == CheckName::LongQueries.as_str() && cx.backend == Backend::Postgres;
+                    let allowed = f.figures.get("allowed").and_then(|a| a.as_bool()) != Some(false);
+                    let mut target = spec
                         .act
                         .and(crate::ops::check::spec::SessionTarget::of(f))
-                        .filter(|_| cx.backend == Backend::Postgres);
+                        .filter(|_| long);
                     let (marker, then) = match (&target, spec.act) {
-                        (Some(_), Some(a)) => (Marker::Sessions, format!(": would {}", a.describe())),
+                        (Some(t), Some(a)) => match t.effect(a) {
+                            Some(does) => (Marker::Sessions, format!(": would {does}")),
+                            None => {
+                                target = None;
+                                (
+                                    Marker::Read,
+                                    ": not signalled — a cancel does nothing to an idle transaction; `terminate: true` ends it"
+                                        .to_string(),
+                                )
+                            }
+                        },
+                        (None, Some(_)) if long && !allowed => (
+                            Marker::Read,
+                            ": not allowed — a superuser's session, or another role's without `pg_signal_backend`: not signalled"
+                                .to_string(),
+                        ),
                         _ => (Marker::Read, String::new()),
                     };
                     d.object(

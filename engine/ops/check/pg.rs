@@ -40,37 +40,75 @@ pub async fn run_checks(c: &mut impl Exec, spec: &CheckSpec) -> Result<Vec<Findi
     Ok(out)
 }
 
-/// Client sessions running one query longer than `max_query_age`.
+/// Client sessions running one query, or sitting in a transaction, longer
+/// than `max_query_age`; with whether this role may signal each (a
+/// superuser's session only a superuser; others with the same role, a
+/// role it is a member of, or `pg_signal_backend`).
 async fn long_queries(c: &mut impl Exec, spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
     let mut out = vec![];
-    // Client sessions only: never autovacuum, replication or dbmaint.
-    type Row = (i32, String, String, f64, String, String, String);
+    // Client sessions only: never autovacuum, replication, nor dbmaint's
+    // own (its exact application names, under this role: a reporting job
+    // called `dbmaintenance_reporting` is somebody else's).
+    type Row = (
+        i32,
+        String,
+        String,
+        f64,
+        String,
+        String,
+        String,
+        String,
+        bool,
+        Vec<String>,
+    );
     let rows: Vec<Row> = query(
-        "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, ''), \
-           extract(epoch FROM clock_timestamp() - query_start)::float8, left(query, 120), \
-           backend_start::text, query_start::text \
-         FROM pg_stat_activity \
-         WHERE backend_type = 'client backend' AND state NOT IN ('idle') AND pid <> pg_backend_pid() \
-           AND coalesce(application_name, '') NOT LIKE 'dbmaint%' AND datname = current_database() \
-           AND query_start < clock_timestamp() - $1 * interval '1 millisecond' ORDER BY query_start",
+        "SELECT a.pid, coalesce(a.usename::text, ''), coalesce(a.application_name, ''), \
+           extract(epoch FROM clock_timestamp() - CASE WHEN a.state = 'active' THEN a.query_start \
+             ELSE coalesce(a.xact_start, a.query_start) END)::float8, left(a.query, 120), \
+           a.backend_start::text, a.query_start::text, a.state, \
+           CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN true \
+                WHEN coalesce(r.rolsuper, false) THEN false \
+                WHEN pg_has_role(current_user, a.usesysid, 'MEMBER') THEN true \
+                ELSE pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') END, \
+           ARRAY(SELECT DISTINCT l.mode || ' on ' || l.relation::regclass::text FROM pg_locks l \
+                 WHERE l.pid = a.pid AND l.granted AND l.relation IS NOT NULL \
+                   AND l.relation NOT IN (SELECT oid FROM pg_class WHERE relnamespace = 'pg_catalog'::regnamespace) \
+                 ORDER BY 1 LIMIT 5) \
+         FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid \
+         WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() \
+           AND a.state IN ('active', 'idle in transaction', 'idle in transaction (aborted)') \
+           AND NOT (a.application_name IN ('dbmaint', 'dbmaint verify') AND a.usename = current_user) \
+           AND a.datname = current_database() \
+           AND CASE WHEN a.state = 'active' THEN a.query_start ELSE coalesce(a.xact_start, a.query_start) END \
+               < clock_timestamp() - $1 * interval '1 millisecond' \
+         ORDER BY a.query_start",
     )
     .bind(spec.max_query_age_ms as f64)
     .fetch_all_as(&mut *c)
     .await?;
-    for (pid, user, app, secs, query, backend_start, query_start) in rows {
-        out.push(
-            Finding::new(
-                C::LongQueries,
-                Warning,
-                format!("pid {pid}"),
-                format!(
-                    "running {secs:.0} s (user `{user}`, application `{app}`): {}",
-                    crate::db::one_line(&query)
-                ),
+    for (pid, user, app, secs, query, backend_start, query_start, state, allowed, locks) in rows {
+        let idle = state != "active";
+        let doing = if idle {
+            format!(
+                "{state} for {secs:.0} s{} (user `{user}`, application `{app}`), last query: {}",
+                if locks.is_empty() {
+                    String::new()
+                } else {
+                    format!(", holding {}", locks.join(", "))
+                },
+                crate::db::one_line(&query)
             )
-            .with(serde_json::json!({
+        } else {
+            format!(
+                "running {secs:.0} s (user `{user}`, application `{app}`): {}",
+                crate::db::one_line(&query)
+            )
+        };
+        out.push(
+            Finding::new(C::LongQueries, Warning, format!("pid {pid}"), doing).with(serde_json::json!({
                 "pid": pid, "seconds": secs, "user": user, "application": app,
                 "backend_start": backend_start, "query_start": query_start,
+                "state": state, "allowed": allowed, "locks": locks,
             })),
         );
     }
@@ -322,17 +360,23 @@ async fn sequences(c: &mut impl Exec, spec: &CheckSpec) -> Result<Vec<Finding>, 
 /// session still running the same query (same pid, `backend_start` and
 /// `query_start`: a new session on a reused pid, or the next query of the
 /// same one, is never touched), then with `terminate` end those still
-/// running it after the grace period. Returns (pid, what happened).
+/// running it after the grace period — a session whose query the cancel
+/// ended (idle, or idle in an aborted transaction) is not terminated. An
+/// idle-in-transaction session is not cancelled (that does nothing to it):
+/// with `terminate` it is terminated, while still idle in the same
+/// transaction. A refusal by the server for one session (a superuser's
+/// query) is reported for that session; the others are still signalled.
+/// Returns (pid, what happened).
 pub async fn signal_sessions(
     c: &mut impl Exec,
     targets: &[SessionTarget],
     act: SessionAct,
 ) -> Result<Vec<(i32, String)>, DbError> {
     // Checking the session and signalling it is one statement.
-    async fn signal(c: &mut impl Exec, t: &SessionTarget, f: &str) -> Result<Option<bool>, DbError> {
+    async fn signal(c: &mut impl Exec, t: &SessionTarget, f: &str, states: &str) -> Result<Option<bool>, DbError> {
         query(format!(
             "SELECT {f}(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2::timestamptz \
-             AND query_start = $3::timestamptz AND state <> 'idle'"
+             AND query_start = $3::timestamptz AND state IN ({states})"
         ))
         .bind(t.pid)
         .bind(&t.backend_start)
@@ -340,30 +384,47 @@ pub async fn signal_sessions(
         .scalar_optional(&mut *c)
         .await
     }
+    const ACTIVE: &str = "'active'";
+    const IDLE_TX: &str = "'idle in transaction', 'idle in transaction (aborted)'";
+    let refused = |e: DbError| format!("refused by the server: {}", e.message);
     let mut out = vec![];
-    let mut signalled = vec![];
+    let mut cancelled = vec![];
     for t in targets {
-        let what = match signal(c, t, "pg_cancel_backend").await? {
-            None => "skipped: that session ended or runs another query now".to_string(),
-            Some(false) => "cancel refused by the server (needs the same role or pg_signal_backend)".to_string(),
-            Some(true) => {
-                signalled.push(t);
-                "cancelled".to_string()
+        let what = if t.idle_in_transaction {
+            if !act.terminate {
+                continue;
+            }
+            match signal(c, t, "pg_terminate_backend", IDLE_TX).await {
+                Ok(None) => "skipped: that session ended its transaction or runs a query now".to_string(),
+                Ok(Some(false)) => "terminate refused by the server (needs the same role or pg_signal_backend)".into(),
+                Ok(Some(true)) => "idle in transaction: terminated".into(),
+                Err(e) => refused(e),
+            }
+        } else {
+            match signal(c, t, "pg_cancel_backend", ACTIVE).await {
+                Ok(None) => "skipped: that session ended or runs another query now".to_string(),
+                Ok(Some(false)) => "cancel refused by the server (needs the same role or pg_signal_backend)".into(),
+                Ok(Some(true)) => {
+                    cancelled.push(t);
+                    "cancelled".to_string()
+                }
+                Err(e) => refused(e),
             }
         };
         out.push((t.pid, what));
     }
-    if act.terminate && !signalled.is_empty() {
+    if act.terminate && !cancelled.is_empty() {
         tokio::time::sleep(Duration::from_millis(act.grace_ms)).await;
-        for t in signalled {
-            if let Some(ok) = signal(c, t, "pg_terminate_backend").await?
-                && let Some(entry) = out.iter_mut().find(|(pid, _)| *pid == t.pid)
-            {
-                entry.1 = if ok {
-                    format!("cancelled, still running after {} ms: terminated", act.grace_ms)
-                } else {
-                    "cancelled, still running; terminate refused by the server".into()
-                };
+        for t in cancelled {
+            // Still active in the same query: the cancel did not take.
+            let what = match signal(c, t, "pg_terminate_backend", ACTIVE).await {
+                Ok(None) => continue,
+                Ok(Some(true)) => format!("cancelled, still running after {} ms: terminated", act.grace_ms),
+                Ok(Some(false)) => "cancelled, still running; terminate refused by the server".into(),
+                Err(e) => format!("cancelled, still running; terminate {}", refused(e)),
+            };
+            if let Some(entry) = out.iter_mut().find(|(pid, _)| *pid == t.pid) {
+                entry.1 = what;
             }
         }
     }

@@ -51,17 +51,39 @@ pub struct SessionTarget {
     pub pid: i32,
     pub backend_start: String,
     pub query_start: String,
+    /// Idle in a transaction: a cancel does nothing to it; only a
+    /// terminate ends it.
+    #[serde(default)]
+    pub idle_in_transaction: bool,
 }
 
 impl SessionTarget {
     /// The session a `long_queries` finding is about.
     pub fn of(f: &Finding) -> Option<Self> {
         (f.check == CheckName::LongQueries.as_str()).then_some(())?;
+        // A session this role may not signal is never a target.
+        if f.figures.get("allowed").and_then(|a| a.as_bool()) == Some(false) {
+            return None;
+        }
         Some(Self {
             pid: f.figures.get("pid")?.as_i64()? as i32,
             backend_start: f.figures.get("backend_start")?.as_str()?.to_string(),
             query_start: f.figures.get("query_start")?.as_str()?.to_string(),
+            idle_in_transaction: f
+                .figures
+                .get("state")
+                .and_then(|s| s.as_str())
+                .is_some_and(|s| s != "active"),
         })
+    }
+
+    /// What `act` does to this session: `None` when it does nothing.
+    pub fn effect(&self, act: SessionAct) -> Option<String> {
+        match (self.idle_in_transaction, act.terminate) {
+            (true, true) => Some("terminate (idle in transaction: a cancel would do nothing to it)".into()),
+            (true, false) => None,
+            (false, _) => Some(act.describe()),
+        }
     }
 }
 
