@@ -8,7 +8,7 @@ use crate::support::cli::backup_files as backups_in;
 use crate::support::test::{Test, sqlite};
 
 /// A SQLite database with the demo's tables, in the test's directory.
-fn demo_db(t: &Test) -> PathBuf {
+pub(crate) fn demo_db(t: &Test) -> PathBuf {
     let db = t.path().join("app.db");
     let tables = dbmaint::demo::generate(5, dbmaint::demo::Size::scaled(0.02), chrono::Utc::now());
     crate::support::cli::rt()
@@ -150,10 +150,10 @@ fn keep_and_keep_days_remove_exactly_what_the_diff_listed() {
 
 /// A tmpfs of `kib` KiB at `dir`, unmounted when dropped (the tests run as
 /// root, as .ci/run does; a mount that fails fails the test).
-struct SmallFs(PathBuf);
+pub(crate) struct SmallFs(PathBuf);
 
 impl SmallFs {
-    fn mount(dir: &Path, kib: u64) -> Self {
+    pub(crate) fn mount(dir: &Path, kib: u64) -> Self {
         std::fs::create_dir_all(dir).expect("mount point");
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])

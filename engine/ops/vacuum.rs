@@ -261,8 +261,8 @@ impl Vacuum {
         d.actions.push(Action::op(
             <Vacuum as OpParams>::KEY,
             &SqliteVacuum {
-                need_free_bytes: 2 * f.file_bytes,
-                dirs: vec![db_dir, std::env::temp_dir().display().to_string()],
+                need_free_bytes: f.file_bytes,
+                dirs: vec![db_dir],
                 analyze,
                 min_free_ratio: decided_later.then_some(min_ratio),
             },
@@ -297,8 +297,12 @@ impl crate::run::operation::Operation for Vacuum {
 /// SQLite `VACUUM` of the whole file, after checking free disk space.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SqliteVacuum {
-    /// Bytes that must be free in the database's and the temp directory.
+    /// Bytes that must be free in the database's directory (its rollback
+    /// journal or WAL) and in SQLite's temporary directory (the copy
+    /// VACUUM builds): about the file's size in each.
     pub need_free_bytes: u64,
+    /// The database's directory (the temporary one is resolved when the
+    /// step runs, from the environment SQLite will see).
     pub dirs: Vec<String>,
     pub analyze: bool,
     /// When set, the step first checks the free-page ratio and does
@@ -338,12 +342,24 @@ impl crate::run::operation::Executes for Run {
                     return Ok(());
                 }
             }
-            for d in &w.dirs {
+            let (temp, from) = sqlite_temp_dir();
+            let mut places: Vec<(String, String)> = w
+                .dirs
+                .iter()
+                .map(|d| (d.clone(), "the database's directory (its journal)".to_string()))
+                .collect();
+            places.push((temp, format!("SQLite's temporary directory ({from})")));
+            for (d, what) in &places {
                 let free =
                     free_bytes(d).map_err(|e| StepErr::failed(format!("cannot read free space of `{d}`: {e}")))?;
                 if free < w.need_free_bytes {
+                    let fix = if what.starts_with("SQLite's") {
+                        "free space there, or set SQLITE_TMPDIR to a larger directory"
+                    } else {
+                        "free space there"
+                    };
                     return Err(StepErr::failed(format!(
-                        "VACUUM needs up to {} free in `{d}`, which has {}: free space, or point TMPDIR elsewhere",
+                        "VACUUM needs about {} free in `{d}`, {what}, which has {}: {fix}; the database is unchanged",
                         human_bytes(w.need_free_bytes),
                         human_bytes(free)
                     )));
@@ -368,6 +384,33 @@ impl crate::run::operation::Executes for Run {
             Ok(())
         })
     }
+}
+
+/// The directory SQLite writes its temporary files to, and why: on Unix
+/// the first writable of `SQLITE_TMPDIR`, `TMPDIR`, `/var/tmp`,
+/// `/usr/tmp`, `/tmp`, else the working directory (os_unix.c's order).
+pub fn sqlite_temp_dir() -> (String, String) {
+    let writable = |d: &str| {
+        std::fs::metadata(d).is_ok_and(|m| m.is_dir())
+            && nix::unistd::access(d, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK).is_ok()
+    };
+    for var in ["SQLITE_TMPDIR", "TMPDIR"] {
+        if let Ok(d) = std::env::var(var)
+            && !d.is_empty()
+            && writable(&d)
+        {
+            return (d, format!("from {var}"));
+        }
+    }
+    for d in ["/var/tmp", "/usr/tmp", "/tmp"] {
+        if writable(d) {
+            return (d.into(), "SQLite's default".into());
+        }
+    }
+    (
+        ".".into(),
+        "the working directory: no temporary directory is writable".into(),
+    )
 }
 
 /// Free bytes for unprivileged users in the filesystem holding `dir`.

@@ -220,7 +220,10 @@ pub fn remove_stale_partials(work: &BackupWork) -> Vec<String> {
     let mut removed = vec![];
     for entry in std::fs::read_dir(&work.dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if !(name.starts_with(&prefix) && name.ends_with(".partial")) {
+        let partial = [".partial", ".partial-journal", ".partial-wal", ".partial-shm"]
+            .iter()
+            .any(|end| name.ends_with(end));
+        if !(name.starts_with(&prefix) && partial) {
             continue;
         }
         let path = entry.path();
@@ -240,8 +243,17 @@ pub fn remove_stale_partials(work: &BackupWork) -> Vec<String> {
 /// there is one. Returns what it removed, or what is left and why.
 pub fn remove_partial(temp_path: &str) -> Result<Option<String>, String> {
     let temp = Path::new(temp_path);
+    // A failed `VACUUM INTO` leaves the copy's own rollback journal (and
+    // in WAL mode its -wal/-shm) beside it: part of the same leftover.
+    let mut sides = vec![];
+    for side in ["-journal", "-wal", "-shm"] {
+        let p = format!("{temp_path}{side}");
+        if Path::new(&p).exists() && std::fs::remove_file(&p).is_ok() {
+            sides.push(p);
+        }
+    }
     if !temp.exists() {
-        return Ok(None);
+        return Ok((!sides.is_empty()).then(|| format!("removed the partial backup's `{}`", sides.join("`, `"))));
     }
     let removed = if temp.is_dir() {
         std::fs::remove_dir_all(temp)
@@ -662,5 +674,16 @@ mod tests {
             Ok(None),
             "nothing left: nothing said"
         );
+    }
+
+    #[test]
+    fn the_undo_also_removes_the_copys_own_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join(".p-dump-1.db.partial");
+        let journal = dir.path().join(".p-dump-1.db.partial-journal");
+        std::fs::write(&journal, b"rollback journal").expect("write");
+        let said = remove_partial(&file.display().to_string()).expect("removed");
+        assert!(said.is_some_and(|s| s.contains("partial-journal")));
+        assert!(!journal.exists());
     }
 }
