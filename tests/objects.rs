@@ -252,3 +252,102 @@ fn a_sqlite_backup_that_fills_the_disk_leaves_no_file_behind() {
         .collect();
     assert!(left.is_empty(), "nothing left behind, no -journal either: {left:?}");
 }
+
+/// A table of 30,000 rows with 70 % of them deleted.
+fn churned_db() -> String {
+    let url = fresh_db();
+    admin_statements(
+        &url,
+        &[
+            "CREATE TABLE churn (id int PRIMARY KEY, payload text NOT NULL)".into(),
+            "INSERT INTO churn SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 30000) g".into(),
+            "ANALYZE churn".into(),
+            "DELETE FROM churn WHERE id % 10 < 7".into(),
+        ],
+    );
+    url
+}
+
+#[test]
+fn vacuum_full_reports_the_bytes_the_table_gave_back() {
+    let t = Test::new();
+    let url = churned_db();
+    let size = || -> i64 {
+        scalar(&url, "SELECT pg_total_relation_size('churn')")
+            .parse()
+            .expect("size")
+    };
+    let before = size();
+    let p = plan(
+        &t,
+        &url,
+        "squeeze",
+        "vacuum: { tables: [churn], full: true, allow_exclusive_lock: true, min_dead_ratio: 0 }",
+    );
+    let ran = t.apply_json(&p);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let after = size();
+    assert!(after < before, "VACUUM FULL shrank the table: {before} -> {after}");
+    assert_eq!(
+        ran.report["steps"][0]["bytes"].as_i64(),
+        Some(before - after),
+        "{}",
+        ran.report
+    );
+}
+
+#[test]
+fn a_vacuum_held_back_by_an_old_snapshot_names_its_holder() {
+    let t = Test::new();
+    let url = fresh_db();
+    admin_statements(
+        &url,
+        &[
+            "CREATE TABLE churn (id int PRIMARY KEY, payload text NOT NULL)".into(),
+            "INSERT INTO churn SELECT g, md5(g::text) FROM generate_series(1, 20000) g".into(),
+        ],
+    );
+    // A reporting session takes a snapshot before the deletes.
+    let app = format!("report_{}", crate::support::cluster::db_name(&url));
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d", &url])
+        .env("PGAPPNAME", &app)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    {
+        use std::io::Write;
+        holder
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(b"BEGIN ISOLATION LEVEL REPEATABLE READ;\nSELECT count(*) FROM churn;\n")
+            .expect("feed");
+    }
+    let sql = format!(
+        "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '{app}' AND backend_xmin IS NOT NULL AND state = 'idle in transaction'"
+    );
+    let t0 = std::time::Instant::now();
+    let pid = loop {
+        let p = scalar(&url, &sql);
+        if p != "0" {
+            break p;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "the snapshot was never taken"
+        );
+    };
+    admin_statements(&url, &["DELETE FROM churn WHERE id % 2 = 0".into()]);
+    let p = plan(&t, &url, "tidy", "vacuum: { tables: [churn], min_dead_ratio: 0 }");
+    let ran = t.apply(&p);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(ran.success(), "{}\n{}", ran.stdout, ran.stderr);
+    let said = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(
+        said.contains("dead tuples could not be removed") && said.contains(&format!("held by pid {pid}")),
+        "{said}"
+    );
+}

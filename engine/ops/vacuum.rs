@@ -184,7 +184,18 @@ impl Vacuum {
                     "stats_unknown": unknown,
                 }),
             );
-            d.statement(cx.display(t), sql);
+            d.statements.push(sql.clone());
+            d.actions.push(
+                Action::op(
+                    <Vacuum as OpParams>::KEY,
+                    &Work::Table(VacuumTable {
+                        schema: t.schema.clone(),
+                        name: t.name.clone(),
+                        sql,
+                    }),
+                )
+                .on_object(cx.display(t)),
+            );
         }
         d.per_object = true;
         if !unknown_skipped.is_empty() {
@@ -260,12 +271,12 @@ impl Vacuum {
         let decided_later = f.free_ratio() < min_ratio;
         d.actions.push(Action::op(
             <Vacuum as OpParams>::KEY,
-            &SqliteVacuum {
+            &Work::Sqlite(SqliteVacuum {
                 need_free_bytes: f.file_bytes,
                 dirs: vec![db_dir],
                 analyze,
                 min_free_ratio: decided_later.then_some(min_ratio),
-            },
+            }),
         ));
         d.summary = if decided_later {
             // SQLite keeps no per-table sizes, so the pages the deletes free
@@ -292,6 +303,24 @@ impl crate::run::operation::Operation for Vacuum {
     fn plan(&self, cx: &PlanCx) -> Draft {
         Vacuum::plan(self, cx)
     }
+}
+
+/// What a `vacuum` action does.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Work {
+    Table(VacuumTable),
+    Sqlite(SqliteVacuum),
+}
+
+/// One PostgreSQL table vacuumed, measured before and after from the
+/// server: its size (what `VACUUM FULL` or a truncated tail gives back)
+/// and its dead tuples as the statistics count them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct VacuumTable {
+    pub schema: String,
+    pub name: String,
+    pub sql: String,
 }
 
 /// SQLite `VACUUM` of the whole file, after checking free disk space.
@@ -327,7 +356,10 @@ impl crate::run::operation::Executes for Run {
     ) -> futures_util::future::BoxFuture<'a, Result<(), crate::run::steprun::StepErr>> {
         Box::pin(async move {
             use crate::run::steprun::StepErr;
-            let w: SqliteVacuum = crate::run::operation::decode_work(self.key(), work)?;
+            let w = match crate::run::operation::decode_work(self.key(), work)? {
+                Work::Table(t) => return vacuum_table(run, &t).await,
+                Work::Sqlite(w) => w,
+            };
             let c = run.session().await?;
             if let Some(min) = w.min_free_ratio {
                 let now = crate::db::sqlite::free_ratio(c)
@@ -384,6 +416,93 @@ impl crate::run::operation::Executes for Run {
             Ok(())
         })
     }
+}
+
+/// A table's total size and dead tuples, as the server has them now.
+async fn measure(c: &mut crate::db::Conn, regclass: &str) -> Result<(i64, i64), crate::db::DbError> {
+    crate::db::query::query(
+        "SELECT pg_total_relation_size($1::regclass)::int8, pg_stat_get_dead_tuples($1::regclass)::int8",
+    )
+    .bind(regclass)
+    .fetch_one_as(c)
+    .await
+}
+
+/// Vacuums one table and reports what the server says it did: bytes
+/// given back (the size before minus after — all of `VACUUM FULL`'s
+/// shrink) and dead tuples removed (the statistics before minus the ones
+/// VACUUM reported it had to keep). When it kept dead tuples, the oldest
+/// snapshot holding them back is named.
+async fn vacuum_table(
+    run: &mut crate::run::steprun::StepRun<'_>,
+    t: &VacuumTable,
+) -> Result<(), crate::run::steprun::StepErr> {
+    use crate::run::steprun::StepErr;
+    let quoted = crate::db::quote_name(Some(&t.schema), &t.name);
+    let display = format!("{}.{}", t.schema, t.name);
+    let before = measure(run.session().await?, &quoted).await.ok();
+    run.exec(&t.sql)
+        .await
+        .map_err(|e| StepErr::failed(format!("`{display}`: {}", e.message)))?;
+    run.result().statements += 1;
+    let after = measure(run.session().await?, &quoted).await.ok();
+    if let (Some((size0, dead0)), Some((size1, dead1))) = (before, after) {
+        let reclaimed = (size0 - size1).max(0) as u64;
+        let removed = (dead0 - dead1).max(0) as u64;
+        let r = run.result();
+        r.bytes += reclaimed;
+        let total = r
+            .measured
+            .get("dead_tuples_removed")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        r.measured
+            .insert("dead_tuples_removed".into(), serde_json::json!(total + removed));
+        if dead1 > 0
+            && let Some(holder) = oldest_snapshot(run.session().await?).await
+        {
+            run.warn(format!(
+                "{display}: {} dead tuples could not be removed: {holder}",
+                human_count(dead1 as u64)
+            ));
+        }
+        run.object_done(format!(
+            "{display}: {} dead tuples removed, {} given back",
+            human_count(removed),
+            human_bytes(reclaimed)
+        ));
+    } else {
+        run.object_done(display);
+    }
+    Ok(())
+}
+
+/// Who holds back the xmin horizon: the session with the oldest snapshot,
+/// a replication slot, or a prepared transaction.
+async fn oldest_snapshot(c: &mut crate::db::Conn) -> Option<String> {
+    let row: Option<(String, i32)> = crate::db::query::query(
+        "SELECT * FROM ( \
+           SELECT format('the oldest snapshot is held by pid %s (user %s, %s, transaction open %s s, xmin age %s): %s', \
+                  pid, coalesce(usename::text, '?'), state, \
+                  coalesce(extract(epoch FROM clock_timestamp() - xact_start)::int8, 0), age(backend_xmin), left(query, 80)), \
+                  age(backend_xmin) \
+           FROM pg_stat_activity WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid() \
+             AND (datname = current_database() OR backend_type = 'walsender') \
+           UNION ALL \
+           SELECT format('replication slot %s holds xmin back (age %s)', slot_name, age(coalesce(xmin, catalog_xmin))), \
+                  age(coalesce(xmin, catalog_xmin)) \
+           FROM pg_replication_slots WHERE coalesce(xmin, catalog_xmin) IS NOT NULL \
+             AND (database IS NULL OR database = current_database()) \
+           UNION ALL \
+           SELECT format('prepared transaction %s holds xmin back (age %s)', gid, age(transaction)), age(transaction) \
+           FROM pg_prepared_xacts WHERE database = current_database() \
+         ) h ORDER BY 2 DESC LIMIT 1",
+    )
+    .fetch_optional_as(c)
+    .await
+    .ok()
+    .flatten();
+    row.map(|(said, _)| crate::db::one_line(&said))
 }
 
 /// The directory SQLite writes its temporary files to, and why: on Unix
