@@ -10,6 +10,7 @@ mod connect;
 mod engine;
 mod fixtures;
 mod fleet;
+mod grants;
 mod kill;
 mod limits;
 mod lock;

@@ -86,6 +86,73 @@ fn print_diff(cli: &Cli, ep: &ExecutionPlan) {
     }
 }
 
+/// `dbmaint grants PLAN`: every privilege the plan needs, as the
+/// statements an administrator runs; those the role holds commented out.
+pub async fn grants(cli: &Cli, args: &PlanArgs) -> i32 {
+    let ready = match prepare(cli, args, None) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let ep = match compute(cli, &ready, false).await {
+        Ok(ep) => ep,
+        Err(code) => return code,
+    };
+    let mut rows: Vec<(String, &dbmaint::run::execplan::Need)> = ep
+        .privileges
+        .iter()
+        .map(|n| ("the run (journal)".to_string(), n))
+        .collect();
+    for s in &ep.steps {
+        rows.extend(s.privileges.iter().map(|n| (format!("step `{}` ({})", s.id, s.op), n)));
+    }
+    match cli.output {
+        Output::Json => {
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(who, n)| serde_json::json!({"for": who, "what": n.what, "grant": n.grant, "held": n.held}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "plan": ep.plan, "target": ep.target, "privileges": list,
+                    "missing": rows.iter().filter(|(_, n)| !n.held).count(),
+                }))
+                .unwrap_or_default()
+            );
+        }
+        Output::Text => {
+            let to = ep.identity.as_ref().map_or_else(|| ep.target.clone(), |i| i.describe());
+            println!("-- privileges plan `{}` needs on {to}", ep.plan);
+            if rows.is_empty() {
+                println!("-- none to check here (SQLite has no roles)");
+            }
+            let mut printed = std::collections::HashSet::new();
+            for (who, n) in &rows {
+                let first = printed.insert(n.grant.clone());
+                if n.held {
+                    println!("-- held, {who}: {}", dbmaint::report::textsafe::visible(&n.what));
+                } else {
+                    println!("-- MISSING, {who}: {}", dbmaint::report::textsafe::visible(&n.what));
+                    if first {
+                        println!("{}", dbmaint::report::textsafe::visible(&n.grant));
+                    }
+                }
+            }
+            let missing = rows.iter().filter(|(_, n)| !n.held).count();
+            eprintln!(
+                "{missing} of {} privileges missing{}",
+                rows.len(),
+                if missing > 0 {
+                    ": run the statements above as an administrator"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    exit::OK
+}
+
 pub async fn diff(cli: &Cli, args: &PlanArgs, detailed: bool, out: Option<&Path>) -> i32 {
     let ready = match prepare(cli, args, None) {
         Ok(r) => r,

@@ -17,7 +17,7 @@ mod fleet;
 mod probe;
 mod schedule;
 mod state;
-use commands::{apply, demo, diff, history, inspect, runtime};
+use commands::{apply, demo, diff, grants, history, inspect, runtime};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,6 +125,11 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
         max_backup_age: Option<u64>,
     },
+    /// The GRANT statements the plan's role needs for this plan, from the live database (missing ones uncommented).
+    #[command(
+        after_help = "Examples:\n  dbmaint grants plans/nightly.yaml --env prod\n  dbmaint grants plans/nightly.yaml --output json"
+    )]
+    Grants(PlanArgs),
     /// The backups dbmaint made: list, re-verify one, restore one.
     #[command(subcommand)]
     Backups(backups::BackupsCommand),
@@ -415,6 +420,7 @@ fn main() -> ExitCode {
             ..
         } => runtime().block_on(inspect(&cli, target, *report, *top, *exact, *max_backup_age)),
         Command::Backups(cmd) => runtime().block_on(backups::run(&cli, cmd)),
+        Command::Grants(args) => runtime().block_on(grants(&cli, args)),
         Command::Demo { db, force, seed, scale } => runtime().block_on(demo(&cli, db, *force, *seed, *scale)),
         Command::Schedule(schedule::ScheduleCommand::Export(args)) => schedule::export(&cli, args),
         Command::Schema => {

@@ -144,6 +144,52 @@ pub struct TableFacts {
     /// The partitions of a partitioned table, `schema.name`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<String>,
+    /// What the plan's role may do with it (PostgreSQL; SQLite: all).
+    #[serde(default)]
+    pub access: TableAccess,
+}
+
+/// The plan's role and one table: its owner, and the privileges retention
+/// needs. Only an owner (or a member of the owning role, or a superuser)
+/// may VACUUM, ANALYZE, REINDEX, detach or drop it (PostgreSQL 15).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct TableAccess {
+    pub owner: String,
+    /// The owner is a superuser: membership in it is no grant to advise.
+    #[serde(default)]
+    pub owner_superuser: bool,
+    pub owned: bool,
+    pub select: bool,
+    pub delete: bool,
+}
+
+impl Default for TableAccess {
+    fn default() -> Self {
+        Self {
+            owner: String::new(),
+            owner_superuser: false,
+            owned: true,
+            select: true,
+            delete: true,
+        }
+    }
+}
+
+/// The plan's role, as the server sees it (PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RoleFacts {
+    pub name: String,
+    pub superuser: bool,
+    pub createdb: bool,
+    /// Member of (or granted) these predefined roles.
+    pub read_all_stats: bool,
+    pub signal_backend: bool,
+    pub read_all_data: bool,
+    /// CREATE on the database (the journal's schema is created with it).
+    pub create_on_database: bool,
+    /// The journal schema exists and the role owns it (or is a member of its owner).
+    pub owns_journal: Option<bool>,
+    pub database: String,
 }
 
 impl TableFacts {
@@ -218,6 +264,9 @@ pub struct Catalog {
     #[serde(default)]
     pub foreign_keys: Vec<ForeignKey>,
     pub sqlite: Option<SqliteFile>,
+    /// The plan's role (PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<RoleFacts>,
     /// Catalog queries issued (fixed whatever the number of tables).
     pub catalog_queries: u32,
 }

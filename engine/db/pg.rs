@@ -228,7 +228,12 @@ pub fn catalog_sql() -> [String; 4] {
          coalesce(current_schema(), 'public'), current_schemas(false)::text[], \
          (SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, c.relkind::text)), '[]')::text \
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-          WHERE c.relkind IN ('v', 'm', 'f') AND {USER_RELATIONS})"
+          WHERE c.relkind IN ('v', 'm', 'f') AND {USER_RELATIONS}), \
+         current_user::text, r.rolsuper, r.rolcreatedb, pg_has_role('pg_read_all_stats', 'USAGE'), \
+         pg_has_role('pg_signal_backend', 'USAGE'), pg_has_role('pg_read_all_data', 'USAGE'), \
+         has_database_privilege(current_database(), 'CREATE'), \
+         (SELECT pg_has_role(nspowner, 'USAGE') FROM pg_namespace WHERE nspname = 'dbmaint'), current_database()::text \
+         FROM pg_roles r WHERE r.rolname = current_user"
         ),
         format!(
             "SELECT n.nspname, c.relname, \
@@ -247,7 +252,10 @@ pub fn catalog_sql() -> [String; 4] {
              AND (coalesce(s.n_live_tup, 0) + coalesce(s.n_dead_tup, 0) = 0 \
                   OR (d.stats_reset IS NOT NULL \
                       AND coalesce(greatest(s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze), \
-                                   '-infinity') < d.stats_reset)) \
+                                   '-infinity') < d.stats_reset)), \
+           pg_get_userbyid(c.relowner)::text, pg_has_role(c.relowner, 'USAGE'), \
+           has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'DELETE'), \
+           coalesce((SELECT rolsuper FROM pg_roles WHERE oid = c.relowner), false) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
          CROSS JOIN (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()) d \
@@ -287,6 +295,17 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
     let default_schema: String = head.get(2);
     let search_path: Vec<String> = head.get(3);
     let other_relations = other_relations(&head.get::<String, _>(4));
+    let role = crate::db::catalog::RoleFacts {
+        name: head.get(5),
+        superuser: head.get(6),
+        createdb: head.get(7),
+        read_all_stats: head.get(8),
+        signal_backend: head.get(9),
+        read_all_data: head.get(10),
+        create_on_database: head.get(11),
+        owns_journal: head.get(12),
+        database: head.get(13),
+    };
 
     let table_rows = sqlx::query(sql(tables)).fetch_all(&mut *c).await?;
     let mut tables: Vec<TableFacts> = table_rows
@@ -312,6 +331,13 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
             partitioned: r.get(11),
             stats_unknown: r.get(12),
             partitions: vec![],
+            access: crate::db::catalog::TableAccess {
+                owner: r.get(13),
+                owned: r.get(14),
+                select: r.get(15),
+                delete: r.get(16),
+                owner_superuser: r.get(17),
+            },
         })
         .collect();
     // Rows of the column and index queries find their table by name: a map,
@@ -441,6 +467,7 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
         tables,
         foreign_keys,
         sqlite: None,
+        role: Some(role),
         // The catalog queries, inheritance, triggers and the foreign keys.
         catalog_queries: catalog_sql().len() as u32 + 3,
     })

@@ -131,6 +131,7 @@ pub async fn catalog(c: &mut SqliteConnection) -> Result<Catalog, DbError> {
                 partitioned: false,
                 stats_unknown: false,
                 partitions: vec![],
+                access: Default::default(),
             });
             pk_order.push(vec![]);
         }
@@ -270,6 +271,7 @@ pub async fn catalog(c: &mut SqliteConnection) -> Result<Catalog, DbError> {
             freelist_count,
             file_bytes,
         }),
+        role: None,
         catalog_queries: 6,
     })
 }

@@ -89,6 +89,7 @@ impl Analyze {
                 ),
                 serde_json::json!({"mod_since_analyze": modified, "live_tuples": t.live_tuples, "mod_ratio": ratio}),
             );
+            d.privileges.extend(cx.need_owner(t));
             d.statement(cx.display(t), sql);
         }
         d.per_object = true;

@@ -184,6 +184,7 @@ impl Vacuum {
                     "stats_unknown": unknown,
                 }),
             );
+            d.privileges.extend(cx.need_owner(t));
             d.statements.push(sql.clone());
             d.actions.push(
                 Action::op(

@@ -71,6 +71,15 @@ pub fn render_text(plan: &ExecutionPlan, verbose: bool) -> String {
         &mut out,
         format!("reference time {}; {} catalog queries", plan.now, plan.catalog_queries),
     );
+    for n in plan.privileges.iter().filter(|n| !n.held) {
+        crate::report::textsafe::line(
+            &mut out,
+            format!(
+                "warning: the plan's role lacks {}: apply will fail on it; `{}` (see `dbmaint grants`)",
+                n.what, n.grant
+            ),
+        );
+    }
     out.push('\n');
     for s in &plan.steps {
         let marker = if !s.errors.is_empty() {

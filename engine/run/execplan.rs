@@ -244,6 +244,20 @@ pub struct PlannedStep {
     pub errors: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The privileges the step needs on the server, held or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub privileges: Vec<Need>,
+}
+
+/// A privilege a step needs, whether the plan's role holds it, and the
+/// statement that grants it (`dbmaint grants` prints them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Need {
+    /// What, in words: `own table public.events (owner app)`.
+    pub what: String,
+    /// The statement an administrator runs to grant it.
+    pub grant: String,
+    pub held: bool,
 }
 
 /// The whole computed plan.
@@ -269,6 +283,9 @@ pub struct ExecutionPlan {
     /// Differences from the reviewed rows that `--accept-drift` let through.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accepted_drift: Vec<String>,
+    /// What the run itself needs besides its steps (the journal).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub privileges: Vec<Need>,
 }
 
 impl ExecutionPlan {

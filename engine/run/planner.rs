@@ -74,6 +74,73 @@ impl<'a> PlanCx<'a> {
     }
 
     /// The quoted name of a table as found in the catalog.
+    /// Ownership of `t` (VACUUM, ANALYZE, REINDEX, DETACH and DROP need
+    /// it on PostgreSQL 15): `None` on SQLite.
+    pub fn need_owner(&self, t: &TableFacts) -> Option<crate::run::execplan::Need> {
+        let mut n = self.need_ownership("table", &self.display(t), &t.access.owner, t.access.owned)?;
+        if t.access.owner_superuser {
+            // Membership in a superuser role would let the role SET ROLE
+            // to it: hand over the table instead.
+            let role = self.insp.role.as_ref()?;
+            n.grant = format!(
+                "ALTER TABLE {} OWNER TO {};",
+                self.quoted(t),
+                crate::db::quote_ident(&role.name)
+            );
+        }
+        Some(n)
+    }
+
+    /// Ownership of a relation owned by `owner`: membership in the owning
+    /// role is what a non-superuser can be granted.
+    pub fn need_ownership(
+        &self,
+        kind: &str,
+        name: &str,
+        owner: &str,
+        owned: bool,
+    ) -> Option<crate::run::execplan::Need> {
+        let role = self.insp.role.as_ref()?;
+        Some(crate::run::execplan::Need {
+            what: format!("own {kind} {name} (owner `{owner}`)"),
+            grant: format!(
+                "GRANT {} TO {};",
+                crate::db::quote_ident(owner),
+                crate::db::quote_ident(&role.name)
+            ),
+            held: role.superuser || owned,
+        })
+    }
+
+    /// Membership in a predefined role (`pg_read_all_stats`, …), `why`.
+    pub fn need_role(
+        &self,
+        predefined: &str,
+        held: impl Fn(&crate::db::catalog::RoleFacts) -> bool,
+        why: &str,
+    ) -> Option<crate::run::execplan::Need> {
+        let role = self.insp.role.as_ref()?;
+        Some(crate::run::execplan::Need {
+            what: format!("{predefined}: {why}"),
+            grant: format!("GRANT {predefined} TO {};", crate::db::quote_ident(&role.name)),
+            held: role.superuser || held(role),
+        })
+    }
+
+    /// Table privileges (`SELECT, DELETE`) on `t`.
+    pub fn need_privileges(&self, t: &TableFacts, privileges: &str, held: bool) -> Option<crate::run::execplan::Need> {
+        let role = self.insp.role.as_ref()?;
+        Some(crate::run::execplan::Need {
+            what: format!("{privileges} on table {}", self.display(t)),
+            grant: format!(
+                "GRANT {privileges} ON {} TO {};",
+                self.quoted(t),
+                crate::db::quote_ident(&role.name)
+            ),
+            held: role.superuser || held,
+        })
+    }
+
     pub fn quoted(&self, t: &TableFacts) -> String {
         match self.backend {
             Backend::Postgres => quote_name(Some(&t.schema), &t.name),
@@ -166,6 +233,8 @@ pub struct Draft {
     /// Its actions act on independent objects (indexes, tables, views):
     /// `on_object_failure` applies.
     pub per_object: bool,
+    /// Privileges it needs on the server (see [`crate::run::execplan::Need`]).
+    pub privileges: Vec<crate::run::execplan::Need>,
 }
 
 impl Draft {
@@ -258,6 +327,32 @@ pub fn execution_plan(
         max_runtime_ms: plan.limits.max_runtime.as_ref().map(|d| d.0.as_millis() as u64),
         identity: None,
         accepted_drift: vec![],
+        privileges: insp.role.iter().map(journal_need).collect(),
+    }
+}
+
+/// The journal lives in the schema `dbmaint` of the target, which apply
+/// creates on its first run: CREATE on the database, or (once it exists)
+/// ownership of that schema.
+fn journal_need(role: &crate::db::catalog::RoleFacts) -> crate::run::execplan::Need {
+    let who = crate::db::quote_ident(&role.name);
+    match role.owns_journal {
+        Some(owned) => crate::run::execplan::Need {
+            what: "ownership of the journal schema `dbmaint` (apply writes its run records there)".into(),
+            grant: format!("ALTER SCHEMA dbmaint OWNER TO {who};"),
+            held: role.superuser || owned,
+        },
+        None => crate::run::execplan::Need {
+            what: format!(
+                "CREATE on database `{}` (apply creates its journal schema `dbmaint` on the first run)",
+                role.database
+            ),
+            grant: format!(
+                "GRANT CREATE ON DATABASE {} TO {who};",
+                crate::db::quote_ident(&role.database)
+            ),
+            held: role.superuser || role.create_on_database,
+        },
     }
 }
 
@@ -278,8 +373,17 @@ pub fn ancestors(plan: &Plan, id: &str) -> Vec<String> {
     out
 }
 
-fn finish(step: &Step, d: Draft) -> PlannedStep {
+fn finish(step: &Step, mut d: Draft) -> PlannedStep {
     let s = &step.settings;
+    // One line per missing privilege, before apply fails half-way on it.
+    let mut seen = std::collections::HashSet::new();
+    d.privileges.retain(|n| seen.insert(n.what.clone()));
+    for n in d.privileges.iter().filter(|n| !n.held) {
+        d.warnings.push(format!(
+            "the plan's role lacks {}: apply will fail on it; `{}` (see `dbmaint grants`)",
+            n.what, n.grant
+        ));
+    }
     let units = d.units.unwrap_or(d.actions.len() as u64);
     PlannedStep {
         id: step.id.clone(),
@@ -303,6 +407,7 @@ fn finish(step: &Step, d: Draft) -> PlannedStep {
         objects_continue: d.per_object && s.on_object_failure == crate::plan::doc::OnFailure::Continue,
         errors: d.errors,
         warnings: d.warnings,
+        privileges: d.privileges,
     }
 }
 

@@ -339,6 +339,24 @@ impl Backup {
                 );
             }
         }
+        if cx.backend == Backend::Postgres {
+            let readable = cx.insp.tables.iter().all(|t| t.access.select);
+            d.privileges.extend(cx.need_role(
+                "pg_read_all_data",
+                |r| r.read_all_data || readable,
+                "pg_dump reads every table (the role can read them all, or needs this)",
+            ));
+            if verify == "restore"
+                && restore_to.is_none()
+                && let Some(role) = &cx.insp.role
+            {
+                d.privileges.push(crate::run::execplan::Need {
+                    what: "CREATEDB: `verify: restore` creates its scratch database".into(),
+                    grant: format!("ALTER ROLE {} CREATEDB;", crate::db::quote_ident(&role.name)),
+                    held: role.superuser || role.createdb,
+                });
+            }
+        }
         if let Some(problem) = space_problem(&dir, bytes) {
             d.errors.push(problem);
         }

@@ -352,6 +352,20 @@ impl Check {
             Some(Err(e)) => d.errors.push(format!("a check query failed: {e}")),
             None => d.summary = format!("{} checks ({})", spec.checks.len(), spec.checks.join(", ")),
         }
+        if cx.backend == Backend::Postgres && spec.runs(CheckName::LongQueries) {
+            d.privileges.extend(cx.need_role(
+                "pg_read_all_stats",
+                |r| r.read_all_stats,
+                "to see other roles' queries (without it `long_queries` finds none of theirs)",
+            ));
+            if spec.act.is_some() {
+                d.privileges.extend(cx.need_role(
+                    "pg_signal_backend",
+                    |r| r.signal_backend,
+                    "to cancel or terminate other roles' (non-superuser) queries",
+                ));
+            }
+        }
         d.statements
             .push(format!("-- read-only checks: {}", spec.checks.join(", ")));
         d.actions.push(Action::op(<Check as OpParams>::KEY, &spec));

@@ -180,6 +180,7 @@ impl Partitions {
             ));
         };
         let parent = cx.quoted(t);
+        let owner_need = cx.need_owner(t);
         let facts = match cx.insp.fact::<Result<Option<Partitioned>, String>>(&fact_key(step)) {
             Some(Ok(Some(p))) => p,
             Some(Ok(None)) => {
@@ -347,6 +348,9 @@ impl Partitions {
             human_count(rows),
             human_bytes(bytes),
         );
+        if !d.actions.is_empty() {
+            d.privileges.extend(owner_need);
+        }
         d.no_op = d.actions.is_empty();
         d.estimate = Some(Estimate {
             rows,

@@ -83,6 +83,20 @@ impl RefreshViews {
         for v in dependency_order(&selected) {
             let full = format!("{}.{}", v.schema, v.name);
             let quoted = quote_name(Some(&v.schema), &v.name);
+            d.privileges.extend(
+                cx.need_ownership("materialized view", &full, &v.owner, v.owned)
+                    .zip(cx.insp.role.as_ref())
+                    .map(|(mut n, role)| {
+                        if v.owner_superuser {
+                            // Never advise membership in a superuser role.
+                            n.grant = format!(
+                                "ALTER MATERIALIZED VIEW {quoted} OWNER TO {};",
+                                crate::db::quote_ident(&role.name)
+                            );
+                        }
+                        n
+                    }),
+            );
             if !v.owned {
                 d.object(
                     Marker::Read,
@@ -198,6 +212,8 @@ pub struct MatView {
     /// the owner may refresh a materialized view.
     pub owner: String,
     pub owned: bool,
+    #[serde(default)]
+    pub owner_superuser: bool,
 }
 
 /// Where the inspection keeps the materialized views, read once for every
@@ -238,6 +254,7 @@ mod tests {
             reads: reads.iter().map(|r| format!("public.{r}")).collect(),
             owner: "maint".into(),
             owned: true,
+            owner_superuser: false,
         }
     }
 

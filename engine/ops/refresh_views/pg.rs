@@ -8,7 +8,17 @@ use crate::ops::refresh_views::MatView;
 /// Every materialized view with what `refresh_views` needs to know: one
 /// query (dependencies through the view's rewrite rule).
 pub async fn matviews(c: &mut impl Exec) -> Result<Vec<MatView>, DbError> {
-    type Row = (String, String, bool, i64, Option<String>, Vec<String>, String, bool);
+    type Row = (
+        String,
+        String,
+        bool,
+        i64,
+        Option<String>,
+        Vec<String>,
+        String,
+        bool,
+        bool,
+    );
     let rows: Vec<Row> = query(format!(
         "SELECT n.nspname::text, c.relname::text, c.relispopulated, \
            CASE WHEN c.oid IN {BUSY} THEN c.relpages::int8 * current_setting('block_size')::int8 \
@@ -20,7 +30,8 @@ pub async fn matviews(c: &mut impl Exec) -> Result<Vec<MatView>, DbError> {
                  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid \
                  JOIN pg_class dc ON dc.oid = d.refobjid AND dc.relkind = 'm' AND dc.oid <> c.oid \
                  JOIN pg_namespace dn ON dn.oid = dc.relnamespace WHERE r.ev_class = c.oid), \
-           pg_get_userbyid(c.relowner)::text, pg_has_role(c.relowner, 'USAGE') \
+           pg_get_userbyid(c.relowner)::text, pg_has_role(c.relowner, 'USAGE'), \
+           coalesce((SELECT rolsuper FROM pg_roles WHERE oid = c.relowner), false) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind = 'm' AND {USER_RELATIONS} ORDER BY 1, 2"
     ))
@@ -29,7 +40,7 @@ pub async fn matviews(c: &mut impl Exec) -> Result<Vec<MatView>, DbError> {
     Ok(rows
         .into_iter()
         .map(
-            |(schema, name, populated, bytes, unique_index, reads, owner, owned)| MatView {
+            |(schema, name, populated, bytes, unique_index, reads, owner, owned, owner_superuser)| MatView {
                 schema,
                 name,
                 populated,
@@ -38,6 +49,7 @@ pub async fn matviews(c: &mut impl Exec) -> Result<Vec<MatView>, DbError> {
                 reads,
                 owner,
                 owned,
+                owner_superuser,
             },
         )
         .collect())

@@ -197,6 +197,7 @@ impl Reindex {
                     )
                 };
                 d.statements.push(sql.clone());
+                d.privileges.extend(cx.need_owner(t));
                 let rebuild = Action::op(
                     <Reindex as OpParams>::KEY,
                     &Work::Rebuild(ReindexWork {

@@ -503,7 +503,21 @@ impl Retention {
     }
 
     pub fn plan(&self, cx: &PlanCx<'_>) -> Draft {
+        if let Some(t) = cx.table(&self.table.value)
+            && !(t.access.select && t.access.delete)
+        {
+            // Not counted: the count itself would be refused.
+            let mut d = Draft::error(format!(
+                "the plan's role may not read and delete rows of `{}`: nothing was counted; grant SELECT and DELETE on it (`dbmaint grants`)",
+                cx.display(t)
+            ));
+            d.privileges.extend(cx.need_privileges(t, "SELECT, DELETE", false));
+            return d;
+        }
         let mut d = self.plan_table(cx, None);
+        if let Some(t) = cx.table(&self.table.value) {
+            d.privileges.extend(cx.need_privileges(t, "SELECT, DELETE", true));
+        }
         if !get(&self.include_children).unwrap_or(false) {
             return d;
         }
@@ -1422,6 +1436,11 @@ impl crate::run::operation::Operation for Retention {
     {
         Box::pin(async move {
             let mut out: Vec<(String, crate::run::operation::Fact)> = vec![];
+            // A table the role may not read is not counted (the plan says
+            // which privilege is missing) rather than failing the diff.
+            if cx.table(&self.table.value).is_some_and(|t| !t.access.select) {
+                return Ok(out);
+            }
             for p in Retention::probe(self, cx, digest) {
                 let facts = probe(conn, &p).await?;
                 out.push((p.step.clone(), std::sync::Arc::new(facts)));
