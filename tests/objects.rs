@@ -351,3 +351,55 @@ fn a_vacuum_held_back_by_an_old_snapshot_names_its_holder() {
         "{said}"
     );
 }
+
+#[test]
+fn a_partitioned_index_is_rebuilt_as_its_partitions_indexes_and_a_toast_index_through_its_table() {
+    let t = Test::new();
+    let url = fresh_db();
+    admin_statements(
+        &url,
+        &[
+            "CREATE TABLE meas (id int, at date NOT NULL, v text) PARTITION BY RANGE (at)".into(),
+            "CREATE TABLE meas_01 PARTITION OF meas FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')".into(),
+            "CREATE TABLE meas_02 PARTITION OF meas FOR VALUES FROM ('2026-02-01') TO ('2026-03-01') \
+             PARTITION BY RANGE (at)"
+                .into(),
+            "CREATE TABLE meas_02a PARTITION OF meas_02 FOR VALUES FROM ('2026-02-01') TO ('2026-03-01')".into(),
+            "CREATE INDEX meas_at ON meas (at)".into(),
+            "INSERT INTO meas SELECT g, '2026-01-01'::date + (g % 50), md5(g::text) FROM generate_series(1, 5000) g"
+                .into(),
+            "CREATE TABLE docs (id int PRIMARY KEY, body text)".into(),
+            "INSERT INTO docs SELECT g, repeat(md5(g::text), 200) FROM generate_series(1, 300) g".into(),
+        ],
+    );
+    let toast = scalar(
+        &url,
+        "SELECT i.relname FROM pg_class c JOIN pg_index x ON x.indrelid = c.reltoastrelid \
+         JOIN pg_class i ON i.oid = x.indexrelid WHERE c.relname = 'docs'",
+    );
+    let leaf_indexes = "SELECT string_agg(c.relname || ':' || pg_relation_filenode(c.oid), ',' ORDER BY c.relname) \
+         FROM pg_class c WHERE c.relkind = 'i' AND c.relname LIKE 'meas%'";
+    let before = scalar(&url, leaf_indexes);
+    let toast_node = || scalar(&url, &format!("SELECT pg_relation_filenode('pg_toast.{toast}')"));
+    let toast_before = toast_node();
+    let p = plan(
+        &t,
+        &url,
+        "rebuild",
+        &format!("reindex: {{ indexes: [meas_at, \"pg_toast.{toast}\"] }}"),
+    );
+    let diff = t.diff(&p);
+    assert!(diff.success(), "{}", diff.stderr);
+    let text = diff.json.to_string();
+    assert!(text.contains("of the partitioned index public.meas_at"), "{text}");
+    assert!(
+        text.contains("rebuild 3 of 3"),
+        "two leaf partitions and the TOAST index: {text}"
+    );
+    let ran = t.apply_json(&p);
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    let after = scalar(&url, leaf_indexes);
+    let changed = before.split(',').zip(after.split(',')).filter(|(b, a)| b != a).count();
+    assert_eq!(changed, 2, "both leaf partitions' indexes are new: {before} -> {after}");
+    assert_ne!(toast_node(), toast_before, "the TOAST index was rebuilt");
+}

@@ -98,6 +98,18 @@ pub struct IndexFacts {
     /// Backs an exclusion constraint (PostgreSQL cannot rebuild it CONCURRENTLY).
     #[serde(default)]
     pub exclusion: bool,
+    /// The partitioned index this partition's index is attached to
+    /// (`schema.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_index: Option<String>,
+}
+
+/// A table's TOAST table and its index (schema `pg_toast`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Toast {
+    pub table: String,
+    pub index: String,
+    pub index_bytes: u64,
 }
 
 /// A table and its maintenance figures. PostgreSQL fills every field;
@@ -147,6 +159,8 @@ pub struct TableFacts {
     /// What the plan's role may do with it (PostgreSQL; SQLite: all).
     #[serde(default)]
     pub access: TableAccess,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toast: Option<Toast>,
 }
 
 /// The plan's role and one table: its owner, and the privileges retention

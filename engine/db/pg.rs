@@ -255,8 +255,14 @@ pub fn catalog_sql() -> [String; 4] {
                                    '-infinity') < d.stats_reset)), \
            pg_get_userbyid(c.relowner)::text, pg_has_role(c.relowner, 'USAGE'), \
            has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'DELETE'), \
-           coalesce((SELECT rolsuper FROM pg_roles WHERE oid = c.relowner), false) \
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+           coalesce((SELECT rolsuper FROM pg_roles WHERE oid = c.relowner), false), \
+           tc.relname::text, ti.relname::text, \
+           CASE WHEN ti.oid IS NULL THEN 0 WHEN ti.oid IN {BUSY} THEN ti.relpages::int8 * current_setting('block_size')::int8 \
+                ELSE pg_relation_size(ti.oid)::int8 END \
+         FROM pg_class c \
+         LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid \
+         LEFT JOIN pg_index tx ON tx.indrelid = c.reltoastrelid \
+         LEFT JOIN pg_class ti ON ti.oid = tx.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
          LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
          CROSS JOIN (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()) d \
          WHERE c.relkind IN ('r', 'p') AND {USER_RELATIONS} ORDER BY 1, 2"
@@ -277,7 +283,9 @@ pub fn catalog_sql() -> [String; 4] {
                  FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
                  LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
                  WHERE k.ord <= x.indnkeyatts ORDER BY k.ord), \
-           x.indisexclusion \
+           x.indisexclusion, \
+           (SELECT pn.nspname || '.' || pi.relname FROM pg_inherits h JOIN pg_class pi ON pi.oid = h.inhparent \
+             JOIN pg_namespace pn ON pn.oid = pi.relnamespace WHERE h.inhrelid = i.oid) \
          FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
          JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
          WHERE t.relkind IN ('r', 'p') AND {USER_RELATIONS} ORDER BY 1, 2, 3"
@@ -338,6 +346,14 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
                 delete: r.get(16),
                 owner_superuser: r.get(17),
             },
+            toast: match (r.get::<Option<String>, _>(18), r.get::<Option<String>, _>(19)) {
+                (Some(table), Some(index)) => Some(crate::db::catalog::Toast {
+                    table,
+                    index,
+                    index_bytes: r.get::<i64, _>(20).max(0) as u64,
+                }),
+                _ => None,
+            },
         })
         .collect();
     // Rows of the column and index queries find their table by name: a map,
@@ -374,6 +390,7 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
                 partial: r.get(7),
                 columns: r.get(8),
                 exclusion: r.get(9),
+                parent_index: r.get(10),
             };
             if idx.primary {
                 tables[i].primary_key = idx.columns.clone();

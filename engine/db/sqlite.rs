@@ -132,6 +132,7 @@ pub async fn catalog(c: &mut SqliteConnection) -> Result<Catalog, DbError> {
                 stats_unknown: false,
                 partitions: vec![],
                 access: Default::default(),
+                toast: None,
             });
             pk_order.push(vec![]);
         }
@@ -176,6 +177,7 @@ pub async fn catalog(c: &mut SqliteConnection) -> Result<Catalog, DbError> {
                 valid: true,
                 partial: r.get::<i64, _>(4) != 0,
                 exclusion: false,
+                parent_index: None,
             });
         }
     }

@@ -118,16 +118,67 @@ impl Reindex {
         let (mut considered, mut below, mut unknown, mut waste) = (0usize, 0usize, 0usize, 0u64);
         let mut excluded: Vec<String> = vec![];
         let tables = cx.select_tables(&globs(&self.tables), &[], &mut d);
-        let index_names: Vec<String> = tables
+        // A partitioned index has no storage of its own: naming it names
+        // its partitions' indexes (at any depth), each rebuilt on its own.
+        let parents: std::collections::HashMap<String, String> = cx
+            .insp
+            .tables
+            .iter()
+            .flat_map(|t| {
+                t.indexes
+                    .iter()
+                    .filter_map(move |i| i.parent_index.clone().map(|p| (format!("{}.{}", t.schema, i.name), p)))
+            })
+            .collect();
+        let lineage = |full: &str| {
+            let mut out = vec![full.to_string()];
+            while let Some(p) = out.last().and_then(|l| parents.get(l)).filter(|p| !out.contains(p)) {
+                out.push(p.clone());
+            }
+            out
+        };
+        // TOAST indexes are candidates when a glob names `pg_toast.…`.
+        let toast_wanted = index_globs.iter().any(|g| g.starts_with("pg_toast."));
+        let mut index_names: Vec<String> = cx
+            .insp
+            .tables
             .iter()
             .flat_map(|t| t.indexes.iter().map(move |i| format!("{}.{}", t.schema, i.name)))
             .collect();
+        index_names.extend(
+            cx.insp
+                .tables
+                .iter()
+                .filter_map(|t| t.toast.as_ref().map(|x| format!("pg_toast.{}", x.index))),
+        );
         unmatched("index", "indexes", &index_globs, &index_names, &mut d);
         unmatched("index", "exclude", &exclude, &index_names, &mut d);
         for t in tables {
-            for i in &t.indexes {
-                let full = format!("{}.{}", t.schema, i.name);
-                if !matches_any(&index_globs, &full)
+            let toast = t.toast.as_ref().filter(|_| toast_wanted).map(|x| {
+                let facts = crate::db::catalog::IndexFacts {
+                    name: x.index.clone(),
+                    columns: vec![],
+                    bytes: x.index_bytes,
+                    unique: true,
+                    primary: false,
+                    valid: true,
+                    partial: false,
+                    exclusion: false,
+                    parent_index: None,
+                };
+                ("pg_toast".to_string(), x.table.clone(), facts)
+            });
+            let entries: Vec<(String, String, &crate::db::catalog::IndexFacts)> = t
+                .indexes
+                .iter()
+                .map(|i| (t.schema.clone(), t.name.clone(), i))
+                .chain(toast.iter().map(|(s, tb, i)| (s.clone(), tb.clone(), i)))
+                .collect();
+            for (ischema, itable, i) in entries {
+                let full = format!("{ischema}.{}", i.name);
+                let line = lineage(&full);
+                let via = line.iter().skip(1).find(|p| matches_any(&index_globs, p)).cloned();
+                if !(matches_any(&index_globs, &full) || via.is_some())
                     || (!exclude.is_empty() && matches_any(&exclude, &full))
                     || !i.valid
                     || leftovers.contains(&full)
@@ -167,9 +218,9 @@ impl Reindex {
                         }
                     }
                 }
-                let (quoted, detail) = match cx.backend {
+                let (quoted, mut detail) = match cx.backend {
                     Backend::Postgres => (
-                        quote_name(Some(&t.schema), &i.name),
+                        quote_name(Some(&ischema), &i.name),
                         figures.map_or_else(
                             || format!("{}, bloat not estimated", human_bytes(i.bytes)),
                             |e| e.detail(),
@@ -177,6 +228,12 @@ impl Reindex {
                     ),
                     Backend::Sqlite => (quote_name(None, &i.name), "rebuilt from its table".to_string()),
                 };
+                if let Some(p) = &via {
+                    detail.push_str(&format!("; a partition's index of the partitioned index {p}"));
+                }
+                if ischema == "pg_toast" {
+                    detail.push_str(&format!("; the TOAST index of {}", cx.display(t)));
+                }
                 waste += figures.map_or(0, |e| e.waste_bytes);
                 d.object(
                     Marker::Change,
@@ -201,8 +258,8 @@ impl Reindex {
                 let rebuild = Action::op(
                     <Reindex as OpParams>::KEY,
                     &Work::Rebuild(ReindexWork {
-                        schema: t.schema.clone(),
-                        table: t.name.clone(),
+                        schema: ischema.clone(),
+                        table: itable.clone(),
                         index: i.name.clone(),
                         sql,
                         concurrently,
@@ -217,8 +274,8 @@ impl Reindex {
                         Action::op(
                             <Reindex as OpParams>::KEY,
                             &Work::DropCopies {
-                                schema: t.schema.clone(),
-                                table: t.name.clone(),
+                                schema: ischema.clone(),
+                                table: itable.clone(),
                                 index: i.name.clone(),
                             },
                         ),
