@@ -403,3 +403,52 @@ fn a_partitioned_index_is_rebuilt_as_its_partitions_indexes_and_a_toast_index_th
     assert_eq!(changed, 2, "both leaf partitions' indexes are new: {before} -> {after}");
     assert_ne!(toast_node(), toast_before, "the TOAST index was rebuilt");
 }
+
+#[test]
+fn a_never_analyzed_table_is_counted_from_inserts_and_listed_for_analyze_with_its_size() {
+    let t = Test::new();
+    let url = fresh_db();
+    admin_statements(
+        &url,
+        &[
+            "CREATE TABLE fresh (id int, note text) WITH (autovacuum_enabled = false)".into(),
+            "INSERT INTO fresh SELECT g, md5(g::text) FROM generate_series(1, 100000) g".into(),
+        ],
+    );
+    assert_eq!(
+        scalar(&url, "SELECT reltuples FROM pg_class WHERE relname = 'fresh'"),
+        "-1"
+    );
+    // The inserting session's counters reach the server when it ends.
+    let t0 = std::time::Instant::now();
+    while scalar(
+        &url,
+        "SELECT coalesce(n_live_tup, 0) FROM pg_stat_user_tables WHERE relname = 'fresh'",
+    ) != "100000"
+    {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "statistics never arrived"
+        );
+    }
+    let inspect = |what: &str| {
+        let out = crate::support::cli::dbmaint(t.path())
+            .args(["inspect", "--target", &url, what])
+            .output()
+            .expect("inspect");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let stats = inspect("stats");
+    assert!(
+        stats.contains("~100,000 rows (counted from inserts: never analyzed)"),
+        "{stats}"
+    );
+    let bloat = inspect("bloat");
+    let bytes: u64 = scalar(&url, "SELECT pg_relation_size('fresh')").parse().expect("size");
+    let listed = format!("public.fresh {}", dbmaint::run::execplan::human_bytes(bytes));
+    assert!(
+        bloat.contains(&listed) && bloat.contains("run ANALYZE"),
+        "{listed} in {bloat}"
+    );
+}

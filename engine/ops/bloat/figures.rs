@@ -113,6 +113,9 @@ pub struct BloatReport {
     /// Relations without the statistics an estimate needs (never analyzed,
     /// or a `name` column the estimate cannot size), by name.
     pub no_stats: Vec<String>,
+    /// Their sizes, in the same order (PostgreSQL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_stats_bytes: Vec<u64>,
     /// How figures were obtained when not as asked (no pgstattuple, …).
     pub note: Option<String>,
 }
@@ -167,7 +170,16 @@ impl BloatReport {
             ));
         }
         if !self.no_stats.is_empty() {
-            let shown: Vec<&str> = self.no_stats.iter().take(5).map(String::as_str).collect();
+            let shown: Vec<String> = self
+                .no_stats
+                .iter()
+                .enumerate()
+                .take(5)
+                .map(|(i, n)| match self.no_stats_bytes.get(i) {
+                    Some(b) => format!("{n} {}", crate::run::execplan::human_bytes(*b)),
+                    None => n.clone(),
+                })
+                .collect();
             out.push(format!(
                 "no statistics to estimate {} relations ({}{}): run ANALYZE on them",
                 self.no_stats.len(),

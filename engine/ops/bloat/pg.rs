@@ -10,7 +10,7 @@
 //! figures read every page with `pgstattuple`/`pgstatindex`, one statement
 //! for all relations, only when the extension is installed.
 
-use crate::db::pg::USER_RELATIONS;
+use crate::db::pg::{BUSY, USER_RELATIONS};
 use crate::db::query::{Exec, query};
 use crate::db::{DbError, quote_ident};
 use crate::ops::bloat::figures::{BloatEntry, BloatReport, BloatSpec, Method};
@@ -220,7 +220,10 @@ pub async fn bloat(c: &mut impl Exec, spec: &BloatSpec) -> Result<BloatReport, D
             if !matches_any(&spec.tables, &s.table) {
                 continue;
             }
-            if s.pages * BLOCK < spec.min_bytes.max(1) {
+            // A never-analyzed (and never vacuumed) relation has no
+            // relpages yet: not "small" — without statistics, its size is
+            // read below and it is listed for ANALYZE.
+            if s.tuples >= 0.0 && s.pages * BLOCK < spec.min_bytes.max(1) {
                 report.skipped_small += 1;
                 continue;
             }
@@ -236,9 +239,33 @@ pub async fn bloat(c: &mut impl Exec, spec: &BloatSpec) -> Result<BloatReport, D
             Ok(Err(note)) | Err(DbError { message: note, .. }) => report.note = Some(note),
         }
     }
+    let unanalyzed: Vec<i64> = measured
+        .iter()
+        .filter(|(_, s)| !s.estimable())
+        .map(|(_, s)| i64::from(s.oid))
+        .collect();
+    let sizes: std::collections::HashMap<i64, i64> = if unanalyzed.is_empty() {
+        Default::default()
+    } else {
+        query(format!(
+            "SELECT o, CASE WHEN o::oid IN {BUSY} THEN 0 ELSE pg_relation_size(o::oid)::int8 END \
+             FROM unnest($1::int8[]) o"
+        ))
+        .bind(unanalyzed.as_slice())
+        .fetch_all_as::<(i64, i64)>(&mut *c)
+        .await?
+        .into_iter()
+        .collect()
+    };
     for (kind, s) in measured {
         if !s.estimable() {
+            let bytes = sizes.get(&i64::from(s.oid)).copied().unwrap_or(0).max(0) as u64;
+            if bytes < spec.min_bytes.max(1) && s.tuples < 0.0 {
+                report.skipped_small += 1;
+                continue;
+            }
             report.no_stats.push(s.name.clone());
+            report.no_stats_bytes.push(bytes);
             continue;
         }
         let expected = if kind == "table" {

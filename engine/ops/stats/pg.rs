@@ -16,9 +16,11 @@ pub async fn stats(c: &mut impl Exec, top: u64) -> Result<StatsReport, DbError> 
         "SELECT n.nspname || '.' || c.relname, \
            CASE WHEN c.oid IN {BUSY} THEN c.relpages::int8 * current_setting('block_size')::int8 \
                 ELSE pg_total_relation_size(c.oid)::int8 END AS bytes, \
-           greatest(c.reltuples, 0)::int8, coalesce(s.n_dead_tup, 0)::int8, \
+           CASE WHEN c.reltuples >= 0 THEN c.reltuples::int8 WHEN s.n_live_tup > 0 THEN s.n_live_tup END, \
+           coalesce(s.n_dead_tup, 0)::int8, \
            to_char(greatest(s.last_vacuum, s.last_autovacuum) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-           to_char(greatest(s.last_analyze, s.last_autoanalyze) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+           to_char(greatest(s.last_analyze, s.last_autoanalyze) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+           c.reltuples < 0 \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
          WHERE c.relkind IN ('r', 'm') AND {USER_RELATIONS} ORDER BY bytes DESC, 1 LIMIT {top}"
@@ -45,10 +47,11 @@ pub async fn stats(c: &mut impl Exec, top: u64) -> Result<StatsReport, DbError> 
                 Ok(TableStats {
                     name: r.get(0)?,
                     total_bytes: count(r.get(1)?),
-                    rows: Some(count(r.get(2)?)),
+                    rows: r.get::<Option<i64>>(2)?.map(count),
                     dead_tuples: Some(count(r.get(3)?)),
                     last_vacuum: r.get(4)?,
                     last_analyze: r.get(5)?,
+                    never_analyzed: r.get(6)?,
                 })
             })
             .collect::<Result<_, DbError>>()?,

@@ -16,6 +16,11 @@ pub struct TableStats {
     pub dead_tuples: Option<u64>,
     pub last_vacuum: Option<String>,
     pub last_analyze: Option<String>,
+    /// Neither analyzed nor vacuumed (PostgreSQL `reltuples` -1): the
+    /// planner knows nothing of it; `rows` then comes from the statistics
+    /// collector's count of inserts, when it has one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub never_analyzed: bool,
 }
 
 /// One index in the report.
@@ -42,13 +47,19 @@ impl TableStats {
     /// Size, rows, dead tuples, last vacuum and analyze, as the diff shows them.
     pub fn detail(&self) -> String {
         let mut parts = vec![human_bytes(self.total_bytes)];
-        if let Some(r) = self.rows {
-            parts.push(format!("~{} rows", human_count(r)));
+        match (self.rows, self.never_analyzed) {
+            (Some(r), false) => parts.push(format!("~{} rows", human_count(r))),
+            (Some(r), true) => parts.push(format!(
+                "~{} rows (counted from inserts: never analyzed)",
+                human_count(r)
+            )),
+            (None, true) => parts.push("rows unknown: never analyzed — run ANALYZE".into()),
+            (None, false) => {}
         }
         if let Some(d) = self.dead_tuples {
             parts.push(format!("{} dead", human_count(d)));
         }
-        if self.rows.is_some() {
+        if self.rows.is_some() || self.never_analyzed {
             parts.push(format!("vacuumed {}", self.last_vacuum.as_deref().unwrap_or("never")));
             parts.push(format!("analyzed {}", self.last_analyze.as_deref().unwrap_or("never")));
         }

@@ -33,6 +33,7 @@ pub async fn stats(c: &mut impl Exec, top: u64) -> Result<StatsReport, DbError> 
                 dead_tuples: None,
                 last_vacuum: None,
                 last_analyze: None,
+                never_analyzed: false,
             });
         } else if kind == "index" && (report.indexes.len() as u64) < top {
             report.indexes.push(IndexStats {
