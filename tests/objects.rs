@@ -452,3 +452,64 @@ fn a_never_analyzed_table_is_counted_from_inserts_and_listed_for_analyze_with_it
         "{listed} in {bloat}"
     );
 }
+
+#[test]
+fn a_bloated_toast_table_is_estimated_within_15_points_of_pgstattuple_and_measured_exactly() {
+    let t = Test::new();
+    let url = fresh_db();
+    admin_statements(
+        &url,
+        &[
+            "CREATE EXTENSION pgstattuple".into(),
+            "CREATE TABLE docs (id int PRIMARY KEY, body text) WITH (autovacuum_enabled = false, toast.autovacuum_enabled = false)".into(),
+            // ~6 KB of hex per row: stored out of line, in four chunks.
+            "INSERT INTO docs SELECT g, (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 200) i) \
+             FROM generate_series(1, 2000) g"
+                .into(),
+            "DELETE FROM docs WHERE id % 4 <> 0".into(),
+            "VACUUM docs".into(),
+        ],
+    );
+    let toast = scalar(
+        &url,
+        "SELECT 'pg_toast.' || t.relname FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid WHERE c.relname = 'docs'",
+    );
+    let free: f64 = scalar(
+        &url,
+        &format!("SELECT free_percent + dead_tuple_percent FROM pgstattuple('{toast}')"),
+    )
+    .parse()
+    .expect("percent");
+    let bloat = |exact: bool| -> f64 {
+        let mut args = vec!["--output", "json", "inspect", "--target", &url, "bloat"];
+        if exact {
+            args.push("--exact");
+        }
+        let out = crate::support::cli::dbmaint(t.path())
+            .args(&args)
+            .output()
+            .expect("inspect");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let entry = v["bloat"]["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .find(|e| e["name"] == toast.as_str())
+            .unwrap_or_else(|| panic!("{toast} not reported: {v}"))
+            .clone();
+        assert_eq!(entry["table"], "public.docs");
+        entry["ratio"].as_f64().expect("ratio") * 100.0
+    };
+    let estimate = bloat(false);
+    assert!(
+        (estimate - free).abs() <= 15.0,
+        "estimate {estimate:.1}% vs pgstattuple {free:.1}%"
+    );
+    let exact = bloat(true);
+    eprintln!("TOAST bloat: estimate {estimate:.1}%, exact {exact:.1}%, pgstattuple {free:.1}%");
+    assert!(
+        (exact - free).abs() <= 5.0,
+        "exact {exact:.1}% vs pgstattuple {free:.1}%"
+    );
+}

@@ -56,17 +56,32 @@ pub struct Shape {
     /// Distinct keys (from pg_stats' n_distinct of each key column; their
     /// product, at most `tuples`), when known.
     pub distinct: Option<f64>,
+    /// A TOAST table: its rows are chunks of at most ~2 KB, four to a page.
+    pub toast: bool,
 }
+
+/// TOAST chunks a page holds when they are full (TOAST_TUPLES_PER_PAGE).
+const TOAST_CHUNKS_PER_PAGE: f64 = 4.0;
 
 impl Shape {
     /// False when the estimate would be a guess: the relation was never
     /// analyzed (`reltuples` -1 or missing column stats) or sizes a `name`.
     pub fn estimable(&self) -> bool {
+        if self.toast {
+            // VACUUM (autovacuum included) sets a TOAST table's reltuples.
+            return self.tuples >= 0.0;
+        }
         self.tuples == 0.0 || (self.tuples > 0.0 && self.columns_with_stats == self.columns && !self.has_name_column)
     }
 
     /// Heap pages the live rows need at the table's fillfactor.
     pub fn heap_pages(&self) -> f64 {
+        if self.toast {
+            // Values are cut into full chunks but for the last one of each:
+            // counting every chunk as full gives the fewest pages the live
+            // chunks need, so the waste is never overstated.
+            return (self.tuples.max(0.0) / TOAST_CHUNKS_PER_PAGE).ceil();
+        }
         let header = HEAP_TUPLE_HEADER
             + if self.nullable {
                 (self.columns as f64 / 8.0).ceil()
@@ -204,6 +219,7 @@ fn shape(r: ShapeRow) -> Shape {
         nullable: r.9,
         data_width: r.10,
         dedup: r.11,
+        toast: false,
         distinct: r.12.map(|d| d.min(r.4.max(1.0))),
     }
 }
@@ -229,6 +245,42 @@ pub async fn bloat(c: &mut impl Exec, spec: &BloatSpec) -> Result<BloatReport, D
             }
             measured.push((kind, s));
         }
+    }
+    // TOAST tables: their chunks, counted by the last VACUUM.
+    let toast_rows: Vec<(i64, String, String, i64, f64)> = query(format!(
+        "SELECT t.oid::int8, 'pg_toast.' || t.relname, n.nspname || '.' || c.relname, t.relpages::int8, t.reltuples::float8 \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class t ON t.oid = c.reltoastrelid \
+         WHERE c.relkind IN ('r', 'm') AND {USER_RELATIONS}"
+    ))
+    .fetch_all_as(&mut *c)
+    .await?;
+    for (oid, name, table, pages, tuples) in toast_rows {
+        if !matches_any(&spec.tables, &table) {
+            continue;
+        }
+        if (pages.max(0) as u64) * BLOCK < spec.min_bytes.max(1) {
+            report.skipped_small += 1;
+            continue;
+        }
+        measured.push((
+            "table",
+            Shape {
+                oid: oid as u32,
+                name,
+                table,
+                pages: pages.max(0) as u64,
+                tuples,
+                fillfactor: 100.0,
+                columns: 0,
+                columns_with_stats: 0,
+                has_name_column: false,
+                nullable: false,
+                data_width: 0.0,
+                dedup: false,
+                distinct: None,
+                toast: true,
+            },
+        ));
     }
     if spec.exact {
         match exact(c, &measured).await {
@@ -401,6 +453,7 @@ mod tests {
             data_width: width,
             dedup: false,
             distinct: None,
+            toast: false,
         }
     }
 
