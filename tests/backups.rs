@@ -623,7 +623,7 @@ fn a_restore_killed_midway_leaves_nothing_the_next_clean_restore_cannot_fix() {
     // Wait until pg_restore is copying rows into the target, then kill -9.
     let db = crate::support::cluster::db_name(&fresh).to_string();
     let copying = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'dbmaint' AND query LIKE 'COPY%'"
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND application_name LIKE 'dbmaint child %' AND query LIKE 'COPY%'"
     );
     let server = crate::support::cluster::Cluster::get().url("postgres");
     let t0 = std::time::Instant::now();

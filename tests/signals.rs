@@ -182,10 +182,30 @@ fn an_idle_in_transaction_lock_holder_is_reported_and_ended_only_by_terminate() 
 fn a_session_merely_named_like_dbmaint_is_somebody_elses() {
     let t = Test::new();
     let url = crate::support::cli::rt().block_on(Cluster::get().fresh_db());
-    let app = "dbmaintenance_reporting";
-    let _s = Killed(vec![session(&url, app, "SELECT pg_sleep(120);\n")]);
-    let pid = wait_for(&url, app, "active");
+    let db = db_name(&url).to_string();
+    // Another job's session, and one that even calls itself `dbmaint`:
+    // dbmaint knows its own sessions by pid, not by name.
+    let _s = Killed(vec![
+        session(&url, "dbmaintenance_reporting", "SELECT pg_sleep(120);\n"),
+        session(&url, "dbmaint", &format!("SELECT pg_sleep(120) /* {db} */;\n")),
+    ]);
+    let reporting = wait_for(&url, "dbmaintenance_reporting", "active");
+    let sql = format!(
+        "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = 'dbmaint' AND datname = '{db}' AND state = 'active'"
+    );
+    let t0 = Instant::now();
+    let impostor = loop {
+        let p = scalar(&url, &sql);
+        if p != "0" {
+            break p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the session named dbmaint never started"
+        );
+    };
     let ran = t.apply_json(&check_plan(&t, &url, "cancel: true"));
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-    assert_eq!(state_of(&url, &pid), "idle", "its query was cancelled");
+    assert_eq!(state_of(&url, &reporting), "idle", "its query was cancelled");
+    assert_eq!(state_of(&url, &impostor), "idle", "a name is not a pid: cancelled too");
 }

@@ -117,10 +117,41 @@ pub async fn connect_named(target: &Target, limits: SessionLimits, app: &str) ->
         },
         mode => attempt(mode).await,
     };
-    result.map_err(|e| DbError {
+    let mut conn = result.map_err(|e| DbError {
         kind: super::ErrorKind::Connection,
         message: format!("could not connect to {} ({ci}): {}", target.redacted(), e.message),
-    })
+    })?;
+    // Remember the server process behind the session: `check` never
+    // signals this process's own sessions, told by pid (sqlx does not
+    // expose the pid the server announces at startup, hence the query).
+    if let Ok(pid) = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+    {
+        own_sessions().lock().map(|mut s| s.insert(pid)).ok();
+    }
+    Ok(conn)
+}
+
+fn own_sessions() -> &'static std::sync::Mutex<std::collections::HashSet<i32>> {
+    static OWN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<i32>>> = std::sync::OnceLock::new();
+    OWN.get_or_init(Default::default)
+}
+
+/// Server pids of the sessions this process opened (a pid reused by
+/// another session after ours closed stays listed: it is then spared a
+/// signal, never sent one it should not get).
+pub fn own_backend_pids() -> Vec<i32> {
+    own_sessions()
+        .lock()
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default()
+}
+
+/// The `application_name` of this process's client programs (`pg_dump`,
+/// `pg_restore`, `psql`): their sessions are told by this exact name.
+pub fn child_application_name() -> String {
+    format!("dbmaint child {}", std::process::id())
 }
 
 /// The session's server, database, role and TLS state. The system

@@ -564,7 +564,7 @@ pub(super) async fn run_child(program: &str, args: &[String], env: &PgChildEnv) 
         tokio::process::Command::new(&bin)
     };
     cmd.args(args)
-        .env("PGAPPNAME", "dbmaint")
+        .env("PGAPPNAME", crate::db::pg::child_application_name())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

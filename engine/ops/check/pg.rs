@@ -46,9 +46,10 @@ pub async fn run_checks(c: &mut impl Exec, spec: &CheckSpec) -> Result<Vec<Findi
 /// role it is a member of, or `pg_signal_backend`).
 async fn long_queries(c: &mut impl Exec, spec: &CheckSpec) -> Result<Vec<Finding>, DbError> {
     let mut out = vec![];
-    // Client sessions only: never autovacuum, replication, nor dbmaint's
-    // own (its exact application names, under this role: a reporting job
-    // called `dbmaintenance_reporting` is somebody else's).
+    // Client sessions only: never autovacuum, replication, nor this
+    // process's own sessions (by pid) and client programs (by their
+    // per-process application name); a job merely called
+    // `dbmaintenance_reporting` — or `dbmaint` — is somebody else's.
     type Row = (
         i32,
         String,
@@ -77,13 +78,21 @@ async fn long_queries(c: &mut impl Exec, spec: &CheckSpec) -> Result<Vec<Finding
          FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid \
          WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() \
            AND a.state IN ('active', 'idle in transaction', 'idle in transaction (aborted)') \
-           AND NOT (a.application_name IN ('dbmaint', 'dbmaint verify') AND a.usename = current_user) \
+           AND a.pid <> ALL($2::int4[]) AND a.application_name IS DISTINCT FROM $3 \
            AND a.datname = current_database() \
            AND CASE WHEN a.state = 'active' THEN a.query_start ELSE coalesce(a.xact_start, a.query_start) END \
                < clock_timestamp() - $1 * interval '1 millisecond' \
          ORDER BY a.query_start",
     )
     .bind(spec.max_query_age_ms as f64)
+    .bind(
+        crate::db::pg::own_backend_pids()
+            .into_iter()
+            .map(i64::from)
+            .collect::<Vec<i64>>()
+            .as_slice(),
+    )
+    .bind(crate::db::pg::child_application_name())
     .fetch_all_as(&mut *c)
     .await?;
     for (pid, user, app, secs, query, backend_start, query_start, state, allowed, locks) in rows {
