@@ -214,12 +214,7 @@ fn pg_db_with_bulk(rows: u64) -> String {
 }
 
 fn pg_scalar(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args(["-X", "-At", "-d", url, "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::support::cli::psql_scalar(url, sql)
 }
 
 #[test]

@@ -11,12 +11,7 @@ fn fresh_db() -> String {
 }
 
 fn scalar(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args(["-X", "-At", "-d", url, "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::support::cli::psql_scalar(url, sql)
 }
 
 /// `plan.yaml` with one step `views` (refresh_views) or other `op: params`.

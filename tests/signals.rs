@@ -11,12 +11,7 @@ use crate::support::cluster::{Cluster, admin_statements, db_name, role_url};
 use crate::support::test::Test;
 
 fn scalar(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args(["-X", "-At", "-d", url, "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::support::cli::psql_scalar(url, sql)
 }
 
 /// A psql session named `app` on `url`, fed `script` and kept open (its

@@ -115,3 +115,13 @@ pub(crate) fn backup_files(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// One value from `psql -At` on `url` (fails the test when psql does).
+pub(crate) fn psql_scalar(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-d", url, "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

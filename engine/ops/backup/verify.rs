@@ -171,17 +171,22 @@ pub struct Scratch {
     pub target: Target,
 }
 
-/// Creates the scratch database `name` on `server` (the caller journaled
-/// it first, so a killed run's copy is found and dropped by the next).
-pub async fn create_scratch(server: &Target, name: &str) -> Result<Scratch, VerifyError> {
+/// A session on the scratch server to create or drop databases.
+async fn admin_session(server: &Target) -> Result<Conn, VerifyError> {
     let limits = SessionLimits {
         lock_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(300),
         read_only: false,
     };
-    let mut admin = crate::db::connect_named(server, limits, "dbmaint verify")
+    crate::db::connect_named(server, limits, "dbmaint verify")
         .await
-        .map_err(VerifyError::Connect)?;
+        .map_err(VerifyError::Connect)
+}
+
+/// Creates the scratch database `name` on `server` (the caller journaled
+/// it first, so a killed run's copy is found and dropped by the next).
+pub async fn create_scratch(server: &Target, name: &str) -> Result<Scratch, VerifyError> {
+    let mut admin = admin_session(server).await?;
     let scratch_target = server.with_database(name);
     let quoted = crate::db::quote_ident(name);
     execute_raw(&mut admin, &format!("CREATE DATABASE {quoted} TEMPLATE template0"))
@@ -199,14 +204,7 @@ pub async fn create_scratch(server: &Target, name: &str) -> Result<Scratch, Veri
 
 /// Drops a scratch database an earlier run left on `server`.
 pub async fn drop_leftover(server: &Target, name: &str) -> Result<(), VerifyError> {
-    let limits = SessionLimits {
-        lock_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(300),
-        read_only: false,
-    };
-    let mut admin = crate::db::connect_named(server, limits, "dbmaint verify")
-        .await
-        .map_err(VerifyError::Connect)?;
+    let mut admin = admin_session(server).await?;
     let quoted = crate::db::quote_ident(name);
     let r = execute_raw(&mut admin, &format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")).await;
     admin.close().await;
