@@ -319,3 +319,53 @@ fn sqlite_apply_writes_metrics_a_prometheus_parser_reads() {
         "no temporary file left"
     );
 }
+
+#[test]
+fn history_filters_by_plan_status_and_time_and_prints_an_aligned_table() {
+    let t = crate::support::test::Test::new();
+    let db = crate::backups::demo_db(&t);
+    let target = format!("sqlite:{}", db.display());
+    for name in ["first", "second"] {
+        let plan = t.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &plan,
+            format!(
+                "version: 1\nname: {name}\ntarget: \"{target}\"\nsteps:\n  dump:\n    backup: {{ dir: backups }}\n"
+            ),
+        )
+        .expect("plan");
+        assert!(t.apply(&plan).success());
+    }
+    let history = |extra: &[&str]| {
+        let out = crate::support::cli::dbmaint(t.path())
+            .args(["history", "--target", &target])
+            .args(extra)
+            .output()
+            .expect("history");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let all = history(&[]);
+    assert!(all.contains("`first`") && all.contains("`second`"), "{all}");
+    let second = history(&["--name", "second"]);
+    assert!(second.contains("`second`") && !second.contains("`first`"), "{second}");
+    assert!(history(&["--status", "failed"]).contains("no runs in the journal match"));
+    assert!(history(&["--since", "2099-01-01"]).contains("no runs in the journal match"));
+    assert!(history(&["--since", "1h"]).contains("`first`"));
+    // The steps as an aligned table: a header, human sizes, durations.
+    let header = second
+        .lines()
+        .find(|l| l.trim_start().starts_with("step"))
+        .expect("header");
+    let row = second
+        .lines()
+        .find(|l| l.trim_start().starts_with("dump"))
+        .expect("row");
+    assert!(row.contains("KiB") && row.contains(" ms"), "{row}");
+    let column = |line: &str, word: &str| line.find(word).expect("column");
+    assert_eq!(
+        column(header, "status"),
+        column(row, "succeeded"),
+        "aligned:\n{header}\n{row}"
+    );
+}

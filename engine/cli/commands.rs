@@ -544,12 +544,12 @@ pub async fn inspect(
     }
 }
 
-pub async fn history(cli: &Cli, target: &TargetArgs, limit: u64, run_id: Option<i64>) -> i32 {
+pub async fn history(cli: &Cli, target: &TargetArgs, filter: dbmaint::db::HistoryFilter) -> i32 {
     let (target, origin) = match target_arg(cli, target) {
         Ok(t) => t,
         Err(code) => return code,
     };
-    match run::history(&target, &origin, run_id, limit).await {
+    match run::history(&target, &origin, &filter).await {
         Ok(v) => {
             match cli.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
@@ -627,7 +627,11 @@ pub async fn demo(cli: &Cli, db: &Path, force: bool, seed: u64, scale: f64) -> i
     };
     print!("\n{}", dbmaint::report::reporter::render_text(&report));
     eprintln!("== dbmaint history --target sqlite:{}", db.display());
-    match run::history(&target, "the demo", None, 5).await {
+    let last_five = dbmaint::db::HistoryFilter {
+        limit: 5,
+        ..Default::default()
+    };
+    match run::history(&target, "the demo", &last_five).await {
         Ok(v) => print!("{}", dbmaint::report::text::render_history(&v)),
         Err(f) => return fail(cli, &f),
     }

@@ -92,9 +92,15 @@ enum Command {
         /// successful run is older than this (e.g. `26h`), or there is none.
         #[arg(long, value_name = "DURATION", conflicts_with = "run_id")]
         stale_after: Option<String>,
-        /// With --stale-after: only runs of this plan [default: the plan of --plan, else any].
+        /// Only runs of this plan (its `name`) [with --stale-after, default: the plan of --plan, else any].
         #[arg(long, value_name = "PLAN_NAME")]
         name: Option<String>,
+        /// Only runs started since: a duration back from now (`7d`, `12h`) or a UTC date or time (`2026-11-30`, `2026-11-30T02:00:00Z`).
+        #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+        since: Option<String>,
+        /// Only runs that ended so: succeeded, failed, partial, interrupted, deferred, locked, …
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
         /// text, or nagios: one plugin line and exit 0/1/2/3.
         #[arg(long, value_enum, default_value_t = ProbeFormat::Text)]
         format: ProbeFormat,
@@ -165,6 +171,26 @@ enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+}
+
+/// `--since`: a duration back from now, or a date or time, as the
+/// journal's UTC text (`YYYY-MM-DDTHH:MM:SSZ`).
+fn parse_since(text: &str) -> Result<String, String> {
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    if let Ok(d) = dbmaint::plan::values::Duration::parse(text) {
+        let back = chrono::Duration::from_std(d.0).map_err(|e| e.to_string())?;
+        return Ok(fmt(chrono::Utc::now() - back));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(fmt(t.with_timezone(&chrono::Utc)));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| fmt(t.and_utc()))
+        .ok_or_else(|| {
+            format!("`{text}` is neither a duration (`7d`) nor a date or time (`2026-11-30`, `2026-11-30T02:00:00Z`)")
+        })
 }
 
 /// A duration argument (`26h`, `90m`) in milliseconds.
@@ -399,8 +425,23 @@ fn main() -> ExitCode {
             ..
         } => runtime().block_on(probe::stale(&cli, target, age, name.as_deref(), *format)),
         Command::History {
-            target, limit, run_id, ..
-        } => runtime().block_on(history(&cli, target, *limit, *run_id)),
+            target,
+            limit,
+            run_id,
+            name,
+            since,
+            status,
+            ..
+        } => {
+            let filter = dbmaint::db::HistoryFilter {
+                run: *run_id,
+                plan: name.clone(),
+                since: since.clone(),
+                status: status.clone(),
+                limit: *limit,
+            };
+            runtime().block_on(history(&cli, target, filter))
+        }
         Command::Inspect {
             target,
             report: InspectArg::Checks,

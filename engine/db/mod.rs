@@ -196,6 +196,19 @@ impl Conn {
     }
 }
 
+/// Which runs `history` lists: newest first, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    pub run: Option<i64>,
+    /// Runs of this plan (its `name`).
+    pub plan: Option<String>,
+    /// Runs started at or after this time (`YYYY-MM-DDTHH:MM:SSZ`, UTC).
+    pub since: Option<String>,
+    /// Runs that ended so (`succeeded`, `failed`, `partial`, …).
+    pub status: Option<String>,
+    pub limit: u64,
+}
+
 /// Identifies the journal rows a batch writes in its own transaction.
 #[derive(Debug, Clone)]
 pub struct BatchJournal {
@@ -405,10 +418,10 @@ impl Conn {
     }
 
     /// Past runs (newest first) or one run's steps, as JSON values.
-    pub async fn history(&mut self, run: Option<i64>, limit: u64) -> Result<serde_json::Value, DbError> {
+    pub async fn history(&mut self, f: &HistoryFilter) -> Result<serde_json::Value, DbError> {
         match self {
-            Conn::Pg(c) => pg::history(c, run, limit).await,
-            Conn::Sqlite(c) => sqlite::history(c, run, limit).await,
+            Conn::Pg(c) => pg::history(c, f).await,
+            Conn::Sqlite(c) => sqlite::history(c, f).await,
         }
     }
 

@@ -733,7 +733,7 @@ pub async fn journal_resume_key(c: &mut PgConnection, step: &str, run_id: i64) -
     .flatten())
 }
 
-pub async fn history(c: &mut PgConnection, run: Option<i64>, limit: u64) -> Result<serde_json::Value, DbError> {
+pub async fn history(c: &mut PgConnection, f: &super::HistoryFilter) -> Result<serde_json::Value, DbError> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('dbmaint.runs') IS NOT NULL")
         .fetch_one(&mut *c)
         .await?;
@@ -746,17 +746,24 @@ pub async fn history(c: &mut PgConnection, run: Option<i64>, limit: u64) -> Resu
            'started_at', to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
            'finished_at', to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
            'status', status, 'exit_code', exit_code, \
+           'duration_ms', (extract(epoch FROM finished_at - started_at) * 1000)::int8, \
            'steps', (SELECT coalesce(json_agg(json_build_object('step', s.step, 'op', s.op, 'status', s.status, \
+                'duration_ms', (extract(epoch FROM s.finished_at - s.started_at) * 1000)::int8, \
                 'started_at', to_char(s.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
                 'finished_at', to_char(s.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
                 'rows', s.rows, 'bytes', s.bytes, 'statements', s.statements, 'error', s.error, \
                 'rolled_back', s.rolled_back, \
                 'batches', (SELECT count(*) FROM dbmaint.batches b WHERE b.run_id = s.run_id AND b.step = s.step)) \
                 ORDER BY s.started_at NULLS LAST, s.step), '[]'::json) FROM dbmaint.steps s WHERE s.run_id = r.id)) \
-         FROM dbmaint.runs r WHERE ($1::int8 IS NULL OR id = $1) ORDER BY id DESC LIMIT $2",
+         FROM dbmaint.runs r WHERE ($1::int8 IS NULL OR id = $1) AND ($3::text IS NULL OR plan = $3) \
+           AND ($4::timestamptz IS NULL OR started_at >= $4::timestamptz) AND ($5::text IS NULL OR status = $5) \
+         ORDER BY id DESC LIMIT $2",
     )
-    .bind(run)
-    .bind(limit as i64)
+    .bind(f.run)
+    .bind(f.limit as i64)
+    .bind(&f.plan)
+    .bind(&f.since)
+    .bind(&f.status)
     .fetch_all(c)
     .await?;
     Ok(serde_json::json!({ "runs": runs }))

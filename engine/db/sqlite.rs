@@ -421,7 +421,7 @@ pub async fn journal_close_interrupted(c: &mut SqliteConnection) -> Result<Vec<(
     Ok(runs)
 }
 
-pub async fn history(c: &mut SqliteConnection, run: Option<i64>, limit: u64) -> Result<serde_json::Value, DbError> {
+pub async fn history(c: &mut SqliteConnection, f: &super::HistoryFilter) -> Result<serde_json::Value, DbError> {
     let exists: i64 =
         sqlx::query_scalar("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'dbmaint_runs'")
             .fetch_one(&mut *c)
@@ -433,15 +433,21 @@ pub async fn history(c: &mut SqliteConnection, run: Option<i64>, limit: u64) -> 
         "SELECT json_object('id', id, 'plan', plan, 'plan_hash', plan_hash, 'env', env, \
            'engine_version', engine_version, 'host', host, 'started_at', started_at, \
            'finished_at', finished_at, 'status', status, 'exit_code', exit_code, \
+           'duration_ms', CAST((julianday(finished_at) - julianday(started_at)) * 86400000 AS INTEGER), \
            'steps', (SELECT json_group_array(json_object('step', s.step, 'op', s.op, 'status', s.status, \
+                'duration_ms', CAST((julianday(s.finished_at) - julianday(s.started_at)) * 86400000 AS INTEGER), \
                 'started_at', s.started_at, 'finished_at', s.finished_at, 'rows', s.rows, 'bytes', s.bytes, \
                 'statements', s.statements, 'error', s.error, 'rolled_back', s.rolled_back, \
                 'batches', (SELECT count(*) FROM dbmaint_batches b WHERE b.run_id = s.run_id AND b.step = s.step))) \
               FROM (SELECT * FROM dbmaint_steps WHERE run_id = r.id ORDER BY started_at IS NULL, started_at, step) s)) \
-         FROM dbmaint_runs r WHERE (?1 IS NULL OR id = ?1) ORDER BY id DESC LIMIT ?2",
+         FROM dbmaint_runs r WHERE (?1 IS NULL OR id = ?1) AND (?3 IS NULL OR plan = ?3) \
+           AND (?4 IS NULL OR started_at >= ?4) AND (?5 IS NULL OR status = ?5) ORDER BY id DESC LIMIT ?2",
     )
-    .bind(run)
-    .bind(limit as i64)
+    .bind(f.run)
+    .bind(f.limit as i64)
+    .bind(&f.plan)
+    .bind(&f.since)
+    .bind(&f.status)
     .fetch_all(c)
     .await?;
     let runs: Vec<serde_json::Value> = runs.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();

@@ -13,51 +13,92 @@ fn identity_header(identity: &serde_json::Value) -> String {
     }
 }
 
-/// `dbmaint history` as text.
+/// `dbmaint history` as text: a line per run, then its steps in the order
+/// they ran as an aligned table (durations, human sizes), then any error.
 pub fn render_history(v: &serde_json::Value) -> String {
+    use crate::run::execplan::{human_bytes, human_count};
     let mut out = identity_header(&v["identity"]);
     let runs = v["runs"].as_array().cloned().unwrap_or_default();
     if runs.is_empty() {
-        out.push_str("no runs in the journal yet\n");
+        out.push_str("no runs in the journal match\n");
         return out;
     }
+    let text = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
+    let took = |x: &serde_json::Value| x.as_i64().map_or("-".to_string(), |ms| human_ms(ms.max(0) as u64));
     for r in &runs {
+        let hash = text(&r["plan_hash"]);
         crate::report::textsafe::line(
             &mut out,
             format!(
-                "run {} `{}` {} (exit {}) {} → {}, hash {}, engine {}{}",
+                "run {} `{}` {} (exit {}) {} → {} ({}), hash {}, engine {}{}",
                 r["id"],
-                r["plan"].as_str().unwrap_or(""),
-                r["status"].as_str().unwrap_or(""),
+                text(&r["plan"]),
+                text(&r["status"]),
                 r["exit_code"],
-                r["started_at"].as_str().unwrap_or(""),
+                text(&r["started_at"]),
                 r["finished_at"].as_str().unwrap_or("-"),
-                &r["plan_hash"].as_str().unwrap_or("")[..12.min(r["plan_hash"].as_str().unwrap_or("").len())],
-                r["engine_version"].as_str().unwrap_or(""),
+                // Run times are kept to the second on SQLite.
+                match r["duration_ms"].as_i64() {
+                    Some(ms) if ms < 1000 => "under 1 s".to_string(),
+                    _ => took(&r["duration_ms"]),
+                },
+                &hash[..12.min(hash.len())],
+                text(&r["engine_version"]),
                 r["env"].as_str().map(|e| format!(", env {e}")).unwrap_or_default()
             ),
         );
-        for s in r["steps"].as_array().cloned().unwrap_or_default() {
-            crate::report::textsafe::line(
-                &mut out,
-                format!(
-                    "    {:<24} {:<10} {:<9} rows {:>10} bytes {:>12} batches {:>5}{}{}",
-                    s["step"].as_str().unwrap_or(""),
-                    s["op"].as_str().unwrap_or(""),
-                    s["status"].as_str().unwrap_or(""),
-                    s["rows"],
-                    s["bytes"],
-                    s["batches"],
-                    s["error"].as_str().map(|e| format!("  error: {e}")).unwrap_or_default(),
-                    s["rolled_back"]
-                        .as_str()
-                        .map(|e| format!("  rolled back: {e}"))
-                        .unwrap_or_default(),
-                ),
-            );
+        let steps = r["steps"].as_array().cloned().unwrap_or_default();
+        let head = ["step", "op", "status", "took", "rows", "bytes", "batches"].map(String::from);
+        let rows: Vec<[String; 7]> = steps
+            .iter()
+            .map(|s| {
+                [
+                    text(&s["step"]),
+                    text(&s["op"]),
+                    text(&s["status"]),
+                    took(&s["duration_ms"]),
+                    human_count(s["rows"].as_u64().unwrap_or(0)),
+                    human_bytes(s["bytes"].as_u64().unwrap_or(0)),
+                    s["batches"].as_u64().unwrap_or(0).to_string(),
+                ]
+            })
+            .collect();
+        let mut widths = [0usize; 7];
+        for row in rows.iter().chain([&head]) {
+            for (w, c) in widths.iter_mut().zip(row) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        for row in [&head].into_iter().chain(rows.iter()) {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .enumerate()
+                // Text columns left, figures right.
+                .map(|(i, (c, w))| if i < 3 { format!("{c:<w$}") } else { format!("{c:>w$}") })
+                .collect();
+            crate::report::textsafe::line(&mut out, format!("    {}", cells.join("  ").trim_end()));
+        }
+        for s in &steps {
+            if let Some(e) = s["error"].as_str() {
+                crate::report::textsafe::line(&mut out, format!("    {}: error: {e}", text(&s["step"])));
+            }
+            if let Some(e) = s["rolled_back"].as_str() {
+                crate::report::textsafe::line(&mut out, format!("    {}: rolled back: {e}", text(&s["step"])));
+            }
         }
     }
     out
+}
+
+/// `850 ms`, `12.3 s`, `4 min 05 s`, `1 h 02 min`.
+pub fn human_ms(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1_000..=59_999 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{} min {:02} s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{} h {:02} min", ms / 3_600_000, ms / 60_000 % 60),
+    }
 }
 
 /// `dbmaint inspect` as text.

@@ -460,13 +460,12 @@ pub async fn last_success(target: &Target, plan: Option<&str>) -> Result<Option<
 pub async fn history(
     target: &Target,
     origin: &str,
-    run: Option<i64>,
-    limit: u64,
+    filter: &crate::db::HistoryFilter,
 ) -> Result<serde_json::Value, Failure> {
     let mut conn = connect(target, SessionLimits::READ_ONLY).await?;
     let mut identity = conn.identity(target).await?;
     identity.source = origin.to_string();
-    let mut v = conn.history(run, limit).await?;
+    let mut v = conn.history(filter).await?;
     conn.close().await;
     if let Some(o) = v.as_object_mut() {
         o.insert("identity".into(), serde_json::to_value(&identity).unwrap_or_default());
