@@ -314,6 +314,12 @@ async fn restore(cli: &Cli, args: &RestoreArgs) -> i32 {
     }
     if args.clean && here.object_count > 0 {
         eprintln!("--clean drops {} objects first:", here.object_count);
+        if !here.schemas.is_empty() {
+            eprintln!(
+                "  whole schemas: {} (every function, type and view in them goes too; `public` is recreated)",
+                here.schemas.join(", ")
+            );
+        }
         for o in &here.objects {
             eprintln!("  - {}", dbmaint::report::textsafe::visible(o));
         }

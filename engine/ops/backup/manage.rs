@@ -362,6 +362,10 @@ pub struct Destination {
     /// The backup was taken from this very database.
     pub is_source: bool,
     pub exists: bool,
+    /// PostgreSQL: the schemas `clean` drops whole (functions, types and
+    /// everything else in them go too), all but dbmaint's journal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schemas: Vec<String>,
 }
 
 /// Looks at the destination, read-only.
@@ -373,6 +377,7 @@ pub async fn destination(req: &RestoreRequest) -> Result<Destination, Failure> {
         object_count: 0,
         is_source: false,
         exists: true,
+        schemas: vec![],
     };
     if dest.backend == Backend::Sqlite && !Path::new(&dest.database).exists() {
         d.exists = false;
@@ -396,11 +401,18 @@ pub async fn destination(req: &RestoreRequest) -> Result<Destination, Failure> {
     };
     let objects: Vec<String> = query(sql).scalars(&mut c).await?;
     d.object_count = objects.len() as u64;
+    if dest.backend == Backend::Postgres {
+        d.schemas = query(CLEANED_SCHEMAS).scalars(&mut c).await?;
+    }
     d.objects = objects.into_iter().take(200).collect();
     d.is_source = !req.record.database.is_empty() && source_identity(&mut c, dest).await == req.record.database;
     c.close().await;
     Ok(d)
 }
+
+/// The schemas `--clean` drops: every user schema but the journal's.
+const CLEANED_SCHEMAS: &str = "SELECT nspname::text FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'dbmaint') \
+     AND nspname !~ '^pg_' ORDER BY 1";
 
 /// What a restore did.
 #[derive(Debug, Clone, Serialize)]
@@ -478,12 +490,7 @@ async fn restore_pg(req: &RestoreRequest, dest: &Destination, say: &dyn Fn(&str)
             dest.object_count, dest.target
         ));
         let mut c = connect(&req.dest, write_limits()).await?;
-        let schemas: Vec<String> = query(
-            "SELECT nspname::text FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'dbmaint') \
-             AND nspname !~ '^pg_' ORDER BY 1",
-        )
-        .scalars(&mut c)
-        .await?;
+        let schemas: Vec<String> = query(CLEANED_SCHEMAS).scalars(&mut c).await?;
         let mut tx = c.begin().await?;
         for s in &schemas {
             query(format!("DROP SCHEMA {} CASCADE", crate::db::quote_ident(s)))
