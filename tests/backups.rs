@@ -274,20 +274,14 @@ fn a_verify_restore_killed_midway_leaves_a_scratch_database_the_next_run_drops()
             .filter(|n| !n.is_empty() && exists(n))
     };
     let mut child = crate::support::test::spawn_apply(t.path(), &plan);
-    let t0 = std::time::Instant::now();
-    let name = loop {
-        if let Some(found) = ours() {
-            break found;
-        }
+    let name = crate::support::cli::poll_until("the restore never started", 60, || {
+        let found = ours();
         assert!(
-            t0.elapsed() < std::time::Duration::from_secs(60),
-            "the restore never started"
-        );
-        assert!(
-            child.try_wait().expect("wait").is_none(),
+            found.is_some() || child.try_wait().expect("wait").is_none(),
             "apply ended before its restore was seen"
         );
-    };
+        found
+    });
     child.kill().expect("kill -9 dbmaint");
     let _ = child.wait();
     assert_eq!(
@@ -621,27 +615,20 @@ fn a_restore_killed_midway_leaves_nothing_the_next_clean_restore_cannot_fix() {
         "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND application_name LIKE 'dbmaint child %' AND query LIKE 'COPY%'"
     );
     let server = crate::support::cluster::Cluster::get().url("postgres");
-    let t0 = std::time::Instant::now();
-    while pg_scalar(&server, &copying) == "0" {
+    crate::support::cli::poll_until("pg_restore never copied", 60, || {
+        let copies = pg_scalar(&server, &copying) != "0";
         assert!(
-            t0.elapsed() < std::time::Duration::from_secs(60),
-            "pg_restore never copied"
-        );
-        assert!(
-            child.try_wait().expect("wait").is_none(),
+            copies || child.try_wait().expect("wait").is_none(),
             "the restore ended before it was seen copying"
         );
-    }
+        copies.then_some(())
+    });
     child.kill().expect("kill -9");
     let _ = child.wait();
     // pg_restore dies with the engine; its single transaction rolls back.
-    let t0 = std::time::Instant::now();
-    while pg_scalar(&server, &copying) != "0" {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(10),
-            "pg_restore outlived the engine"
-        );
-    }
+    crate::support::cli::poll_until("pg_restore outlived the engine", 10, || {
+        (pg_scalar(&server, &copying) == "0").then_some(())
+    });
     let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'";
     assert_eq!(
         pg_scalar(&fresh, tables),

@@ -323,17 +323,7 @@ fn a_vacuum_held_back_by_an_old_snapshot_names_its_holder() {
     let sql = format!(
         "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '{app}' AND backend_xmin IS NOT NULL AND state = 'idle in transaction'"
     );
-    let t0 = std::time::Instant::now();
-    let pid = loop {
-        let p = scalar(&url, &sql);
-        if p != "0" {
-            break p;
-        }
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(20),
-            "the snapshot was never taken"
-        );
-    };
+    let pid = crate::support::cli::poll_pid(&url, &sql, "the snapshot was never taken");
     admin_statements(&url, &["DELETE FROM churn WHERE id % 2 = 0".into()]);
     let p = plan(&t, &url, "tidy", "vacuum: { tables: [churn], min_dead_ratio: 0 }");
     let ran = t.apply(&p);

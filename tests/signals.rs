@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::support::cluster::{Cluster, admin_statements, db_name, role_url};
 use crate::support::test::Test;
@@ -39,14 +38,7 @@ fn wait_for(url: &str, app: &str, state: &str) -> String {
     let sql = format!(
         "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '{app}' AND state = '{state}'"
     );
-    let t0 = Instant::now();
-    loop {
-        let pid = scalar(url, &sql);
-        if pid != "0" {
-            return pid;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "{app} never reached `{state}`");
-    }
+    crate::support::cli::poll_pid(url, &sql, &format!("{app} never reached `{state}`"))
 }
 
 fn state_of(url: &str, pid: &str) -> String {
@@ -188,17 +180,7 @@ fn a_session_merely_named_like_dbmaint_is_somebody_elses() {
     let sql = format!(
         "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = 'dbmaint' AND datname = '{db}' AND state = 'active'"
     );
-    let t0 = Instant::now();
-    let impostor = loop {
-        let p = scalar(&url, &sql);
-        if p != "0" {
-            break p;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the session named dbmaint never started"
-        );
-    };
+    let impostor = crate::support::cli::poll_pid(&url, &sql, "the session named dbmaint never started");
     let ran = t.apply_json(&check_plan(&t, &url, "cancel: true"));
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert_eq!(state_of(&url, &reporting), "idle", "its query was cancelled");

@@ -125,3 +125,24 @@ pub(crate) fn psql_scalar(url: &str, sql: &str) -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Polls `probe` until it answers `Some`, failing the test with `what`
+/// after `secs` seconds: waiting on an observed state, never a sleep.
+pub(crate) fn poll_until<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(secs), "{what}");
+    }
+}
+
+/// Polls `sql` (answering a pid, or 0 for none yet) on `url` until it
+/// names a session; returns the pid.
+pub(crate) fn poll_pid(url: &str, sql: &str, what: &str) -> String {
+    poll_until(what, 20, || {
+        let pid = psql_scalar(url, sql);
+        (pid != "0").then_some(pid)
+    })
+}
