@@ -134,6 +134,13 @@ pub fn findings<T: OpParams>(yaml: &str, backend: Backend) -> Vec<&'static str> 
 }
 
 /// The value of an optional parameter, without its position.
+/// Free bytes for unprivileged users in the filesystem holding `dir`
+/// (backup's space check, SQLite VACUUM's).
+pub fn free_bytes(dir: &str) -> nix::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(dir)?;
+    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
 pub fn get<T: Clone>(field: &Option<Sp<T>>) -> Option<T> {
     field.as_ref().map(|f| f.value.clone())
 }

@@ -383,8 +383,8 @@ impl crate::run::operation::Executes for Run {
                 .collect();
             places.push((temp, format!("SQLite's temporary directory ({from})")));
             for (d, what) in &places {
-                let free =
-                    free_bytes(d).map_err(|e| StepErr::failed(format!("cannot read free space of `{d}`: {e}")))?;
+                let free = super::free_bytes(d)
+                    .map_err(|e| StepErr::failed(format!("cannot read free space of `{d}`: {e}")))?;
                 if free < w.need_free_bytes {
                     let fix = if what.starts_with("SQLite's") {
                         "free space there, or set SQLITE_TMPDIR to a larger directory"
@@ -531,12 +531,6 @@ pub fn sqlite_temp_dir() -> (String, String) {
         ".".into(),
         "the working directory: no temporary directory is writable".into(),
     )
-}
-
-/// Free bytes for unprivileged users in the filesystem holding `dir`.
-fn free_bytes(dir: &str) -> nix::Result<u64> {
-    let st = nix::sys::statvfs::statvfs(dir)?;
-    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
 #[cfg(test)]

@@ -527,7 +527,7 @@ async fn restore_pg(req: &RestoreRequest, dest: &Destination, say: &dyn Fn(&str)
         .map_err(|e| Failure::error(format!("the restore failed: {e}")))?;
     say("counting the restored tables");
     let mut c = connect(&req.dest, SessionLimits::READ_ONLY).await?;
-    let counts = verify::pg_counts_of(&mut c).await?;
+    let counts = verify::pg_counts(&mut c).await?;
     c.close().await;
     Ok(counts)
 }

@@ -598,8 +598,7 @@ pub fn free_bytes(dir: &str) -> Option<u64> {
         .find(|a| !a.as_os_str().is_empty() && a.exists())
         .map(|a| a.to_path_buf());
     let at = existing.unwrap_or_else(|| ".".into());
-    let s = nix::sys::statvfs::statvfs(&at).ok()?;
-    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+    super::free_bytes(&at.display().to_string()).ok()
 }
 
 /// Refuses before writing a backup that cannot fit where it goes.

@@ -96,11 +96,7 @@ const PG_TABLES: &str = "SELECT n.nspname::text, c.relname::text FROM pg_class c
        AND n.nspname !~ '^pg_(toast|temp)' AND n.nspname <> 'dbmaint' ORDER BY 1, 2";
 
 /// Row counts of every table of a PostgreSQL database but dbmaint's own.
-pub async fn pg_counts_of(c: &mut impl Exec) -> Result<Counts, DbError> {
-    pg_counts(c).await
-}
-
-async fn pg_counts(c: &mut impl Exec) -> Result<Counts, DbError> {
+pub async fn pg_counts(c: &mut impl Exec) -> Result<Counts, DbError> {
     let tables: Vec<(String, String)> = query(PG_TABLES).fetch_all_as(&mut *c).await?;
     let names: Vec<String> = tables.iter().map(|(s, t)| quote_name(Some(s), t)).collect();
     let Some(text) = count_query(&names) else {
