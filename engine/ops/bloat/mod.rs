@@ -3,6 +3,7 @@
 
 pub mod figures;
 pub mod pg;
+pub mod shapes;
 pub mod sqlite;
 
 /// The bloat figures of this session's database (read-only statements;
@@ -12,6 +13,34 @@ pub async fn read(c: &mut crate::db::Conn, spec: &BloatSpec) -> Result<figures::
         Backend::Postgres => pg::bloat(c, spec).await,
         Backend::Sqlite => sqlite::bloat(c).await,
     }
+}
+
+/// Where a diff's inspection keeps the catalog shapes of every relation,
+/// read once for all its `bloat` and `reindex` steps.
+const SHAPES: &str = "bloat#shapes";
+
+/// The bloat figures for a step of a diff: like [`read`], but the catalog
+/// shapes come from the inspection when an earlier step read them all, and
+/// are kept there when this step reads them all. A step naming its tables
+/// without globs reads only theirs.
+pub async fn read_shared(
+    insp: &mut crate::run::inspect::Inspection,
+    c: &mut crate::db::Conn,
+    spec: &BloatSpec,
+) -> Result<figures::BloatReport, crate::db::DbError> {
+    if c.backend() == Backend::Sqlite {
+        return sqlite::bloat(c).await;
+    }
+    if insp.fact::<shapes::Shapes>(SHAPES).is_none() {
+        let scope = shapes::scope_of(&spec.tables);
+        let read = shapes::read(&mut *c, scope.clone()).await?;
+        if scope.is_some() {
+            return pg::bloat_from(c, &read, spec).await;
+        }
+        insp.keep(SHAPES, read);
+    }
+    let all = insp.fact::<shapes::Shapes>(SHAPES).expect("kept above");
+    pg::bloat_from(c, all, spec).await
 }
 
 use super::{BOTH, OpCheck, OpParams, get, globs};
@@ -135,7 +164,7 @@ impl crate::run::operation::Operation for Bloat {
         conn: &'a mut crate::db::Conn,
     ) -> futures_util::future::BoxFuture<'a, ()> {
         Box::pin(async move {
-            let report = read(conn, &self.spec()).await.map_err(|e| e.message);
+            let report = read_shared(insp, conn, &self.spec()).await.map_err(|e| e.message);
             insp.keep(step.id.clone(), report);
         })
     }

@@ -10,10 +10,11 @@
 //! figures read every page with `pgstattuple`/`pgstatindex`, one statement
 //! for all relations, only when the extension is installed.
 
-use crate::db::pg::{BUSY, USER_RELATIONS};
+use crate::db::pg::BUSY;
 use crate::db::query::{Exec, query};
 use crate::db::{DbError, quote_ident};
 use crate::ops::bloat::figures::{BloatEntry, BloatReport, BloatSpec, Method};
+use crate::ops::bloat::shapes::Shapes;
 use crate::run::planner::matches_any;
 
 /// Page layout constants of PostgreSQL on 64-bit platforms (MAXALIGN 8).
@@ -136,151 +137,39 @@ fn per_page_pages(rows: f64, usable: f64, tuple: f64, heap: bool) -> f64 {
 
 const BLOCK: u64 = 8192;
 
-/// The two estimate queries: tables (and materialized views), then valid
-/// btree indexes. Each row: oid, name, table, pages, tuples, fillfactor,
-/// columns, columns with stats, has a `name` column, nullable, data width.
-pub fn estimate_sql() -> [String; 2] {
-    let ff = |rel: &str, default: u32| {
-        format!(
-            "coalesce((regexp_match(array_to_string({rel}.reloptions, ','), 'fillfactor=([0-9]+)'))[1]::float8, {default})"
-        )
-    };
-    [
-        format!(
-            "SELECT c.oid::int8, n.nspname || '.' || c.relname, n.nspname || '.' || c.relname, c.relpages::int8, \
-               c.reltuples::float8, {}, count(*)::int8, count(s.attname)::int8, \
-               coalesce(bool_or(a.atttypid = 'pg_catalog.name'::regtype), false), \
-               coalesce(max(s.null_frac), 0) > 0, \
-               coalesce(sum((1 - coalesce(s.null_frac, 0)) * s.avg_width), 0)::float8, \
-               false, NULL::float8 \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-             LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname \
-               AND s.attname = a.attname AND NOT s.inherited \
-             WHERE c.relkind IN ('r', 'm') AND {USER_RELATIONS} \
-             GROUP BY c.oid, n.nspname, c.relname, c.relpages, c.reltuples, c.reloptions",
-            ff("c", 100)
-        ),
-        // An index column is a table column (stats under the table) or an
-        // expression (stats under the index's own name, from ANALYZE).
-        format!(
-            "SELECT i.oid::int8, n.nspname || '.' || i.relname, n.nspname || '.' || t.relname, i.relpages::int8, \
-               i.reltuples::float8, {}, count(*)::int8, count(s.attname)::int8, \
-               coalesce(bool_or(ia.atttypid = 'pg_catalog.name'::regtype), false), \
-               coalesce(max(s.null_frac), 0) > 0, \
-               coalesce(sum((1 - coalesce(s.null_frac, 0)) * s.avg_width), 0)::float8, \
-               NOT x.indisunique AND x.indnatts = x.indnkeyatts \
-                 AND coalesce(array_to_string(i.reloptions, ',') !~ 'deduplicate_items=(off|false)', true), \
-               CASE WHEN count(s.n_distinct) = count(*) THEN \
-                 exp(sum(ln(greatest(CASE WHEN s.n_distinct >= 0 THEN s.n_distinct \
-                                         ELSE -s.n_distinct * greatest(t.reltuples, 0) END, 1))))::float8 END \
-             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
-             JOIN pg_namespace n ON n.oid = t.relnamespace JOIN pg_am am ON am.oid = i.relam \
-             JOIN pg_attribute ia ON ia.attrelid = i.oid AND ia.attnum > 0 \
-             LEFT JOIN pg_attribute ta ON ta.attrelid = t.oid AND ta.attnum = x.indkey[ia.attnum - 1] AND ta.attnum > 0 \
-             LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND NOT s.inherited \
-               AND ((ta.attname IS NOT NULL AND s.tablename = t.relname AND s.attname = ta.attname) \
-                 OR (ta.attname IS NULL AND s.tablename = i.relname AND s.attname = ia.attname)) \
-             WHERE am.amname = 'btree' AND x.indisvalid AND t.relkind IN ('r', 'm') AND {USER_RELATIONS} \
-             GROUP BY i.oid, n.nspname, i.relname, t.relname, i.relpages, i.reltuples, i.reloptions, \
-               x.indisunique, x.indnatts, x.indnkeyatts, t.reltuples",
-            ff("i", 90)
-        ),
-    ]
-}
-
-type ShapeRow = (
-    i64,
-    String,
-    String,
-    i64,
-    f64,
-    f64,
-    i64,
-    i64,
-    bool,
-    bool,
-    f64,
-    bool,
-    Option<f64>,
-);
-
-fn shape(r: ShapeRow) -> Shape {
-    Shape {
-        oid: r.0 as u32,
-        name: r.1,
-        table: r.2,
-        pages: r.3.max(0) as u64,
-        tuples: r.4,
-        fillfactor: r.5,
-        columns: r.6,
-        columns_with_stats: r.7,
-        has_name_column: r.8,
-        nullable: r.9,
-        data_width: r.10,
-        dedup: r.11,
-        toast: false,
-        distinct: r.12.map(|d| d.min(r.4.max(1.0))),
-    }
-}
-
 /// The bloat report: estimates for every user table and btree index at
 /// least `min_bytes` large, exact figures instead when asked and possible.
+/// Reads the catalog shapes it needs itself (only the tables `spec` names,
+/// when it names them without globs).
 pub async fn bloat(c: &mut impl Exec, spec: &BloatSpec) -> Result<BloatReport, DbError> {
+    let shapes = crate::ops::bloat::shapes::read(&mut *c, crate::ops::bloat::shapes::scope_of(&spec.tables)).await?;
+    bloat_from(c, &shapes, spec).await
+}
+
+/// The bloat report from shapes already read (the diff reads them once
+/// for all its steps).
+pub async fn bloat_from(c: &mut impl Exec, shapes: &Shapes, spec: &BloatSpec) -> Result<BloatReport, DbError> {
     let mut report = BloatReport::default();
-    let [tables_sql, indexes_sql] = estimate_sql();
     let mut measured: Vec<(&str, Shape)> = vec![];
-    for (kind, q) in [("table", tables_sql), ("index", indexes_sql)] {
-        let rows: Vec<ShapeRow> = query(q).fetch_all_as(&mut *c).await?;
-        for s in rows.into_iter().map(shape) {
-            if !matches_any(&spec.tables, &s.table) {
-                continue;
-            }
-            // A never-analyzed (and never vacuumed) relation has no
-            // relpages yet: not "small" — without statistics, its size is
-            // read below and it is listed for ANALYZE.
-            if s.tuples >= 0.0 && s.pages * BLOCK < spec.min_bytes.max(1) {
-                report.skipped_small += 1;
-                continue;
-            }
-            measured.push((kind, s));
-        }
-    }
-    // TOAST tables: their chunks, counted by the last VACUUM.
-    let toast_rows: Vec<(i64, String, String, i64, f64)> = query(format!(
-        "SELECT t.oid::int8, 'pg_toast.' || t.relname, n.nspname || '.' || c.relname, t.relpages::int8, t.reltuples::float8 \
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class t ON t.oid = c.reltoastrelid \
-         WHERE c.relkind IN ('r', 'm') AND {USER_RELATIONS}"
-    ))
-    .fetch_all_as(&mut *c)
-    .await?;
-    for (oid, name, table, pages, tuples) in toast_rows {
-        if !matches_any(&spec.tables, &table) {
+    let all = shapes
+        .tables
+        .iter()
+        .map(|s| ("table", s))
+        .chain(shapes.indexes.iter().map(|s| ("index", s)))
+        .chain(shapes.toast.iter().map(|s| ("table", s)));
+    for (kind, s) in all {
+        if !matches_any(&spec.tables, &s.table) {
             continue;
         }
-        if (pages.max(0) as u64) * BLOCK < spec.min_bytes.max(1) {
+        // A never-analyzed (and never vacuumed) relation has no relpages
+        // yet: not "small" — without statistics, its size is read below
+        // and it is listed for ANALYZE. (A TOAST table's size is its
+        // relpages whatever its reltuples.)
+        if (s.toast || s.tuples >= 0.0) && s.pages * BLOCK < spec.min_bytes.max(1) {
             report.skipped_small += 1;
             continue;
         }
-        measured.push((
-            "table",
-            Shape {
-                oid: oid as u32,
-                name,
-                table,
-                pages: pages.max(0) as u64,
-                tuples,
-                fillfactor: 100.0,
-                columns: 0,
-                columns_with_stats: 0,
-                has_name_column: false,
-                nullable: false,
-                data_width: 0.0,
-                dedup: false,
-                distinct: None,
-                toast: true,
-            },
-        ));
+        measured.push((kind, s.clone()));
     }
     if spec.exact {
         match exact(c, &measured).await {

@@ -439,7 +439,7 @@ impl crate::run::operation::Operation for Reindex {
             if conn.backend() != Backend::Postgres {
                 return;
             }
-            let bloat = crate::ops::bloat::read(conn, &self.bloat_spec())
+            let bloat = crate::ops::bloat::read_shared(insp, conn, &self.bloat_spec())
                 .await
                 .map_err(|e| e.message);
             insp.keep(step.id.clone(), bloat);

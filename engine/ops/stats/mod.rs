@@ -107,7 +107,12 @@ impl crate::run::operation::Operation for Stats {
         conn: &'a mut crate::db::Conn,
     ) -> futures_util::future::BoxFuture<'a, ()> {
         Box::pin(async move {
-            let report = read(conn, self.top_n()).await.map_err(|e| e.message);
+            // A diff takes PostgreSQL's sizes from the catalog it has read.
+            let report = match conn.backend() {
+                Backend::Postgres => pg::stats_from(conn, &insp.catalog, self.top_n()).await,
+                Backend::Sqlite => sqlite::stats(conn, self.top_n()).await,
+            }
+            .map_err(|e| e.message);
             insp.keep(step.id.clone(), report);
         })
     }
