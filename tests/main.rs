@@ -29,6 +29,7 @@ mod retention_keys;
 mod retention_schema;
 mod retention_time;
 mod samples;
+mod scale;
 mod schedule;
 mod schema;
 mod signals;

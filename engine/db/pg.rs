@@ -280,12 +280,13 @@ pub fn catalog_sql() -> [String; 4] {
            coalesce(s.n_mod_since_analyze, 0)::int8, \
            s.last_vacuum::text, s.last_autovacuum::text, s.last_analyze::text, s.last_autoanalyze::text, \
            age(c.relfrozenxid)::int8, c.relkind = 'p', \
-           c.relkind = 'r' \
-             AND (CASE WHEN c.oid IN {BUSY} THEN c.relpages > 0 ELSE pg_relation_size(c.oid) > 0 END) \
+           CASE WHEN c.relkind = 'r' \
              AND (coalesce(s.n_live_tup, 0) + coalesce(s.n_dead_tup, 0) = 0 \
                   OR (d.stats_reset IS NOT NULL \
                       AND coalesce(greatest(s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze), \
-                                   '-infinity') < d.stats_reset)), \
+                                   '-infinity') < d.stats_reset)) \
+             THEN (CASE WHEN c.oid IN {BUSY} THEN c.relpages > 0 ELSE pg_relation_size(c.oid) > 0 END) \
+             ELSE false END, \
            pg_get_userbyid(c.relowner)::text, pg_has_role(c.relowner, 'USAGE'), \
            has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'DELETE'), \
            coalesce((SELECT rolsuper FROM pg_roles WHERE oid = c.relowner), false), \
@@ -301,7 +302,7 @@ pub fn catalog_sql() -> [String; 4] {
          WHERE c.relkind IN ('r', 'p') AND {USER_RELATIONS} ORDER BY 1, 2"
         ),
         format!(
-            "SELECT n.nspname, c.relname, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
+            "SELECT n.nspname, c.relname, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attnum \
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {USER_RELATIONS} \
@@ -312,15 +313,12 @@ pub fn catalog_sql() -> [String; 4] {
            CASE WHEN i.oid IN {BUSY} THEN i.relpages::int8 * current_setting('block_size')::int8 \
                 ELSE pg_relation_size(i.oid)::int8 END, \
            x.indisunique, x.indisprimary, x.indisvalid AND x.indisready, x.indpred IS NOT NULL, \
-           ARRAY(SELECT coalesce(a.attname::text, 'expr') \
-                 FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
-                 LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
-                 WHERE k.ord <= x.indnkeyatts ORDER BY k.ord), \
-           x.indisexclusion, \
-           (SELECT pn.nspname || '.' || pi.relname FROM pg_inherits h JOIN pg_class pi ON pi.oid = h.inhparent \
-             JOIN pg_namespace pn ON pn.oid = pi.relnamespace WHERE h.inhrelid = i.oid) \
+           (x.indkey::int2[])[0:x.indnkeyatts - 1]::int4[], \
+           x.indisexclusion, pn.nspname || '.' || pi.relname \
          FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
          JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+         LEFT JOIN pg_inherits h ON h.inhrelid = i.oid LEFT JOIN pg_class pi ON pi.oid = h.inhparent \
+         LEFT JOIN pg_namespace pn ON pn.oid = pi.relnamespace \
          WHERE t.relkind IN ('r', 'p') AND {USER_RELATIONS} ORDER BY 1, 2, 3"
         ),
     ]
@@ -398,10 +396,14 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
         .collect();
     let find = |schema: &str, name: &str| by_name.get(&(schema.to_string(), name.to_string())).copied();
 
+    // Each table's column names by attribute number, for its indexes' keys
+    // (read here once, not looked up per index in SQL).
+    let mut attnames: Vec<std::collections::HashMap<i16, String>> = vec![Default::default(); tables.len()];
     let column_rows = sqlx::query(sql(columns)).fetch_all(&mut *c).await?;
     for r in &column_rows {
         let (schema, name): (String, String) = (r.get(0), r.get(1));
         if let Some(i) = find(&schema, &name) {
+            attnames[i].insert(r.get(5), r.get(2));
             tables[i].columns.push(Column {
                 name: r.get(2),
                 data_type: r.get(3),
@@ -421,7 +423,17 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
                 primary: r.get(5),
                 valid: r.get(6),
                 partial: r.get(7),
-                columns: r.get(8),
+                // Key columns in order; 0 is an expression.
+                columns: r
+                    .get::<Vec<i32>, _>(8)
+                    .into_iter()
+                    .map(|n| {
+                        i16::try_from(n)
+                            .ok()
+                            .and_then(|n| attnames[i].get(&n).cloned())
+                            .unwrap_or_else(|| "expr".into())
+                    })
+                    .collect(),
                 exclusion: r.get(9),
                 parent_index: r.get(10),
             };

@@ -417,18 +417,27 @@ impl Cluster {
 /// measurement from the server's side, not a figure the engine reports
 /// about itself. Only this database's counters are reset and read.
 pub fn statements_during(url: &str, during: impl FnOnce()) -> i64 {
-    server_statements(url, during).iter().map(|(_, calls)| calls).sum()
+    server_statements(url, during).iter().map(|s| s.calls).sum()
 }
 
 /// The statements the server ran in `url`'s database while `during` ran,
 /// as pg_stat_statements recorded them (normalized: constants become `$n`).
 pub fn statements_ran(url: &str, during: impl FnOnce()) -> Vec<String> {
-    server_statements(url, during).into_iter().map(|(q, _)| q).collect()
+    server_statements(url, during).into_iter().map(|s| s.query).collect()
 }
 
-/// pg_stat_statements' entries (text, calls) for `url`'s database from
-/// `during` alone: its counters are reset first.
-fn server_statements(url: &str, during: impl FnOnce()) -> Vec<(String, i64)> {
+/// One pg_stat_statements entry: what the server counted of a statement.
+#[derive(Debug, Clone)]
+pub struct ServerStatement {
+    pub query: String,
+    pub calls: i64,
+    pub rows: i64,
+    pub shared_blks_hit: i64,
+}
+
+/// pg_stat_statements' entries for `url`'s database from `during` alone:
+/// its counters are reset first.
+pub fn server_statements(url: &str, during: impl FnOnce()) -> Vec<ServerStatement> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -447,12 +456,22 @@ fn server_statements(url: &str, during: impl FnOnce()) -> Vec<(String, i64)> {
     rt.block_on(async {
         let mut c = connect(url).await;
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT query, calls FROM pg_stat_statements \
+            "SELECT query, calls, rows, shared_blks_hit FROM pg_stat_statements \
              WHERE dbid = {db_counters} AND query NOT LIKE '%pg_stat_statements%'"
         )))
         .fetch_all(&mut c)
         .await
         .expect("read pg_stat_statements")
+        .into_iter()
+        .map(
+            |(query, calls, rows, shared_blks_hit): (String, i64, i64, i64)| ServerStatement {
+                query,
+                calls,
+                rows,
+                shared_blks_hit,
+            },
+        )
+        .collect()
     })
 }
 
