@@ -408,7 +408,7 @@ fn diff_with_many_tables(rt: &tokio::runtime::Runtime, cluster: &pg::Cluster) {
                 let mut c = pg::connect(&url).await;
                 let t0 = Instant::now();
                 exec(&mut c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await;
-                for q in dbmaint::db::pg::catalog_sql() {
+                for q in dbmaint::db::pg::catalog_sql(&dbmaint::db::catalog::Measure::All) {
                     sqlx::query(sqlx::AssertSqlSafe(q))
                         .fetch_all(&mut c)
                         .await

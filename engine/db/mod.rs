@@ -336,10 +336,11 @@ impl Conn {
         let _ = self.execute("COMMIT").await;
     }
 
-    /// The catalog, in the caller's snapshot.
-    pub async fn catalog(&mut self) -> Result<catalog::Catalog, DbError> {
+    /// The catalog, in the caller's snapshot, with the tables of `measure`
+    /// measured on disk (PostgreSQL; SQLite's file is measured whole).
+    pub async fn catalog(&mut self, measure: &catalog::Measure) -> Result<catalog::Catalog, DbError> {
         match self {
-            Conn::Pg(c) => pg::catalog(c).await,
+            Conn::Pg(c) => pg::catalog(c, measure).await,
             Conn::Sqlite(c) => sqlite::catalog(c).await,
         }
     }

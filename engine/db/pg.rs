@@ -15,7 +15,7 @@ use sqlx::{Connection, Row};
 use super::catalog::Catalog;
 use super::conninfo::{ConnInfo, SslMode};
 use super::{DbError, RunRecord, SessionLimits, StepRecord, sql};
-use crate::db::catalog::{Column, IndexFacts, TableFacts};
+use crate::db::catalog::{Column, IndexFacts, Measure, TableFacts};
 use crate::plan::values::Target;
 
 /// The advisory lock key: `dbmt` in ASCII, and 0. Advisory locks are per
@@ -254,9 +254,29 @@ pub const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_s
 
 /// The inspection's catalog queries, in order: server facts, tables (with
 /// sizes and pg_stat counters), columns, indexes. Set-based: their number
-/// does not grow with the number of tables. Public so the benchmark can time
-/// the same SQL raw.
-pub fn catalog_sql() -> [String; 4] {
+/// does not grow with the number of tables. Tables outside `measure` (and
+/// their indexes) are sized from `relpages`, not measured on disk; with
+/// `Measure::Named`, the tables and indexes queries take the names as $1.
+/// Public so the benchmark can time the same SQL raw.
+pub fn catalog_sql(measure: &Measure) -> [String; 4] {
+    // The named tables and their partitions and inheritance children.
+    let named = matches!(measure, Measure::Named(_));
+    let with = if named {
+        "WITH RECURSIVE measured(oid) AS ( \
+           SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+           WHERE c.relname = ANY($1) OR n.nspname || '.' || c.relname = ANY($1) \
+           UNION SELECT h.inhrelid FROM pg_inherits h JOIN measured m ON h.inhparent = m.oid) "
+    } else {
+        ""
+    };
+    let inside = |rel: &str| {
+        if named {
+            format!("{rel} IN (SELECT oid FROM measured)")
+        } else {
+            "true".to_string()
+        }
+    };
+    let (table_in, index_table_in) = (inside("c.oid"), inside("t.oid"));
     [
         format!(
             "SELECT current_setting('server_version'), pg_database_size(current_database())::int8, \
@@ -271,8 +291,8 @@ pub fn catalog_sql() -> [String; 4] {
          FROM pg_roles r WHERE r.rolname = current_user"
         ),
         format!(
-            "SELECT n.nspname, c.relname, \
-           CASE WHEN c.oid IN {BUSY} OR c.reltoastrelid IN {BUSY} \
+            "{with}SELECT n.nspname, c.relname, \
+           CASE WHEN c.oid IN {BUSY} OR c.reltoastrelid IN {BUSY} OR NOT {table_in} \
                 THEN (c.relpages::int8 + coalesce((SELECT t.relpages FROM pg_class t WHERE t.oid = c.reltoastrelid), 0)) \
                      * current_setting('block_size')::int8 \
                 ELSE pg_table_size(c.oid)::int8 END, \
@@ -285,13 +305,15 @@ pub fn catalog_sql() -> [String; 4] {
                   OR (d.stats_reset IS NOT NULL \
                       AND coalesce(greatest(s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze), \
                                    '-infinity') < d.stats_reset)) \
-             THEN (CASE WHEN c.oid IN {BUSY} THEN c.relpages > 0 ELSE pg_relation_size(c.oid) > 0 END) \
+             THEN (CASE WHEN c.oid IN {BUSY} OR NOT {table_in} THEN c.relpages > 0 \
+                        ELSE pg_relation_size(c.oid) > 0 END) \
              ELSE false END, \
            pg_get_userbyid(c.relowner)::text, pg_has_role(c.relowner, 'USAGE'), \
            has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'DELETE'), \
            coalesce((SELECT rolsuper FROM pg_roles WHERE oid = c.relowner), false), \
            tc.relname::text, ti.relname::text, \
-           CASE WHEN ti.oid IS NULL THEN 0 WHEN ti.oid IN {BUSY} THEN ti.relpages::int8 * current_setting('block_size')::int8 \
+           CASE WHEN ti.oid IS NULL THEN 0 \
+                WHEN ti.oid IN {BUSY} OR NOT {table_in} THEN ti.relpages::int8 * current_setting('block_size')::int8 \
                 ELSE pg_relation_size(ti.oid)::int8 END \
          FROM pg_class c \
          LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid \
@@ -309,8 +331,8 @@ pub fn catalog_sql() -> [String; 4] {
          ORDER BY 1, 2, a.attnum"
         ),
         format!(
-            "SELECT n.nspname, t.relname, i.relname, \
-           CASE WHEN i.oid IN {BUSY} THEN i.relpages::int8 * current_setting('block_size')::int8 \
+            "{with}SELECT n.nspname, t.relname, i.relname, \
+           CASE WHEN i.oid IN {BUSY} OR NOT {index_table_in} THEN i.relpages::int8 * current_setting('block_size')::int8 \
                 ELSE pg_relation_size(i.oid)::int8 END, \
            x.indisunique, x.indisprimary, x.indisvalid AND x.indisready, x.indpred IS NOT NULL, \
            (x.indkey::int2[])[0:x.indnkeyatts - 1]::int4[], \
@@ -326,8 +348,16 @@ pub fn catalog_sql() -> [String; 4] {
 
 /// The catalog: the four catalog queries plus inheritance, triggers and
 /// foreign keys, whatever the number of tables (in the caller's snapshot).
-pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
-    let [facts, tables, columns, indexes] = catalog_sql();
+pub async fn catalog(c: &mut PgConnection, measure: &Measure) -> Result<Catalog, DbError> {
+    let [facts, tables, columns, indexes] = catalog_sql(measure);
+    // The tables and indexes queries take the measured names as $1.
+    let measured = |q: String| {
+        let q = sqlx::query(sql(q));
+        match measure {
+            Measure::All => q,
+            Measure::Named(names) => q.bind(names.clone()),
+        }
+    };
     let head = sqlx::query(sql(facts)).fetch_one(&mut *c).await?;
     let server_version: String = head.get(0);
     let database_bytes: i64 = head.get(1);
@@ -346,7 +376,7 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
         database: head.get(13),
     };
 
-    let table_rows = sqlx::query(sql(tables)).fetch_all(&mut *c).await?;
+    let table_rows = measured(tables).fetch_all(&mut *c).await?;
     let mut tables: Vec<TableFacts> = table_rows
         .iter()
         .map(|r| TableFacts {
@@ -412,7 +442,7 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
         }
     }
 
-    let index_rows = sqlx::query(sql(indexes)).fetch_all(&mut *c).await?;
+    let index_rows = measured(indexes).fetch_all(&mut *c).await?;
     for r in &index_rows {
         let (schema, name): (String, String) = (r.get(0), r.get(1));
         if let Some(i) = find(&schema, &name) {
@@ -536,7 +566,7 @@ pub async fn catalog(c: &mut PgConnection) -> Result<Catalog, DbError> {
         sqlite: None,
         role: Some(role),
         // The catalog queries, inheritance, triggers and the foreign keys.
-        catalog_queries: catalog_sql().len() as u32 + 3,
+        catalog_queries: catalog_sql(measure).len() as u32 + 3,
     })
 }
 

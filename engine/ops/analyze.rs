@@ -108,6 +108,11 @@ impl Analyze {
 }
 
 impl crate::run::operation::Operation for Analyze {
+    /// The sizes of the tables it may select.
+    fn measures(&self) -> crate::db::catalog::Measure {
+        crate::db::catalog::Measure::of(&globs(&self.tables).into_iter().map(|g| g.0).collect::<Vec<_>>())
+    }
+
     fn plan(&self, cx: &PlanCx) -> Draft {
         Analyze::plan(self, cx)
     }

@@ -97,7 +97,14 @@ async fn inspect_in(
     now: DateTime<Utc>,
     digest: bool,
 ) -> Result<Inspection, DbError> {
-    let mut insp = Inspection::new(conn.catalog().await?);
+    // Tables are measured on disk only where some step needs their sizes.
+    let measure = plan
+        .steps
+        .values()
+        .map(|step| ops.operation(step.op.as_ref()).measures())
+        .reduce(crate::db::catalog::Measure::and)
+        .unwrap_or_default();
+    let mut insp = Inspection::new(conn.catalog(&measure).await?);
     for step in plan.steps.values() {
         let cx = PlanCx::new(plan, step, &insp, backend, now);
         let facts = ops.operation(step.op.as_ref()).probe(&cx, digest, conn).await?;

@@ -29,6 +29,12 @@ pub trait Operation: Send + Sync {
         Box::pin(async { Ok(vec![]) })
     }
 
+    /// The tables whose sizes on disk planning this step needs from the
+    /// catalog (`Measure::All` unless the operation says otherwise).
+    fn measures(&self) -> crate::db::catalog::Measure {
+        crate::db::catalog::Measure::All
+    }
+
     /// Reads, after the snapshot on the same read-only session, what the
     /// step reports or previews (a `sql` dry run, a report); errors are the
     /// operation's to keep in what it stores (the diff shows them).

@@ -156,6 +156,12 @@ impl Bloat {
 }
 
 impl crate::run::operation::Operation for Bloat {
+    /// None from the catalog: the estimate sizes relations from `relpages`
+    /// itself (and `pgstattuple` reads them).
+    fn measures(&self) -> crate::db::catalog::Measure {
+        crate::db::catalog::Measure::Named(vec![])
+    }
+
     /// The figures themselves, on the read-only session.
     fn read<'a>(
         &'a self,

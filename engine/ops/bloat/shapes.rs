@@ -32,10 +32,9 @@ pub struct Shapes {
 /// (bare or schema-qualified names; a filter in SQL, a superset that the
 /// caller's own `matches_any` narrows).
 pub fn scope_of(globs: &[String]) -> Option<Vec<String>> {
-    if globs.is_empty() || globs.iter().any(|g| g.contains(['*', '?'])) {
-        None
-    } else {
-        Some(globs.to_vec())
+    match crate::db::catalog::Measure::of(globs) {
+        crate::db::catalog::Measure::All => None,
+        crate::db::catalog::Measure::Named(names) => Some(names),
     }
 }
 

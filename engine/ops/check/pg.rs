@@ -489,3 +489,50 @@ pub async fn signal_sessions(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::duplicate_pairs;
+
+    fn ix(table: i64, name: &str, keys: &str, unique: bool, opc: &str) -> super::IndexSignature {
+        let s = |x: &str| x.to_string();
+        (
+            s("public"),
+            format!("t{table}"),
+            s(name),
+            table,
+            s(keys),
+            unique,
+            s(""),
+            s(""),
+            s(opc),
+            s("0"),
+        )
+    }
+
+    #[test]
+    fn identical_and_leading_indexes_are_paired_within_their_table_only() {
+        let pairs = duplicate_pairs(vec![
+            ix(1, "a_idx", "1 2", false, "10 20"),
+            ix(1, "b_idx", "1 2", false, "10 20"),
+            ix(1, "c_idx", "1", false, "10"),
+            // Unique: never redundant, even when it leads another.
+            ix(1, "d_key", "1", true, "10"),
+            // Same keys on another table: no pair.
+            ix(2, "e_idx", "1 2", false, "10 20"),
+            // A different operator class is not the same index.
+            ix(1, "f_idx", "1 2", false, "11 20"),
+        ]);
+        let got: Vec<(String, String, bool)> = pairs.into_iter().map(|p| (p.2, p.3, p.4)).collect();
+        let want = |a: &str, b: &str, same: bool| (a.to_string(), b.to_string(), same);
+        assert_eq!(
+            got,
+            vec![
+                want("b_idx", "a_idx", true),
+                want("c_idx", "a_idx", false),
+                want("c_idx", "b_idx", false),
+                want("d_key", "c_idx", true),
+            ]
+        );
+    }
+}

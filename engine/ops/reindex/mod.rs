@@ -427,6 +427,12 @@ pub struct Leftover {
 const LEFTOVERS: &str = "reindex#leftovers";
 
 impl crate::run::operation::Operation for Reindex {
+    /// The sizes of the indexes of the tables it may select (all, unless
+    /// `tables` names them: index names alone do not say whose they are).
+    fn measures(&self) -> crate::db::catalog::Measure {
+        crate::db::catalog::Measure::of(&globs(&self.tables).into_iter().map(|g| g.0).collect::<Vec<_>>())
+    }
+
     /// Index bloat decides what is rebuilt; the journal says which INVALID
     /// indexes are the engine's own leftovers (PostgreSQL).
     fn read<'a>(

@@ -1425,6 +1425,16 @@ pub(crate) fn batch_key(
 }
 
 impl crate::run::operation::Operation for Retention {
+    /// The size of its table (and of its inheritance children): bytes per
+    /// row for the estimate of what the deletes free.
+    fn measures(&self) -> crate::db::catalog::Measure {
+        let name = match self.table.value.parts() {
+            (Some(schema), name) => format!("{schema}.{name}"),
+            (None, name) => name.to_string(),
+        };
+        crate::db::catalog::Measure::Named(vec![name])
+    }
+
     /// The eligible rows of the table (and of each inheritance child with
     /// `include_children`), counted in the inspection's snapshot.
     fn probe<'a>(
