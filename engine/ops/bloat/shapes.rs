@@ -87,18 +87,17 @@ pub fn shapes_sql(scope: &Option<Vec<String>>) -> [String; 4] {
             fillfactor("i", 90)
         ),
         // Every attribute of the tables and indexes above: an index
-        // attribute names its table's column, or none for an expression
-        // (whose statistics ANALYZE keeps under the index's own name).
+        // attribute gives its table and the number of the table's column
+        // it holds, or 0 for an expression (whose statistics ANALYZE keeps
+        // under the index's own name). The column's name comes from the
+        // table's own rows, matched in Rust.
         format!(
-            "SELECT a.attrelid::int8, a.attname::text, a.atttypid = 'pg_catalog.name'::regtype, ta.attname::text, \
-               a.attnum::int4, x.indrelid::int8, ta.attnum::int4 \
+            "SELECT a.attrelid::int8, a.attname::text, a.atttypid = 'pg_catalog.name'::regtype, \
+               a.attnum::int4, x.indrelid::int8, x.indkey[a.attnum - 1]::int4 \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-             LEFT JOIN pg_index x ON x.indexrelid = c.oid \
-             LEFT JOIN pg_attribute ta ON ta.attrelid = x.indrelid AND ta.attnum = x.indkey[a.attnum - 1] \
-               AND ta.attnum > 0 \
-             WHERE (c.relkind IN ('r', 'm') OR (c.relkind = 'i' \
-                    AND (SELECT t.relkind FROM pg_class t WHERE t.oid = x.indrelid) IN ('r', 'm'))) \
+             LEFT JOIN pg_index x ON x.indexrelid = c.oid LEFT JOIN pg_class t ON t.oid = x.indrelid \
+             WHERE (c.relkind IN ('r', 'm') OR (c.relkind = 'i' AND t.relkind IN ('r', 'm'))) \
                AND {USER_RELATIONS}{}",
             match scope {
                 None => String::new(),
@@ -182,17 +181,26 @@ pub async fn read(c: &mut impl Exec, scope: Option<Vec<String>>) -> Result<Shape
     type IndexRow = (i64, String, String, String, i64, f64, f64, f64, bool);
     let index_rows: Vec<IndexRow> = bind(query(indexes_sql)).fetch_all_as(&mut *c).await?;
     let mut attrs: HashMap<i64, Vec<Attr>> = HashMap::new();
-    type AttrRow = (i64, String, bool, Option<String>, i32, Option<i64>, Option<i32>);
-    for (rel, name, is_name, table_column, number, table_oid, table_number) in
-        bind(query(attrs_sql)).fetch_all_as::<AttrRow>(&mut *c).await?
-    {
-        attrs.entry(rel).or_default().push(Attr {
-            name,
-            is_name,
-            table_column,
-            number,
-            table_oid,
-            table_number,
+    type AttrRow = (i64, String, bool, i32, Option<i64>, Option<i32>);
+    let attr_rows: Vec<AttrRow> = bind(query(attrs_sql)).fetch_all_as(&mut *c).await?;
+    // Table columns by (table, number), for the index attributes that hold them.
+    let column_names: HashMap<(i64, i32), &str> = attr_rows
+        .iter()
+        .filter(|r| r.4.is_none())
+        .map(|r| ((r.0, r.3), r.1.as_str()))
+        .collect();
+    for (rel, name, is_name, number, table_oid, table_number) in &attr_rows {
+        let held = match (table_oid, table_number) {
+            (Some(t), Some(n)) if *n > 0 => column_names.get(&(*t, *n)).map(|c| (*t, *n, c.to_string())),
+            _ => None,
+        };
+        attrs.entry(*rel).or_default().push(Attr {
+            name: name.clone(),
+            is_name: *is_name,
+            table_column: held.as_ref().map(|h| h.2.clone()),
+            number: *number,
+            table_oid: held.as_ref().map(|h| h.0),
+            table_number: held.as_ref().map(|h| h.1),
         });
     }
     let stats = if query("SELECT has_table_privilege('pg_catalog.pg_statistic', 'SELECT')")
