@@ -457,3 +457,177 @@ steps:
         0
     );
 }
+
+/// Starts `dbmaint plan apply` on `plan` with stderr read line by line into
+/// a channel (stdout kept for the report).
+fn spawn_apply(dir: &Path, plan: &Path) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("dbmaint"))
+        .current_dir(dir)
+        .args(["--output", "json", "plan", "apply", "--auto-approve"])
+        .arg(plan)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("apply");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for a stderr line containing `needle`; the lines seen so far on failure.
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str) {
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) if l.contains(needle) => return,
+            Ok(l) => seen.push(l),
+            Err(e) => panic!("no `{needle}` on stderr ({e}): {seen:#?}"),
+        }
+    }
+}
+
+/// Waits until a session runs `pg_sleep` for the plan's sql step.
+fn wait_for_sleeper(rt: &tokio::runtime::Runtime, url: &str) {
+    let t0 = Instant::now();
+    while rt.block_on(pg_count(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' \
+         AND query LIKE 'SELECT pg_sleep(%'",
+    )) == 0
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the sql step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A plan: a 3-second statement, then a retention step that must not start
+/// once a signal came.
+fn sleep_then_delete_plan(dir: &Path, url: &str, seconds: u32) -> std::path::PathBuf {
+    write(
+        dir,
+        "plan.yaml",
+        &format!(
+            r#"version: 1
+name: sigterm-test
+target: "{url}"
+steps:
+  slow:
+    sql: {{ sql: "SELECT pg_sleep({seconds})" }}
+  old-events:
+    needs: [slow]
+    retention: {{ table: events, column: created_at, older_than: 500 days, batch_size: 100 }}
+"#
+        ),
+    )
+}
+
+#[test]
+fn postgres_sigterm_lets_the_running_statement_finish_and_starts_nothing_new() {
+    // The first SIGTERM (a stopped cron job, `systemctl stop`) does not cut
+    // the statement short: it finishes, its step succeeds, the next step
+    // never starts, and the run is journaled `interrupted`, exit 130.
+    let (rt, url) = events_db();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = sleep_then_delete_plan(dir.path(), &url, 3);
+    let (child, rx) = spawn_apply(dir.path(), &plan);
+    wait_for_sleeper(&rt, &url);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    wait_line(&rx, "stopping:");
+    let out = child.wait_with_output().expect("apply output");
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let steps = v["report"]["steps"].as_array().expect("steps");
+    let status = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s["id"] == name)
+            .map(|s| s["status"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        status("slow"),
+        "succeeded",
+        "the running statement finished: {steps:#?}"
+    );
+    assert_ne!(status("old-events"), "succeeded", "{steps:#?}");
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM events")),
+        20_000,
+        "no row deleted after the signal"
+    );
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM dbmaint.runs WHERE status = 'interrupted'"
+        )),
+        1
+    );
+}
+
+#[test]
+fn postgres_a_second_signal_exits_at_once_and_the_next_apply_marks_the_run_interrupted() {
+    let (rt, url) = events_db();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = sleep_then_delete_plan(dir.path(), &url, 60);
+    let (mut child, rx) = spawn_apply(dir.path(), &plan);
+    wait_for_sleeper(&rt, &url);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    wait_line(&rx, "stopping:");
+    // The first signal waits for the 60-second statement.
+    assert!(child.try_wait().expect("try_wait").is_none(), "the first signal waits");
+    let t0 = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "exited at once, not after the statement: {:?}",
+        t0.elapsed()
+    );
+    // The server still runs the orphaned sleep (this database's only; the
+    // cluster is shared); end it as an operator would.
+    rt.block_on(exec(
+        &url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() \
+         AND query LIKE 'SELECT pg_sleep(%' AND pid <> pg_backend_pid()",
+    ));
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM dbmaint.runs WHERE status = 'running'"
+        )),
+        1,
+        "the killed run is still recorded as running"
+    );
+    // The next apply (the same plan, without the long statement) closes it.
+    let plan = sleep_then_delete_plan(dir.path(), &url, 0);
+    let out = apply(dir.path(), &plan);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM dbmaint.runs WHERE status = 'interrupted'"
+        )),
+        1,
+        "the next apply marked the killed run interrupted"
+    );
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM dbmaint.steps WHERE step = 'slow' AND status = 'interrupted'"
+        )),
+        1,
+        "and its running step"
+    );
+}

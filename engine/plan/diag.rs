@@ -255,8 +255,12 @@ impl miette::Diagnostic for Bound<'_> {
         Some(&self.sources.get(file).named as &dyn miette::SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
-        Some(Box::new(self.labels.iter().enumerate().map(|(i, l)| {
-            let span = (l.span.start, l.span.len());
+        let file = self.sources.get(self.labels.first()?.file);
+        Some(Box::new(self.labels.iter().enumerate().map(move |(i, l)| {
+            // Spans are offsets into the text as written; miette draws the
+            // masked text.
+            let start = file.shown(l.span.start);
+            let span = (start, file.shown(l.span.start + l.span.len()) - start);
             if i == 0 {
                 miette::LabeledSpan::new_primary_with_span(l.text.clone(), span)
             } else {

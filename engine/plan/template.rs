@@ -142,7 +142,7 @@ fn template_error(e: &minijinja::Error, pos: Pos, template: &str, quote: u8, sou
         ),
     };
     // Point inside the template when its text is the source's text.
-    let source = &sources.get(pos.file).text;
+    let source = &sources.get(pos.file).original;
     let body_start = pos.start + quote as usize;
     let exact = source.get(body_start..body_start + template.len()) == Some(template);
     let at = match e.range() {
