@@ -677,3 +677,56 @@ fn directory_and_plain_backups_restore_in_parallel_and_through_psql() {
         assert_eq!(pg_scalar(&fresh, "SELECT count(*) FROM bulk"), "20000", "{format}");
     }
 }
+
+#[test]
+fn postgres_verify_fails_a_restore_whose_counts_differ_and_a_truncated_dump() {
+    let t = Test::new();
+    let url = pg_db_with_bulk(2000);
+    let plan = backup_plan(&t, &url, "verify: { same_server: true }");
+    let ran = t.apply(&plan);
+    assert!(ran.success(), "{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(
+        pg_scalar(&url, "SELECT verified FROM dbmaint.backups"),
+        "restored-and-compared"
+    );
+    let plan_arg = plan.display().to_string();
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["backups", "verify", "1", "--plan", &plan_arg];
+        args.extend_from_slice(extra);
+        cli(&t, &args)
+    };
+    let (code, out, err) = verify(&["--restore", "--same-server"]);
+    assert_eq!(code, Some(0), "the untouched backup verifies: {out}{err}");
+
+    // Held to other counts (as if rows went missing between dump and
+    // restore), the restore no longer matches: verification fails.
+    crate::support::cluster::admin_statements(
+        &url,
+        &["UPDATE dbmaint.backups SET counts = replace(counts, '\"bulk\\\"\":2000', '\"bulk\\\"\":2001')".into()],
+    );
+    assert!(pg_scalar(&url, "SELECT counts FROM dbmaint.backups").contains(":2001"));
+    let (code, out, err) = verify(&["--restore", "--same-server"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(format!("{out}{err}").contains("2001"), "names the mismatch: {out}{err}");
+    assert!(pg_scalar(&url, "SELECT verified FROM dbmaint.backups").starts_with("failed:"));
+
+    // Truncated to half, its checksum forgotten (so the checksum cannot be
+    // what catches it): the full read by pg_restore fails.
+    let path = listing(&t, &plan)["backups"][0]["path"]
+        .as_str()
+        .expect("path")
+        .to_string();
+    let len = std::fs::metadata(&path).expect("dump").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(len / 2))
+        .expect("truncate");
+    crate::support::cluster::admin_statements(
+        &url,
+        &["UPDATE dbmaint.backups SET sha256 = '', verified = 'verified'".into()],
+    );
+    let (code, out, err) = verify(&[]);
+    assert_eq!(code, Some(1), "a truncated dump fails: {out}{err}");
+    assert!(pg_scalar(&url, "SELECT verified FROM dbmaint.backups").starts_with("failed:"));
+}

@@ -16,7 +16,8 @@ fn check_plan(dir: &std::path::Path, url: &str, params: &str, extra: &str) -> st
     path
 }
 
-fn findings(dir: &std::path::Path, plan: &std::path::Path) -> Vec<serde_json::Value> {
+/// The diff's first step, asserted to have run without a query error.
+fn check_step(dir: &std::path::Path, plan: &std::path::Path) -> serde_json::Value {
     let out = dbmaint(dir)
         .args(["--output", "json", "plan", "diff"])
         .arg(plan)
@@ -24,7 +25,22 @@ fn findings(dir: &std::path::Path, plan: &std::path::Path) -> Vec<serde_json::Va
         .expect("diff");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diff JSON");
-    v["steps"][0]["objects"].as_array().cloned().unwrap_or_default()
+    let step = v["steps"][0].clone();
+    assert!(
+        step["errors"].as_array().is_none_or(Vec::is_empty),
+        "a check query failed: {step}"
+    );
+    step
+}
+
+/// What the checks found: the step's `objects`, which must be there (a
+/// missing list is not "no findings").
+fn findings(dir: &std::path::Path, plan: &std::path::Path) -> Vec<serde_json::Value> {
+    let step = check_step(dir, plan);
+    step["objects"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no `objects` in the check step: {step}"))
 }
 
 fn kinds(found: &[serde_json::Value]) -> Vec<String> {
@@ -55,7 +71,16 @@ fn postgres_clean_database_has_no_findings() {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let plan = check_plan(dir.path(), &url, "{}", "");
-    assert_eq!(kinds(&findings(dir.path(), &plan)), Vec::<String>::new());
+    let step = check_step(dir.path(), &plan);
+    assert_eq!(step["op"], "check", "{step}");
+    // Every default check ran, and found nothing.
+    assert_eq!(
+        step["summary"],
+        "8 checks (long_queries, unused_indexes, duplicate_indexes, fk_without_index, connections, locks, \
+         xid_age, sequences): 0 findings now",
+        "{step}"
+    );
+    assert_eq!(step["objects"], serde_json::json!([]), "{step}");
 }
 
 #[test]
@@ -307,12 +332,20 @@ fn postgres_long_query_is_cancelled_when_asked_and_untouched_by_the_diff() {
         std::thread::sleep(Duration::from_millis(100));
         found = findings(dir.path(), &plan);
     }
-    // The diff marks it `!` and says what apply would do, and touches it not.
+    // The diff marks it `!` and says what apply would do, and touches it
+    // not: another diff, a whole process later (a cancel lands within
+    // milliseconds), finds the same session still running its query.
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["marker"], "!", "{found:?}");
     assert!(
         found[0]["detail"].as_str().unwrap_or("").ends_with(": would cancel"),
         "{found:?}"
+    );
+    let again = findings(dir.path(), &plan);
+    assert_eq!(
+        (again.len(), &again[0]["name"]),
+        (1, &found[0]["name"]),
+        "the diff left the query running: {again:?}"
     );
     assert!(!sleeper.is_finished(), "the diff left the query running");
     let out = crate::support::cli::dbmaint(dir.path())
@@ -372,7 +405,17 @@ fn postgres_saved_plan_never_signals_a_different_session() {
             sqlx::query("SELECT pg_sleep(3)").execute(&mut c).await.map(|_| ())
         })
     });
-    std::thread::sleep(Duration::from_millis(1200));
+    // Apply once the new query is over `max_query_age` (the server's clock).
+    let t0 = Instant::now();
+    while crate::support::cli::rt().block_on(crate::support::cli::pg_count(
+        &url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND query = 'SELECT pg_sleep(3)' AND now() - query_start > interval '1.1 s'",
+    )) == 0
+    {
+        assert!(t0.elapsed() < Duration::from_secs(3), "the second query never aged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = crate::support::cli::dbmaint(dir.path())
         .args(["--output", "json", "plan", "apply", "--auto-approve"])
         .arg(&saved)

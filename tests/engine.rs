@@ -74,6 +74,207 @@ fn postgres_diff_changes_nothing() {
     assert_eq!(journal, 0, "a diff creates no journal");
 }
 
+/// Every table's counters, catalogs included (an ANALYZE writes
+/// `pg_statistic`, a temporary table `pg_class`): inserts, updates,
+/// deletes, vacuum and analyze counts, and the user tables' relfilenodes
+/// and last analyze. Read once the sessions that might have written are
+/// gone (a backend flushes its counters when it exits).
+async fn all_counters(url: &str) -> Vec<String> {
+    let mut c = connect(url).await;
+    sqlx::query_scalar(
+        "SELECT concat_ws(' ', s.schemaname, s.relname, s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.vacuum_count, \
+                s.analyze_count, s.last_analyze, c.relfilenode) \
+         FROM pg_stat_all_tables s JOIN pg_class c ON c.oid = s.relid ORDER BY s.relid",
+    )
+    .fetch_all(&mut c)
+    .await
+    .expect("counters")
+}
+
+/// A directory of stand-ins for the PostgreSQL client tools (and a
+/// `pg_config` naming it as the bindir): each records its call in `calls`
+/// and then runs the real tool.
+fn recording_bindir(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = String::from_utf8(
+        std::process::Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .expect("pg_config")
+            .stdout,
+    )
+    .expect("utf-8")
+    .trim()
+    .to_string();
+    let bin = dir.join("fakebin");
+    std::fs::create_dir_all(&bin).expect("fakebin");
+    let calls = dir.join("calls");
+    for tool in ["pg_dump", "pg_restore", "psql", "pg_dumpall", "createdb", "dropdb"] {
+        let path = bin.join(tool);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexec '{real}/{tool}' \"$@\"\n",
+                calls.display()
+            ),
+        )
+        .expect("stand-in");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let config = bin.join("pg_config");
+    std::fs::write(
+        &config,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --bindir ]; then echo '{}'; else exec '{real}/pg_config' \"$@\"; fi\n",
+            bin.display()
+        ),
+    )
+    .expect("pg_config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
+}
+
+#[test]
+fn postgres_diff_of_every_operation_writes_nothing_and_starts_no_tool() {
+    let rt = rt();
+    let cluster = Cluster::get();
+    let url = rt.block_on(cluster.fresh_db());
+    rt.block_on(seed_pg(&url));
+    rt.block_on(async {
+        let mut c = connect(&url).await;
+        sqlx::raw_sql(
+            "CREATE MATERIALIZED VIEW actions AS SELECT action, count(*) AS n FROM core_audit_log GROUP BY action;
+             CREATE UNIQUE INDEX actions_action ON actions (action);
+             DELETE FROM core_task_log WHERE id % 3 = 0;",
+        )
+        .execute(&mut c)
+        .await
+        .expect("schema");
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            r#"version: 1
+name: everything
+target: "{url}"
+steps:
+  dump:
+    backup: {{ dir: backups, verify: {{ same_server: true }} }}
+  audit-logs:
+    needs: [dump]
+    retention: {{ table: core_audit_log, column: created_at, older_than: 90 days }}
+  archive:
+    retention: {{ table: failed_task, column: deleted_at, older_than: 365 days, archive: {{ table: failed_task_archive }} }}
+  vacuum:
+    needs: [audit-logs]
+    vacuum: {{ analyze: true, min_dead_ratio: 0 }}
+  analyze:
+    analyze: {{}}
+  reindex:
+    needs: [vacuum]
+    reindex: {{ indexes: [core_task_log_pkey] }}
+  views:
+    refresh_views: {{ views: [actions] }}
+  expire:
+    sql: {{ sql: "UPDATE core_task_log SET status = 'expired' WHERE status = 'error'", dry_run: "SELECT count(*) FROM core_task_log WHERE status = 'error'" }}
+  health:
+    check: {{ max_query_age: 1s }}
+  bloat:
+    bloat: {{}}
+  stats:
+    stats: {{}}
+"#
+        ),
+    )
+    .expect("plan");
+    let bin = recording_bindir(dir.path());
+    let before = rt.block_on(all_counters(&url));
+    let files_before = database_files(cluster, &url);
+    let out = dbmaint(dir.path())
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .args(["--output", "json", "plan", "diff"])
+        .arg(&plan)
+        .output()
+        .expect("diff");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let diff: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diff JSON");
+    // Every operation was planned, and most have something to do.
+    let ops: std::collections::BTreeSet<&str> = diff["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["op"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ops.len(), 10, "{ops:?}");
+    for id in ["audit-logs", "archive", "vacuum", "reindex", "views", "expire"] {
+        let step = diff["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == id))
+            .expect("step");
+        assert!(
+            !step["statements"].as_array().is_none_or(Vec::is_empty)
+                || step["actions"].as_array().is_some_and(|a| !a.is_empty()),
+            "{id} has work: {step}"
+        );
+    }
+    // The diff's sessions are gone (so their counters are flushed).
+    crate::support::cli::poll_until("the diff's sessions never ended", 10, || {
+        (rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )) == 0)
+            .then_some(())
+    });
+    let after = rt.block_on(all_counters(&url));
+    let moved: Vec<_> = before.iter().zip(&after).filter(|(b, a)| b != a).collect();
+    assert!(
+        moved.is_empty() && before.len() == after.len(),
+        "counters moved: {moved:#?}"
+    );
+    assert_eq!(
+        files_before,
+        database_files(cluster, &url),
+        "the database's files are unchanged"
+    );
+    assert!(!dir.path().join("backups").exists(), "no backup directory");
+    let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap_or_default();
+    assert!(
+        calls.lines().all(|l| l.ends_with("--version")),
+        "the diff ran no client tool: {calls}"
+    );
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'dbmaint'"
+        )),
+        0,
+        "a diff creates no journal"
+    );
+    // The same stand-ins do record a real call: apply runs pg_dump.
+    let out = dbmaint(dir.path())
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .args(["plan", "apply", "--auto-approve", "--step", "dump"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap_or_default();
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.starts_with("pg_dump ") && !l.ends_with("--version")),
+        "{calls}"
+    );
+}
+
 #[test]
 fn postgres_apply_removes_exactly_what_the_diff_counted() {
     let rt = rt();

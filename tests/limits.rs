@@ -305,7 +305,7 @@ steps:
 }
 
 #[test]
-fn postgres_saved_plan_applies_when_nothing_changed() {
+fn postgres_saved_plan_applies_its_reviewed_cutoff_not_a_fresh_one() {
     let rt = rt();
     let url = rt.block_on(Cluster::get().fresh_db());
     rt.block_on(seed_pg(&url));
@@ -320,11 +320,63 @@ fn postgres_saved_plan_applies_when_nothing_changed() {
         .output()
         .expect("diff --out");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Rows a millisecond younger than the reviewed cutoff arrive after the
+    // review, and the clock moves past them: a fresh plan (its reference
+    // time now) would delete them; the saved plan holds its reference time,
+    // so the reviewed rows are deleted and these are not.
+    let saved_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).expect("saved")).expect("saved JSON");
+    let cutoff = saved_json["execution"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "audit-logs")
+        .and_then(|s| s["objects"].as_array())
+        .and_then(|o| o.iter().find_map(|o| o["figures"]["cutoff"].as_str()))
+        .expect("the reviewed cutoff")
+        .to_string();
+    rt.block_on(exec(
+        &url,
+        &format!(
+            "INSERT INTO core_audit_log (id, created_at, actor_id, action, object_type, object_id, payload) \
+             SELECT 20000000 + i, CAST('{cutoff}' AS timestamptz) + interval '1 millisecond', 1, 'login', 'user', 1, '{{}}' \
+             FROM generate_series(1, 7) i"
+        ),
+    ));
+    let late = "SELECT count(*) FROM core_audit_log WHERE id > 20000000";
+    let reviewed = step_rows(&saved_json["execution"], "audit-logs");
+    crate::support::cli::poll_until("the clock never passed the late rows", 5, || {
+        (rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM core_audit_log WHERE id > 20000000 AND created_at < now() - interval '90 days 1 second'",
+        )) == 7)
+            .then_some(())
+    });
+    assert!(
+        step_rows(&diff_json(dir.path(), &plan), "audit-logs") >= reviewed + 7,
+        "a fresh plan would take the late rows too"
+    );
     let before = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
     let out = apply(dir.path(), &saved);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let after = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
-    assert_eq!((before - after) as u64, step_rows(&diff, "audit-logs"));
+    assert_eq!((before - after) as u64, reviewed);
+    assert_eq!(rt.block_on(pg_count(&url, late)), 7, "the late rows were not reviewed");
+    // The journal records the reviewed plan's hash.
+    let saved_hash = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&saved).expect("saved"))
+        .expect("saved JSON")["execution"]["hash"]
+        .as_str()
+        .expect("hash")
+        .to_string();
+    assert_eq!(saved_hash, diff["hash"].as_str().expect("diff hash"));
+    let journaled: String = rt.block_on(async {
+        let mut c = connect(&url).await;
+        sqlx::query_scalar("SELECT plan_hash FROM dbmaint.runs")
+            .fetch_one(&mut c)
+            .await
+            .expect("run")
+    });
+    assert_eq!(journaled, saved_hash);
 }
 
 #[test]
