@@ -216,3 +216,51 @@ fn sqlite_a_step_that_would_empty_its_table_says_all_rows_and_is_refused_unless_
     assert!(t.apply(&p).success());
     assert_eq!(sqlite(&db, "SELECT count(*) FROM ev"), "0");
 }
+
+#[test]
+fn postgres_over_five_million_expected_rows_are_estimated_not_counted_and_apply_is_exact() {
+    // 20,000 old rows and 1,000 young; the planner is then told the table
+    // holds 210 M rows (its density scaled from `reltuples`), so it expects
+    // ~200 M old ones: past EXACT_COUNT_LIMIT the diff shows the planner's
+    // figure marked as an estimate instead of counting them.
+    let url = seeded_db(
+        "CREATE TABLE ev (id bigint PRIMARY KEY, created_at timestamptz NOT NULL);
+         INSERT INTO ev SELECT i, now() - interval '400 days' - i * interval '1 minute' FROM generate_series(1, 20000) i;
+         INSERT INTO ev SELECT i, now() - interval '1 day' FROM generate_series(20001, 21000) i;
+         CREATE INDEX ON ev (created_at);
+         ANALYZE ev;
+         UPDATE pg_class SET reltuples = 210000000 WHERE oid = 'ev'::regclass;",
+        &[],
+    );
+    let t = Test::new();
+    let p = t.retention_plan(&url, "table: ev, column: created_at, older_than: 365 days");
+    let Ran {
+        code, json: v, stderr, ..
+    } = t.diff(&p);
+    assert_eq!(code, Some(0), "{stderr}");
+    let table = v["steps"][0]["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["kind"] == "table")
+        .expect("table")
+        .clone();
+    assert_eq!(table["figures"]["exact"], false, "{table}");
+    assert!(retention_rows(&v) > 5_000_000, "the planner's figure: {table}");
+    assert_eq!(v["steps"][0]["estimate"]["fidelity"], "estimate", "{}", v["steps"][0]);
+    assert!(
+        table["detail"].as_str().is_some_and(|d| d.contains('~')),
+        "marked `~`: {table}"
+    );
+    // Apply deletes the rows that really are old, no more.
+    let ran = t.apply(&p);
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(
+        rt().block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM ev WHERE created_at < now() - interval '365 days'"
+        )),
+        0
+    );
+    assert_eq!(rt().block_on(pg_count(&url, "SELECT count(*) FROM ev")), 1000);
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Mutation testing of one area that decides what is destroyed or kept,
+# with the tests that cover it (a whole-suite run per mutant does not fit
+# a 2-core machine). Usage: benches/mutants.sh AREA [extra cargo-mutants args]
+#   AREA: retention | archive | rotation | verify | lock | drift | dryrun
+# Needs `cargo install cargo-mutants` and what the tests need (PostgreSQL
+# binaries; see .ci/run). Results: mutants.out/ (outcomes.json, caught.txt,
+# missed.txt, timeout.txt); the summary line is what docs/benchmarks.md
+# records.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+area="${1:?usage: benches/mutants.sh AREA (retention|archive|rotation|verify|lock|drift|dryrun)}"
+shift
+case "$area" in
+  retention) files=(engine/ops/retention/batch.rs engine/ops/retention/walk.rs engine/ops/retention/work.rs engine/ops/retention/sql.rs engine/ops/retention/timefmt.rs)
+             tests="retention" ;;
+  archive)   files=(engine/ops/retention/archive.rs engine/ops/retention/archivetypes.rs)
+             tests="retention" ;;
+  rotation)  files=(engine/ops/backup/rotate.rs engine/ops/backup/journal.rs)
+             tests="backup" ;;
+  verify)    files=(engine/ops/backup/verify.rs engine/ops/backup/manage.rs)
+             tests="backup" ;;
+  lock)      files=(engine/db/applylock.rs)
+             tests="lock" ;;
+  drift)     files=(engine/ops/retention/keydigest.rs engine/run/mod.rs)
+             # engine/run/mod.rs holds more than the drift check: only its mutants.
+             set -- --re 'drift|digest' "$@"
+             tests="saved" ;;
+  dryrun)    files=(engine/run/inspect.rs engine/db/pg.rs)
+             set -- --re 'connect|read_only|inspect' "$@"
+             tests="diff" ;;
+  *) echo "unknown area: $area" >&2; exit 2 ;;
+esac
+args=()
+for f in "${files[@]}"; do args+=(--file "$f"); done
+# The integration tests' names carry their area (`backups::…`,
+# `retention_time::…`); unit tests in the same files run too (--lib).
+exec cargo mutants "${args[@]}" "$@" -- --lib --test main "$tests"
