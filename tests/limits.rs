@@ -683,3 +683,94 @@ fn postgres_a_second_signal_exits_at_once_and_the_next_apply_marks_the_run_inter
         "and its running step"
     );
 }
+
+/// `HH:MM-HH:MM` from `from` to `to` minutes after now (UTC), across midnight as needed.
+fn window_from_now(from: i64, to: i64) -> String {
+    let now = chrono::Utc::now();
+    let at = |m: i64| (now + chrono::Duration::minutes(m)).format("%H:%M").to_string();
+    format!("{}-{}", at(from), at(to))
+}
+
+#[test]
+fn sqlite_apply_outside_the_window_changes_nothing_and_inside_it_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    crate::support::test::sqlite(
+        &db,
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL); \
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 100) \
+         INSERT INTO ev (created_at) SELECT datetime('now', '-' || (n * 10) || ' days') FROM g;",
+    );
+    let plan = |window: &str| {
+        write(
+            dir.path(),
+            "plan.yaml",
+            &format!(
+                "version: 1\nname: windowed\ntarget: \"sqlite:{}\"\nlimits: {{ window: \"{window}\" }}\nsteps:\n  \
+                 old:\n    retention: {{ table: ev, column: created_at, older_than: 365 days }}\n",
+                db.display()
+            ),
+        )
+    };
+    let old = "SELECT count(*) FROM ev WHERE created_at < datetime('now', '-365 days')";
+    assert_eq!(crate::support::test::sqlite(&db, old), "64");
+    // Two to three hours from now: not yet.
+    let out = apply(dir.path(), &plan(&window_from_now(120, 180)));
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("outside the maintenance window"), "{stderr}");
+    assert_eq!(crate::support::test::sqlite(&db, old), "64", "nothing deleted");
+    assert_eq!(
+        crate::support::test::sqlite(&db, "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'dbmaint%'"),
+        "0",
+        "no run started, no journal"
+    );
+    // From an hour ago to an hour from now: it runs.
+    let out = apply(dir.path(), &plan(&window_from_now(-60, 60)));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(crate::support::test::sqlite(&db, old), "0");
+    assert_eq!(crate::support::test::sqlite(&db, "SELECT count(*) FROM ev"), "36");
+}
+
+#[test]
+fn postgres_retention_pause_spaces_the_batches_commits() {
+    // `pause: 300ms` between batches: each batch commits at least that long
+    // after the one before (the journal's commit times, the server's clock).
+    let (rt, url) = events_db();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = write(
+        dir.path(),
+        "plan.yaml",
+        &format!(
+            r#"version: 1
+name: paused
+target: "{url}"
+steps:
+  old-events:
+    retention: {{ table: events, column: created_at, older_than: 500 days, batch_size: 2000, pause: 300ms }}
+"#
+        ),
+    );
+    let out = apply(dir.path(), &plan);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (batches, min_gap_ms): (i64, f64) = rt.block_on(async {
+        let mut c = connect(&url).await;
+        sqlx::query_as(
+            "SELECT count(*)::int8, coalesce(min(gap), 0)::float8 FROM ( \
+               SELECT extract(epoch FROM committed_at - lag(committed_at) OVER (ORDER BY batch_no)) * 1000 AS gap \
+               FROM dbmaint.batches WHERE rows > 0) g",
+        )
+        .fetch_one(&mut c)
+        .await
+        .expect("batches")
+    });
+    assert!(batches >= 4, "{batches} batches");
+    assert!(min_gap_ms >= 300.0, "batches {min_gap_ms:.0} ms apart, pause 300 ms");
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM events WHERE created_at < now() - interval '500 days'"
+        )),
+        0
+    );
+}
