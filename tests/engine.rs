@@ -78,13 +78,15 @@ fn postgres_diff_changes_nothing() {
 /// `pg_statistic`, a temporary table `pg_class`): inserts, updates,
 /// deletes, vacuum and analyze counts, and the user tables' relfilenodes
 /// and last analyze. Read once the sessions that might have written are
-/// gone (a backend flushes its counters when it exits).
+/// gone (a backend flushes its counters when it exits). Shared catalogs
+/// (`pg_database`, …) are left out: other tests create databases.
 async fn all_counters(url: &str) -> Vec<String> {
     let mut c = connect(url).await;
     sqlx::query_scalar(
         "SELECT concat_ws(' ', s.schemaname, s.relname, s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.vacuum_count, \
                 s.analyze_count, s.last_analyze, c.relfilenode) \
-         FROM pg_stat_all_tables s JOIN pg_class c ON c.oid = s.relid ORDER BY s.relid",
+         FROM pg_stat_all_tables s JOIN pg_class c ON c.oid = s.relid \
+         WHERE NOT c.relisshared ORDER BY s.relid",
     )
     .fetch_all(&mut c)
     .await
