@@ -426,3 +426,56 @@ fn postgres_saved_plan_never_signals_a_different_session() {
     assert!(report.contains("skipped: that session ended"), "{report}");
     second.join().expect("second").expect("the new query was not signalled");
 }
+
+#[test]
+fn postgres_connections_and_xid_age_find_what_is_really_there() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    rt.block_on(async {
+        let mut c = connect(&url).await;
+        sqlx::raw_sql("CREATE TABLE aging (id int)")
+            .execute(&mut c)
+            .await
+            .expect("table");
+        // 5,000 transaction IDs go by: the table's relfrozenxid ages.
+        for _ in 0..5000 {
+            sqlx::query("SELECT txid_current()").execute(&mut c).await.expect("xid");
+        }
+    });
+    // Ten more sessions held open while the checks run.
+    let held: Vec<sqlx::PgConnection> = (0..10).map(|_| rt.block_on(connect(&url))).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 0.000002 of the 2^31 horizon is 4,295 transaction IDs; 4% of
+    // max_connections (200 on the test cluster) is 8 sessions.
+    let params = "{ checks: [connections, xid_age], max_connections_ratio: 0.04, max_xid_age_ratio: 0.000002 }";
+    let plan = check_plan(dir.path(), &url, params, "");
+    let found = findings(dir.path(), &plan);
+    let conn = found
+        .iter()
+        .find(|f| f["kind"] == "connections")
+        .unwrap_or_else(|| panic!("no connections finding: {found:#?}"));
+    assert!(conn["figures"]["used"].as_i64().is_some_and(|u| u >= 11), "{conn}");
+    assert_eq!(conn["figures"]["max"], 200, "{conn}");
+    let aging = found
+        .iter()
+        .find(|f| f["kind"] == "xid_age" && f["name"] == "table public.aging")
+        .unwrap_or_else(|| panic!("no xid_age finding for the table: {found:#?}"));
+    assert!(aging["figures"]["age"].as_i64().is_some_and(|a| a >= 5000), "{aging}");
+    // Frozen, the table is young again.
+    drop(held);
+    rt.block_on(async {
+        let mut c = connect(&url).await;
+        sqlx::raw_sql("VACUUM (FREEZE) aging")
+            .execute(&mut c)
+            .await
+            .expect("freeze");
+    });
+    let found = findings(dir.path(), &plan);
+    assert!(
+        !found.iter().any(|f| f["name"] == "table public.aging"),
+        "frozen: no finding for the table: {found:#?}"
+    );
+    // With the default thresholds neither check finds anything.
+    let plan = check_plan(dir.path(), &url, "{ checks: [connections, xid_age] }", "");
+    assert_eq!(kinds(&findings(dir.path(), &plan)), Vec::<String>::new());
+}

@@ -264,3 +264,77 @@ fn postgres_over_five_million_expected_rows_are_estimated_not_counted_and_apply_
     );
     assert_eq!(rt().block_on(pg_count(&url, "SELECT count(*) FROM ev")), 1000);
 }
+
+/// `where:` narrows the step: only old rows it matches are counted,
+/// archived and deleted; old rows it does not match stay, as do NULLs in
+/// its column (SQL's three-valued logic: `NULL = 'done'` is not true).
+fn where_narrows(t: &Test, target: &str, count: &dyn Fn(&str) -> u64) {
+    let p = t.retention_plan(
+        target,
+        "table: ev, column: created_at, older_than: 365 days, where: \"status = 'done'\", \
+         batch_size: 7, archive: { table: ev_archive }",
+    );
+    let expected = count("SELECT count(*) FROM ev WHERE old AND status = 'done'");
+    assert_eq!(expected, 40);
+    let Ran {
+        code, json: v, stderr, ..
+    } = t.diff(&p);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        retention_rows(&v),
+        expected,
+        "the diff counts only what `where` matches"
+    );
+    let ran = t.apply(&p);
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(count("SELECT count(*) FROM ev WHERE old AND status = 'done'"), 0);
+    assert_eq!(
+        count("SELECT count(*) FROM ev WHERE old AND status = 'open'"),
+        40,
+        "not matched: kept"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM ev WHERE old AND status IS NULL"),
+        20,
+        "NULL: kept"
+    );
+    assert_eq!(count("SELECT count(*) FROM ev WHERE NOT old"), 100, "young: kept");
+    assert_eq!(count("SELECT count(*) FROM ev_archive WHERE status = 'done'"), 40);
+    assert_eq!(count("SELECT count(*) FROM ev_archive"), 40, "only those archived");
+}
+
+#[test]
+fn sqlite_retention_where_deletes_only_the_rows_it_matches() {
+    let t = Test::new();
+    let db = t.path().join("app.db");
+    // 200 rows: ids 1-100 two years old, 101-200 a day old; status cycles
+    // done, open, done, open, NULL (so 40 done, 40 open, 20 NULL old ones).
+    sqlite(
+        &db,
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, status TEXT, old INTEGER NOT NULL); \
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 200) \
+         INSERT INTO ev SELECT n, datetime('now', CASE WHEN n <= 100 THEN '-730 days' ELSE '-1 days' END), \
+           CASE n % 5 WHEN 0 THEN NULL WHEN 1 THEN 'done' WHEN 3 THEN 'done' ELSE 'open' END, n <= 100 FROM g;",
+    );
+    let count = |sql: &str| -> u64 {
+        let sql = sql
+            .replace("WHERE old", "WHERE old = 1")
+            .replace("WHERE NOT old", "WHERE old = 0");
+        sqlite(&db, &sql).parse().expect("count")
+    };
+    where_narrows(&t, &format!("sqlite:{}", db.display()), &count);
+}
+
+#[test]
+fn postgres_retention_where_deletes_only_the_rows_it_matches() {
+    let url = seeded_db(
+        "CREATE TABLE ev (id int PRIMARY KEY, created_at timestamptz NOT NULL, status text, old boolean NOT NULL);
+         INSERT INTO ev SELECT n, now() - CASE WHEN n <= 100 THEN interval '730 days' ELSE interval '1 day' END,
+           CASE n % 5 WHEN 0 THEN NULL WHEN 1 THEN 'done' WHEN 3 THEN 'done' ELSE 'open' END, n <= 100
+         FROM generate_series(1, 200) n;",
+        &[],
+    );
+    let t = Test::new();
+    let count = |sql: &str| -> u64 { rt().block_on(pg_count(&url, sql)) as u64 };
+    where_narrows(&t, &url, &count);
+}
