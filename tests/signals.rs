@@ -186,3 +186,55 @@ fn a_session_merely_named_like_dbmaint_is_somebody_elses() {
     assert_eq!(state_of(&url, &reporting), "idle", "its query was cancelled");
     assert_eq!(state_of(&url, &impostor), "idle", "a name is not a pid: cancelled too");
 }
+
+#[test]
+fn an_applys_own_running_statement_is_never_cancelled_by_its_check() {
+    // Two steps run in parallel: one sleeps 2 s; the other waits 0.5 s and
+    // then a check cancels every query older than 100 ms. dbmaint's own
+    // sleeping session is older than that and must be left alone (known by
+    // pid); another program's query of the same age is cancelled.
+    let t = Test::new();
+    let url = crate::support::cli::rt().block_on(Cluster::get().fresh_db());
+    let _s = Killed(vec![session(&url, "reporting", "SELECT pg_sleep(120);\n")]);
+    let other = wait_for(&url, "reporting", "active");
+    // Older than max_query_age when the apply's own diff lists what it may
+    // signal (apply signals only sessions its diff listed).
+    crate::support::cli::poll_until("the other query never aged", 10, || {
+        (scalar(
+            &url,
+            &format!("SELECT now() - query_start > interval '300 ms' FROM pg_stat_activity WHERE pid = {other}"),
+        ) == "t")
+            .then_some(())
+    });
+    let path = t.path().join("plan.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nname: own\ntarget: \"{url}\"\nsteps:\n  slow:\n    sql: {{ sql: \"SELECT pg_sleep(2)\" }}\n  \
+             wait:\n    sql: {{ sql: \"SELECT pg_sleep(0.5)\" }}\n  long:\n    needs: [wait]\n    \
+             check: {{ checks: [long_queries], max_query_age: 100ms, cancel: true }}\n"
+        ),
+    )
+    .expect("plan");
+    let ran = t.apply_json(&path);
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    let steps = ran.report["steps"].as_array().expect("steps");
+    let slow = steps.iter().find(|s| s["id"] == "slow").expect("slow");
+    assert_eq!(
+        slow["status"], "succeeded",
+        "dbmaint's own query ran to its end: {slow}"
+    );
+    assert!(slow["duration_ms"].as_u64().is_some_and(|d| d >= 2000), "{slow}");
+    let long = steps.iter().find(|s| s["id"] == "long").expect("long");
+    let said = long.to_string();
+    // Found at apply: the other program's query, and only it — not the
+    // apply's own 2-second statement, running for 0.5 s by then.
+    let found: Vec<&str> = long["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f["object"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(found, vec![format!("pid {other}")], "{said}");
+    assert_eq!(state_of(&url, &other), "idle", "and cancelled: {said}");
+}
