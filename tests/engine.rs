@@ -301,6 +301,12 @@ fn postgres_apply_removes_exactly_what_the_diff_counted() {
         "apply failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The lock was released by the run, not left to the process's exit.
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("apply lock is released only when"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let audit_after = rt.block_on(pg_count(&url, "SELECT count(*) FROM core_audit_log"));
     assert_eq!(
         (audit_before - audit_after) as u64,

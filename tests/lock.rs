@@ -302,3 +302,45 @@ fn postgres_apply_through_a_transaction_mode_pooler_is_refused_clearly() {
     ));
     assert_eq!(journal, 0, "no journal created");
 }
+
+#[test]
+fn sqlite_apply_records_its_host_and_leaves_no_lock_note_behind() {
+    // While an apply holds the SQLite lock, `<file>.dbmaint-lock` says who
+    // (pid, host): a second apply's refusal quotes it. Released, the note is
+    // removed; the journal names the host the run came from.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    crate::support::test::sqlite(
+        &db,
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL); \
+         INSERT INTO ev (created_at) VALUES (datetime('now', '-800 days')), (datetime('now'));",
+    );
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "version: 1\nname: hosted\ntarget: \"sqlite:{}\"\nsteps:\n  old:\n    \
+             retention: {{ table: ev, column: created_at, older_than: 365 days }}\n",
+            db.display()
+        ),
+    )
+    .expect("plan");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // What the engine calls this machine: /etc/hostname, or `unknown-host`.
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    assert!(!host.is_empty());
+    assert_eq!(crate::support::test::sqlite(&db, "SELECT host FROM dbmaint_runs"), host);
+    assert_eq!(crate::support::test::sqlite(&db, "SELECT count(*) FROM ev"), "1");
+    let note = std::path::PathBuf::from(format!(
+        "{}.dbmaint-lock",
+        std::fs::canonicalize(&db).expect("db").display()
+    ));
+    assert!(!note.exists(), "the lock note is removed with the lock");
+}

@@ -310,6 +310,11 @@ pub async fn apply(
         ops,
     };
     let outcome = execute(ep, target, &run_opts, tx.clone()).await;
+    // The run's options hold a clone of the lock guard: dropped here, so
+    // the guard below is the last one and `release` runs (it closes the
+    // lock session and removes SQLite's lock note, which were otherwise
+    // left to the process's exit — the note for good).
+    drop(run_opts);
     signals.abort();
     if outcome.lock_lost {
         eprintln!(
@@ -336,8 +341,12 @@ pub async fn apply(
         eprintln!("warning: journal write failed: {e}");
     }
     journal.close().await;
-    if let Some(Ok(guard)) = guard.map(Arc::try_unwrap) {
-        guard.release().await;
+    match guard.map(Arc::try_unwrap) {
+        Some(Ok(guard)) => guard.release().await,
+        // Another clone still alive would keep the lock past the run's
+        // report; it is released when the process ends.
+        Some(Err(_)) => eprintln!("warning: the apply lock is released only when dbmaint exits"),
+        None => {}
     }
     let report = collector.finish();
     if let Some(path) = log_path {
