@@ -355,3 +355,114 @@ fn sqlite_kill_9_during_file_archive_loses_nothing_and_a_rerun_writes_each_row_o
         "no torn line is left"
     );
 }
+
+#[test]
+fn postgres_kill_9_during_file_archive_loses_nothing_and_a_rerun_writes_each_row_once() {
+    let rt = rt();
+    let url = rt.block_on(Cluster::get().fresh_db());
+    let q = |sql: &str| -> Vec<(i64, String)> {
+        rt.block_on(async {
+            let mut c = connect(&url).await;
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    };
+    rt.block_on(async {
+        let mut c = connect(&url).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE events (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, payload text NOT NULL);
+             INSERT INTO events SELECT i, now() - (i % 1000) * interval '1 day' - interval '12 hours', md5(i::text)
+               FROM generate_series(1, {ROWS}) i;
+             CREATE INDEX ON events (created_at);"
+        )))
+        .execute(&mut c)
+        .await
+        .expect("seed");
+    });
+    // Each eligible row's payload, to compare with what the file holds.
+    let seeded: std::collections::HashMap<i64, String> =
+        q("SELECT id, payload FROM events WHERE created_at < now() - interval '500 days'")
+            .into_iter()
+            .collect();
+    let untouched = ROWS as usize - seeded.len();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("archive/events.jsonl");
+    let plan = write_plan(dir.path(), &url, &format!("{{ file: \"{}\" }}", archive.display()));
+    let mut progress = || std::fs::metadata(&archive).map(|m| m.len() / 8000).unwrap_or(0);
+    let mut settle_and_check = |trial: usize| {
+        let t0 = Instant::now();
+        while !q(
+            "SELECT 0::int8, pid::text FROM pg_stat_activity WHERE datname = current_database() \
+                  AND application_name LIKE 'dbmaint%'",
+        )
+        .is_empty()
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "the killed run's sessions did not end"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let in_source: HashSet<i64> = q("SELECT id, '' FROM events").into_iter().map(|(i, _)| i).collect();
+        let rows = file_rows(&archive);
+        let in_file: HashSet<i64> = rows.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            in_file.len(),
+            rows.len(),
+            "seed {SEED:#x} trial {trial}: a row written twice"
+        );
+        for (key, row) in &rows {
+            assert_eq!(
+                row["payload"].as_str(),
+                seeded.get(key).map(String::as_str),
+                "seed {SEED:#x} trial {trial}: row {key} as archived"
+            );
+        }
+        let lost = seeded
+            .keys()
+            .filter(|id| !in_source.contains(id) && !in_file.contains(id))
+            .count();
+        assert_eq!(
+            lost, 0,
+            "seed {SEED:#x} trial {trial}: rows deleted without being archived"
+        );
+        // Only the last batch (fsynced, its delete not committed) may be in both.
+        let tail: HashSet<i64> = rows.iter().rev().take(100).map(|(k, _)| *k).collect();
+        let both: HashSet<i64> = in_source.intersection(&in_file).copied().collect();
+        assert!(
+            both.is_subset(&tail),
+            "seed {SEED:#x} trial {trial}: {} rows in both",
+            both.len()
+        );
+        assert_eq!(
+            in_source.iter().filter(|id| !seeded.contains_key(id)).count(),
+            untouched,
+            "seed {SEED:#x} trial {trial}: rows outside the cutoff changed"
+        );
+    };
+    let mut rng = Rng::new(SEED ^ 2);
+    let landed = trials(&mut rng, 8, dir.path(), &plan, &mut progress, &mut settle_and_check);
+    assert!(landed >= 6, "only {landed} of 8 kills landed while dbmaint ran");
+    let moved = file_keys(&archive).len();
+    assert!(
+        moved > 0 && moved < seeded.len(),
+        "the trials archived part of the work: {moved} of {}",
+        seeded.len()
+    );
+
+    let out = spawn_apply(dir.path(), &plan, Stdio::piped)
+        .wait_with_output()
+        .expect("rerun");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let keys = file_keys(&archive);
+    let unique: HashSet<i64> = keys.iter().copied().collect();
+    assert_eq!(keys.len(), unique.len(), "no row is written twice");
+    assert_eq!(
+        unique,
+        seeded.keys().copied().collect::<HashSet<i64>>(),
+        "exactly the eligible rows"
+    );
+    assert!(q("SELECT id, '' FROM events WHERE created_at < now() - interval '500 days'").is_empty());
+}
