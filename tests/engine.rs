@@ -93,49 +93,6 @@ async fn all_counters(url: &str) -> Vec<String> {
     .expect("counters")
 }
 
-/// A directory of stand-ins for the PostgreSQL client tools (and a
-/// `pg_config` naming it as the bindir): each records its call in `calls`
-/// and then runs the real tool.
-fn recording_bindir(dir: &Path) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let real = String::from_utf8(
-        std::process::Command::new("pg_config")
-            .arg("--bindir")
-            .output()
-            .expect("pg_config")
-            .stdout,
-    )
-    .expect("utf-8")
-    .trim()
-    .to_string();
-    let bin = dir.join("fakebin");
-    std::fs::create_dir_all(&bin).expect("fakebin");
-    let calls = dir.join("calls");
-    for tool in ["pg_dump", "pg_restore", "psql", "pg_dumpall", "createdb", "dropdb"] {
-        let path = bin.join(tool);
-        std::fs::write(
-            &path,
-            format!(
-                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexec '{real}/{tool}' \"$@\"\n",
-                calls.display()
-            ),
-        )
-        .expect("stand-in");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    let config = bin.join("pg_config");
-    std::fs::write(
-        &config,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = --bindir ]; then echo '{}'; else exec '{real}/pg_config' \"$@\"; fi\n",
-            bin.display()
-        ),
-    )
-    .expect("pg_config");
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    bin
-}
-
 #[test]
 fn postgres_diff_of_every_operation_writes_nothing_and_starts_no_tool() {
     let rt = rt();
@@ -191,7 +148,7 @@ steps:
         ),
     )
     .expect("plan");
-    let bin = recording_bindir(dir.path());
+    let bin = crate::support::test::recording_bindir(dir.path());
     let before = rt.block_on(all_counters(&url));
     let files_before = database_files(cluster, &url);
     let out = dbmaint(dir.path())

@@ -154,3 +154,46 @@ pub(crate) fn retention_rows(diff: &serde_json::Value) -> u64 {
         .and_then(|o| o["figures"]["rows"].as_u64())
         .expect("rows")
 }
+
+/// A directory of stand-ins for the PostgreSQL client tools (and a
+/// `pg_config` naming it as the bindir): each records its call in `calls`
+/// and then runs the real tool.
+pub(crate) fn recording_bindir(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = String::from_utf8(
+        std::process::Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .expect("pg_config")
+            .stdout,
+    )
+    .expect("utf-8")
+    .trim()
+    .to_string();
+    let bin = dir.join("fakebin");
+    std::fs::create_dir_all(&bin).expect("fakebin");
+    let calls = dir.join("calls");
+    for tool in ["pg_dump", "pg_restore", "psql", "pg_dumpall", "createdb", "dropdb"] {
+        let path = bin.join(tool);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexec '{real}/{tool}' \"$@\"\n",
+                calls.display()
+            ),
+        )
+        .expect("stand-in");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let config = bin.join("pg_config");
+    std::fs::write(
+        &config,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --bindir ]; then echo '{}'; else exec '{real}/pg_config' \"$@\"; fi\n",
+            bin.display()
+        ),
+    )
+    .expect("pg_config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
+}
