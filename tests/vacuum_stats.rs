@@ -185,3 +185,47 @@ fn postgres_freezing_takes_the_oldest_table_first() {
         eprintln!("note: both tables got one relfrozenxid (a concurrent snapshot); the order fell back to names");
     }
 }
+
+#[test]
+fn postgres_each_vacuum_threshold_selects_its_tables_and_apply_vacuums_only_those() {
+    // a: 25 % dead (2,500); b: 10 % dead (1,000); c: 40 % dead but only 40
+    // tuples; d: none dead.
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a SELECT generate_series(1, 10000); \
+         CREATE TABLE b (id int PRIMARY KEY); INSERT INTO b SELECT generate_series(1, 10000); \
+         CREATE TABLE c (id int PRIMARY KEY); INSERT INTO c SELECT generate_series(1, 100); \
+         CREATE TABLE d (id int PRIMARY KEY); INSERT INTO d SELECT generate_series(1, 1000); \
+         ANALYZE; \
+         DELETE FROM a WHERE id % 4 = 0; DELETE FROM b WHERE id % 10 = 0; DELETE FROM c WHERE id <= 40;",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pick = |params: &str| selected(&diff_step(dir.path(), &vacuum_plan(dir.path(), &url, params)));
+    // Defaults (ratio 0.2 and 50 tuples): a only.
+    assert_eq!(pick("{}"), ["a"]);
+    // A lower ratio takes b too; c stays under the 50-tuple floor.
+    assert_eq!(pick("{ min_dead_ratio: 0.05 }"), ["a", "b"]);
+    // A lower floor lets c's 40 in.
+    assert_eq!(pick("{ min_dead_tuples: 10 }"), ["a", "c"]);
+    assert_eq!(pick("{ min_dead_ratio: 0.05, min_dead_tuples: 10 }"), ["a", "b", "c"]);
+    // By transaction-ID age every table qualifies (each is at least 1 old).
+    assert_eq!(pick("{ min_xid_age: 1 }"), ["a", "b", "c", "d"]);
+    // Apply the ratio-and-floor plan: exactly a, b and c are vacuumed.
+    let plan = vacuum_plan(dir.path(), &url, "{ min_dead_ratio: 0.05, min_dead_tuples: 10 }");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vacuumed: Vec<String> = rt.block_on(async {
+        let mut c = connect(&url).await;
+        flush_stats(&mut c).await;
+        sqlx::query_scalar("SELECT relname::text FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL ORDER BY 1")
+            .fetch_all(&mut c)
+            .await
+            .expect("vacuumed")
+    });
+    assert_eq!(vacuumed, ["a", "b", "c"]);
+}
