@@ -2,21 +2,23 @@
 # Mutation testing of one area that decides what is destroyed or kept,
 # with the tests that cover it (a whole-suite run per mutant does not fit
 # a 2-core machine). Usage: benches/mutants.sh AREA [extra cargo-mutants args]
-#   AREA: retention | archive | rotation | verify | lock | drift | dryrun
+#   AREA: retention | archive | rotation | journal | verify | lock | drift | dryrun
 # Needs `cargo install cargo-mutants` and what the tests need (PostgreSQL
 # binaries; see .ci/run). Results: mutants.out/ (outcomes.json, caught.txt,
 # missed.txt, timeout.txt); the summary line is what docs/benchmarks.md
 # records.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-area="${1:?usage: benches/mutants.sh AREA (retention|archive|rotation|verify|lock|drift|dryrun)}"
+area="${1:?usage: benches/mutants.sh AREA (retention|archive|rotation|journal|verify|lock|drift|dryrun)}"
 shift
 case "$area" in
   retention) files=(engine/ops/retention/batch.rs engine/ops/retention/walk.rs engine/ops/retention/work.rs engine/ops/retention/sql.rs engine/ops/retention/timefmt.rs)
              tests="retention" ;;
   archive)   files=(engine/ops/retention/archive.rs engine/ops/retention/archivetypes.rs)
              tests="retention" ;;
-  rotation)  files=(engine/ops/backup/rotate.rs engine/ops/backup/journal.rs)
+  rotation)  files=(engine/ops/backup/rotate.rs)
+             tests="keep" ;;
+  journal)   files=(engine/ops/backup/journal.rs)
              tests="backup" ;;
   verify)    files=(engine/ops/backup/verify.rs engine/ops/backup/manage.rs)
              tests="backup" ;;

@@ -229,3 +229,69 @@ fn postgres_each_vacuum_threshold_selects_its_tables_and_apply_vacuums_only_thos
     });
     assert_eq!(vacuumed, ["a", "b", "c"]);
 }
+
+/// A plan with one analyze step.
+fn analyze_plan(dir: &Path, url: &str, params: &str) -> std::path::PathBuf {
+    let file: String = params.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let p = dir.join(format!("analyze-{file}.yaml"));
+    std::fs::write(
+        &p,
+        format!("version: 1\nname: a\ntarget: \"{url}\"\nsteps:\n  analyze:\n    analyze: {params}\n"),
+    )
+    .expect("plan");
+    p
+}
+
+#[test]
+fn postgres_analyze_selects_by_modified_share_and_apply_analyzes_only_those() {
+    // m: 20 % of its rows changed since its ANALYZE; n: 5 %; o: none.
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE m (id int PRIMARY KEY, v int); INSERT INTO m SELECT g, 0 FROM generate_series(1, 1000) g; \
+         CREATE TABLE n (id int PRIMARY KEY, v int); INSERT INTO n SELECT g, 0 FROM generate_series(1, 1000) g; \
+         CREATE TABLE o (id int PRIMARY KEY, v int); INSERT INTO o SELECT g, 0 FROM generate_series(1, 1000) g;",
+        // Each its own transaction; the inserts' counters flushed before the
+        // ANALYZE (a session reports them when it goes idle), so they count
+        // as analyzed.
+        &[
+            "SELECT pg_stat_force_next_flush()",
+            "SELECT 1",
+            "ANALYZE",
+            "UPDATE m SET v = 1 WHERE id <= 200",
+            "UPDATE n SET v = 1 WHERE id <= 50",
+        ],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pick = |params: &str| selected(&diff_step(dir.path(), &analyze_plan(dir.path(), &url, params)));
+    let step = diff_step(dir.path(), &analyze_plan(dir.path(), &url, "{}"));
+    assert_eq!(selected(&step), ["m"], "default 0.1: {step}");
+    assert_eq!(pick("{ min_mod_ratio: 0.01 }"), ["m", "n"]);
+    assert_eq!(pick("{ min_mod_ratio: 0 }"), ["m", "n", "o"]);
+    let counts = || -> Vec<(String, i64)> {
+        rt.block_on(async {
+            let mut c = connect(&url).await;
+            flush_stats(&mut c).await;
+            sqlx::query_as(
+                "SELECT relname::text, analyze_count FROM pg_stat_user_tables WHERE schemaname = 'public' ORDER BY 1",
+            )
+            .fetch_all(&mut c)
+            .await
+            .expect("counts")
+        })
+    };
+    let before = counts();
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(analyze_plan(dir.path(), &url, "{}"))
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = counts();
+    let analyzed: Vec<&str> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| a.1 > b.1)
+        .map(|(b, _)| b.0.as_str())
+        .collect();
+    assert_eq!(analyzed, ["m"], "{before:?} -> {after:?}");
+}

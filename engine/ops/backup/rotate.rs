@@ -113,6 +113,18 @@ mod tests {
     }
 
     #[test]
+    fn keep_days_keeps_what_is_younger_than_the_days_and_no_more() {
+        // Exactly 3 days old is beyond `keep_days: 3`; a second younger is kept.
+        let now = Utc::now();
+        let mut on_the_day = record(1, 0, now);
+        on_the_day.created_at = (now - chrono::Duration::seconds(3 * 86_400)).to_rfc3339();
+        let mut a_second_younger = record(2, 0, now);
+        a_second_younger.created_at = (now - chrono::Duration::seconds(3 * 86_400 - 1)).to_rfc3339();
+        let known = vec![(on_the_day, OnDisk::Intact), (a_second_younger, OnDisk::Intact)];
+        assert_eq!(ids(&select(&known, None, Some(3), now).remove), [1]);
+    }
+
+    #[test]
     fn the_journal_time_orders_not_the_name() {
         let now = Utc::now();
         let mut late_name = record(1, 1, now);
