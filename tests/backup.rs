@@ -414,12 +414,9 @@ fn postgres_directory_backup_with_jobs_dumps_in_parallel_and_reads_back() {
             backups.display()
         ),
     );
-    let bin = crate::support::test::recording_bindir(dir.path());
+    let path = crate::support::test::recording_path(dir.path());
     let out = dbmaint(dir.path())
-        .env(
-            "PATH",
-            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
-        )
+        .env("PATH", &path)
         .args(["plan", "apply", "--auto-approve", "--step", "dump"])
         .arg(&plan)
         .output()

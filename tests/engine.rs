@@ -148,14 +148,11 @@ steps:
         ),
     )
     .expect("plan");
-    let bin = crate::support::test::recording_bindir(dir.path());
+    let path = crate::support::test::recording_path(dir.path());
     let before = rt.block_on(all_counters(&url));
     let files_before = database_files(cluster, &url);
     let out = dbmaint(dir.path())
-        .env(
-            "PATH",
-            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
-        )
+        .env("PATH", &path)
         .args(["--output", "json", "plan", "diff"])
         .arg(&plan)
         .output()
@@ -216,10 +213,7 @@ steps:
     );
     // The same stand-ins do record a real call: apply runs pg_dump.
     let out = dbmaint(dir.path())
-        .env(
-            "PATH",
-            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
-        )
+        .env("PATH", &path)
         .args(["plan", "apply", "--auto-approve", "--step", "dump"])
         .arg(&plan)
         .output()

@@ -157,8 +157,8 @@ pub(crate) fn retention_rows(diff: &serde_json::Value) -> u64 {
 
 /// A directory of stand-ins for the PostgreSQL client tools (and a
 /// `pg_config` naming it as the bindir): each records its call in `calls`
-/// and then runs the real tool.
-pub(crate) fn recording_bindir(dir: &Path) -> std::path::PathBuf {
+/// and then runs the real tool. Returns the `PATH` that puts them first.
+pub(crate) fn recording_path(dir: &Path) -> String {
     use std::os::unix::fs::PermissionsExt;
     let real = String::from_utf8(
         std::process::Command::new("pg_config")
@@ -195,5 +195,5 @@ pub(crate) fn recording_bindir(dir: &Path) -> std::path::PathBuf {
     )
     .expect("pg_config");
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    bin
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
 }
