@@ -95,16 +95,19 @@ fn postgres_reindex_rebuilds_the_bloated_indexes_only() {
 /// Holds a snapshot (REPEATABLE READ after a first query) on a session
 /// of its own, so a concurrent rebuild waits for it, until dropped.
 fn hold_snapshot(url: &str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    hold(url, "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+}
+
+/// Runs `begin` (which opens a transaction) on a session of its own and
+/// keeps that transaction open until the sender is dropped.
+fn hold(url: &str, begin: &'static str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let url = url.to_string();
     let handle = std::thread::spawn(move || {
         rt().block_on(async {
             let mut c = connect(&url).await;
-            sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
-                .execute(&mut c)
-                .await
-                .expect("snapshot");
+            sqlx::raw_sql(begin).execute(&mut c).await.expect("hold");
             ready_tx.send(()).expect("ready");
             let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
             let _ = sqlx::raw_sql("COMMIT").execute(&mut c).await;
@@ -194,6 +197,78 @@ fn postgres_failed_concurrent_reindex_drops_its_invalid_copy_and_leaves_a_foreig
         after["hand_made"], before["hand_made"],
         "the foreign INVALID index is untouched"
     );
+}
+
+/// docs/operations.md: when the drop of a failed rebuild's copy fails,
+/// the report says what is left ("LEFT FOR YOU"), the journal record
+/// stays open for the next run, and the run exits 5.
+#[test]
+fn postgres_rebuild_copy_that_cannot_be_dropped_is_left_for_you_with_exit_5() {
+    let url = bloated_db();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = reindex_plan(
+        dir.path(),
+        &url,
+        "{indexes: [churn_n]}",
+        "lock_timeout: 300ms, retries: 0",
+    );
+    let before = indexes(&url);
+    // A writer's open transaction: the rebuild waits for it after its copy
+    // exists (and times out), and so does every DROP INDEX CONCURRENTLY.
+    let (release, holder) = hold(&url, "BEGIN; LOCK TABLE churn IN ROW EXCLUSIVE MODE");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    let left = indexes(&url);
+    let open: Vec<(String, Option<String>)> = rt().block_on(async {
+        sqlx::query_as("SELECT index_name::text, outcome FROM dbmaint.rebuilds ORDER BY id")
+            .fetch_all(&mut connect(&url).await)
+            .await
+            .expect("rebuilds")
+    });
+    drop(release);
+    holder.join().expect("holder");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("LEFT FOR YOU") && stdout.contains("churn_n_ccnew"),
+        "the report names what is left: {stdout}"
+    );
+    assert!(
+        left.get("churn_n_ccnew").is_some_and(|s| !s.0),
+        "the INVALID copy is still there: {left:?}"
+    );
+    assert_eq!(
+        left["churn_n"], before["churn_n"],
+        "the original is untouched and valid"
+    );
+    assert_eq!(
+        open,
+        [("churn_n".to_string(), None)],
+        "the journal record stays open for the next run"
+    );
+    // With the writer gone the next run drops the copy, closes the record
+    // and rebuilds.
+    let out = apply(dir.path(), &plan);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = indexes(&url);
+    assert!(!after.contains_key("churn_n_ccnew"), "{after:?}");
+    assert!(after["churn_n"].0);
+    assert_ne!(after["churn_n"].1, before["churn_n"].1, "rebuilt");
+    let open: i64 = rt().block_on(async {
+        sqlx::query_scalar("SELECT count(*) FROM dbmaint.rebuilds WHERE finished_at IS NULL")
+            .fetch_one(&mut connect(&url).await)
+            .await
+            .expect("rebuilds")
+    });
+    assert_eq!(open, 0, "every rebuild record closed");
 }
 
 #[test]
