@@ -730,3 +730,136 @@ fn postgres_verify_fails_a_restore_whose_counts_differ_and_a_truncated_dump() {
     assert_eq!(code, Some(1), "a truncated dump fails: {out}{err}");
     assert!(pg_scalar(&url, "SELECT verified FROM dbmaint.backups").starts_with("failed:"));
 }
+
+/// A logical-replication subscriber's backup verifies by restore: the
+/// copy never keeps the subscription (pg_restore leaves it out; a plain
+/// dump's is detached from its slot and dropped), so every scratch
+/// database is dropped and the run exits 0. PostgreSQL refuses to drop a
+/// database with a subscription, even WITH (FORCE): before, each run left
+/// its scratch database behind and exited 5.
+#[test]
+fn a_subscribers_backup_verifies_by_restore_and_leaves_no_scratch_database() {
+    let t = Test::new();
+    let url = pg_db_with_bulk(500);
+    crate::support::cluster::admin_statements(
+        &url,
+        &[
+            "CREATE SUBSCRIPTION replica_of_orders CONNECTION 'dbname=nowhere' PUBLICATION orders \
+           WITH (connect = false)"
+                .into(),
+        ],
+    );
+    let subscriptions_here = "SELECT count(*) FROM pg_subscription \
+        WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    for format in ["custom", "plain"] {
+        let plan = backup_plan(&t, &url, &format!("format: {format}, verify: {{ same_server: true }}"));
+        let ran = t.apply(&plan);
+        assert_eq!(ran.code, Some(0), "{format}: {}\n{}", ran.stdout, ran.stderr);
+        assert_eq!(
+            pg_scalar(&url, "SELECT verified FROM dbmaint.backups ORDER BY id DESC LIMIT 1"),
+            "restored-and-compared",
+            "{format}"
+        );
+        let scratch = pg_scalar(
+            &url,
+            "SELECT count(*) FILTER (WHERE dropped_at IS NOT NULL) || '/' || count(*) FROM dbmaint.scratch_databases",
+        );
+        let n = if format == "custom" { "1/1" } else { "2/2" };
+        assert_eq!(scratch, n, "{format}: every scratch database is journaled as dropped");
+        assert_eq!(
+            pg_scalar(
+                &url,
+                "SELECT count(*) FROM pg_database d JOIN dbmaint.scratch_databases s ON s.name = d.datname"
+            ),
+            "0",
+            "{format}: no scratch database is left on the server"
+        );
+    }
+    assert_eq!(
+        pg_scalar(&url, subscriptions_here),
+        "1",
+        "the source's own subscription is untouched"
+    );
+}
+
+/// docs/operations.md: a scratch database whose DROP fails is reported
+/// ("LEFT FOR YOU") and the run exits 5; it stays journaled, and the next
+/// run's backup step drops it first and exits 0.
+#[test]
+fn a_scratch_database_that_cannot_be_dropped_exits_5_and_the_next_run_drops_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Test::new();
+    let url = pg_db_with_bulk(500);
+    let plan = backup_plan(&t, &url, "verify: { same_server: true }");
+    // pg_restore as usual, then a prepared transaction in the copy: the
+    // one hold that DROP DATABASE … WITH (FORCE) does not break.
+    let path = crate::support::test::recording_path(t.path());
+    let real = String::from_utf8(
+        std::process::Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .expect("pg_config")
+            .stdout,
+    )
+    .expect("utf-8");
+    let real = real.trim();
+    let pin = t.path().join("fakebin/pg_restore");
+    std::fs::write(
+        &pin,
+        format!(
+            "#!/bin/sh\n'{real}/pg_restore' \"$@\" || exit $?\n\
+             for a in \"$@\"; do case \"$a\" in --dbname=*) db=\"${{a#--dbname=}}\";; esac; done\n\
+             exec '{real}/psql' -X -q -v ON_ERROR_STOP=1 -d \"$db\" \
+             -c \"BEGIN; CREATE TABLE pinned (); PREPARE TRANSACTION 'pin_$db'\"\n"
+        ),
+    )
+    .expect("stand-in");
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = crate::support::cli::dbmaint(t.path())
+        .env("PATH", &path)
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let left = pg_scalar(
+        &url,
+        "SELECT string_agg(name, ',') FROM dbmaint.scratch_databases WHERE dropped_at IS NULL",
+    );
+    assert!(
+        left.starts_with("dbmaint_verify_"),
+        "the scratch database stays journaled: {left:?}"
+    );
+    let exists = format!("SELECT count(*) FROM pg_database WHERE datname = '{left}'");
+    assert_eq!(pg_scalar(&url, &exists), "1", "and is still there");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("LEFT FOR YOU") && stdout.contains(&left),
+        "the report names what is left: {stdout}"
+    );
+    // The prepared transaction ends; the next run drops the leftover.
+    let scratch_url = crate::support::cluster::Cluster::get().url(&left);
+    crate::support::cluster::admin_statements(&scratch_url, &[format!("ROLLBACK PREPARED 'pin_{left}'")]);
+    let ran = t.apply(&plan);
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stderr
+            .contains(&format!("dump: rolled back: dropped the scratch database {left}")),
+        "the run says it dropped the leftover: {}",
+        ran.stderr
+    );
+    assert_eq!(pg_scalar(&url, &exists), "0", "the leftover is gone");
+    assert_eq!(
+        pg_scalar(
+            &url,
+            "SELECT count(*) FROM dbmaint.scratch_databases WHERE dropped_at IS NULL"
+        ),
+        "0",
+        "every scratch database is journaled as dropped"
+    );
+}

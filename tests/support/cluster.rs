@@ -134,8 +134,10 @@ fn launch(base: &Path, port: u16, hba_first: &str, keep_initdb_rules: bool, opts
         String::new()
     };
     std::fs::write(&hba, format!("{hba_first}{rules}")).expect("write pg_hba.conf");
+    // Prepared transactions: a test pins a scratch database with one so
+    // its DROP fails (the only hold `WITH (FORCE)` cannot break).
     let opts = format!(
-        "-k {} -c autovacuum=off -c max_connections=200 -p {port} \
+        "-k {} -c autovacuum=off -c max_connections=200 -p {port} -c max_prepared_transactions=8 \
          -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=10000 {opts}",
         base.display()
     );

@@ -481,7 +481,9 @@ pub(super) async fn restore_and_compare(
         } else {
             // pg_restore writes to a database only when one is named; the
             // name comes from PGDATABASE like every other setting.
-            let args = ["--no-owner", "--no-privileges", "--exit-on-error"]
+            // Subscriptions are left out: a copy must not subscribe, and
+            // one would keep the scratch database from being dropped.
+            let args = ["--no-owner", "--no-privileges", "--no-subscriptions", "--exit-on-error"]
                 .map(String::from)
                 .to_vec();
             (

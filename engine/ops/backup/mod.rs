@@ -433,7 +433,7 @@ impl Backup {
                     if format == "plain" {
                         "psql -X -v ON_ERROR_STOP=1 --file"
                     } else {
-                        "pg_restore --no-owner --no-privileges --exit-on-error"
+                        "pg_restore --no-owner --no-privileges --no-subscriptions --exit-on-error"
                     },
                     temp.display()
                 ),

@@ -198,8 +198,41 @@ pub async fn create_scratch(server: &Target, name: &str) -> Result<Scratch, Veri
     })
 }
 
+/// A restored plain dump brings the source's logical-replication
+/// subscriptions (created disabled, `connect = false`), and PostgreSQL
+/// refuses to drop a database that has one, even `WITH (FORCE)`. Each is
+/// detached from its slot (which lives on the publisher and is not this
+/// copy's to drop) and dropped first. Best effort: a database that is
+/// gone or cannot be reached has none to drop, and when this fails the
+/// DROP DATABASE says why.
+async fn drop_subscriptions(scratch: &Target) {
+    let Ok(mut c) = admin_session(scratch).await else {
+        return;
+    };
+    let names: Result<Vec<String>, DbError> = query(
+        "SELECT subname::text FROM pg_subscription \
+         WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .scalars(&mut c)
+    .await;
+    for name in names.unwrap_or_default() {
+        let quoted = crate::db::quote_ident(&name);
+        for sql in [
+            format!("ALTER SUBSCRIPTION {quoted} DISABLE"),
+            format!("ALTER SUBSCRIPTION {quoted} SET (slot_name = NONE)"),
+            format!("DROP SUBSCRIPTION {quoted}"),
+        ] {
+            if execute_raw(&mut c, &sql).await.is_err() {
+                break;
+            }
+        }
+    }
+    c.close().await;
+}
+
 /// Drops a scratch database an earlier run left on `server`.
 pub async fn drop_leftover(server: &Target, name: &str) -> Result<(), VerifyError> {
+    drop_subscriptions(&server.with_database(name)).await;
     let mut admin = admin_session(server).await?;
     let quoted = crate::db::quote_ident(name);
     let r = execute_raw(&mut admin, &format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")).await;
@@ -226,6 +259,7 @@ impl Scratch {
 
     /// Drops the scratch database; `Err` names what is left for a person.
     pub async fn drop_db(mut self) -> Result<(), VerifyError> {
+        drop_subscriptions(&self.target).await;
         let quoted = crate::db::quote_ident(&self.name);
         let r = execute_raw(
             &mut self.admin,
