@@ -88,6 +88,32 @@ fn django_nightly_plan_runs_end_to_end() {
         "SELECT count(*) FROM core_audit_log WHERE created_at < now() - interval '90 days'",
     ));
     assert!(old > 0, "the seed has old audit rows");
+    // The rows as the run will find them (whole rows as text), with
+    // whether each is clearly younger than its step's cutoff (by a minute:
+    // the run's reference time is a moment after this).
+    let steps = [
+        ("audit-logs", "core_audit_log", "created_at", "90 days"),
+        ("task-logs", "core_task_log", "created_at", "30 days"),
+        ("sessions", "django_session", "expire_date", "0 days"),
+    ];
+    let rows_of = |sql: &str| -> Vec<(String, bool)> {
+        rt().block_on(async {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
+                .fetch_all(&mut crate::support::cluster::connect(&url).await)
+                .await
+                .expect("rows")
+        })
+    };
+    let before: Vec<Vec<(String, bool)>> = steps
+        .iter()
+        .map(|(_, table, column, age)| {
+            rows_of(&format!(
+                "SELECT t::text, {column} >= now() - interval '{age}' + interval '1 minute' FROM {table} t"
+            ))
+        })
+        .collect();
+    let cols = "(id, task_name, error, created_at, deleted_at)::text";
+    let tasks_before = rows_of(&format!("SELECT {cols}, true FROM failed_task"));
     let dir = tempfile::tempdir().expect("tempdir");
     let report = diff_and_apply(
         dir.path(),
@@ -100,11 +126,53 @@ fn django_nightly_plan_runs_end_to_end() {
     for step in ["dump", "views", "reindex", "bloat", "stats"] {
         assert!(s.contains(&format!("{step} succeeded")), "{step}: {s:?}");
     }
-    let expired = rt().block_on(pg_count(
-        &url,
-        "SELECT count(*) FROM django_session WHERE expire_date < now()",
-    ));
-    assert_eq!(expired, 0);
+    let count = |q: &str| rt().block_on(pg_count(&url, q));
+    let reported = |step: &str| {
+        report["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["id"] == step)
+            .and_then(|s| s["rows"].as_i64())
+            .unwrap_or_else(|| panic!("{step}: {report}"))
+    };
+    let now_in =
+        |sql: &str| -> std::collections::HashSet<String> { rows_of(sql).into_iter().map(|(r, _)| r).collect() };
+    for ((step, table, column, age), before) in steps.iter().zip(&before) {
+        let after = now_in(&format!("SELECT t::text, true FROM {table} t"));
+        let gone: Vec<&(String, bool)> = before.iter().filter(|(r, _)| !after.contains(r)).collect();
+        assert!(!gone.is_empty(), "{step}: the seed has rows to remove");
+        assert_eq!(
+            gone.len() as i64,
+            reported(step),
+            "{step}: the report counts the rows removed"
+        );
+        let young: Vec<_> = gone.iter().filter(|(_, young)| *young).collect();
+        assert!(young.is_empty(), "{step}: younger rows were removed: {young:?}");
+        let old = format!("SELECT count(*) FROM {table} WHERE {column} < now() - interval '{age} 1 minute'");
+        assert_eq!(count(&old), 0, "{step}: no older row is left");
+        let was: std::collections::HashSet<&String> = before.iter().map(|(r, _)| r).collect();
+        assert!(
+            after.iter().all(|r| was.contains(r)),
+            "{step}: the rows kept are unchanged"
+        );
+    }
+    // Failed tasks move to the archive intact; the purge takes the oldest.
+    let tasks_after = now_in(&format!("SELECT {cols}, true FROM failed_task"));
+    let moved = tasks_before.iter().filter(|(r, _)| !tasks_after.contains(r)).count() as i64;
+    assert!(moved > 0, "the seed has failed tasks to archive");
+    assert_eq!(moved, reported("failed-tasks-archive"));
+    let archive = now_in(&format!("SELECT {cols}, true FROM failed_task_archive"));
+    let was: std::collections::HashSet<&String> = tasks_before.iter().map(|(r, _)| r).collect();
+    assert!(
+        archive.iter().all(|r| was.contains(r) && !tasks_after.contains(r)),
+        "the archive holds the moved rows as they were"
+    );
+    assert_eq!(moved - archive.len() as i64, reported("failed-tasks-purge"));
+    assert_eq!(
+        count("SELECT count(*) FROM failed_task_archive WHERE deleted_at < now() - interval '730 days 1 minute'"),
+        0
+    );
     let backups = crate::support::cli::backup_files(&dir.path().join("backups")).len();
     assert_eq!(backups, 1);
 }
@@ -209,32 +277,13 @@ fn demo_plan_runs_end_to_end_on_the_demo_database() {
     let db = dir.path().join("demo.db");
     let tables = dbmaint::demo::generate(7, dbmaint::demo::Size::scaled(0.1), chrono::Utc::now());
     rt().block_on(dbmaint::demo::seed_sqlite(&db, &tables)).expect("seed");
-    let sqlite = |q: &str| crate::support::test::sqlite(&db, q);
-    let old_audit = "SELECT count(*) FROM core_audit_log WHERE created_at < datetime('now', '-90 days', '-1 minute')";
-    assert_ne!(sqlite(old_audit), "0", "the seed has audit rows older than 90 days");
-    let archived_before: i64 =
-        sqlite("SELECT count(*) FROM failed_task WHERE deleted_at < datetime('now', '-365 days', '-1 minute')")
-            .parse()
-            .expect("count");
     let report = diff_and_apply(dir.path(), "demo", ("DBMAINT_DEMO_DB", db.to_str().expect("path")), &[]);
     let s = statuses(&report);
     assert!(s.iter().all(|x| x.ends_with(" succeeded")), "{s:?}");
-    assert_eq!(sqlite(old_audit), "0");
-    assert_eq!(
-        sqlite("SELECT count(*) FROM django_session WHERE expire_date < datetime('now', '-1 minute')"),
-        "0"
-    );
-    let archived: i64 = sqlite("SELECT count(*) FROM failed_task_archive")
-        .parse()
-        .expect("count");
-    assert!(
-        archived > 0 && archived <= archived_before,
-        "{archived} of {archived_before} archived (the purge may drop some)"
-    );
-    assert_eq!(
-        crate::support::cli::backup_files(&dir.path().join("dbmaint-demo-backups")).len(),
-        1
-    );
+    let backups = dir.path().join("dbmaint-demo-backups");
+    let files = crate::support::cli::backup_files(&backups);
+    assert_eq!(files.len(), 1, "{files:?}");
+    crate::support::test::assert_demo_plan_ran(&db, &backups.join(&files[0]));
 }
 
 /// A statement as both sides can be compared: constants and parameters

@@ -197,3 +197,75 @@ pub(crate) fn recording_path(dir: &Path) -> String {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
 }
+
+/// What `plans/demo.yaml` must have done to the demo database `db`, row by
+/// row against `backup` (the database as the run found it: the backup is
+/// its first step): removed exactly the rows past each cutoff, kept the
+/// others unchanged, moved failed tasks to the archive intact before the
+/// purge, and journaled each step's rows.
+pub(crate) fn assert_demo_plan_ran(db: &Path, backup: &Path) {
+    // `b` is the database as the run found it: the backup came first.
+    let attach = format!("ATTACH '{}' AS b;", backup.display());
+    let n = |sql: &str| -> i64 {
+        let v = sqlite(db, &format!("{attach} {sql}"));
+        v.parse().unwrap_or_else(|_| panic!("{sql}: {v}"))
+    };
+    let journaled = |step: &str| n(&format!("SELECT rows FROM main.dbmaint_steps WHERE step = '{step}'"));
+    for (step, table, column, age) in [
+        ("audit-logs", "core_audit_log", "created_at", "-90 days"),
+        ("task-logs", "core_task_log", "created_at", "-30 days"),
+        ("sessions", "django_session", "expire_date", "-0 days"),
+    ] {
+        let gone = n(&format!(
+            "SELECT count(*) FROM (SELECT * FROM b.{table} EXCEPT SELECT * FROM main.{table})"
+        ));
+        assert!(gone > 0, "{step}: the seed has rows to remove");
+        assert_eq!(gone, journaled(step), "{step}: the journal counts the rows removed");
+        // A minute either side of the cutoff: the run's reference time is
+        // a moment before this check's `now`.
+        let young_gone = n(&format!(
+            "SELECT count(*) FROM (SELECT * FROM b.{table} WHERE {column} >= datetime('now', '{age}', '+1 minute') \
+             EXCEPT SELECT * FROM main.{table})"
+        ));
+        assert_eq!(young_gone, 0, "{step}: no row younger than the cutoff was removed");
+        let old_kept = n(&format!(
+            "SELECT count(*) FROM main.{table} WHERE {column} < datetime('now', '{age}', '-1 minute')"
+        ));
+        assert_eq!(old_kept, 0, "{step}: no row older than the cutoff is left");
+        let changed = n(&format!(
+            "SELECT count(*) FROM (SELECT * FROM main.{table} EXCEPT SELECT * FROM b.{table})"
+        ));
+        assert_eq!(changed, 0, "{step}: the rows kept are the rows that were there");
+    }
+    // failed_task: moved to the archive (content intact), then the archive
+    // purged of what is older than 730 days.
+    let cols = "id, task_name, error, created_at, deleted_at";
+    let moved = n(&format!(
+        "SELECT count(*) FROM (SELECT {cols} FROM b.failed_task EXCEPT SELECT {cols} FROM main.failed_task)"
+    ));
+    assert!(moved > 0, "the seed has failed tasks to archive");
+    assert_eq!(moved, journaled("failed-tasks-archive"));
+    let archived = n("SELECT count(*) FROM main.failed_task_archive");
+    assert_eq!(
+        n(&format!(
+            "SELECT count(*) FROM (SELECT {cols} FROM main.failed_task_archive EXCEPT SELECT {cols} FROM b.failed_task)"
+        )),
+        0,
+        "the archive holds the source's rows as they were"
+    );
+    assert_eq!(
+        n(&format!(
+            "SELECT count(*) FROM (SELECT {cols} FROM b.failed_task \
+               WHERE deleted_at < datetime('now', '-365 days', '-1 minute') \
+                 AND deleted_at >= datetime('now', '-730 days', '+1 minute') \
+             EXCEPT SELECT {cols} FROM main.failed_task_archive)"
+        )),
+        0,
+        "every row moved and younger than the purge is in the archive"
+    );
+    assert_eq!(
+        moved - archived,
+        journaled("failed-tasks-purge"),
+        "the purge removed the rest"
+    );
+}
