@@ -479,3 +479,72 @@ fn postgres_connections_and_xid_age_find_what_is_really_there() {
     let plan = check_plan(dir.path(), &url, "{ checks: [connections, xid_age] }", "");
     assert_eq!(kinds(&findings(dir.path(), &plan)), Vec::<String>::new());
 }
+
+/// docs/operations.md: long_queries never counts autovacuum. A cluster of
+/// its own runs autovacuum, slowed to a crawl on one table so that its
+/// worker stays busy past `max_query_age`; a client query as old is found
+/// beside it, the worker is not.
+#[test]
+fn long_queries_never_counts_an_autovacuum_worker() {
+    let cluster = Cluster::with_autovacuum();
+    let url = rt().block_on(cluster.fresh_db());
+    crate::support::cluster::admin_statements(
+        &url,
+        &["CREATE TABLE churn (id int NOT NULL, pad text NOT NULL) \
+           WITH (autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1); \
+           INSERT INTO churn SELECT g, md5(g::text) FROM generate_series(1, 100000) g; \
+           DELETE FROM churn WHERE id % 2 = 0"
+            .into()],
+    );
+    let worker_age = || -> f64 {
+        crate::support::cli::psql_scalar(
+            &url,
+            "SELECT coalesce(max(extract(epoch FROM now() - query_start)), -1) FROM pg_stat_activity \
+             WHERE backend_type = 'autovacuum worker' AND datname = current_database()",
+        )
+        .parse()
+        .expect("age")
+    };
+    let t0 = Instant::now();
+    while worker_age() < 2.0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no autovacuum worker ran on churn for 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sleeper_url = url.clone();
+    let sleeper = std::thread::spawn(move || {
+        rt().block_on(async {
+            let mut c = connect(&sleeper_url).await;
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut c)
+                .await
+                .expect("pid");
+            let _ = sqlx::query("SELECT pg_sleep(20)").execute(&mut c).await;
+            pid
+        })
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = check_plan(dir.path(), &url, "{ checks: [long_queries], max_query_age: 1s }", "");
+    let t0 = Instant::now();
+    let mut found = findings(dir.path(), &plan);
+    while found.is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the client's long query was never found"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        found = findings(dir.path(), &plan);
+    }
+    assert!(worker_age() > 2.0, "the worker was still running during the check");
+    crate::support::cluster::admin_statements(
+        &url,
+        &["SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)'".into()],
+    );
+    let pid = sleeper.join().expect("sleeper");
+    assert_eq!(found.len(), 1, "only the client's query: {found:?}");
+    let text = found[0].to_string();
+    assert!(text.contains(&pid.to_string()), "{text}");
+    assert!(!text.to_lowercase().contains("autovacuum"), "{text}");
+}

@@ -223,6 +223,7 @@ pub struct TlsCluster {
 }
 
 static TLS_CLUSTER: OnceLock<TlsCluster> = OnceLock::new();
+static AUTOVACUUM_CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
 /// A role on the TLS cluster that logs in by password over TCP, and a
 /// password with every character a URL must escape.
@@ -383,6 +384,26 @@ fn launch_tls(base: &Path, port: u16, hba: &str, key_dir: &Path) {
 impl Cluster {
     pub fn get() -> &'static Cluster {
         CLUSTER.get_or_init(start)
+    }
+
+    /// A cluster of its own with autovacuum on, waking every second (the
+    /// shared one runs without it, so counters stay where tests put
+    /// them): for the tests about what autovacuum's workers look like.
+    pub fn with_autovacuum() -> &'static Cluster {
+        AUTOVACUUM_CLUSTER.get_or_init(|| {
+            let base = std::env::temp_dir().join(format!("dbmaint-pg-av-{}", std::process::id()));
+            // Socket only: the port names the socket file in `base`.
+            let port = 5432;
+            // The later `-c autovacuum=on` overrides launch's `off`.
+            launch(
+                &base,
+                port,
+                "",
+                true,
+                "-c listen_addresses='' -c fsync=off -c autovacuum=on -c autovacuum_naptime=1",
+            );
+            Cluster { socket_dir: base, port }
+        })
     }
 
     pub fn url(&self, db: &str) -> String {
