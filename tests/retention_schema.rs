@@ -169,6 +169,58 @@ fn postgres_cascade_and_set_null_children_are_refused_by_default_and_allowed_one
     );
 }
 
+/// With `on_cascade: allow` and a RESTRICT key beside the cascade, the
+/// children are predicted and counted against the rows the step really
+/// deletes: the items of orders a hold keeps are neither predicted nor
+/// deleted.
+#[test]
+fn postgres_cascade_prediction_leaves_out_the_children_of_rows_a_restrict_key_keeps() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE orders (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO orders SELECT g, now() - g * interval '1 day' - interval '12 hours' FROM generate_series(1, 100) g; \
+         CREATE TABLE items (id serial PRIMARY KEY, order_id int REFERENCES orders ON DELETE CASCADE); \
+         CREATE INDEX ON items (order_id); \
+         INSERT INTO items (order_id) SELECT 1 + g % 100 FROM generate_series(0, 299) g; \
+         CREATE TABLE holds (id serial PRIMARY KEY, order_id int REFERENCES orders ON DELETE RESTRICT); \
+         CREATE INDEX ON holds (order_id); \
+         INSERT INTO holds (order_id) SELECT g FROM generate_series(40, 49) g;",
+        &[],
+    );
+    let t = Test::new();
+    // Orders 30..=100 are older than 30 days; the holds keep 40..=49: 61
+    // orders go, with their 3 items each.
+    let p = t.retention_plan(
+        &url,
+        "table: orders, column: created_at, older_than: 30 days, batch_size: 20, on_cascade: allow",
+    );
+    let (code, v) = diff(&t, &p);
+    assert_eq!(code, Some(0), "{v}");
+    let objects = v["steps"][0]["objects"].to_string();
+    assert!(
+        objects.contains("ON DELETE CASCADE (on_cascade: allow): 183 rows deleted with the rows they reference"),
+        "{objects}"
+    );
+    let Ran { code, report: r, .. } = t.apply_json(&p);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["steps"][0]["rows"], 61, "{r}");
+    assert_eq!(
+        r["steps"][0]["cascaded"][0]["rows"], 183,
+        "{}",
+        r["steps"][0]["cascaded"]
+    );
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM orders")), 39);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM items")), 117);
+    assert_eq!(
+        rt.block_on(pg_count(
+            &url,
+            "SELECT count(*) FROM items WHERE order_id BETWEEN 40 AND 49"
+        )),
+        30,
+        "the held orders keep their items"
+    );
+}
+
 #[test]
 fn postgres_on_cascade_allow_follows_a_cascade_down_and_refuses_one_a_deeper_key_would_block() {
     let rt = rt();
