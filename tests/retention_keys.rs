@@ -612,3 +612,85 @@ fn postgres_a_key_window_walk_without_a_second_session_reads_the_span_between_ba
     assert!(stderr.contains("reading it between them instead"), "{stderr}");
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 30);
 }
+
+/// Negative keys (imported or sentinel rows) are keys like any other: the
+/// key-window walk starts at the first eligible key, not at 1.
+#[test]
+fn postgres_negative_keys_are_walked_from_the_first_eligible_key() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE ev (id bigint PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO ev SELECT g, now() - (abs(g) % 2) * interval '400 days' FROM generate_series(-500, 500) g;",
+        &[],
+    );
+    let t = Test::new();
+    let p = t.retention_plan(
+        &url,
+        "table: ev, column: created_at, older_than: 365 days, batch_size: 100",
+    );
+    let Ran { code, report: r, .. } = t.apply_json(&p);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["steps"][0]["rows"], 500, "{r}");
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM ev WHERE abs(id) % 2 = 1")),
+        0,
+        "every odd key, negative ones too, is gone"
+    );
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 501);
+}
+
+/// A ranged walk (a UUID key) journals each batch with its rows and, per
+/// foreign key, the child rows its cascade reached — and no row for a key
+/// that reached none.
+#[test]
+fn postgres_a_ranged_walk_journals_every_batch_and_its_cascades() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE orders (id uuid PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO orders SELECT md5(g::text)::uuid, now() - g * interval '1 day' + interval '12 hours' \
+           FROM generate_series(1, 100) g; \
+         CREATE TABLE items (id serial PRIMARY KEY, order_id uuid REFERENCES orders ON DELETE CASCADE); \
+         CREATE INDEX ON items (order_id); \
+         INSERT INTO items (order_id) SELECT id FROM orders, generate_series(1, 2) WHERE created_at < now() - interval '90 days'; \
+         CREATE TABLE notes (id serial PRIMARY KEY, order_id uuid REFERENCES orders ON DELETE SET NULL); \
+         CREATE INDEX ON notes (order_id); \
+         INSERT INTO notes (order_id) SELECT id FROM orders WHERE created_at < now() - interval '95 days';",
+        &[],
+    );
+    let t = Test::new();
+    // Orders 31..=100 go (70), in batches of 7: ten batches; items of the
+    // 10 orders past 90 days (20 rows), notes of the 5 past 95 days.
+    let p = t.retention_plan(
+        &url,
+        "table: orders, column: created_at, older_than: 30 days, batch_size: 7, on_cascade: allow",
+    );
+    let Ran { code, report: r, .. } = t.apply_json(&p);
+    assert_eq!(code, Some(0), "{r}");
+    let step = &r["steps"][0];
+    assert_eq!(
+        (step["rows"].as_u64(), step["batches"].as_u64()),
+        (Some(70), Some(10)),
+        "{step}"
+    );
+    let journal = |q: &str| rt.block_on(pg_count(&url, q));
+    assert_eq!(
+        journal("SELECT count(*) FROM dbmaint.batches WHERE step = 'purge' AND rows = 7 AND last_key IS NOT NULL"),
+        10,
+        "one journal row per batch, with its rows and last key"
+    );
+    assert_eq!(
+        journal("SELECT sum(rows)::int8 FROM dbmaint.cascades WHERE foreign_key LIKE 'items.order_id%'"),
+        20
+    );
+    assert_eq!(
+        journal("SELECT sum(rows)::int8 FROM dbmaint.cascades WHERE foreign_key LIKE 'notes.order_id%'"),
+        5
+    );
+    assert_eq!(
+        journal("SELECT count(*) FROM dbmaint.cascades WHERE rows = 0"),
+        0,
+        "no journal row for a key a batch's cascade did not reach"
+    );
+    assert_eq!(journal("SELECT count(*) FROM items"), 0);
+    assert_eq!(journal("SELECT count(*) FROM notes WHERE order_id IS NULL"), 5);
+}
