@@ -197,3 +197,53 @@ fn progress_always_without_a_terminal_still_logs_the_run() {
         "stderr is a pipe here: the run is logged, not drawn: {err}"
     );
 }
+
+/// Issue 14 §4: without a TTY (captured here), `--progress always` prints a
+/// plain progress line every interval beside the log lines — the running
+/// retention's rows against its total, with rate and ETA; `auto` keeps the
+/// log lines only.
+#[test]
+fn progress_always_without_a_tty_prints_a_progress_line_every_interval() {
+    let run = |progress: &str| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        sqlite(
+            &dir.path().join("app.db"),
+            "CREATE TABLE ev (id INTEGER PRIMARY KEY, at TEXT NOT NULL); \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+             INSERT INTO ev (at) SELECT datetime('now', '-400 days', '-' || i || ' minutes') FROM n; \
+             INSERT INTO ev (at) VALUES (datetime('now'));",
+        );
+        let p = dir.path().join("p.yaml");
+        // 30 batches 100 ms apart: about three seconds of work.
+        std::fs::write(
+            &p,
+            "version: 1\nname: slow\ntarget: \"sqlite:app.db\"\nsteps:\n  purge:\n    \
+             retention: { table: ev, column: at, older_than: 365 days, batch_size: 100, pause: 100ms }\n",
+        )
+        .expect("plan");
+        let out = dbmaint(dir.path())
+            .env("DBMAINT_PROGRESS_EVERY", "0.5")
+            .args(["--progress", progress, "plan", "apply", "--auto-approve"])
+            .arg(&p)
+            .output()
+            .expect("apply");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(sqlite(&dir.path().join("app.db"), "SELECT count(*) FROM ev"), "1");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run("always");
+    let progress: Vec<&str> = err.lines().filter(|l| l.contains(" progress ")).collect();
+    assert!(progress.len() >= 2, "a line every 0.5 s over ~3 s: {err}");
+    assert!(
+        progress
+            .iter()
+            .any(|l| l.contains("0 of 1 steps done; purge (retention) ")
+                && l.contains(" of 3,000 rows (")
+                && l.contains(" rows/s, ETA ")),
+        "{progress:#?}"
+    );
+    assert!(err.contains("purge (retention) started"), "the log lines stay: {err}");
+    let err = run("auto");
+    assert!(!err.contains(" progress "), "{err}");
+    assert!(err.contains("purge (retention) started"), "{err}");
+}

@@ -653,8 +653,8 @@ fn display(cli: &Cli, selected: usize) -> Vec<Box<dyn dbmaint::run::collect::Rep
             .unwrap_or(Level::Info),
     };
     let json = cli.log_format == crate::LogFormat::Json;
-    // Bars need a terminal to draw on: without one, `always` would print
-    // nothing at all, so it falls back to the log lines too.
+    // Bars need a terminal to draw on: without one, `always` prints the
+    // log lines and a periodic progress line instead.
     let tty = std::io::stderr().is_terminal();
     let bars = !cli.quiet
         && !json
@@ -666,6 +666,14 @@ fn display(cli: &Cli, selected: usize) -> Vec<Box<dyn dbmaint::run::collect::Rep
         };
     if bars {
         vec![Box::new(Bars::new(selected as u64))]
+    } else if matches!(cli.progress, Progress::Always) && !cli.quiet && !json {
+        // Asked for progress where no bar can be drawn (a CI log, a pipe):
+        // a plain progress line every interval, beside the log lines.
+        use dbmaint::report::reporter::periodic::{Periodic, every_from_env};
+        vec![
+            Box::new(Lines { level, json }),
+            Box::new(Periodic::new(selected as u64, every_from_env())),
+        ]
     } else {
         vec![Box::new(Lines { level, json })]
     }

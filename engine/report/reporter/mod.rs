@@ -1,9 +1,12 @@
 //! Reporters for people: progress bars (`progress.rs`, the only user of
-//! indicatif), start/finish log lines for a non-TTY stderr, and the final
+//! indicatif), start/finish log lines for a non-TTY stderr, a periodic
+//! progress line when progress is asked for without a TTY
+//! (`periodic.rs`), and the final
 //! report as text. The run's own listeners (the collector that builds the
 //! report, the JSON Lines log, the journal) live in `run/collect.rs`; the
 //! command line hands these to `run::apply`.
 
+pub mod periodic;
 pub mod progress;
 
 use std::io::Write as _;
