@@ -794,15 +794,7 @@ fn a_scratch_database_that_cannot_be_dropped_exits_5_and_the_next_run_drops_it()
     // pg_restore as usual, then a prepared transaction in the copy: the
     // one hold that DROP DATABASE … WITH (FORCE) does not break.
     let path = crate::support::test::recording_path(t.path());
-    let real = String::from_utf8(
-        std::process::Command::new("pg_config")
-            .arg("--bindir")
-            .output()
-            .expect("pg_config")
-            .stdout,
-    )
-    .expect("utf-8");
-    let real = real.trim();
+    let real = crate::support::test::pg_bindir();
     let pin = t.path().join("fakebin/pg_restore");
     std::fs::write(
         &pin,
@@ -821,7 +813,6 @@ fn a_scratch_database_that_cannot_be_dropped_exits_5_and_the_next_run_drops_it()
         .arg(&plan)
         .output()
         .expect("apply");
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let left = pg_scalar(
         &url,
         "SELECT string_agg(name, ',') FROM dbmaint.scratch_databases WHERE dropped_at IS NULL",
@@ -832,16 +823,7 @@ fn a_scratch_database_that_cannot_be_dropped_exits_5_and_the_next_run_drops_it()
     );
     let exists = format!("SELECT count(*) FROM pg_database WHERE datname = '{left}'");
     assert_eq!(pg_scalar(&url, &exists), "1", "and is still there");
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("LEFT FOR YOU") && stdout.contains(&left),
-        "the report names what is left: {stdout}"
-    );
+    crate::support::test::assert_left_for_you(&out, &left);
     // The prepared transaction ends; the next run drops the leftover.
     let scratch_url = crate::support::cluster::Cluster::get().url(&left);
     crate::support::cluster::admin_statements(&scratch_url, &[format!("ROLLBACK PREPARED 'pin_{left}'")]);

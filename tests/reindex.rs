@@ -230,17 +230,7 @@ fn postgres_rebuild_copy_that_cannot_be_dropped_is_left_for_you_with_exit_5() {
     });
     drop(release);
     holder.join().expect("holder");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("LEFT FOR YOU") && stdout.contains("churn_n_ccnew"),
-        "the report names what is left: {stdout}"
-    );
+    crate::support::test::assert_left_for_you(&out, "churn_n_ccnew");
     assert!(
         left.get("churn_n_ccnew").is_some_and(|s| !s.0),
         "the INVALID copy is still there: {left:?}"
@@ -256,19 +246,7 @@ fn postgres_rebuild_copy_that_cannot_be_dropped_is_left_for_you_with_exit_5() {
     );
     // With the writer gone the next run drops the copy, closes the record
     // and rebuilds.
-    let out = apply(dir.path(), &plan);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let after = indexes(&url);
-    assert!(!after.contains_key("churn_n_ccnew"), "{after:?}");
-    assert!(after["churn_n"].0);
-    assert_ne!(after["churn_n"].1, before["churn_n"].1, "rebuilt");
-    let open: i64 = rt().block_on(async {
-        sqlx::query_scalar("SELECT count(*) FROM dbmaint.rebuilds WHERE finished_at IS NULL")
-            .fetch_one(&mut connect(&url).await)
-            .await
-            .expect("rebuilds")
-    });
-    assert_eq!(open, 0, "every rebuild record closed");
+    applied_cleans_and_rebuilds(dir.path(), &plan, &url, before["churn_n"].1);
 }
 
 #[test]
@@ -324,15 +302,22 @@ fn postgres_killed_concurrent_reindex_is_cleaned_by_the_next_run() {
             .any(|o| o["marker"] == "-" && o["name"] == "public.churn_n_ccnew"),
         "{diff}"
     );
-    let out = apply(dir.path(), &plan);
+    applied_cleans_and_rebuilds(dir.path(), &plan, &url, left["churn_n"].1);
+}
+
+/// Applies `plan`: the leftover `churn_n_ccnew` is dropped, `churn_n`
+/// rebuilt (valid, on storage other than `node_before`), and every
+/// rebuild record closed.
+fn applied_cleans_and_rebuilds(dir: &Path, plan: &Path, url: &str, node_before: i64) {
+    let out = apply(dir, plan);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let after = indexes(&url);
+    let after = indexes(url);
     assert!(!after.contains_key("churn_n_ccnew"), "{after:?}");
     assert!(after["churn_n"].0);
-    assert_ne!(after["churn_n"].1, left["churn_n"].1, "rebuilt");
+    assert_ne!(after["churn_n"].1, node_before, "rebuilt");
     let open: i64 = rt().block_on(async {
         sqlx::query_scalar("SELECT count(*) FROM dbmaint.rebuilds WHERE finished_at IS NULL")
-            .fetch_one(&mut connect(&url).await)
+            .fetch_one(&mut connect(url).await)
             .await
             .expect("rebuilds")
     });

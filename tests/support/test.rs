@@ -160,16 +160,7 @@ pub(crate) fn retention_rows(diff: &serde_json::Value) -> u64 {
 /// and then runs the real tool. Returns the `PATH` that puts them first.
 pub(crate) fn recording_path(dir: &Path) -> String {
     use std::os::unix::fs::PermissionsExt;
-    let real = String::from_utf8(
-        std::process::Command::new("pg_config")
-            .arg("--bindir")
-            .output()
-            .expect("pg_config")
-            .stdout,
-    )
-    .expect("utf-8")
-    .trim()
-    .to_string();
+    let real = pg_bindir();
     let bin = dir.join("fakebin");
     std::fs::create_dir_all(&bin).expect("fakebin");
     let calls = dir.join("calls");
@@ -268,4 +259,35 @@ pub(crate) fn assert_demo_plan_ran(db: &Path, backup: &Path) {
         journaled("failed-tasks-purge"),
         "the purge removed the rest"
     );
+}
+
+/// The machine's PostgreSQL client tools' directory (`pg_config --bindir`).
+pub(crate) fn pg_bindir() -> String {
+    String::from_utf8(
+        std::process::Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .expect("pg_config")
+            .stdout,
+    )
+    .expect("utf-8")
+    .trim()
+    .to_string()
+}
+
+/// An apply whose cleanup failed: exit 5, and the report's "LEFT FOR YOU"
+/// naming `what`. Returns its stdout.
+pub(crate) fn assert_left_for_you(out: &std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("LEFT FOR YOU") && stdout.contains(what),
+        "the report names what is left ({what}): {stdout}"
+    );
+    stdout
 }
