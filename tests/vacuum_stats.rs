@@ -118,6 +118,55 @@ fn postgres_reset_statistics_still_vacuum_the_bloated_table() {
     assert!(selected(&diff_step(dir.path(), &plan)).is_empty());
 }
 
+/// With pgstattuple installed, a table whose statistics were reset is
+/// measured (`pgstattuple_approx`) instead of vacuumed blind: the bloated
+/// one is selected with its real dead ratio, the clean one is not.
+#[test]
+fn postgres_reset_statistics_are_measured_by_pgstattuple_approx_when_installed() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE EXTENSION pgstattuple; \
+         CREATE TABLE churn (id int PRIMARY KEY, body text); \
+         INSERT INTO churn SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g; \
+         DELETE FROM churn WHERE id % 3 = 0; \
+         CREATE TABLE calm (id int PRIMARY KEY); INSERT INTO calm SELECT generate_series(1, 1000); \
+         ANALYZE churn; ANALYZE calm; SELECT pg_stat_reset();",
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = vacuum_plan(dir.path(), &url, "{}");
+    let step = diff_step(dir.path(), &plan);
+    assert_eq!(selected(&step), ["churn"], "measured, not vacuumed blind: {step}");
+    let churn = &step["objects"][0];
+    assert!(
+        churn["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("measured by pgstattuple_approx"),
+        "{churn}"
+    );
+    assert_eq!(churn["figures"]["measured_by"], "pgstattuple_approx");
+    // 6,666 of the 20,000 rows were deleted: a third dead.
+    assert_eq!(churn["figures"]["dead_tuples"], 6666, "{churn}");
+    let ratio = churn["figures"]["dead_ratio"].as_f64().unwrap_or(0.0);
+    assert!((ratio - 1.0 / 3.0).abs() < 0.02, "{ratio}");
+    let out = dbmaint(dir.path())
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vacuumed: Vec<String> = rt.block_on(async {
+        let mut c = connect(&url).await;
+        flush_stats(&mut c).await;
+        sqlx::query_scalar("SELECT relname::text FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL")
+            .fetch_all(&mut c)
+            .await
+            .expect("vacuumed")
+    });
+    assert_eq!(vacuumed, ["churn"]);
+}
+
 #[test]
 fn postgres_min_dead_ratio_zero_selects_every_table() {
     let url = seeded_db(

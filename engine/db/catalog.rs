@@ -153,6 +153,11 @@ pub struct TableFacts {
     /// dead tuples are unknown, not zero.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stats_unknown: bool,
+    /// When `stats_unknown`: (live, dead) tuples measured by
+    /// `pgstattuple_approx`, if the extension is installed and the role
+    /// may run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_tuples: Option<(u64, u64)>,
     /// The partitions of a partitioned table, `schema.name`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<String>,

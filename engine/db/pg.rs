@@ -346,6 +346,70 @@ pub fn catalog_sql(measure: &Measure) -> [String; 4] {
     ]
 }
 
+/// Live and dead tuples of the tables whose statistics are unknown (lost
+/// or reset), measured by `pgstattuple_approx` when the extension is
+/// installed and the role may run it: it reads only the pages the
+/// visibility map does not mark all-visible, so a clean table costs
+/// little, and its dead-tuple count is exact for the pages it reads. One
+/// statement for all of them; a table another session holds ACCESS
+/// EXCLUSIVE is left unknown (its lock would be waited for). Whatever
+/// fails leaves them unknown — under a savepoint when the caller is in a
+/// transaction (the diff's snapshot), so that stays usable.
+async fn measure_unknown(c: &mut PgConnection, tables: &mut [TableFacts]) {
+    let unknown: Vec<usize> = (0..tables.len())
+        .filter(|&i| tables[i].stats_unknown && !tables[i].partitioned)
+        .collect();
+    if unknown.is_empty() {
+        return;
+    }
+    let in_tx = execute(c, "SAVEPOINT dbmaint_measure").await.is_ok();
+    let rows = measure_sql(c, &unknown, tables).await;
+    if in_tx {
+        let end = if rows.is_ok() {
+            "RELEASE SAVEPOINT dbmaint_measure"
+        } else {
+            "ROLLBACK TO SAVEPOINT dbmaint_measure"
+        };
+        let _ = execute(c, end).await;
+    }
+    for r in rows.unwrap_or_default() {
+        let i: i64 = r.get(0);
+        if let Some(&t) = usize::try_from(i - 1).ok().and_then(|k| unknown.get(k)) {
+            tables[t].measured_tuples = Some((r.get::<i64, _>(1).max(0) as u64, r.get::<i64, _>(2).max(0) as u64));
+        }
+    }
+}
+
+/// `measure_unknown`'s statements: (1-based position in `unknown`, live,
+/// dead) per table measured; none when pgstattuple is not there to run.
+async fn measure_sql(
+    c: &mut PgConnection,
+    unknown: &[usize],
+    tables: &[TableFacts],
+) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+    // to_regprocedure: NULL, not an error, where the function is not.
+    let ext: Option<String> = sqlx::query_scalar(
+        "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
+         WHERE e.extname = 'pgstattuple' \
+           AND coalesce(has_function_privilege( \
+                 to_regprocedure(format('%I.pgstattuple_approx(regclass)', n.nspname)), 'EXECUTE'), false)",
+    )
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some(ext) = ext else { return Ok(vec![]) };
+    let schemas: Vec<String> = unknown.iter().map(|&i| tables[i].schema.clone()).collect();
+    let names: Vec<String> = unknown.iter().map(|&i| tables[i].name.clone()).collect();
+    let q = format!(
+        "SELECT u.i::int8, (a).approx_tuple_count::int8, (a).dead_tuple_count::int8 \
+         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(s, n, i) \
+         CROSS JOIN LATERAL (SELECT format('%I.%I', u.s, u.n)::regclass AS r) x \
+         CROSS JOIN LATERAL {}.pgstattuple_approx(x.r) a \
+         WHERE x.r::oid NOT IN {BUSY}",
+        crate::db::quote_ident(&ext)
+    );
+    sqlx::query(sql(q)).bind(&schemas).bind(&names).fetch_all(&mut *c).await
+}
+
 /// The catalog: the four catalog queries plus inheritance, triggers and
 /// foreign keys, whatever the number of tables (in the caller's snapshot).
 pub async fn catalog(c: &mut PgConnection, measure: &Measure) -> Result<Catalog, DbError> {
@@ -399,6 +463,7 @@ pub async fn catalog(c: &mut PgConnection, measure: &Measure) -> Result<Catalog,
             delete_triggers: vec![],
             partitioned: r.get(11),
             stats_unknown: r.get(12),
+            measured_tuples: None,
             partitions: vec![],
             access: crate::db::catalog::TableAccess {
                 owner: r.get(13),
@@ -417,6 +482,7 @@ pub async fn catalog(c: &mut PgConnection, measure: &Measure) -> Result<Catalog,
             },
         })
         .collect();
+    measure_unknown(&mut *c, &mut tables).await;
     // Rows of the column and index queries find their table by name: a map,
     // not a scan per row (5,000 tables have ~20,000 such rows).
     let by_name: std::collections::HashMap<(String, String), usize> = tables

@@ -130,6 +130,7 @@ pub async fn catalog(c: &mut SqliteConnection) -> Result<Catalog, DbError> {
                 delete_triggers: vec![],
                 partitioned: false,
                 stats_unknown: false,
+                measured_tuples: None,
                 partitions: vec![],
                 access: Default::default(),
                 toast: None,

@@ -127,8 +127,12 @@ impl Vacuum {
             considered += 1;
             // Rows that steps before this one delete are dead tuples by the time it runs.
             let (removed, deleted_first) = cx.removed_upstream(&cx.quoted(t));
-            let projected_dead = t.dead_tuples + removed;
-            let all = t.live_tuples + t.dead_tuples;
+            // Lost or reset statistics: pgstattuple_approx's figures when
+            // the inspection could measure them.
+            let measured = t.stats_unknown.then_some(t.measured_tuples).flatten();
+            let (live, dead_now) = measured.unwrap_or((t.live_tuples, t.dead_tuples));
+            let projected_dead = dead_now + removed;
+            let all = live + dead_now;
             let ratio = if all == 0 {
                 0.0
             } else {
@@ -138,7 +142,7 @@ impl Vacuum {
             let by_xid = min_xid.is_some_and(|x| t.xid_age >= x);
             // Lost or reset statistics say 0 dead tuples of a table that may
             // be full of them: unknown, so vacuumed unless the plan says skip.
-            let unknown = t.stats_unknown && !by_dead;
+            let unknown = t.stats_unknown && measured.is_none() && !by_dead;
             if unknown && skip_unknown {
                 unknown_skipped.push(cx.display(t));
                 continue;
@@ -168,18 +172,24 @@ impl Vacuum {
                     )
                 } else {
                     format!(
-                        "dead {} ({} of {} tuples{}), {}, xid age {}{}",
+                        "dead {} ({} of {} tuples{}{}), {}, xid age {}{}",
                         percent(ratio),
                         human_count(projected_dead),
                         human_count(all),
                         deleted_first,
+                        if measured.is_some() {
+                            ", measured by pgstattuple_approx: the statistics were lost or reset"
+                        } else {
+                            ""
+                        },
                         human_bytes(t.total_bytes),
                         human_count(t.xid_age),
                         if by_xid && !by_dead { " (wraparound)" } else { "" }
                     )
                 },
                 serde_json::json!({
-                    "dead_ratio": (!unknown).then(|| t.dead_ratio()), "dead_tuples": t.dead_tuples, "live_tuples": t.live_tuples,
+                    "dead_ratio": (!unknown).then(|| if all == 0 { 0.0 } else { dead_now as f64 / all as f64 }), "dead_tuples": dead_now, "live_tuples": live,
+                    "measured_by": measured.map(|_| "pgstattuple_approx"),
                     "bytes": t.total_bytes, "xid_age": t.xid_age, "reclaimable_bytes": reclaim,
                     "stats_unknown": unknown,
                 }),
