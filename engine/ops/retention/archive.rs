@@ -144,6 +144,26 @@ fn read_tail(file: &mut File, lines: usize) -> std::io::Result<(String, u64)> {
 mod tests {
     use super::*;
 
+    /// A batch's lines can span more than one read chunk (wide rows): the
+    /// tail holds all of them, so a rerun skips every row the killed run
+    /// wrote, not only those of the last 64 KiB.
+    #[test]
+    fn the_tail_holds_every_line_asked_for_across_chunks() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let path = dir.path().join("archive.jsonl");
+        let wide = "x".repeat(2000);
+        let text: String = (0..100)
+            .map(|i| format!("{{\"key\":\"{i}\",\"row\":\"{wide}\"}}\n"))
+            .collect();
+        // And a torn last line, as a kill mid-write leaves.
+        std::fs::write(&path, format!("{text}{{\"key\":\"100\",\"ro")).expect("test setup");
+        let f = ArchiveFile::open(&path, 50).expect("open");
+        let expected: HashSet<String> = (50..100).map(|i| i.to_string()).collect();
+        assert_eq!(f.tail_keys, expected, "the last 50 lines (~100 KiB) are all read");
+        assert_eq!(f.repaired_bytes, 16, "the torn line is cut");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
+    }
+
     #[test]
     fn appended_lines_carry_their_key() {
         let dir = tempfile::tempdir().expect("test setup");
