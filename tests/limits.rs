@@ -774,3 +774,78 @@ steps:
         0
     );
 }
+
+/// Issue 14 §6: from the journal's history, each step's expected duration
+/// (p90 of its past runs, scaled by this run's rows) is shown in the diff,
+/// and with `limits.fit: defer` a step that does not fit in what is left
+/// of max_runtime is deferred before it starts (exit 3); the others run.
+#[test]
+fn sqlite_fit_defer_defers_the_step_whose_history_says_it_will_not_fit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let sqlite = |sql: &str| crate::support::test::sqlite(&db, sql);
+    let old_rows = |table: &str| {
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+             INSERT INTO {table} (at) SELECT datetime('now', '-400 days', '-' || i || ' minutes') FROM n;"
+        )
+    };
+    sqlite(&format!(
+        "CREATE TABLE fast (id INTEGER PRIMARY KEY, at TEXT NOT NULL); INSERT INTO fast (at) VALUES (datetime('now')); \
+         CREATE TABLE slow (id INTEGER PRIMARY KEY, at TEXT NOT NULL); INSERT INTO slow (at) VALUES (datetime('now')); \
+         {} {}",
+        old_rows("fast"),
+        old_rows("slow")
+    ));
+    let plan = write(
+        dir.path(),
+        "fit.yaml",
+        "version: 1\nname: fit\ntarget: \"sqlite:app.db\"\nlimits: { max_runtime: 60s, fit: defer }\nsteps:\n  \
+         fast:\n    retention: { table: fast, column: at, older_than: 365 days }\n  \
+         slow:\n    retention: { table: slow, column: at, older_than: 365 days }\n",
+    );
+    // No history yet: both run.
+    let out = apply(dir.path(), &plan);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The journal now says `slow` took 120 s for its 100 rows (as if it
+    // had), `fast` what it really took.
+    sqlite(
+        "UPDATE dbmaint_steps SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', started_at, '+120 seconds') \
+         WHERE step = 'slow'",
+    );
+    sqlite(&format!("{} {}", old_rows("fast"), old_rows("slow")));
+    let diff = dbmaint(dir.path())
+        .args(["plan", "diff"])
+        .arg(&plan)
+        .output()
+        .expect("diff");
+    let text = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        text.contains("    expected: 2m00s (p90 of 1 run, scaled to 100 rows)"),
+        "{text}"
+    );
+    assert!(text.contains("Expected: 2m"), "{text}");
+    assert!(text.contains("limits.fit: defer"), "{text}");
+    let out = dbmaint(dir.path())
+        .args(["--output", "json", "plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let slow = v["report"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "slow")
+        .cloned()
+        .expect("slow");
+    assert_eq!(slow["status"], "deferred", "{slow}");
+    let why = slow["deferred"].as_str().unwrap_or("");
+    assert!(
+        why.contains("expected to take 2m00s") && why.contains("of max_runtime"),
+        "{why}"
+    );
+    assert_eq!(sqlite("SELECT count(*) FROM fast"), "1", "fast ran");
+    assert_eq!(sqlite("SELECT count(*) FROM slow"), "101", "slow was not started");
+}

@@ -329,11 +329,11 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
         );
     }
     let now = chrono::Utc::now();
-    if let Some(plan) = &ready.loaded.plan
-        && let Err(f) = run::check_window(plan, now)
-    {
-        return fail(cli, &f);
-    }
+    let window_closes = match ready.loaded.plan.as_ref().map(|plan| run::check_window(plan, now)) {
+        Some(Err(f)) => return fail(cli, &f),
+        Some(Ok(closes)) => closes,
+        None => None,
+    };
     if !args.auto_approve {
         if !std::io::stdin().is_terminal() {
             return fail(
@@ -355,6 +355,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs) -> i32 {
         parallelism: args.parallelism,
         only: (!args.steps.is_empty()).then(|| args.steps.clone()),
         log_dir: Some(log_dir.clone()),
+        window_closes,
     };
     let (plan_metrics, plan_keep) = ready
         .loaded
@@ -612,6 +613,7 @@ pub async fn demo(cli: &Cli, db: &Path, force: bool, seed: u64, scale: f64) -> i
         parallelism: 2,
         only: None,
         log_dir: Some("dbmaint-logs".into()),
+        window_closes: None,
     };
     let report = match run::apply(
         &ep,

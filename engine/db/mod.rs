@@ -436,6 +436,15 @@ impl Conn {
         }
     }
 
+    /// The journal's last ten successful runs of each step of plan `plan`:
+    /// (step, duration ms, rows, bytes), newest first.
+    pub async fn step_history(&mut self, plan: &str) -> Result<Vec<(String, i64, i64, i64)>, DbError> {
+        match self {
+            Conn::Pg(c) => pg::step_history(c, plan).await,
+            Conn::Sqlite(c) => sqlite::step_history(c, plan).await,
+        }
+    }
+
     /// SQLite: freelist pages over all pages, now.
     pub async fn free_ratio(&mut self) -> Result<f64, DbError> {
         match self {

@@ -902,6 +902,28 @@ pub async fn last_success(c: &mut PgConnection, plan: Option<&str>) -> Result<Op
     .await?)
 }
 
+/// Of plan `plan`'s steps that succeeded, the last ten runs of each:
+/// (step, duration ms, rows, bytes), newest first; none without a journal.
+pub async fn step_history(c: &mut PgConnection, plan: &str) -> Result<Vec<(String, i64, i64, i64)>, DbError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('dbmaint.steps') IS NOT NULL")
+        .fetch_one(&mut *c)
+        .await?;
+    if !exists {
+        return Ok(vec![]);
+    }
+    Ok(sqlx::query_as(
+        "SELECT step, ms, rows, bytes FROM ( \
+           SELECT s.step, (extract(epoch FROM s.finished_at - s.started_at) * 1000)::int8 AS ms, s.rows, s.bytes, \
+                  row_number() OVER (PARTITION BY s.step ORDER BY s.run_id DESC) AS n \
+           FROM dbmaint.steps s JOIN dbmaint.runs r ON r.id = s.run_id \
+           WHERE r.plan = $1 AND s.status = 'succeeded' AND s.started_at IS NOT NULL AND s.finished_at IS NOT NULL) x \
+         WHERE n <= 10 ORDER BY step, n",
+    )
+    .bind(plan)
+    .fetch_all(c)
+    .await?)
+}
+
 // ---------------------------------------------------------------- lock
 
 /// Tries the advisory lock once; never waits (safety.md rule 3). On

@@ -476,6 +476,29 @@ pub async fn last_success(
     .await?)
 }
 
+/// Of plan `plan`'s steps that succeeded, the last ten runs of each:
+/// (step, duration ms, rows, bytes), newest first; none without a journal.
+pub async fn step_history(c: &mut SqliteConnection, plan: &str) -> Result<Vec<(String, i64, i64, i64)>, DbError> {
+    let exists: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'dbmaint_steps'")
+            .fetch_one(&mut *c)
+            .await?;
+    if exists == 0 {
+        return Ok(vec![]);
+    }
+    Ok(sqlx::query_as(
+        "SELECT step, ms, rows, bytes FROM ( \
+           SELECT s.step, CAST(round((julianday(s.finished_at) - julianday(s.started_at)) * 86400000) AS INTEGER) AS ms, \
+                  s.rows, s.bytes, row_number() OVER (PARTITION BY s.step ORDER BY s.run_id DESC) AS n \
+           FROM dbmaint_steps s JOIN dbmaint_runs r ON r.id = s.run_id \
+           WHERE r.plan = ?1 AND s.status = 'succeeded' AND s.started_at IS NOT NULL AND s.finished_at IS NOT NULL) \
+         WHERE n <= 10 AND ms IS NOT NULL ORDER BY step, n",
+    )
+    .bind(plan)
+    .fetch_all(c)
+    .await?)
+}
+
 /// The share of the file's pages on the free list (what `VACUUM` gives back).
 pub async fn free_ratio(c: &mut impl Exec) -> Result<f64, DbError> {
     let r = query(

@@ -49,6 +49,17 @@ crate::params! {
     }
 }
 
+crate::keywords! {
+    /// What apply does with a step whose expected duration (from the
+    /// journal's history) exceeds what is left of `max_runtime` or the window.
+    pub enum Fit ("`run` or `defer`") {
+        /// Start it anyway (default): it stops between batches when time runs out.
+        Run = "run",
+        /// Defer it before it starts (exit 3), rather than stop it half-way.
+        Defer = "defer",
+    }
+}
+
 crate::params! {
     /// When apply may run.
     pub struct Limits ("limits") {
@@ -56,8 +67,10 @@ crate::params! {
         optional {
             /// No new step or batch starts once this much time has passed.
             max_runtime: Duration,
-            /// Apply refuses to start outside this daily window (`HH:MM-HH:MM`).
+            /// Apply refuses to start outside this daily window (`HH:MM-HH:MM`); no new step or batch starts once it closes.
             window: Window,
+            /// `defer`: a step whose expected duration (p90 of its past runs) does not fit in what is left of `max_runtime` or `window` is deferred before it starts; default `run`.
+            fit: Fit,
             /// Time zone of `window` (IANA name); default UTC.
             tz: Tz,
         }

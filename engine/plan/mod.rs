@@ -173,6 +173,9 @@ pub struct PlanLimits {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
     pub tz: Tz,
+    /// `limits.fit: defer`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fit_defer: bool,
 }
 
 /// The effective plan.

@@ -235,6 +235,7 @@ fn resolve(doc: PlanDoc, resolved: Option<(Target, String)>, env: Option<&str>) 
             tz: limits
                 .and_then(|l| l.tz.as_ref())
                 .map_or(Tz(chrono_tz::UTC), |t| t.value),
+            fit_defer: limits.and_then(|l| l.fit.as_ref()).map(|f| f.value) == Some(crate::plan::doc::Fit::Defer),
         },
         schedule: doc.schedule.map(|s| s.value),
         metrics_file: doc.metrics_file.as_ref().map(|m| m.value.clone()),

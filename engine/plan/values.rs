@@ -408,6 +408,16 @@ impl Window {
         Ok(Self { start, end })
     }
 
+    /// Minutes from `minute` (after midnight, inside the window) until it
+    /// closes; crossing midnight wraps.
+    pub fn minutes_left(&self, minute: u16) -> u16 {
+        if minute < self.end {
+            self.end - minute
+        } else {
+            24 * 60 - minute + self.end
+        }
+    }
+
     /// Whether `minute` (after midnight) is inside; crossing midnight wraps.
     pub fn contains(&self, minute: u16) -> bool {
         if self.start < self.end {
@@ -668,6 +678,16 @@ mod tests {
         assert!(w.contains(23 * 60) && w.contains(60) && !w.contains(12 * 60));
         assert!(Window::parse("25:00-04:00").is_err());
         assert!(Window::parse("02:00-02:00").is_err());
+    }
+
+    #[test]
+    fn a_window_says_how_long_it_stays_open() {
+        let night = Window::parse("02:00-05:00").expect("window");
+        assert_eq!(night.minutes_left(2 * 60), 180);
+        assert_eq!(night.minutes_left(4 * 60 + 59), 1);
+        let across = Window::parse("22:00-04:00").expect("window");
+        assert_eq!(across.minutes_left(23 * 60), 300);
+        assert_eq!(across.minutes_left(60), 180);
     }
 
     #[test]

@@ -122,6 +122,12 @@ pub fn render_text(plan: &ExecutionPlan, verbose: bool) -> String {
             if !s.needs.is_empty() {
                 crate::report::textsafe::line(&mut out, format!("    after: {}", s.needs.join(", ")));
             }
+            if let Some(e) = &s.expected {
+                crate::report::textsafe::line(
+                    &mut out,
+                    format!("    expected: {} ({})", crate::run::fit::clock_ms(e.ms), e.basis),
+                );
+            }
         }
         if verbose {
             for q in &s.statements {
@@ -174,7 +180,39 @@ pub fn render_text(plan: &ExecutionPlan, verbose: bool) -> String {
             },
         ),
     );
+    if let Some(line) = expected_line(plan) {
+        crate::report::textsafe::line(&mut out, line);
+    }
     out
+}
+
+/// The run's expected duration from the steps' history (issue 14 §6),
+/// against `max_runtime`; `None` when no step has history.
+fn expected_line(plan: &ExecutionPlan) -> Option<String> {
+    let runs: Vec<&crate::run::fit::Expected> = plan
+        .steps
+        .iter()
+        .filter(|s| !s.no_op && s.errors.is_empty())
+        .filter_map(|s| s.expected.as_ref())
+        .collect();
+    if runs.is_empty() {
+        return None;
+    }
+    let doing = plan.steps.iter().filter(|s| !s.no_op && s.errors.is_empty()).count();
+    let sum: u64 = runs.iter().map(|e| e.ms).sum();
+    Some(format!(
+        "Expected: {} for {} of {doing} steps, from their past runs (one after another; parallel steps take less){}{}",
+        crate::run::fit::clock_ms(sum),
+        runs.len(),
+        plan.max_runtime_ms
+            .map(|m| format!("; max_runtime {}", crate::run::fit::clock_ms(m)))
+            .unwrap_or_default(),
+        if plan.fit_defer {
+            "; limits.fit: defer (a step that does not fit in what is left is deferred)"
+        } else {
+            ""
+        }
+    ))
 }
 
 /// The JSON diff: the execution plan's facts plus totals.

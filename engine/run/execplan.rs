@@ -247,6 +247,9 @@ pub struct PlannedStep {
     /// The privileges the step needs on the server, held or not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub privileges: Vec<Need>,
+    /// How long it is expected to take, from the journal's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<crate::run::fit::Expected>,
 }
 
 /// A privilege a step needs, whether the plan's role holds it, and the
@@ -276,6 +279,10 @@ pub struct ExecutionPlan {
     /// Catalog queries the inspection issued (fixed, whatever the table count).
     pub catalog_queries: u32,
     pub max_runtime_ms: Option<u64>,
+    /// `limits.fit: defer`: a step whose expected duration does not fit in
+    /// what is left is deferred before it starts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fit_defer: bool,
     /// Which server and database this plan was computed against: shown in
     /// every header, and checked before a saved plan is applied.
     #[serde(default)]

@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub only: Option<Vec<String>>,
     /// No new step or batch starts after this.
     pub deadline: Option<Instant>,
+    /// What the deadline is: `max_runtime spent`, `the maintenance window closed`.
+    pub deadline_why: &'static str,
     /// Set on SIGINT/SIGTERM: no new step or batch starts either.
     pub stop: Arc<AtomicBool>,
     pub run_id: i64,
@@ -107,6 +109,7 @@ pub async fn execute(
         target: target.clone(),
         events,
         deadline: opts.deadline,
+        deadline_why: opts.deadline_why,
         stop: opts.stop.clone(),
         run_id: opts.run_id,
         lock: opts.lock.clone(),
@@ -190,11 +193,18 @@ pub async fn execute(
                 continue;
             }
             pending.remove(i);
-            if ctx.expired().await {
+            let why = if ctx.expired().await {
+                Some(ctx.why_stopped().to_string())
+            } else if plan.fit_defer {
+                wont_fit(s, &ctx)
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 status.insert(s.id.clone(), Status::Deferred);
                 outcome.deferred.push(s.id.clone());
                 ctx.emit(Event::StepDeferred {
-                    result: empty_result(s, Status::Deferred, Some(format!("not started: {}", ctx.why_stopped()))),
+                    result: empty_result(s, Status::Deferred, Some(format!("not started: {why}"))),
                 });
                 continue;
             }
@@ -420,6 +430,25 @@ async fn run_one(run: &mut StepRun<'_>, action: &Action, ops: &dyn Registry) -> 
         }
     }
     Ok(())
+}
+
+/// `limits.fit: defer`: why `s` is not started when its expected duration
+/// (from the journal's history) exceeds the time left.
+fn wont_fit(s: &PlannedStep, ctx: &Ctx) -> Option<String> {
+    let (e, left) = (s.expected.as_ref()?, ctx.time_left()?);
+    (u128::from(e.ms) > left.as_millis()).then(|| {
+        format!(
+            "expected to take {} ({}), {} left {} (limits.fit: defer)",
+            crate::run::fit::clock_ms(e.ms),
+            e.basis,
+            crate::run::fit::clock_ms(left.as_millis() as u64),
+            if ctx.deadline_why.contains("window") {
+                "before the window closes"
+            } else {
+                "of max_runtime"
+            }
+        )
+    })
 }
 
 /// Runs the undo of a failed action, in order, on a fresh session (the

@@ -8,6 +8,7 @@ pub mod events;
 pub mod execplan;
 pub mod executor;
 pub mod exit;
+pub mod fit;
 pub mod inspect;
 pub mod operation;
 pub mod planner;
@@ -66,15 +67,20 @@ pub fn target_of(plan: &Plan) -> Result<Target, Failure> {
     })
 }
 
-/// `limits.window`: apply refuses to start outside it.
-pub fn check_window(plan: &Plan, now: DateTime<Utc>) -> Result<(), Failure> {
+/// `limits.window`: apply refuses to start outside it; inside, the time
+/// it closes (no new step or batch starts after it).
+pub fn check_window(plan: &Plan, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, Failure> {
     let Some(window) = &plan.limits.window else {
-        return Ok(());
+        return Ok(None);
     };
     let local = now.with_timezone(&plan.limits.tz.0);
     let minute = chrono::Timelike::hour(&local) as u16 * 60 + chrono::Timelike::minute(&local) as u16;
     if window.contains(minute) {
-        Ok(())
+        let into_minute = chrono::Duration::seconds(chrono::Timelike::second(&local).into())
+            + chrono::Duration::nanoseconds(chrono::Timelike::nanosecond(&local).into());
+        Ok(Some(
+            now - into_minute + chrono::Duration::minutes(window.minutes_left(minute).into()),
+        ))
     } else {
         Err(Failure {
             code: crate::run::exit::LIMITS,
@@ -145,9 +151,13 @@ pub async fn compute(
     for step in plan.steps.values() {
         ops.operation(step.op.as_ref()).read(step, &mut insp, &mut conn).await;
     }
+    // The journal's history of this plan's steps: none is no expectation,
+    // and a journal that cannot be read is no reason to refuse a diff.
+    let history = conn.step_history(&plan.name).await.unwrap_or_default();
     conn.close().await;
     let plan_step = |step: &crate::plan::Step, cx: &PlanCx| ops.operation(step.op.as_ref()).plan(cx);
     let mut ep = crate::run::planner::execution_plan(plan, graph, &insp, target, now, &plan_step);
+    crate::run::fit::apply_history(&mut ep, &history);
     ep.identity = Some(identity);
     Ok(ep)
 }
@@ -158,6 +168,8 @@ pub struct ApplyOptions {
     pub parallelism: usize,
     pub only: Option<Vec<String>>,
     pub log_dir: Option<PathBuf>,
+    /// When `limits.window` closes ([`check_window`]).
+    pub window_closes: Option<DateTime<Utc>>,
 }
 
 impl ApplyOptions {
@@ -197,7 +209,17 @@ pub async fn apply(
     ops: &'static dyn Registry,
 ) -> Result<Report, Failure> {
     let started = Instant::now();
-    let deadline = ep.max_runtime_ms.map(|ms| started + Duration::from_millis(ms));
+    // No new step or batch after max_runtime, nor after the window closes:
+    // whichever comes first.
+    let runtime_end = ep.max_runtime_ms.map(|ms| started + Duration::from_millis(ms));
+    let window_end = opts
+        .window_closes
+        .map(|at| started + (at - Utc::now()).to_std().unwrap_or_default());
+    let (deadline, deadline_why) = match (runtime_end, window_end) {
+        (Some(r), Some(w)) if w < r => (Some(w), "the maintenance window closed"),
+        (None, Some(w)) => (Some(w), "the maintenance window closed"),
+        (r, _) => (r, "max_runtime spent"),
+    };
     // A run that only reads (checks, stats, bloat: every selected step's
     // marker is `=`) takes no apply lock: a monitoring plan answers while
     // a maintenance run holds it, and never delays one.
@@ -304,6 +326,7 @@ pub async fn apply(
         parallelism: opts.parallelism,
         only: opts.only.clone(),
         deadline,
+        deadline_why,
         stop,
         run_id,
         lock: guard.clone(),

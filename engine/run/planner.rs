@@ -325,6 +325,7 @@ pub fn execution_plan(
         steps,
         catalog_queries: insp.catalog_queries,
         max_runtime_ms: plan.limits.max_runtime.as_ref().map(|d| d.0.as_millis() as u64),
+        fit_defer: plan.limits.fit_defer,
         identity: None,
         accepted_drift: vec![],
         privileges: insp.role.iter().map(journal_need).collect(),
@@ -408,6 +409,7 @@ fn finish(step: &Step, mut d: Draft) -> PlannedStep {
         errors: d.errors,
         warnings: d.warnings,
         privileges: d.privileges,
+        expected: None,
     }
 }
 

@@ -30,6 +30,7 @@ pub(crate) struct Ctx {
     pub(crate) target: Target,
     pub(crate) events: UnboundedSender<Event>,
     pub(crate) deadline: Option<Instant>,
+    pub(crate) deadline_why: &'static str,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) run_id: i64,
     pub(crate) lock: Option<Arc<crate::db::applylock::ApplyLock>>,
@@ -40,7 +41,7 @@ impl Ctx {
         let _ = self.events.send(e);
     }
 
-    fn time_left(&self) -> Option<Duration> {
+    pub(crate) fn time_left(&self) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
@@ -67,7 +68,7 @@ impl Ctx {
         } else if self.stop.load(Ordering::SeqCst) {
             "interrupted by a signal"
         } else {
-            "max_runtime spent"
+            self.deadline_why
         }
     }
 
