@@ -123,6 +123,23 @@ mod tests {
         assert_eq!(c, Change { left: 1, joined: 1 });
     }
 
+    /// A key swapped for another of the same bucket leaves every count as
+    /// it was: only the hashes tell. With ~31 keys a bucket (2,000 keys),
+    /// an OR of their hashes would be all ones on both sides; the XOR
+    /// still differs, and the change is counted exactly.
+    #[test]
+    fn a_swap_inside_one_full_bucket_is_seen_by_its_hashes() {
+        let bucket = |k: u32| fnv1a(k.to_string().as_bytes()) % BUCKETS as u64;
+        let twin = (2001..).find(|&k| bucket(k) == bucket(7)).expect("a key in 7's bucket");
+        let then = digest(1..=2000);
+        let now = digest((1..=2000).filter(|&k| k != 7).chain([twin]));
+        assert_eq!(
+            then.buckets.iter().map(|b| b.0).collect::<Vec<_>>(),
+            now.buckets.iter().map(|b| b.0).collect::<Vec<_>>()
+        );
+        assert_eq!(then.change_to(&now), Some(Change { left: 1, joined: 1 }));
+    }
+
     #[test]
     fn rows_joining_or_leaving_are_counted() {
         assert_eq!(
