@@ -511,7 +511,28 @@ fn demo_command_runs_end_to_end() {
     let backups = dir.path().join("dbmaint-demo-backups");
     let files = crate::support::cli::backup_files(&backups);
     assert_eq!(files.len(), 1, "{files:?}");
-    crate::support::test::assert_demo_plan_ran(&dir.path().join("dbmaint-demo.db"), &backups.join(&files[0]));
+    let db = dir.path().join("dbmaint-demo.db");
+    crate::support::test::assert_demo_plan_ran(&db, &backups.join(&files[0]));
+    // One measure per figure: the rows total is the rows the retention
+    // steps deleted (not vacuum's dead tuples), the backup's size is
+    // written, not given back.
+    let deleted: u64 = crate::support::test::sqlite(&db, "SELECT sum(rows) FROM dbmaint_steps WHERE op = 'retention'")
+        .parse()
+        .expect("sum");
+    let totals = stdout
+        .lines()
+        .find(|l| l.starts_with("Totals: "))
+        .expect("a Totals line");
+    let human = dbmaint::run::execplan::human_count;
+    assert!(
+        totals.starts_with(&format!(
+            "Totals: {} rows deleted (predicted {}), ",
+            human(deleted),
+            human(deleted)
+        )),
+        "{totals}"
+    );
+    assert!(totals.contains(" written by backups (predicted "), "{totals}");
 }
 
 #[test]

@@ -169,6 +169,28 @@ fn django_nightly_plan_runs_end_to_end() {
         "the archive holds the moved rows as they were"
     );
     assert_eq!(moved - archive.len() as i64, reported("failed-tasks-purge"));
+    // One measure per figure: the totals' rows are the rows deleted, never
+    // the vacuum step's projected dead tuples (it has some here).
+    let steps = report["steps"].as_array().expect("steps");
+    let retention_sum = |field: &dyn Fn(&serde_json::Value) -> u64| -> u64 {
+        steps.iter().filter(|s| s["op"] == "retention").map(field).sum()
+    };
+    assert_eq!(
+        report["totals"]["rows"].as_u64(),
+        Some(retention_sum(&|s| s["rows"].as_u64().unwrap_or(0)))
+    );
+    assert_eq!(
+        report["totals"]["rows_predicted"].as_u64(),
+        Some(retention_sum(&|s| s["predicted"]["rows"].as_u64().unwrap_or(0))),
+        "{}",
+        report["totals"]
+    );
+    let vacuum = steps.iter().find(|s| s["op"] == "vacuum").expect("vacuum step");
+    assert!(vacuum["predicted"]["rows"].as_u64().unwrap_or(0) > 0, "{vacuum}");
+    assert!(
+        report["totals"]["bytes_written"].as_u64().unwrap_or(0) > 0,
+        "the dump's bytes are written"
+    );
     assert_eq!(
         count("SELECT count(*) FROM failed_task_archive WHERE deleted_at < now() - interval '730 days 1 minute'"),
         0

@@ -35,12 +35,18 @@ impl std::ops::Deref for ReportStep {
     }
 }
 
+/// The run's figures, one measure each (issue 14 §3): rows are rows
+/// deleted (retention, partitions), never vacuum's dead tuples; bytes are
+/// bytes given back (vacuum, reindex, partitions), never a backup's size,
+/// which is `bytes_written`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReportTotals {
     pub rows_predicted: u64,
     pub rows: u64,
     pub bytes_predicted: u64,
     pub bytes: u64,
+    pub bytes_written_predicted: u64,
+    pub bytes_written: u64,
     pub succeeded: usize,
     pub failed: usize,
     pub skipped: usize,
@@ -115,10 +121,17 @@ impl Collector {
             if s.skipped.as_deref() == Some("not selected (--step)") {
                 continue;
             }
-            t.rows_predicted += s.predicted.rows;
-            t.rows += s.rows;
-            t.bytes_predicted += s.predicted.bytes;
-            t.bytes += s.bytes;
+            if matches!(s.op.as_str(), "retention" | "partitions") {
+                t.rows_predicted += s.predicted.rows;
+                t.rows += s.rows;
+            }
+            if s.op == "backup" {
+                t.bytes_written_predicted += s.predicted.bytes;
+                t.bytes_written += s.bytes;
+            } else {
+                t.bytes_predicted += s.predicted.bytes;
+                t.bytes += s.bytes;
+            }
             match s.status {
                 Status::Succeeded => t.succeeded += 1,
                 Status::Failed => t.failed += 1,

@@ -126,11 +126,20 @@ pub fn render_text(r: &Report) -> String {
     crate::report::textsafe::line(
         &mut out,
         format!(
-            "Totals: {} rows (predicted {}), {} (predicted {}); {} succeeded, {} failed, {} skipped, {} deferred{}",
+            "Totals: {} rows deleted (predicted {}), {} given back (predicted {}){}; {} succeeded, {} failed, {} skipped, {} deferred{}",
             human_count(t.rows),
             human_count(t.rows_predicted),
             human_bytes(t.bytes),
             human_bytes(t.bytes_predicted),
+            if t.bytes_written > 0 || t.bytes_written_predicted > 0 {
+                format!(
+                    ", {} written by backups (predicted {})",
+                    human_bytes(t.bytes_written),
+                    human_bytes(t.bytes_written_predicted)
+                )
+            } else {
+                String::new()
+            },
             t.succeeded,
             t.failed,
             t.skipped,
