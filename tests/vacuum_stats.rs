@@ -150,6 +150,30 @@ fn postgres_reset_statistics_are_measured_by_pgstattuple_approx_when_installed()
     assert_eq!(churn["figures"]["dead_tuples"], 6666, "{churn}");
     let ratio = churn["figures"]["dead_ratio"].as_f64().unwrap_or(0.0);
     assert!((ratio - 1.0 / 3.0).abs() < 0.02, "{ratio}");
+    // A table another session holds ACCESS EXCLUSIVE is not measured (the
+    // diff would wait for its lock): unknown, and vacuumed to be safe.
+    let mut holder = rt.block_on(connect(&url));
+    rt.block_on(sqlx::raw_sql("BEGIN; LOCK TABLE calm IN ACCESS EXCLUSIVE MODE").execute(&mut holder))
+        .expect("lock");
+    let locked = diff_step(dir.path(), &plan);
+    rt.block_on(sqlx::raw_sql("ROLLBACK").execute(&mut holder))
+        .expect("unlock");
+    assert_eq!(selected(&locked), ["calm", "churn"], "{locked}");
+    let calm = locked["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["name"] == "calm")
+        .cloned()
+        .expect("calm");
+    assert!(
+        calm["detail"].as_str().unwrap_or("").starts_with("dead tuples unknown"),
+        "{calm}"
+    );
+    assert!(
+        locked["objects"].to_string().contains("measured by pgstattuple_approx"),
+        "the other table is still measured: {locked}"
+    );
     let out = dbmaint(dir.path())
         .args(["plan", "apply", "--auto-approve"])
         .arg(&plan)

@@ -387,7 +387,9 @@ async fn measure_sql(
     unknown: &[usize],
     tables: &[TableFacts],
 ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
-    // to_regprocedure: NULL, not an error, where the function is not.
+    // to_regprocedure: NULL, not an error, where the function is not. The
+    // locked tables are filtered before the function is called (OFFSET 0
+    // keeps the planner from moving the filter after it).
     let ext: Option<String> = sqlx::query_scalar(
         "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
          WHERE e.extname = 'pgstattuple' \
@@ -402,9 +404,9 @@ async fn measure_sql(
     let q = format!(
         "SELECT u.i::int8, (a).approx_tuple_count::int8, (a).dead_tuple_count::int8 \
          FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(s, n, i) \
-         CROSS JOIN LATERAL (SELECT format('%I.%I', u.s, u.n)::regclass AS r) x \
-         CROSS JOIN LATERAL {}.pgstattuple_approx(x.r) a \
-         WHERE x.r::oid NOT IN {BUSY}",
+         CROSS JOIN LATERAL (SELECT r FROM (SELECT format('%I.%I', u.s, u.n)::regclass AS r) y \
+                             WHERE r::oid NOT IN {BUSY} OFFSET 0) x \
+         CROSS JOIN LATERAL {}.pgstattuple_approx(x.r) a",
         crate::db::quote_ident(&ext)
     );
     sqlx::query(sql(q)).bind(&schemas).bind(&names).fetch_all(&mut *c).await
