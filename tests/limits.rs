@@ -849,3 +849,40 @@ fn sqlite_fit_defer_defers_the_step_whose_history_says_it_will_not_fit() {
     assert_eq!(sqlite("SELECT count(*) FROM fast"), "1", "fast ran");
     assert_eq!(sqlite("SELECT count(*) FROM slow"), "101", "slow was not started");
 }
+
+/// Issue 14 §6 on PostgreSQL: after a run, the next diff expects each
+/// step to take what its history says, scaled to the rows it predicts now.
+#[test]
+fn postgres_the_diff_after_a_run_expects_each_step_from_its_history() {
+    let (rt, url) = events_db();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = write(
+        dir.path(),
+        "hist.yaml",
+        &format!(
+            "version: 1\nname: hist\ntarget: \"{url}\"\nsteps:\n  purge:\n    \
+             retention: {{ table: events, column: created_at, older_than: 800 days, batch_size: 1000 }}\n"
+        ),
+    );
+    let diff = diff_json(dir.path(), &plan);
+    assert!(diff["steps"][0]["expected"].is_null(), "no history yet: {diff}");
+    let out = apply(dir.path(), &plan);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Rows become eligible again: the next run's expectation is scaled.
+    rt.block_on(exec(
+        &url,
+        "UPDATE events SET created_at = created_at - interval '300 days' WHERE id % 1000 BETWEEN 500 AND 699",
+    ));
+    let diff = diff_json(dir.path(), &plan);
+    let e = &diff["steps"][0]["expected"];
+    assert_eq!(e["runs"], 1, "{diff}");
+    let rows = diff["steps"][0]["estimate"]["rows"].as_u64().expect("rows");
+    assert!(rows > 0, "{diff}");
+    assert_eq!(
+        e["basis"].as_str().unwrap_or(""),
+        format!(
+            "p90 of 1 run, scaled to {} rows",
+            dbmaint::run::execplan::human_count(rows)
+        )
+    );
+}
