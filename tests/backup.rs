@@ -333,7 +333,13 @@ fn sqlite_verify_restore_compares_the_copy_with_the_source() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let log = logs_text(dir.path());
     let rows: usize = tables.iter().map(|t| t.rows.len()).sum();
-    assert!(log.contains("restored and compared: "), "{log}");
+    // The figures, not only the words: "0 tables, 0 rows match" must fail.
+    let expected = format!(
+        "restored and compared: {} tables, {} rows match",
+        tables.len(),
+        dbmaint::run::execplan::human_count(rows as u64)
+    );
+    assert!(log.contains(&expected), "{expected}: {log}");
     let copy = dir
         .path()
         .join("backups")
