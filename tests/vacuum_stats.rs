@@ -44,6 +44,36 @@ fn selected(step: &serde_json::Value) -> Vec<String> {
     names
 }
 
+/// The step's object named `name`.
+fn object(step: &serde_json::Value, name: &str) -> serde_json::Value {
+    step["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no object {name}: {step}"))
+}
+
+/// Applies `plan` (it must succeed) and returns the tables the server
+/// now says were vacuumed, by name.
+fn apply_and_vacuumed(dir: &Path, plan: &Path, url: &str) -> Vec<String> {
+    let out = dbmaint(dir)
+        .args(["plan", "apply", "--auto-approve"])
+        .arg(plan)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    rt().block_on(async {
+        let mut c = connect(url).await;
+        flush_stats(&mut c).await;
+        sqlx::query_scalar("SELECT relname::text FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL ORDER BY 1")
+            .fetch_all(&mut c)
+            .await
+            .expect("vacuumed")
+    })
+}
+
 #[test]
 fn postgres_reset_statistics_still_vacuum_the_bloated_table() {
     let rt = rt();
@@ -70,13 +100,7 @@ fn postgres_reset_statistics_still_vacuum_the_bloated_table() {
     });
     let step = diff_step(dir.path(), &plan);
     assert_eq!(selected(&step), ["calm", "churn"], "unknown is vacuumed: {step}");
-    let churn = step["objects"]
-        .as_array()
-        .expect("objects")
-        .iter()
-        .find(|o| o["name"] == "churn")
-        .cloned()
-        .expect("churn");
+    let churn = object(&step, "churn");
     assert!(
         churn["detail"]
             .as_str()
@@ -159,13 +183,7 @@ fn postgres_reset_statistics_are_measured_by_pgstattuple_approx_when_installed()
     rt.block_on(sqlx::raw_sql("ROLLBACK").execute(&mut holder))
         .expect("unlock");
     assert_eq!(selected(&locked), ["calm", "churn"], "{locked}");
-    let calm = locked["objects"]
-        .as_array()
-        .expect("objects")
-        .iter()
-        .find(|o| o["name"] == "calm")
-        .cloned()
-        .expect("calm");
+    let calm = object(&locked, "calm");
     assert!(
         calm["detail"].as_str().unwrap_or("").starts_with("dead tuples unknown"),
         "{calm}"
@@ -174,21 +192,7 @@ fn postgres_reset_statistics_are_measured_by_pgstattuple_approx_when_installed()
         locked["objects"].to_string().contains("measured by pgstattuple_approx"),
         "the other table is still measured: {locked}"
     );
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("apply");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let vacuumed: Vec<String> = rt.block_on(async {
-        let mut c = connect(&url).await;
-        flush_stats(&mut c).await;
-        sqlx::query_scalar("SELECT relname::text FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL")
-            .fetch_all(&mut c)
-            .await
-            .expect("vacuumed")
-    });
-    assert_eq!(vacuumed, ["churn"]);
+    assert_eq!(apply_and_vacuumed(dir.path(), &plan, &url), ["churn"]);
 }
 
 #[test]
@@ -263,7 +267,6 @@ fn postgres_freezing_takes_the_oldest_table_first() {
 fn postgres_each_vacuum_threshold_selects_its_tables_and_apply_vacuums_only_those() {
     // a: 25 % dead (2,500); b: 10 % dead (1,000); c: 40 % dead but only 40
     // tuples; d: none dead.
-    let rt = rt();
     let url = seeded_db(
         "CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a SELECT generate_series(1, 10000); \
          CREATE TABLE b (id int PRIMARY KEY); INSERT INTO b SELECT generate_series(1, 10000); \
@@ -286,21 +289,7 @@ fn postgres_each_vacuum_threshold_selects_its_tables_and_apply_vacuums_only_thos
     assert_eq!(pick("{ min_xid_age: 1 }"), ["a", "b", "c", "d"]);
     // Apply the ratio-and-floor plan: exactly a, b and c are vacuumed.
     let plan = vacuum_plan(dir.path(), &url, "{ min_dead_ratio: 0.05, min_dead_tuples: 10 }");
-    let out = dbmaint(dir.path())
-        .args(["plan", "apply", "--auto-approve"])
-        .arg(&plan)
-        .output()
-        .expect("apply");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let vacuumed: Vec<String> = rt.block_on(async {
-        let mut c = connect(&url).await;
-        flush_stats(&mut c).await;
-        sqlx::query_scalar("SELECT relname::text FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL ORDER BY 1")
-            .fetch_all(&mut c)
-            .await
-            .expect("vacuumed")
-    });
-    assert_eq!(vacuumed, ["a", "b", "c"]);
+    assert_eq!(apply_and_vacuumed(dir.path(), &plan, &url), ["a", "b", "c"]);
 }
 
 /// A plan with one analyze step.

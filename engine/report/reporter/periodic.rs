@@ -195,14 +195,8 @@ fn line(s: &State, now: Instant) -> String {
     out
 }
 
-/// `42s`, `3m05s`, `1h02m`.
 fn clock(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
+    crate::run::fit::clock_ms(d.as_millis() as u64)
 }
 
 #[cfg(test)]
