@@ -138,9 +138,11 @@ impl Reporter for Periodic {
                     r.rows = *rows_total;
                 }
             }
-            Event::ObjectDone { step, done, .. } => {
+            // Counted as the bars count them: one per event (the event's
+            // `done` is the action's index, not a count of objects).
+            Event::ObjectDone { step, .. } => {
                 if let Some(r) = running(&mut s, step) {
-                    r.done = (*done).max(r.done + 1);
+                    r.done += 1;
                 }
             }
             Event::StepFinished { result } | Event::StepFailed { result } | Event::StepDeferred { result } => {
