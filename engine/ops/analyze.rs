@@ -19,6 +19,8 @@ crate::params! {
             min_mod_ratio: Ratio,
             /// SQLite: run `PRAGMA optimize` instead of a full `ANALYZE`.
             optimize: bool,
+            /// PostgreSQL: analyze this many tables at once, each on its own session (as `vacuumdb --analyze-only -j`), at most the run's `--parallelism` (default 1).
+            jobs: u64,
         }
     }
 }
@@ -30,6 +32,7 @@ impl OpParams for Analyze {
     fn check(&self, c: &mut OpCheck<'_>) {
         c.not_on(&self.optimize, "optimize", Backend::Postgres);
         c.not_on(&self.min_mod_ratio, "min_mod_ratio", Backend::Sqlite);
+        super::check_jobs(&self.jobs, c);
     }
 }
 
@@ -114,7 +117,9 @@ impl crate::run::operation::Operation for Analyze {
     }
 
     fn plan(&self, cx: &PlanCx) -> Draft {
-        Analyze::plan(self, cx)
+        let mut d = Analyze::plan(self, cx);
+        d.jobs = super::jobs(&self.jobs, cx.backend);
+        d
     }
 }
 

@@ -19,6 +19,7 @@ pub mod reindex;
 pub mod retention;
 pub mod sql;
 pub mod stats;
+pub mod throttle;
 pub mod vacuum;
 
 pub mod inspect;
@@ -139,6 +140,21 @@ pub fn findings<T: OpParams>(yaml: &str, backend: Backend) -> Vec<&'static str> 
 pub fn free_bytes(dir: &str) -> nix::Result<u64> {
     let st = nix::sys::statvfs::statvfs(dir)?;
     Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// `jobs: N` on a per-table step (vacuum, analyze, reindex): 1..=64, and
+/// PostgreSQL only (SQLite takes one writer at a time).
+pub fn check_jobs(field: &Option<Sp<u64>>, c: &mut OpCheck<'_>) {
+    c.in_range(field, "jobs", 1..=64);
+    c.not_on(field, "jobs", Backend::Sqlite);
+}
+
+/// A step's `jobs` as the plan gives it (1 when absent, and on SQLite).
+pub fn jobs(field: &Option<Sp<u64>>, backend: Backend) -> u64 {
+    match backend {
+        Backend::Postgres => get(field).unwrap_or(1).max(1),
+        Backend::Sqlite => 1,
+    }
 }
 
 pub fn get<T: Clone>(field: &Option<Sp<T>>) -> Option<T> {

@@ -41,6 +41,8 @@ crate::params! {
             min_xid_age: u64,
             /// A table whose statistics were lost or reset (its dead tuples are unknown): `vacuum` (default) or `skip` (PostgreSQL).
             on_unknown_stats: OnUnknownStats,
+            /// PostgreSQL: vacuum this many tables at once, each on its own session (as `vacuumdb -j`), at most the run's `--parallelism` (default 1).
+            jobs: u64,
         }
     }
 }
@@ -50,6 +52,7 @@ impl OpParams for Vacuum {
     const BACKENDS: &'static [Backend] = BOTH;
 
     fn check(&self, c: &mut OpCheck<'_>) {
+        super::check_jobs(&self.jobs, c);
         let allowed = self.allow_exclusive_lock.as_ref().is_some_and(|a| a.value);
         if let Some(full) = self.full.as_ref().filter(|f| f.value)
             && !allowed
@@ -317,7 +320,9 @@ impl crate::run::operation::Operation for Vacuum {
     }
 
     fn plan(&self, cx: &PlanCx) -> Draft {
-        Vacuum::plan(self, cx)
+        let mut d = Vacuum::plan(self, cx);
+        d.jobs = super::jobs(&self.jobs, cx.backend);
+        d
     }
 }
 

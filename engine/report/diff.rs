@@ -122,6 +122,9 @@ pub fn render_text(plan: &ExecutionPlan, verbose: bool) -> String {
             if !s.needs.is_empty() {
                 crate::report::textsafe::line(&mut out, format!("    after: {}", s.needs.join(", ")));
             }
+            for n in &s.notes {
+                crate::report::textsafe::line(&mut out, format!("    {n}"));
+            }
             if let Some(e) = &s.expected {
                 crate::report::textsafe::line(
                     &mut out,

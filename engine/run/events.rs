@@ -123,6 +123,12 @@ pub struct StepResult {
     /// Work not done because of `limits`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deferred: Option<String>,
+    /// Time spent waiting on `throttle` between batches.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub throttled_ms: u64,
+    /// How long and why `throttle` held the step back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<String>,
     /// Failed on what it found (`check`'s `fail_on`), not on an error.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub failed_on_findings: bool,
@@ -170,6 +176,8 @@ impl StepResult {
             rolled_back: None,
             cleanup_failed: None,
             deferred: None,
+            throttled_ms: 0,
+            throttled: None,
             failed_on_findings: false,
             partial: None,
             objects_failed: vec![],
@@ -179,6 +187,35 @@ impl StepResult {
             measured: serde_json::Map::new(),
             lines: vec![],
         }
+    }
+
+    /// Adds the figures of one of the step's lanes (`jobs`) to these.
+    pub fn absorb(&mut self, o: StepResult) {
+        self.rows += o.rows;
+        self.bytes += o.bytes;
+        self.statements += o.statements;
+        self.batches += o.batches;
+        self.retries += o.retries;
+        self.throttled_ms += o.throttled_ms;
+        for (mine, theirs) in [
+            (&mut self.rolled_back, o.rolled_back),
+            (&mut self.cleanup_failed, o.cleanup_failed),
+            (&mut self.partial, o.partial),
+            (&mut self.throttled, o.throttled),
+        ] {
+            if let Some(t) = theirs {
+                *mine = Some(match mine.take() {
+                    Some(m) => format!("{m}; {t}"),
+                    None => t,
+                });
+            }
+        }
+        self.objects_failed.extend(o.objects_failed);
+        self.objects_skipped.extend(o.objects_skipped);
+        self.cascaded.extend(o.cascaded);
+        self.findings.extend(o.findings);
+        self.measured.extend(o.measured);
+        self.lines.extend(o.lines);
     }
 
     /// Keeps a report the step measured: its JSON under `key` (a top-level
@@ -262,6 +299,17 @@ pub enum Event {
         step: String,
         what: String,
     },
+    /// `throttle`: the server's load is over a limit; the step waits
+    /// before its next batch.
+    Throttled {
+        step: String,
+        reason: String,
+    },
+    /// The load fell back within the limits after `waited_ms`.
+    ThrottleLifted {
+        step: String,
+        waited_ms: u64,
+    },
     /// Something the operator should know that does not stop the step.
     Warning {
         step: String,
@@ -299,6 +347,8 @@ impl Event {
             | Event::Retrying { step, .. }
             | Event::RolledBack { step, .. }
             | Event::Warning { step, .. }
+            | Event::Throttled { step, .. }
+            | Event::ThrottleLifted { step, .. }
             | Event::StepSkipped { step, .. } => Some(step),
             Event::StepFinished { result } | Event::StepFailed { result } | Event::StepDeferred { result } => {
                 Some(&result.step)
@@ -306,4 +356,8 @@ impl Event {
             Event::RunStarted { .. } | Event::RunFinished { .. } => None,
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

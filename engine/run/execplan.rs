@@ -123,6 +123,10 @@ pub enum Action {
         /// The one object the work acts on (an index), for per-object outcomes.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         object: Option<String>,
+        /// What it locks beyond its object (an index's table): under
+        /// `jobs`, two actions of one group never run at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
     },
 }
 
@@ -146,6 +150,24 @@ impl Action {
             work: serde_json::to_value(work).unwrap_or_default(),
             undo: vec![],
             object: None,
+            group: None,
+        }
+    }
+
+    /// This work, never run at once with another of `name`'s (`jobs`).
+    pub fn in_group(mut self, name: impl Into<String>) -> Self {
+        if let Self::Op { group, .. } = &mut self {
+            *group = Some(name.into());
+        }
+        self
+    }
+
+    /// What two actions running at once must not share: the group, else
+    /// the object, else nothing (`None`: it runs alone).
+    pub fn lane_group(&self) -> Option<&str> {
+        match self {
+            Self::Op { group: Some(g), .. } => Some(g),
+            _ => self.object(),
         }
     }
 
@@ -244,6 +266,14 @@ pub struct PlannedStep {
     pub errors: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// How the step runs, beyond its lock: `throttle: …`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// `jobs: N`: its actions run on up to N sessions at once (bounded by
+    /// the run's `--parallelism`); actions of one group (a table's
+    /// indexes) never at once.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub jobs: u64,
     /// The privileges the step needs on the server, held or not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub privileges: Vec<Need>,
@@ -371,6 +401,14 @@ pub fn human_count(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 #[cfg(test)]

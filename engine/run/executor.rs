@@ -113,6 +113,7 @@ pub async fn execute(
         stop: opts.stop.clone(),
         run_id: opts.run_id,
         lock: opts.lock.clone(),
+        parallelism: opts.parallelism.max(1),
     });
     let ops = opts.ops;
     let selected: Vec<&PlannedStep> = plan
@@ -327,6 +328,10 @@ async fn run_step(step: &PlannedStep, ctx: &Ctx, ops: &'static dyn Registry) -> 
 /// fails is undone by the actions it carries (`Action::undo`) before the
 /// step ends.
 async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, ops: &dyn Registry) -> Result<(), StepErr> {
+    let lanes = (step.jobs as usize).min(ctx.parallelism).min(step.actions.len());
+    if lanes > 1 && step.actions.iter().all(|a| a.after().is_empty()) {
+        return crate::run::lanes::run(step, ctx, acc, ops, lanes).await;
+    }
     let mut conn: Option<Conn> = None;
     let total = step.actions.len() as u64;
     // Objects that failed or were skipped (`objects_continue`).
@@ -375,7 +380,7 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, ops: &dyn Reg
 
 /// After every object had its turn: the step is `partial` when some
 /// failed or were skipped and some succeeded, failed when none succeeded.
-fn settle_objects(total: u64, r: &mut StepResult) -> Result<(), StepErr> {
+pub(crate) fn settle_objects(total: u64, r: &mut StepResult) -> Result<(), StepErr> {
     let failed = r.objects_failed.len() as u64;
     let skipped = r.objects_skipped.len() as u64;
     if failed + skipped == 0 {
@@ -406,7 +411,7 @@ fn settle_objects(total: u64, r: &mut StepResult) -> Result<(), StepErr> {
 }
 
 /// One action: a statement, author SQL, or an operation's work.
-async fn run_one(run: &mut StepRun<'_>, action: &Action, ops: &dyn Registry) -> Result<(), StepErr> {
+pub(crate) async fn run_one(run: &mut StepRun<'_>, action: &Action, ops: &dyn Registry) -> Result<(), StepErr> {
     match action {
         Action::Statement { object, sql, .. } => {
             run.exec(sql)
@@ -455,7 +460,14 @@ fn wont_fit(s: &PlannedStep, ctx: &Ctx) -> Option<String> {
 /// failed one may be dead or mid-statement). An undo reports what it
 /// removed in the step's `rolled_back`; one that fails leaves
 /// `cleanup_failed` naming what is left, and the undo after it still runs.
-async fn undo(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, index: u64, action: &Action, ops: &dyn Registry) {
+pub(crate) async fn undo(
+    step: &PlannedStep,
+    ctx: &Ctx,
+    acc: &mut Acc,
+    index: u64,
+    action: &Action,
+    ops: &dyn Registry,
+) {
     let mut conn: Option<Conn> = None;
     for u in action.undo() {
         let mut run = StepRun::new(step, ctx, acc, &mut conn, index);

@@ -10,9 +10,11 @@ pub mod executor;
 pub mod exit;
 pub mod fit;
 pub mod inspect;
+pub mod lanes;
 pub mod operation;
 pub mod planner;
 pub mod steprun;
+pub mod throttle;
 
 use std::path::PathBuf;
 use std::sync::Arc;

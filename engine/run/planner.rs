@@ -225,6 +225,10 @@ pub struct Draft {
     pub estimate: Option<Estimate>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// How the step runs, beyond its lock (`throttle: …`), for the diff.
+    pub notes: Vec<String>,
+    /// `jobs: N`: actions run on this many sessions at once (0 or 1: one).
+    pub jobs: u64,
     /// What the step leaves for the steps that need it (rows it removes
     /// from a table, an archive table it creates); `step` is filled in.
     pub leaves: Vec<Upstream>,
@@ -386,6 +390,13 @@ fn finish(step: &Step, mut d: Draft) -> PlannedStep {
         ));
     }
     let units = d.units.unwrap_or(d.actions.len() as u64);
+    if d.jobs > 1 && d.actions.len() > 1 {
+        d.notes.push(format!(
+            "jobs: up to {} of its {} actions at once, each on its own session (at most --parallelism; one table's indexes in turn)",
+            d.jobs,
+            d.actions.len()
+        ));
+    }
     PlannedStep {
         id: step.id.clone(),
         op: step.op.key().to_string(),
@@ -408,6 +419,8 @@ fn finish(step: &Step, mut d: Draft) -> PlannedStep {
         objects_continue: d.per_object && s.on_object_failure == crate::plan::doc::OnFailure::Continue,
         errors: d.errors,
         warnings: d.warnings,
+        notes: d.notes,
+        jobs: d.jobs.max(1),
         privileges: d.privileges,
         expected: None,
     }

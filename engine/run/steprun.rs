@@ -34,6 +34,9 @@ pub(crate) struct Ctx {
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) run_id: i64,
     pub(crate) lock: Option<Arc<crate::db::applylock::ApplyLock>>,
+    /// The run's `--parallelism`: also the most sessions one step's
+    /// `jobs` may use.
+    pub(crate) parallelism: usize,
 }
 
 impl Ctx {

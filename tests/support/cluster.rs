@@ -103,15 +103,7 @@ pub fn start_with(settings: &str) -> Cluster {
 /// `opts`, and a watchdog that stops the server when this process exits.
 fn launch(base: &Path, port: u16, hba_first: &str, keep_initdb_rules: bool, opts: &str) {
     let bin = bindir();
-    let _ = std::fs::remove_dir_all(base);
-    std::fs::create_dir_all(base).expect("create the cluster directory");
-    if is_root() {
-        let ok = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(base)
-            .status();
-        assert!(ok.is_ok_and(|s| s.success()), "chown the cluster directory to postgres");
-    }
+    fresh_dir(base);
     let data = base.join("data");
     pg(
         &bin.join("initdb"),
@@ -141,20 +133,44 @@ fn launch(base: &Path, port: u16, hba_first: &str, keep_initdb_rules: bool, opts
          -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=10000 {opts}",
         base.display()
     );
+    start_server(&bin, base, &opts);
+}
+
+/// An empty directory `base`, owned by `postgres` when we are root.
+fn fresh_dir(base: &Path) {
+    let _ = std::fs::remove_dir_all(base);
+    std::fs::create_dir_all(base).expect("create the cluster directory");
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(base)
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "chown the cluster directory to postgres");
+    }
+}
+
+/// Starts the server of `base/data` with `opts`, logging to `base/log`,
+/// and its watchdog.
+fn start_server(bin: &Path, base: &Path, opts: &str) {
+    let data = base.join("data");
     pg(
         &bin.join("pg_ctl"),
         &[
             "-D",
             data.to_str().unwrap_or_default(),
             "-o",
-            &opts,
+            opts,
             "-l",
             base.join("log").to_str().unwrap_or_default(),
             "-w",
             "start",
         ],
     );
-    // The watchdog: stops the cluster when this process is gone.
+    watchdog(bin, &data, base);
+}
+
+/// Stops the server of `data` and removes `base` once this process is gone.
+fn watchdog(bin: &Path, data: &Path, base: &Path) {
     let stop = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {runas}{pg_ctl} -D {data} stop -m immediate >/dev/null 2>&1; rm -rf {base}",
         pid = std::process::id(),
@@ -224,6 +240,7 @@ pub struct TlsCluster {
 
 static TLS_CLUSTER: OnceLock<TlsCluster> = OnceLock::new();
 static AUTOVACUUM_CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static REPLICATED: OnceLock<(Cluster, Cluster)> = OnceLock::new();
 
 /// A role on the TLS cluster that logs in by password over TCP, and a
 /// password with every character a URL must escape.
@@ -403,6 +420,53 @@ impl Cluster {
                 "-c listen_addresses='' -c fsync=off -c autovacuum=on -c autovacuum_naptime=1",
             );
             Cluster { socket_dir: base, port }
+        })
+    }
+
+    /// A primary of its own and a streaming replica of it (`pg_basebackup
+    /// -R` into a second data directory, reporting its position every
+    /// second): for the tests of what a replica's lag does to a step.
+    /// `(primary, replica)`; the replica is read-only.
+    pub fn with_replica() -> &'static (Cluster, Cluster) {
+        REPLICATED.get_or_init(|| {
+            let bin = bindir();
+            let base = std::env::temp_dir().join(format!("dbmaint-pg-rp-{}", std::process::id()));
+            let port = 5432;
+            launch(&base, port, "", true, "-c listen_addresses='' -c fsync=off");
+            let rbase = std::env::temp_dir().join(format!("dbmaint-pg-rr-{}", std::process::id()));
+            fresh_dir(&rbase);
+            let rdata = rbase.join("data");
+            // -R writes standby.signal and primary_conninfo (the socket).
+            pg(
+                &bin.join("pg_basebackup"),
+                &[
+                    "-h",
+                    base.to_str().unwrap_or_default(),
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-D",
+                    rdata.to_str().unwrap_or_default(),
+                    "-R",
+                    "-X",
+                    "stream",
+                    "--no-sync",
+                ],
+            );
+            let opts = format!(
+                "-k {} -p {port} -c listen_addresses='' -c fsync=off -c hot_standby=on \
+                 -c wal_receiver_status_interval=1s -c max_connections=200 -c max_prepared_transactions=8 \
+                 -c shared_preload_libraries=pg_stat_statements",
+                rbase.display()
+            );
+            start_server(&bin, &rbase, &opts);
+            let primary = Cluster { socket_dir: base, port };
+            let replica = Cluster {
+                socket_dir: rbase,
+                port,
+            };
+            (primary, replica)
         })
     }
 

@@ -38,6 +38,8 @@ crate::params! {
             allow_exclusive_lock: bool,
             /// Rebuild indexes whose estimated bloat reaches this ratio.
             min_bloat_ratio: Ratio,
+            /// PostgreSQL: rebuild the indexes of this many tables at once, each on its own session (as `reindexdb -j`), at most the run's `--parallelism` (default 1).
+            jobs: u64,
         }
     }
 }
@@ -50,6 +52,7 @@ impl OpParams for Reindex {
         exclusive_unless_concurrent(c, &self.concurrently, &self.allow_exclusive_lock, "REINDEX");
         c.not_on(&self.concurrently, "concurrently", Backend::Sqlite);
         c.not_on(&self.min_bloat_ratio, "min_bloat_ratio", Backend::Sqlite);
+        crate::ops::check_jobs(&self.jobs, c);
     }
 }
 
@@ -265,7 +268,8 @@ impl Reindex {
                         concurrently,
                     }),
                 )
-                .on_object(full.clone());
+                .on_object(full.clone())
+                .in_group(format!("{ischema}.{itable}"));
                 // A concurrent rebuild is not transactional: its failure is
                 // undone by dropping the INVALID copy it left (rule 7).
                 d.actions.push(if concurrently && cx.backend == Backend::Postgres {
@@ -457,7 +461,9 @@ impl crate::run::operation::Operation for Reindex {
     }
 
     fn plan(&self, cx: &PlanCx) -> Draft {
-        Reindex::plan(self, cx)
+        let mut d = Reindex::plan(self, cx);
+        d.jobs = crate::ops::jobs(&self.jobs, cx.backend);
+        d
     }
 }
 

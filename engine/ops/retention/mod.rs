@@ -56,6 +56,8 @@ crate::params! {
             max_rows: u64,
             /// Sleep between batches, to leave room for live traffic.
             pause: Duration,
+            /// PostgreSQL: wait between batches while replicas lag or the server is busy: `{max_replica_lag: 10s, max_active_sessions: N, max_lock_waiters: N, check_every: 1s}`.
+            throttle: crate::ops::throttle::Throttle,
             /// Keep deleted rows: `{table: …}` or `{file: …}`.
             archive: Archive,
             /// Column that orders batches (default: the primary key).
@@ -108,6 +110,7 @@ impl OpParams for Retention {
     fn check(&self, c: &mut OpCheck<'_>) {
         c.in_range(&self.batch_size, "batch_size", 1..=1_000_000);
         c.in_range(&self.max_rows, "max_rows", 1..=u64::MAX);
+        crate::ops::throttle::Throttle::check(&self.throttle, c);
         if let Some(f) = &self.time_format
             && crate::ops::retention::timefmt::TimeFormat::parse(&f.value).is_none()
         {
@@ -1222,6 +1225,17 @@ impl Retention {
                 Fidelity::Estimate
             },
         });
+        let throttle = get(&self.throttle)
+            .filter(|_| cx.backend == Backend::Postgres)
+            .map(|t| t.limits());
+        if let Some(t) = &throttle {
+            d.notes.push(format!("throttle: {}", t.describe()));
+            d.privileges.extend(cx.need_role(
+                "pg_read_all_stats",
+                |r| r.read_all_stats,
+                "`throttle` reads every session's state and the replicas' lag",
+            ));
+        }
         d.actions.push(Action::op(
             <Retention as OpParams>::KEY,
             &RetentionWork {
@@ -1230,6 +1244,7 @@ impl Retention {
                 batch_size,
                 max_rows,
                 pause_ms: get(&self.pause).map_or(0, |p| p.0.as_millis() as u64),
+                throttle,
                 create_archive: sql.create_archive,
                 count: sql.count,
                 archive: archive_to,

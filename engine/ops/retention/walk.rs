@@ -18,6 +18,7 @@ use crate::run::events::Event;
 use crate::run::execplan::PlannedStep;
 use crate::run::operation::StepDrift;
 use crate::run::steprun::{StepErr, StepRun};
+use crate::run::throttle::Throttle;
 
 /// Runs one table's retention walk (SQLite `sqlite_foreign_keys: off`
 /// around it).
@@ -185,6 +186,7 @@ async fn walk_batches(
     let max_rows = work.max_rows.unwrap_or(u64::MAX);
     let rows_before = run.result().rows;
     let mut kept = 0u64;
+    let mut throttle = work.throttle.clone().map(Throttle::new);
     loop {
         // The span's end, once the other session has read it.
         if span_read.as_ref().is_some_and(|h| h.is_finished())
@@ -267,6 +269,9 @@ async fn walk_batches(
                 "{} after {batches} batches ({rows} rows); a rerun continues",
                 run.why_stopped()
             )));
+        }
+        if let Some(t) = throttle.as_mut() {
+            t.wait(run).await?;
         }
         let batch_no = run.next_batch();
         let journal = BatchJournal {

@@ -26,6 +26,9 @@ pub struct RetentionWork {
     pub batch_size: u64,
     pub max_rows: Option<u64>,
     pub pause_ms: u64,
+    /// `throttle:` limits, read between batches (PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<crate::run::throttle::ThrottleLimits>,
     /// Statements creating the archive table when it does not exist yet.
     pub create_archive: Vec<String>,
     pub archive: Option<ArchiveTo>,

@@ -91,6 +91,7 @@ pub fn render_text(r: &Report) -> String {
             ("rolled back", &s.rolled_back),
             ("LEFT FOR YOU", &s.cleanup_failed),
             ("deferred", &s.deferred),
+            ("throttled", &s.throttled),
             ("PARTIAL", &s.partial),
             ("skipped", &s.skipped),
         ] {
@@ -193,9 +194,11 @@ impl Level {
     pub fn of(e: &Event) -> Self {
         match e {
             Event::StepFailed { .. } => Self::Error,
-            Event::Warning { .. } | Event::Retrying { .. } | Event::RolledBack { .. } | Event::StepDeferred { .. } => {
-                Self::Warn
-            }
+            Event::Warning { .. }
+            | Event::Retrying { .. }
+            | Event::RolledBack { .. }
+            | Event::StepDeferred { .. }
+            | Event::Throttled { .. } => Self::Warn,
             Event::ObjectDone { .. } => Self::Debug,
             Event::BatchDone { .. } => Self::Trace,
             _ => Self::Info,
@@ -261,6 +264,11 @@ pub fn line_for(e: &Event) -> Option<String> {
         } => format!("{step}: lock not granted ({error}); retry {attempt} in {wait_ms} ms"),
         Event::RolledBack { step, what } => format!("{step}: rolled back: {what}"),
         Event::Warning { step, message } => format!("{step}: WARNING: {message}"),
+        Event::Throttled { step, reason } => format!("{step}: throttled: {reason}; waiting before the next batch"),
+        Event::ThrottleLifted { step, waited_ms } => format!(
+            "{step}: throttle lifted after {}; batches go on",
+            crate::report::text::human_ms(*waited_ms)
+        ),
         Event::StepFinished { result } => format!(
             "{} {}: {} rows, {}, {} statements, {:.1}s{}",
             result.step,

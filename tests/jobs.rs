@@ -1,0 +1,142 @@
+//! `jobs: N` on vacuum and reindex (issue 14 §8): that many tables at once,
+//! each on its own session, never more, and never two indexes of one table
+//! at once. Watched from the server's own progress views by a session
+//! sampling them while the apply runs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::support::cli::{pg_count, rt};
+use crate::support::cluster::{connect, seeded_db};
+use crate::support::test::Test;
+
+/// `plan.yaml` with one step `op` of `params` against `url`.
+fn plan(t: &Test, url: &str, op: &str, params: &str) -> std::path::PathBuf {
+    let path = t.path().join("plan.yaml");
+    std::fs::write(
+        &path,
+        format!("version: 1\nname: jobs\ntarget: \"{url}\"\nsteps:\n  work:\n    {op}: {{ {params} }}\n"),
+    )
+    .expect("plan");
+    path
+}
+
+/// Samples `sql` (one row per thing in progress, its first column a name)
+/// every few milliseconds until `done`; every sample's names.
+fn sample(url: &str, sql: &'static str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Vec<String>>> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        rt().block_on(async {
+            let mut c = connect(&url).await;
+            let mut seen = vec![];
+            while !done.load(Ordering::SeqCst) {
+                let names: Vec<String> = sqlx::query_scalar(sql).fetch_all(&mut c).await.expect("sample");
+                seen.push(names);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            seen
+        })
+    })
+}
+
+/// Four tables with half their rows dead; every VACUUM of this database
+/// sleeps on its cost limit, so each takes long enough to be seen.
+const FOUR_TABLES: &str = "CREATE TABLE t1 (id int, pad text) WITH (autovacuum_enabled = off); \
+     CREATE TABLE t2 (LIKE t1) WITH (autovacuum_enabled = off); \
+     CREATE TABLE t3 (LIKE t1) WITH (autovacuum_enabled = off); \
+     CREATE TABLE t4 (LIKE t1) WITH (autovacuum_enabled = off); \
+     INSERT INTO t1 SELECT g, md5(g::text) FROM generate_series(1, 60000) g; \
+     INSERT INTO t2 SELECT * FROM t1; INSERT INTO t3 SELECT * FROM t1; INSERT INTO t4 SELECT * FROM t1; \
+     DELETE FROM t1 WHERE id % 2 = 0; DELETE FROM t2 WHERE id % 2 = 0; \
+     DELETE FROM t3 WHERE id % 2 = 0; DELETE FROM t4 WHERE id % 2 = 0;";
+
+#[test]
+fn postgres_vacuum_jobs_vacuums_that_many_tables_at_once_and_no_more() {
+    let url = seeded_db(FOUR_TABLES, &[]);
+    let db = crate::support::cluster::db_name(&url).to_string();
+    crate::support::cluster::admin_statements(&url, &[format!("ALTER DATABASE {db} SET vacuum_cost_delay = '10ms'")]);
+    let t = Test::new();
+    // jobs 3, parallelism 2: two at once.
+    let p = plan(&t, &url, "vacuum", "min_dead_ratio: 0.2, analyze: false, jobs: 3");
+    let diff = t.diff(&p);
+    let notes = diff.json["steps"][0]["notes"].to_string();
+    assert!(notes.contains("jobs: up to 3"), "the diff says it: {notes}");
+    let done = Arc::new(AtomicBool::new(false));
+    let seen = sample(
+        &url,
+        "SELECT relid::regclass::text FROM pg_stat_progress_vacuum WHERE datname = current_database()",
+        done.clone(),
+    );
+    let out = t.apply_json(&p);
+    done.store(true, Ordering::SeqCst);
+    let seen = seen.join().expect("sampler");
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let most = seen.iter().map(Vec::len).max().unwrap_or(0);
+    assert_eq!(
+        most, 2,
+        "two tables vacuumed at once, never three (--parallelism 2): {seen:?}"
+    );
+    let vacuumed = rt().block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM pg_stat_user_tables WHERE vacuum_count = 1 AND n_dead_tup = 0",
+    ));
+    assert_eq!(vacuumed, 4, "every table vacuumed once");
+    assert_eq!(out.report["steps"][0]["statements"], 4, "{}", out.report);
+}
+
+#[test]
+fn postgres_reindex_jobs_rebuilds_two_tables_at_once_but_one_tables_indexes_in_turn() {
+    let url = seeded_db(
+        "CREATE TABLE a (id int, v text); CREATE TABLE b (id int, v text); \
+         INSERT INTO a SELECT g, md5(g::text) FROM generate_series(1, 150000) g; \
+         INSERT INTO b SELECT * FROM a; \
+         CREATE INDEX a_id ON a (id); CREATE INDEX a_v ON a (v); \
+         CREATE INDEX b_id ON b (id); CREATE INDEX b_v ON b (v);",
+        &[],
+    );
+    let t = Test::new();
+    let p = plan(&t, &url, "reindex", "indexes: ['a_*', 'b_*'], jobs: 2");
+    let done = Arc::new(AtomicBool::new(false));
+    let seen = sample(
+        &url,
+        "SELECT relid::regclass::text FROM pg_stat_progress_create_index WHERE datname = current_database()",
+        done.clone(),
+    );
+    let before = rt().block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM pg_class WHERE relname IN ('a_id', 'a_v', 'b_id', 'b_v')",
+    ));
+    let oids = |u: &str| {
+        rt().block_on(async {
+            let mut c = connect(u).await;
+            let v: Vec<i64> = sqlx::query_scalar(
+                "SELECT relfilenode::int8 FROM pg_class WHERE relname IN ('a_id', 'a_v', 'b_id', 'b_v') ORDER BY relname",
+            )
+            .fetch_all(&mut c)
+            .await
+            .expect("relfilenodes");
+            v
+        })
+    };
+    let files_before = oids(&url);
+    let out = t.apply_json(&p);
+    done.store(true, Ordering::SeqCst);
+    let seen = seen.join().expect("sampler");
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(before, 4);
+    let files_after = oids(&url);
+    assert!(
+        files_before.iter().zip(&files_after).all(|(b, a)| b != a),
+        "every index rebuilt (new files): {files_before:?} → {files_after:?}"
+    );
+    for s in &seen {
+        let mut tables = s.clone();
+        tables.sort();
+        tables.dedup();
+        assert_eq!(tables.len(), s.len(), "two indexes of one table rebuilt at once: {s:?}");
+    }
+    assert!(
+        seen.iter().any(|s| s.len() == 2),
+        "the two tables were never rebuilt at once: {seen:?}"
+    );
+}
