@@ -142,6 +142,12 @@ impl ThrottleLimits {
     }
 }
 
+/// Two reasons that differ only in their figures.
+fn same_kind(a: &str, b: &str) -> bool {
+    let words = |s: &str| -> String { s.chars().filter(|c| c.is_ascii_alphabetic() || *c == ' ').collect() };
+    words(a) == words(b)
+}
+
 /// `850 ms`, `1.5 s`.
 fn secs(ms: u64) -> String {
     if ms < 1000 {
@@ -208,8 +214,9 @@ impl Throttle {
             if began.is_none() {
                 began = Some(Instant::now());
                 self.waits += 1;
-                let head = why.split(" over ").next().unwrap_or(&why).to_string();
-                if !self.reasons.iter().any(|r| r.starts_with(&head)) {
+                // One reason of each kind (figures aside), so a long run's
+                // many pauses keep the report to a line.
+                if !self.reasons.iter().any(|r| same_kind(r, &why)) {
                     self.reasons.push(why.clone());
                 }
                 run.emit(Event::Throttled {
@@ -309,6 +316,16 @@ mod tests {
             l.describe(),
             "waits between batches while more than 3 sessions waiting on a lock (checked every 500 ms)"
         );
+    }
+
+    #[test]
+    fn reasons_of_one_kind_differ_only_in_figures() {
+        assert!(same_kind("replica lag 14.2 s over 10 s", "replica lag 31 s over 10 s"));
+        assert!(!same_kind("replica lag 14 s over 10 s", "41 active sessions over 40"));
+        assert!(!same_kind(
+            "replica lag 14 s over 10 s",
+            "replica lag 14 s over 10 s, 41 active sessions over 40"
+        ));
     }
 
     #[test]
