@@ -37,4 +37,4 @@ args=()
 for f in "${files[@]}"; do args+=(--file "$f"); done
 # The integration tests' names carry their area (`backups::…`,
 # `retention_time::…`); unit tests in the same files run too (--lib).
-exec cargo mutants "${args[@]}" "$@" -- --lib --test main "$tests"
+exec cargo mutants --profile mutants "${args[@]}" "$@" -- --lib --test main "$tests"

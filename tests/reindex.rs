@@ -391,3 +391,101 @@ fn sqlite_reindex_rebuilds_the_selected_indexes() {
         "20000"
     );
 }
+
+/// `purge` deletes 87% of `events` spread over every page, `vac` vacuums
+/// it, `rx` reindexes what bloat selects: at diff time nothing is bloated.
+fn retention_chain(dir: &Path) -> (String, std::path::PathBuf) {
+    let url = seeded_db(
+        "CREATE TABLE events (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, v text NOT NULL); \
+         INSERT INTO events SELECT g, now() - CASE WHEN g % 100 < 87 THEN interval '400 days' ELSE interval '1 day' END, \
+           md5(g::text) FROM generate_series(1, 200000) g; \
+         CREATE INDEX events_v ON events (v); ANALYZE events;",
+        &[],
+    );
+    let path = dir.join("chain.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nname: chain\ntarget: \"{url}\"\nsteps:\n  \
+             purge:\n    retention: {{ table: events, column: created_at, older_than: 365d, batch_size: 50000 }}\n  \
+             vac:\n    needs: [purge]\n    vacuum: {{ tables: [events], min_dead_ratio: 0.1 }}\n  \
+             rx:\n    needs: [vac]\n    reindex: {{ tables: [events], min_bloat_ratio: 0.3 }}\n"
+        ),
+    )
+    .expect("plan");
+    (url, path)
+}
+
+/// Issue 14 §1: a reindex after retention is planned on the bloat the
+/// deletes will leave, and re-evaluated when it starts: in the same run it
+/// rebuilds what the deletes bloated (run 1, not run 2).
+#[test]
+fn postgres_reindex_after_retention_rebuilds_in_the_same_run_what_the_deletes_bloated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, plan) = retention_chain(dir.path());
+    let diff = diff_json(dir.path(), &plan);
+    let rx = diff["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == "rx"))
+        .expect("rx")
+        .clone();
+    assert!(
+        rx["summary"].as_str().unwrap_or("").starts_with("rebuild 2 of 2"),
+        "{rx}"
+    );
+    let detail = rx["objects"].to_string();
+    assert!(
+        detail.contains("once purge deletes 174,000 of its table's ~200,000 rows")
+            && detail.contains("rebuilt only if over 30.0%"),
+        "{detail}"
+    );
+    assert!(rx["notes"].to_string().contains("re-evaluated at start"), "{rx}");
+    let before = indexes(&url);
+    let out = dbmaint(dir.path())
+        .args(["--output", "json", "plan", "apply", "--auto-approve"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = indexes(&url);
+    for name in ["events_pkey", "events_v"] {
+        assert_ne!(before[name].1, after[name].1, "{name} rebuilt in the same run");
+        assert!(
+            after[name].2 * 3 < before[name].2,
+            "{name} gave its space back: {before:?} → {after:?}"
+        );
+    }
+    let step = json["report"]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == "rx"))
+        .expect("rx")
+        .clone();
+    let said = step["reselected"].as_str().unwrap_or_default();
+    assert!(said.starts_with("2 of 2 indexes over 30.0% bloat"), "{step}");
+}
+
+/// Run alone, without the deletes it was projected on, the reindex
+/// re-evaluates at start and rebuilds nothing: a projection never rebuilds
+/// blindly.
+#[test]
+fn postgres_a_projected_rebuild_whose_deletes_did_not_run_is_dropped_at_step_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, plan) = retention_chain(dir.path());
+    let before = indexes(&url);
+    let out = dbmaint(dir.path())
+        .args(["--output", "json", "plan", "apply", "--auto-approve", "--step", "rx"])
+        .arg(&plan)
+        .output()
+        .expect("apply");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(before, indexes(&url), "no index rebuilt");
+    let step = &json["report"]["steps"][0];
+    let said = step["reselected"].as_str().unwrap_or_default();
+    assert!(
+        said.starts_with("0 of 2 indexes over 30.0% bloat; not rebuilt: public.events_pkey"),
+        "{step}"
+    );
+    assert_eq!(step["statements"], 1, "one estimate, no rebuild: {step}");
+}

@@ -129,6 +129,9 @@ pub struct StepResult {
     /// How long and why `throttle` held the step back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throttled: Option<String>,
+    /// What re-evaluating the selection at step start changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reselected: Option<String>,
     /// Failed on what it found (`check`'s `fail_on`), not on an error.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub failed_on_findings: bool,
@@ -178,6 +181,7 @@ impl StepResult {
             deferred: None,
             throttled_ms: 0,
             throttled: None,
+            reselected: None,
             failed_on_findings: false,
             partial: None,
             objects_failed: vec![],

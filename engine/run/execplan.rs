@@ -274,6 +274,12 @@ pub struct PlannedStep {
     /// indexes) never at once.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub jobs: u64,
+    /// Re-planning at step start (issue 14 §1): an operation's action run
+    /// before the others, that keeps only those of its objects still
+    /// worth doing (`StepRun::keep_only`); it chooses among the objects
+    /// listed here, never new ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reselect: Option<Action>,
     /// The privileges the step needs on the server, held or not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub privileges: Vec<Need>,

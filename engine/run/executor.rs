@@ -288,6 +288,7 @@ async fn run_step(step: &PlannedStep, ctx: &Ctx, ops: &'static dyn Registry) -> 
         r: empty_result(step, Status::Succeeded, None),
         timeout_set: None,
         batch_no: 0,
+        keep: None,
     };
     acc.r.started_at = now_text();
     if !step.errors.is_empty() {
@@ -328,20 +329,32 @@ async fn run_step(step: &PlannedStep, ctx: &Ctx, ops: &'static dyn Registry) -> 
 /// fails is undone by the actions it carries (`Action::undo`) before the
 /// step ends.
 async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, ops: &dyn Registry) -> Result<(), StepErr> {
-    let lanes = (step.jobs as usize).min(ctx.parallelism).min(step.actions.len());
-    if lanes > 1 && step.actions.iter().all(|a| a.after().is_empty()) {
-        return crate::run::lanes::run(step, ctx, acc, ops, lanes).await;
-    }
     let mut conn: Option<Conn> = None;
-    let total = step.actions.len() as u64;
+    if let Some(reselect) = &step.reselect {
+        let mut run = StepRun::new(step, ctx, acc, &mut conn, 0);
+        run_one(&mut run, reselect, ops).await?;
+    }
+    // The actions to run: all, or those a re-selection kept.
+    let chosen: Vec<usize> = (0..step.actions.len())
+        .filter(|&i| match (&acc.keep, step.actions[i].object()) {
+            (Some(keep), Some(o)) => keep.iter().any(|k| k == o),
+            _ => true,
+        })
+        .collect();
+    let lanes = (step.jobs as usize).min(ctx.parallelism).min(chosen.len());
+    if lanes > 1 && step.actions.iter().all(|a| a.after().is_empty()) {
+        return crate::run::lanes::run(step, ctx, acc, ops, lanes, chosen).await;
+    }
+    let total = chosen.len() as u64;
     // Objects that failed or were skipped (`objects_continue`).
     let mut broken: Vec<String> = vec![];
-    for (i, action) in step.actions.iter().enumerate() {
+    for (n, &i) in chosen.iter().enumerate() {
+        let action = &step.actions[i];
         if ctx.expired().await {
             return Err(StepErr::deferred(format!(
                 "{}: {} of {total} actions not started",
                 ctx.why_stopped(),
-                total - i as u64
+                total - n as u64
             )));
         }
         let object = action.object().unwrap_or_default().to_string();

@@ -45,10 +45,11 @@ pub(crate) async fn run(
     acc: &mut Acc,
     ops: &dyn Registry,
     lanes: usize,
+    chosen: Vec<usize>,
 ) -> Result<(), StepErr> {
-    let total = step.actions.len() as u64;
+    let total = chosen.len() as u64;
     let queue = Mutex::new(Queue {
-        pending: (0..step.actions.len()).collect(),
+        pending: chosen,
         busy: vec![],
         stop: None,
     });
@@ -59,6 +60,7 @@ pub(crate) async fn run(
             r: StepResult::new(&step.id, &step.op, Status::Succeeded),
             timeout_set: None,
             batch_no: 0,
+            keep: None,
         };
         loop {
             if ctx.expired().await {

@@ -229,6 +229,9 @@ pub struct Draft {
     pub notes: Vec<String>,
     /// `jobs: N`: actions run on this many sessions at once (0 or 1: one).
     pub jobs: u64,
+    /// Re-evaluates the selection when the step starts (see
+    /// [`crate::run::execplan::PlannedStep::reselect`]).
+    pub reselect: Option<Action>,
     /// What the step leaves for the steps that need it (rows it removes
     /// from a table, an archive table it creates); `step` is filled in.
     pub leaves: Vec<Upstream>,
@@ -421,6 +424,7 @@ fn finish(step: &Step, mut d: Draft) -> PlannedStep {
         warnings: d.warnings,
         notes: d.notes,
         jobs: d.jobs.max(1),
+        reselect: d.reselect,
         privileges: d.privileges,
         expected: None,
     }

@@ -95,6 +95,8 @@ pub(crate) struct Acc {
     /// The last batch number the step used (journal key; one step may walk
     /// several tables).
     pub(crate) batch_no: u64,
+    /// The objects a re-selection at step start kept (`None`: all).
+    pub(crate) keep: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +230,13 @@ impl<'a> StepRun<'a> {
 
     pub fn run_id(&self) -> i64 {
         self.ctx.run_id
+    }
+
+    /// Re-planning at step start: only `objects` of the step's actions run
+    /// (actions without an object always do); `note` says what changed.
+    pub fn keep_only(&mut self, objects: Vec<String>, note: String) {
+        self.acc.keep = Some(objects);
+        self.acc.r.reselected = Some(note);
     }
 
     /// The next batch number of the step (the journal's key).

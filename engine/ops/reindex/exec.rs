@@ -43,6 +43,73 @@ pub enum Work {
         table: String,
         index: String,
     },
+    /// Re-planning at step start: the bloat of the planned indexes
+    /// estimated again (one catalog read for their tables); only those
+    /// over `min_ratio` are rebuilt.
+    Reselect {
+        min_ratio: f64,
+        /// `schema.index`, and whether it was over the threshold when the
+        /// plan was computed (kept when no estimate can be made now).
+        indexes: Vec<(String, bool)>,
+        /// Their tables, `schema.table`.
+        tables: Vec<String>,
+    },
+}
+
+/// Estimates the planned indexes' bloat again and keeps those over
+/// `min_ratio`; the report says which went and which stayed.
+pub(super) async fn reselect(
+    run: &mut StepRun<'_>,
+    min_ratio: f64,
+    indexes: &[(String, bool)],
+    tables: &[String],
+) -> Result<(), StepErr> {
+    let spec = crate::ops::bloat::figures::BloatSpec {
+        exact: false,
+        min_bytes: crate::ops::bloat::figures::DEFAULT_MIN_BYTES,
+        tables: tables.to_vec(),
+    };
+    let report = crate::ops::bloat::read(run.session().await?, &spec)
+        .await
+        .map_err(|e| {
+            StepErr::failed(format!(
+                "estimating the indexes' bloat again at step start: {}",
+                e.message
+            ))
+        })?;
+    run.result().statements += 1;
+    let pct = crate::run::planner::percent;
+    let (mut keep, mut over, mut under) = (vec![], vec![], vec![]);
+    for (full, was_over) in indexes {
+        match report.entry("index", full) {
+            Some(e) if e.ratio >= min_ratio => {
+                keep.push(full.clone());
+                over.push(format!("{full} {}", pct(e.ratio)));
+            }
+            Some(e) => under.push(format!("{full} {}", pct(e.ratio))),
+            None if *was_over => {
+                keep.push(full.clone());
+                over.push(format!("{full} (no estimate now; over when reviewed)"));
+            }
+            None => under.push(format!("{full} (no estimate)")),
+        }
+    }
+    let mut note = format!(
+        "{} of {} indexes over {} bloat{}",
+        keep.len(),
+        indexes.len(),
+        pct(min_ratio),
+        if over.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", over.join(", "))
+        }
+    );
+    if !under.is_empty() {
+        note.push_str(&format!("; not rebuilt: {}", under.join(", ")));
+    }
+    run.keep_only(keep, note);
+    Ok(())
 }
 
 /// Rebuilds one index. Success is checked in the catalog, not taken from

@@ -17,7 +17,7 @@ use super::{BOTH, OpCheck, OpParams, get, globs};
 use crate::db::quote_name;
 use crate::ops::bloat::figures::BloatSpec;
 use crate::plan::values::{Backend, NameGlob, Ratio};
-use crate::run::execplan::{Action, Estimate, Fidelity, Marker, human_bytes};
+use crate::run::execplan::{Action, Estimate, Fidelity, Marker, human_bytes, human_count};
 use crate::run::planner::{Draft, PlanCx, matches_any, percent, unmatched};
 use exec::{ReindexWork, Work};
 
@@ -119,6 +119,11 @@ impl Reindex {
             None => None,
         };
         let (mut considered, mut below, mut unknown, mut waste) = (0usize, 0usize, 0usize, 0u64);
+        // Every index planned for a rebuild, and whether it is over the
+        // threshold now (else only after upstream deletes): re-evaluated
+        // at step start when some are projected (issue 14 §1).
+        let mut candidates: Vec<(String, bool)> = vec![];
+        let mut candidate_tables: Vec<String> = vec![];
         let mut excluded: Vec<String> = vec![];
         let tables = cx.select_tables(&globs(&self.tables), &[], &mut d);
         // A partitioned index has no storage of its own: naming it names
@@ -208,12 +213,44 @@ impl Reindex {
                     continue;
                 }
                 let figures = bloat.and_then(|b| b.entry("index", &full));
+                let mut projected: Option<(f64, String)> = None;
                 if let Some(min) = min_ratio {
                     match figures {
                         Some(e) if e.ratio >= min => {}
-                        Some(_) => {
-                            below += 1;
-                            continue;
+                        Some(e) => {
+                            // Rows upstream steps of this run delete from the
+                            // index's table leave its pages emptier once
+                            // vacuumed: the estimate after them decides.
+                            let (removed, _) = if ischema == "pg_toast" {
+                                (0, String::new())
+                            } else {
+                                cx.removed_upstream(&cx.quoted(t))
+                            };
+                            let after = projected_ratio(e.ratio, removed, t.live_tuples);
+                            if removed == 0 || after < min {
+                                below += 1;
+                                continue;
+                            }
+                            let by: Vec<&str> = cx
+                                .upstream
+                                .iter()
+                                .filter(|u| u.table == cx.quoted(t))
+                                .map(|u| u.step.as_str())
+                                .collect();
+                            projected = Some((
+                                after,
+                                format!(
+                                    "{} now; ~{} once {} {} {} of its table's ~{} rows and a vacuum removes their entries: \
+                                     rebuilt only if over {} when the step starts",
+                                    percent(e.ratio),
+                                    percent(after),
+                                    by.join(", "),
+                                    if by.len() == 1 { "deletes" } else { "delete" },
+                                    human_count(removed),
+                                    human_count(t.live_tuples.max(removed)),
+                                    percent(min)
+                                ),
+                            ));
                         }
                         None => {
                             unknown += 1;
@@ -237,7 +274,18 @@ impl Reindex {
                 if ischema == "pg_toast" {
                     detail.push_str(&format!("; the TOAST index of {}", cx.display(t)));
                 }
-                waste += figures.map_or(0, |e| e.waste_bytes);
+                waste += match (&projected, figures) {
+                    (Some((after, _)), Some(e)) => (e.bytes as f64 * after) as u64,
+                    _ => figures.map_or(0, |e| e.waste_bytes),
+                };
+                if let Some((_, said)) = &projected {
+                    detail = format!("{}, {said}", human_bytes(i.bytes));
+                }
+                candidates.push((full.clone(), projected.is_none()));
+                let table_name = format!("{ischema}.{itable}");
+                if !candidate_tables.contains(&table_name) {
+                    candidate_tables.push(table_name);
+                }
                 d.object(
                     Marker::Change,
                     "index",
@@ -290,6 +338,23 @@ impl Reindex {
             }
         }
         let rebuilds = d.actions.len();
+        let later = candidates.iter().filter(|(_, now)| !now).count();
+        if let (Some(min), true) = (min_ratio, later > 0) {
+            d.reselect = Some(Action::op(
+                <Reindex as OpParams>::KEY,
+                &Work::Reselect {
+                    min_ratio: min,
+                    indexes: candidates.clone(),
+                    tables: candidate_tables.clone(),
+                },
+            ));
+            d.notes.push(format!(
+                "re-evaluated at start: the bloat of its {} indexes is estimated again when the step starts, after the steps before it; \
+                 only those over {} are rebuilt ({later} of them are under it now)",
+                candidates.len(),
+                percent(min)
+            ));
+        }
         d.per_object = true;
         if !excluded.is_empty() {
             d.warnings.push(format!(
@@ -467,6 +532,18 @@ impl crate::run::operation::Operation for Reindex {
     }
 }
 
+/// An index's bloat once `removed` of its table's `live` rows are deleted
+/// and vacuumed: its size stays, the share of it holding entries shrinks
+/// with the rows (`1 - (1 - now) × left / live`).
+fn projected_ratio(now: f64, removed: u64, live: u64) -> f64 {
+    let live = live.max(removed);
+    if live == 0 {
+        return now;
+    }
+    let left = (live - removed) as f64 / live as f64;
+    (1.0 - (1.0 - now) * left).clamp(0.0, 1.0)
+}
+
 /// Runs `reindex` work: rebuilds, and drops of earlier leftovers.
 #[derive(Debug)]
 pub struct Run;
@@ -487,6 +564,11 @@ impl crate::run::operation::Executes for Run {
                 Work::Rebuild(r) => exec::rebuild(run, r).await,
                 Work::DropLeftovers { indexes, records } => exec::drop_leftovers(run, indexes, records).await,
                 Work::DropCopies { schema, table, index } => exec::drop_copies(run, schema, table, index).await,
+                Work::Reselect {
+                    min_ratio,
+                    indexes,
+                    tables,
+                } => exec::reselect(run, *min_ratio, indexes, tables).await,
             }
         })
     }

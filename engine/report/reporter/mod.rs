@@ -92,6 +92,7 @@ pub fn render_text(r: &Report) -> String {
             ("LEFT FOR YOU", &s.cleanup_failed),
             ("deferred", &s.deferred),
             ("throttled", &s.throttled),
+            ("re-evaluated at start", &s.reselected),
             ("PARTIAL", &s.partial),
             ("skipped", &s.skipped),
         ] {
