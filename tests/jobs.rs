@@ -140,3 +140,35 @@ fn postgres_reindex_jobs_rebuilds_two_tables_at_once_but_one_tables_indexes_in_t
         "the two tables were never rebuilt at once: {seen:?}"
     );
 }
+
+/// A role allowed three sessions (the apply lock's, the journal's, one
+/// step session): the second lane cannot open its session, says so, and
+/// the step vacuums every table on the first.
+#[test]
+fn postgres_a_lane_without_a_session_leaves_its_tables_to_the_others() {
+    let url = seeded_db(FOUR_TABLES, &[]);
+    let as_role = crate::support::cluster::role_url(&url, "jl", |role, db| {
+        vec![
+            format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 3"),
+            format!("GRANT CREATE ON DATABASE {db} TO {role}"),
+            format!("ALTER TABLE t1 OWNER TO {role}"),
+            format!("ALTER TABLE t2 OWNER TO {role}"),
+            format!("ALTER TABLE t3 OWNER TO {role}"),
+            format!("ALTER TABLE t4 OWNER TO {role}"),
+        ]
+    });
+    let t = Test::new();
+    let p = plan(&t, &as_role, "vacuum", "min_dead_ratio: 0.2, analyze: false, jobs: 2");
+    let out = t.apply_json(&p);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("jobs: session 2 of 2 could not be opened"),
+        "{}",
+        out.stderr
+    );
+    let vacuumed = rt().block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM pg_stat_user_tables WHERE vacuum_count = 1",
+    ));
+    assert_eq!(vacuumed, 4, "every table vacuumed on the one session");
+}

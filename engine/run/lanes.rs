@@ -7,6 +7,10 @@
 //! SHARE UPDATE EXCLUSIVE lock, so a table's indexes go one after another
 //! while other tables' run beside them.
 //!
+//! A lane other than the first that cannot open its session (the role's
+//! `CONNECTION LIMIT`, `max_connections`, a pooler's limit) says so and
+//! ends: the step goes on with fewer lanes instead of failing an object.
+//!
 //! A failure stops the lanes from starting more actions (unless
 //! `on_object_failure: continue`); an action already running finishes. A
 //! run that may start no new work (a signal, `max_runtime`) leaves the
@@ -15,12 +19,12 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::db::Conn;
+use crate::db::{Conn, connect};
 use crate::run::events::{Event, ObjectOutcome, Status, StepResult};
 use crate::run::execplan::PlannedStep;
 use crate::run::executor::{run_one, settle_objects, undo};
 use crate::run::operation::Registry;
-use crate::run::steprun::{Acc, Ctx, StepErr, StepErrKind, StepRun};
+use crate::run::steprun::{Acc, Ctx, StepErr, StepErrKind, StepRun, session_limits};
 
 /// What the lanes share: the actions not started, the groups running.
 struct Queue {
@@ -48,14 +52,36 @@ pub(crate) async fn run(
     chosen: Vec<usize>,
 ) -> Result<(), StepErr> {
     let total = chosen.len() as u64;
-    let queue = Mutex::new(Queue {
+    let shared = Mutex::new(Queue {
         pending: chosen,
         busy: vec![],
         stop: None,
     });
+    let queue = &shared;
+    // The first lane's session before the others try theirs: under a
+    // connection limit, the first lane is the one that must have it.
+    let first = std::sync::Mutex::new(connect(&ctx.target, session_limits(step, ctx)).await.ok());
+    let first = &first;
     let group = |i: usize| step.actions[i].lane_group();
-    let lane = |_: usize| async {
-        let mut conn: Option<Conn> = None;
+    let lane = |n: usize| async move {
+        let mut conn: Option<Conn> = if n == 0 {
+            first.lock().unwrap_or_else(|p| p.into_inner()).take()
+        } else {
+            match connect(&ctx.target, session_limits(step, ctx)).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    ctx.emit(Event::Warning {
+                        step: step.id.clone(),
+                        message: format!(
+                            "jobs: session {} of {lanes} could not be opened ({}); the step goes on with fewer",
+                            n + 1,
+                            e.message
+                        ),
+                    });
+                    return StepResult::new(&step.id, &step.op, Status::Succeeded);
+                }
+            }
+        };
         let mut mine = Acc {
             r: StepResult::new(&step.id, &step.op, Status::Succeeded),
             timeout_set: None,
@@ -118,7 +144,7 @@ pub(crate) async fn run(
     for r in done {
         acc.r.absorb(r);
     }
-    let q = queue.into_inner().unwrap_or_else(|p| p.into_inner());
+    let q = shared.into_inner().unwrap_or_else(|p| p.into_inner());
     if let Some(e) = q.stop {
         return Err(e);
     }
