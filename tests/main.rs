@@ -26,6 +26,7 @@ mod plans;
 mod props;
 mod refresh_views;
 mod reindex;
+mod report_html;
 mod retention_keys;
 mod retention_schema;
 mod retention_time;

@@ -15,6 +15,7 @@ mod backups;
 mod commands;
 mod fleet;
 mod probe;
+mod report;
 mod schedule;
 mod state;
 use commands::{apply, demo, diff, grants, history, inspect, runtime};
@@ -104,6 +105,23 @@ enum Command {
         /// text, or nagios: one plugin line and exit 0/1/2/3.
         #[arg(long, value_enum, default_value_t = ProbeFormat::Text)]
         format: ProbeFormat,
+    },
+    /// One past run from its run log: a self-contained HTML page (timeline, predicted and actual, batches) or its report's JSON.
+    #[command(
+        after_help = "Examples:\n  dbmaint report --format html > run.html                 # the newest run in the log directory\n  dbmaint report 42 --plan-name nightly --log-dir /var/log/dbmaint --format html > run42.html"
+    )]
+    Report {
+        /// The run's id (default: the newest run log).
+        run_id: Option<i64>,
+        /// Only runs of this plan (its `name`).
+        #[arg(long, value_name = "PLAN_NAME")]
+        plan_name: Option<String>,
+        /// Where the apply wrote its run logs (default as apply: DBMAINT_LOG_DIR, else the state directory).
+        #[arg(long, value_name = "DIR", env = "DBMAINT_LOG_DIR")]
+        log_dir: Option<PathBuf>,
+        /// html: one page, no script and no network; json: the run's report.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+        format: ReportFormat,
     },
     /// The read-only reports of `stats`, `bloat` or `check` without a plan.
     #[command(
@@ -206,6 +224,12 @@ pub(crate) enum ProbeFormat {
     Text,
     /// The Nagios plugin format (check_postgres, Icinga, Sensu): exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Nagios,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReportFormat {
+    Html,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -464,6 +488,17 @@ fn main() -> ExitCode {
         Command::Grants(args) => runtime().block_on(grants(&cli, args)),
         Command::Demo { db, force, seed, scale } => runtime().block_on(demo(&cli, db, *force, *seed, *scale)),
         Command::Schedule(schedule::ScheduleCommand::Export(args)) => schedule::export(&cli, args),
+        Command::Report {
+            run_id,
+            plan_name,
+            log_dir,
+            format,
+        } => report::run(
+            log_dir.as_deref(),
+            plan_name.as_deref(),
+            *run_id,
+            *format == ReportFormat::Html,
+        ),
         Command::Schema => {
             print!("{}", dbmaint::plan_schema_json());
             exit::OK

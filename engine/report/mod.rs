@@ -4,6 +4,7 @@
 //! It renders values the run computed; it decides nothing.
 
 pub mod diff;
+pub mod html;
 pub mod metrics;
 pub mod monitor;
 pub mod reporter;
