@@ -132,3 +132,55 @@ fn report_without_a_run_log_says_where_it_looked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no run log") && err.contains("nowhere"), "{err}");
 }
+
+/// `history --format html`: three runs of one plan over time, the rows
+/// each deleted in the loaded page's table.
+#[test]
+fn history_as_html_shows_each_runs_rows_and_loads_with_no_console_error() {
+    use crate::support::test::{Test, sqlite};
+    let t = Test::new();
+    let db = t.path().join("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL)",
+    );
+    let old = |n: u32, from: u32| {
+        sqlite(
+            &db,
+            &format!(
+                "WITH RECURSIVE g(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM g WHERE i < {from} + {n} - 1) \
+                 INSERT INTO ev SELECT i, '2020-01-01T00:00:00Z' FROM g \
+                 UNION ALL SELECT i + 100000, strftime('%Y-%m-%dT%H:%M:%SZ', 'now') FROM g"
+            ),
+        )
+    };
+    let plan = t.retention_plan(
+        &format!("sqlite:{}", db.display()),
+        "table: ev, column: created_at, older_than: 30d",
+    );
+    for (n, from) in [(30, 1), (20, 1000), (0, 0)] {
+        if n > 0 {
+            old(n, from);
+        }
+        let out = t.apply(&plan);
+        assert!(out.success(), "{}", out.stderr);
+    }
+    let out = dbmaint(t.path())
+        .args(["history", "--plan"])
+        .arg(&plan)
+        .args(["--format", "html"])
+        .output()
+        .expect("history");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = t.path().join("history.html");
+    std::fs::write(&page, &out.stdout).expect("page");
+    let (dom, console) = load(&page, None);
+    assert!(console.is_empty(), "console messages: {console:?}");
+    assert!(dom.contains("Runs of <code>rt</code>"), "{dom}");
+    let rows: Vec<&str> = dom.lines().filter(|l| l.starts_with("<tr><td>")).collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    // Oldest first: 30, 20 and 0 rows deleted.
+    for (row, want) in rows.iter().zip(["<td>30</td>", "<td>20</td>", "<td>0</td>"]) {
+        assert!(row.contains(want), "{row} has {want}");
+    }
+}

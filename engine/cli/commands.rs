@@ -545,7 +545,7 @@ pub async fn inspect(
     }
 }
 
-pub async fn history(cli: &Cli, target: &TargetArgs, filter: dbmaint::db::HistoryFilter) -> i32 {
+pub async fn history(cli: &Cli, target: &TargetArgs, filter: dbmaint::db::HistoryFilter, html: bool) -> i32 {
     let (target, origin) = match target_arg(cli, target) {
         Ok(t) => t,
         Err(code) => return code,
@@ -553,6 +553,7 @@ pub async fn history(cli: &Cli, target: &TargetArgs, filter: dbmaint::db::Histor
     match run::history(&target, &origin, &filter).await {
         Ok(v) => {
             match cli.output {
+                _ if html => print!("{}", dbmaint::report::html::history_page(&v)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
                 Output::Text => print!("{}", dbmaint::report::text::render_history(&v)),
             }

@@ -102,9 +102,9 @@ enum Command {
         /// Only runs that ended so: succeeded, failed, partial, interrupted, deferred, locked, …
         #[arg(long, value_name = "STATUS")]
         status: Option<String>,
-        /// text, or nagios: one plugin line and exit 0/1/2/3.
-        #[arg(long, value_enum, default_value_t = ProbeFormat::Text)]
-        format: ProbeFormat,
+        /// text; nagios: one plugin line and exit 0/1/2/3 (with --stale-after); html: the runs of each plan over time, one self-contained page.
+        #[arg(long, value_enum, default_value_t = HistoryFormat::Text)]
+        format: HistoryFormat,
     },
     /// One past run from its run log: a self-contained HTML page (timeline, predicted and actual, batches) or its report's JSON.
     #[command(
@@ -224,6 +224,13 @@ pub(crate) enum ProbeFormat {
     Text,
     /// The Nagios plugin format (check_postgres, Icinga, Sensu): exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Nagios,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum HistoryFormat {
+    Text,
+    Nagios,
+    Html,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -447,7 +454,13 @@ fn main() -> ExitCode {
             name,
             format,
             ..
-        } => runtime().block_on(probe::stale(&cli, target, age, name.as_deref(), *format)),
+        } => {
+            let format = match format {
+                HistoryFormat::Nagios => ProbeFormat::Nagios,
+                _ => ProbeFormat::Text,
+            };
+            runtime().block_on(probe::stale(&cli, target, age, name.as_deref(), format))
+        }
         Command::History {
             target,
             limit,
@@ -455,6 +468,7 @@ fn main() -> ExitCode {
             name,
             since,
             status,
+            format,
             ..
         } => {
             let filter = dbmaint::db::HistoryFilter {
@@ -464,7 +478,7 @@ fn main() -> ExitCode {
                 status: status.clone(),
                 limit: *limit,
             };
-            runtime().block_on(history(&cli, target, filter))
+            runtime().block_on(history(&cli, target, filter, *format == HistoryFormat::Html))
         }
         Command::Inspect {
             target,

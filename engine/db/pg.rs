@@ -1015,3 +1015,43 @@ pub async fn holds_lock(c: &mut PgConnection) -> Result<bool, DbError> {
     .fetch_one(&mut *c)
     .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(raw: &str) -> String {
+        let ci = ConnInfo::resolve("postgres://app@db.example.com/app", &|_| None).expect("conninfo");
+        connect_error(sqlx::Error::Protocol(raw.into()), &ci)
+    }
+
+    /// Each TLS library words an untrusted certificate its own way; every
+    /// wording gets the same advice (cargo-mutants: the `||` between them
+    /// as `&&` was missed while only rustls' wording was tested).
+    #[test]
+    fn an_untrusted_certificate_in_any_wording_gets_the_sslrootcert_advice() {
+        for raw in [
+            "invalid peer certificate: UnknownIssuer",
+            "certificate verify failed: unknown issuer",
+            "UnknownIssuer",
+            "invalid peer certificate: BadSignature",
+        ] {
+            assert!(
+                said(raw).contains("set sslrootcert to the CA file"),
+                "{raw}: {}",
+                said(raw)
+            );
+        }
+        assert!(!said("connection refused").contains("sslrootcert"));
+    }
+
+    /// Only a refusal of a connection without encryption says "use TLS"; a
+    /// missing pg_hba.conf entry for a TLS connection is another matter.
+    #[test]
+    fn only_a_refused_plain_connection_is_told_to_use_tls() {
+        let plain = said(r#"no pg_hba.conf entry for host "10.0.0.5", user "app", database "app", no encryption"#);
+        assert!(plain.contains("use sslmode=require"), "{plain}");
+        let tls = said(r#"no pg_hba.conf entry for host "10.0.0.5", user "app", database "app", SSL encryption"#);
+        assert!(!tls.contains("use sslmode=require"), "{tls}");
+    }
+}

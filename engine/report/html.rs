@@ -346,6 +346,106 @@ fn batches(steps: &[Value], events: &[Value]) -> String {
     s
 }
 
+/// `dbmaint history --format html`: for each plan in the journal's list,
+/// its runs over time — duration and rows deleted per run, coloured by
+/// outcome — and the same as a table.
+pub fn history_page(v: &Value) -> String {
+    let runs = v["runs"].as_array().cloned().unwrap_or_default();
+    let mut h = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dbmaint history</title><style>{STYLE}</style></head><body>\n<h1>dbmaint history</h1>\n"
+    );
+    if runs.is_empty() {
+        h.push_str("<p>No runs in the journal match.</p>\n</body></html>\n");
+        return h;
+    }
+    let mut plans: Vec<String> = runs
+        .iter()
+        .filter_map(|r| r["plan"].as_str().map(String::from))
+        .collect();
+    plans.sort();
+    plans.dedup();
+    for plan in plans {
+        // Oldest first, left to right.
+        let mut mine: Vec<&Value> = runs.iter().filter(|r| r["plan"] == plan.as_str()).collect();
+        // (SQLite keeps run times to the second: the id breaks ties.)
+        mine.sort_by_key(|r| (ms(&r["started_at"]).unwrap_or(0), r["id"].as_i64().unwrap_or(0)));
+        let rows = |r: &Value| -> u64 {
+            r["steps"]
+                .as_array()
+                .map(|s| {
+                    s.iter()
+                        .filter(|s| s["op"] == "retention" || s["op"] == "partitions")
+                        .filter_map(|s| s["rows"].as_u64())
+                        .sum()
+                })
+                .unwrap_or(0)
+        };
+        h.push_str(&format!("<h2>Runs of <code>{}</code></h2>\n", escape(&plan)));
+        for (what, value, shown) in [
+            (
+                "duration",
+                &(|r: &Value| r["duration_ms"].as_u64().unwrap_or(0)) as &dyn Fn(&Value) -> u64,
+                &(|n: u64| human_ms(n)) as &dyn Fn(u64) -> String,
+            ),
+            ("rows deleted", &rows, &(|n: u64| human_count(n))),
+        ] {
+            let top = mine.iter().map(|r| value(r)).max().unwrap_or(0).max(1);
+            let (w, hgt) = (WIDTH, 140.0);
+            let bw = ((w - 20.0) / mine.len() as f64 - 2.0).clamp(2.0, 40.0);
+            h.push_str(&format!(
+                "<svg role=\"img\" aria-label=\"{what} of each run of {}\" width=\"{w}\" height=\"{hgt}\" viewBox=\"0 0 {w} {hgt}\" xmlns=\"http://www.w3.org/2000/svg\">\n",
+                escape(&plan)
+            ));
+            for (i, r) in mine.iter().enumerate() {
+                let x = 10.0 + i as f64 * (bw + 2.0);
+                let bh = (value(r) as f64 / top as f64 * (hgt - 30.0)).max(1.0);
+                h.push_str(&format!(
+                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" fill=\"{}\"><title>run {}: {}</title></rect>\n",
+                    hgt - 20.0 - bh,
+                    color(r["status"].as_str().unwrap_or("")),
+                    r["id"],
+                    shown(value(r))
+                ));
+            }
+            h.push_str(&format!(
+                "<text x=\"10\" y=\"12\" font-size=\"11\">{what}, at most {}</text><text x=\"10\" y=\"{}\" font-size=\"11\">oldest</text>\
+                 <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">newest</text>\n</svg>\n",
+                shown(top),
+                hgt - 6.0,
+                w - 10.0,
+                hgt - 6.0
+            ));
+        }
+        h.push_str(&format!(
+            "<table><caption>The runs of {} in text</caption><tr><th>run</th><th>started</th><th>status</th><th>took</th><th>rows deleted</th><th>bytes given back</th></tr>\n",
+            escape(&plan)
+        ));
+        for r in &mine {
+            let bytes: u64 = r["steps"]
+                .as_array()
+                .map(|s| {
+                    s.iter()
+                        .filter(|s| s["op"] != "backup")
+                        .filter_map(|s| s["bytes"].as_u64())
+                        .sum()
+                })
+                .unwrap_or(0);
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                r["id"],
+                escape(r["started_at"].as_str().unwrap_or("")),
+                escape(r["status"].as_str().unwrap_or("")),
+                human_ms(r["duration_ms"].as_u64().unwrap_or(0)),
+                human_count(rows(r)),
+                human_bytes(bytes)
+            ));
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
