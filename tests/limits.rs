@@ -886,3 +886,53 @@ fn postgres_the_diff_after_a_run_expects_each_step_from_its_history() {
         )
     );
 }
+
+/// `limits.window` is also a deadline: a run started inside the window
+/// starts no batch once it closes, and says so (exit 3); the rows left
+/// are there for the next window.
+#[test]
+fn sqlite_a_window_that_closes_mid_run_stops_the_batches_at_its_end() {
+    use chrono::Timelike;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    crate::support::test::sqlite(
+        &db,
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL); \
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 300) \
+         INSERT INTO ev (created_at) SELECT datetime('now', '-400 days') FROM g;",
+    );
+    // The window ends at the next minute's end at the latest (the one
+    // after when this minute is nearly over), in UTC.
+    let now = chrono::Utc::now();
+    let span = if now.second() < 50 { 1 } else { 2 };
+    let start =
+        now - chrono::Duration::seconds(now.second().into()) - chrono::Duration::nanoseconds(now.nanosecond().into());
+    let closes = start + chrono::Duration::minutes(span);
+    let window = format!("{}-{}", start.format("%H:%M"), closes.format("%H:%M"));
+    let plan = write(
+        dir.path(),
+        "plan.yaml",
+        &format!(
+            "version: 1\nname: closing\ntarget: \"sqlite:{}\"\nlimits: {{ window: \"{window}\", tz: UTC }}\nsteps:\n  \
+             old:\n    retention: {{ table: ev, column: created_at, older_than: 365 days, batch_size: 1, pause: 1s, allow_all_rows: true }}\n",
+            db.display()
+        ),
+    );
+    let out = apply(dir.path(), &plan);
+    let ended = chrono::Utc::now();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("the maintenance window closed"), "{stderr}");
+    assert!(
+        ended >= closes && ended < closes + chrono::Duration::seconds(5),
+        "stopped at the close ({closes}), not before or long after: {ended}"
+    );
+    let left: u64 = crate::support::test::sqlite(&db, "SELECT count(*) FROM ev")
+        .parse()
+        .expect("count");
+    assert!(left > 0 && left < 300, "some batches ran, the rest wait: {left} left");
+    let journaled: u64 = crate::support::test::sqlite(&db, "SELECT coalesce(sum(rows), 0) FROM dbmaint_batches")
+        .parse()
+        .expect("journal");
+    assert_eq!(journaled, 300 - left, "every deleted row is in the journal");
+}
