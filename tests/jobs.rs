@@ -172,3 +172,49 @@ fn postgres_a_lane_without_a_session_leaves_its_tables_to_the_others() {
     ));
     assert_eq!(vacuumed, 4, "every table vacuumed on the one session");
 }
+
+/// Issue 14 §4: while a VACUUM runs, the periodic progress line says its
+/// phase from `pg_stat_progress_vacuum` (read on a second session).
+#[test]
+fn postgres_a_running_vacuum_shows_its_phase_in_the_progress_lines() {
+    let url = seeded_db(
+        "CREATE TABLE big (id int, pad text) WITH (autovacuum_enabled = off); \
+         INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 300000) g; \
+         DELETE FROM big WHERE id % 2 = 0;",
+        &[],
+    );
+    let db = crate::support::cluster::db_name(&url).to_string();
+    // Every VACUUM here sleeps on its cost limit: several seconds.
+    crate::support::cluster::admin_statements(
+        &url,
+        &[
+            format!("ALTER DATABASE {db} SET vacuum_cost_delay = '20ms'"),
+            format!("ALTER DATABASE {db} SET vacuum_cost_limit = 20"),
+        ],
+    );
+    let t = Test::new();
+    let p = plan(&t, &url, "vacuum", "tables: [big], min_dead_ratio: 0.2, analyze: false");
+    let out = crate::support::cli::dbmaint(t.path())
+        .env("DBMAINT_PROGRESS_EVERY", "0.5")
+        .args(["--progress", "always", "plan", "apply", "--auto-approve"])
+        .arg(&p)
+        .output()
+        .expect("apply");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let phases: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains(" progress ") && l.contains("(public.big: "))
+        .collect();
+    assert!(
+        phases.iter().any(|l| l.contains("public.big: scanning heap ")
+            || l.contains("public.big: vacuuming heap ")
+            || l.contains("public.big: vacuuming indexes")),
+        "the phase of the running VACUUM: {err}"
+    );
+    let vacuumed = rt().block_on(pg_count(
+        &url,
+        "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'big' AND vacuum_count = 1",
+    ));
+    assert_eq!(vacuumed, 1);
+}

@@ -462,9 +462,10 @@ async fn vacuum_table(
     let quoted = crate::db::quote_name(Some(&t.schema), &t.name);
     let display = format!("{}.{}", t.schema, t.name);
     let before = measure(run.session().await?, &quoted).await.ok();
-    run.exec(&t.sql)
-        .await
-        .map_err(|e| StepErr::failed(format!("`{display}`: {}", e.message)))?;
+    let watch = crate::run::phase::watch(run, &display, crate::run::phase::Kind::Vacuum).await;
+    let done = run.exec(&t.sql).await;
+    drop(watch);
+    done.map_err(|e| StepErr::failed(format!("`{display}`: {}", e.message)))?;
     run.result().statements += 1;
     let after = measure(run.session().await?, &quoted).await.ok();
     if let (Some((size0, dead0)), Some((size1, dead1))) = (before, after) {

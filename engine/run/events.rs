@@ -303,6 +303,13 @@ pub enum Event {
         step: String,
         what: String,
     },
+    /// What a long statement of the step is doing, from the server's
+    /// progress views (`scanning heap 45%`).
+    Phase {
+        step: String,
+        object: String,
+        phase: String,
+    },
     /// `throttle`: the server's load is over a limit; the step waits
     /// before its next batch.
     Throttled {
@@ -352,6 +359,7 @@ impl Event {
             | Event::RolledBack { step, .. }
             | Event::Warning { step, .. }
             | Event::Throttled { step, .. }
+            | Event::Phase { step, .. }
             | Event::ThrottleLifted { step, .. }
             | Event::StepSkipped { step, .. } => Some(step),
             Event::StepFinished { result } | Event::StepFailed { result } | Event::StepDeferred { result } => {

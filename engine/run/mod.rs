@@ -12,6 +12,7 @@ pub mod fit;
 pub mod inspect;
 pub mod lanes;
 pub mod operation;
+pub mod phase;
 pub mod planner;
 pub mod steprun;
 pub mod throttle;

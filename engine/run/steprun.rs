@@ -180,6 +180,14 @@ impl<'a> StepRun<'a> {
         self.ctx.emit(e);
     }
 
+    /// Emits events from a task of the step's own (a progress watcher).
+    pub fn emitter(&self) -> impl Fn(Event) + Send + 'static {
+        let events = self.ctx.events.clone();
+        move |e| {
+            let _ = events.send(e);
+        }
+    }
+
     /// One object of this action done (progress and the JSON log).
     pub fn object_done(&self, object: impl Into<String>) {
         self.emit(Event::ObjectDone {

@@ -149,6 +149,7 @@ pub(super) async fn rebuild(run: &mut StepRun<'_>, work: &ReindexWork) -> Result
     // The retry loop by hand: a failed attempt's INVALID copy is dropped
     // before the next attempt; the last attempt's is the undo's to drop.
     let mut tries = 0;
+    let watch = crate::run::phase::watch(run, &name, crate::run::phase::Kind::CreateIndex).await;
     let result = loop {
         let attempt = match run.attempt(Some(timeout)).await {
             Ok((c, _)) => c.execute(&work.sql).await.map(|_| ()),
@@ -168,6 +169,7 @@ pub(super) async fn rebuild(run: &mut StepRun<'_>, work: &ReindexWork) -> Result
             }
         }
     };
+    drop(watch);
     run.result().statements += 1;
     let c = run.session().await?;
     let verified = match result {

@@ -200,7 +200,7 @@ impl Level {
             | Event::RolledBack { .. }
             | Event::StepDeferred { .. }
             | Event::Throttled { .. } => Self::Warn,
-            Event::ObjectDone { .. } => Self::Debug,
+            Event::ObjectDone { .. } | Event::Phase { .. } => Self::Debug,
             Event::BatchDone { .. } => Self::Trace,
             _ => Self::Info,
         }
@@ -265,6 +265,7 @@ pub fn line_for(e: &Event) -> Option<String> {
         } => format!("{step}: lock not granted ({error}); retry {attempt} in {wait_ms} ms"),
         Event::RolledBack { step, what } => format!("{step}: rolled back: {what}"),
         Event::Warning { step, message } => format!("{step}: WARNING: {message}"),
+        Event::Phase { step, object, phase } => format!("{step}: {object}: {phase}"),
         Event::Throttled { step, reason } => format!("{step}: throttled: {reason}; waiting before the next batch"),
         Event::ThrottleLifted { step, waited_ms } => format!(
             "{step}: throttle lifted after {}; batches go on",

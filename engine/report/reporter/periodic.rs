@@ -41,6 +41,8 @@ struct Running {
     /// Rows expected and deleted so far (retention).
     rows_expected: u64,
     rows: u64,
+    /// What its running statement is doing (`events: scanning heap 45%`).
+    phase: Option<String>,
 }
 
 #[derive(Debug)]
@@ -128,6 +130,7 @@ impl Reporter for Periodic {
                             done: 0,
                             rows_expected: *rows,
                             rows: 0,
+                            phase: None,
                         },
                     ),
                 );
@@ -143,6 +146,12 @@ impl Reporter for Periodic {
             Event::ObjectDone { step, .. } => {
                 if let Some(r) = running(&mut s, step) {
                     r.done += 1;
+                    r.phase = None;
+                }
+            }
+            Event::Phase { step, object, phase } => {
+                if let Some(r) = running(&mut s, step) {
+                    r.phase = Some(format!("{object}: {phase}"));
                 }
             }
             Event::StepFinished { result } | Event::StepFailed { result } | Event::StepDeferred { result } => {
@@ -189,6 +198,9 @@ fn line(s: &State, now: Instant) -> String {
             }
         } else if r.units > 0 {
             out.push_str(&format!("{} of {} done", r.done.min(r.units), r.units));
+            if let Some(p) = &r.phase {
+                out.push_str(&format!(" ({p})"));
+            }
         } else {
             out.push_str("running");
         }
@@ -226,6 +238,7 @@ mod tests {
                     done: 4,
                     rows_expected: 10_000,
                     rows: 4_000,
+                    phase: None,
                 },
             ),
         );
@@ -240,6 +253,7 @@ mod tests {
                     done: 2,
                     rows_expected: 0,
                     rows: 0,
+                    phase: Some("public.events: scanning heap 45%".into()),
                 },
             ),
         );
@@ -247,7 +261,7 @@ mod tests {
         assert_eq!(
             l,
             "progress 2s: 1 of 3 steps done; purge (retention) 4,000 of 10,000 rows (40%), 2,000 rows/s, ETA 3s, running 2s; \
-             vacuum (vacuum) 2 of 5 done, running 1s"
+             vacuum (vacuum) 2 of 5 done (public.events: scanning heap 45%), running 1s"
         );
         s.running.clear();
         assert_eq!(

@@ -91,6 +91,11 @@ impl Reporter for Bars {
                     b.set_message(object.clone());
                 }
             }
+            Event::Phase { step, object, phase } => {
+                if let Some(b) = self.steps.get(step) {
+                    b.set_message(format!("{object}: {phase}"));
+                }
+            }
             _ => {}
         }
         if let Some(step) = e.step()
