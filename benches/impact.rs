@@ -27,33 +27,15 @@
 #[path = "../tests/support/cluster.rs"]
 mod pg;
 
-use std::path::{Path, PathBuf};
+#[allow(dead_code)]
+mod common;
+use common::{bindir, dbmaint_bin, env_or, psql};
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const CUTOFF_DAYS: i64 = 730;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn bindir() -> PathBuf {
-    let out = Command::new("pg_config").arg("--bindir").output().expect("pg_config");
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if dir.join("pgbench").exists() {
-        dir
-    } else {
-        PathBuf::from("/usr/bin")
-    }
-}
 
 /// `events`: `rows` rows over three years in id order, a third older than
 /// the cutoff, with its primary key and a time index; vacuumed, checkpointed.
@@ -86,7 +68,7 @@ BEGIN
 END $$";
 
 fn pgbench(cluster: &pg::Cluster, args: &[&str]) -> Command {
-    let mut cmd = Command::new(bindir().join("pgbench"));
+    let mut cmd = Command::new(bindir("pgbench").join("pgbench"));
     cmd.arg("-h")
         .arg(&cluster.socket_dir)
         .args(["-p", &cluster.port.to_string(), "-U", "postgres"])
@@ -180,15 +162,6 @@ fn variant(cluster: &pg::Cluster, rate: u64, window: u64, purge: impl FnOnce()) 
         p99: pick(0.99),
         max: lat.last().copied().unwrap_or(0) as f64 / 1000.0,
     }
-}
-
-fn dbmaint_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/dbmaint");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release (the bench runs the release binary)"
-    );
-    bin
 }
 
 fn dbmaint(url: &str, extra: &str) {

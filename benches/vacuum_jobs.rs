@@ -20,21 +20,13 @@
 #[path = "../tests/support/cluster.rs"]
 mod pg;
 
-use std::path::{Path, PathBuf};
+#[allow(dead_code)]
+mod common;
+use common::{bindir, dbmaint_bin, env_or, psql};
+
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// The tables, rebuilt with a third of their rows dead, and a checkpoint.
 fn rebuild(url: &str, tables: u64, rows: u64) {
@@ -51,15 +43,6 @@ fn rebuild(url: &str, tables: u64, rows: u64) {
         );
     }
     psql(url, "CHECKPOINT");
-}
-
-fn dbmaint_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/dbmaint");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release (the bench times the release binary)"
-    );
-    bin
 }
 
 fn vacuumdb(bindir: &Path, cluster: &pg::Cluster, db: &str, tables: u64, jobs: u64) -> Duration {
@@ -146,21 +129,7 @@ fn main() {
     let reps = env_or("DBMAINT_BENCH_REPS", 3).max(1);
     let cluster = pg::start_with("-c fsync=on");
     let url = cluster.url("postgres");
-    let bindir = PathBuf::from(
-        String::from_utf8_lossy(
-            &Command::new("pg_config")
-                .arg("--bindir")
-                .output()
-                .map(|o| o.stdout)
-                .unwrap_or_default(),
-        )
-        .trim(),
-    );
-    let bindir = if bindir.join("vacuumdb").exists() {
-        bindir
-    } else {
-        PathBuf::from("/usr/bin")
-    };
+    let bindir = bindir("vacuumdb");
     println!("vacuum of {tables} tables × {rows} rows (a third dead), jobs {jobs}, fsync on, {reps} repetitions");
     let (mut best_raw, mut best_ours) = (Duration::MAX, Duration::MAX);
     let mut ratios = vec![];

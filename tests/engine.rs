@@ -526,7 +526,7 @@ fn demo_command_runs_end_to_end() {
     let human = dbmaint::run::execplan::human_count;
     assert!(
         totals.starts_with(&format!(
-            "Totals: {} rows deleted (predicted {}), ",
+            "Totals: {} rows deleted (predicted {}, +0.0%), ",
             human(deleted),
             human(deleted)
         )),

@@ -463,6 +463,31 @@ fn postgres_reindex_after_retention_rebuilds_in_the_same_run_what_the_deletes_bl
         .clone();
     let said = step["reselected"].as_str().unwrap_or_default();
     assert!(said.starts_with("2 of 2 indexes over 30.0% bloat"), "{step}");
+    // One measure per figure, each the server's own count (issue 14 §3).
+    let totals = &json["report"]["totals"];
+    let left = rt().block_on(async {
+        let mut c = connect(&url).await;
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events")
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
+    });
+    assert_eq!(totals["rows"], 200_000 - left, "rows deleted: {totals}");
+    assert_eq!(
+        totals["dead_tuples_removed"],
+        200_000 - left,
+        "the vacuum removed each: {totals}"
+    );
+    let given_back: i64 = ["events_pkey", "events_v"]
+        .iter()
+        .map(|n| before[*n].2 - after[*n].2)
+        .sum();
+    assert_eq!(
+        step["bytes"], given_back,
+        "the rebuilds' bytes are the indexes' sizes before minus after"
+    );
+    assert_eq!(totals["bytes"], given_back, "nothing else gave bytes back: {totals}");
+    assert!(totals["bytes_reusable_predicted"].as_u64().unwrap_or(0) > 0, "{totals}");
 }
 
 /// Run alone, without the deletes it was projected on, the reindex

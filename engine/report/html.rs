@@ -258,22 +258,29 @@ fn timeline(bars: &[Bar], events: &[Value], t0: i64, t1: i64) -> String {
 fn figures(steps: &[Value]) -> String {
     let mut s = String::from(
         "<h2>Predicted and actual</h2>\n<table><tr><th>step</th><th>rows predicted</th><th>rows</th><th>error</th>\
-         <th>bytes predicted</th><th>bytes</th><th>error</th></tr>\n",
+         <th>bytes predicted</th><th>bytes given back or written</th><th>error</th></tr>\n",
     );
     for st in steps {
         let p = &st["predicted"];
         let (pr, r) = (p["rows"].as_u64().unwrap_or(0), st["rows"].as_u64().unwrap_or(0));
         let (pb, b) = (p["bytes"].as_u64().unwrap_or(0), st["bytes"].as_u64().unwrap_or(0));
         let approx = if p["fidelity"] == "exact" { "" } else { "~" };
+        // Bytes freed for reuse inside tables are no prediction of the
+        // bytes given back: shown, never set against them.
+        let (pbytes, berr) = if st["predicted_reusable"] == true {
+            (format!("~{} freed for reuse", human_bytes(pb)), "—".to_string())
+        } else {
+            (format!("{approx}{}", human_bytes(pb)), error_pct(pb, b))
+        };
         s.push_str(&format!(
-            "<tr><td>{}</td><td>{approx}{}</td><td>{}</td><td>{}</td><td>{approx}{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{approx}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(st["id"].as_str().unwrap_or("")),
             human_count(pr),
             human_count(r),
             error_pct(pr, r),
-            human_bytes(pb),
+            pbytes,
             human_bytes(b),
-            error_pct(pb, b)
+            berr
         ));
     }
     s.push_str("</table>\n");

@@ -23,6 +23,11 @@ pub struct ReportStep {
     #[serde(flatten)]
     pub result: StepResult,
     pub predicted: Estimate,
+    /// The predicted bytes are freed for reuse inside the tables (a
+    /// retention's deleted rows, a plain VACUUM's dead tuples), not given
+    /// back to the file system: they are not set against `bytes`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub predicted_reusable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
 }
@@ -47,6 +52,13 @@ pub struct ReportTotals {
     pub bytes: u64,
     pub bytes_written_predicted: u64,
     pub bytes_written: u64,
+    /// Bytes the diff predicted freed for reuse inside tables (retention,
+    /// plain VACUUM): no figure measures them, so they stand alone.
+    pub bytes_reusable_predicted: u64,
+    /// Dead tuples vacuum removed, as the server counts them, and as the
+    /// diff predicted them.
+    pub dead_tuples_removed_predicted: u64,
+    pub dead_tuples_removed: u64,
     pub succeeded: usize,
     pub failed: usize,
     pub skipped: usize,
@@ -100,6 +112,8 @@ impl Collector {
                     .map(|s| ReportStep {
                         result: StepResult::new(&s.id, &s.op, Status::Skipped),
                         predicted: s.estimate,
+                        predicted_reusable: s.op == "retention"
+                            || (s.op == "vacuum" && s.backend_is_postgres_plain_vacuum()),
                         skipped: Some("not selected (--step)".into()),
                     })
                     .collect(),
@@ -125,9 +139,20 @@ impl Collector {
                 t.rows_predicted += s.predicted.rows;
                 t.rows += s.rows;
             }
+            if s.op == "vacuum" {
+                t.dead_tuples_removed_predicted += s.predicted.rows;
+                t.dead_tuples_removed += s
+                    .measured
+                    .get("dead_tuples_removed")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+            }
             if s.op == "backup" {
                 t.bytes_written_predicted += s.predicted.bytes;
                 t.bytes_written += s.bytes;
+            } else if s.predicted_reusable {
+                t.bytes_reusable_predicted += s.predicted.bytes;
+                t.bytes += s.bytes;
             } else {
                 t.bytes_predicted += s.predicted.bytes;
                 t.bytes += s.bytes;

@@ -409,6 +409,19 @@ pub fn human_count(n: u64) -> String {
     out
 }
 
+impl PlannedStep {
+    /// A PostgreSQL `VACUUM` without FULL: it frees dead tuples' space for
+    /// reuse and gives the file system only an empty tail.
+    pub fn backend_is_postgres_plain_vacuum(&self) -> bool {
+        self.op == "vacuum"
+            && !self.statements.is_empty()
+            && self
+                .statements
+                .iter()
+                .all(|q| q.starts_with("VACUUM") && !q.contains("FULL") && q != "VACUUM")
+    }
+}
+
 fn one() -> u64 {
     1
 }

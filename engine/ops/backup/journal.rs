@@ -381,6 +381,28 @@ pub fn read_manifest(backup: &str) -> Option<BackupRecord> {
 mod tests {
     use super::*;
 
+    /// A verified custom-format backup record of the file `f`.
+    fn record(f: &std::path::Path, bytes: u64) -> BackupRecord {
+        BackupRecord {
+            id: 7,
+            run_id: Some(3),
+            plan: "nightly".into(),
+            step: "dump".into(),
+            path: f.display().to_string(),
+            format: "custom".into(),
+            bytes,
+            sha256: digest(f).expect("digest"),
+            modified: modified(f).expect("mtime"),
+            verified: VERIFIED.into(),
+            verify_note: String::new(),
+            counts: None,
+            created_at: now_text(),
+            verified_at: None,
+            removed_at: None,
+            database: "app".into(),
+        }
+    }
+
     #[test]
     fn a_directory_digest_covers_names_and_contents() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -400,25 +422,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("b.dump");
         std::fs::write(&f, b"abcdef").expect("write");
-        let path = f.display().to_string();
-        let mut r = BackupRecord {
-            id: 1,
-            run_id: None,
-            plan: "p".into(),
-            step: "s".into(),
-            path: path.clone(),
-            format: "custom".into(),
-            bytes: 6,
-            sha256: digest(&f).expect("digest"),
-            modified: modified(&f).expect("mtime"),
-            verified: VERIFIED.into(),
-            verify_note: String::new(),
-            counts: None,
-            created_at: now_text(),
-            verified_at: None,
-            removed_at: None,
-            database: "app".into(),
-        };
+        let mut r = record(&f, 6);
         assert_eq!(on_disk(&r, false), OnDisk::Intact);
         std::fs::write(&f, b"abcdeX").expect("tamper");
         assert_eq!(on_disk(&r, true), OnDisk::Changed, "same size, other bytes");
@@ -430,5 +434,43 @@ mod tests {
         );
         std::fs::remove_file(&f).expect("rm");
         assert_eq!(on_disk(&r, false), OnDisk::Missing);
+    }
+
+    /// The manifest sits beside its backup, named after it, so a backup
+    /// directory lists and restores without the journal (cargo-mutants:
+    /// `manifest_path` as a constant went unnoticed while only the
+    /// round trip was exercised).
+    #[test]
+    fn the_manifest_is_written_beside_its_backup_and_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("nightly-20261202.dump");
+        std::fs::write(&f, b"dump").expect("write");
+        let path = f.display().to_string();
+        let r = record(&f, 4);
+        write_manifest(&r).expect("manifest");
+        let beside = dir.path().join("nightly-20261202.dump.manifest.json");
+        assert!(beside.is_file(), "{} beside the backup", beside.display());
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "the backup and its manifest, no partial left: {names:?}"
+        );
+        assert_eq!(read_manifest(&path), Some(r));
+        assert_eq!(read_manifest(&format!("{path}.other")), None);
+    }
+
+    /// Journal times are RFC 3339 UTC with milliseconds, now: `keep_days`
+    /// and `backup_age` read ages off them.
+    #[test]
+    fn journal_times_are_now_in_rfc3339() {
+        let t = chrono::DateTime::parse_from_rfc3339(&now_text()).expect("RFC 3339");
+        let off = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds();
+        assert!((0..2000).contains(&off), "{off} ms from now");
+        assert!(now_text().ends_with('Z'), "UTC");
     }
 }

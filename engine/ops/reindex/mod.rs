@@ -274,10 +274,18 @@ impl Reindex {
                 if ischema == "pg_toast" {
                     detail.push_str(&format!("; the TOAST index of {}", cx.display(t)));
                 }
-                waste += match (&projected, figures) {
-                    (Some((after, _)), Some(e)) => (e.bytes as f64 * after) as u64,
-                    _ => figures.map_or(0, |e| e.waste_bytes),
+                // After this run's deletes an index wastes what the
+                // projection says, whether it is over the threshold already
+                // or only then.
+                let removed_here = if ischema == "pg_toast" || cx.backend != Backend::Postgres {
+                    0
+                } else {
+                    cx.removed_upstream(&cx.quoted(t)).0
                 };
+                waste += figures.map_or(0, |e| {
+                    let after = projected_ratio(e.ratio, removed_here, t.live_tuples);
+                    e.waste_bytes.max((e.bytes as f64 * after) as u64)
+                });
                 if let Some((_, said)) = &projected {
                     detail = format!("{}, {said}", human_bytes(i.bytes));
                 }
@@ -350,7 +358,7 @@ impl Reindex {
             ));
             d.notes.push(format!(
                 "re-evaluated at start: the bloat of its {} indexes is estimated again when the step starts, after the steps before it; \
-                 only those over {} are rebuilt ({later} of them are under it now)",
+                 only those over {} are rebuilt ({later} under it now)",
                 candidates.len(),
                 percent(min)
             ));

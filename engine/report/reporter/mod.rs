@@ -19,12 +19,25 @@ fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
 
-fn predicted(e: &Estimate, what: &str, value: u64, fmt: fn(u64) -> String) -> String {
+fn predicted(e: &Estimate, p: u64, what: &str, value: u64, fmt: fn(u64) -> String) -> String {
     let approx = if e.fidelity == Fidelity::Exact { "" } else { "~" };
     format!(
-        "{what} {} (predicted {approx}{})",
+        "{what} {} (predicted {approx}{}{})",
         fmt(value),
-        fmt(if what == "rows" { e.rows } else { e.bytes })
+        fmt(p),
+        error_pct(p, value)
+    )
+}
+
+/// `, +12.5%`: how far the figure fell from its prediction (nothing when
+/// nothing was predicted).
+pub fn error_pct(predicted: u64, actual: u64) -> String {
+    if predicted == 0 {
+        return String::new();
+    }
+    format!(
+        ", {:+.1}%",
+        (actual as f64 - predicted as f64) * 100.0 / predicted as f64
     )
 }
 
@@ -51,11 +64,39 @@ pub fn render_text(r: &Report) -> String {
             Status::Partial => "◐",
         };
         let mut figures = vec![];
-        if s.predicted.rows > 0 || s.rows > 0 {
-            figures.push(predicted(&s.predicted, "rows", s.rows, human_count));
+        // One measure per figure: vacuum's predicted rows are dead tuples,
+        // set against the dead tuples the server says it removed.
+        if s.op == "vacuum" {
+            if let Some(removed) = s.measured.get("dead_tuples_removed").and_then(|v| v.as_u64()) {
+                figures.push(predicted(
+                    &s.predicted,
+                    s.predicted.rows,
+                    "dead tuples removed",
+                    removed,
+                    human_count,
+                ));
+            }
+        } else if s.predicted.rows > 0 || s.rows > 0 {
+            figures.push(predicted(&s.predicted, s.predicted.rows, "rows", s.rows, human_count));
         }
-        if s.predicted.bytes > 0 || s.bytes > 0 {
-            figures.push(predicted(&s.predicted, "bytes", s.bytes, human_bytes));
+        if s.predicted_reusable {
+            if s.bytes > 0 {
+                figures.push(format!("given back {}", human_bytes(s.bytes)));
+            }
+            if s.predicted.bytes > 0 {
+                figures.push(format!(
+                    "~{} freed for reuse (predicted)",
+                    human_bytes(s.predicted.bytes)
+                ));
+            }
+        } else if s.predicted.bytes > 0 || s.bytes > 0 {
+            figures.push(predicted(
+                &s.predicted,
+                s.predicted.bytes,
+                if s.op == "backup" { "written" } else { "given back" },
+                s.bytes,
+                human_bytes,
+            ));
         }
         if s.batches > 0 {
             figures.push(crate::run::execplan::counted(s.batches, "batch", "batches"));
@@ -128,19 +169,40 @@ pub fn render_text(r: &Report) -> String {
     crate::report::textsafe::line(
         &mut out,
         format!(
-            "Totals: {} rows deleted (predicted {}), {} given back (predicted {}){}; {} succeeded, {} failed, {} skipped, {} deferred{}",
+            "Totals: {} rows deleted (predicted {}{}), {}{} given back (predicted {}{}){}; {} succeeded, {} failed, {} skipped, {} deferred{}",
             human_count(t.rows),
             human_count(t.rows_predicted),
-            human_bytes(t.bytes),
-            human_bytes(t.bytes_predicted),
-            if t.bytes_written > 0 || t.bytes_written_predicted > 0 {
+            error_pct(t.rows_predicted, t.rows),
+            if t.dead_tuples_removed > 0 || t.dead_tuples_removed_predicted > 0 {
                 format!(
-                    ", {} written by backups (predicted {})",
-                    human_bytes(t.bytes_written),
-                    human_bytes(t.bytes_written_predicted)
+                    "{} dead tuples removed by vacuum (predicted ~{}{}), ",
+                    human_count(t.dead_tuples_removed),
+                    human_count(t.dead_tuples_removed_predicted),
+                    error_pct(t.dead_tuples_removed_predicted, t.dead_tuples_removed)
                 )
             } else {
                 String::new()
+            },
+            human_bytes(t.bytes),
+            human_bytes(t.bytes_predicted),
+            error_pct(t.bytes_predicted, t.bytes),
+            {
+                let mut more = String::new();
+                if t.bytes_reusable_predicted > 0 {
+                    more.push_str(&format!(
+                        ", ~{} freed for reuse inside tables (predicted)",
+                        human_bytes(t.bytes_reusable_predicted)
+                    ));
+                }
+                if t.bytes_written > 0 || t.bytes_written_predicted > 0 {
+                    more.push_str(&format!(
+                        ", {} written by backups (predicted {}{})",
+                        human_bytes(t.bytes_written),
+                        human_bytes(t.bytes_written_predicted),
+                        error_pct(t.bytes_written_predicted, t.bytes_written)
+                    ));
+                }
+                more
             },
             t.succeeded,
             t.failed,
