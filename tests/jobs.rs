@@ -54,7 +54,15 @@ const FOUR_TABLES: &str = "CREATE TABLE t1 (id int, pad text) WITH (autovacuum_e
 fn postgres_vacuum_jobs_vacuums_that_many_tables_at_once_and_no_more() {
     let url = seeded_db(FOUR_TABLES, &[]);
     let db = crate::support::cluster::db_name(&url).to_string();
-    crate::support::cluster::admin_statements(&url, &[format!("ALTER DATABASE {db} SET vacuum_cost_delay = '10ms'")]);
+    // About half a second a VACUUM: long enough for the sampler to see
+    // two at once even on a loaded machine.
+    crate::support::cluster::admin_statements(
+        &url,
+        &[
+            format!("ALTER DATABASE {db} SET vacuum_cost_delay = '10ms'"),
+            format!("ALTER DATABASE {db} SET vacuum_cost_limit = 50"),
+        ],
+    );
     let t = Test::new();
     // jobs 3, parallelism 2: two at once.
     let p = plan(&t, &url, "vacuum", "min_dead_ratio: 0.2, analyze: false, jobs: 3");
