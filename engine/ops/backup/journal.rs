@@ -464,6 +464,32 @@ mod tests {
         assert_eq!(read_manifest(&format!("{path}.other")), None);
     }
 
+    /// `always_hash` (a re-verify) reads the bytes even when size and
+    /// time say nothing moved: a same-size change with its time put back
+    /// is caught (cargo-mutants: the `!` before `always_hash` deleted went
+    /// unnoticed while every tamper also moved the time).
+    #[test]
+    fn always_hash_reads_the_bytes_even_when_size_and_time_are_unchanged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("b.dump");
+        std::fs::write(&f, b"abcdef").expect("write");
+        let r = record(&f, 6);
+        let when = std::fs::metadata(&f).and_then(|m| m.modified()).expect("mtime");
+        std::fs::write(&f, b"abcdeX").expect("tamper");
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .and_then(|h| h.set_modified(when))
+            .expect("time put back");
+        assert_eq!(modified(&f), Some(r.modified.clone()), "the time is the record's again");
+        assert_eq!(
+            on_disk(&r, false),
+            OnDisk::Intact,
+            "the cheap check trusts size and time"
+        );
+        assert_eq!(on_disk(&r, true), OnDisk::Changed, "a full check reads the bytes");
+    }
+
     /// Journal times are RFC 3339 UTC with milliseconds, now: `keep_days`
     /// and `backup_age` read ages off them.
     #[test]
