@@ -39,6 +39,18 @@ fn sample(url: &str, sql: &'static str, done: Arc<AtomicBool>) -> std::thread::J
     })
 }
 
+/// Every VACUUM in database `db` sleeps `delay_ms` each `limit` cost
+/// units (a dirtied page costs 20), so it runs long enough to be watched.
+fn slow_vacuums(url: &str, db: &str, delay_ms: u64, limit: u64) {
+    crate::support::cluster::admin_statements(
+        url,
+        &[
+            format!("ALTER DATABASE {db} SET vacuum_cost_delay = '{delay_ms}ms'"),
+            format!("ALTER DATABASE {db} SET vacuum_cost_limit = {limit}"),
+        ],
+    );
+}
+
 /// Four tables with half their rows dead; every VACUUM of this database
 /// sleeps on its cost limit, so each takes long enough to be seen.
 const FOUR_TABLES: &str = "CREATE TABLE t1 (id int, pad text) WITH (autovacuum_enabled = off); \
@@ -56,13 +68,7 @@ fn postgres_vacuum_jobs_vacuums_that_many_tables_at_once_and_no_more() {
     let db = crate::support::cluster::db_name(&url).to_string();
     // About half a second a VACUUM: long enough for the sampler to see
     // two at once even on a loaded machine.
-    crate::support::cluster::admin_statements(
-        &url,
-        &[
-            format!("ALTER DATABASE {db} SET vacuum_cost_delay = '10ms'"),
-            format!("ALTER DATABASE {db} SET vacuum_cost_limit = 50"),
-        ],
-    );
+    slow_vacuums(&url, &db, 10, 50);
     let t = Test::new();
     // jobs 3, parallelism 2: two at once.
     let p = plan(&t, &url, "vacuum", "min_dead_ratio: 0.2, analyze: false, jobs: 3");
@@ -193,13 +199,7 @@ fn postgres_a_running_vacuum_shows_its_phase_in_the_progress_lines() {
     );
     let db = crate::support::cluster::db_name(&url).to_string();
     // Every VACUUM here sleeps on its cost limit: several seconds.
-    crate::support::cluster::admin_statements(
-        &url,
-        &[
-            format!("ALTER DATABASE {db} SET vacuum_cost_delay = '20ms'"),
-            format!("ALTER DATABASE {db} SET vacuum_cost_limit = 20"),
-        ],
-    );
+    slow_vacuums(&url, &db, 20, 20);
     let t = Test::new();
     let p = plan(&t, &url, "vacuum", "tables: [big], min_dead_ratio: 0.2, analyze: false");
     let out = crate::support::cli::dbmaint(t.path())

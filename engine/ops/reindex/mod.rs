@@ -213,19 +213,20 @@ impl Reindex {
                     continue;
                 }
                 let figures = bloat.and_then(|b| b.entry("index", &full));
+                // Rows upstream steps of this run delete from the index's
+                // table (none for a TOAST index: its table is not theirs).
+                let removed = if ischema == "pg_toast" || cx.backend != Backend::Postgres {
+                    0
+                } else {
+                    cx.removed_upstream(&cx.quoted(t)).0
+                };
                 let mut projected: Option<(f64, String)> = None;
                 if let Some(min) = min_ratio {
                     match figures {
                         Some(e) if e.ratio >= min => {}
                         Some(e) => {
-                            // Rows upstream steps of this run delete from the
-                            // index's table leave its pages emptier once
-                            // vacuumed: the estimate after them decides.
-                            let (removed, _) = if ischema == "pg_toast" {
-                                (0, String::new())
-                            } else {
-                                cx.removed_upstream(&cx.quoted(t))
-                            };
+                            // The deleted rows leave the index's pages emptier
+                            // once vacuumed: the estimate after them decides.
                             let after = projected_ratio(e.ratio, removed, t.live_tuples);
                             if removed == 0 || after < min {
                                 below += 1;
@@ -277,13 +278,8 @@ impl Reindex {
                 // After this run's deletes an index wastes what the
                 // projection says, whether it is over the threshold already
                 // or only then.
-                let removed_here = if ischema == "pg_toast" || cx.backend != Backend::Postgres {
-                    0
-                } else {
-                    cx.removed_upstream(&cx.quoted(t)).0
-                };
                 waste += figures.map_or(0, |e| {
-                    let after = projected_ratio(e.ratio, removed_here, t.live_tuples);
+                    let after = projected_ratio(e.ratio, removed, t.live_tuples);
                     e.waste_bytes.max((e.bytes as f64 * after) as u64)
                 });
                 if let Some((_, said)) = &projected {
