@@ -112,8 +112,7 @@ impl Collector {
                     .map(|s| ReportStep {
                         result: StepResult::new(&s.id, &s.op, Status::Skipped),
                         predicted: s.estimate,
-                        predicted_reusable: s.op == "retention"
-                            || (s.op == "vacuum" && s.backend_is_postgres_plain_vacuum()),
+                        predicted_reusable: s.op == "retention" || s.is_plain_postgres_vacuum(),
                         skipped: Some("not selected (--step)".into()),
                     })
                     .collect(),

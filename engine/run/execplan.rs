@@ -412,7 +412,7 @@ pub fn human_count(n: u64) -> String {
 impl PlannedStep {
     /// A PostgreSQL `VACUUM` without FULL: it frees dead tuples' space for
     /// reuse and gives the file system only an empty tail.
-    pub fn backend_is_postgres_plain_vacuum(&self) -> bool {
+    pub fn is_plain_postgres_vacuum(&self) -> bool {
         self.op == "vacuum"
             && !self.statements.is_empty()
             && self
