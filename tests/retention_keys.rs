@@ -41,6 +41,11 @@ fn postgres_uuid_and_composite_keys_delete_exactly_the_eligible_rows() {
     let Ran { code, report: r, .. } = t.apply_json(&p);
     assert_eq!(code, Some(0), "{r}");
     assert_eq!(r["steps"][0]["rows"], 70);
+    // Rows archived: a measure of its own, predicted and counted.
+    let archived = rt.block_on(pg_count(&url, "SELECT count(*) FROM sessions_archive"));
+    assert_eq!(r["steps"][0]["archived"], archived, "{r}");
+    assert_eq!(r["totals"]["rows_archived"], archived, "{r}");
+    assert_eq!(r["totals"]["rows_archived_predicted"], 70, "{r}");
     assert_eq!(
         rt.block_on(pg_count(
             &url,
@@ -72,6 +77,8 @@ fn postgres_uuid_and_composite_keys_delete_exactly_the_eligible_rows() {
         "every row older than 30 days is gone"
     );
     let lines = std::fs::read_to_string(t.path().join("te.jsonl")).expect("archive");
+    assert_eq!(r["steps"][0]["archived"], lines.lines().count(), "{r}");
+    assert_eq!(r["totals"]["rows_archived"], 60, "{r}");
     let mut ids: Vec<i64> = lines
         .lines()
         .map(|l| {
@@ -127,6 +134,8 @@ fn postgres_a_before_delete_veto_ends_partial_and_the_walk_goes_on() {
         let s = &r["steps"][0];
         assert_eq!(s["status"], "partial", "{r}");
         assert_eq!(s["rows"], 68, "{r}");
+        assert_eq!(s.get("archived"), None, "no archive, nothing archived: {r}");
+        assert_eq!(r["totals"]["rows_archived"], 0, "{r}");
         assert!(
             s["partial"].as_str().unwrap_or("").contains("2 eligible rows kept"),
             "{r}"

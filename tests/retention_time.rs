@@ -285,8 +285,10 @@ fn where_narrows(t: &Test, target: &str, count: &dyn Fn(&str) -> u64) {
         expected,
         "the diff counts only what `where` matches"
     );
-    let ran = t.apply(&p);
+    let ran = t.apply_json(&p);
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.report["steps"][0]["archived"], 40, "{}", ran.report);
+    assert_eq!(ran.report["totals"]["rows_archived"], 40, "{}", ran.report);
     assert_eq!(count("SELECT count(*) FROM ev WHERE old AND status = 'done'"), 0);
     assert_eq!(
         count("SELECT count(*) FROM ev WHERE old AND status = 'open'"),

@@ -3,7 +3,7 @@
 
 use super::{BOTH, OpCheck, OpParams, get, globs};
 use crate::plan::values::{Backend, NameGlob, Ratio};
-use crate::run::execplan::{Estimate, Fidelity, Marker, human_count};
+use crate::run::execplan::{Estimate, Marker, human_count};
 use crate::run::planner::{Draft, PlanCx, percent};
 
 crate::params! {
@@ -56,11 +56,7 @@ impl Analyze {
             d.lock = "write lock on sqlite_stat1 while it runs".into();
             d.summary = format!("`{sql}` over {} tables", cx.insp.tables.len());
             d.statement("database".into(), sql.into());
-            d.estimate = Some(Estimate {
-                rows: 0,
-                bytes: 0,
-                fidelity: Fidelity::Exact,
-            });
+            d.estimate = Some(Estimate::NONE);
             return d;
         }
         let min_ratio = get(&self.min_mod_ratio).map_or(DEFAULT_MIN_MOD_RATIO, |r| r.0);

@@ -233,6 +233,7 @@ impl Vacuum {
             rows: dead,
             bytes,
             fidelity: Fidelity::Estimate,
+            ..Estimate::NONE
         });
         d
     }
@@ -308,6 +309,7 @@ impl Vacuum {
             rows: 0,
             bytes: reclaim,
             fidelity: Fidelity::Exact,
+            ..Estimate::NONE
         });
         d
     }

@@ -48,6 +48,9 @@ impl std::ops::Deref for ReportStep {
 pub struct ReportTotals {
     pub rows_predicted: u64,
     pub rows: u64,
+    /// Of the rows deleted, those copied to an archive first.
+    pub rows_archived_predicted: u64,
+    pub rows_archived: u64,
     pub bytes_predicted: u64,
     pub bytes: u64,
     pub bytes_written_predicted: u64,
@@ -137,6 +140,8 @@ impl Collector {
             if matches!(s.op.as_str(), "retention" | "partitions") {
                 t.rows_predicted += s.predicted.rows;
                 t.rows += s.rows;
+                t.rows_archived_predicted += s.predicted.archived;
+                t.rows_archived += s.archived;
             }
             if s.op == "vacuum" {
                 t.dead_tuples_removed_predicted += s.predicted.rows;

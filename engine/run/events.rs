@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use crate::run::execplan::is_zero;
+
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -107,6 +109,10 @@ pub struct StepResult {
     pub finished_at: String,
     pub duration_ms: u64,
     pub rows: u64,
+    /// Of `rows`, those copied to the step's archive (table or file) in
+    /// the same transaction as their delete.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub archived: u64,
     pub bytes: u64,
     pub statements: u64,
     pub batches: u64,
@@ -171,6 +177,7 @@ impl StepResult {
             finished_at: String::new(),
             duration_ms: 0,
             rows: 0,
+            archived: 0,
             bytes: 0,
             statements: 0,
             batches: 0,
@@ -196,6 +203,7 @@ impl StepResult {
     /// Adds the figures of one of the step's lanes (`jobs`) to these.
     pub fn absorb(&mut self, o: StepResult) {
         self.rows += o.rows;
+        self.archived += o.archived;
         self.bytes += o.bytes;
         self.statements += o.statements;
         self.batches += o.batches;
@@ -368,8 +376,4 @@ impl Event {
             Event::RunStarted { .. } | Event::RunFinished { .. } => None,
         }
     }
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }

@@ -64,6 +64,10 @@ pub struct Estimate {
     pub rows: u64,
     pub bytes: u64,
     pub fidelity: Fidelity,
+    /// Of `rows`, those copied to an archive before their delete
+    /// (retention with `archive`): a measure of its own in the report.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub archived: u64,
 }
 
 impl Estimate {
@@ -71,7 +75,13 @@ impl Estimate {
         rows: 0,
         bytes: 0,
         fidelity: Fidelity::Exact,
+        archived: 0,
     };
+}
+
+/// For `skip_serializing_if` on counters.
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One affected object with its figures, shown under the step in the diff.

@@ -445,6 +445,7 @@ impl Backup {
             rows: 0,
             bytes,
             fidelity,
+            ..Estimate::NONE
         });
         let temp_path = temp.display().to_string();
         let write = Action::op(

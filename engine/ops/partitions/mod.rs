@@ -356,6 +356,7 @@ impl Partitions {
             rows,
             bytes,
             fidelity: Fidelity::Estimate,
+            ..Estimate::NONE
         });
         if action == PartitionAction::Drop && gone > 0 && !backed_up_before(cx) {
             d.warnings.push(

@@ -394,6 +394,7 @@ impl Reindex {
             rows: 0,
             bytes: waste,
             fidelity: Fidelity::Estimate,
+            ..Estimate::NONE
         });
         d
     }

@@ -546,12 +546,9 @@ impl Retention {
             d.statements.extend(cd.statements);
             d.actions.extend(cd.actions);
             if let Some(ce) = cd.estimate {
-                let e = d.estimate.get_or_insert(Estimate {
-                    rows: 0,
-                    bytes: 0,
-                    fidelity: Fidelity::Exact,
-                });
+                let e = d.estimate.get_or_insert(Estimate::NONE);
                 e.rows += ce.rows;
+                e.archived += ce.archived;
                 e.bytes += ce.bytes;
                 if ce.fidelity != Fidelity::Exact {
                     e.fidelity = ce.fidelity;
@@ -1224,6 +1221,7 @@ impl Retention {
             } else {
                 Fidelity::Estimate
             },
+            archived: if archive_to.is_some() { rows } else { 0 },
         });
         let throttle = get(&self.throttle)
             .filter(|_| cx.backend == Backend::Postgres)

@@ -365,6 +365,12 @@ async fn walk_batches(
         if done.rows > 0 {
             let r = run.result();
             r.rows += done.rows;
+            // Each batch copies to the archive exactly the rows it deletes
+            // (one statement on PostgreSQL, a checked copy on SQLite, the
+            // delete's RETURNING rows to the file), or rolls back.
+            if work.archive.is_some() {
+                r.archived += done.rows;
+            }
             r.batches += 1;
             let rows_total = r.rows;
             run.emit(Event::BatchDone {

@@ -79,6 +79,15 @@ pub fn render_text(r: &Report) -> String {
         } else if s.predicted.rows > 0 || s.rows > 0 {
             figures.push(predicted(&s.predicted, s.predicted.rows, "rows", s.rows, human_count));
         }
+        if s.predicted.archived > 0 || s.archived > 0 {
+            figures.push(predicted(
+                &s.predicted,
+                s.predicted.archived,
+                "archived",
+                s.archived,
+                human_count,
+            ));
+        }
         if s.predicted_reusable {
             if s.bytes > 0 {
                 figures.push(format!("given back {}", human_bytes(s.bytes)));
@@ -188,6 +197,14 @@ pub fn render_text(r: &Report) -> String {
             error_pct(t.bytes_predicted, t.bytes),
             {
                 let mut more = String::new();
+                if t.rows_archived > 0 || t.rows_archived_predicted > 0 {
+                    more.push_str(&format!(
+                        ", {} rows archived (predicted {}{})",
+                        human_count(t.rows_archived),
+                        human_count(t.rows_archived_predicted),
+                        error_pct(t.rows_archived_predicted, t.rows_archived)
+                    ));
+                }
                 if t.bytes_reusable_predicted > 0 {
                     more.push_str(&format!(
                         ", ~{} freed for reuse inside tables (predicted)",
