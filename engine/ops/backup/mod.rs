@@ -5,6 +5,7 @@ pub mod exec;
 pub mod journal;
 pub mod manage;
 pub mod rotate;
+pub mod sizing;
 pub mod verify;
 
 use std::borrow::Cow;
@@ -281,19 +282,29 @@ impl Backup {
             .rev()
             .find(|(r, disk)| r.format == format && *disk != journal::OnDisk::Missing)
             .map(|(r, _)| r.bytes);
-        let (bytes, basis) = match (cx.backend, &cx.insp.sqlite, last) {
-            (Backend::Sqlite, Some(f), _) => ((f.page_count - f.freelist_count) * f.page_size, "used pages"),
-            (_, _, Some(size)) => (size, "the last backup"),
+        let compressed = format != "plain" && get(&self.compress) != Some(0);
+        let sampled = cx.insp.fact::<sizing::DumpSize>(&size_key(&cx.step.id));
+        let (bytes, basis) = match (cx.backend, &cx.insp.sqlite, last, sampled) {
+            (Backend::Sqlite, Some(f), _, _) => ((f.page_count - f.freelist_count) * f.page_size, "used pages".into()),
+            (_, _, Some(size), _) => (size, "the last backup".into()),
+            (_, _, _, Some(s)) => (
+                if compressed { s.compressed } else { s.plain },
+                format!(
+                    "a sample of the rows of {} of {} tables{}",
+                    s.sampled,
+                    s.tables,
+                    if compressed { ", compressed as pg_dump does" } else { "" }
+                ),
+            ),
             _ => {
                 // pg_dump compresses custom and directory dumps (level 6 by
                 // default): a third of the heap is the usual outcome for
                 // row data; a plain or `compress: 0` dump is about the heap.
-                let compressed = format != "plain" && get(&self.compress) != Some(0);
                 let data = table_data_bytes(cx);
                 if compressed {
-                    (data * 3 / 10, "the tables' data size, compressed ~3:1")
+                    (data * 3 / 10, "the tables' data size, compressed ~3:1".into())
                 } else {
-                    (data, "the tables' data size")
+                    (data, "the tables' data size".into())
                 }
             }
         };
@@ -536,6 +547,11 @@ fn fact_key(step: &str) -> String {
     format!("backup#{step}")
 }
 
+/// Where the inspection keeps the first backup's sampled size.
+fn size_key(step: &str) -> String {
+    format!("backup-size#{step}")
+}
+
 /// Where the inspection keeps the scratch databases killed runs left.
 const SCRATCH_LEFT: &str = "backup#scratch-left";
 
@@ -633,6 +649,19 @@ impl crate::run::operation::Operation for Backup {
                     })
                     .collect::<Vec<_>>()
             });
+            // The first backup of its format has no last one to go by:
+            // its size is sampled (see `sizing`).
+            let format = get(&self.format).unwrap_or(Format::Custom).as_str();
+            let first = records.as_ref().map_or(true, |rs| {
+                !rs.iter()
+                    .any(|(r, disk)| r.format == format && *disk != journal::OnDisk::Missing)
+            });
+            if first && conn.backend() == Backend::Postgres {
+                // pg_dump's default level is zlib's default, 6.
+                let level = get(&self.compress).unwrap_or(6);
+                let size = sizing::dump_size(conn, &insp.catalog.tables, level).await;
+                insp.keep(size_key(&step.id), size);
+            }
             insp.keep(fact_key(&step.id), records);
             if !insp.facts.contains_key(SCRATCH_LEFT) {
                 let left = journal::scratch_leftovers(conn).await.map_err(|e| e.message);
