@@ -2,14 +2,15 @@
 # Mutation testing of one area that decides what is destroyed or kept,
 # with the tests that cover it (a whole-suite run per mutant does not fit
 # a 2-core machine). Usage: benches/mutants.sh AREA [extra cargo-mutants args]
-#   AREA: retention | archive | rotation | journal | verify | lock | drift | dryrun
+#   AREA: retention | archive | rotation | journal | verify | lock | drift | dryrun,
+#         or one file of them: walk | timefmt | archivetypes | manage
 # Needs `cargo install cargo-mutants` and what the tests need (PostgreSQL
 # binaries; see .ci/run). Results: mutants.out/ (outcomes.json, caught.txt,
 # missed.txt, timeout.txt); the summary line is what docs/benchmarks.md
 # records.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-area="${1:?usage: benches/mutants.sh AREA (retention|archive|rotation|journal|verify|lock|drift|dryrun)}"
+area="${1:?usage: benches/mutants.sh AREA (retention|archive|rotation|journal|verify|lock|drift|dryrun|walk|timefmt|archivetypes|manage)}"
 shift
 case "$area" in
   retention) files=(engine/ops/retention/batch.rs engine/ops/retention/walk.rs engine/ops/retention/work.rs engine/ops/retention/sql.rs engine/ops/retention/timefmt.rs)
@@ -17,7 +18,7 @@ case "$area" in
   archive)   files=(engine/ops/retention/archive.rs engine/ops/retention/archivetypes.rs)
              tests="retention" ;;
   rotation)  files=(engine/ops/backup/rotate.rs)
-             tests="keep" ;;
+             tests="keep ops::backup::rotate" ;;
   journal)   files=(engine/ops/backup/journal.rs)
              tests="backup" ;;
   verify)    files=(engine/ops/backup/verify.rs engine/ops/backup/manage.rs)
@@ -27,14 +28,25 @@ case "$area" in
   drift)     files=(engine/ops/retention/keydigest.rs engine/run/mod.rs)
              # engine/run/mod.rs holds more than the drift check: only its mutants.
              set -- --re 'drift|digest' "$@"
-             tests="saved" ;;
+             tests="saved ops::retention::keydigest" ;;
   dryrun)    files=(engine/run/inspect.rs engine/db/pg.rs)
              set -- --re 'connect|read_only|inspect' "$@"
-             tests="diff" ;;
+             tests="diff connect db::pg" ;;
+  walk)      files=(engine/ops/retention/walk.rs)
+             tests="retention" ;;
+  timefmt)   files=(engine/ops/retention/timefmt.rs)
+             tests="retention_time ops::retention::timefmt" ;;
+  archivetypes) files=(engine/ops/retention/archivetypes.rs)
+             tests="retention ops::retention::archivetypes" ;;
+  manage)    files=(engine/ops/backup/manage.rs)
+             tests="backup" ;;
   *) echo "unknown area: $area" >&2; exit 2 ;;
 esac
 args=()
 for f in "${files[@]}"; do args+=(--file "$f"); done
 # The integration tests' names carry their area (`backups::…`,
-# `retention_time::…`); unit tests in the same files run too (--lib).
-exec cargo mutants --profile mutants "${args[@]}" "$@" -- --lib --test main "$tests"
+# `retention_time::…`); each filter names the area's unit tests too
+# (`ops::backup::rotate::…`): the filters apply to --lib as well, and a
+# unit test no filter matches would not run.
+# shellcheck disable=SC2086 # $tests is a list of filters
+exec cargo mutants --profile mutants "${args[@]}" "$@" -- --lib --test main $tests

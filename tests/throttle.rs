@@ -278,3 +278,87 @@ fn postgres_a_throttle_the_role_cannot_see_through_refuses_before_any_batch() {
     );
     assert_eq!(old_rows(&url), 500, "no row deleted");
 }
+
+#[test]
+fn postgres_vacuum_waits_before_each_table_while_too_many_sessions_are_active() {
+    // `throttle` on a step that works table by table: the load is read
+    // before each table, and no VACUUM starts while another session is
+    // active. Evidence from the server's clock: every table's last vacuum
+    // is after the moment the busy session was cancelled.
+    let url = replicated_db(1_000);
+    admin_statements(
+        &url,
+        &[
+            "CREATE TABLE a (id int PRIMARY KEY, pad text); CREATE TABLE b (id int PRIMARY KEY, pad text); \
+           INSERT INTO a SELECT g, md5(g::text) FROM generate_series(1, 2000) g; \
+           INSERT INTO b SELECT g, md5(g::text) FROM generate_series(1, 2000) g; \
+           DELETE FROM a WHERE id % 2 = 0; DELETE FROM b WHERE id % 2 = 0"
+                .into(),
+        ],
+    );
+    let sleeper_url = url.clone();
+    let sleeper = std::thread::spawn(move || {
+        rt().block_on(async {
+            let mut c = crate::support::cluster::connect(&sleeper_url).await;
+            let _ = sqlx::query("SELECT pg_sleep(60)").execute(&mut c).await;
+        })
+    });
+    wait_for(Duration::from_secs(30), "the sleeping session", || {
+        psql_scalar(
+            &url,
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(60)'",
+        ) == "1"
+    });
+    let t = Test::new();
+    let plan = t.path().join("vacuum.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "version: 1\nname: vt\ntarget: \"{url}\"\nsteps:\n  vac:\n    vacuum: {{ tables: [a, b], min_dead_ratio: 0, \
+             throttle: {{ max_active_sessions: 0, check_every: 100ms }} }}\n"
+        ),
+    )
+    .expect("plan");
+    let diff = t.diff(&plan);
+    assert!(
+        diff.json["steps"][0]["notes"]
+            .to_string()
+            .contains("waits between objects while more than 0 active sessions"),
+        "{}",
+        diff.json
+    );
+    let child = spawn_apply(t.path(), &plan);
+    wait_for(Duration::from_secs(60), "five reads of the server's load", || {
+        load_reads(&url) >= 5
+    });
+    let cancelled_at = psql_scalar(
+        &url,
+        "SELECT extract(epoch FROM clock_timestamp()) FROM pg_cancel_backend( \
+           (SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'))",
+    );
+    let cancelled_at: f64 = cancelled_at.parse().expect("time");
+    sleeper.join().expect("sleeper");
+    let (code, r, stderr) = finished(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let step = &r["steps"][0];
+    assert!(step["throttled_ms"].as_u64().unwrap_or(0) > 0, "{r}");
+    let why = step["throttled"].as_str().expect("throttled");
+    assert!(
+        why.contains("before objects") && why.contains("active sessions over 0"),
+        "{why}"
+    );
+    for table in ["a", "b"] {
+        let vacuumed: f64 = psql_scalar(
+            &url,
+            &format!(
+                "SELECT coalesce(extract(epoch FROM last_vacuum), 0) FROM pg_stat_user_tables WHERE relname = '{table}'"
+            ),
+        )
+        .parse()
+        .expect("last_vacuum");
+        assert!(
+            vacuumed > cancelled_at,
+            "{table} was vacuumed at {vacuumed}, before the busy session ended at {cancelled_at}"
+        );
+    }
+}

@@ -21,6 +21,8 @@ crate::params! {
             optimize: bool,
             /// PostgreSQL: analyze this many tables at once, each on its own session (as `vacuumdb --analyze-only -j`), at most the run's `--parallelism` (default 1).
             jobs: u64,
+            /// PostgreSQL: before each table, wait while replicas lag or the server is busy: `{max_replica_lag: 10s, max_active_sessions: N, max_lock_waiters: N, check_every: 1s}`.
+            throttle: crate::ops::throttle::Throttle,
         }
     }
 }
@@ -33,6 +35,7 @@ impl OpParams for Analyze {
         c.not_on(&self.optimize, "optimize", Backend::Postgres);
         c.not_on(&self.min_mod_ratio, "min_mod_ratio", Backend::Sqlite);
         super::check_jobs(&self.jobs, c);
+        super::throttle::Throttle::check(&self.throttle, c);
     }
 }
 
@@ -115,6 +118,9 @@ impl crate::run::operation::Operation for Analyze {
     fn plan(&self, cx: &PlanCx) -> Draft {
         let mut d = Analyze::plan(self, cx);
         d.jobs = super::jobs(&self.jobs, cx.backend);
+        if !d.no_op {
+            d.throttle = crate::ops::throttle::Throttle::plan(&self.throttle, cx, &mut d, "objects");
+        }
         d
     }
 }

@@ -1,12 +1,13 @@
-//! `throttle:` on a batched step (retention): the plan's words for the
-//! limits `run::throttle` waits on between batches.
+//! `throttle:` on a step that works in units — a retention's batches, the
+//! tables of a vacuum or analyze, the indexes of a reindex: the plan's
+//! words for the limits `run::throttle` waits on between them.
 
 use super::{OpCheck, get};
 use crate::plan::values::{Backend, Duration};
 use crate::run::throttle::ThrottleLimits;
 
 crate::params! {
-    /// Waits between batches while the server is busy (PostgreSQL), as gh-ost does.
+    /// Waits between batches (retention) or objects (vacuum, analyze, reindex) while the server is busy (PostgreSQL), as gh-ost does.
     pub struct Throttle ("throttle parameters") {
         required {}
         optional {
@@ -49,6 +50,24 @@ impl Throttle {
                 "the load is read between batches: every second (the default) suits most servers",
             );
         }
+    }
+
+    /// Plans a step's throttle (PostgreSQL): its line in the diff, the
+    /// predefined role it needs, the limits the execution plan carries.
+    pub fn plan(
+        field: &Option<crate::plan::decode::Sp<Throttle>>,
+        cx: &crate::run::planner::PlanCx<'_>,
+        d: &mut crate::run::planner::Draft,
+        units: &str,
+    ) -> Option<ThrottleLimits> {
+        let t = get(field).filter(|_| cx.backend == Backend::Postgres)?.limits();
+        d.notes.push(format!("throttle: {}", t.describe(units)));
+        d.privileges.extend(cx.need_role(
+            "pg_read_all_stats",
+            |r| r.read_all_stats,
+            "`throttle` reads every session's state and the replicas' lag",
+        ));
+        Some(t)
     }
 
     /// The limits as the execution plan carries them.

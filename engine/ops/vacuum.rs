@@ -43,6 +43,8 @@ crate::params! {
             on_unknown_stats: OnUnknownStats,
             /// PostgreSQL: vacuum this many tables at once, each on its own session (as `vacuumdb -j`), at most the run's `--parallelism` (default 1).
             jobs: u64,
+            /// PostgreSQL: before each table, wait while replicas lag or the server is busy: `{max_replica_lag: 10s, max_active_sessions: N, max_lock_waiters: N, check_every: 1s}`.
+            throttle: crate::ops::throttle::Throttle,
         }
     }
 }
@@ -53,6 +55,7 @@ impl OpParams for Vacuum {
 
     fn check(&self, c: &mut OpCheck<'_>) {
         super::check_jobs(&self.jobs, c);
+        super::throttle::Throttle::check(&self.throttle, c);
         let allowed = self.allow_exclusive_lock.as_ref().is_some_and(|a| a.value);
         if let Some(full) = self.full.as_ref().filter(|f| f.value)
             && !allowed
@@ -324,6 +327,9 @@ impl crate::run::operation::Operation for Vacuum {
     fn plan(&self, cx: &PlanCx) -> Draft {
         let mut d = Vacuum::plan(self, cx);
         d.jobs = super::jobs(&self.jobs, cx.backend);
+        if !d.no_op {
+            d.throttle = crate::ops::throttle::Throttle::plan(&self.throttle, cx, &mut d, "objects");
+        }
         d
     }
 }

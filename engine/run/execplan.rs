@@ -284,6 +284,10 @@ pub struct PlannedStep {
     /// indexes) never at once.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub jobs: u64,
+    /// `throttle:` of a step whose actions are objects: the executor
+    /// waits on the server's load before each (see `run::throttle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<crate::run::throttle::ThrottleLimits>,
     /// Re-planning at step start (issue 14 §1): an operation's action run
     /// before the others, that keeps only those of its objects still
     /// worth doing (`StepRun::keep_only`); it chooses among the objects

@@ -23,6 +23,7 @@ use crate::run::events::{Event, ObjectOutcome, Status, StepResult};
 use crate::run::execplan::{Action, ExecutionPlan, PlannedStep};
 use crate::run::operation::Registry;
 use crate::run::steprun::{Acc, Ctx, StepErr, StepErrKind, StepRun};
+use crate::run::throttle::Throttle;
 
 pub use crate::run::steprun::GRACE;
 
@@ -348,6 +349,7 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, ops: &dyn Reg
     let total = chosen.len() as u64;
     // Objects that failed or were skipped (`objects_continue`).
     let mut broken: Vec<String> = vec![];
+    let mut throttle = step.throttle.clone().map(|l| Throttle::between(l, "objects"));
     for (n, &i) in chosen.iter().enumerate() {
         let action = &step.actions[i];
         if ctx.expired().await {
@@ -368,6 +370,9 @@ async fn run_actions(step: &PlannedStep, ctx: &Ctx, acc: &mut Acc, ops: &dyn Reg
             continue;
         }
         let mut run = StepRun::new(step, ctx, acc, &mut conn, i as u64 + 1);
+        if let Some(t) = throttle.as_mut() {
+            t.wait(&mut run).await?;
+        }
         if let Err(e) = run_one(&mut run, action, ops).await {
             undo(step, ctx, acc, i as u64 + 1, action, ops).await;
             let goes_on = step.objects_continue && total > 1 && e.kind == StepErrKind::Failed && !object.is_empty();

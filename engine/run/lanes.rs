@@ -25,6 +25,7 @@ use crate::run::execplan::PlannedStep;
 use crate::run::executor::{run_one, settle_objects, undo};
 use crate::run::operation::Registry;
 use crate::run::steprun::{Acc, Ctx, StepErr, StepErrKind, StepRun, session_limits};
+use crate::run::throttle::Throttle;
 
 /// What the lanes share: the actions not started, the groups running.
 struct Queue {
@@ -88,9 +89,18 @@ pub(crate) async fn run(
             batch_no: 0,
             keep: None,
         };
+        // Each lane reads the load before its next object (`throttle`).
+        let mut throttle = step.throttle.clone().map(|l| Throttle::between(l, "objects"));
         loop {
             if ctx.expired().await {
                 break;
+            }
+            if let Some(t) = throttle.as_mut() {
+                let mut run = StepRun::new(step, ctx, &mut mine, &mut conn, 0);
+                if let Err(e) = t.wait(&mut run).await {
+                    queue.lock().unwrap_or_else(|p| p.into_inner()).stop.get_or_insert(e);
+                    break;
+                }
             }
             let next = {
                 let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());

@@ -229,6 +229,10 @@ pub struct Draft {
     pub notes: Vec<String>,
     /// `jobs: N`: actions run on this many sessions at once (0 or 1: one).
     pub jobs: u64,
+    /// `throttle:` of a step whose actions are objects (vacuum, analyze,
+    /// reindex): the executor waits on it before each (a retention
+    /// throttles between its batches, inside its own work).
+    pub throttle: Option<crate::run::throttle::ThrottleLimits>,
     /// Re-evaluates the selection when the step starts (see
     /// [`crate::run::execplan::PlannedStep::reselect`]).
     pub reselect: Option<Action>,
@@ -424,6 +428,7 @@ fn finish(step: &Step, mut d: Draft) -> PlannedStep {
         warnings: d.warnings,
         notes: d.notes,
         jobs: d.jobs.max(1),
+        throttle: d.throttle,
         reselect: d.reselect,
         privileges: d.privileges,
         expected: None,

@@ -1,5 +1,6 @@
-//! Throttling a batched step on the server's load, as gh-ost does for
-//! MySQL: between batches the step reads the replicas' lag
+//! Throttling a step on the server's load, as gh-ost does for MySQL:
+//! between batches (retention) or objects (vacuum, analyze, reindex: the
+//! next table or index) the step reads the replicas' lag
 //! (`pg_stat_replication`), the sessions running and the sessions waiting
 //! on a lock (`pg_stat_activity`), and waits while any is over the plan's
 //! limit. One query reads all three; it runs at most once per
@@ -110,8 +111,9 @@ impl ThrottleLimits {
         (!why.is_empty()).then(|| why.join(", "))
     }
 
-    /// The limits as the diff and the docs say them.
-    pub fn describe(&self) -> String {
+    /// The limits as the diff and the docs say them; `units` is what the
+    /// step waits between (`batches`, `objects`).
+    pub fn describe(&self, units: &str) -> String {
         let mut parts = vec![];
         if let Some(m) = self.max_replica_lag_ms {
             parts.push(format!("replica lag over {}", secs(m)));
@@ -123,7 +125,7 @@ impl ThrottleLimits {
             parts.push(format!("more than {m} sessions waiting on a lock"));
         }
         format!(
-            "waits between batches while {} (checked every {})",
+            "waits between {units} while {} (checked every {})",
             parts.join(" or "),
             secs(self.check_every_ms)
         )
@@ -162,6 +164,8 @@ fn secs(ms: u64) -> String {
 #[derive(Debug)]
 pub struct Throttle {
     limits: ThrottleLimits,
+    /// What the step waits between: `batches` or `objects`.
+    units: &'static str,
     checked_ok: Option<Instant>,
     waits: u64,
     /// Every reason a wait began with, once each.
@@ -169,9 +173,17 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    /// Between a retention's batches.
     pub fn new(limits: ThrottleLimits) -> Self {
+        Self::between(limits, "batches")
+    }
+
+    /// Between the units of work `units` (`objects`: a vacuum's tables, a
+    /// reindex's indexes).
+    pub fn between(limits: ThrottleLimits, units: &'static str) -> Self {
         Self {
             limits,
+            units,
             checked_ok: None,
             waits: 0,
             reasons: vec![],
@@ -227,8 +239,13 @@ impl Throttle {
             if run.expired().await {
                 self.note(run, began.map(|t| t.elapsed()).unwrap_or_default());
                 let (batches, rows) = (run.result().batches, run.result().rows);
+                let done = if self.units == "batches" {
+                    format!("after {batches} batches ({rows} rows)")
+                } else {
+                    "before its next object".to_string()
+                };
                 return Err(StepErr::deferred(format!(
-                    "{} while throttled ({why}), after {batches} batches ({rows} rows); a rerun continues",
+                    "{} while throttled ({why}), {done}; a rerun continues",
                     run.why_stopped()
                 )));
             }
@@ -242,8 +259,9 @@ impl Throttle {
         let r = run.result();
         r.throttled_ms += waited.as_millis() as u64;
         r.throttled = Some(format!(
-            "waited {} before batches ({}: {})",
+            "waited {} before {} ({}: {})",
             secs(r.throttled_ms),
+            self.units,
             crate::run::execplan::counted(self.waits, "pause", "pauses"),
             self.reasons.join("; ")
         ));
@@ -313,7 +331,7 @@ mod tests {
         };
         assert_eq!(l.over(&load), None);
         assert_eq!(
-            l.describe(),
+            l.describe("batches"),
             "waits between batches while more than 3 sessions waiting on a lock (checked every 500 ms)"
         );
     }

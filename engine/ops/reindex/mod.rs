@@ -40,6 +40,8 @@ crate::params! {
             min_bloat_ratio: Ratio,
             /// PostgreSQL: rebuild the indexes of this many tables at once, each on its own session (as `reindexdb -j`), at most the run's `--parallelism` (default 1).
             jobs: u64,
+            /// PostgreSQL: before each index, wait while replicas lag or the server is busy: `{max_replica_lag: 10s, max_active_sessions: N, max_lock_waiters: N, check_every: 1s}`.
+            throttle: crate::ops::throttle::Throttle,
         }
     }
 }
@@ -53,6 +55,7 @@ impl OpParams for Reindex {
         c.not_on(&self.concurrently, "concurrently", Backend::Sqlite);
         c.not_on(&self.min_bloat_ratio, "min_bloat_ratio", Backend::Sqlite);
         crate::ops::check_jobs(&self.jobs, c);
+        crate::ops::throttle::Throttle::check(&self.throttle, c);
     }
 }
 
@@ -533,6 +536,9 @@ impl crate::run::operation::Operation for Reindex {
     fn plan(&self, cx: &PlanCx) -> Draft {
         let mut d = Reindex::plan(self, cx);
         d.jobs = crate::ops::jobs(&self.jobs, cx.backend);
+        if !d.no_op {
+            d.throttle = crate::ops::throttle::Throttle::plan(&self.throttle, cx, &mut d, "objects");
+        }
         d
     }
 }

@@ -1223,17 +1223,7 @@ impl Retention {
             },
             archived: if archive_to.is_some() { rows } else { 0 },
         });
-        let throttle = get(&self.throttle)
-            .filter(|_| cx.backend == Backend::Postgres)
-            .map(|t| t.limits());
-        if let Some(t) = &throttle {
-            d.notes.push(format!("throttle: {}", t.describe()));
-            d.privileges.extend(cx.need_role(
-                "pg_read_all_stats",
-                |r| r.read_all_stats,
-                "`throttle` reads every session's state and the replicas' lag",
-            ));
-        }
+        let throttle = crate::ops::throttle::Throttle::plan(&self.throttle, cx, &mut d, "batches");
         d.actions.push(Action::op(
             <Retention as OpParams>::KEY,
             &RetentionWork {
