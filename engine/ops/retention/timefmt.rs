@@ -341,6 +341,42 @@ mod tests {
     }
 
     #[test]
+    fn every_documented_name_parses_to_its_format_and_back() {
+        use TimeFormat::*;
+        let all = [Native, IsoText, UnixSeconds, UnixMillis, UnixMicros, JulianDay];
+        // `NAMES` (the error's list) holds each format's name, in order.
+        let names: Vec<&str> = TimeFormat::NAMES.split(", ").collect();
+        assert_eq!(names, all.map(name).to_vec());
+        for f in all {
+            assert_eq!(TimeFormat::parse(name(f)), Some(f), "{}", name(f));
+        }
+        // The long spellings the docs accept too.
+        for (text, f) in [
+            ("iso_text", IsoText),
+            ("unix_seconds", UnixSeconds),
+            ("unix_millis", UnixMillis),
+            ("unix_micros", UnixMicros),
+            ("julian", JulianDay),
+        ] {
+            assert_eq!(TimeFormat::parse(text), Some(f), "{text}");
+        }
+        assert_eq!(TimeFormat::parse("unix"), None);
+        assert_eq!(TimeFormat::parse("Native"), None, "names are lower case");
+        let numeric: Vec<TimeFormat> = all.into_iter().filter(|f| f.is_numeric()).collect();
+        assert_eq!(numeric, [UnixSeconds, UnixMillis, UnixMicros, JulianDay]);
+    }
+
+    #[test]
+    fn a_stated_numeric_format_covers_values_outside_the_plausible_years() {
+        // Seconds before 1970 are no time dbmaint takes on its own, but a
+        // plan that says `unix_s` means it; ISO stated for numbers is not.
+        let s = numbers("integer", &["integer"], -100.0, -5.0);
+        assert!(decide(&s, None).is_err());
+        assert_eq!(decide(&s, Some(TimeFormat::UnixSeconds)), Ok(TimeFormat::UnixSeconds));
+        assert!(decide(&s, Some(TimeFormat::IsoText)).is_err());
+    }
+
+    #[test]
     fn cutoffs_are_written_in_the_columns_form() {
         let c = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("time");
         let utc = chrono_tz::UTC;
