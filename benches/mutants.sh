@@ -46,7 +46,8 @@ args=()
 for f in "${files[@]}"; do args+=(--file "$f"); done
 # The integration tests' names carry their area (`backups::…`,
 # `retention_time::…`); each filter names the area's unit tests too
-# (`ops::backup::rotate::…`): the filters apply to --lib as well, and a
+# (`ops::backup::rotate::…`): the filters (after `--`, for the test
+# binaries: cargo takes one) apply to --lib as well, and a
 # unit test no filter matches would not run.
 # shellcheck disable=SC2086 # $tests is a list of filters
-exec cargo mutants --profile mutants "${args[@]}" "$@" -- --lib --test main $tests
+exec cargo mutants --profile mutants "${args[@]}" "$@" -- --lib --test main -- $tests

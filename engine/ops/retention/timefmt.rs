@@ -74,15 +74,18 @@ pub struct Sample {
     pub max_text: Option<String>,
 }
 
-/// Plausible instants: 1970-01-01 to 2200-01-01, in each numeric format.
+/// Plausible instants: 1970-01-01 to 2200-01-01, in seconds and Julian days.
 const SECONDS: (f64, f64) = (0.0, 7_258_118_400.0);
 const JULIAN: (f64, f64) = (2_440_587.5, 2_524_593.5);
 
+/// The values each numeric format is taken for. Milliseconds and
+/// microseconds of the 1970s overlap the next coarser format's range, so
+/// they are taken only past March 1973 in their unit (1e11 ms, 1e14 µs).
 fn range_of(f: TimeFormat) -> (f64, f64) {
     match f {
         TimeFormat::UnixSeconds => SECONDS,
-        TimeFormat::UnixMillis => (SECONDS.0 * 1e3, SECONDS.1 * 1e3),
-        TimeFormat::UnixMicros => (SECONDS.0 * 1e6, SECONDS.1 * 1e6),
+        TimeFormat::UnixMillis => (1e11, SECONDS.1 * 1e3),
+        TimeFormat::UnixMicros => (1e14, SECONDS.1 * 1e6),
         TimeFormat::JulianDay => JULIAN,
         _ => (f64::NAN, f64::NAN),
     }
@@ -91,25 +94,14 @@ fn range_of(f: TimeFormat) -> (f64, f64) {
 /// The numeric format both `min` and `max` fall in. Julian days are tried
 /// first: 2.4 million seconds is a date in January 1970 that no
 /// application writes, while Julian days are exactly there. Above that,
-/// magnitudes do not overlap before 2200: seconds end at 7.3e9,
-/// milliseconds start at 1e11 for any date after March 1973.
+/// the ranges do not overlap: seconds end at 7.3e9, milliseconds start at
+/// 1e11 and end at 7.3e12, microseconds start at 1e14.
 fn numeric_format(min: f64, max: f64) -> Option<TimeFormat> {
-    let fits = |f| {
+    use TimeFormat::*;
+    [JulianDay, UnixMillis, UnixMicros, UnixSeconds].into_iter().find(|&f| {
         let (lo, hi) = range_of(f);
         min >= lo && max <= hi
-    };
-    if fits(TimeFormat::JulianDay) {
-        return Some(TimeFormat::JulianDay);
-    }
-    // Milliseconds and microseconds of the 1970s overlap the next format's
-    // range: take them only when every value is past 1973 in that unit.
-    if min >= 1e11 && max <= range_of(TimeFormat::UnixMillis).1 {
-        return Some(TimeFormat::UnixMillis);
-    }
-    if min >= 1e14 && max <= range_of(TimeFormat::UnixMicros).1 {
-        return Some(TimeFormat::UnixMicros);
-    }
-    fits(TimeFormat::UnixSeconds).then_some(TimeFormat::UnixSeconds)
+    })
 }
 
 fn is_numeric_type(declared: &str) -> bool {
@@ -296,6 +288,11 @@ mod tests {
         assert_eq!(d(1.5e15, 1.79e15), Ok(TimeFormat::UnixMicros));
         // Seconds and milliseconds side by side are no single format.
         assert!(d(1.5e9, 1.79e12).is_err());
+        // Between the ranges: milliseconds of 1971, microseconds of 1970
+        // or 2200's milliseconds are no format dbmaint takes on its own.
+        assert!(d(5e10, 1.79e12).is_err());
+        assert!(d(1e13, 1.79e15).is_err());
+        assert!(d(1.5e12, 8e12).is_err());
         assert!(d(-5.0, 10.0).is_err());
     }
 
@@ -364,6 +361,62 @@ mod tests {
         assert_eq!(TimeFormat::parse("Native"), None, "names are lower case");
         let numeric: Vec<TimeFormat> = all.into_iter().filter(|f| f.is_numeric()).collect();
         assert_eq!(numeric, [UnixSeconds, UnixMillis, UnixMicros, JulianDay]);
+    }
+
+    #[test]
+    fn postgres_types_decide_before_the_values_do() {
+        // PostgreSQL reports no storage classes: the declared type says
+        // native or numeric, and text is read as ISO.
+        let pg = |declared: &str, min: &str, max: &str| Sample {
+            declared: declared.into(),
+            storage: vec![],
+            min_num: min.parse().ok(),
+            max_num: max.parse().ok(),
+            min_text: Some(min.into()),
+            max_text: Some(max.into()),
+        };
+        for declared in ["timestamp with time zone", "timestamp without time zone", "date"] {
+            assert_eq!(
+                decide(&pg(declared, "2024-01-01 10:00:00+00", "2026-11-30 10:00:00+00"), None),
+                Ok(TimeFormat::Native),
+                "{declared}"
+            );
+        }
+        assert_eq!(
+            decide(&pg("text", "2024-01-01 10:00:00", "2026-11-30 10:00:00"), None),
+            Ok(TimeFormat::IsoText)
+        );
+        assert_eq!(
+            decide(&pg("bigint", "1500000000", "1790000000"), None),
+            Ok(TimeFormat::UnixSeconds)
+        );
+        // An empty text column is ISO; an empty date column native.
+        let empty = |declared: &str| Sample {
+            declared: declared.into(),
+            ..Sample::default()
+        };
+        assert_eq!(decide(&empty("text"), None), Ok(TimeFormat::IsoText));
+        assert_eq!(decide(&empty("date"), None), Ok(TimeFormat::Native));
+    }
+
+    #[test]
+    fn only_times_without_an_offset_are_read_in_a_zone() {
+        for with in [
+            "2026-11-30 10:00:00Z",
+            "2026-11-30T10:00:00+02:00",
+            "2026-11-30 10:00:00.5-0500",
+        ] {
+            assert!(has_offset(with), "{with}");
+            assert!(!is_zone_less(TimeFormat::IsoText, "text", Some(with)), "{with}");
+        }
+        // The date's own dashes are not an offset.
+        for without in ["2026-11-30 10:00:00", "2026-11-30T10:00", "2026-11-30"] {
+            assert!(!has_offset(without), "{without}");
+            assert!(is_zone_less(TimeFormat::IsoText, "text", Some(without)), "{without}");
+        }
+        assert!(is_zone_less(TimeFormat::Native, "timestamp without time zone", None));
+        assert!(!is_zone_less(TimeFormat::Native, "timestamp with time zone", None));
+        assert!(!is_zone_less(TimeFormat::UnixSeconds, "bigint", None), "an instant");
     }
 
     #[test]
