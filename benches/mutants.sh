@@ -37,7 +37,8 @@ case "$area" in
   timefmt)   files=(engine/ops/retention/timefmt.rs)
              tests="retention_time ops::retention::timefmt" ;;
   archivetypes) files=(engine/ops/retention/archivetypes.rs)
-             tests="retention ops::retention::archivetypes" ;;
+             # Pure type rules: their unit tests, and the refusal end to end.
+             tests="ops::retention::archivetypes retention_schema" ;;
   manage)    files=(engine/ops/backup/manage.rs)
              tests="backup" ;;
   *) echo "unknown area: $area" >&2; exit 2 ;;

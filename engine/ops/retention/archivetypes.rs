@@ -53,7 +53,12 @@ fn pg_widens(from: &str, to: &str) -> bool {
         (f, "numeric") if targs.is_none() => rank(f).is_some() || f == "numeric",
         // numeric(p,s) → numeric(p2,s2): as many digits on both sides.
         ("numeric", "numeric") => match (fargs.as_deref(), targs.as_deref()) {
-            (Some([p, s]), Some([p2, s2])) => s2 >= s && p2 - s2 >= p - s,
+            // Digits before the point, p - s, may be negative: PostgreSQL
+            // 15 takes numeric(2,5) (values under 0.001).
+            (Some([p, s]), Some([p2, s2])) => {
+                let before = |p: &u32, s: &u32| i64::from(*p) - i64::from(*s);
+                s2 >= s && before(p2, s2) >= before(p, s)
+            }
             (Some([p]), Some([p2])) => p2 >= p,
             _ => false,
         },
@@ -105,6 +110,29 @@ mod tests {
         assert!(!pg("timestamp without time zone", "timestamp with time zone"));
         assert!(!pg("character varying(40)", "character varying(20)"));
         assert!(!pg("jsonb", "json"));
+        // Each widening the match names, and its narrowing refused.
+        assert!(pg("real", "double precision"));
+        assert!(!pg("double precision", "real"));
+        assert!(pg("numeric(10)", "numeric(12)"));
+        assert!(!pg("numeric(12)", "numeric(10)"));
+        assert!(pg("character varying(20)", "character varying"));
+        assert!(!pg("character varying", "character varying(20)"));
+        assert!(pg("character(3)", "text"));
+        assert!(pg("smallint", "integer") && pg("smallint", "numeric"));
+        // More decimals but fewer digits before the point: 123456.7890
+        // does not fit numeric(10,5).
+        assert!(!pg("numeric(10,4)", "numeric(10,5)"));
+        assert!(pg("numeric(10,4)", "numeric(11,5)"));
+        // Scale above precision (PostgreSQL 15): no digit before the
+        // point, which numeric(3,5) widens and numeric(10,4) never fits.
+        assert!(pg("numeric(2,5)", "numeric(3,5)"));
+        assert!(!pg("numeric(10,4)", "numeric(3,5)"));
+        assert!(!pg("numeric(3,5)", "numeric(2,5)"));
+        // Spelling and case do not matter; the type does.
+        assert!(pg("NUMERIC( 10 , 4 )", "numeric(12,4)"));
+        assert!(pg("Character  Varying(20)", "TEXT"));
+        assert!(!pg("numeric(10,4)", "integer"));
+        assert!(!pg("text", "character varying(20)"));
     }
 
     #[test]
@@ -115,5 +143,13 @@ mod tests {
         assert!(sq("TEXT", ""));
         assert!(!sq("TEXT", "INTEGER"));
         assert!(!sq("REAL", "INTEGER"));
+        // Each affinity by each of its spellings (datatype3.html 3.1).
+        assert!(sq("REAL", "DOUBLE PRECISION") && sq("FLOAT", "REAL") && sq("DOUBLE", "FLOAT"));
+        assert!(!sq("DOUBLE", "NUMERIC") && !sq("FLOAT", "DECIMAL(10,2)") && !sq("REAL", "NUMERIC"));
+        assert!(sq("CLOB", "TEXT") && sq("NCHAR(3)", "TEXT") && !sq("CLOB", "NUMERIC"));
+        assert!(sq("NUMERIC", "DECIMAL(10,2)") && sq("DATETIME", "BOOLEAN"));
+        assert!(!sq("NUMERIC", "TEXT") && !sq("INTEGER", "REAL"));
+        // A BLOB (or untyped) column stores every value as it is given.
+        assert!(sq("INTEGER", "BLOB") && sq("REAL", "") && !sq("BLOB", "TEXT"));
     }
 }
