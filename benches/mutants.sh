@@ -33,14 +33,19 @@ case "$area" in
              set -- --re 'connect|read_only|inspect' "$@"
              tests="diff connect db::pg" ;;
   walk)      files=(engine/ops/retention/walk.rs)
-             tests="retention" ;;
+             # The retention tests but the slow ones (a real replica for
+             # throttle, kill -9, pause, a reindex chain), which other
+             # areas' runs cover: a caught mutant fails every test it
+             # reaches, and each failing test waits out its limit.
+             tests="retention_keys retention_time retention_schema ops::retention" ;;
   timefmt)   files=(engine/ops/retention/timefmt.rs)
              tests="retention_time ops::retention::timefmt" ;;
   archivetypes) files=(engine/ops/retention/archivetypes.rs)
              # Pure type rules: their unit tests, and the refusal end to end.
              tests="ops::retention::archivetypes retention_schema" ;;
   manage)    files=(engine/ops/backup/manage.rs)
-             tests="backup" ;;
+             # `dbmaint backups list|verify|restore`: the commands' tests.
+             tests="backups:: ops::backup::manage" ;;
   *) echo "unknown area: $area" >&2; exit 2 ;;
 esac
 args=()

@@ -703,3 +703,133 @@ fn postgres_a_ranged_walk_journals_every_batch_and_its_cascades() {
     assert_eq!(journal("SELECT count(*) FROM items"), 0);
     assert_eq!(journal("SELECT count(*) FROM notes WHERE order_id IS NULL"), 5);
 }
+
+/// A file archive whose last line an interrupted run left torn: the next
+/// run cuts exactly those bytes, says so, and writes each row once; a
+/// clean file is left as it is and nothing is said.
+#[test]
+fn sqlite_a_torn_last_line_in_a_file_archive_is_cut_and_said_and_a_clean_file_is_not() {
+    let t = Test::new();
+    let db = t.path().join("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, created TEXT NOT NULL); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) \
+         INSERT INTO events SELECT i, datetime('now', '-' || i || ' days', '-12 hours') FROM n;",
+    );
+    let target = format!("sqlite:{}", db.display());
+    let archive = t.path().join("ev.jsonl");
+    // What a kill mid-write leaves: a line without its newline.
+    let torn = "{\"key\":\"39\",\"row\":{\"id\":39,\"crea";
+    std::fs::write(&archive, torn).expect("torn archive");
+    let p = t.retention_plan(
+        &target,
+        "table: events, column: created, older_than: 30 days, batch_size: 4, archive: { file: ev.jsonl }",
+    );
+    let Ran {
+        code,
+        report: r,
+        stderr,
+        ..
+    } = t.apply_json(&p);
+    assert_eq!(code, Some(0), "{r} {stderr}");
+    assert!(
+        stderr.contains(&format!("cut a torn last line ({} bytes)", torn.len())),
+        "the cut is said with its size: {stderr}"
+    );
+    let text = std::fs::read_to_string(&archive).expect("archive");
+    assert!(!text.contains("\"crea\n") && text.ends_with('\n'), "{text}");
+    let mut ids: Vec<i64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON")["row"]["id"]
+                .as_i64()
+                .expect("id")
+        })
+        .collect();
+    ids.sort();
+    // Ages 30.5 … 40.5 days.
+    assert_eq!(ids, (30..=40).collect::<Vec<_>>(), "each deleted row once: {text}");
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM events"), "29");
+    // The next run finds a clean file: nothing cut, nothing said.
+    sqlite(
+        &db,
+        "UPDATE events SET created = datetime('now', '-35 days') WHERE id = 1",
+    );
+    let Ran { code, stderr, .. } = t.apply_json(&p);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("torn"), "{stderr}");
+    let after = std::fs::read_to_string(&archive).expect("archive");
+    assert!(after.starts_with(&text), "the earlier lines are kept as they were");
+    assert_eq!(after.lines().count(), 12, "row 1 added: {after}");
+}
+
+/// A retention step's `statements` is what it sent: the SQLite walk here
+/// is the archive table's creation, the count, three batches of 4 and
+/// the empty one that ends the walk.
+#[test]
+fn sqlite_a_retention_steps_statements_are_the_ones_it_sent() {
+    let t = Test::new();
+    let db = t.path().join("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, created TEXT NOT NULL); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) \
+         INSERT INTO events SELECT i, datetime('now', '-' || i || ' days', '-12 hours') FROM n;",
+    );
+    let p = t.retention_plan(
+        &format!("sqlite:{}", db.display()),
+        "table: events, column: created, older_than: 30 days, batch_size: 4, archive: { table: events_archive }",
+    );
+    let Ran { code, report: r, .. } = t.apply_json(&p);
+    assert_eq!(code, Some(0), "{r}");
+    let s = &r["steps"][0];
+    assert_eq!((s["rows"].as_u64(), s["batches"].as_u64()), (Some(11), Some(3)), "{r}");
+    assert_eq!(s["statements"], 6, "create, count, 3 batches, the empty last: {r}");
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM events_archive"), "11");
+}
+
+/// On PostgreSQL the same figure is the server's: every statement the
+/// step ran on the table, counted by pg_stat_statements, beyond those
+/// the planning ran (the diff runs the same), plus the window
+/// statement's PREPARE (pg_stat_statements counts a prepared statement
+/// under its EXECUTEs only). The span read beside the windows counts
+/// whether it returns before the last window or after.
+#[test]
+fn postgres_a_key_window_walks_statements_are_the_servers_count() {
+    let url = seeded_db(
+        "CREATE TABLE ev (id bigint PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO ev SELECT g, now() - (1000 - g) * interval '1 day' FROM generate_series(1, 1000) g; \
+         INSERT INTO ev SELECT g, now() - interval '400 days' FROM generate_series(5000, 5040) g;",
+        &[],
+    );
+    let t = Test::new();
+    let p = t.retention_plan(
+        &url,
+        "table: ev, column: created_at, older_than: 365 days, batch_size: 100",
+    );
+    let planning = calls_on(&url, "\"ev\"", || assert_eq!(t.diff(&p).code, Some(0)));
+    let mut report = serde_json::Value::Null;
+    let applying = calls_on(&url, "\"ev\"", || {
+        let Ran { code, report: r, .. } = t.apply_json(&p);
+        assert_eq!(code, Some(0), "{r}");
+        report = r;
+    });
+    let s = &report["steps"][0];
+    assert_eq!(s["rows"], 675, "{report}");
+    assert_eq!(
+        s["statements"].as_i64(),
+        Some(applying - planning + 1),
+        "planning {planning}, apply {applying}: {report}"
+    );
+}
+
+/// The calls pg_stat_statements counted, while `during` ran, of the
+/// statements whose text holds `name` (dbmaint quotes every identifier).
+fn calls_on(url: &str, name: &str, during: impl FnOnce()) -> i64 {
+    crate::support::cluster::server_statements(url, during)
+        .iter()
+        .filter(|s| s.query.contains(name))
+        .map(|s| s.calls)
+        .sum()
+}
