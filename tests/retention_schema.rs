@@ -444,6 +444,12 @@ fn postgres_include_children_processes_each_inheritance_child_with_its_own_colum
     );
     let out = t.apply(&p);
     assert!(out.status.success(), "{}", out.stdout);
+    // Each table's deletes are held to its own count, not the step's sum.
+    assert!(
+        out.stderr.contains("purge (retention) started") && !out.stderr.contains("more than were eligible"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ONLY events")), 10);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM events_legacy")), 5);
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM events_archive")), 30);
