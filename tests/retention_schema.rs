@@ -659,3 +659,38 @@ fn postgres_a_partitioned_parent_is_deleted_through_with_per_partition_counts_in
         "exactly the rows older than 365 days were archived"
     );
 }
+
+/// With `include_children`, `max_rows` caps each table's walk
+/// (operations.md): the child's cap is not used up by the parent's rows.
+#[test]
+fn postgres_max_rows_caps_each_inheritance_tables_walk() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE events (id int PRIMARY KEY, created_at timestamptz NOT NULL); \
+         CREATE TABLE events_legacy (id int PRIMARY KEY, extra text NOT NULL) INHERITS (events); \
+         INSERT INTO events SELECT g, now() - interval '400 days' FROM generate_series(1, 30) g; \
+         INSERT INTO events_legacy SELECT 1000 + g, now() - interval '400 days', 'legacy' FROM generate_series(1, 20) g; \
+         INSERT INTO events SELECT g, now() FROM generate_series(31, 40) g; \
+         INSERT INTO events_legacy SELECT 2000 + g, now(), 'new' FROM generate_series(1, 5) g;",
+        &[],
+    );
+    let t = Test::new();
+    let p = t.retention_plan(
+        &url,
+        "table: events, column: created_at, older_than: 365 days, include_children: true, max_rows: 12, batch_size: 5",
+    );
+    let (code, v) = diff(&t, &p);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["steps"][0]["estimate"]["rows"], 24, "12 of each table's: {v}");
+    let Ran {
+        code,
+        report: r,
+        json,
+        stderr,
+        ..
+    } = t.apply_json(&p);
+    assert_eq!(code, Some(0), "{json} {stderr}");
+    assert_eq!(r["steps"][0]["rows"], 24, "12 from each table: {r}");
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ONLY events")), 28);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM events_legacy")), 13);
+}
