@@ -853,3 +853,35 @@ fn calls_on(url: &str, name: &str, during: impl FnOnce()) -> i64 {
         .map(|s| s.calls)
         .sum()
 }
+
+/// The key span's end arrives while the walk stands exactly at it (the
+/// next window starts at the last eligible key): that key is still
+/// deleted, and the walk ends with its window — no window, no key lookup
+/// past the span. `pause` holds the walk after its first window long
+/// enough for the span read beside it to return first; were it slower,
+/// the walk would find the same rows with more statements.
+#[test]
+fn postgres_a_walk_standing_at_the_span_end_when_it_arrives_deletes_the_last_key_and_stops() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE ev (id bigint PRIMARY KEY, created_at timestamptz NOT NULL); \
+         INSERT INTO ev SELECT g, CASE WHEN g IN (1, 101) THEN now() - interval '400 days' ELSE now() END \
+           FROM generate_series(1, 120) g;",
+        &[],
+    );
+    let t = Test::new();
+    let p = t.retention_plan(
+        &url,
+        "table: ev, column: created_at, older_than: 365 days, batch_size: 100, pause: 1s",
+    );
+    let Ran { code, report: r, .. } = t.apply_json(&p);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["steps"][0]["rows"], 2, "{r}");
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM ev WHERE id IN (1, 101)")),
+        0,
+        "the last eligible key is deleted"
+    );
+    // The first key, the PREPARE, the span read and the two windows.
+    assert_eq!(r["steps"][0]["statements"], 5, "{r}");
+}
