@@ -94,10 +94,11 @@ fn postgres_uuid_and_composite_keys_delete_exactly_the_eligible_rows() {
 #[test]
 fn postgres_a_before_delete_veto_ends_partial_and_the_walk_goes_on() {
     let rt = rt();
-    // 70 eligible rows, 2 of them pinned by a trigger that vetoes their delete.
+    // 70 eligible rows, 3 of them pinned by a trigger that vetoes their
+    // delete, two in the first batch.
     let url = seeded_db(
         "CREATE TABLE jobs (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, pinned bool NOT NULL DEFAULT false); \
-         INSERT INTO jobs SELECT g, now() - interval '400 days', g IN (5, 47) FROM generate_series(1, 70) g; \
+         INSERT INTO jobs SELECT g, now() - interval '400 days', g IN (5, 6, 47) FROM generate_series(1, 70) g; \
          INSERT INTO jobs SELECT g, now(), false FROM generate_series(71, 100) g; \
          CREATE TABLE jobs_u (id text PRIMARY KEY, created_at timestamptz NOT NULL, pinned bool NOT NULL); \
          INSERT INTO jobs_u SELECT lpad(id::text, 4, '0'), created_at, pinned FROM jobs; \
@@ -129,15 +130,27 @@ fn postgres_a_before_delete_veto_ends_partial_and_the_walk_goes_on() {
             v["steps"][0]["warnings"].to_string().contains("also writes audit"),
             "{v}"
         );
-        let Ran { code, report: r, .. } = t.apply_json(&p);
+        let Ran {
+            code,
+            report: r,
+            stderr,
+            ..
+        } = t.apply_json(&p);
         assert_eq!(code, Some(1), "a partial step is not success: {r}");
+        // Each batch says what it kept; the batches that kept none say nothing.
+        assert!(
+            stderr.contains("batch 1: 20 eligible rows selected, 18 deleted: 2 kept")
+                && stderr.contains("batch 3: 20 eligible rows selected, 19 deleted: 1 kept")
+                && stderr.matches(" kept by something").count() == 2,
+            "{stderr}"
+        );
         let s = &r["steps"][0];
         assert_eq!(s["status"], "partial", "{r}");
-        assert_eq!(s["rows"], 68, "{r}");
+        assert_eq!(s["rows"], 67, "{r}");
         assert_eq!(s.get("archived"), None, "no archive, nothing archived: {r}");
         assert_eq!(r["totals"]["rows_archived"], 0, "{r}");
         assert!(
-            s["partial"].as_str().unwrap_or("").contains("2 eligible rows kept"),
+            s["partial"].as_str().unwrap_or("").contains("3 eligible rows kept"),
             "{r}"
         );
         // The walk went past the vetoed rows: only they are left of the old ones.
@@ -146,18 +159,18 @@ fn postgres_a_before_delete_veto_ends_partial_and_the_walk_goes_on() {
                 &url,
                 &format!("SELECT count(*) FROM {table} WHERE created_at < now() - interval '365 days'")
             )),
-            2
+            3
         );
         assert_eq!(
             rt.block_on(pg_count(&url, &format!("SELECT count(*) FROM {table} WHERE pinned"))),
-            2
+            3
         );
         assert_eq!(
             rt.block_on(pg_count(&url, &format!("SELECT count(*) FROM {table}"))),
-            32
+            33
         );
     }
-    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM audit")), 136);
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM audit")), 134);
 }
 
 #[test]
