@@ -37,7 +37,7 @@ case "$area" in
              # throttle, kill -9, pause, a reindex chain), which other
              # areas' runs cover: a caught mutant fails every test it
              # reaches, and each failing test waits out its limit.
-             tests="retention_keys retention_time retention_schema ops::retention" ;;
+             tests="retention_keys retention_time retention_schema ops::retention limits::postgres_saved_plan limits::postgres_retention_pause" ;;
   timefmt)   files=(engine/ops/retention/timefmt.rs)
              tests="retention_time ops::retention::timefmt" ;;
   archivetypes) files=(engine/ops/retention/archivetypes.rs)

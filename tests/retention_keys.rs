@@ -898,3 +898,44 @@ fn postgres_a_walk_standing_at_the_span_end_when_it_arrives_deletes_the_last_key
     // The first key, the PREPARE, the span read and the two windows.
     assert_eq!(r["steps"][0]["statements"], 5, "{r}");
 }
+
+/// A batch whose every row something kept deleted nothing: it is no
+/// batch in the report or the journal, only a warning and the partial
+/// note.
+#[test]
+fn postgres_a_batch_that_deleted_nothing_is_not_counted_as_one() {
+    let rt = rt();
+    let url = seeded_db(
+        "CREATE TABLE jobs (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, pinned bool NOT NULL); \
+         INSERT INTO jobs SELECT g, now() - interval '400 days', g BETWEEN 11 AND 20 FROM generate_series(1, 30) g; \
+         INSERT INTO jobs SELECT g, now(), false FROM generate_series(31, 40) g; \
+         CREATE FUNCTION keep_pinned() RETURNS trigger LANGUAGE plpgsql AS $$ \
+           BEGIN IF OLD.pinned THEN RETURN NULL; END IF; RETURN OLD; END $$; \
+         CREATE TRIGGER keep BEFORE DELETE ON jobs FOR EACH ROW EXECUTE FUNCTION keep_pinned();",
+        &[],
+    );
+    let t = Test::new();
+    let p = t.retention_plan(
+        &url,
+        "table: jobs, column: created_at, older_than: 365 days, batch_size: 10",
+    );
+    let Ran {
+        code,
+        report: r,
+        stderr,
+        ..
+    } = t.apply_json(&p);
+    assert_eq!(code, Some(1), "partial: {r}");
+    let s = &r["steps"][0];
+    assert_eq!((s["rows"].as_u64(), s["batches"].as_u64()), (Some(20), Some(2)), "{r}");
+    assert!(
+        stderr.contains("10 eligible rows selected, 0 deleted: 10 kept"),
+        "{stderr}"
+    );
+    assert_eq!(
+        rt.block_on(pg_count(&url, "SELECT count(*) FROM dbmaint.batches")),
+        2,
+        "the journal holds the two batches that deleted rows"
+    );
+    assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM jobs")), 20);
+}
