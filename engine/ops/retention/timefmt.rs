@@ -304,6 +304,17 @@ mod tests {
             ..Sample::default()
         };
         assert!(decide(&mixed, None).expect_err("mixed").contains("integer and text"));
+        // Integers and reals side by side are one number line: a typeless
+        // SQLite column of Julian days holds 2460000 as an integer and
+        // 2460000.5 as a real.
+        let julian = Sample {
+            declared: "".into(),
+            storage: vec!["real".into(), "integer".into(), "real".into()],
+            min_num: Some(2_460_000.0),
+            max_num: Some(2_460_000.5),
+            ..Sample::default()
+        };
+        assert_eq!(decide(&julian, None), Ok(TimeFormat::JulianDay));
         let text = |a: &str, b: &str| Sample {
             declared: "text".into(),
             storage: vec!["text".into()],
