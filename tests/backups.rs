@@ -99,6 +99,19 @@ fn keep_1_keeps_the_new_backup_and_an_operators_copy_named_like_a_backup() {
         sqlite(&db, "SELECT count(*) FROM dbmaint_backups WHERE removed_at IS NOT NULL"),
         "1"
     );
+    // `backups list`: the journal's backup, and the operator's copy as the
+    // one file the journal does not know (hidden and partial files aside).
+    std::fs::write(backups.join(".bk-dump-x.db.partial"), b"partial").expect("partial");
+    let list = listing(&t, &plan);
+    assert_eq!(list["source"], "journal", "{list}");
+    assert_eq!(list["backups"].as_array().map(Vec::len), Some(1), "{list}");
+    let unknown: Vec<String> = list["unknown"]
+        .as_array()
+        .expect("unknown")
+        .iter()
+        .map(|u| file_name(u.as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(unknown, ["bk-dump-manual-copy.db"], "{list}");
 }
 
 #[test]

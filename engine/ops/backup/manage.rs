@@ -599,3 +599,52 @@ async fn restore_sqlite(req: &RestoreRequest, say: &dyn Fn(&str)) -> Result<Coun
     c.close().await;
     Ok(counts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_is_known_by_its_extension_and_never_a_hidden_or_side_file() {
+        for name in ["nightly-20261203.dump", "nightly.dir", "schema.sql", "app-20261203.db"] {
+            assert!(looks_like_backup(name), "{name}");
+        }
+        for name in [
+            ".nightly-20261203.dump",
+            ".app.db.restore.partial",
+            "nightly-20261203.dump.manifest.json",
+            "nightly-20261203.dump.partial",
+            "notes.txt",
+            "app.db-wal",
+        ] {
+            assert!(!looks_like_backup(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_file_without_a_record_takes_its_format_from_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, b"twelve bytes").expect("write");
+            bare_record(&p)
+        };
+        for (name, format) in [
+            ("a.sql", "plain"),
+            ("a.db", "sqlite"),
+            ("a.sqlite", "sqlite"),
+            ("a.sqlite3", "sqlite"),
+            ("a.dump", "custom"),
+            ("a.backup", "custom"),
+        ] {
+            let r = at(name);
+            assert_eq!(r.format, format, "{name}");
+            assert_eq!(r.bytes, 12, "{name}");
+            assert_eq!(r.verified, journal::UNVERIFIED, "{name}");
+            assert!(r.sha256.is_empty(), "no checksum to hold {name} to");
+        }
+        let d = dir.path().join("nightly.dir");
+        std::fs::create_dir(&d).expect("mkdir");
+        assert_eq!(bare_record(&d).format, "directory");
+    }
+}

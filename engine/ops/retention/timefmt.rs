@@ -448,6 +448,9 @@ mod tests {
         assert_eq!(cutoff_value(TimeFormat::UnixMillis, c, utc, false), "1767225600000");
         assert_eq!(cutoff_value(TimeFormat::JulianDay, c, utc, false), "2461041.50000000");
         assert_eq!(cutoff_value(TimeFormat::IsoText, c, utc, true), "2026-01-01T00:00:00");
+        // A space-separated column gets a space: `T` sorts after ` `, so a
+        // `T` cutoff would take the whole cutoff day's rows with it.
+        assert_eq!(cutoff_value(TimeFormat::IsoText, c, utc, false), "2026-01-01 00:00:00");
         // A zone-less column written in New York wall time.
         assert_eq!(
             cutoff_value(TimeFormat::Native, c, chrono_tz::America::New_York, false),
