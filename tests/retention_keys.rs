@@ -651,17 +651,11 @@ fn postgres_a_key_window_walk_without_a_second_session_reads_the_span_between_ba
 #[test]
 fn postgres_negative_keys_are_walked_from_the_first_eligible_key() {
     let rt = rt();
-    let url = seeded_db(
+    let (url, Ran { code, report: r, .. }) = apply_on_seeded(
         "CREATE TABLE ev (id bigint PRIMARY KEY, created_at timestamptz NOT NULL); \
          INSERT INTO ev SELECT g, now() - (abs(g) % 2) * interval '400 days' FROM generate_series(-500, 500) g;",
-        &[],
-    );
-    let t = Test::new();
-    let p = t.retention_plan(
-        &url,
         "table: ev, column: created_at, older_than: 365 days, batch_size: 100",
     );
-    let Ran { code, report: r, .. } = t.apply_json(&p);
     assert_eq!(code, Some(0), "{r}");
     assert_eq!(r["steps"][0]["rows"], 500, "{r}");
     assert_eq!(
@@ -876,18 +870,12 @@ fn calls_on(url: &str, name: &str, during: impl FnOnce()) -> i64 {
 #[test]
 fn postgres_a_walk_standing_at_the_span_end_when_it_arrives_deletes_the_last_key_and_stops() {
     let rt = rt();
-    let url = seeded_db(
+    let (url, Ran { code, report: r, .. }) = apply_on_seeded(
         "CREATE TABLE ev (id bigint PRIMARY KEY, created_at timestamptz NOT NULL); \
          INSERT INTO ev SELECT g, CASE WHEN g IN (1, 101) THEN now() - interval '400 days' ELSE now() END \
            FROM generate_series(1, 120) g;",
-        &[],
-    );
-    let t = Test::new();
-    let p = t.retention_plan(
-        &url,
         "table: ev, column: created_at, older_than: 365 days, batch_size: 100, pause: 1s",
     );
-    let Ran { code, report: r, .. } = t.apply_json(&p);
     assert_eq!(code, Some(0), "{r}");
     assert_eq!(r["steps"][0]["rows"], 2, "{r}");
     assert_eq!(
@@ -905,26 +893,23 @@ fn postgres_a_walk_standing_at_the_span_end_when_it_arrives_deletes_the_last_key
 #[test]
 fn postgres_a_batch_that_deleted_nothing_is_not_counted_as_one() {
     let rt = rt();
-    let url = seeded_db(
+    let (
+        url,
+        Ran {
+            code,
+            report: r,
+            stderr,
+            ..
+        },
+    ) = apply_on_seeded(
         "CREATE TABLE jobs (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, pinned bool NOT NULL); \
          INSERT INTO jobs SELECT g, now() - interval '400 days', g BETWEEN 11 AND 20 FROM generate_series(1, 30) g; \
          INSERT INTO jobs SELECT g, now(), false FROM generate_series(31, 40) g; \
          CREATE FUNCTION keep_pinned() RETURNS trigger LANGUAGE plpgsql AS $$ \
            BEGIN IF OLD.pinned THEN RETURN NULL; END IF; RETURN OLD; END $$; \
          CREATE TRIGGER keep BEFORE DELETE ON jobs FOR EACH ROW EXECUTE FUNCTION keep_pinned();",
-        &[],
-    );
-    let t = Test::new();
-    let p = t.retention_plan(
-        &url,
         "table: jobs, column: created_at, older_than: 365 days, batch_size: 10",
     );
-    let Ran {
-        code,
-        report: r,
-        stderr,
-        ..
-    } = t.apply_json(&p);
     assert_eq!(code, Some(1), "partial: {r}");
     let s = &r["steps"][0];
     assert_eq!((s["rows"].as_u64(), s["batches"].as_u64()), (Some(20), Some(2)), "{r}");
@@ -938,4 +923,14 @@ fn postgres_a_batch_that_deleted_nothing_is_not_counted_as_one() {
         "the journal holds the two batches that deleted rows"
     );
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM jobs")), 20);
+}
+
+/// A fresh database seeded with `seed`, and `plan apply --output json` of
+/// one retention step with `params` on it.
+fn apply_on_seeded(seed: &str, params: &str) -> (String, Ran) {
+    let url = seeded_db(seed, &[]);
+    let t = Test::new();
+    let p = t.retention_plan(&url, params);
+    let ran = t.apply_json(&p);
+    (url, ran)
 }
