@@ -858,3 +858,43 @@ fn a_scratch_database_that_cannot_be_dropped_exits_5_and_the_next_run_drops_it()
         "every scratch database is journaled as dropped"
     );
 }
+
+/// The database gone (the file lost, the server down), `backups list`
+/// reads the manifests beside the backups: the backups are still found,
+/// and the listing says where it read them from and why.
+#[test]
+fn backups_list_reads_the_manifests_when_the_journal_cannot_be_read() {
+    let t = Test::new();
+    let db = demo_db(&t);
+    let target = format!("sqlite:{}", db.display());
+    let plan = backup_plan(&t, &target, "keep: 3");
+    for _ in 0..2 {
+        let ran = t.apply(&plan);
+        assert!(ran.success(), "{}", ran.stderr);
+    }
+    let made = backups_in(&t.path().join("backups"));
+    assert_eq!(made.len(), 2, "{made:?}");
+    std::fs::remove_file(&db).expect("lose the database");
+    let dir = t.path().join("backups").display().to_string();
+    let (code, out, err) = cli(
+        &t,
+        &[
+            "--output", "json", "backups", "list", "--target", &target, "--dir", &dir,
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(list["source"], "manifests", "{list}");
+    assert!(list["journal_error"].is_string(), "{list}");
+    let backups = list["backups"].as_array().expect("backups");
+    let mut listed: Vec<String> = backups
+        .iter()
+        .map(|b| file_name(b["path"].as_str().unwrap_or_default()))
+        .collect();
+    let created: Vec<&str> = backups.iter().filter_map(|b| b["created_at"].as_str()).collect();
+    assert!(created.len() == 2 && created[0] < created[1], "oldest first: {list}");
+    listed.sort();
+    assert_eq!(listed, made, "both backups: {list}");
+    assert_eq!(list["unknown"], serde_json::json!([]), "{list}");
+    assert!(!db.exists(), "listing never creates the database");
+}
