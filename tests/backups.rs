@@ -112,6 +112,32 @@ fn keep_1_keeps_the_new_backup_and_an_operators_copy_named_like_a_backup() {
         .map(|u| file_name(u.as_str().unwrap_or_default()))
         .collect();
     assert_eq!(unknown, ["bk-dump-manual-copy.db"], "{list}");
+    // Verifying the copy checks the file, and records nothing: it has no
+    // record in the journal to record it in.
+    let journal_before = sqlite(&db, "SELECT count(*), group_concat(verified_at) FROM dbmaint_backups");
+    let (code, out, err) = cli(
+        &t,
+        &[
+            "--output",
+            "json",
+            "backups",
+            "verify",
+            &copy.display().to_string(),
+            "--plan",
+            &plan.display().to_string(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (v["ok"].as_bool(), v["journaled"].as_bool()),
+        (Some(true), Some(false)),
+        "{v}"
+    );
+    assert_eq!(
+        sqlite(&db, "SELECT count(*), group_concat(verified_at) FROM dbmaint_backups"),
+        journal_before
+    );
 }
 
 #[test]
