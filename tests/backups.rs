@@ -924,3 +924,53 @@ fn backups_list_reads_the_manifests_when_the_journal_cannot_be_read() {
     assert_eq!(list["unknown"], serde_json::json!([]), "{list}");
     assert!(!db.exists(), "listing never creates the database");
 }
+
+/// A restore whose tables do not match the counts recorded at backup time
+/// says so and fails: here the record names a table the backup does not
+/// hold (as a truncated or mislabelled dump would), recorded with 1 row.
+#[test]
+fn a_restore_missing_a_recorded_table_fails_its_count_comparison() {
+    let t = Test::new();
+    let db = demo_db(&t);
+    let plan = backup_plan(&t, &format!("sqlite:{}", db.display()), "verify: restore");
+    assert!(t.apply(&plan).success());
+    sqlite(
+        &db,
+        "UPDATE dbmaint_backups SET counts = json_set(counts, '$.ghost', 1)",
+    );
+    let into = t.path().join("restored.db");
+    let (code, out, err) = cli(
+        &t,
+        &[
+            "--output",
+            "json",
+            "backups",
+            "restore",
+            "1",
+            "--plan",
+            &plan.display().to_string(),
+            "--target",
+            &format!("sqlite:{}", into.display()),
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    let done: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(done["counts_match"], false, "{done}");
+    let ghost = done["counts"]
+        .as_array()
+        .and_then(|c| c.iter().find(|t| t[0] == "ghost"))
+        .expect("the recorded table is listed");
+    assert_eq!(ghost, &serde_json::json!(["ghost", 1, -1]), "recorded 1, restored none");
+    // Every other table matched its record.
+    let others_match = done["counts"]
+        .as_array()
+        .expect("counts")
+        .iter()
+        .filter(|t| t[0] != "ghost")
+        .all(|t| t[1] == t[2]);
+    assert!(others_match, "{done}");
+    assert_eq!(
+        sqlite(&into, "SELECT count(*) FROM core_audit_log"),
+        sqlite(&db, "SELECT count(*) FROM core_audit_log")
+    );
+}
