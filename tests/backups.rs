@@ -684,7 +684,15 @@ fn directory_and_plain_backups_restore_in_parallel_and_through_psql() {
     let t = Test::new();
     let url = pg_db_with_bulk(20_000);
     let rt = crate::support::cli::rt();
-    for (format, extra) in [("directory", vec!["--jobs", "2"]), ("plain", vec![])] {
+    // The client tools record their calls: `--jobs 2` restores in
+    // parallel, one job (or none given) in one transaction.
+    let path = crate::support::test::recording_path(t.path());
+    let calls = t.path().join("calls");
+    for (format, extra, expect) in [
+        ("directory", vec!["--jobs", "2"], "pg_restore --exit-on-error"),
+        ("directory", vec!["--jobs", "1"], "pg_restore --exit-on-error"),
+        ("plain", vec![], "psql -X -q -v ON_ERROR_STOP=1 --single-transaction"),
+    ] {
         let plan = backup_plan(&t, &url, &format!("format: {format}, verify: {{ same_server: true }}"));
         let ran = t.apply(&plan);
         assert!(ran.success(), "{format}: {}\n{}", ran.stdout, ran.stderr);
@@ -710,10 +718,27 @@ fn directory_and_plain_backups_restore_in_parallel_and_through_psql() {
             &extra,
         ]
         .concat();
-        let (code, out, err) = cli(&t, &args);
-        assert_eq!(code, Some(0), "{format}: {out}\n{err}");
-        assert!(!out.contains("differs"), "{format}: {out}");
+        let _ = std::fs::remove_file(&calls);
+        let out = crate::support::cli::dbmaint(t.path())
+            .env("PATH", &path)
+            .args(&args)
+            .output()
+            .expect("restore");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{format}: {stdout}\n{stderr}");
+        assert!(!stdout.contains("differs"), "{format}: {stdout}");
         assert_eq!(pg_scalar(&fresh, "SELECT count(*) FROM bulk"), "20000", "{format}");
+        let recorded = std::fs::read_to_string(&calls).unwrap_or_default();
+        let call = recorded
+            .lines()
+            .find(|l| l.starts_with(expect))
+            .unwrap_or_else(|| panic!("{format} {extra:?}: no `{expect}` call in {recorded}"));
+        let parallel = extra == ["--jobs", "2"];
+        assert_eq!(call.contains("--jobs=2"), parallel, "{call}");
+        assert_eq!(call.contains("--single-transaction"), !parallel, "{call}");
     }
 }
 
