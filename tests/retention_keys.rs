@@ -427,13 +427,7 @@ fn max_ratio_refuses_a_run_that_would_delete_too_much_of_a_table_before_any_batc
     assert_eq!(code, Some(0), "{r}");
     assert_eq!(rt.block_on(pg_count(&url, "SELECT count(*) FROM ev")), 40);
     // SQLite counts its table the same way.
-    let db = t.path().join("app.db");
-    sqlite(
-        &db,
-        "CREATE TABLE ev (id INTEGER PRIMARY KEY, created TEXT NOT NULL); \
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
-         INSERT INTO ev SELECT i, datetime('now', '-' || i || ' days', '-12 hours') FROM n;",
-    );
+    let db = aged_rows(&t, "ev", 100);
     let p = t.retention_plan(
         &format!("sqlite:{}", db.display()),
         "table: ev, column: created, older_than: 30 days, max_ratio: 0.25",
@@ -728,13 +722,7 @@ fn postgres_a_ranged_walk_journals_every_batch_and_its_cascades() {
 #[test]
 fn sqlite_a_torn_last_line_in_a_file_archive_is_cut_and_said_and_a_clean_file_is_not() {
     let t = Test::new();
-    let db = t.path().join("app.db");
-    sqlite(
-        &db,
-        "CREATE TABLE events (id INTEGER PRIMARY KEY, created TEXT NOT NULL); \
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) \
-         INSERT INTO events SELECT i, datetime('now', '-' || i || ' days', '-12 hours') FROM n;",
-    );
+    let db = aged_rows(&t, "events", 40);
     let target = format!("sqlite:{}", db.display());
     let archive = t.path().join("ev.jsonl");
     // What a kill mid-write leaves: a line without its newline.
@@ -788,13 +776,7 @@ fn sqlite_a_torn_last_line_in_a_file_archive_is_cut_and_said_and_a_clean_file_is
 #[test]
 fn sqlite_a_retention_steps_statements_are_the_ones_it_sent() {
     let t = Test::new();
-    let db = t.path().join("app.db");
-    sqlite(
-        &db,
-        "CREATE TABLE events (id INTEGER PRIMARY KEY, created TEXT NOT NULL); \
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) \
-         INSERT INTO events SELECT i, datetime('now', '-' || i || ' days', '-12 hours') FROM n;",
-    );
+    let db = aged_rows(&t, "events", 40);
     let p = t.retention_plan(
         &format!("sqlite:{}", db.display()),
         "table: events, column: created, older_than: 30 days, batch_size: 4, archive: { table: events_archive }",
@@ -946,4 +928,19 @@ fn apply_on_seeded(seed: &str, params: &str) -> (String, Ran) {
     let p = t.retention_plan(&url, params);
     let ran = t.apply_json(&p);
     (url, ran)
+}
+
+/// `app.db` in the test's directory with `table (id, created)`: rows 1 to
+/// `n`, row i created i days and 12 hours ago (ISO text).
+fn aged_rows(t: &Test, table: &str, n: u32) -> std::path::PathBuf {
+    let db = t.path().join("app.db");
+    sqlite(
+        &db,
+        &format!(
+            "CREATE TABLE {table} (id INTEGER PRIMARY KEY, created TEXT NOT NULL); \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+             INSERT INTO {table} SELECT i, datetime('now', '-' || i || ' days', '-12 hours') FROM n;"
+        ),
+    );
+    db
 }
