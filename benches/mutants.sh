@@ -34,9 +34,10 @@ case "$area" in
              tests="diff connect db::pg" ;;
   walk)      files=(engine/ops/retention/walk.rs)
              # The retention tests but the slow ones (a real replica for
-             # throttle, kill -9, pause, a reindex chain), which other
-             # areas' runs cover: a caught mutant fails every test it
-             # reaches, and each failing test waits out its limit.
+             # throttle, kill -9, a reindex chain): a caught mutant fails
+             # every test it reaches, and each failing test waits out its
+             # limit. The saved-plan and pause tests answer its drift and
+             # pause mutants.
              tests="retention_keys retention_time retention_schema ops::retention limits::postgres_saved_plan limits::postgres_retention_pause" ;;
   timefmt)   files=(engine/ops/retention/timefmt.rs)
              tests="retention_time ops::retention::timefmt" ;;
