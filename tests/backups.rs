@@ -115,11 +115,9 @@ fn keep_1_keeps_the_new_backup_and_an_operators_copy_named_like_a_backup() {
     // Verifying the copy checks the file, and records nothing: it has no
     // record in the journal to record it in.
     let journal_before = sqlite(&db, "SELECT count(*), group_concat(verified_at) FROM dbmaint_backups");
-    let (code, out, err) = cli(
+    let (code, v, err) = cli_json(
         &t,
         &[
-            "--output",
-            "json",
             "backups",
             "verify",
             &copy.display().to_string(),
@@ -127,8 +125,7 @@ fn keep_1_keeps_the_new_backup_and_an_operators_copy_named_like_a_backup() {
             &plan.display().to_string(),
         ],
     );
-    assert_eq!(code, Some(0), "{out}\n{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(code, Some(0), "{v}\n{err}");
     assert_eq!(
         (v["ok"].as_bool(), v["journaled"].as_bool()),
         (Some(true), Some(false)),
@@ -428,19 +425,16 @@ fn cli(t: &Test, args: &[&str]) -> (Option<i32>, String, String) {
 
 /// `backups list --output json` of the plan's target.
 fn listing(t: &Test, plan: &Path) -> serde_json::Value {
-    let (code, out, err) = cli(
-        t,
-        &[
-            "--output",
-            "json",
-            "backups",
-            "list",
-            "--plan",
-            &plan.display().to_string(),
-        ],
-    );
+    let (code, list, err) = cli_json(t, &["backups", "list", "--plan", &plan.display().to_string()]);
     assert_eq!(code, Some(0), "{err}");
-    serde_json::from_str(&out).expect("json")
+    list
+}
+
+/// `dbmaint --output json ARGS`: the exit code, the JSON printed, stderr.
+fn cli_json(t: &Test, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let (code, out, err) = cli(t, &[&["--output", "json"][..], args].concat());
+    let json = serde_json::from_str(&out).unwrap_or_else(|e| panic!("no JSON ({e}): {out}\n{err}"));
+    (code, json, err)
 }
 
 #[test]
@@ -927,14 +921,8 @@ fn backups_list_reads_the_manifests_when_the_journal_cannot_be_read() {
     assert_eq!(made.len(), 2, "{made:?}");
     std::fs::remove_file(&db).expect("lose the database");
     let dir = t.path().join("backups").display().to_string();
-    let (code, out, err) = cli(
-        &t,
-        &[
-            "--output", "json", "backups", "list", "--target", &target, "--dir", &dir,
-        ],
-    );
-    assert_eq!(code, Some(0), "{out}\n{err}");
-    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let (code, list, err) = cli_json(&t, &["backups", "list", "--target", &target, "--dir", &dir]);
+    assert_eq!(code, Some(0), "{list}\n{err}");
     assert_eq!(list["source"], "manifests", "{list}");
     assert!(list["journal_error"].is_string(), "{list}");
     let backups = list["backups"].as_array().expect("backups");
@@ -964,11 +952,9 @@ fn a_restore_missing_a_recorded_table_fails_its_count_comparison() {
         "UPDATE dbmaint_backups SET counts = json_set(counts, '$.ghost', 1)",
     );
     let into = t.path().join("restored.db");
-    let (code, out, err) = cli(
+    let (code, done, err) = cli_json(
         &t,
         &[
-            "--output",
-            "json",
             "backups",
             "restore",
             "1",
@@ -978,8 +964,7 @@ fn a_restore_missing_a_recorded_table_fails_its_count_comparison() {
             &format!("sqlite:{}", into.display()),
         ],
     );
-    assert_eq!(code, Some(1), "{out}\n{err}");
-    let done: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(code, Some(1), "{done}\n{err}");
     assert_eq!(done["counts_match"], false, "{done}");
     let ghost = done["counts"]
         .as_array()

@@ -79,16 +79,11 @@ fn postgres_uuid_and_composite_keys_delete_exactly_the_eligible_rows() {
     let lines = std::fs::read_to_string(t.path().join("te.jsonl")).expect("archive");
     assert_eq!(r["steps"][0]["archived"], lines.lines().count(), "{r}");
     assert_eq!(r["totals"]["rows_archived"], 60, "{r}");
-    let mut ids: Vec<i64> = lines
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).expect("line")["row"]["id"]
-                .as_i64()
-                .expect("id")
-        })
-        .collect();
-    ids.sort();
-    assert_eq!(ids, (31..=90).collect::<Vec<_>>(), "each deleted row once in the file");
+    assert_eq!(
+        archived_ids(&lines),
+        (31..=90).collect::<Vec<_>>(),
+        "each deleted row once in the file"
+    );
 }
 
 #[test]
@@ -745,17 +740,12 @@ fn sqlite_a_torn_last_line_in_a_file_archive_is_cut_and_said_and_a_clean_file_is
     );
     let text = std::fs::read_to_string(&archive).expect("archive");
     assert!(!text.contains("\"crea\n") && text.ends_with('\n'), "{text}");
-    let mut ids: Vec<i64> = text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON")["row"]["id"]
-                .as_i64()
-                .expect("id")
-        })
-        .collect();
-    ids.sort();
     // Ages 30.5 … 40.5 days.
-    assert_eq!(ids, (30..=40).collect::<Vec<_>>(), "each deleted row once: {text}");
+    assert_eq!(
+        archived_ids(&text),
+        (30..=40).collect::<Vec<_>>(),
+        "each deleted row once: {text}"
+    );
     assert_eq!(sqlite(&db, "SELECT count(*) FROM events"), "29");
     // The next run finds a clean file: nothing cut, nothing said.
     sqlite(
@@ -943,4 +933,19 @@ fn aged_rows(t: &Test, table: &str, n: u32) -> std::path::PathBuf {
         ),
     );
     db
+}
+
+/// The `row.id` of every line of a JSON Lines archive, sorted (each line
+/// must be JSON).
+fn archived_ids(text: &str) -> Vec<i64> {
+    let mut ids: Vec<i64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON")["row"]["id"]
+                .as_i64()
+                .expect("id")
+        })
+        .collect();
+    ids.sort();
+    ids
 }
